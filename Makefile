@@ -1,0 +1,54 @@
+# taxii-node: every target creates the virtualenv it needs, so each works on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+NODE   := $(BIN)/taxii-node
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install run demo test lint format bench pair clean
+
+help:
+	@echo "make demo    two nodes on loopback, sync both ways, print a report"
+	@echo "make test    lint and run the whole test suite"
+	@echo "make run     serve node A (config/node-a.toml) on 127.0.0.1:6001"
+	@echo "make pair    initialise both example nodes and create their accounts"
+	@echo "make bench   benchmarks (prints figures)"
+	@echo "make lint    ruff check and format check"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+pair: $(STAMP)
+	$(BIN)/python -m node.demo pair
+
+run: pair
+	$(NODE) --config config/node-a.toml serve
+
+demo: $(STAMP)
+	$(BIN)/python -m node.demo run
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_node.py
+	$(BIN)/python bench/bench_sync.py
+
+clean:
+	rm -rf var/ .pytest_cache

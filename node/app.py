@@ -1,0 +1,48 @@
+"""The application factory: one Flask app per node, no module-level app."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from node.config import Config
+from node.store import Store
+from node.taxii.auth import Authenticator
+from node.taxii.errors import register_error_handlers
+from node.taxii.pagination import TokenSigner
+from node.taxii.state import EXTENSION, NodeState
+from node.taxii.views import blueprint
+
+log = logging.getLogger(__name__)
+
+
+class StoreNotReady(RuntimeError):
+    """The store has not been initialised, or needs migrating: run ``taxii-node init``."""
+
+
+def create_app(config: Config, store: Store | None = None) -> Flask:
+    """A WSGI app serving TAXII 2.1 for ``config``.
+
+    The store must already be initialised (``taxii-node init``): serving from
+    a store with an older schema would fail in the middle of requests.
+    """
+    store = store or Store(config.store_url)
+    if not store.is_current():
+        raise StoreNotReady(
+            f"the store {store.engine.url!r} is not initialised or needs migrating: "
+            f"run 'taxii-node --config {config.path} init'"
+        )
+    key = store.setting("pagination_key")
+    app = Flask("node")
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.strict_slashes = True
+    app.extensions[EXTENSION] = NodeState(
+        config=config,
+        store=store,
+        signer=TokenSigner(bytes.fromhex(key or "")),
+        authenticator=Authenticator(store),
+    )
+    register_error_handlers(app)
+    app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,258 @@
+"""Operator commands: init, serve, user, check."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from node.collection_files import load_collection_files
+from node.store import accounts, catalog
+
+from .common import CommandError, NodeContext
+
+pass_node = click.make_pass_decorator(NodeContext)
+
+
+@click.command()
+@pass_node
+def init(node: NodeContext) -> None:
+    """Create or migrate the store and load the collection definitions.
+
+    Safe to run again: it applies only missing migrations and updates
+    collections from their files.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml init
+    """
+    config = node.config()
+    store = node.store()
+    try:
+        applied = store.migrate()
+        for step in applied:
+            click.echo(f"migrated: {step}")
+        if config.taxii.collections_dir:
+            definitions = load_collection_files(config.taxii.collections_dir)
+            with store.write() as connection:
+                for collection in definitions:
+                    created = catalog.upsert(connection, collection)
+                    verb = "created" if created else "updated"
+                    click.echo(f"collection {verb}: {collection.alias or collection.id}")
+        click.echo(f"store ready: {store.engine.url.render_as_string(hide_password=True)}")
+    finally:
+        store.close()
+
+
+@click.command()
+@pass_node
+def serve(node: NodeContext) -> None:
+    """Serve TAXII 2.1 with gunicorn until stopped (SIGTERM or Ctrl-C).
+
+    Workers, threads, host and port come from the [server] table.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml serve
+    """
+    from node.server import serve as run_server
+
+    config = node.config()
+    node.ready_store().close()
+    click.echo(f"serving {config.name} on http://{config.server.host}:{config.server.port}/")
+    run_server(config)
+
+
+@click.group()
+def user() -> None:
+    """Manage accounts: add, list, remove, passwd."""
+
+
+def _collection_ids(connection, names: tuple[str, ...]) -> list[str]:
+    ids = []
+    for name in names:
+        found = catalog.find(connection, name)
+        if found is None:
+            known = ", ".join(c.alias or c.id for c in catalog.all_collections(connection))
+            raise CommandError(f"unknown collection {name!r} (known: {known or 'none'})")
+        ids.append(found.id)
+    return ids
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        raise CommandError("the password must have at least 8 characters")
+    return password
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--read", "read", multiple=True, metavar="COLLECTION", help="Grant read (id or alias).")
+@click.option("--write", "write", multiple=True, metavar="COLLECTION", help="Grant write.")
+@click.option("--admin", is_flag=True, help="Full rights on every collection.")
+@click.option("--peer", metavar="PEER", help="The partner node this sync account belongs to.")
+@pass_node
+def user_add(node, name, password_stdin, read, write, admin, peer) -> None:
+    """Create an account; run again with the same name to fail safely.
+
+    \b
+    Example:
+      echo 's3cret-pass' | taxii-node --config config/node-a.toml \\
+          user add alice --password-stdin --read shared-indicators --write shared-indicators
+    """
+    if peer is not None:
+        node.config().peer(peer)
+    password = _read_password(password_stdin)
+    store = node.ready_store()
+    try:
+        with store.write() as connection:
+            readable = _collection_ids(connection, read)
+            writable = _collection_ids(connection, write)
+            try:
+                accounts.add_user(connection, name, password, is_admin=admin, peer=peer)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            for collection_id in set(readable) | set(writable):
+                accounts.grant(
+                    connection,
+                    name,
+                    collection_id,
+                    read=collection_id in readable,
+                    write=collection_id in writable,
+                )
+    finally:
+        store.close()
+    click.echo(f"user {name} added")
+
+
+@user.command("grant")
+@click.argument("name")
+@click.option("--read", "read", multiple=True, metavar="COLLECTION")
+@click.option("--write", "write", multiple=True, metavar="COLLECTION")
+@pass_node
+def user_grant(node, name, read, write) -> None:
+    """Add read/write rights on collections to an existing account.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml user grant alice --read partner-feed
+    """
+    store = node.ready_store()
+    try:
+        with store.write() as connection:
+            if accounts.load_account(connection, name) is None:
+                raise CommandError(f"no user {name!r}")
+            readable = _collection_ids(connection, read)
+            writable = _collection_ids(connection, write)
+            for collection_id in set(readable) | set(writable):
+                accounts.grant(
+                    connection,
+                    name,
+                    collection_id,
+                    read=collection_id in readable,
+                    write=collection_id in writable,
+                )
+    finally:
+        store.close()
+    click.echo(f"user {name} updated")
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@pass_node
+def user_passwd(node, name, password_stdin) -> None:
+    """Set a new password.
+
+    \b
+    Example:
+      echo 'n3w-passw0rd' | taxii-node --config config/node-a.toml user passwd alice --password-stdin
+    """
+    password = _read_password(password_stdin)
+    store = node.ready_store()
+    try:
+        with store.write() as connection:
+            try:
+                accounts.set_password(connection, name, password)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"password of {name} changed")
+
+
+@user.command("remove")
+@click.argument("name")
+@pass_node
+def user_remove(node, name) -> None:
+    """Delete an account and its rights.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml user remove alice
+    """
+    store = node.ready_store()
+    try:
+        with store.write() as connection:
+            try:
+                accounts.remove_user(connection, name)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"user {name} removed")
+
+
+@user.command("list")
+@pass_node
+def user_list(node) -> None:
+    """List accounts with their role and rights.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml user list
+    """
+    store = node.ready_store()
+    try:
+        with store.read() as connection:
+            everyone = accounts.list_accounts(connection)
+            names = {c.id: c.alias or c.id for c in catalog.all_collections(connection)}
+    finally:
+        store.close()
+    for account in everyone:
+        role = "admin" if account.is_admin else (f"peer:{account.peer}" if account.peer else "user")
+        rights = ", ".join(
+            f"{names.get(cid, cid)}:{'r' if r.can_read else ''}{'w' if r.can_write else ''}"
+            for cid, r in sorted(account.rights.items())
+        )
+        click.echo(f"{account.name}\t{role}\t{rights or '-'}")
+
+
+@click.command()
+@pass_node
+def check(node: NodeContext) -> None:
+    """Validate the config file, collection files and policies; report problems.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml check
+    """
+    config = node.config()
+    if config.taxii.collections_dir:
+        load_collection_files(config.taxii.collections_dir)
+    for peer in config.peers:
+        for mapping in peer.mappings:
+            _check_policies(mapping)
+    click.echo(f"{config.path}: ok ({len(config.peers)} peer(s))")
+
+
+def _check_policies(mapping) -> None:
+    from node.policy import Rules
+
+    Rules.from_config(mapping.egress, direction="egress", where=f"{mapping.where} egress")
+    Rules.from_config(mapping.ingress, direction="ingress", where=f"{mapping.where} ingress")

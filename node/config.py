@@ -1,0 +1,353 @@
+"""The node's TOML configuration, validated into frozen dataclasses.
+
+Every error names the file and the key (``config/node-a.toml: [server] port:
+expected an integer``) and suggests the closest valid key for a misspelling,
+because a sharing node that starts with a silently ignored setting is worse
+than one that refuses to start.  Relative paths are resolved against the
+directory of the config file, so a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_STORE_URL = "TAXII_NODE_STORE_URL"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message meant for the operator."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 6001
+    workers: int = 2
+    threads: int = 8
+    timeout: int = 60
+
+
+@dataclass(frozen=True)
+class TaxiiConfig:
+    api_root: str = "api"
+    title: str = "taxii-node"
+    description: str = ""
+    contact: str = ""
+    max_content_length: int = 10 * 1024 * 1024
+    max_page_size: int = 1000
+    status_retention_hours: int = 48
+    collections_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    local: str
+    remote: str
+    direction: str = "both"  # push, pull or both
+    interval: float = 5.0
+    egress: Mapping[str, Any] = field(default_factory=dict)
+    ingress: Mapping[str, Any] = field(default_factory=dict)
+    where: str = ""
+
+    @property
+    def pushes(self) -> bool:
+        return self.direction in ("push", "both")
+
+    @property
+    def pulls(self) -> bool:
+        return self.direction in ("pull", "both")
+
+    @property
+    def key(self) -> str:
+        return f"{self.local}<->{self.remote}"
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    name: str
+    api_root: str
+    user: str
+    password_env: str | None = None
+    password_file: Path | None = None
+    account: str | None = None  # local account the partner's worker reads us with
+    timeout: float = 30.0
+    mappings: tuple[MappingConfig, ...] = ()
+
+    def password(self) -> str:
+        """The secret this node presents to the peer, from the environment or a file."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(
+                    f"peer {self.name!r}: environment variable {self.password_env} is not set"
+                )
+            return value
+        if self.password_file:
+            try:
+                return self.password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"peer {self.name!r}: cannot read password_file: {exc}") from None
+        raise ConfigError(f"peer {self.name!r}: set password_env or password_file")
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    name: str
+    store_url: str
+    server: ServerConfig = field(default_factory=ServerConfig)
+    taxii: TaxiiConfig = field(default_factory=TaxiiConfig)
+    peers: tuple[PeerConfig, ...] = ()
+
+    def peer(self, name: str) -> PeerConfig:
+        for peer in self.peers:
+            if peer.name == name:
+                return peer
+        known = ", ".join(p.name for p in self.peers) or "none configured"
+        raise ConfigError(f"{self.path}: no peer named {name!r} (peers: {known})")
+
+
+_TOP_KEYS = {"node", "server", "store", "taxii", "peers"}
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a node config file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, path)
+
+
+def parse_config(data: Mapping[str, Any], path: Path) -> Config:
+    """Validate an already-parsed config; ``path`` anchors relative paths."""
+    reader = _Reader(path)
+    reader.check_keys(data, _TOP_KEYS, "")
+    node = reader.table(data, "node")
+    reader.check_keys(node, {"name"}, "[node]")
+    server = reader.table(data, "server")
+    taxii = reader.table(data, "taxii")
+    store = reader.table(data, "store")
+    return Config(
+        path=path,
+        name=reader.string(node, "name", "[node]", required=True),
+        store_url=_store_url(reader, store),
+        server=_server(reader, server),
+        taxii=_taxii(reader, taxii),
+        peers=tuple(_peers(reader, data.get("peers", []))),
+    )
+
+
+def _server(reader: _Reader, table: Mapping[str, Any]) -> ServerConfig:
+    where = "[server]"
+    reader.check_keys(table, {"host", "port", "workers", "threads", "timeout"}, where)
+    defaults = ServerConfig()
+    return ServerConfig(
+        host=reader.string(table, "host", where, default=defaults.host),
+        port=reader.integer(table, "port", where, defaults.port, low=1, high=65535),
+        workers=reader.integer(table, "workers", where, defaults.workers, low=1, high=64),
+        threads=reader.integer(table, "threads", where, defaults.threads, low=1, high=256),
+        timeout=reader.integer(table, "timeout", where, defaults.timeout, low=1, high=3600),
+    )
+
+
+def _taxii(reader: _Reader, table: Mapping[str, Any]) -> TaxiiConfig:
+    where = "[taxii]"
+    keys = {
+        "api_root",
+        "title",
+        "description",
+        "contact",
+        "max_content_length",
+        "max_page_size",
+        "status_retention_hours",
+        "collections_dir",
+    }
+    reader.check_keys(table, keys, where)
+    defaults = TaxiiConfig()
+    api_root = reader.string(table, "api_root", where, default=defaults.api_root).strip("/")
+    if not api_root or "/" in api_root or api_root == "taxii2":
+        raise ConfigError(
+            f"{reader.path}: {where} api_root: {api_root!r} must be one path segment "
+            "other than 'taxii2' (the discovery endpoint)"
+        )
+    collections_dir = reader.string(table, "collections_dir", where, default="")
+    return TaxiiConfig(
+        api_root=api_root,
+        title=reader.string(table, "title", where, default=defaults.title),
+        description=reader.string(table, "description", where, default=""),
+        contact=reader.string(table, "contact", where, default=""),
+        max_content_length=reader.integer(
+            table, "max_content_length", where, defaults.max_content_length, low=1024
+        ),
+        max_page_size=reader.integer(
+            table, "max_page_size", where, defaults.max_page_size, low=1, high=100_000
+        ),
+        status_retention_hours=reader.integer(
+            table, "status_retention_hours", where, defaults.status_retention_hours, low=24
+        ),
+        collections_dir=reader.resolve(collections_dir) if collections_dir else None,
+    )
+
+
+def _store_url(reader: _Reader, table: Mapping[str, Any]) -> str:
+    reader.check_keys(table, {"url", "path"}, "[store]")
+    from_env = os.environ.get(ENV_STORE_URL)
+    if from_env:
+        return from_env
+    if "url" in table and "path" in table:
+        raise ConfigError(f"{reader.path}: [store] set either url or path, not both")
+    if "url" in table:
+        return reader.string(table, "url", "[store]")
+    path = reader.string(table, "path", "[store]", default="../var/node.db")
+    return f"sqlite:///{reader.resolve(path)}"
+
+
+def _peers(reader: _Reader, peers: Any) -> list[PeerConfig]:
+    if not isinstance(peers, list):
+        raise ConfigError(f"{reader.path}: peers must be an array of tables ([[peers]])")
+    result = []
+    names = set()
+    for index, table in enumerate(peers):
+        where = f"[[peers]] #{index + 1}"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{reader.path}: {where} must be a table")
+        peer = _peer(reader, table, where)
+        if peer.name in names:
+            raise ConfigError(f"{reader.path}: {where}: duplicate peer name {peer.name!r}")
+        names.add(peer.name)
+        result.append(peer)
+    return result
+
+
+def _peer(reader: _Reader, table: Mapping[str, Any], where: str) -> PeerConfig:
+    keys = {"name", "api_root", "user", "password_env", "password_file", "account", "timeout"}
+    reader.check_keys(table, keys | {"mappings"}, where)
+    name = reader.string(table, "name", where, required=True)
+    where = f"peer {name!r}"
+    api_root = reader.string(table, "api_root", where, required=True)
+    if not api_root.startswith(("http://", "https://")):
+        raise ConfigError(f"{reader.path}: {where} api_root: {api_root!r} is not an http(s) URL")
+    password_file = reader.string(table, "password_file", where, default="")
+    mappings = table.get("mappings", [])
+    if not isinstance(mappings, list):
+        raise ConfigError(f"{reader.path}: {where} mappings must be an array of tables")
+    return PeerConfig(
+        name=name,
+        api_root=api_root if api_root.endswith("/") else api_root + "/",
+        user=reader.string(table, "user", where, required=True),
+        password_env=reader.string(table, "password_env", where, default="") or None,
+        password_file=reader.resolve(password_file) if password_file else None,
+        account=reader.string(table, "account", where, default="") or None,
+        timeout=float(reader.number(table, "timeout", where, 30.0)),
+        mappings=tuple(
+            _mapping(reader, m, f"{where} mappings[{i}]") for i, m in enumerate(mappings)
+        ),
+    )
+
+
+def _mapping(reader: _Reader, table: Any, where: str) -> MappingConfig:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{reader.path}: {where} must be a table")
+    keys = {"local", "remote", "direction", "interval", "egress", "ingress"}
+    reader.check_keys(table, keys, where)
+    direction = reader.string(table, "direction", where, default="both")
+    if direction not in ("push", "pull", "both"):
+        raise ConfigError(
+            f"{reader.path}: {where} direction: {direction!r} is not push, pull or both"
+        )
+    for policy in ("egress", "ingress"):
+        if not isinstance(table.get(policy, {}), Mapping):
+            raise ConfigError(f"{reader.path}: {where} {policy} must be a table")
+    return MappingConfig(
+        local=reader.string(table, "local", where, required=True),
+        remote=reader.string(table, "remote", where, required=True),
+        direction=direction,
+        interval=float(reader.number(table, "interval", where, 5.0)),
+        egress=dict(table.get("egress", {})),
+        ingress=dict(table.get("ingress", {})),
+        where=f"{reader.path}: {where}",
+    )
+
+
+class _Reader:
+    """Typed access to TOML tables, with errors that name file and key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def resolve(self, value: str) -> Path:
+        candidate = Path(value).expanduser()
+        if not candidate.is_absolute():
+            candidate = self.path.resolve().parent / candidate
+        return candidate.resolve()
+
+    def check_keys(self, table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, sorted(allowed), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                valid = ", ".join(sorted(allowed))
+                raise ConfigError(
+                    f"{self.path}: {where + ' ' if where else ''}unknown key {key!r}{hint}; "
+                    f"valid keys: {valid}"
+                )
+
+    def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{self.path}: [{key}] must be a table")
+        return value
+
+    def string(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        where: str,
+        *,
+        default: str | None = None,
+        required: bool = False,
+    ) -> str:
+        if key not in table:
+            if required or default is None:
+                raise ConfigError(f"{self.path}: {where} {key}: required")
+            return default
+        value = table[key]
+        if not isinstance(value, str) or (required and not value.strip()):
+            raise ConfigError(f"{self.path}: {where} {key}: expected a non-empty string")
+        return value
+
+    def integer(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        where: str,
+        default: int,
+        *,
+        low: int | None = None,
+        high: int | None = None,
+    ) -> int:
+        value = table.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{self.path}: {where} {key}: expected an integer, got {value!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ConfigError(
+                f"{self.path}: {where} {key}: {value} is outside {low}..{high or 'unbounded'}"
+            )
+        return value
+
+    def number(self, table: Mapping[str, Any], key: str, where: str, default: float) -> float:
+        value = table.get(key, default)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{self.path}: {where} {key}: expected a positive number")
+        return value

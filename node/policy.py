@@ -1,0 +1,757 @@
+"""Sharing policy: which STIX objects may leave this node, and which it accepts.
+
+One engine serves both directions of a partner mapping:
+
+* **egress**, evaluated at the source before pushing objects to the partner and when the
+  partner's sync account reads a collection over TAXII;
+* **ingress**, evaluated at the destination before storing what the partner sent.
+
+Policies are declared per mapping and direction in the node's TOML configuration and parsed
+into :class:`Rules`.  :class:`Policy` turns rules into :class:`Decision` objects, each naming
+the rule that made it so the audit log can say *why* an object was or was not shared.
+
+Two kinds of rule withhold objects, and the difference matters for dependencies:
+
+* **protective** rules say the content must not travel: TLP:RED on egress, ``ids_deny``,
+  ``types_deny``, ``max_tlp`` / AMBER+STRICT, ``labels_deny`` (and malformed objects);
+* **selective** rules choose what is worth sending: ``types_allow``, ``unmarked``,
+  ``labels_require``, ``created_by_allow``, ``min_confidence``.
+
+Identity and marking-definition objects are *dependencies*: an object that references its
+author identity or its markings is only usable with them.  A dependency withheld by a
+selective rule (typically our own unmarked identity) still travels with any allowed object
+that references it; one withheld by a protective rule never does.
+
+The policy runs on the sync hot path, so :meth:`Policy.decide` copies an object only when
+it must change it (redaction), and :meth:`Policy.apply` only copies containers it trims.
+Input objects are never mutated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
+
+from node.tlp import TLP, TLP_BY_MARKING_ID, parse_level, tlp_of
+
+Direction = Literal["egress", "ingress"]
+Resolver = Callable[[str], dict | None]
+"""Returns the latest stored version of the object with this id, or None when unknown."""
+
+
+class PolicyError(ValueError):
+    """A policy configuration error; the message starts with the offending key path."""
+
+
+class Rule(StrEnum):
+    """Rule names recorded in decisions (and so in the audit log)."""
+
+    ALLOWED = "allowed"
+    DEPENDENCY = "dependency"
+    RED_NEVER_LEAVES = "tlp:red-never-leaves"
+    INVALID = "invalid"
+    IDS_DENY = "ids.deny"
+    TYPES_DENY = "types.deny"
+    TYPES_ALLOW = "types.allow"
+    TLP_MAX = "tlp.max"
+    TLP_AMBER_STRICT = "tlp.amber-strict"
+    UNMARKED = "unmarked"
+    LABELS_DENY = "labels.deny"
+    LABELS_REQUIRE = "labels.require"
+    CREATED_BY_ALLOW = "created_by.allow"
+    CONFIDENCE_MIN = "confidence.min"
+    CONFIDENCE_MISSING = "confidence.missing"
+    REF_WITHHELD = "ref.withheld-target"
+    REF_UNRESOLVED = "ref.unresolved"
+    REPORTS_TRIM = "reports.trim"
+    REPORTS_WITHHOLD = "reports.withhold"
+    REPORTS_EMPTY = "reports.empty"
+
+
+PROTECTIVE_RULES: frozenset[str] = frozenset(
+    {
+        Rule.RED_NEVER_LEAVES,
+        Rule.INVALID,
+        Rule.IDS_DENY,
+        Rule.TYPES_DENY,
+        Rule.TLP_MAX,
+        Rule.TLP_AMBER_STRICT,
+        Rule.LABELS_DENY,
+    }
+)
+"""Rules whose withholding a dependency cannot override (see the module docstring)."""
+
+DEPENDENCY_TYPES: frozenset[str] = frozenset({"identity", "marking-definition"})
+CONTAINER_TYPES: frozenset[str] = frozenset(
+    {"report", "grouping", "note", "opinion", "observed-data"}
+)
+# Properties whose target must be shareable for the referencing object to make sense.
+_LINK_PROPERTIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "relationship": ("source_ref", "target_ref"),
+        "sighting": ("sighting_of_ref", "observed_data_refs", "where_sighted_refs"),
+    }
+)
+
+_STIX_TYPE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,248}[a-z0-9]$")
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_STIX_ID = re.compile(rf"^[a-z0-9][a-z0-9-]*[a-z0-9]--{_UUID}$")
+_IDENTITY_ID = re.compile(rf"^identity--{_UUID}$")
+_CUSTOM_PROPERTY = re.compile(r"^x_[A-Za-z0-9_]+$")
+
+
+# --------------------------------------------------------------------------- configuration
+
+_CONFIG_KEYS = (
+    "types_allow",
+    "types_deny",
+    "max_tlp",
+    "allow_amber_strict",
+    "unmarked",
+    "min_confidence",
+    "missing_confidence",
+    "labels_require",
+    "labels_deny",
+    "created_by_allow",
+    "ids_deny",
+    "redact",
+    "reports",
+    "unresolved_refs",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rules:
+    """Parsed, validated policy rules for one mapping and direction.
+
+    Build with :meth:`from_config`, which applies the direction's defaults: egress is
+    conservative (a partner only gets what the operator opted into), ingress accepts what
+    the partner's own egress policy already let through.
+    """
+
+    direction: Direction
+    max_tlp: TLP
+    allow_amber_strict: bool
+    unmarked: Literal["withhold", "share"]
+    unresolved_refs: Literal["withhold", "share"]
+    types_allow: frozenset[str] = frozenset()
+    types_deny: frozenset[str] = frozenset()
+    min_confidence: int | None = None
+    missing_confidence: Literal["share", "withhold"] = "share"
+    labels_require: frozenset[str] = frozenset()
+    labels_deny: frozenset[str] = frozenset()
+    created_by_allow: frozenset[str] = frozenset()
+    ids_deny: frozenset[str] = frozenset()
+    redact: frozenset[str] = frozenset()
+    reports: Literal["trim", "withhold"] = "trim"
+
+    @classmethod
+    def from_config(
+        cls, table: Mapping[str, Any] | None, *, direction: Direction, where: str
+    ) -> Rules:
+        """Validate one policy table (as parsed by tomllib) and apply the direction defaults.
+
+        ``where`` is the key path of the table (e.g. ``peers.node-b.mappings[0].egress``);
+        every :class:`PolicyError` message starts with it, followed by the offending key.
+
+        Defaults (egress / ingress): ``max_tlp`` green / red, ``allow_amber_strict``
+        false / true, ``unmarked`` withhold / share, ``unresolved_refs`` withhold / share;
+        ``missing_confidence`` share, ``reports`` trim, lists empty.
+
+        AMBER+STRICT needs a double opt-in: ``max_tlp`` at "amber+strict" or "red" *and*
+        ``allow_amber_strict = true``, because TLP:AMBER+STRICT limits sharing to the
+        recipient's own organisation, which "at most AMBER" alone does not make explicit.
+        """
+        if direction not in ("egress", "ingress"):
+            raise ValueError(f"direction must be 'egress' or 'ingress', not {direction!r}")
+        reader = _TableReader(table, where)
+        egress = direction == "egress"
+        # Egress must not leak; ingress trusts the partner's egress policy by default.
+        cautious = "withhold" if egress else "share"
+        max_tlp = reader.level("max_tlp", TLP.GREEN if egress else TLP.RED)
+        rules = cls(
+            direction=direction,
+            types_allow=reader.names("types_allow", _STIX_TYPE, "a STIX type name"),
+            types_deny=reader.names("types_deny", _STIX_TYPE, "a STIX type name"),
+            max_tlp=max_tlp,
+            allow_amber_strict=reader.boolean("allow_amber_strict", not egress),
+            unmarked=reader.choice("unmarked", ("withhold", "share"), cautious),
+            min_confidence=reader.confidence("min_confidence"),
+            missing_confidence=reader.choice("missing_confidence", ("share", "withhold"), "share"),
+            labels_require=reader.names("labels_require", None, "a label"),
+            labels_deny=reader.names("labels_deny", None, "a label"),
+            created_by_allow=reader.names("created_by_allow", _IDENTITY_ID, "an identity id"),
+            ids_deny=reader.names("ids_deny", _STIX_ID, "a STIX id"),
+            redact=reader.custom_properties("redact"),
+            reports=reader.choice("reports", ("trim", "withhold"), "trim"),
+            unresolved_refs=reader.choice("unresolved_refs", ("withhold", "share"), cautious),
+        )
+        reader.check_consistency(rules)
+        return rules
+
+
+class _TableReader:
+    """Reads typed values out of one policy table, raising PolicyError with key paths."""
+
+    def __init__(self, table: Mapping[str, Any] | None, where: str) -> None:
+        if table is None:
+            table = {}
+        if not isinstance(table, Mapping):
+            raise PolicyError(f"{where}: must be a table of policy keys, not {_kind(table)}")
+        unknown = sorted(set(table) - set(_CONFIG_KEYS))
+        if unknown:
+            valid = ", ".join(sorted(_CONFIG_KEYS))
+            raise PolicyError(f"{where}.{unknown[0]}: unknown policy key (valid keys: {valid})")
+        self._table = table
+        self._where = where
+
+    def path(self, key: str) -> str:
+        return f"{self._where}.{key}"
+
+    def level(self, key: str, default: TLP) -> TLP:
+        if key not in self._table:
+            return default
+        value = self._table[key]
+        try:
+            return parse_level(value)
+        except ValueError as exc:
+            raise PolicyError(f"{self.path(key)}: {exc}") from None
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._table.get(key, default)
+        if not isinstance(value, bool):
+            raise PolicyError(f"{self.path(key)}: must be true or false, not {value!r}")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...], default: str) -> Any:
+        value = self._table.get(key, default)
+        if value not in options:
+            allowed = " or ".join(repr(option) for option in options)
+            raise PolicyError(f"{self.path(key)}: must be {allowed}, not {value!r}")
+        return value
+
+    def confidence(self, key: str) -> int | None:
+        value = self._table.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+            raise PolicyError(f"{self.path(key)}: must be an integer from 0 to 100, not {value!r}")
+        return value
+
+    def names(self, key: str, pattern: re.Pattern[str] | None, what: str) -> frozenset[str]:
+        """A list of non-empty strings, each matching ``pattern`` when given."""
+        values = self._table.get(key, [])
+        if not isinstance(values, list):
+            raise PolicyError(f"{self.path(key)}: must be an array of strings, not {values!r}")
+        for index, value in enumerate(values):
+            valid = isinstance(value, str) and value and (pattern is None or pattern.match(value))
+            if not valid:
+                raise PolicyError(f"{self.path(key)}[{index}]: {value!r} is not {what}")
+        return frozenset(values)
+
+    def custom_properties(self, key: str) -> frozenset[str]:
+        """Property names to redact: custom ``x_`` names only.
+
+        Removing a standard property could make an object invalid (a required one) or change
+        its meaning; custom properties are where node-internal annotations live.
+        """
+        names = self.names(key, None, "a property name")
+        for index, name in enumerate(self._table.get(key, [])):
+            if not _CUSTOM_PROPERTY.match(name):
+                raise PolicyError(
+                    f"{self.path(key)}[{index}]: {name!r} is not a custom property; "
+                    "only names starting with x_ can be redacted"
+                )
+        return names
+
+    def check_consistency(self, rules: Rules) -> None:
+        """Reject combinations that cannot mean what the operator wrote."""
+        self._disjoint("types_deny", rules.types_deny, "types_allow", rules.types_allow)
+        self._disjoint("labels_deny", rules.labels_deny, "labels_require", rules.labels_require)
+        if self._table.get("allow_amber_strict") is True and rules.max_tlp < TLP.AMBER_STRICT:
+            raise PolicyError(
+                f"{self.path('allow_amber_strict')}: has no effect unless max_tlp is "
+                f"'amber+strict' or 'red' (it is {rules.max_tlp.config_name!r})"
+            )
+        if "missing_confidence" in self._table and rules.min_confidence is None:
+            raise PolicyError(
+                f"{self.path('missing_confidence')}: has no effect without min_confidence"
+            )
+
+    def _disjoint(self, key: str, values: frozenset[str], other: str, others: frozenset[str]):
+        both = sorted(values & others)
+        if both:
+            raise PolicyError(f"{self.path(key)}: {both[0]!r} is also in {other}")
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict on one object version.
+
+    ``obj`` is what to send or store: the input object itself when nothing had to change,
+    a redacted or trimmed shallow copy otherwise, None when withheld.  Treat it as read-only.
+    """
+
+    object_id: str
+    version: str
+    allowed: bool
+    rule: str
+    detail: str
+    obj: dict | None
+
+
+class _Verdict(NamedTuple):
+    """Why an object is withheld (or, for DEPENDENCY/ALLOWED, why it passes)."""
+
+    rule: Rule
+    detail: str
+
+
+def _version(obj: Mapping[str, Any]) -> str:
+    return obj.get("modified") or obj.get("created") or ""
+
+
+def _withheld(obj: Mapping[str, Any], rule: str, detail: str) -> Decision:
+    object_id = obj.get("id")
+    return Decision(
+        object_id=object_id if isinstance(object_id, str) else "",
+        version=_version(obj),
+        allowed=False,
+        rule=rule,
+        detail=detail,
+        obj=None,
+    )
+
+
+def _type_of(ref: str) -> str:
+    return ref.partition("--")[0]
+
+
+def _is_tlp_definition(obj: Mapping[str, Any]) -> bool:
+    return obj.get("type") == "marking-definition" and obj.get("id") in TLP_BY_MARKING_ID
+
+
+def _link_refs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """(property path, id) for the references a relationship, sighting or container is about."""
+    kind = obj.get("type")
+    properties = ("object_refs",) if kind in CONTAINER_TYPES else _LINK_PROPERTIES.get(kind, ())
+    for name in properties:
+        value = obj.get(name)
+        if isinstance(value, list):
+            for index, ref in enumerate(value):
+                yield f"{name}[{index}]", ref
+        elif value is not None:
+            yield name, value
+
+
+def _dependency_refs(obj: Mapping[str, Any]) -> Iterator[str]:
+    """Ids of identities and marking definitions that ``obj`` references anywhere we look."""
+    author = obj.get("created_by_ref")
+    candidates: list[Any] = [author] if author else []
+    candidates.extend(obj.get("object_marking_refs") or ())
+    for granular in obj.get("granular_markings") or ():
+        if isinstance(granular, Mapping):
+            candidates.append(granular.get("marking_ref"))
+    candidates.extend(ref for _path, ref in _link_refs(obj))
+    for ref in candidates:
+        if isinstance(ref, str) and _type_of(ref) in DEPENDENCY_TYPES:
+            yield ref
+
+
+def _without_selectors(markings: list[Any], removed: set[str]) -> list[Any]:
+    """Granular markings minus selectors that pointed into removed properties."""
+    kept = []
+    for marking in markings:
+        selectors = marking.get("selectors") if isinstance(marking, Mapping) else None
+        if not isinstance(selectors, list):
+            kept.append(marking)
+            continue
+        remaining = [s for s in selectors if str(s).split(".", 1)[0] not in removed]
+        if len(remaining) == len(selectors):
+            kept.append(marking)
+        elif remaining:
+            kept.append({**marking, "selectors": remaining})
+    return kept
+
+
+# --------------------------------------------------------------------------- policy
+
+
+class Policy:
+    """Evaluates objects against one set of :class:`Rules`.
+
+    ``resolve(id)`` returns the latest stored version of a referenced object, or None when
+    unknown.  :meth:`apply` uses it for references that point outside the batch, so that a
+    relationship is not sent when its target is withheld even if the target was synced (or
+    refused) in an earlier batch.  Without a resolver every such reference is unresolved.
+    """
+
+    def __init__(self, rules: Rules, resolve: Resolver | None = None) -> None:
+        self._rules = rules
+        self._resolve = resolve
+        self._red_is_hard = rules.direction == "egress"
+        self._checks = self._active_checks()
+
+    @property
+    def rules(self) -> Rules:
+        return self._rules
+
+    # ----------------------------------------------------------------- single objects
+
+    def decide(self, obj: dict) -> Decision:
+        """Per-object rules only: no reference checks, no dependency promotion."""
+        verdict = self._verdict(obj)
+        if verdict is not None:
+            return _withheld(obj, verdict.rule, verdict.detail)
+        return self._allowed(obj, Rule.ALLOWED, f"passes the {self._rules.direction} policy")
+
+    def decide_dependency(self, obj: dict, referrer: str = "") -> Decision:
+        """Decide an identity or marking definition that an allowed object references.
+
+        For objects the caller fetched because :meth:`dependencies` named them.  Selective
+        rules are waived (rule "dependency"); protective rules still withhold.  Other types
+        get a plain :meth:`decide`.
+        """
+        verdict = self._verdict(obj)
+        if verdict is None:
+            return self._allowed(obj, Rule.ALLOWED, f"passes the {self._rules.direction} policy")
+        if obj.get("type") in DEPENDENCY_TYPES and verdict.rule not in PROTECTIVE_RULES:
+            return self._promoted(obj, verdict, referrer)
+        return _withheld(obj, verdict.rule, verdict.detail)
+
+    # ----------------------------------------------------------------- batches
+
+    def apply(self, objs: Iterable[dict]) -> list[Decision]:
+        """Decide a batch, in input order, keeping what is shared referentially safe.
+
+        Beyond :meth:`decide`: relationships and sightings whose referenced objects are
+        withheld are withheld; containers (report, grouping, note, opinion, observed-data)
+        are trimmed or withheld per ``reports``; identities and marking definitions that an
+        allowed object references are allowed with it (rule "dependency").
+        """
+        return _Batch(self, list(objs)).run()
+
+    def dependencies(self, decisions: Iterable[Decision]) -> set[str]:
+        """Ids of identities and marking definitions referenced by allowed objects but absent
+        from ``decisions``: the caller fetches them (TLP definitions are also available from
+        :func:`node.tlp.tlp_marking_definitions`) and passes each to :meth:`decide_dependency`.
+        """
+        present: set[str] = set()
+        referenced: set[str] = set()
+        for decision in decisions:
+            present.add(decision.object_id)
+            if decision.allowed and decision.obj is not None:
+                referenced.update(_dependency_refs(decision.obj))
+        return referenced - present
+
+    # ----------------------------------------------------------------- internals
+
+    def _verdict(self, obj: Mapping[str, Any]) -> _Verdict | None:
+        """The first rule withholding ``obj``, or None when every rule lets it pass."""
+        level = None if _is_tlp_definition(obj) else tlp_of(obj)
+        if level is TLP.RED and self._red_is_hard:
+            return _Verdict(Rule.RED_NEVER_LEAVES, "TLP:RED never leaves this node")
+        if not isinstance(obj.get("id"), str) or not isinstance(obj.get("type"), str):
+            return _Verdict(Rule.INVALID, "object has no string id and type")
+        for check in self._checks:
+            verdict = check(obj, level)
+            if verdict is not None:
+                return verdict
+        return None
+
+    def _active_checks(self) -> tuple[Callable[[Mapping[str, Any], TLP | None], Any], ...]:
+        """Only the configured checks, in evaluation order: protective before selective."""
+        rules = self._rules
+        wanted = (
+            (rules.ids_deny, self._check_ids_deny),
+            (rules.types_deny, self._check_types_deny),
+            (True, self._check_tlp),
+            (rules.labels_deny, self._check_labels_deny),
+            (rules.types_allow, self._check_types_allow),
+            (rules.labels_require, self._check_labels_require),
+            (rules.created_by_allow, self._check_created_by),
+            (rules.min_confidence is not None, self._check_confidence),
+        )
+        return tuple(check for enabled, check in wanted if enabled)
+
+    def _check_ids_deny(self, obj: Mapping[str, Any], level: TLP | None) -> _Verdict | None:
+        if obj["id"] in self._rules.ids_deny:
+            return _Verdict(Rule.IDS_DENY, f"{obj['id']} is in ids_deny")
+        return None
+
+    def _check_types_deny(self, obj: Mapping[str, Any], level: TLP | None) -> _Verdict | None:
+        if obj["type"] in self._rules.types_deny:
+            return _Verdict(Rule.TYPES_DENY, f"type {obj['type']!r} is in types_deny")
+        return None
+
+    def _check_types_allow(self, obj: Mapping[str, Any], level: TLP | None) -> _Verdict | None:
+        if obj["type"] not in self._rules.types_allow:
+            return _Verdict(Rule.TYPES_ALLOW, f"type {obj['type']!r} is not in types_allow")
+        return None
+
+    def _check_tlp(self, obj: Mapping[str, Any], level: TLP | None) -> _Verdict | None:
+        """TLP ceiling, the AMBER+STRICT opt-in, and unmarked objects.
+
+        TLP marking definitions are exempt: they are the markings, not marked content.
+        """
+        rules = self._rules
+        if level is None:
+            if rules.unmarked == "withhold" and not _is_tlp_definition(obj):
+                return _Verdict(Rule.UNMARKED, "no TLP marking (unmarked = withhold)")
+            return None
+        if level > rules.max_tlp:
+            detail = f"TLP:{level.label} above max_tlp {rules.max_tlp.label}"
+            return _Verdict(Rule.TLP_MAX, detail)
+        if level is TLP.AMBER_STRICT and not rules.allow_amber_strict:
+            detail = "TLP:AMBER+STRICT needs allow_amber_strict = true"
+            return _Verdict(Rule.TLP_AMBER_STRICT, detail)
+        return None
+
+    def _check_labels_deny(self, obj: Mapping[str, Any], level: TLP | None) -> _Verdict | None:
+        denied = self._rules.labels_deny.intersection(obj.get("labels") or ())
+        if denied:
+            return _Verdict(Rule.LABELS_DENY, f"label {min(denied)!r} is in labels_deny")
+        return None
+
+    def _check_labels_require(self, obj: Mapping[str, Any], level: TLP | None) -> _Verdict | None:
+        if self._rules.labels_require.isdisjoint(obj.get("labels") or ()):
+            wanted = ", ".join(sorted(self._rules.labels_require))
+            return _Verdict(Rule.LABELS_REQUIRE, f"carries none of labels_require ({wanted})")
+        return None
+
+    def _check_created_by(self, obj: Mapping[str, Any], level: TLP | None) -> _Verdict | None:
+        """Objects without ``created_by_ref`` (SCOs included) cannot show who wrote them."""
+        author = obj.get("created_by_ref")
+        if author is None:
+            return _Verdict(Rule.CREATED_BY_ALLOW, "no created_by_ref (created_by_allow is set)")
+        if author not in self._rules.created_by_allow:
+            detail = f"created_by_ref {author} not in created_by_allow"
+            return _Verdict(Rule.CREATED_BY_ALLOW, detail)
+        return None
+
+    def _check_confidence(self, obj: Mapping[str, Any], level: TLP | None) -> _Verdict | None:
+        rules = self._rules
+        confidence = obj.get("confidence")
+        if not isinstance(confidence, int) or isinstance(confidence, bool):
+            if rules.missing_confidence == "withhold":
+                detail = "no confidence (missing_confidence = withhold)"
+                return _Verdict(Rule.CONFIDENCE_MISSING, detail)
+            return None
+        if confidence < rules.min_confidence:
+            detail = f"confidence {confidence} below min_confidence {rules.min_confidence}"
+            return _Verdict(Rule.CONFIDENCE_MIN, detail)
+        return None
+
+    def _allowed(self, obj: dict, rule: Rule, detail: str) -> Decision:
+        sent, removed = self._redacted(obj)
+        if removed:
+            detail = f"{detail}; redacted {', '.join(removed)}"
+        return Decision(obj["id"], _version(obj), True, rule, detail, sent)
+
+    def _promoted(self, obj: dict, verdict: _Verdict, referrer: str) -> Decision:
+        """Allow a dependency that, on its own, a selective rule would have withheld."""
+        by = f" by {referrer}" if referrer else ""
+        detail = f"referenced{by} (on its own: {verdict.rule}: {verdict.detail})"
+        return self._allowed(obj, Rule.DEPENDENCY, detail)
+
+    def _redacted(self, obj: dict) -> tuple[dict, list[str]]:
+        """``obj`` without the ``redact`` properties: a copy only when one is present."""
+        redact = self._rules.redact
+        if not redact or redact.isdisjoint(obj):
+            return obj, []
+        removed = redact.intersection(obj)
+        copy = {key: value for key, value in obj.items() if key not in removed}
+        granular = copy.get("granular_markings")
+        if isinstance(granular, list):
+            granular = _without_selectors(granular, removed)
+            if granular:
+                copy["granular_markings"] = granular
+            else:
+                del copy["granular_markings"]
+        return copy, sorted(removed)
+
+
+# --------------------------------------------------------------------------- batch run
+
+
+class _Stored(NamedTuple):
+    """What the resolver said about an id outside the batch."""
+
+    found: bool
+    verdict: _Verdict | None
+
+
+class _Batch:
+    """State of one :meth:`Policy.apply` call (kept off the Policy, which is shared)."""
+
+    def __init__(self, policy: Policy, objs: list[dict]) -> None:
+        self.policy = policy
+        self.objs = objs
+        self.decisions = [policy.decide(obj) for obj in objs]
+        self.positions: dict[str, list[int]] = {}
+        self.withheld: dict[str, Decision] = {}  # id -> a withheld version's decision
+        self.protected: set[str] = set()  # ids with a version withheld by a protective rule
+        self.stored: dict[str, _Stored] = {}
+        for position, decision in enumerate(self.decisions):
+            self.positions.setdefault(decision.object_id, []).append(position)
+            if not decision.allowed:
+                self._record_withheld(decision)
+
+    def run(self) -> list[Decision]:
+        self._withhold_broken_links()
+        self._trim_containers()
+        self._promote_dependencies()
+        return self.decisions
+
+    # ----------------------------------------------------------------- reference safety
+
+    def _withhold_broken_links(self) -> None:
+        """Withhold linking objects whose targets are withheld, until nothing changes.
+
+        Withholding only ever spreads (allowed -> withheld), so this terminates; links are
+        visited before containers so most batches settle in one pass plus a check.
+        """
+        linking = [p for p, obj in enumerate(self.objs) if self._is_linking(obj)]
+        linking.sort(key=lambda p: self.objs[p].get("type") in CONTAINER_TYPES)
+        changed = True
+        while changed:
+            changed = False
+            for position in linking:
+                if self.decisions[position].allowed:
+                    verdict = self._link_verdict(self.objs[position])
+                    if verdict is not None:
+                        self._withhold(position, verdict)
+                        changed = True
+
+    def _is_linking(self, obj: Mapping[str, Any]) -> bool:
+        kind = obj.get("type")
+        return kind in _LINK_PROPERTIES or kind in CONTAINER_TYPES
+
+    def _link_verdict(self, obj: Mapping[str, Any]) -> _Verdict | None:
+        """Why a relationship, sighting or container must now be withheld, if it must."""
+        if obj.get("type") not in CONTAINER_TYPES:
+            for path, ref in _link_refs(obj):
+                problem = self._reference_problem(ref)
+                if problem is not None:
+                    return _Verdict(problem.rule, f"{path} {ref} {problem.detail}")
+            return None
+        refs = list(_link_refs(obj))
+        blocked = [(path, ref, p) for path, ref in refs if (p := self._reference_problem(ref))]
+        if not blocked:
+            return None
+        path, ref, problem = blocked[0]
+        if self.policy.rules.reports == "withhold":
+            detail = f"{len(blocked)} withheld reference(s), first {path} {ref} {problem.detail}"
+            return _Verdict(Rule.REPORTS_WITHHOLD, detail)
+        if len(blocked) == len(refs):
+            detail = f"all {len(refs)} object_refs withheld, first {ref} {problem.detail}"
+            return _Verdict(Rule.REPORTS_EMPTY, detail)
+        return None
+
+    def _reference_problem(self, ref: Any) -> _Verdict | None:
+        """Why referencing ``ref`` is unsafe, or None when the reference may be shared.
+
+        A dependency (identity, marking definition) only blocks when a protective rule
+        withholds it: otherwise it travels with the referencing object.
+        """
+        if not isinstance(ref, str):
+            return _Verdict(Rule.REF_UNRESOLVED, "is not a STIX id")
+        is_dependency = _type_of(ref) in DEPENDENCY_TYPES
+        if ref in self.positions:
+            blocked = ref in self.protected if is_dependency else ref in self.withheld
+            if not blocked:
+                return None
+            reason = self.withheld[ref]
+            return _Verdict(Rule.REF_WITHHELD, f"is withheld ({reason.rule}: {reason.detail})")
+        stored = self._stored(ref)
+        if not stored.found:
+            if is_dependency or self.policy.rules.unresolved_refs == "share":
+                return None
+            return _Verdict(Rule.REF_UNRESOLVED, "is neither in the batch nor stored")
+        verdict = stored.verdict
+        if verdict is None or (is_dependency and verdict.rule not in PROTECTIVE_RULES):
+            return None
+        return _Verdict(Rule.REF_WITHHELD, f"is withheld ({verdict.rule}: {verdict.detail})")
+
+    def _stored(self, ref: str) -> _Stored:
+        """The per-object verdict on the stored version of ``ref``, resolved once per batch."""
+        if ref not in self.stored:
+            resolve = self.policy._resolve
+            obj = resolve(ref) if resolve is not None else None
+            verdict = None if obj is None else self.policy._verdict(obj)
+            self.stored[ref] = _Stored(obj is not None, verdict)
+        return self.stored[ref]
+
+    def _trim_containers(self) -> None:
+        """Cut withheld references out of allowed containers (reports = "trim")."""
+        for position, obj in enumerate(self.objs):
+            decision = self.decisions[position]
+            if decision.allowed and obj.get("type") in CONTAINER_TYPES:
+                refs = obj.get("object_refs")
+                if isinstance(refs, list):
+                    kept = [ref for ref in refs if self._reference_problem(ref) is None]
+                    if len(kept) < len(refs):
+                        self.decisions[position] = self._trimmed(decision, refs, kept)
+
+    def _trimmed(self, decision: Decision, refs: list[Any], kept: list[Any]) -> Decision:
+        sent = {**decision.obj, "object_refs": kept}
+        detail = f"object_refs trimmed: {len(refs) - len(kept)} of {len(refs)} withheld"
+        return Decision(decision.object_id, decision.version, True, Rule.REPORTS_TRIM, detail, sent)
+
+    # ----------------------------------------------------------------- dependencies
+
+    def _promote_dependencies(self) -> None:
+        """Allow selectively-withheld identities/markings that an allowed object references.
+
+        Promoted objects' own references (an identity's author, a marking's marking) are
+        followed too.
+        """
+        candidates: dict[str, list[int]] = {}
+        for position, decision in enumerate(self.decisions):
+            if self._is_promotable(position, decision):
+                candidates.setdefault(decision.object_id, []).append(position)
+        if not candidates:
+            return
+        queue = [p for p, decision in enumerate(self.decisions) if decision.allowed]
+        while queue and candidates:
+            referrer = self.decisions[queue.pop()]
+            for ref in _dependency_refs(referrer.obj):
+                for position in candidates.pop(ref, ()):
+                    self._promote(position, referrer.object_id)
+                    queue.append(position)
+
+    def _promote(self, position: int, referrer: str) -> None:
+        withheld = self.decisions[position]
+        verdict = _Verdict(Rule(withheld.rule), withheld.detail)
+        self.decisions[position] = self.policy._promoted(self.objs[position], verdict, referrer)
+
+    def _is_promotable(self, position: int, decision: Decision) -> bool:
+        return (
+            not decision.allowed
+            and decision.rule not in PROTECTIVE_RULES
+            and self.objs[position].get("type") in DEPENDENCY_TYPES
+        )
+
+    # ----------------------------------------------------------------- bookkeeping
+
+    def _withhold(self, position: int, verdict: _Verdict) -> None:
+        decision = _withheld(self.objs[position], verdict.rule, verdict.detail)
+        self.decisions[position] = decision
+        self._record_withheld(decision)
+
+    def _record_withheld(self, decision: Decision) -> None:
+        self.withheld.setdefault(decision.object_id, decision)
+        if decision.rule in PROTECTIVE_RULES:
+            self.protected.add(decision.object_id)
+            self.withheld[decision.object_id] = decision  # report the protective reason

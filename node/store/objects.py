@@ -1,0 +1,270 @@
+"""Object versions in collections: the hot paths of ingest and paging.
+
+Bodies are stored as the JSON text they are served as, so a page of objects is
+answered by joining stored strings, without decoding and re-encoding them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, and_, false, func, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from node.timestamps import is_timestamp, now_micros
+from node.validation import object_problem, version_key
+
+from .schema import collections, objects
+
+_IN_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ObjectQuery:
+    """Filters of TAXII 2.1 section 3.4 in store terms (timestamps as microseconds).
+
+    ``versions`` holds "last", "first", "all" and/or exact versions as integers;
+    its items are ORed, as are the items of every other field; fields are ANDed.
+    """
+
+    collection_id: str
+    limit: int
+    after: int | None = None  # exclusive lower bound on date_added
+    ids: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    versions: tuple[str | int, ...] = ("last",)
+    spec_versions: tuple[str, ...] = ()
+    exclude_origin: str | None = None  # sync: never echo a peer's objects back to it
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    object_id: str
+    type: str
+    version_text: str
+    date_added: int
+    body: str
+    origin: str | None
+
+
+@dataclass
+class AddOutcome:
+    """What happened to each object of one POST, in status-resource form (4.3.1)."""
+
+    successes: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    stored: list[StoredObject] = field(default_factory=list)  # new versions only
+
+
+def _version_text(obj: dict) -> str:
+    for key in ("modified", "created"):
+        if isinstance(obj.get(key), str):
+            return obj[key]
+    return ""
+
+
+def _detail(obj: object, message: str) -> dict:
+    detail: dict = {"id": "", "message": message}
+    if isinstance(obj, dict):
+        if isinstance(obj.get("id"), str):
+            detail["id"] = obj["id"]
+        version = _version_text(obj)
+        if version and is_timestamp(version):
+            detail["version"] = version
+    return detail
+
+
+def add_objects(
+    connection: Connection, collection_id: str, items: Sequence[object], origin: str | None = None
+) -> AddOutcome:
+    """Validate and store ``items`` inside the caller's write transaction.
+
+    Invalid objects become failures and are never stored.  Re-posting a version
+    already stored is a success ("already present"); a different object under
+    an existing (id, version) is a failure, because STIX forbids it and keeping
+    either silently would hide a producer's error.
+    """
+    outcome = AddOutcome()
+    candidates: dict[tuple[str, int], dict] = {}
+    for item in items:
+        problem = object_problem(item)
+        if problem is not None:
+            outcome.failures.append(_detail(item, problem))
+            continue
+        key = (item["id"], version_key(item))
+        if key in candidates:
+            _report_repeat(outcome, candidates[key], item)
+        else:
+            candidates[key] = item
+    if candidates:
+        _store_new_versions(connection, collection_id, candidates, origin, outcome)
+    return outcome
+
+
+def _report_repeat(outcome: AddOutcome, stored: dict, item: dict) -> None:
+    if stored == item:
+        outcome.successes.append(_detail(item, "already present"))
+    else:
+        outcome.failures.append(
+            _detail(item, "a different object with this id and version is already stored")
+        )
+
+
+def _store_new_versions(
+    connection: Connection,
+    collection_id: str,
+    candidates: dict[tuple[str, int], dict],
+    origin: str | None,
+    outcome: AddOutcome,
+) -> None:
+    last_date_added = _lock_collection(connection, collection_id)
+    existing = _existing_bodies(connection, collection_id, {oid for oid, _ in candidates})
+    rows = []
+    date_added = max(now_micros(), last_date_added + 1)
+    for key, obj in candidates.items():
+        if key in existing:
+            _report_repeat(outcome, json.loads(existing[key]), obj)
+            continue
+        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        row = {
+            "collection_id": collection_id,
+            "object_id": key[0],
+            "type": obj["type"],
+            "spec_version": obj.get("spec_version", "2.1"),
+            "version": key[1],
+            "version_text": _version_text(obj),
+            "date_added": date_added,
+            "body": body,
+            "origin": origin,
+        }
+        rows.append(row)
+        outcome.stored.append(
+            StoredObject(key[0], obj["type"], row["version_text"], date_added, body, origin)
+        )
+        outcome.successes.append(_detail(obj, "added"))
+        date_added += 1
+    if rows:
+        connection.execute(objects.insert(), rows)
+        connection.execute(
+            update(collections)
+            .where(collections.c.id == collection_id)
+            .values(last_date_added=date_added - 1)
+        )
+
+
+def _lock_collection(connection: Connection, collection_id: str) -> int:
+    """Take the per-collection writer lock and return the date_added high-water mark.
+
+    On PostgreSQL, FOR UPDATE queues concurrent writers of one collection, so
+    date_added values are handed out in commit order.  SQLite has already
+    serialised writers with BEGIN IMMEDIATE and ignores FOR UPDATE.
+    """
+    statement = select(collections.c.last_date_added).where(collections.c.id == collection_id)
+    if connection.dialect.name != "sqlite":
+        statement = statement.with_for_update()
+    return connection.execute(statement).scalar_one()
+
+
+def _existing_bodies(
+    connection: Connection, collection_id: str, object_ids: Iterable[str]
+) -> dict[tuple[str, int], str]:
+    found: dict[tuple[str, int], str] = {}
+    ids = list(object_ids)
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        result = connection.execute(
+            select(objects.c.object_id, objects.c.version, objects.c.body).where(
+                objects.c.collection_id == collection_id, objects.c.object_id.in_(chunk)
+            )
+        )
+        for object_id, version, body in result:
+            found[(object_id, version)] = body
+    return found
+
+
+def _version_predicate(versions: Sequence[str | int]) -> ColumnElement[bool] | None:
+    """match[version] (3.4.2): None when every version matches."""
+    if "all" in versions:
+        return None
+    clauses: list[ColumnElement[bool]] = []
+    sibling = objects.alias("sibling")
+    same_object = and_(
+        sibling.c.collection_id == objects.c.collection_id,
+        sibling.c.object_id == objects.c.object_id,
+    )
+    if "last" in versions:
+        latest = select(func.max(sibling.c.version)).where(same_object).scalar_subquery()
+        clauses.append(objects.c.version == latest)
+    if "first" in versions:
+        earliest = select(func.min(sibling.c.version)).where(same_object).scalar_subquery()
+        clauses.append(objects.c.version == earliest)
+    exact = [v for v in versions if isinstance(v, int)]
+    if exact:
+        clauses.append(objects.c.version.in_(exact))
+    return or_(*clauses) if clauses else false()
+
+
+def _where(query: ObjectQuery) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = [objects.c.collection_id == query.collection_id]
+    if query.after is not None:
+        where.append(objects.c.date_added > query.after)
+    if query.ids:
+        where.append(objects.c.object_id.in_(query.ids))
+    if query.types:
+        where.append(objects.c.type.in_(query.types))
+    if query.spec_versions:
+        where.append(objects.c.spec_version.in_(query.spec_versions))
+    if query.exclude_origin is not None:
+        where.append(
+            or_(objects.c.origin.is_(None), objects.c.origin != query.exclude_origin)
+        )
+    predicate = _version_predicate(query.versions)
+    if predicate is not None:
+        where.append(predicate)
+    return where
+
+
+def page(connection: Connection, query: ObjectQuery) -> tuple[list[StoredObject], bool]:
+    """One page in ascending date_added order, and whether more rows follow."""
+    statement = (
+        select(
+            objects.c.object_id,
+            objects.c.type,
+            objects.c.version_text,
+            objects.c.date_added,
+            objects.c.body,
+            objects.c.origin,
+        )
+        .where(*_where(query))
+        .order_by(objects.c.date_added)
+        .limit(query.limit + 1)
+    )
+    rows = [StoredObject(*row) for row in connection.execute(statement)]
+    return rows[: query.limit], len(rows) > query.limit
+
+
+def delete(connection: Connection, query: ObjectQuery) -> int:
+    """Delete the versions matching ``query`` (one object, 5.7); return how many."""
+    matching = select(objects.c.pk).where(*_where(query)).scalar_subquery()
+    result = connection.execute(objects.delete().where(objects.c.pk.in_(matching)))
+    return result.rowcount
+
+
+def latest(connection: Connection, collection_id: str, object_id: str) -> dict | None:
+    """The newest stored version of one object, decoded; None when absent."""
+    body = connection.execute(
+        select(objects.c.body)
+        .where(objects.c.collection_id == collection_id, objects.c.object_id == object_id)
+        .order_by(objects.c.version.desc())
+        .limit(1)
+    ).scalar()
+    return None if body is None else json.loads(body)
+
+
+def count(connection: Connection, collection_id: str) -> int:
+    """Number of stored versions in a collection."""
+    return connection.execute(
+        select(func.count()).select_from(objects).where(objects.c.collection_id == collection_id)
+    ).scalar_one()

@@ -1,0 +1,214 @@
+"""The store's schema and its versioned migrations.
+
+One schema serves SQLite and PostgreSQL.  Migrations are numbered Python steps
+recorded in ``schema_version``; ``migrate`` applies the missing ones in order,
+each in its own transaction, so ``taxii-node init`` both creates a new store
+and upgrades an old one.  (A dozen tables do not need Alembic's machinery; the
+numbered steps give the same guarantee with nothing to configure.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    inspect,
+    select,
+)
+
+from .engine import write_transaction
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", BigInteger, nullable=False),
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+collections = Table(
+    "collections",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("alias", String(128), unique=True),
+    Column("title", Text, nullable=False),
+    Column("description", Text),
+    Column("media_types", Text, nullable=False),  # JSON list
+    # High-water mark of date_added; writers lock this row (PostgreSQL) so
+    # date_added grows in commit order.
+    Column("last_date_added", BigInteger, nullable=False, default=0),
+)
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("pk", _BigId, primary_key=True, autoincrement=True),
+    Column("collection_id", String(64), ForeignKey("collections.id"), nullable=False),
+    Column("object_id", String(300), nullable=False),
+    Column("type", String(250), nullable=False),
+    Column("spec_version", String(8), nullable=False),
+    # modified, else created, else 0 (an SCO without either is one version).
+    Column("version", BigInteger, nullable=False),
+    Column("version_text", String(40), nullable=False),
+    Column("date_added", BigInteger, nullable=False),
+    Column("body", Text, nullable=False),  # the object's JSON, as stored
+    # Name of the peer this version came from; NULL for local publications.
+    Column("origin", String(128)),
+    UniqueConstraint("collection_id", "object_id", "version", name="uq_objects_version"),
+    UniqueConstraint("collection_id", "date_added", name="uq_objects_date_added"),
+)
+Index("ix_objects_type", objects.c.collection_id, objects.c.type, objects.c.date_added)
+
+statuses = Table(
+    "statuses",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("collection_id", String(64), nullable=False),
+    Column("request_timestamp", BigInteger, nullable=False),
+    Column("total_count", Integer, nullable=False),
+    Column("success_count", Integer, nullable=False),
+    Column("failure_count", Integer, nullable=False),
+    Column("successes", Text, nullable=False),  # JSON list of status-details
+    Column("failures", Text, nullable=False),
+)
+Index("ix_statuses_request_timestamp", statuses.c.request_timestamp)
+
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("password_hash", Text, nullable=False),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    # Set when the account is a partner node's sync account: what it reads is
+    # filtered by the egress policy for that peer.
+    Column("peer", String(128)),
+    Column("created", BigInteger, nullable=False),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("user_name", String(128), ForeignKey("users.name", ondelete="CASCADE"), nullable=False),
+    Column("collection_id", String(64), ForeignKey("collections.id"), nullable=False),
+    Column("can_read", Boolean, nullable=False),
+    Column("can_write", Boolean, nullable=False),
+    PrimaryKeyConstraint("user_name", "collection_id"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("pk", _BigId, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("peer", String(128)),
+    Column("direction", String(16), nullable=False),  # push, pull, local
+    Column("collection_id", String(64)),
+    Column("object_id", String(300)),
+    Column("version", String(40)),
+    Column("action", String(32), nullable=False),  # sent, received, withheld, ...
+    Column("rule", String(64)),
+    Column("detail", Text),
+)
+Index("ix_audit_at", audit.c.at)
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("peer", String(128), nullable=False),
+    Column("mapping", String(300), nullable=False),  # "local<->remote"
+    Column("direction", String(8), nullable=False),  # push or pull
+    Column("cursor", BigInteger, nullable=False, default=0),  # push: local date_added
+    Column("remote_cursor", String(40)),  # pull: the peer's X-TAXII-Date-Added-Last
+    Column("last_success", BigInteger),
+    Column("last_attempt", BigInteger),
+    Column("last_error", Text),
+    Column("sent", BigInteger, nullable=False, default=0),
+    Column("received", BigInteger, nullable=False, default=0),
+    Column("withheld", BigInteger, nullable=False, default=0),
+    Column("dead_lettered", BigInteger, nullable=False, default=0),
+    PrimaryKeyConstraint("peer", "mapping", "direction"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("pk", _BigId, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("peer", String(128), nullable=False),
+    Column("mapping", String(300), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("object_id", String(300), nullable=False),
+    Column("version", String(40)),
+    Column("reason", Text, nullable=False),
+)
+
+
+def _create_base_tables(connection: Connection) -> None:
+    metadata.create_all(
+        connection,
+        tables=[settings, collections, objects, statuses, users, grants],
+    )
+
+
+def _create_sync_tables(connection: Connection) -> None:
+    metadata.create_all(connection, tables=[audit, sync_state, dead_letters])
+
+
+# Append only; never edit a released step.
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "objects, collections, statuses, accounts", _create_base_tables),
+    (2, "sync state, dead letters and audit", _create_sync_tables),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def current_version(engine: Engine) -> int:
+    """The schema version of the store, 0 for an empty database."""
+    if not inspect(engine).has_table("schema_version"):
+        return 0
+    with engine.connect() as connection:
+        versions = connection.execute(select(schema_version.c.version)).scalars().all()
+    return max(versions, default=0)
+
+
+def migrate(engine: Engine, now: int) -> list[str]:
+    """Apply every migration newer than the store; return their descriptions."""
+    metadata.create_all(engine, tables=[schema_version])
+    applied = []
+    for version, description, step in MIGRATIONS:
+        with write_transaction(engine) as connection:
+            done = connection.execute(
+                select(schema_version.c.version).where(schema_version.c.version == version)
+            ).first()
+            if done:
+                continue
+            step(connection)
+            connection.execute(schema_version.insert().values(version=version, applied_at=now))
+        applied.append(f"{version}: {description}")
+    return applied

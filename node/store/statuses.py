@@ -1,0 +1,83 @@
+"""Status resources (TAXII 2.1 section 4.3.1), kept for the configured retention."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from sqlalchemy import Connection, delete, select
+
+from node.timestamps import from_micros
+
+from .schema import statuses
+
+
+def record(
+    connection: Connection,
+    collection_id: str,
+    request_timestamp: int,
+    successes: list[dict],
+    failures: list[dict],
+) -> dict:
+    """Store the outcome of one POST and return its status resource.
+
+    The node processes an envelope inside the request, so every status is
+    "complete" when it is first returned and ``pending`` is always empty.
+    """
+    status_id = str(uuid.uuid4())
+    connection.execute(
+        statuses.insert().values(
+            id=status_id,
+            collection_id=collection_id,
+            request_timestamp=request_timestamp,
+            total_count=len(successes) + len(failures),
+            success_count=len(successes),
+            failure_count=len(failures),
+            successes=json.dumps(successes),
+            failures=json.dumps(failures),
+        )
+    )
+    return _resource(
+        status_id, request_timestamp, successes, failures, len(successes) + len(failures)
+    )
+
+
+def _resource(
+    status_id: str, request_timestamp: int, successes: list, failures: list, total: int
+) -> dict:
+    resource = {
+        "id": status_id,
+        "status": "complete",
+        "request_timestamp": from_micros(request_timestamp),
+        "total_count": total,
+        "success_count": len(successes),
+        "failure_count": len(failures),
+        "pending_count": 0,
+    }
+    # Empty lists are omitted, as TAXII 2.1 (3.2) asks of optional lists.
+    if successes:
+        resource["successes"] = successes
+    if failures:
+        resource["failures"] = failures
+    return resource
+
+
+def get(connection: Connection, status_id: str) -> tuple[str, dict] | None:
+    """(collection id, status resource) for ``status_id``, or None."""
+    row = connection.execute(select(statuses).where(statuses.c.id == status_id)).first()
+    if row is None:
+        return None
+    resource = _resource(
+        row.id,
+        row.request_timestamp,
+        json.loads(row.successes),
+        json.loads(row.failures),
+        row.total_count,
+    )
+    return row.collection_id, resource
+
+
+def purge_older_than(connection: Connection, cutoff: int) -> int:
+    """Drop statuses requested before ``cutoff``; return how many."""
+    result = connection.execute(delete(statuses).where(statuses.c.request_timestamp < cutoff))
+    return result.rowcount

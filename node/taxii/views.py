@@ -1,0 +1,384 @@
+"""The TAXII 2.1 endpoints (sections 4 and 5) as one Flask blueprint.
+
+These views replace medallion 3.0.0's: see "Why not medallion's views" in the
+README.  Each view authenticates (``before_request``), checks the caller's
+rights on the collection, parses filters, runs one store transaction, and
+answers TAXII JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+from flask import Blueprint, Response, g, request
+
+from node.store import audit, catalog, objects, statuses
+from node.store.catalog import Collection
+from node.store.objects import StoredObject
+from node.timestamps import from_micros, now_micros
+
+from . import filters
+from .errors import TaxiiError, bad_request, forbidden, not_found
+from .negotiation import TAXII_21, accepts_taxii_21, is_taxii_21_body
+from .state import node_state
+
+blueprint = Blueprint("taxii", __name__)
+
+_EPOCH = 0
+_STATUS_PURGE_SECONDS = 600
+
+
+@blueprint.before_request
+def _authenticate_and_negotiate() -> None:
+    g.account = node_state().authenticator.authenticate(request.headers.get("Authorization"))
+    if not accepts_taxii_21(request.headers.get("Accept")):
+        raise TaxiiError(
+            406,
+            "Not Acceptable",
+            f"this server answers {TAXII_21}; the Accept header "
+            f"{request.headers.get('Accept', '')[:100]!r} does not admit it",
+        )
+
+
+def _json(body: dict | str, status: int = 200, headers: dict | None = None) -> Response:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return Response(text, status=status, content_type=TAXII_21, headers=headers)
+
+
+def _api_root(api_root: str) -> None:
+    if api_root != node_state().config.taxii.api_root:
+        raise not_found(f"no API root {api_root!r}")
+
+
+def _readable(collection_id: str) -> Collection:
+    return _collection_for(collection_id, need_read=True)
+
+
+def _collection_for(collection_id: str, *, need_read: bool = False, need_write: bool = False):
+    """The collection, if the caller may see it with the rights asked for.
+
+    A collection the caller can neither read nor write is reported as absent
+    (404), so that its existence is not revealed.
+    """
+    with node_state().store.read() as connection:
+        collection = catalog.get(connection, collection_id)
+    rights = g.account.rights_on(collection_id)
+    if collection is None or not (rights.can_read or rights.can_write):
+        raise not_found(f"no collection {collection_id!r}")
+    if need_read and not rights.can_read:
+        raise forbidden(f"no read access to collection {collection_id!r}")
+    if need_write and not rights.can_write:
+        raise forbidden(f"no write access to collection {collection_id!r}")
+    return collection
+
+
+def _date_headers(rows: Sequence[StoredObject], after: int | None) -> dict[str, str]:
+    """X-TAXII-Date-Added-First/-Last (3.4.2), also for an empty page.
+
+    For an empty page both carry the request's lower bound, so a poller that
+    resumes from -Last neither skips nor repeats anything.
+    """
+    if rows:
+        first, last = rows[0].date_added, rows[-1].date_added
+    else:
+        first = last = after if after is not None else _EPOCH
+    return {
+        "X-TAXII-Date-Added-First": from_micros(first),
+        "X-TAXII-Date-Added-Last": from_micros(last),
+    }
+
+
+def _page_fields(rows: Sequence[StoredObject], more: bool, request_fingerprint: str) -> str:
+    if not more:
+        return '"more":false'
+    token = node_state().signer.issue(rows[-1].date_added, request_fingerprint)
+    # taxii2-client loops forever on more=true without next: never send one alone.
+    return f'"more":true,"next":{json.dumps(token)}'
+
+
+def _version_label(row: StoredObject) -> str:
+    # An SCO without created/modified has one version, labelled by date_added.
+    return row.version_text or from_micros(row.date_added)
+
+
+def _query(collection_id: str, scope: str, allowed: frozenset[str], **extra):
+    state = node_state()
+    return filters.parse_query(
+        request.args,
+        collection_id=collection_id,
+        scope=scope,
+        allowed=allowed,
+        max_page_size=state.config.taxii.max_page_size,
+        signer=state.signer,
+        **extra,
+    )
+
+
+def _page(query) -> tuple[list[StoredObject], bool]:
+    with node_state().store.read() as connection:
+        return objects.page(connection, query)
+
+
+# -- discovery and API root (4.1, 4.2) ---------------------------------------
+
+
+@blueprint.route("/taxii2/", methods=["GET"])
+def discovery() -> Response:
+    taxii = node_state().config.taxii
+    root_url = f"{request.host_url}{taxii.api_root}/"
+    body = {"title": taxii.title, "default": root_url, "api_roots": [root_url]}
+    if taxii.description:
+        body["description"] = taxii.description
+    if taxii.contact:
+        body["contact"] = taxii.contact
+    return _json(body)
+
+
+@blueprint.route("/<api_root>/", methods=["GET"])
+def api_root_information(api_root: str) -> Response:
+    _api_root(api_root)
+    taxii = node_state().config.taxii
+    body = {
+        "title": taxii.title,
+        "versions": [TAXII_21],
+        "max_content_length": taxii.max_content_length,
+    }
+    if taxii.description:
+        body["description"] = taxii.description
+    return _json(body)
+
+
+@blueprint.route("/<api_root>/status/<status_id>/", methods=["GET"])
+def status(api_root: str, status_id: str) -> Response:
+    _api_root(api_root)
+    with node_state().store.read() as connection:
+        found = statuses.get(connection, status_id)
+    if found is None:
+        raise not_found(f"no status {status_id!r}")
+    collection_id, resource = found
+    rights = g.account.rights_on(collection_id)
+    if not (rights.can_read or rights.can_write):
+        raise not_found(f"no status {status_id!r}")
+    return _json(resource)
+
+
+# -- collections (5.1, 5.2) ----------------------------------------------------
+
+
+@blueprint.route("/<api_root>/collections/", methods=["GET"])
+def collections(api_root: str) -> Response:
+    _api_root(api_root)
+    with node_state().store.read() as connection:
+        everything = catalog.all_collections(connection)
+    resources = []
+    for collection in everything:
+        rights = g.account.rights_on(collection.id)
+        if rights.can_read or rights.can_write:
+            resources.append(collection.resource(rights.can_read, rights.can_write))
+    return _json({"collections": resources} if resources else {})
+
+
+@blueprint.route("/<api_root>/collections/<collection_id>/", methods=["GET"])
+def collection(api_root: str, collection_id: str) -> Response:
+    _api_root(api_root)
+    found = _collection_for(collection_id)
+    rights = g.account.rights_on(collection_id)
+    return _json(found.resource(rights.can_read, rights.can_write))
+
+
+# -- manifest (5.3) ----------------------------------------------------------
+
+
+@blueprint.route("/<api_root>/collections/<collection_id>/manifest/", methods=["GET"])
+def manifest(api_root: str, collection_id: str) -> Response:
+    _api_root(api_root)
+    _readable(collection_id)
+    query, request_fingerprint = _query(collection_id, "manifest", filters.OBJECTS)
+    rows, more = _page(query)
+    records = [
+        json.dumps(
+            {
+                "id": row.object_id,
+                "date_added": from_micros(row.date_added),
+                "version": _version_label(row),
+                "media_type": "application/stix+json;version=2.1",
+            }
+        )
+        for row in rows
+    ]
+    body = "{" + _page_fields(rows, more, request_fingerprint)
+    if records:
+        body += ',"objects":[' + ",".join(records) + "]"
+    return _json(body + "}", headers=_date_headers(rows, query.after))
+
+
+# -- objects (5.4, 5.5) ------------------------------------------------------
+
+
+def _objects_envelope(rows: Sequence[StoredObject], more: bool, request_fingerprint: str) -> str:
+    body = "{" + _page_fields(rows, more, request_fingerprint)
+    if rows:
+        body += ',"objects":[' + ",".join(row.body for row in rows) + "]"
+    return body + "}"
+
+
+@blueprint.route("/<api_root>/collections/<collection_id>/objects/", methods=["GET"])
+def get_objects(api_root: str, collection_id: str) -> Response:
+    _api_root(api_root)
+    _readable(collection_id)
+    query, request_fingerprint = _query(collection_id, "objects", filters.OBJECTS)
+    rows, more = _page(query)
+    return _json(
+        _objects_envelope(rows, more, request_fingerprint),
+        headers=_date_headers(rows, query.after),
+    )
+
+
+@blueprint.route("/<api_root>/collections/<collection_id>/objects/", methods=["POST"])
+def add_objects(api_root: str, collection_id: str) -> Response:
+    _api_root(api_root)
+    _collection_for(collection_id, need_write=True)
+    if not is_taxii_21_body(request.headers.get("Content-Type")):
+        raise TaxiiError(
+            415,
+            "Unsupported Media Type",
+            f"send the envelope as {TAXII_21}, not "
+            f"{request.headers.get('Content-Type', 'no Content-Type')[:100]!r}",
+        )
+    items = _envelope_objects(_read_body())
+    state = node_state()
+    request_timestamp = now_micros()
+    with state.store.write() as connection:
+        outcome = objects.add_objects(connection, collection_id, items, origin=g.account.peer)
+        resource = statuses.record(
+            connection, collection_id, request_timestamp, outcome.successes, outcome.failures
+        )
+    _purge_old_statuses()
+    return _json(resource, status=202)
+
+
+def _read_body() -> bytes:
+    """The request body, refused with 413 past the API root's max_content_length.
+
+    The limit is enforced while reading, so a chunked body without
+    Content-Length (which medallion 3.0.0 refuses with 400) is accepted up to
+    the limit and cut off beyond it.
+    """
+    limit = node_state().config.taxii.max_content_length
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise _too_large(limit)
+    return body
+
+
+def _too_large(limit: int) -> TaxiiError:
+    return TaxiiError(
+        413, "Payload Too Large", f"the body exceeds this API root's max_content_length ({limit})"
+    )
+
+
+def _envelope_objects(body: bytes) -> list:
+    """The ``objects`` of a TAXII envelope (3.7), or of a STIX bundle.
+
+    stix2's TAXIICollectionSink posts a bundle rather than an envelope; the
+    two share the ``objects`` list, so both are accepted.
+    """
+    if not body:
+        raise bad_request("the request body is empty; send a TAXII envelope")
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise bad_request(f"the body is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("objects"), list):
+        raise bad_request('the body must be a TAXII envelope: {"objects": [...]}')
+    return document["objects"]
+
+
+def _purge_old_statuses() -> None:
+    state = node_state()
+    if time.monotonic() - state.last_status_purge < _STATUS_PURGE_SECONDS:
+        return
+    state.last_status_purge = time.monotonic()
+    hours = state.config.taxii.status_retention_hours
+    with state.store.write() as connection:
+        statuses.purge_older_than(connection, now_micros() - hours * 3_600_000_000)
+
+
+# -- one object and its versions (5.6, 5.7, 5.8) -------------------------------
+
+
+def _object_exists(collection_id: str, object_id: str) -> bool:
+    with node_state().store.read() as connection:
+        return objects.latest(connection, collection_id, object_id) is not None
+
+
+@blueprint.route("/<api_root>/collections/<collection_id>/objects/<object_id>/", methods=["GET"])
+def get_object(api_root: str, collection_id: str, object_id: str) -> Response:
+    _api_root(api_root)
+    _readable(collection_id)
+    query, request_fingerprint = _query(
+        collection_id, "object", filters.OBJECT, object_id=object_id
+    )
+    rows, more = _page(query)
+    if not rows and not _object_exists(collection_id, object_id):
+        raise not_found(f"no object {object_id!r} in collection {collection_id!r}")
+    return _json(
+        _objects_envelope(rows, more, request_fingerprint),
+        headers=_date_headers(rows, query.after),
+    )
+
+
+@blueprint.route(
+    "/<api_root>/collections/<collection_id>/objects/<object_id>/", methods=["DELETE"]
+)
+def delete_object(api_root: str, collection_id: str, object_id: str) -> Response:
+    _api_root(api_root)
+    _collection_for(collection_id, need_read=True, need_write=True)
+    query, _ = _query(
+        collection_id, "delete", filters.DELETE, object_id=object_id, default_version="all"
+    )
+    with node_state().store.write() as connection:
+        deleted = objects.delete(connection, query)
+        if deleted:
+            # TAXII 2.1 has no tombstones: a deletion stays on this node, and is audited.
+            audit.record(
+                connection,
+                [
+                    audit.AuditRecord(
+                        action="deleted",
+                        direction="local",
+                        object_id=object_id,
+                        collection_id=collection_id,
+                        detail=f"{deleted} version(s) deleted by {g.account.name}",
+                    )
+                ],
+            )
+    if not deleted:
+        raise not_found(f"no object {object_id!r} matching the filters in {collection_id!r}")
+    return Response(status=200, content_type=TAXII_21)
+
+
+@blueprint.route(
+    "/<api_root>/collections/<collection_id>/objects/<object_id>/versions/", methods=["GET"]
+)
+def object_versions(api_root: str, collection_id: str, object_id: str) -> Response:
+    _api_root(api_root)
+    _readable(collection_id)
+    query, request_fingerprint = _query(
+        collection_id, "versions", filters.VERSIONS, object_id=object_id, default_version="all"
+    )
+    rows, more = _page(query)
+    if not rows and not _object_exists(collection_id, object_id):
+        raise not_found(f"no object {object_id!r} in collection {collection_id!r}")
+    body = "{" + _page_fields(rows, more, request_fingerprint)
+    if rows:
+        body += ',"versions":' + json.dumps([_version_label(row) for row in rows])
+    return _json(body + "}", headers=_date_headers(rows, query.after))
+
+
+__all__ = ["blueprint"]

@@ -1,0 +1,63 @@
+"""STIX / TAXII timestamps as integers.
+
+The store keys versions and orders ``date_added`` by integer microseconds since
+the Unix epoch: integer comparison is exact, whereas STIX timestamp strings of
+different fractional precision ("...:00Z" and "...:00.5Z") do not sort as text.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+
+# RFC 3339 as STIX 2.1 (section 3.2) restricts it: UTC only, "Z" suffix,
+# optional fractional seconds.  TAXII filters (3.4.2) use the same form.
+_TIMESTAMP = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?Z$"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def is_timestamp(value: object) -> bool:
+    """True when ``value`` is a valid STIX timestamp string."""
+    try:
+        to_micros(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def to_micros(value: str) -> int:
+    """Parse a STIX timestamp into microseconds since the epoch.
+
+    Digits beyond microseconds are truncated.  Raises ``ValueError`` with a
+    message fit for an API client when the string is not a valid timestamp.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"timestamp must be a string, got {type(value).__name__}")
+    match = _TIMESTAMP.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not an RFC 3339 UTC timestamp (YYYY-MM-DDTHH:MM:SS[.s]Z)")
+    year, month, day, hour, minute, second, fraction = match.groups()
+    try:
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC
+        )
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid date and time: {exc}") from None
+    micros = int((fraction or "").ljust(6, "0")[:6])
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + micros
+
+
+def from_micros(micros: int) -> str:
+    """Render microseconds since the epoch as a TAXII timestamp with 6 fractional digits."""
+    seconds, fraction = divmod(micros, 1_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{fraction:06d}Z"
+
+
+def now_micros() -> int:
+    """The wall clock in microseconds since the epoch."""
+    return time.time_ns() // 1_000

@@ -1,0 +1,137 @@
+"""Traffic Light Protocol levels and the STIX marking definitions that carry them.
+
+Two generations of TLP circulate in STIX 2.1 data and both must be understood:
+
+* TLP 1.0 (WHITE, GREEN, AMBER, RED) is predefined by STIX 2.1 itself (section 7.2.1.4);
+  the stix2 library ships those four objects.
+* TLP 2.0 (CLEAR, GREEN, AMBER, AMBER+STRICT, RED) is defined outside the specification, by
+  the OASIS extension ``extension-definition--60a3c5c5-...``.  stix2 does not ship these
+  objects, so the node keeps them, exactly as OASIS published them, in ``data/tlp.json``.
+
+A marking is recognised by its identifier only: a marking-definition that merely calls
+itself "TLP:GREEN" under another id is not TLP, because any producer can mint one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from enum import IntEnum
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+import stix2
+
+TLP2_EXTENSION_ID = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d"
+
+
+class TLP(IntEnum):
+    """TLP levels ordered from least to most restrictive, so levels compare with ``<``.
+
+    TLP 1.0 WHITE and TLP 2.0 CLEAR are the same level (``TLP.WHITE is TLP.CLEAR``).
+    AMBER+STRICT sits between AMBER and RED: it narrows AMBER to the recipient organisation.
+    """
+
+    CLEAR = 0
+    WHITE = 0  # TLP 1.0 name of CLEAR: an alias, not a distinct member
+    GREEN = 1
+    AMBER = 2
+    AMBER_STRICT = 3
+    RED = 4
+
+    @property
+    def label(self) -> str:
+        """Display name as TLP writes it: ``CLEAR``, ``AMBER+STRICT``..."""
+        return self.name.replace("_", "+")
+
+    @property
+    def config_name(self) -> str:
+        """The spelling used in configuration files: ``clear``, ``amber+strict``..."""
+        return self.label.lower()
+
+
+TLP_BY_MARKING_ID: Mapping[str, TLP] = MappingProxyType(
+    {
+        # TLP 2.0, OASIS extension
+        "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487": TLP.CLEAR,
+        "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb": TLP.GREEN,
+        "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421": TLP.AMBER,
+        "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003": TLP.AMBER_STRICT,
+        "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1": TLP.RED,
+        # TLP 1.0, predefined by STIX 2.1
+        "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9": TLP.WHITE,
+        "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da": TLP.GREEN,
+        "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82": TLP.AMBER,
+        "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed": TLP.RED,
+    }
+)
+"""Every TLP marking-definition id, of either version, to its level."""
+
+_LEVEL_BY_NAME: Mapping[str, TLP] = MappingProxyType(
+    {
+        "clear": TLP.CLEAR,
+        "white": TLP.WHITE,
+        "green": TLP.GREEN,
+        "amber": TLP.AMBER,
+        "amber+strict": TLP.AMBER_STRICT,
+        "red": TLP.RED,
+    }
+)
+
+
+def parse_level(name: str) -> TLP:
+    """Read a TLP level name as written in configuration, case-insensitively.
+
+    Accepts both versions' names ("white" is "clear").  Raises ``ValueError`` listing the
+    accepted names, so a configuration error tells the operator what to write instead.
+    """
+    level = _LEVEL_BY_NAME.get(name.strip().lower()) if isinstance(name, str) else None
+    if level is None:
+        accepted = ", ".join(_LEVEL_BY_NAME)
+        raise ValueError(f"{name!r} is not a TLP level ({accepted})")
+    return level
+
+
+def _marking_refs(obj: Mapping[str, Any]) -> Iterator[Any]:
+    """The marking-definition ids an object carries, whole-object and granular."""
+    yield from obj.get("object_marking_refs") or ()
+    for granular in obj.get("granular_markings") or ():
+        if isinstance(granular, Mapping) and "marking_ref" in granular:
+            yield granular["marking_ref"]
+
+
+def tlp_of(obj: Mapping[str, Any]) -> TLP | None:
+    """The most restrictive TLP level marking any part of ``obj``, or None when it has none.
+
+    Granular markings count as if they covered the whole object: a policy deciding whether
+    an object may leave cannot send "part" of it, so the strictest marked part decides.
+    Non-TLP markings (statements, copyright...) are ignored here.
+    """
+    strictest: TLP | None = None
+    for ref in _marking_refs(obj):
+        level = TLP_BY_MARKING_ID.get(ref) if isinstance(ref, str) else None
+        if level is not None and (strictest is None or level > strictest):
+            strictest = level
+    return strictest
+
+
+def _tlp2_definitions() -> list[dict[str, Any]]:
+    """The five TLP 2.0 marking definitions shipped in the package's ``data/tlp.json``."""
+    source = resources.files("node") / "data" / "tlp.json"
+    return json.loads(source.read_text(encoding="utf-8"))
+
+
+def _tlp1_definitions() -> list[dict[str, Any]]:
+    """The four TLP 1.0 marking definitions, as plain dicts, from the stix2 library."""
+    predefined = (stix2.TLP_WHITE, stix2.TLP_GREEN, stix2.TLP_AMBER, stix2.TLP_RED)
+    return [json.loads(marking.serialize()) for marking in predefined]
+
+
+def tlp_marking_definitions() -> list[dict[str, Any]]:
+    """All nine TLP marking-definition objects: the five TLP 2.0 ones, then the four TLP 1.0.
+
+    A fresh list of fresh dicts on every call, so callers may modify what they get.  Used to
+    send a partner the definition of a marking our objects reference when the store lacks it.
+    """
+    return _tlp2_definitions() + _tlp1_definitions()

@@ -1,0 +1,210 @@
+"""Test harness: real taxii-node servers in subprocesses, on loopback ports.
+
+Each ``RunningNode`` has its own config file, its own store (a SQLite file or
+a fresh PostgreSQL database) and its own gunicorn process, exactly as an
+operator would run it.  Tests talk to it over HTTP with real clients.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+PG_ENV = "TAXII_NODE_TEST_PG"
+REQUIRE_PG_ENV = "TAXII_NODE_REQUIRE_PG"
+ADMIN_PASSWORD = "admin-password-1"
+
+COLLECTIONS = {
+    "alpha": "6f1f0a9a-1111-4c3e-9a41-000000000001",
+    "beta": "6f1f0a9a-2222-4c3e-9a41-000000000002",
+    "gamma": "6f1f0a9a-3333-4c3e-9a41-000000000003",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def taxii_node_command() -> list[str]:
+    return [sys.executable, "-m", "node"]
+
+
+def write_collections(directory: Path, names: dict[str, str] = COLLECTIONS) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for alias, collection_id in names.items():
+        (directory / f"{alias}.toml").write_text(
+            f'id = "{collection_id}"\nalias = "{alias}"\ntitle = "Collection {alias}"\n'
+        )
+    return directory
+
+
+def create_pg_database(base_url: str) -> str:
+    """A new empty database on the test server; returns its URL."""
+    import psycopg
+
+    name = f"taxii_node_test_{secrets.token_hex(6)}"
+    with psycopg.connect(base_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return base_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_pg_database(base_url: str, url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(base_url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_available(base_url: str | None) -> bool:
+    if not base_url:
+        return False
+    try:
+        import psycopg
+
+        with psycopg.connect(base_url, connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+@dataclass
+class NodeFiles:
+    """The config and store of one node, before or without a server."""
+
+    directory: Path
+    name: str
+    store_url: str
+    port: int
+    extra_toml: str = ""
+    taxii_toml: str = ""
+    config_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.directory / f"{self.name}.toml"
+        collections_dir = write_collections(self.directory / "collections")
+        self.config_path.write_text(
+            f'[node]\nname = "{self.name}"\n\n'
+            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nworkers = 2\nthreads = 4\n\n'
+            f'[store]\nurl = "{self.store_url}"\n\n'
+            f'[taxii]\napi_root = "api"\ntitle = "Test {self.name}"\n'
+            f'collections_dir = "{collections_dir}"\n{self.taxii_toml}\n'
+            f"{self.extra_toml}"
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_root(self) -> str:
+        return f"{self.base_url}/api/"
+
+    def collection_url(self, alias: str) -> str:
+        return f"{self.api_root}collections/{COLLECTIONS[alias]}/"
+
+    def cli(
+        self, *args: str, input: str | None = None, check: bool = True, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [*taxii_node_command(), "--config", str(self.config_path), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **(env or {})},
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"taxii-node {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def init(self) -> None:
+        self.cli("init")
+
+    def add_user(
+        self,
+        name: str,
+        password: str,
+        *,
+        read: tuple[str, ...] = (),
+        write: tuple[str, ...] = (),
+        admin: bool = False,
+        peer: str | None = None,
+    ) -> None:
+        args = ["user", "add", name, "--password-stdin"]
+        for alias in read:
+            args += ["--read", alias]
+        for alias in write:
+            args += ["--write", alias]
+        if admin:
+            args.append("--admin")
+        if peer:
+            args += ["--peer", peer]
+        self.cli(*args, input=password + "\n")
+
+
+@dataclass
+class RunningNode(NodeFiles):
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    def start(self, timeout: float = 30.0) -> RunningNode:
+        self.log_path = self.directory / f"{self.name}-server.log"
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*taxii_node_command(), "--config", str(self.config_path), "serve"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited early:\n{self.log_path.read_text()}")
+            try:
+                requests.get(f"{self.base_url}/taxii2/", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"server did not start:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+
+def new_node(directory: Path, name: str, store_url: str | None, **kwargs) -> RunningNode:
+    """An initialised node with an ``admin`` account (not yet started)."""
+    url = store_url or f"sqlite:///{directory / name / 'node.db'}"
+    node = RunningNode(directory=directory / name, name=name, store_url=url, port=free_port(),
+                       **kwargs)  # fmt: skip
+    node.init()
+    node.add_user("admin", ADMIN_PASSWORD, admin=True)
+    return node
+
+
+def random_id(object_type: str) -> str:
+    return f"{object_type}--{uuid.uuid4()}"
