@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 
 from node.config import Config
+from node.sharing import Agreements
 from node.store import Store
 from node.taxii.auth import Authenticator
 from node.taxii.errors import register_error_handlers
@@ -42,6 +43,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
         store=store,
         signer=TokenSigner(bytes.fromhex(key or "")),
         authenticator=Authenticator(store),
+        agreements=Agreements(config, store),
     )
     register_error_handlers(app)
     app.register_blueprint(blueprint)

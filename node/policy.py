@@ -22,6 +22,13 @@ author identity or its markings is only usable with them.  A dependency withheld
 selective rule (typically our own unmarked identity) still travels with any allowed object
 that references it; one withheld by a protective rule never does.
 
+Referential safety (:meth:`Policy.apply`): a relationship or sighting is withheld when an
+object it links is withheld, since it would otherwise tell the partner something about that
+object; containers lose (or are withheld for) withheld ``object_refs``.  Links to objects
+outside the batch are judged on their stored version through the resolver; links to
+objects nobody knows follow ``unresolved_refs``.  Only those link properties are checked:
+other embedded references (``sample_refs``, SCO ``*_ref`` ...) expose no more than an id.
+
 The policy runs on the sync hot path, so :meth:`Policy.decide` copies an object only when
 it must change it (redaction), and :meth:`Policy.apply` only copies containers it trims.
 Input objects are never mutated.
@@ -130,7 +137,35 @@ class Rules:
 
     Build with :meth:`from_config`, which applies the direction's defaults: egress is
     conservative (a partner only gets what the operator opted into), ingress accepts what
-    the partner's own egress policy already let through.
+    the partner's own egress policy already let through.  Configuration keys:
+
+    ``types_allow`` / ``types_deny``
+        STIX types to share exclusively / never (empty: no restriction).
+    ``max_tlp``
+        Most restrictive TLP level shared (default egress "green", ingress "red").  TLP:RED
+        never passes egress whatever this says.
+    ``allow_amber_strict``
+        Second opt-in for TLP:AMBER+STRICT (default egress false, ingress true).
+    ``unmarked``
+        "withhold" or "share" objects without TLP marking (default egress "withhold",
+        ingress "share").  TLP marking definitions themselves are exempt.
+    ``min_confidence`` / ``missing_confidence``
+        Minimum ``confidence`` (0-100, default none); objects without one are "share"d
+        (default) or "withhold"n.
+    ``labels_require`` / ``labels_deny``
+        The object must carry at least one of / none of these labels.
+    ``created_by_allow``
+        Identity ids whose objects may be shared (e.g. only what we authored); objects
+        without ``created_by_ref``, SCOs included, are then withheld.
+    ``ids_deny``
+        Object ids never shared.
+    ``redact``
+        Custom ``x_`` properties removed from what is sent or stored.
+    ``reports``
+        "trim" (default) or "withhold" containers referencing withheld objects.
+    ``unresolved_refs``
+        "withhold" or "share" links to objects neither in the batch nor stored (default
+        egress "withhold", ingress "share": the target may simply arrive in a later batch).
     """
 
     direction: Direction
@@ -282,7 +317,9 @@ class _TableReader:
                 f"{self.path('missing_confidence')}: has no effect without min_confidence"
             )
 
-    def _disjoint(self, key: str, values: frozenset[str], other: str, others: frozenset[str]):
+    def _disjoint(
+        self, key: str, values: frozenset[str], other: str, others: frozenset[str]
+    ) -> None:
         both = sorted(values & others)
         if both:
             raise PolicyError(f"{self.path(key)}: {both[0]!r} is also in {other}")

@@ -13,9 +13,7 @@ from datetime import UTC, datetime
 
 # RFC 3339 as STIX 2.1 (section 3.2) restricts it: UTC only, "Z" suffix,
 # optional fractional seconds.  TAXII filters (3.4.2) use the same form.
-_TIMESTAMP = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?Z$"
-)
+_TIMESTAMP = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?Z$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -7,6 +7,9 @@ Two generations of TLP circulate in STIX 2.1 data and both must be understood:
 * TLP 2.0 (CLEAR, GREEN, AMBER, AMBER+STRICT, RED) is defined outside the specification, by
   the OASIS extension ``extension-definition--60a3c5c5-...``.  stix2 does not ship these
   objects, so the node keeps them, exactly as OASIS published them, in ``data/tlp.json``.
+  (The published objects carry no ``created_by_ref``: CISA's identity
+  ``identity--b3bca3c2-...`` authors the extension definition, not the markings, and adding
+  one would make our copies differ from every other producer's.)
 
 A marking is recognised by its identifier only: a marking-definition that merely calls
 itself "TLP:GREEN" under another id is not TLP, because any producer can mint one.

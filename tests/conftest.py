@@ -38,7 +38,9 @@ def store_url(request, tmp_path) -> Iterator[str | None]:
     yield from _store_url(request.param)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])  # noqa: E501
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def module_store_url(request) -> Iterator[str | None]:
     yield from _store_url(request.param)
 

@@ -92,7 +92,9 @@ def _read_password(password_stdin: bool) -> str:
 @user.command("add")
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--read", "read", multiple=True, metavar="COLLECTION", help="Grant read (id or alias).")
+@click.option(
+    "--read", "read", multiple=True, metavar="COLLECTION", help="Grant read (id or alias)."
+)
 @click.option("--write", "write", multiple=True, metavar="COLLECTION", help="Grant write.")
 @click.option("--admin", is_flag=True, help="Full rights on every collection.")
 @click.option("--peer", metavar="PEER", help="The partner node this sync account belongs to.")
@@ -171,7 +173,7 @@ def user_passwd(node, name, password_stdin) -> None:
 
     \b
     Example:
-      echo 'n3w-passw0rd' | taxii-node --config config/node-a.toml user passwd alice --password-stdin
+      echo 'n3w-passw0rd' | taxii-node --config FILE user passwd alice --password-stdin
     """
     password = _read_password(password_stdin)
     store = node.ready_store()
@@ -254,5 +256,5 @@ def check(node: NodeContext) -> None:
 def _check_policies(mapping) -> None:
     from node.policy import Rules
 
-    Rules.from_config(mapping.egress, direction="egress", where=f"{mapping.where} egress")
-    Rules.from_config(mapping.ingress, direction="ingress", where=f"{mapping.where} ingress")
+    Rules.from_config(mapping.egress, direction="egress", where=f"{mapping.where}.egress")
+    Rules.from_config(mapping.ingress, direction="ingress", where=f"{mapping.where}.ingress")

@@ -141,9 +141,7 @@ def grant(
 
 
 def password_hash_of(connection: Connection, name: str) -> str | None:
-    return connection.execute(
-        select(users.c.password_hash).where(users.c.name == name)
-    ).scalar()
+    return connection.execute(select(users.c.password_hash).where(users.c.name == name)).scalar()
 
 
 def load_account(connection: Connection, name: str) -> Account | None:

@@ -217,9 +217,7 @@ def _where(query: ObjectQuery) -> list[ColumnElement[bool]]:
     if query.spec_versions:
         where.append(objects.c.spec_version.in_(query.spec_versions))
     if query.exclude_origin is not None:
-        where.append(
-            or_(objects.c.origin.is_(None), objects.c.origin != query.exclude_origin)
-        )
+        where.append(or_(objects.c.origin.is_(None), objects.c.origin != query.exclude_origin))
     predicate = _version_predicate(query.versions)
     if predicate is not None:
         where.append(predicate)

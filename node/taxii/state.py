@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from flask import current_app
 
 from node.config import Config
+from node.sharing import Agreements
 from node.store import Store
 
 from .auth import Authenticator
@@ -25,6 +26,7 @@ class NodeState:
     store: Store
     signer: TokenSigner
     authenticator: Authenticator
+    agreements: Agreements
     last_status_purge: float = field(default=0.0)
 
 

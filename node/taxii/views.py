@@ -8,6 +8,7 @@ answers TAXII JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from node.timestamps import from_micros, now_micros
 from . import filters
 from .errors import TaxiiError, bad_request, forbidden, not_found
 from .negotiation import TAXII_21, accepts_taxii_21, is_taxii_21_body
+from .peers import accepted_items, served_bodies, served_rows
 from .state import node_state
 
 blueprint = Blueprint("taxii", __name__)
@@ -105,7 +107,7 @@ def _version_label(row: StoredObject) -> str:
 
 def _query(collection_id: str, scope: str, allowed: frozenset[str], **extra):
     state = node_state()
-    return filters.parse_query(
+    query, request_fingerprint = filters.parse_query(
         request.args,
         collection_id=collection_id,
         scope=scope,
@@ -114,6 +116,10 @@ def _query(collection_id: str, scope: str, allowed: frozenset[str], **extra):
         signer=state.signer,
         **extra,
     )
+    if g.account.peer is not None:
+        # A partner never gets back the versions it sent us (no echo).
+        query = dataclasses.replace(query, exclude_origin=g.account.peer)
+    return query, request_fingerprint
 
 
 def _page(query) -> tuple[list[StoredObject], bool]:
@@ -206,7 +212,7 @@ def manifest(api_root: str, collection_id: str) -> Response:
                 "media_type": "application/stix+json;version=2.1",
             }
         )
-        for row in rows
+        for row in served_rows(collection_id, rows)
     ]
     body = "{" + _page_fields(rows, more, request_fingerprint)
     if records:
@@ -217,10 +223,13 @@ def manifest(api_root: str, collection_id: str) -> Response:
 # -- objects (5.4, 5.5) ------------------------------------------------------
 
 
-def _objects_envelope(rows: Sequence[StoredObject], more: bool, request_fingerprint: str) -> str:
+def _objects_envelope(
+    collection_id: str, rows: Sequence[StoredObject], more: bool, request_fingerprint: str
+) -> str:
     body = "{" + _page_fields(rows, more, request_fingerprint)
-    if rows:
-        body += ',"objects":[' + ",".join(row.body for row in rows) + "]"
+    bodies = served_bodies(collection_id, rows)
+    if bodies:
+        body += ',"objects":[' + ",".join(bodies) + "]"
     return body + "}"
 
 
@@ -231,7 +240,7 @@ def get_objects(api_root: str, collection_id: str) -> Response:
     query, request_fingerprint = _query(collection_id, "objects", filters.OBJECTS)
     rows, more = _page(query)
     return _json(
-        _objects_envelope(rows, more, request_fingerprint),
+        _objects_envelope(collection_id, rows, more, request_fingerprint),
         headers=_date_headers(rows, query.after),
     )
 
@@ -247,13 +256,17 @@ def add_objects(api_root: str, collection_id: str) -> Response:
             f"send the envelope as {TAXII_21}, not "
             f"{request.headers.get('Content-Type', 'no Content-Type')[:100]!r}",
         )
-    items = _envelope_objects(_read_body())
+    items, refused = accepted_items(collection_id, _envelope_objects(_read_body()))
     state = node_state()
     request_timestamp = now_micros()
     with state.store.write() as connection:
         outcome = objects.add_objects(connection, collection_id, items, origin=g.account.peer)
         resource = statuses.record(
-            connection, collection_id, request_timestamp, outcome.successes, outcome.failures
+            connection,
+            collection_id,
+            request_timestamp,
+            outcome.successes,
+            refused + outcome.failures,
         )
     _purge_old_statuses()
     return _json(resource, status=202)
@@ -328,14 +341,12 @@ def get_object(api_root: str, collection_id: str, object_id: str) -> Response:
     if not rows and not _object_exists(collection_id, object_id):
         raise not_found(f"no object {object_id!r} in collection {collection_id!r}")
     return _json(
-        _objects_envelope(rows, more, request_fingerprint),
+        _objects_envelope(collection_id, rows, more, request_fingerprint),
         headers=_date_headers(rows, query.after),
     )
 
 
-@blueprint.route(
-    "/<api_root>/collections/<collection_id>/objects/<object_id>/", methods=["DELETE"]
-)
+@blueprint.route("/<api_root>/collections/<collection_id>/objects/<object_id>/", methods=["DELETE"])
 def delete_object(api_root: str, collection_id: str, object_id: str) -> Response:
     _api_root(api_root)
     _collection_for(collection_id, need_read=True, need_write=True)
@@ -376,8 +387,9 @@ def object_versions(api_root: str, collection_id: str, object_id: str) -> Respon
     if not rows and not _object_exists(collection_id, object_id):
         raise not_found(f"no object {object_id!r} in collection {collection_id!r}")
     body = "{" + _page_fields(rows, more, request_fingerprint)
-    if rows:
-        body += ',"versions":' + json.dumps([_version_label(row) for row in rows])
+    visible = served_rows(collection_id, rows)
+    if visible:
+        body += ',"versions":' + json.dumps([_version_label(row) for row in visible])
     return _json(body + "}", headers=_date_headers(rows, query.after))
 
 

@@ -1,0 +1,448 @@
+"""The sync worker: pushes to and pulls from each peer, mapping by mapping.
+
+Guarantees, and how they are kept:
+
+* nothing lost: cursors advance only in the transaction that commits what
+  they cover (pull: the stored objects; push: the audit of what the peer
+  acknowledged), so a worker killed at any instant resumes from its last
+  commit; a peer that is down leaves the cursor where it was;
+* nothing duplicated: versions are idempotent on both ends (id + modified),
+  and a version that came from a peer is never pushed back to it (origin);
+* nothing leaked: egress policy runs on every object before it is sent.
+
+Cursors are the server's ``date_added`` values, never this machine's clock
+(TAXII 2.1 section 3.4.2 and 3.5).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from node.config import Config, PeerConfig
+from node.policy import Decision, Policy
+from node.sharing import Agreement, Agreements, egress, local_resolver, serialized
+from node.store import Store, audit, objects, syncstate
+from node.store.audit import AuditRecord
+from node.store.objects import ObjectQuery
+from node.timestamps import from_micros, now_micros
+
+from .client import PeerClient, PeerError
+
+log = logging.getLogger(__name__)
+
+PUSH_BATCH = 1000
+PULL_PAGE = 1000
+# Bytes kept free in each envelope for the envelope's own JSON.
+_ENVELOPE_OVERHEAD = 64
+
+
+@dataclass
+class RoundResult:
+    peer: str
+    mapping: str
+    direction: str
+    sent: int = 0
+    received: int = 0
+    withheld: int = 0
+    dead_lettered: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, for retries inside and between rounds."""
+
+    base: float = 0.5
+    cap: float = 60.0
+    attempt: int = 0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def delay(self) -> float:
+        return random.uniform(0, min(self.cap, self.base * 2**self.attempt))
+
+    def wait(self, stop: threading.Event | None = None) -> None:
+        seconds = self.delay()
+        self.attempt += 1
+        if stop is not None:
+            stop.wait(seconds)
+        else:
+            self.sleep(seconds)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def with_retries(call, attempts: int, stop: threading.Event | None = None):
+    """Run ``call``, retrying transient peer errors with backoff; re-raise the last."""
+    backoff = Backoff(cap=8.0)
+    for attempt in range(attempts):
+        try:
+            return call()
+        except PeerError as exc:
+            if not exc.transient or attempt == attempts - 1 or (stop and stop.is_set()):
+                raise
+            log.warning("transient peer error, retrying: %s", exc)
+            backoff.wait(stop)
+    raise AssertionError("unreachable")
+
+
+class MappingSync:
+    """Push and pull for one mapping of one peer."""
+
+    def __init__(
+        self,
+        store: Store,
+        agreement: Agreement,
+        client: PeerClient,
+        *,
+        retries: int = 4,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.agreement = agreement
+        self.client = client
+        self.retries = retries
+        self.stop = stop or threading.Event()
+        self._remote_id: str | None = None
+        self._max_content_length: int | None = None
+
+    @property
+    def peer(self) -> str:
+        return self.agreement.peer.name
+
+    @property
+    def key(self) -> str:
+        return self.agreement.mapping.key
+
+    def _call(self, call):
+        return with_retries(call, self.retries, self.stop)
+
+    def remote_collection(self) -> str:
+        if self._remote_id is None:
+            name = self.agreement.mapping.remote
+            self._remote_id = self._call(lambda: self.client.collection_id(name))
+        return self._remote_id
+
+    # -- push -----------------------------------------------------------------
+
+    def push(self) -> RoundResult:
+        """Send local versions added since the push cursor, under egress policy."""
+        result = RoundResult(self.peer, self.key, "push")
+        with self.store.read() as connection:
+            state = syncstate.load(connection, self.peer, self.key, "push")
+        try:
+            remote_id = self.remote_collection()
+            if self._max_content_length is None:
+                self._max_content_length = self._call(self.client.max_content_length)
+            sent_dependencies: set[str] = set()
+            while not self.stop.is_set():
+                more = self._push_batch(state, remote_id, sent_dependencies, result)
+                if not more:
+                    break
+        except PeerError as exc:
+            result.error = str(exc)
+        self._record_attempt(state, result)
+        return result
+
+    def _push_batch(self, state, remote_id: str, sent_dependencies: set[str], result) -> bool:
+        collection_id = self.agreement.collection_id
+        query = ObjectQuery(
+            collection_id=collection_id,
+            limit=PUSH_BATCH,
+            after=state.cursor,
+            versions=("all",),
+            exclude_origin=self.peer,  # never echo the peer's own objects back to it
+        )
+        with self.store.read() as connection:
+            rows, more = objects.page(connection, query)
+            if not rows:
+                return False
+            batch = [json.loads(row.body) for row in rows]
+            policy = Policy(self.agreement.egress, local_resolver(connection, collection_id))
+            to_send, decisions = egress(
+                policy, batch, local_resolver(connection, collection_id), sent_dependencies
+            )
+        failures = self._send(remote_id, to_send)
+        failed_ids = {(f.get("id"), f.get("version")) for f in failures}
+        records = _push_audit(self.peer, collection_id, decisions, failed_ids, failures)
+        with self.store.write() as connection:
+            audit.record(connection, records)
+            syncstate.add_dead_letters(connection, self.peer, self.key, "push", failures)
+            state.cursor = rows[-1].date_added
+            state.sent += sum(1 for r in records if r.action == "sent")
+            state.withheld += sum(1 for r in records if r.action == "withheld")
+            state.dead_lettered += len(failures)
+            syncstate.save(connection, state)
+        result.sent += sum(1 for r in records if r.action == "sent")
+        result.withheld += sum(1 for r in records if r.action == "withheld")
+        result.dead_lettered += len(failures)
+        return more
+
+    def _send(self, remote_id: str, to_send: list[dict]) -> list[dict]:
+        """POST in envelopes that fit the peer's limit; return the peer's failures."""
+        failures: list[dict] = []
+        envelopes, oversized = _envelopes(to_send, self._max_content_length or 10_000_000)
+        for obj in oversized:
+            failures.append(
+                {
+                    "id": obj.get("id"),
+                    "version": obj.get("modified") or obj.get("created"),
+                    "message": "larger than the peer's max_content_length",
+                }
+            )
+        for envelope in envelopes:
+            status = self._post_envelope(remote_id, envelope)
+            failures.extend(status.get("failures", []))
+        return failures
+
+    def _post_envelope(self, remote_id: str, envelope: list[dict]) -> dict:
+        try:
+            return self._call(lambda: self.client.post_objects(remote_id, envelope))
+        except PeerError as exc:
+            if exc.transient or exc.status in (401, 403, 404):
+                raise  # the peer or our access is at fault, not the objects: retry later
+            if len(envelope) == 1:
+                return {"failures": [_failure(envelope[0], str(exc))]}
+            # Find the object the peer refuses by halving the envelope.
+            middle = len(envelope) // 2
+            first = self._post_envelope(remote_id, envelope[:middle])
+            second = self._post_envelope(remote_id, envelope[middle:])
+            return {"failures": first.get("failures", []) + second.get("failures", [])}
+
+    # -- pull -----------------------------------------------------------------
+
+    def pull(self) -> RoundResult:
+        """Fetch the peer's versions added after the pull cursor, under ingress policy."""
+        result = RoundResult(self.peer, self.key, "pull")
+        with self.store.read() as connection:
+            state = syncstate.load(connection, self.peer, self.key, "pull")
+        try:
+            remote_id = self.remote_collection()
+            next_token: str | None = None
+            while not self.stop.is_set():
+                page = self._call(
+                    lambda token=next_token: self.client.objects_page(
+                        remote_id, added_after=state.remote_cursor, next_token=token,
+                        limit=PULL_PAGE,
+                    )
+                )  # fmt: skip
+                self._store_page(state, page.objects, page.date_added_last, result)
+                if not page.more:
+                    break
+                next_token = page.next
+        except PeerError as exc:
+            result.error = str(exc)
+        self._record_attempt(state, result)
+        return result
+
+    def _store_page(self, state, items: list, date_added_last: str | None, result) -> None:
+        collection_id = self.agreement.collection_id
+        with self.store.write() as connection:
+            policy = Policy(self.agreement.ingress, local_resolver(connection, collection_id))
+            valid = [item for item in items if isinstance(item, dict)]
+            decisions = policy.apply(valid)
+            accepted = [d.obj for d in decisions if d.allowed and d.obj is not None]
+            outcome = objects.add_objects(connection, collection_id, accepted, origin=self.peer)
+            records = _pull_audit(self.peer, collection_id, decisions, outcome)
+            audit.record(connection, records)
+            syncstate.add_dead_letters(connection, self.peer, self.key, "pull", outcome.failures)
+            if date_added_last:
+                state.remote_cursor = date_added_last
+            received = len(outcome.stored)
+            withheld = sum(1 for d in decisions if not d.allowed)
+            state.received += received
+            state.withheld += withheld
+            state.dead_lettered += len(outcome.failures)
+            syncstate.save(connection, state)
+        result.received += received
+        result.withheld += withheld
+        result.dead_lettered += len(outcome.failures)
+
+    # -- bookkeeping ------------------------------------------------------------
+
+    def _record_attempt(self, state, result: RoundResult) -> None:
+        now = now_micros()
+        with self.store.write() as connection:
+            fresh = syncstate.load(connection, state.peer, state.mapping, state.direction)
+            fresh.last_attempt = now
+            if result.ok:
+                fresh.last_success = now
+                fresh.last_error = None
+            else:
+                fresh.last_error = result.error
+            syncstate.save(connection, fresh)
+
+
+def _failure(obj: dict, message: str) -> dict:
+    return {"id": obj.get("id"), "version": obj.get("modified") or obj.get("created"),
+            "message": message}  # fmt: skip
+
+
+def _envelopes(items: list[dict], max_bytes: int) -> tuple[list[list[dict]], list[dict]]:
+    """Split into envelopes whose JSON fits ``max_bytes``; also the objects too big alone."""
+    envelopes: list[list[dict]] = []
+    oversized: list[dict] = []
+    current: list[dict] = []
+    size = _ENVELOPE_OVERHEAD
+    for obj in items:
+        length = len(serialized(obj).encode()) + 2  # comma and space of json.dumps
+        if length + _ENVELOPE_OVERHEAD > max_bytes:
+            oversized.append(obj)
+            continue
+        if current and size + length > max_bytes:
+            envelopes.append(current)
+            current, size = [], _ENVELOPE_OVERHEAD
+        current.append(obj)
+        size += length
+    if current:
+        envelopes.append(current)
+    return envelopes, oversized
+
+
+def _push_audit(
+    peer: str,
+    collection_id: str,
+    decisions: list[Decision],
+    failed: set[tuple],
+    failures: list[dict],
+) -> list[AuditRecord]:
+    reasons = {(f.get("id"), f.get("version")): f.get("message") for f in failures}
+    records = []
+    for d in decisions:
+        key = (d.object_id, d.version or None)
+        if d.allowed and key in failed:
+            action, detail = "dead-letter", str(reasons.get(key))
+        else:
+            action, detail = ("sent" if d.allowed else "withheld"), d.detail
+        records.append(
+            AuditRecord(
+                action=action,
+                direction="push",
+                object_id=d.object_id,
+                version=d.version or None,
+                peer=peer,
+                collection_id=collection_id,
+                rule=str(d.rule),
+                detail=detail,
+            )
+        )
+    return records
+
+
+def _pull_audit(peer: str, collection_id: str, decisions: list[Decision], outcome):
+    failed = {(f.get("id"), f.get("version")): f.get("message") for f in outcome.failures}
+    records = []
+    for d in decisions:
+        key = (d.object_id, d.version or None)
+        if d.allowed and key in failed:
+            action, detail = "dead-letter", str(failed[key])
+        else:
+            action, detail = ("received" if d.allowed else "withheld"), d.detail
+        records.append(
+            AuditRecord(
+                action=action,
+                direction="pull",
+                object_id=d.object_id,
+                version=d.version or None,
+                peer=peer,
+                collection_id=collection_id,
+                rule=str(d.rule),
+                detail=detail,
+            )
+        )
+    return records
+
+
+class SyncWorker:
+    """Runs every mapping of every (or one) peer: once, or until stopped."""
+
+    def __init__(
+        self, config: Config, store: Store, *, peer: str | None = None, retries: int = 4
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.stop = threading.Event()
+        agreements = Agreements(config, store)
+        self._peers: list[PeerConfig] = [config.peer(peer)] if peer else list(config.peers)
+        self._clients: dict[str, PeerClient] = {}
+        self.mappings: list[MappingSync] = []
+        for agreement in agreements:
+            if peer and agreement.peer.name != peer:
+                continue
+            client = self._client(agreement.peer)
+            self.mappings.append(
+                MappingSync(store, agreement, client, retries=retries, stop=self.stop)
+            )
+
+    def _client(self, peer: PeerConfig) -> PeerClient:
+        if peer.name not in self._clients:
+            self._clients[peer.name] = PeerClient(
+                peer.api_root, peer.user, peer.password(), timeout=peer.timeout
+            )
+        return self._clients[peer.name]
+
+    def run_once(self) -> list[RoundResult]:
+        """One push and one pull round for each mapping, as its direction allows."""
+        results = []
+        for mapping in self.mappings:
+            if mapping.agreement.mapping.pushes:
+                results.append(mapping.push())
+            if mapping.agreement.mapping.pulls:
+                results.append(mapping.pull())
+        return results
+
+    def run_forever(self, on_result: Callable[[RoundResult], None] | None = None) -> None:
+        """Run each mapping at its interval until ``stop`` is set; back off on failures."""
+        due = {id(m): 0.0 for m in self.mappings}
+        backoffs = {id(m): Backoff(base=1.0, cap=300.0) for m in self.mappings}
+        while not self.stop.is_set():
+            now = time.monotonic()
+            for mapping in self.mappings:
+                if self.stop.is_set() or due[id(mapping)] > now:
+                    continue
+                ok = self._run_mapping(mapping, on_result)
+                backoff = backoffs[id(mapping)]
+                if ok:
+                    backoff.reset()
+                    pause = mapping.agreement.mapping.interval
+                else:
+                    pause = max(mapping.agreement.mapping.interval, backoff.delay())
+                    backoff.attempt += 1
+                due[id(mapping)] = time.monotonic() + pause
+            next_due = min(due.values(), default=time.monotonic() + 1.0)
+            self.stop.wait(max(0.05, next_due - time.monotonic()))
+
+    def _run_mapping(self, mapping: MappingSync, on_result) -> bool:
+        ok = True
+        rounds = []
+        if mapping.agreement.mapping.pushes:
+            rounds.append(mapping.push)
+        if mapping.agreement.mapping.pulls:
+            rounds.append(mapping.pull)
+        for run in rounds:
+            result = run()
+            ok = ok and result.ok
+            if on_result:
+                on_result(result)
+        return ok
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+
+def describe_lag(state: syncstate.SyncState) -> str:
+    if state.last_success is None:
+        return "never synced"
+    seconds = (now_micros() - state.last_success) / 1e6
+    return f"{seconds:.1f}s since last success ({from_micros(state.last_success)})"
