@@ -57,6 +57,9 @@ _TYPE_NAME: Final = re.compile(r"[a-z][a-z0-9-]{1,248}[a-z0-9]")
 _PROPERTY_NAME: Final = re.compile(r"[a-z][a-z0-9_]{2,249}")
 # STIX 2.1 2.7: dictionary keys are 1-250 of a-z, A-Z, 0-9, '-' and '_'.
 _DICTIONARY_KEY: Final = re.compile(r"[a-zA-Z0-9_-]{1,250}")
+# STIX 2.1 2.3 / 2.10: binary is base64 (RFC 4648), hex is whole octets.
+_BASE64: Final = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+_HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})+")
 # Timestamps valid in every month (days 01-28, no leap second, ASCII digits).
 # Matching them is ~8x cheaper than node.timestamps.to_micros, which stays the
 # authority for every other string (days 29-31, and all the invalid ones).
@@ -212,6 +215,18 @@ def _boolean(value: object) -> str | None:
 
 def _object(value: object) -> str | None:
     return None if isinstance(value, dict) else f"must be a JSON object, got {_show(value)}"
+
+
+def _base64(value: object) -> str | None:
+    if isinstance(value, str) and _BASE64.fullmatch(value) is not None:
+        return None
+    return f"must be a base64 string, got {_show(value)}"
+
+
+def _hex(value: object) -> str | None:
+    if isinstance(value, str) and _HEX.fullmatch(value) is not None:
+        return None
+    return f"must be a string of hex octets, got {_show(value)}"
 
 
 def _timestamp(value: object) -> str | None:
@@ -454,7 +469,7 @@ def _ordered(earlier: str, later: str, *, strictly: bool = False) -> Constraint:
         difference = _later(first, second)
         if difference > 0 or (difference == 0 and not strictly):
             return None
-        return f"{later!r} ({second}) must be {relation} {earlier!r} ({first})"
+        return f"{later!r} {_show(second)} must be {relation} {earlier!r} {_show(first)}"
 
     return check
 
@@ -812,7 +827,7 @@ _SCO_TABLE: Final[dict[str, _Row]] = {
     "artifact": (
         {
             "mime_type": _string,
-            "payload_bin": _string,
+            "payload_bin": _base64,
             "url": _string,
             "hashes": _HASHES,
             "encryption_algorithm": _string,
@@ -874,7 +889,7 @@ _SCO_TABLE: Final[dict[str, _Row]] = {
             "size": _COUNT,
             "name": _string,
             "name_enc": _string,
-            "magic_number_hex": _string,
+            "magic_number_hex": _hex,
             "mime_type": _string,
             "parent_directory_ref": _ref({"directory"}),
             "contains_refs": _refs(forbidden=_NOT_SCO),

@@ -15,6 +15,7 @@ from node import __version__
 
 from .admin import check, init, serve, user
 from .common import NodeContext, run_guarded
+from .sync import audit_command, policy, sync
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,7 +40,7 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     ctx.obj = NodeContext(config_path=config_path, debug=debug)
 
 
-for command in (init, serve, user, check):
+for command in (init, serve, user, check, sync, policy, audit_command):
     cli.add_command(command)
 
 

@@ -1,0 +1,223 @@
+"""Sync commands: run the worker, show its state, preview policy, read the audit."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+
+import click
+
+from node.policy import Policy
+from node.sharing import Agreements, egress, local_resolver
+from node.store import audit, objects, syncstate
+from node.store.objects import ObjectQuery
+from node.sync.worker import RoundResult, SyncWorker, describe_lag
+from node.timestamps import from_micros, to_micros
+
+from .common import EXIT_FAILURES, CommandError, NodeContext
+
+pass_node = click.make_pass_decorator(NodeContext)
+
+
+def _print_result(result: RoundResult) -> None:
+    counts = (
+        f"sent {result.sent}, received {result.received}, withheld {result.withheld}, "
+        f"dead-lettered {result.dead_lettered}"
+    )
+    outcome = "ok" if result.ok else f"FAILED: {result.error}"
+    click.echo(f"{result.peer} {result.mapping} {result.direction}: {counts} ({outcome})")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--once", is_flag=True, help="Run one round for each mapping, then exit.")
+@click.option("--peer", metavar="NAME", help="Only this peer.")
+@pass_node
+@click.pass_context
+def sync(ctx: click.Context, node: NodeContext, once: bool, peer: str | None) -> None:
+    """Push to and pull from the peers of the config, under their policies.
+
+    Without --once, runs until SIGTERM or Ctrl-C, each mapping at its
+    interval; a stop waits for the batch in flight to commit.
+
+    \b
+    Examples:
+      taxii-node --config config/node-a.toml sync
+      taxii-node --config config/node-a.toml sync --once --peer node-b
+      taxii-node --config config/node-a.toml sync status
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    config = node.config()
+    if not config.peers:
+        raise CommandError(f"{config.path}: no [[peers]] configured")
+    store = node.ready_store()
+    worker = SyncWorker(config, store, peer=peer)
+    try:
+        if once:
+            results = worker.run_once()
+            for result in results:
+                _print_result(result)
+            if not all(r.ok for r in results):
+                ctx.exit(EXIT_FAILURES)
+            return
+        _stop_on_signals(worker.stop)
+        click.echo(f"sync worker for {config.name} running; SIGTERM or Ctrl-C stops it")
+        worker.run_forever(on_result=_print_result)
+        click.echo("sync worker stopped")
+    finally:
+        worker.close()
+        store.close()
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum, _frame) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@sync.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_node
+def sync_status(node: NodeContext, as_json: bool) -> None:
+    """Per peer and mapping: cursors, last success, lag, counts, last error.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml sync status
+    """
+    store = node.ready_store()
+    try:
+        with store.read() as connection:
+            states = syncstate.all_states(connection)
+            dead = syncstate.list_dead_letters(connection)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([s.__dict__ for s in states], indent=2))
+        return
+    if not states:
+        click.echo("no sync rounds have run yet")
+    for state in states:
+        cursor = (
+            state.remote_cursor or "start"
+            if state.direction == "pull"
+            else (from_micros(state.cursor) if state.cursor else "start")
+        )
+        click.echo(f"{state.peer} {state.mapping} {state.direction}")
+        click.echo(f"  cursor:      {cursor}")
+        click.echo(f"  last sync:   {describe_lag(state)}")
+        click.echo(
+            f"  counts:      sent {state.sent}, received {state.received}, "
+            f"withheld {state.withheld}, dead-lettered {state.dead_lettered}"
+        )
+        click.echo(f"  last error:  {state.last_error or '-'}")
+    if dead:
+        click.echo(f"dead letters: {len(dead)} (latest: {dead[-1]['object_id']}: "
+                   f"{dead[-1]['reason'][:120]})")  # fmt: skip
+
+
+@click.group()
+def policy() -> None:
+    """Inspect sharing policies."""
+
+
+@policy.command("preview")
+@click.option("--peer", required=True, metavar="NAME", help="The peer to preview for.")
+@click.option("--collection", metavar="C", help="Only this local collection (id or alias).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per decision.")
+@pass_node
+def policy_preview(node: NodeContext, peer: str, collection: str | None, as_json: bool) -> None:
+    """Dry run of egress: what would be sent to PEER, and why the rest is withheld.
+
+    Nothing is sent and nothing is recorded.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml policy preview --peer node-b
+    """
+    config = node.config()
+    config.peer(peer)
+    store = node.ready_store()
+    try:
+        agreements = [a for a in Agreements(config, store) if a.peer.name == peer]
+        if collection:
+            agreements = [a for a in agreements if collection in (a.mapping.local,
+                                                                  a.collection_id)]  # fmt: skip
+            if not agreements:
+                raise CommandError(f"no mapping of peer {peer!r} for collection {collection!r}")
+        totals = {"send": 0, "withhold": 0}
+        for agreement in agreements:
+            _preview(store, agreement, as_json, totals)
+    finally:
+        store.close()
+    if not as_json:
+        click.echo(f"would send {totals['send']}, would withhold {totals['withhold']}")
+
+
+def _preview(store, agreement, as_json: bool, totals: dict) -> None:
+    after = 0
+    sent: set[str] = set()
+    while True:
+        with store.read() as connection:
+            query = ObjectQuery(
+                collection_id=agreement.collection_id,
+                limit=1000,
+                after=after,
+                versions=("all",),
+                exclude_origin=agreement.peer.name,
+            )
+            rows, more = objects.page(connection, query)
+            if not rows:
+                return
+            resolve = local_resolver(connection, agreement.collection_id)
+            batch = [json.loads(row.body) for row in rows]
+            _, decisions = egress(Policy(agreement.egress, resolve), batch, resolve, sent)
+        for d in decisions:
+            totals["send" if d.allowed else "withhold"] += 1
+            if as_json:
+                click.echo(json.dumps({"mapping": agreement.mapping.key, "id": d.object_id,
+                                       "version": d.version, "send": d.allowed,
+                                       "rule": str(d.rule), "detail": d.detail}))  # fmt: skip
+            else:
+                verdict = "SEND    " if d.allowed else "WITHHOLD"
+                click.echo(f"{verdict} {d.object_id} {d.version or ''} [{d.rule}] {d.detail}")
+        after = rows[-1].date_added
+        if not more:
+            return
+
+
+@click.command("audit")
+@click.option("--peer", metavar="NAME", help="Only records about this peer.")
+@click.option("--since", metavar="TIME", help="RFC 3339 timestamp, e.g. 2026-01-01T00:00:00Z.")
+@click.option("--limit", default=1000, show_default=True, help="At most this many records.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@pass_node
+def audit_command(node: NodeContext, peer, since, limit, as_json) -> None:
+    """Show the audit trail: what was sent, received, withheld or deleted, and why.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml audit --peer node-b --since 2026-01-01T00:00:00Z
+    """
+    try:
+        since_micros = to_micros(since) if since else None
+    except ValueError as exc:
+        raise CommandError(f"--since: {exc}") from None
+    store = node.ready_store()
+    try:
+        with store.read() as connection:
+            rows = audit.entries(connection, peer=peer, since=since_micros, limit=limit)
+    finally:
+        store.close()
+    for row in rows:
+        row["at"] = from_micros(row["at"])
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            click.echo(
+                f"{row['at']} {row['direction']:<7} {row['action']:<11} {row['peer'] or '-':<10} "
+                f"{row['object_id'] or '-'} [{row['rule'] or '-'}] {row['detail'] or ''}"
+            )
