@@ -14,6 +14,7 @@ import click
 from node import __version__
 
 from .admin import check, init, serve, user
+from .client import collections_command, get, publish, watch
 from .common import NodeContext, run_guarded
 from .sync import audit_command, policy, sync
 
@@ -40,7 +41,19 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     ctx.obj = NodeContext(config_path=config_path, debug=debug)
 
 
-for command in (init, serve, user, check, sync, policy, audit_command):
+for command in (
+    init,
+    serve,
+    user,
+    check,
+    sync,
+    policy,
+    audit_command,
+    publish,
+    collections_command,
+    get,
+    watch,
+):
     cli.add_command(command)
 
 

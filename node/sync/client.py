@@ -86,21 +86,32 @@ class PeerClient:
 
     def collection_id(self, name: str) -> str:
         """Resolve a collection named by id or alias on the peer."""
-        listing = self._json(self._request("GET", self.api_root + "collections/"))
-        for collection in listing.get("collections", []):
+        for collection in self.collections():
             if name in (collection.get("id"), collection.get("alias")):
                 return collection["id"]
-        raise PeerError(f"the peer has no collection {name!r} visible to us", transient=False)
+        raise PeerError(
+            f"the server has no collection {name!r} visible to this account", transient=False
+        )
+
+    def collections(self) -> list[dict]:
+        listing = self._json(self._request("GET", self.api_root + "collections/"))
+        found = listing.get("collections", [])
+        return found if isinstance(found, list) else []
 
     def objects_page(
         self, collection_id: str, *, added_after: str | None, next_token: str | None, limit: int
     ) -> ObjectPage:
+        """A page of every version added after ``added_after`` (the sync worker's view)."""
         params: dict[str, str | int] = {"limit": limit, "match[version]": "all"}
         if added_after:
             params["added_after"] = added_after
         if next_token:
             params["next"] = next_token
-        url = f"{self.api_root}collections/{collection_id}/objects/"
+        return self.page(collection_id, params)
+
+    def page(self, collection_id: str, params: dict, endpoint: str = "objects") -> ObjectPage:
+        """One page of ``objects`` or ``manifest`` with the given TAXII filters."""
+        url = f"{self.api_root}collections/{collection_id}/{endpoint}/"
         response = self._request("GET", url, params=params)
         envelope = self._json(response)
         objects = envelope.get("objects", [])
