@@ -75,8 +75,18 @@ def _objects_in(handle: IO[bytes], name: str) -> Iterator[object]:
             return
         handle.seek(start)
         document = json.load(handle)
+    except BundleError:
+        raise
     except (ijson.JSONError, ValueError) as exc:
-        raise BundleError(f"{name}: invalid JSON: {exc}") from None
+        raise BundleError(f"{name}: invalid JSON: {_first_line(exc)}") from None
+    if "objects" in document and not isinstance(document["objects"], list):
+        raise BundleError(f"{name}: 'objects' must be a list of STIX objects")
     if document.get("type") == "bundle" or "objects" in document:
         return  # an empty bundle or envelope
     yield document  # a single STIX object
+
+
+def _first_line(exc: Exception) -> str:
+    """The parser's message without the multi-line excerpt yajl appends."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

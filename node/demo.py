@@ -182,7 +182,7 @@ def _wait_until_up(url: str, process: subprocess.Popen, log_path: Path) -> None:
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.1)
     raise SystemExit(f"a node did not start in 30 s; see {log_path}")
 

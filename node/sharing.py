@@ -8,12 +8,12 @@ worker, or pushed by the partner to our API.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
+from node import jsoncodec
 from node.config import Config, ConfigError, MappingConfig, PeerConfig
 from node.policy import Decision, Policy, Rules
 from node.store import Store, catalog, objects
@@ -119,4 +119,4 @@ def egress(
 
 
 def serialized(obj: dict) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return jsoncodec.dumps(obj)

@@ -53,7 +53,8 @@ def from_micros(micros: int) -> str:
     """Render microseconds since the epoch as a TAXII timestamp with 6 fractional digits."""
     seconds, fraction = divmod(micros, 1_000_000)
     moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{fraction:06d}Z"
+    # %Y does not pad years before 1000 to four digits ("1-01-01"): pad explicitly.
+    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S") + f".{fraction:06d}Z"
 
 
 def now_micros() -> int:

@@ -2,18 +2,19 @@
 
 Every object posted to the server, and every object the CLI publishes, passes
 through :func:`object_problem`.  ``stix2.parse`` builds a full Python object
-per input and manages a few thousand objects a second; this module checks the
-structural rules of the standard with dict look-ups and a few compiled regular
-expressions, so that validation does not dominate a bulk load.
+per input and manages about a thousand objects a second; this module checks
+the structural rules of the standard with dict look-ups and a few compiled
+regular expressions (tens of thousands of objects a second), so validation
+does not dominate a bulk load.
 
 The rules come from the STIX 2.1 OASIS Standard (sections 2-7): type and
 identifier syntax, ``spec_version``, required properties per type, timestamp
 syntax and ordering, reference syntax and target types, list and dictionary
-shapes, property names, and the cross-property constraints of each type.
-Deliberately *not* checked, because they need a parser or a registry and are
-not needed to store and serve content: the STIX pattern grammar of
-indicators, open-vocabulary values, hash value formats, whether granular
-marking selectors resolve, the inside of predefined extensions, and the
+shapes, property names, granular-marking selectors, and the cross-property
+constraints of each type.  Deliberately *not* checked, because they need a
+parser or a registry and are not needed to store and serve content: the STIX
+pattern grammar of indicators, open-vocabulary values, hash value formats,
+the inside of predefined extensions and embedded observables, and the
 properties of custom (unknown) object types beyond the common ones.
 
 A problem is reported as one short sentence that names the property and shows
@@ -57,6 +58,10 @@ _TYPE_NAME: Final = re.compile(r"[a-z][a-z0-9-]{1,248}[a-z0-9]")
 _PROPERTY_NAME: Final = re.compile(r"[a-z][a-z0-9_]{2,249}")
 # STIX 2.1 2.7: dictionary keys are 1-250 of a-z, A-Z, 0-9, '-' and '_'.
 _DICTIONARY_KEY: Final = re.compile(r"[a-zA-Z0-9_-]{1,250}")
+# STIX 2.1 5.1: relationship types are limited to a-z, 0-9 and '-'.
+_RELATIONSHIP_TYPE: Final = re.compile(r"[a-z0-9-]{1,250}")
+# A list step in a granular-marking selector, e.g. "[0]" (7.2.3.1).
+_LIST_INDEX: Final = re.compile(r"\[([0-9]{1,9})\]")
 # STIX 2.1 2.3 / 2.10: binary is base64 (RFC 4648), hex is whole octets.
 _BASE64: Final = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})+")
@@ -131,6 +136,7 @@ _TLP_IDS: Final = {
     "amber": "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
     "red": "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed",
 }
+_TLP_CREATED: Final = to_micros("2017-01-20T00:00:00.000Z")
 _OPINIONS: Final = ("strongly-disagree", "disagree", "neutral", "agree", "strongly-agree")
 _EXTENSION_TYPES: Final = (
     "new-sdo",
@@ -139,6 +145,7 @@ _EXTENSION_TYPES: Final = (
     "property-extension",
     "toplevel-property-extension",
 )
+_ENCRYPTION_ALGORITHMS: Final = ("AES-256-GCM", "ChaCha20-Poly1305", "mime-type-indicated")
 _MAX_OBSERVED: Final = 999_999_999
 
 
@@ -164,7 +171,10 @@ def _show(value: object) -> str:
         if len(value) <= _SHOW_CHARS:
             return repr(value)
         return repr(value[:_SHOW_CHARS]) + "..."
-    text = _REPR.repr(value)
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits() cannot be printed
+        return f"<{type(value).__name__} too large to show>"
     return text if len(text) <= 2 * _SHOW_CHARS else text[: 2 * _SHOW_CHARS] + "..."
 
 
@@ -229,6 +239,12 @@ def _hex(value: object) -> str | None:
     return f"must be a string of hex octets, got {_show(value)}"
 
 
+def _relationship_type(value: object) -> str | None:
+    if isinstance(value, str) and _RELATIONSHIP_TYPE.fullmatch(value) is not None:
+        return None
+    return f"must be 1-250 characters of a-z, 0-9 and '-', got {_show(value)}"
+
+
 def _timestamp(value: object) -> str | None:
     if isinstance(value, str):
         if _EASY_TIMESTAMP.fullmatch(value) is not None:
@@ -253,7 +269,7 @@ def _integer(low: int | None = None, high: int | None = None) -> Check:
             return f"must be an integer, got {_show(value)}"
         if (low is not None and value < low) or (high is not None and value > high):
             upper = "" if high is None else f" and at most {high}"
-            return f"must be at least {low}{upper}, got {value!r}"
+            return f"must be at least {low}{upper}, got {_show(value)}"
         return None
 
     return check
@@ -266,7 +282,7 @@ def _number(low: float, high: float) -> Check:
         if not isinstance(value, int | float) or isinstance(value, bool):
             return f"must be a number, got {_show(value)}"
         if not low <= value <= high:
-            return f"must be between {low:g} and {high:g}, got {value!r}"
+            return f"must be between {low:g} and {high:g}, got {_show(value)}"
         return None
 
     return check
@@ -505,6 +521,35 @@ def _requires(present: str, needed: str) -> Constraint:
     return check
 
 
+def _selects(obj: dict[str, Any], selector: str) -> bool:
+    """Whether a granular-marking selector ("a.[0].b") names something in obj."""
+    node: object = obj
+    for step in selector.split("."):
+        index = _LIST_INDEX.fullmatch(step)
+        if index is not None:
+            position = int(index.group(1))
+            if not isinstance(node, list) or position >= len(node):
+                return False
+            node = node[position]
+        elif isinstance(node, dict) and step in node:
+            node = node[step]
+        else:
+            return False
+    return True
+
+
+def _granular_selectors(obj: dict[str, Any]) -> str | None:
+    """STIX 2.1 7.2.3.1: each selector must refer to content present in the object."""
+    for position, marking in enumerate(obj.get("granular_markings", ())):
+        for selector in marking["selectors"]:
+            if not _selects(obj, selector):
+                return (
+                    f"'granular_markings'[{position}] selector {_show(selector)} "
+                    "does not match anything in the object"
+                )
+    return None
+
+
 def _malware_family_name(obj: dict[str, Any]) -> str | None:
     """STIX 2.1 4.11: a malware family must be named."""
     if obj.get("is_family") is True and "name" not in obj:
@@ -525,7 +570,10 @@ def _location_given(obj: dict[str, Any]) -> str | None:
 
 
 def _marking_definition(obj: dict[str, Any]) -> str | None:
-    """STIX 2.1 7.2.1: definition_type with definition, or extensions (TLP 2.0 style)."""
+    """STIX 2.1 7.2.1: definition_type with definition, or extensions (TLP 2.0 style).
+
+    TLP 1.0 markings must be the four standard objects (7.2.1.4): id and created.
+    """
     kind, definition = obj.get("definition_type"), obj.get("definition")
     if kind is None and definition is None:
         if "extensions" in obj:
@@ -539,6 +587,8 @@ def _marking_definition(obj: dict[str, Any]) -> str | None:
         colour = definition.get("tlp")
         if not isinstance(colour, str) or _TLP_IDS.get(colour) != obj["id"]:
             return f"TLP marking {_show(colour)} must use its standard id, not {obj['id']!r}"
+        if to_micros(obj["created"]) != _TLP_CREATED:
+            return f"TLP marking {colour!r} must have the standard 'created' 2017-01-20T00:00:00Z"
     return None
 
 
@@ -552,10 +602,10 @@ def _email_body(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _active_traffic(obj: dict[str, Any]) -> str | None:
-    """STIX 2.1 6.12: traffic still in progress has no end."""
-    if obj.get("is_active") is True and "end" in obj:
-        return "'end' must not be present when 'is_active' is true"
+def _ended_traffic(obj: dict[str, Any]) -> str | None:
+    """STIX 2.1 6.12: "If the end property is provided, [is_active] MUST be false"."""
+    if "end" in obj and obj.get("is_active") is not False:
+        return "'is_active' must be false when 'end' is present"
     return None
 
 
@@ -594,6 +644,8 @@ _COMMON: Final[dict[str, Check]] = {
 }
 _SDO_REQUIRED: Final = ("spec_version", "created", "modified")
 _CREATED_MODIFIED: Final = _ordered("created", "modified")
+# Run on every object, whatever its type.
+_GENERIC_CONSTRAINTS: Final = (_CREATED_MODIFIED, _granular_selectors)
 _SEEN: Final = _ordered("first_seen", "last_seen")
 
 _NAMED: Final[dict[str, Check]] = {"name": _string, "description": _string}
@@ -770,7 +822,7 @@ _SDO_SRO_TABLE: Final[dict[str, _Row]] = {
     "vulnerability": (_NAMED, ("name",), ()),
     "relationship": (
         {
-            "relationship_type": _string,
+            "relationship_type": _relationship_type,
             "description": _string,
             "source_ref": _ref(forbidden=_NOT_RELATIONSHIP_ENDPOINT),
             "target_ref": _ref(forbidden=_NOT_RELATIONSHIP_ENDPOINT),
@@ -830,7 +882,7 @@ _SCO_TABLE: Final[dict[str, _Row]] = {
             "payload_bin": _base64,
             "url": _string,
             "hashes": _HASHES,
-            "encryption_algorithm": _string,
+            "encryption_algorithm": _enum(_ENCRYPTION_ALGORITHMS),
             "decryption_key": _string,
         },
         (),
@@ -926,7 +978,7 @@ _SCO_TABLE: Final[dict[str, _Row]] = {
         (
             _at_least_one("network-traffic", ("src_ref", "dst_ref")),
             _ordered("start", "end"),
-            _active_traffic,
+            _ended_traffic,
         ),
     ),
     "process": (
@@ -1029,7 +1081,7 @@ def _build_rule(type_name: str, base_required: tuple[str, ...], row: _Row) -> _R
     return _Rule(
         checks={**_COMMON, **own},
         required=tuple(dict.fromkeys((*base_required, *required))),
-        constraints=(_CREATED_MODIFIED, *constraints),
+        constraints=(*_GENERIC_CONSTRAINTS, *constraints),
     )
 
 
@@ -1042,7 +1094,7 @@ def _build_rules() -> dict[str, _Rule]:
 
 _RULES: Final = _build_rules()
 # Custom and future object types get the common properties only.
-_GENERIC: Final = _Rule(checks=_COMMON, required=(), constraints=(_CREATED_MODIFIED,))
+_GENERIC: Final = _Rule(checks=_COMMON, required=(), constraints=_GENERIC_CONSTRAINTS)
 
 
 # --------------------------------------------------------------------------

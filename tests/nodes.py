@@ -180,7 +180,7 @@ class RunningNode(NodeFiles):
             try:
                 requests.get(f"{self.base_url}/taxii2/", timeout=1)
                 return self
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.1)
         self.stop()
         raise AssertionError(f"server did not start:\n{self.log_path.read_text()}")

@@ -57,7 +57,9 @@ def _build_valid_objects() -> dict[str, dict[str, Any]]:
         object_marking_refs=[stix2.TLP_GREEN.id],
         external_references=[{"source_name": "acme", "url": "https://example.com/r/1"}],
         kill_chain_phases=[{"kill_chain_name": "lockheed", "phase_name": "delivery"}],
-        granular_markings=[{"selectors": ["name"], "marking_ref": stix2.TLP_AMBER.id}],
+        granular_markings=[
+            {"selectors": ["pattern", "kill_chain_phases.[0]"], "marking_ref": stix2.TLP_AMBER.id}
+        ],
         allow_custom=True,
         x_acme_score=7,
     )
@@ -87,7 +89,9 @@ def _build_valid_objects() -> dict[str, dict[str, Any]]:
         "malware-analysis": v21.MalwareAnalysis(
             product="acme-av", result="malicious", submitted=T0, analysis_started=T1
         ),
-        "malware-analysis-scos": v21.MalwareAnalysis(product="sandbox", analysis_sco_refs=[file.id]),
+        "malware-analysis-scos": v21.MalwareAnalysis(
+            product="sandbox", analysis_sco_refs=[file.id]
+        ),
         "note": v21.Note(content="Seen twice", authors=["bob"], object_refs=[malware.id]),
         "observed-data": observed,
         "opinion": v21.Opinion(opinion="agree", object_refs=[indicator.id]),
@@ -170,6 +174,7 @@ def _build_valid_objects() -> dict[str, dict[str, Any]]:
             dst_port=443,
             start=T0,
             end=T1,
+            is_active=False,
         ),
         "process": v21.Process(pid=4242, created_time=T0, command_line="evil.exe -q"),
         "software": v21.Software(name="Word", vendor="Microsoft", version="2019"),
@@ -221,9 +226,9 @@ def valid(name: str) -> dict[str, Any]:
     return copy.deepcopy(VALID[name])
 
 
-def changed(name: str, drop: tuple[str, ...] = (), **updates: Any) -> dict[str, Any]:
+def changed(fixture: str, /, drop: tuple[str, ...] = (), **updates: Any) -> dict[str, Any]:
     """A valid fixture with properties dropped and/or set."""
-    obj = valid(name)
+    obj = valid(fixture)
     for key in drop:
         del obj[key]
     obj.update(updates)
@@ -248,6 +253,15 @@ def same_uuid(name: str, new_type: str) -> str:
 @pytest.mark.parametrize("name", VALID_NAMES)
 def test_valid_fixture_is_accepted(name: str) -> None:
     assert object_problem(valid(name)) is None
+
+
+@pytest.mark.parametrize(
+    "marking",
+    [stix2.TLP_WHITE, stix2.TLP_GREEN, stix2.TLP_AMBER, stix2.TLP_RED],
+    ids=["white", "green", "amber", "red"],
+)
+def test_standard_tlp_markings_are_accepted(marking: Any) -> None:
+    assert object_problem(_json(marking)) is None
 
 
 def test_fixtures_cover_every_stix_type() -> None:
@@ -440,7 +454,9 @@ def test_invalid_timestamp_is_rejected(bad: object) -> None:
     ],
 )
 def test_valid_timestamp_is_accepted(good: str) -> None:
-    assert object_problem(changed("indicator", created=good, modified=good, valid_from=good, valid_until="9999-12-31T23:59:59.999Z")) is None  # fmt: skip
+    obj = changed("indicator", created=good, modified=good, valid_from=good)
+    obj["valid_until"] = "9999-12-31T23:59:59.999Z"
+    assert object_problem(obj) is None
 
 
 TIMESTAMP_PROPERTIES = [
@@ -505,7 +521,9 @@ def test_created_modified_compare_by_time_not_text() -> None:
     assert object_problem(changed("indicator", created=T0, modified=T1)) is None
     same_instant = changed("indicator", created="2024-01-01T00:00:00.000Z", modified=T0)
     assert object_problem(same_instant) is None
-    earlier = changed("indicator", created="2024-01-01T00:00:01Z", modified="2024-01-01T00:00:00.9Z")
+    earlier = changed(
+        "indicator", created="2024-01-01T00:00:01Z", modified="2024-01-01T00:00:00.9Z"
+    )
     assert "'modified'" in problem_of(earlier)
 
 
@@ -609,6 +627,10 @@ def test_is_family_must_be_boolean(value: object) -> None:
     assert reason == f"'is_family' must be true or false, got {value!r}"
 
 
+def all_but_type_and_id(name: str) -> tuple[str, ...]:
+    return tuple(sorted(VALID[name].keys() - {"type", "id"}))
+
+
 CONDITIONAL = [
     (changed("malware-analysis", drop=("result",)), "at least 'analysis_sco_refs' or 'result'"),
     (changed("observed-data", drop=("object_refs",)), "at least 'object_refs' or 'objects'"),
@@ -624,19 +646,21 @@ CONDITIONAL = [
     (changed("marking-statement", definition={"tlp": "red"}), "statement marking needs"),
     (changed("marking-tlp-white", definition={"tlp": "red"}), "must use its standard id"),
     (changed("marking-tlp-red", id=same_uuid("marking-statement", "marking-definition")), "TLP"),
+    (changed("marking-tlp-red", created=T0), "standard 'created'"),
     (changed("file", drop=("name", "hashes")), "at least 'hashes' or 'name'"),
     (changed("artifact", drop=("payload_bin",)), "at least 'payload_bin' or 'url'"),
     (changed("artifact", url="https://example.com/x"), "must not both be present"),
     (changed("artifact-url", drop=("hashes",)), "'hashes' is required when 'url' is present"),
     (changed("network-traffic", drop=("src_ref", "dst_ref")), "at least 'dst_ref' or 'src_ref'"),
-    (changed("network-traffic", is_active=True), "'end' must not be present"),
+    (changed("network-traffic", is_active=True), "'is_active' must be false when 'end'"),
+    (changed("network-traffic", drop=("is_active",)), "'is_active' must be false when 'end'"),
     (changed("email-message", is_multipart=True), "'body' must not be present"),
     (changed("email-multipart", is_multipart=False), "'body_multipart' must not be present"),
     (changed("email-multipart", body_multipart=[{"content_type": "x"}]), "needs 'body' or"),
     (changed("process", drop=("pid", "created_time", "command_line")), "at least one of its own"),
-    (changed("user-account", drop=tuple(VALID["user-account"].keys() - {"type", "id"})), "own"),
+    (changed("user-account", drop=all_but_type_and_id("user-account")), "own"),
     (changed("windows-registry-key", drop=("key", "modified_time", "values")), "own"),
-    (changed("x509-certificate", drop=tuple(VALID["x509-certificate"].keys() - {"type", "id"})), "own"),  # fmt: skip
+    (changed("x509-certificate", drop=all_but_type_and_id("x509-certificate")), "own"),
 ]
 
 
@@ -728,6 +752,9 @@ def test_confidence_out_of_range_or_not_integer(value: object, fragment: str) ->
         ("granular_markings", {"selectors": ["name"]}, "'granular_markings' must be a list"),
         ("granular_markings", [{"selectors": ["name"]}], "exactly one of 'marking_ref' and"),
         ("granular_markings", [{"selectors": "name", "lang": "en"}], "[0].selectors must be a"),
+        ("granular_markings", [{"selectors": ["nope"], "lang": "en"}], "'nope' does not match"),
+        ("granular_markings", [{"selectors": ["labels.[1]"], "lang": "en"}], "'labels.[1]'"),
+        ("granular_markings", [{"selectors": ["name.x"], "lang": "en"}], "does not match"),
         ("kill_chain_phases", [{"phase_name": "x"}], "missing required property 'kill_chain_name'"),
         ("revoked", "false", "'revoked' must be true or false, got 'false'"),
         ("revoked", 0, "'revoked' must be true or false, got 0"),
@@ -746,6 +773,8 @@ def test_common_property_types(prop: str, value: object, fragment: str) -> None:
     ("name", "prop", "value", "fragment"),
     [
         ("opinion", "opinion", "meh", "'opinion' must be 'agree', 'disagree'"),
+        ("relationship", "relationship_type", "", "'relationship_type' must be 1-250 characters"),
+        ("relationship", "relationship_type", "Uses", "of a-z, 0-9 and '-', got 'Uses'"),
         ("observed-data", "number_observed", 0, "at least 1"),
         ("sighting", "count", -1, "'count' must be at least 0"),
         ("network-traffic", "dst_port", 70000, "'dst_port' must be at least 0 and at most 65535"),
@@ -831,6 +860,12 @@ def test_long_values_are_truncated_in_reasons(prop: str) -> None:
     assert repr(prop) in reason
 
 
+def test_huge_integers_do_not_break_reasons() -> None:
+    reason = problem_of(changed("indicator", confidence=10**5000))
+    assert reason == "'confidence' must be at least 0 and at most 100, got <int too large to show>"
+    assert "too large to show" in problem_of(changed("indicator", name=10**5000))
+
+
 def test_long_string_values_keep_their_start() -> None:
     reason = problem_of(changed("indicator", created="tomorrow" + "!" * 10_000))
     assert "'tomorrow" in reason
@@ -912,7 +947,11 @@ JSON_VALUES = st.recursive(
 STIX_LIKE = st.one_of(
     JSON_VALUES,
     st.sampled_from([T0, T1, T2, "2024-02-30T00:00:00Z", "", "2.1", "2.0"]),
-    st.builds(lambda t: f"{t}--{uuid.uuid4()}", st.sampled_from(sorted({*map(str, ["identity", "marking-definition", "malware", "ipv4-addr", "x-foo"])}))),  # fmt: skip
+    st.builds(
+        "{}--{}".format,
+        st.sampled_from(["identity", "marking-definition", "malware", "ipv4-addr", "x-foo"]),
+        st.uuids(),
+    ),
     st.lists(st.sampled_from([f"identity--{UUID_PART}", f"marking-definition--{UUID_PART}"])),
 )
 PROPERTY_NAMES = st.one_of(
@@ -923,14 +962,17 @@ PROPERTY_NAMES = st.one_of(
 
 
 @st.composite
-def mutated_fixtures(draw: st.DrawFn) -> dict[Any, Any]:
-    """A valid fixture with a few properties set to arbitrary values or removed."""
+def mutated_fixtures(draw: st.DrawFn, keep: frozenset[str] = frozenset()) -> dict[Any, Any]:
+    """A valid fixture with a few properties removed or set to arbitrary values.
+
+    Properties in ``keep`` may be removed but are never given a new value.
+    """
     obj = valid(draw(st.sampled_from(VALID_NAMES)))
     for _ in range(draw(st.integers(1, 3))):
         key = draw(PROPERTY_NAMES)
         if draw(st.booleans()) and key in obj:
             del obj[key]
-        else:
+        elif key not in keep:
             obj[key] = draw(STIX_LIKE)
     return obj
 
@@ -977,11 +1019,21 @@ def test_timestamp_acceptance_agrees_with_to_micros(stamp: str) -> None:
 # Agreement with stix2: whatever object_problem accepts, stix2.parse accepts
 
 
-# Rules this module leaves to other tools on purpose (see its docstring): the
-# STIX pattern grammar, hash value formats, selector resolution, the contents
-# of predefined extensions and embedded observables, marking definition bodies.
+# Where the two differ on purpose (see node.validation's docstring): the STIX
+# pattern grammar, hash value formats, the contents of predefined extensions
+# and embedded observables, and custom marking types (open vocabulary in STIX
+# 2.1, but stix2 only parses registered ones) are not checked here; stix2 also
+# refuses granular-marking selectors that point at false, 0 or empty values.
 NOT_CROSS_CHECKED = frozenset(
-    {"pattern", "hashes", "granular_markings", "extensions", "objects", "definition"}
+    {
+        "pattern",
+        "hashes",
+        "granular_markings",
+        "extensions",
+        "objects",
+        "definition",
+        "definition_type",
+    }
 )
 JUNK_VALUES: tuple[object, ...] = (
     "junk",
@@ -1043,16 +1095,12 @@ def test_agreement_on_every_property_removed() -> None:
 def test_agreement_on_corpus_sample() -> None:
     sample = [obj for file_name in CORPORA for obj in _corpus(file_name)[::25]]
     assert all(object_problem(obj) is None for obj in sample)
-    assert [(obj["id"], _stix2_accepts(obj)) for obj in sample if _stix2_accepts(obj)] == []
+    errors = {obj["id"]: _stix2_accepts(obj) for obj in sample}
+    assert {id_: error for id_, error in errors.items() if error is not None} == {}
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(mutated_fixtures())
+@given(mutated_fixtures(keep=NOT_CROSS_CHECKED))
 def test_agreement_on_mutated_objects(obj: dict[Any, Any]) -> None:
-    if NOT_CROSS_CHECKED & obj.keys() - VALID_KEYS_BY_ID.get(obj.get("id"), set()):
-        return
     if object_problem(obj) is None:
         assert _stix2_accepts(obj) is None
-
-
-VALID_KEYS_BY_ID: dict[object, set[str]] = {}

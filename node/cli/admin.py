@@ -65,7 +65,14 @@ def serve(node: NodeContext) -> None:
 
 @click.group()
 def user() -> None:
-    """Manage accounts: add, list, remove, passwd."""
+    """Manage accounts: add, list, grant, passwd, remove.
+
+    \b
+    Example:
+      echo 's3cret-pass' | taxii-node --config config/node-a.toml \\
+          user add alice --password-stdin --read shared
+      taxii-node --config config/node-a.toml user list
+    """
 
 
 def _collection_ids(connection, names: tuple[str, ...]) -> list[str]:

@@ -23,6 +23,9 @@ pass_node = click.make_pass_decorator(NodeContext)
 
 _ENVELOPE_OVERHEAD = 64
 _MAX_OBJECTS_PER_ENVELOPE = 1000
+# Asked for on every page: servers cap it at their max_page_size, and medallion
+# 3.0.0 answers 500 to a ``next`` that does not repeat ``limit``.
+_PAGE_LIMIT = "1000"
 
 
 def server_options(command):
@@ -83,7 +86,9 @@ def _peer_problem(exc: PeerError) -> CommandError:
         413: " (the server refused the size of the request)",
     }
     hint = hints.get(exc.status or 0, " (is the server running and the URL right?)")
-    return CommandError(f"{exc}{hint if exc.status or exc.transient else ''}")
+    # One line, even when the server answered with an HTML error page.
+    message = " ".join(str(exc).split())
+    return CommandError(f"{message}{hint if exc.status or exc.transient else ''}")
 
 
 # -- publish -----------------------------------------------------------------
@@ -144,12 +149,25 @@ def _valid_objects(paths: tuple[str, ...], summary: PublishSummary):
             summary.invalid.append(_describe_invalid(source, obj, problem))
 
 
-def _envelopes(objects, max_bytes: int):
-    """Group a stream of objects into envelopes that fit ``max_bytes``."""
+def _envelopes(objects, max_bytes: int, summary: PublishSummary):
+    """Group a stream of objects into envelopes that fit ``max_bytes``.
+
+    An object too large for any envelope is recorded as failed: posting it
+    would only earn a 413 and stop the whole run.
+    """
     current: list[dict] = []
     size = _ENVELOPE_OVERHEAD
     for obj in objects:
         length = len(json.dumps(obj).encode()) + 2
+        if _ENVELOPE_OVERHEAD + length > max_bytes:
+            summary.failed.append(
+                {
+                    "id": obj.get("id", ""),
+                    "message": f"{length} bytes: larger than the server's "
+                    f"max_content_length ({max_bytes})",
+                }
+            )
+            continue
         if current and (size + length > max_bytes or len(current) >= _MAX_OBJECTS_PER_ENVELOPE):
             yield current
             current, size = [], _ENVELOPE_OVERHEAD
@@ -212,7 +230,7 @@ def _publish(client: PeerClient, collection: str, paths, summary: PublishSummary
         max_bytes = client.max_content_length()
         progress = _Progress()
         try:
-            for envelope in _envelopes(_valid_objects(paths, summary), max_bytes):
+            for envelope in _envelopes(_valid_objects(paths, summary), max_bytes, summary):
                 _record_status(client.post_objects(collection_id, envelope), summary)
                 progress.advance(len(envelope))
         finally:
@@ -279,20 +297,20 @@ def collections_command(node, as_json, url, config_path, user, password_env):
 def _count(client: PeerClient, collection: dict) -> int:
     """Objects (latest versions) in a collection, by paging its manifest."""
     total = 0
-    params: dict = {}
+    params: dict = {"limit": _PAGE_LIMIT}
     while True:
         page = client.page(collection["id"], params, endpoint="manifest")
         total += len(page.objects)
         if not page.more:
             return total
-        params = {"next": page.next}
+        params = {"limit": _PAGE_LIMIT, "next": page.next}
 
 
 # -- get and watch --------------------------------------------------------------
 
 
 def _filters(types, ids, added_after, version) -> dict:
-    params: dict[str, str] = {}
+    params: dict[str, str] = {"limit": _PAGE_LIMIT}
     if types:
         params["match[type]"] = ",".join(types)
     if ids:
@@ -375,11 +393,10 @@ def watch(node, collection, since, state_file, interval, once, url, config_path,
         raise CommandError(f"--since: {position!r} is not an RFC 3339 timestamp")
     try:
         while True:
-            position, caught_up = _poll(client, collection_id, position, state_file)
-            if caught_up:
-                if once:
-                    return
-                time.sleep(interval)
+            position = _poll(client, collection_id, position, state_file)
+            if once:
+                return
+            time.sleep(interval)
     except PeerError as exc:
         raise _peer_problem(exc) from None
     except KeyboardInterrupt:
@@ -387,18 +404,27 @@ def watch(node, collection, since, state_file, interval, once, url, config_path,
 
 
 def _poll(client: PeerClient, collection_id: str, position, state_file):
-    params: dict[str, str] = {"match[version]": "all"}
+    """Print everything added after ``position``; return the new position.
+
+    Pages are followed with ``next`` rather than by moving ``added_after``
+    page by page: servers such as medallion give every object of one POST the
+    same date_added, and ``added_after`` would skip the rest of such a group.
+    """
+    params: dict[str, str] = {"match[version]": "all", "limit": _PAGE_LIMIT}
     if position:
         params["added_after"] = position
-    page = client.page(collection_id, params)
-    for obj in page.objects:
-        click.echo(json.dumps(obj))
-    sys.stdout.flush()
-    if page.objects and page.date_added_last:
-        position = page.date_added_last
-        if state_file:
-            _save_position(state_file, position)
-    return position, not page.more
+    while True:
+        page = client.page(collection_id, params)
+        for obj in page.objects:
+            click.echo(json.dumps(obj))
+        sys.stdout.flush()
+        if page.objects and page.date_added_last:
+            position = page.date_added_last
+            if state_file:
+                _save_position(state_file, position)
+        if not page.more:
+            return position
+        params = {**params, "next": page.next}
 
 
 def _load_position(state_file: str | None) -> str | None:

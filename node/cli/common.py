@@ -51,7 +51,9 @@ def run_guarded(command: click.Group) -> int:
     """Run the CLI, turning expected errors into one-line messages."""
     debug = "--debug" in sys.argv
     try:
-        command.main(standalone_mode=False)
+        # Without standalone mode click *returns* the code of ``ctx.exit(code)``
+        # instead of raising it: pass it on, or exit 1 would become 0.
+        code = command.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return EXIT_USAGE
@@ -66,6 +68,8 @@ def run_guarded(command: click.Group) -> int:
         return _report(f"store error: {str(exc).splitlines()[0]}", debug)
     except KeyboardInterrupt:
         return 130
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
     return EXIT_OK
 
 

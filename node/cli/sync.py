@@ -121,7 +121,12 @@ def sync_status(node: NodeContext, as_json: bool) -> None:
 
 @click.group()
 def policy() -> None:
-    """Inspect sharing policies."""
+    """Inspect sharing policies.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml policy preview --peer node-b
+    """
 
 
 @policy.command("preview")

@@ -12,7 +12,7 @@ from node.timestamps import now_micros
 from .schema import audit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuditRecord:
     action: str  # sent, received, withheld, refused, dead-letter, deleted
     direction: str  # push, pull, serve, local
@@ -27,7 +27,20 @@ class AuditRecord:
 def record(connection: Connection, records: Iterable[AuditRecord], at: int | None = None) -> None:
     """Append records in the caller's transaction, so a decision and its effect commit together."""
     at = now_micros() if at is None else at
-    rows = [{"at": at, **r.__dict__} for r in records]
+    rows = [
+        {
+            "at": at,
+            "action": r.action,
+            "direction": r.direction,
+            "object_id": r.object_id,
+            "version": r.version,
+            "peer": r.peer,
+            "collection_id": r.collection_id,
+            "rule": r.rule,
+            "detail": r.detail,
+        }
+        for r in records
+    ]
     if rows:
         connection.execute(audit.insert(), rows)
 

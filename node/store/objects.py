@@ -6,13 +6,13 @@ answered by joining stored strings, without decoding and re-encoding them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, and_, false, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from node import jsoncodec
 from node.timestamps import is_timestamp, now_micros
 from node.validation import object_problem, version_key
 
@@ -76,6 +76,15 @@ def _detail(obj: object, message: str) -> dict:
     return detail
 
 
+def _valid_detail(obj: dict, message: str) -> dict:
+    """``_detail`` for an object that passed validation (no re-checking on the hot path)."""
+    detail = {"id": obj["id"], "message": message}
+    version = obj.get("modified") or obj.get("created")
+    if version:
+        detail["version"] = version
+    return detail
+
+
 def add_objects(
     connection: Connection, collection_id: str, items: Sequence[object], origin: str | None = None
 ) -> AddOutcome:
@@ -105,10 +114,10 @@ def add_objects(
 
 def _report_repeat(outcome: AddOutcome, stored: dict, item: dict) -> None:
     if stored == item:
-        outcome.successes.append(_detail(item, "already present"))
+        outcome.successes.append(_valid_detail(item, "already present"))
     else:
         outcome.failures.append(
-            _detail(item, "a different object with this id and version is already stored")
+            _valid_detail(item, "a different object with this id and version is already stored")
         )
 
 
@@ -125,9 +134,14 @@ def _store_new_versions(
     date_added = max(now_micros(), last_date_added + 1)
     for key, obj in candidates.items():
         if key in existing:
-            _report_repeat(outcome, json.loads(existing[key]), obj)
+            _report_repeat(outcome, jsoncodec.loads(existing[key]), obj)
             continue
-        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        body = jsoncodec.dumps(obj)
+        if not _encodable(body):
+            outcome.failures.append(
+                _detail(obj, "a string holds an unpaired surrogate (\\ud800-\\udfff): not Unicode")
+            )
+            continue
         row = {
             "collection_id": collection_id,
             "object_id": key[0],
@@ -143,7 +157,7 @@ def _store_new_versions(
         outcome.stored.append(
             StoredObject(key[0], obj["type"], row["version_text"], date_added, body, origin)
         )
-        outcome.successes.append(_detail(obj, "added"))
+        outcome.successes.append(_valid_detail(obj, "added"))
         date_added += 1
     if rows:
         connection.execute(objects.insert(), rows)
@@ -152,6 +166,16 @@ def _store_new_versions(
             .where(collections.c.id == collection_id)
             .values(last_date_added=date_added - 1)
         )
+
+
+def _encodable(body: str) -> bool:
+    # JSON admits "\ud800" escapes that decode to lone surrogates; neither store
+    # can encode them as UTF-8, and the whole envelope would fail with a 500.
+    try:
+        body.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _lock_collection(connection: Connection, collection_id: str) -> int:
@@ -258,7 +282,7 @@ def latest(connection: Connection, collection_id: str, object_id: str) -> dict |
         .order_by(objects.c.version.desc())
         .limit(1)
     ).scalar()
-    return None if body is None else json.loads(body)
+    return None if body is None else jsoncodec.loads(body)
 
 
 def count(connection: Connection, collection_id: str) -> int:

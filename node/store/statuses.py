@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 
 from sqlalchemy import Connection, delete, select
 
+from node import jsoncodec
 from node.timestamps import from_micros
 
 from .schema import statuses
@@ -33,8 +33,8 @@ def record(
             total_count=len(successes) + len(failures),
             success_count=len(successes),
             failure_count=len(failures),
-            successes=json.dumps(successes),
-            failures=json.dumps(failures),
+            successes=jsoncodec.dumps(successes),
+            failures=jsoncodec.dumps(failures),
         )
     )
     return _resource(
@@ -70,8 +70,8 @@ def get(connection: Connection, status_id: str) -> tuple[str, dict] | None:
     resource = _resource(
         row.id,
         row.request_timestamp,
-        json.loads(row.successes),
-        json.loads(row.failures),
+        jsoncodec.loads(row.successes),
+        jsoncodec.loads(row.failures),
         row.total_count,
     )
     return row.collection_id, resource

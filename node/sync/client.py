@@ -8,11 +8,12 @@ envelopes), status polling, and a clear line between errors worth retrying
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
 import requests
+
+from node import jsoncodec
 
 TAXII_21 = "application/taxii+json;version=2.1"
 
@@ -126,8 +127,13 @@ class PeerClient:
 
     def post_objects(self, collection_id: str, objects: list[dict], poll_seconds: float = 60.0):
         """POST one envelope and follow its status resource until complete (4.3.1)."""
+        texts = [jsoncodec.dumps(obj) for obj in objects]
+        return self.post_serialized(collection_id, texts, poll_seconds)
+
+    def post_serialized(self, collection_id: str, texts: list[str], poll_seconds: float = 60.0):
+        """As ``post_objects``, for objects already serialised (the worker sizes envelopes)."""
         url = f"{self.api_root}collections/{collection_id}/objects/"
-        body = json.dumps({"objects": objects}).encode()
+        body = ('{"objects":[' + ",".join(texts) + "]}").encode()
         response = self._request("POST", url, data=body, headers={"Content-Type": TAXII_21})
         status = self._json(response)
         deadline = time.monotonic() + poll_seconds

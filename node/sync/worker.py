@@ -16,7 +16,6 @@ Cursors are the server's ``date_added`` values, never this machine's clock
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -24,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from node import jsoncodec
 from node.config import Config, PeerConfig
 from node.policy import Decision, Policy
 from node.sharing import Agreement, Agreements, egress, local_resolver, serialized
@@ -167,7 +167,7 @@ class MappingSync:
             rows, more = objects.page(connection, query)
             if not rows:
                 return False
-            batch = [json.loads(row.body) for row in rows]
+            batch = [jsoncodec.loads(row.body) for row in rows]
             policy = Policy(self.agreement.egress, local_resolver(connection, collection_id))
             to_send, decisions = egress(
                 policy, batch, local_resolver(connection, collection_id), sent_dependencies
@@ -205,14 +205,15 @@ class MappingSync:
             failures.extend(status.get("failures", []))
         return failures
 
-    def _post_envelope(self, remote_id: str, envelope: list[dict]) -> dict:
+    def _post_envelope(self, remote_id: str, envelope: list[tuple[dict, str]]) -> dict:
+        texts = [text for _, text in envelope]
         try:
-            return self._call(lambda: self.client.post_objects(remote_id, envelope))
+            return self._call(lambda: self.client.post_serialized(remote_id, texts))
         except PeerError as exc:
             if exc.transient or exc.status in (401, 403, 404):
                 raise  # the peer or our access is at fault, not the objects: retry later
             if len(envelope) == 1:
-                return {"failures": [_failure(envelope[0], str(exc))]}
+                return {"failures": [_failure(envelope[0][0], str(exc))]}
             # Find the object the peer refuses by halving the envelope.
             middle = len(envelope) // 2
             first = self._post_envelope(remote_id, envelope[:middle])
@@ -288,21 +289,25 @@ def _failure(obj: dict, message: str) -> dict:
             "message": message}  # fmt: skip
 
 
-def _envelopes(items: list[dict], max_bytes: int) -> tuple[list[list[dict]], list[dict]]:
-    """Split into envelopes whose JSON fits ``max_bytes``; also the objects too big alone."""
-    envelopes: list[list[dict]] = []
+def _envelopes(
+    items: list[dict], max_bytes: int
+) -> tuple[list[list[tuple[dict, str]]], list[dict]]:
+    """Split into envelopes of (object, JSON text) that fit ``max_bytes``; also the
+    objects too big to fit alone."""
+    envelopes: list[list[tuple[dict, str]]] = []
     oversized: list[dict] = []
-    current: list[dict] = []
+    current: list[tuple[dict, str]] = []
     size = _ENVELOPE_OVERHEAD
     for obj in items:
-        length = len(serialized(obj).encode()) + 2  # comma and space of json.dumps
+        text = serialized(obj)
+        length = len(text.encode()) + 1  # and a comma
         if length + _ENVELOPE_OVERHEAD > max_bytes:
             oversized.append(obj)
             continue
         if current and size + length > max_bytes:
             envelopes.append(current)
             current, size = [], _ENVELOPE_OVERHEAD
-        current.append(obj)
+        current.append((obj, text))
         size += length
     if current:
         envelopes.append(current)

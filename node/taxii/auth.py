@@ -77,6 +77,7 @@ def _basic_credentials(authorization: str | None) -> tuple[str, str]:
     except (ValueError, UnicodeDecodeError):
         raise unauthorized("malformed Basic credentials") from None
     name, separator, password = decoded.partition(":")
-    if not separator or not name:
+    # No account name holds NUL, which PostgreSQL refuses in a query (a 500).
+    if not separator or not name or "\x00" in name:
         raise unauthorized("malformed Basic credentials")
     return name, password

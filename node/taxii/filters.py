@@ -72,7 +72,8 @@ def _limit(args: Mapping[str, str], max_page_size: int) -> int:
     raw = args.get("limit")
     if raw is None:
         return max_page_size
-    if not raw.isdigit() or int(raw) < 1:
+    # isdigit() alone admits '²', which int() refuses (a 500): ASCII digits only.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise bad_request(f"limit: {raw[:40]!r} is not a positive integer")
     # 3.4.2: the server may return fewer objects than asked for.
     return min(int(raw), max_page_size)

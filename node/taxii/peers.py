@@ -8,11 +8,11 @@ the collection as stored.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from flask import g
 
+from node import jsoncodec
 from node.policy import Decision, Policy
 from node.sharing import egress, local_resolver, serialized
 from node.store import audit
@@ -87,7 +87,7 @@ def accepted_items(collection_id: str, items: list) -> tuple[list, list[dict]]:
 
 
 def _decoded(rows: Sequence[StoredObject]) -> list[dict]:
-    return [json.loads(row.body) for row in rows]
+    return [jsoncodec.loads(row.body) for row in rows]
 
 
 def _records(

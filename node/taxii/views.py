@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from flask import Blueprint, Response, g, request
 
+from node import jsoncodec
 from node.store import audit, catalog, objects, statuses
 from node.store.catalog import Collection
 from node.store.objects import StoredObject
@@ -42,10 +43,13 @@ def _authenticate_and_negotiate() -> None:
             f"this server answers {TAXII_21}; the Accept header "
             f"{request.headers.get('Accept', '')[:100]!r} does not admit it",
         )
+    # PostgreSQL refuses NUL in text (a DataError, so a 500): no stored id has one.
+    if any("\x00" in value for value in (request.view_args or {}).values()):
+        raise not_found("no resource has a NUL character in its name")
 
 
 def _json(body: dict | str, status: int = 200, headers: dict | None = None) -> Response:
-    text = body if isinstance(body, str) else json.dumps(body)
+    text = body if isinstance(body, str) else jsoncodec.dumps(body)
     return Response(text, status=status, content_type=TAXII_21, headers=headers)
 
 
@@ -304,7 +308,7 @@ def _envelope_objects(body: bytes) -> list:
     if not body:
         raise bad_request("the request body is empty; send a TAXII envelope")
     try:
-        document = json.loads(body)
+        document = jsoncodec.loads(body)
     except (ValueError, RecursionError) as exc:
         raise bad_request(f"the body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(document, dict) or not isinstance(document.get("objects"), list):

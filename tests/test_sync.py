@@ -1,0 +1,539 @@
+"""Bilateral sync between two real nodes (and a stock medallion 3.0.0 peer) on loopback.
+
+Each node is its own gunicorn server with its own store; workers run in this
+process (``SyncWorker(...).run_once()``) or as the ``taxii-node sync`` CLI in a
+subprocess.  Every assertion is about what the other side really holds, read
+back over TAXII or from its store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import stix2
+
+from node.store import audit, catalog, objects
+from node.tlp import TLP, tlp_marking_definitions, tlp_of
+from tests.medallion_peer import MEDIA_TYPE, start_medallion
+from tests.nodes import (
+    ADMIN_PASSWORD,
+    COLLECTIONS,
+    PG_ENV,
+    create_pg_database,
+    drop_pg_database,
+    new_node,
+    taxii_node_command,
+)
+from tests.pair import Pair, make_pair, peer_toml, sync_password
+
+ADMIN = ("admin", ADMIN_PASSWORD)
+T0 = "2026-02-01T00:00:00.000Z"
+T1 = "2026-02-02T00:00:00.000Z"
+T2 = "2026-02-03T00:00:00.000Z"
+
+TLP2 = {
+    "clear": "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487",
+    "green": "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb",
+    "amber": "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421",
+    "amber+strict": "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003",
+    "red": "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1",
+}
+TLP1 = {
+    "white": stix2.TLP_WHITE.id,
+    "green": stix2.TLP_GREEN.id,
+    "amber": stix2.TLP_AMBER.id,
+    "red": stix2.TLP_RED.id,
+}
+RED_MARKINGS = {TLP2["red"], TLP1["red"]}
+MARKINGS = {obj["id"]: obj for obj in tlp_marking_definitions()}
+
+# The sharing agreement of the policy matrix, as both configs state it.
+A_EGRESS = {"max_tlp": "amber", "unmarked": "withhold", "redact": ["x_internal_note"]}
+B_INGRESS = {"max_tlp": "amber", "labels_deny": ["internal-only"], "redact": ["x_partner_secret"]}
+B_EGRESS = {
+    "max_tlp": "amber+strict",
+    "allow_amber_strict": True,
+    "unmarked": "share",
+    "redact": ["x_internal_note"],
+}
+A_INGRESS = {"max_tlp": "amber", "redact": ["x_partner_secret"]}
+
+
+# --------------------------------------------------------------------------- STIX objects
+
+
+def sdo(kind: str, author: dict | None, marking: str | None, **properties) -> dict:
+    obj = {
+        "type": kind,
+        "spec_version": "2.1",
+        "id": f"{kind}--{uuid.uuid4()}",
+        "created": T0,
+        "modified": T0,
+        **properties,
+    }
+    if author is not None:
+        obj["created_by_ref"] = author["id"]
+    if marking is not None:
+        obj["object_marking_refs"] = [marking]
+    return obj
+
+
+def identity(name: str, marking: str | None = None) -> dict:
+    return sdo("identity", None, marking, name=name, identity_class="organization")
+
+
+def indicator(author: dict, marking: str | None, value: str, **extra) -> dict:
+    return sdo("indicator", author, marking, name=f"Malicious IP {value}",
+               pattern=f"[ipv4-addr:value = '{value}']", pattern_type="stix",
+               valid_from="2026-01-01T00:00:00Z", **extra)  # fmt: skip
+
+
+def malware(author: dict, marking: str | None, name: str) -> dict:
+    return sdo("malware", author, marking, name=name, is_family=True)
+
+
+def relationship(author: dict, marking: str | None, source: dict, target: dict) -> dict:
+    return sdo("relationship", author, marking, relationship_type="indicates",
+               source_ref=source["id"], target_ref=target["id"])  # fmt: skip
+
+
+def report(author: dict, marking: str | None, refs: list[dict]) -> dict:
+    return sdo("report", author, marking, name="Campaign write-up", published=T0,
+               object_refs=[ref["id"] for ref in refs])  # fmt: skip
+
+
+def new_version(obj: dict, modified: str, **changes) -> dict:
+    return {**obj, "modified": modified, **changes}
+
+
+def without(obj: dict, *names: str) -> dict:
+    return {key: value for key, value in obj.items() if key not in names}
+
+
+def version_of(obj: dict) -> str:
+    return obj.get("modified") or obj.get("created")
+
+
+def marking_refs(objs) -> set[str]:
+    return {ref for obj in objs for ref in obj.get("object_marking_refs", [])}
+
+
+# --------------------------------------------------------------------------- TAXII helpers
+
+
+def get_all(collection_url: str, auth: tuple[str, str], **params: str) -> list[dict]:
+    """Every version in a collection, paging with ``next`` (and ``limit`` repeated)."""
+    query = {"match[version]": "all", "limit": "1000", **params}
+    found: list[dict] = []
+    while True:
+        response = requests.get(collection_url + "objects/", params=query, auth=auth,
+                                headers={"Accept": MEDIA_TYPE}, timeout=60)  # fmt: skip
+        assert response.status_code == 200, response.text
+        envelope = response.json()
+        found += envelope.get("objects", [])
+        if not envelope.get("more"):
+            return found
+        query["next"] = envelope["next"]
+
+
+def by_version(objs: list[dict]) -> dict[tuple[str, str], dict]:
+    """(id, version) -> object, asserting that no version is there twice."""
+    keyed: dict[tuple[str, str], dict] = {}
+    for obj in objs:
+        key = (obj["id"], version_of(obj))
+        assert key not in keyed, f"{key} is stored twice"
+        keyed[key] = obj
+    return keyed
+
+
+def holdings(node, alias: str = "alpha") -> dict[tuple[str, str], dict]:
+    return by_version(get_all(node.collection_url(alias), ADMIN))
+
+
+def publish(collection_url: str, auth: tuple[str, str], objs: list[dict]) -> None:
+    for start in range(0, len(objs), 2000):
+        response = requests.post(
+            collection_url + "objects/",
+            data=json.dumps({"objects": objs[start : start + 2000]}).encode(),
+            auth=auth,
+            headers={"Accept": MEDIA_TYPE, "Content-Type": MEDIA_TYPE},
+            timeout=120,
+        )
+        assert response.status_code == 202, response.text
+        status = response.json()
+        assert status["failure_count"] == 0, status["failures"]
+
+
+def versions(collection_url: str, auth: tuple[str, str], object_id: str) -> list[str]:
+    response = requests.get(f"{collection_url}objects/{object_id}/versions/", auth=auth,
+                            headers={"Accept": MEDIA_TYPE}, timeout=30)  # fmt: skip
+    assert response.status_code == 200, response.text
+    return response.json().get("versions", [])
+
+
+def peer_auth(pair: Pair, reader: str, at: str) -> tuple[str, str]:
+    """How ``reader``'s worker logs in at ``at``."""
+    return reader, sync_password(reader, at)
+
+
+def all_ok(results) -> bool:
+    return all(result.ok for result in results)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def pair_urls(store_url) -> Iterator[tuple[str | None, str | None]]:
+    """Two stores of the parametrized kind: SQLite files, or two PostgreSQL databases."""
+    if store_url is None:
+        yield None, None
+        return
+    base = os.environ[PG_ENV]
+    second = create_pg_database(base)
+    try:
+        yield store_url, second
+    finally:
+        drop_pg_database(base, second)
+
+
+@pytest.fixture
+def stopper() -> Iterator[list]:
+    """Things with a ``stop()`` to stop at teardown, even when a test fails."""
+    started: list = []
+    yield started
+    for thing in reversed(started):
+        thing.stop()
+
+
+def both_ways_pair(tmp_path: Path, urls, stopper: list) -> Pair:
+    pair = make_pair(
+        tmp_path,
+        urls,
+        a={"alpha": {"egress": A_EGRESS, "ingress": A_INGRESS}},
+        b={"alpha": {"egress": B_EGRESS, "ingress": B_INGRESS}},
+    )
+    stopper.append(pair)
+    return pair
+
+
+# --------------------------------------------------------------------------- policy matrix
+
+
+class Matrix:
+    """What each node publishes, and exactly what the other one must end up with."""
+
+    def __init__(self) -> None:
+        # Node A: TLP 2.0, TLP 1.0 and unmarked content of five types.
+        author = identity("Unit A")  # unmarked: travels only as a dependency
+        self.a_author = author
+        liaison = identity("Unit A liaison desk", TLP2["green"])
+        clear = indicator(author, TLP2["clear"], "198.51.100.1")
+        green = indicator(author, TLP2["green"], "198.51.100.2", x_partner_secret="hunch")
+        amber = indicator(author, TLP2["amber"], "198.51.100.3", x_internal_note="informant 7")
+        strict = indicator(author, TLP2["amber+strict"], "198.51.100.4")
+        red = indicator(author, TLP2["red"], "198.51.100.5")
+        unmarked = indicator(author, None, "198.51.100.6")
+        white1 = indicator(author, TLP1["white"], "198.51.100.7")
+        green1 = indicator(author, TLP1["green"], "198.51.100.8")
+        amber1 = indicator(author, TLP1["amber"], "198.51.100.9", x_internal_note="do not share")
+        red1 = indicator(author, TLP1["red"], "198.51.100.10")
+        internal = indicator(author, TLP2["green"], "198.51.100.11", labels=["internal-only"])
+        loader = malware(author, TLP2["green"], "loader")
+        implant = malware(author, TLP2["red"], "implant")
+        rel_ok = relationship(author, TLP2["green"], green, loader)
+        rel_to_red = relationship(author, TLP2["green"], amber, implant)
+        rel_to_unmarked = relationship(author, TLP2["clear"], clear, unmarked)
+        rep = report(author, TLP2["green"], [clear, red, loader, implant, strict, rel_ok, red1])
+        self.a = {
+            "author": author, "liaison": liaison, "clear": clear, "green": green,
+            "amber": amber, "strict": strict, "red": red, "unmarked": unmarked,
+            "white1": white1, "green1": green1, "amber1": amber1, "red1": red1,
+            "internal": internal, "loader": loader, "implant": implant, "rel_ok": rel_ok,
+            "rel_to_red": rel_to_red, "rel_to_unmarked": rel_to_unmarked, "report": rep,
+        }  # fmt: skip
+        # What A's egress lets B's sync account see (before B's ingress).
+        a_served = [
+            author, liaison, clear, green, without(amber, "x_internal_note"), white1, green1,
+            without(amber1, "x_internal_note"), internal, loader, rel_ok,
+            {**rep, "object_refs": [clear["id"], loader["id"], rel_ok["id"]]},
+        ]  # fmt: skip
+        self.a_served = a_served + [MARKINGS[m] for m in sorted(marking_refs(a_served))]
+        # ... and what B keeps of it: no internal-only label, no x_partner_secret.
+        self.on_b_from_a = [
+            without(obj, "x_partner_secret") for obj in self.a_served if obj is not internal
+        ]
+        self.a_withheld = {
+            strict["id"]: "tlp.max",
+            red["id"]: "tlp:red-never-leaves",
+            red1["id"]: "tlp:red-never-leaves",
+            unmarked["id"]: "unmarked",
+            implant["id"]: "tlp:red-never-leaves",
+            rel_to_red["id"]: "ref.withheld-target",
+            rel_to_unmarked["id"]: "ref.withheld-target",
+        }
+        self.a_refused_by_b = {internal["id"]}
+
+        # Node B: shares up to AMBER+STRICT and unmarked content; A takes up to AMBER.
+        b_author = identity("Unit B")
+        b_green = indicator(b_author, TLP2["green"], "203.0.113.1", x_internal_note="ours")
+        b_strict = indicator(b_author, TLP2["amber+strict"], "203.0.113.2")
+        b_red = indicator(b_author, TLP2["red"], "203.0.113.3")
+        b_unmarked = indicator(b_author, None, "203.0.113.4")
+        b_amber1 = indicator(b_author, TLP1["amber"], "203.0.113.5", x_partner_secret="tip")
+        b_mal = malware(b_author, TLP1["green"], "dropper")
+        b_rel = relationship(b_author, TLP2["green"], b_green, b_mal)
+        b_rep = report(b_author, TLP2["green"], [b_green, b_red, b_mal])
+        self.b = {
+            "author": b_author, "green": b_green, "strict": b_strict, "red": b_red,
+            "unmarked": b_unmarked, "amber1": b_amber1, "malware": b_mal, "rel": b_rel,
+            "report": b_rep,
+        }  # fmt: skip
+        b_served = [
+            b_author, without(b_green, "x_internal_note"), b_strict, b_unmarked, b_amber1,
+            b_mal, b_rel, {**b_rep, "object_refs": [b_green["id"], b_mal["id"]]},
+        ]  # fmt: skip
+        self.b_served = b_served + [MARKINGS[m] for m in sorted(marking_refs(b_served))]
+        self.on_a_from_b = [
+            without(obj, "x_partner_secret") for obj in self.b_served if obj is not b_strict
+        ]
+        self.b_refused_by_a = {b_strict["id"]}
+
+
+def expected_holdings(own: list[dict], received: list[dict]) -> dict[tuple[str, str], dict]:
+    return by_version(own + received)
+
+
+def assert_no_red(objs, redacted=("x_internal_note", "x_partner_secret")) -> None:
+    """No TLP:RED content and no redacted property among objects that crossed over."""
+    for obj in objs:
+        assert obj["id"] in RED_MARKINGS or tlp_of(obj) is not TLP.RED, obj["id"]
+        assert not set(redacted) & set(obj), obj["id"]
+
+
+def test_policy_matrix_both_ways_no_echo_versions_and_revocations(tmp_path, pair_urls, stopper):
+    pair = both_ways_pair(tmp_path, pair_urls, stopper)
+    m = Matrix()
+    publish(pair.a.collection_url("alpha"), ADMIN, list(m.a.values()))
+    publish(pair.b.collection_url("alpha"), ADMIN, list(m.b.values()))
+
+    # Pulling cannot bypass egress: B's sync account reads A's collection directly.
+    b_at_a = peer_auth(pair, "node-b", "node-a")
+    served = get_all(pair.a.collection_url("alpha"), b_at_a)
+    assert by_version(served) == by_version(m.a_served)
+    assert_no_red(served, redacted=("x_internal_note",))
+    for withheld_id in m.a_withheld:
+        one = requests.get(f"{pair.a.collection_url('alpha')}objects/{withheld_id}/",
+                           auth=b_at_a, headers={"Accept": MEDIA_TYPE}, timeout=30)  # fmt: skip
+        assert one.status_code in (200, 404) and not one.json().get("objects"), withheld_id
+        assert versions(pair.a.collection_url("alpha"), b_at_a, withheld_id) == []
+    manifest = requests.get(pair.a.collection_url("alpha") + "manifest/", auth=b_at_a,
+                            params={"match[version]": "all"},
+                            headers={"Accept": MEDIA_TYPE}, timeout=30).json()  # fmt: skip
+    stored_served = {obj["id"] for obj in m.a_served if obj["type"] != "marking-definition"}
+    assert {r["id"] for r in manifest["objects"]} == stored_served
+
+    # Both workers at the same time, three rounds.
+    first = pair.run_both()
+    assert all_ok(first["node-a"]) and all_ok(first["node-b"]), first
+    on_a = holdings(pair.a)
+    on_b = holdings(pair.b)
+    assert on_b == expected_holdings(list(m.b.values()), m.on_b_from_a)
+    assert on_a == expected_holdings(list(m.a.values()), m.on_a_from_b)
+    assert_no_red([obj for key, obj in on_b.items() if key not in by_version(list(m.b.values()))])
+    assert_no_red([obj for key, obj in on_a.items() if key not in by_version(list(m.a.values()))])
+
+    # Objects the partner's ingress refused on push are dead letters, not losses elsewhere.
+    assert {d["object_id"] for d in pair.dead_letters(pair.a)} == m.a_refused_by_b
+    assert {d["object_id"] for d in pair.dead_letters(pair.b)} == m.b_refused_by_a
+
+    # Why each object was withheld, as A's audit says (push, or serve to B's account).
+    with pair.store(pair.a).read() as connection:
+        records = audit.entries(connection, peer="node-b", limit=100_000)
+    rules = {(r["object_id"], r["rule"]) for r in records if r["action"] == "withheld"}
+    for object_id, rule in m.a_withheld.items():
+        assert (object_id, rule) in rules
+    sent = {(r["object_id"], r["rule"]) for r in records if r["direction"] == "push"
+            and r["action"] == "sent"}  # fmt: skip
+    assert (m.a["report"]["id"], "reports.trim") in sent
+    assert (m.a["author"]["id"], "dependency") in sent
+    assert not {r["object_id"] for r in records if r["action"] == "sent"} & set(m.a_withheld)
+
+    # No echo: further rounds move nothing and every version stays there exactly once.
+    for _ in range(2):
+        again = pair.run_both()
+        for results in again.values():
+            assert all_ok(results)
+            assert sum(r.sent + r.received for r in results) == 0, results
+        assert holdings(pair.a) == on_a
+        assert holdings(pair.b) == on_b
+
+    # New versions and revocations propagate; a new version of withheld content does not.
+    green_v2 = new_version(m.a["green"], T1, name="Malicious IP (confirmed)")
+    clear_revoked = new_version(m.a["clear"], T1, revoked=True)
+    red_v2 = new_version(m.a["red"], T1, name="still red")
+    b_green_v2 = new_version(m.b["green"], T1, confidence=80)
+    publish(pair.a.collection_url("alpha"), ADMIN, [green_v2, clear_revoked, red_v2])
+    publish(pair.b.collection_url("alpha"), ADMIN, [b_green_v2])
+    for _ in range(2):
+        assert all(all_ok(results) for results in pair.run_both().values())
+    b_url, a_url = pair.b.collection_url("alpha"), pair.a.collection_url("alpha")
+    assert versions(b_url, ADMIN, m.a["green"]["id"]) == [T0, T1]
+    assert versions(b_url, ADMIN, m.a["clear"]["id"]) == [T0, T1]
+    assert versions(a_url, ADMIN, m.b["green"]["id"]) == [T0, T1]
+    on_b_after = holdings(pair.b)
+    assert on_b_after[(m.a["clear"]["id"], T1)]["revoked"] is True
+    assert on_b_after[(m.a["green"]["id"], T1)] == without(green_v2, "x_partner_secret")
+    assert not any(key[0] == m.a["red"]["id"] for key in on_b_after)
+    assert set(on_b_after) - set(on_b) == {(m.a["green"]["id"], T1), (m.a["clear"]["id"], T1),
+                                           (m.b["green"]["id"], T1)}  # fmt: skip
+    on_a_after = holdings(pair.a)
+    assert on_a_after[(m.b["green"]["id"], T1)] == without(b_green_v2, "x_internal_note")
+    assert len(on_a_after) == len(on_a) + 4  # three versions published here, one received
+
+
+# --------------------------------------------------------------------------- CLI reports, delete
+
+
+def _cli_parallel(calls: dict[str, tuple]) -> dict[str, subprocess.CompletedProcess]:
+    """Run several ``node.cli(...)`` calls at once (each CLI start costs ~2 s here)."""
+    results: dict[str, subprocess.CompletedProcess] = {}
+
+    def run(key: str, node, args: tuple[str, ...]) -> None:
+        results[key] = node.cli(*args)
+
+    threads = [threading.Thread(target=run, args=(key, node, args))
+               for key, (node, *args) in calls.items()]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(results) == set(calls), "a CLI call failed; see the output above"
+    return results
+
+
+def test_cli_status_preview_audit_and_local_delete(tmp_path, stopper):
+    pair = both_ways_pair(tmp_path, (None, None), stopper)
+    m = Matrix()
+    publish(pair.a.collection_url("alpha"), ADMIN, list(m.a.values()))
+    publish(pair.b.collection_url("alpha"), ADMIN, list(m.b.values()))
+
+    runs = _cli_parallel({
+        "a": (pair.a, "sync", "--once", "--peer", "node-b"),
+        "b": (pair.b, "sync", "--once"),
+    })  # fmt: skip
+    assert "node-b alpha<->alpha push: sent" in runs["a"].stdout
+    assert "(ok)" in runs["a"].stdout and "FAILED" not in runs["a"].stdout
+
+    reports = _cli_parallel({
+        "status": (pair.a, "sync", "status"),
+        "status_json": (pair.a, "sync", "status", "--json"),
+        "preview": (pair.a, "policy", "preview", "--peer", "node-b"),
+        "audit": (pair.a, "audit", "--peer", "node-b", "--limit", "100000"),
+    })  # fmt: skip
+
+    status = reports["status"].stdout
+    assert "node-b alpha<->alpha push" in status and "node-b alpha<->alpha pull" in status
+    states = {(s["direction"]): s for s in json.loads(reports["status_json"].stdout)}
+    push, pull = states["push"], states["pull"]
+    assert push["cursor"] > 0 and pull["remote_cursor"]
+    assert push["last_error"] is None and push["last_success"] is not None
+    assert push["dead_lettered"] == len(m.a_refused_by_b)
+    assert push["withheld"] >= len(m.a_withheld)
+    assert push["sent"] >= len(m.a_served) - len(m.a_refused_by_b)
+    for state in (push, pull):
+        counts = (f"sent {state['sent']}, received {state['received']}, "
+                  f"withheld {state['withheld']}, dead-lettered {state['dead_lettered']}")  # fmt: skip
+        assert counts in status
+    assert f"cursor:      {pull['remote_cursor']}" in status
+    assert "cursor:      start" not in status
+    assert f"dead letters: {len(m.a_refused_by_b)}" in status
+
+    preview = reports["preview"].stdout.splitlines()
+    for object_id, rule in m.a_withheld.items():
+        assert any(line.startswith(f"WITHHOLD {object_id} ") and f"[{rule}]" in line
+                   for line in preview), (object_id, rule)  # fmt: skip
+    assert any(line.startswith(f"SEND     {m.a['report']['id']} ") and "[reports.trim]" in line
+               for line in preview)  # fmt: skip
+    assert preview[-1].startswith("would send ") and f"withhold {len(m.a_withheld)}" in preview[-1]
+
+    audit_lines = reports["audit"].stdout.splitlines()
+    for object_id, rule in m.a_withheld.items():
+        assert any(" push " in line and " withheld " in line and object_id in line
+                   and f"[{rule}]" in line for line in audit_lines), (object_id, rule)  # fmt: skip
+    assert any(" push " in line and " sent " in line and m.a["loader"]["id"] in line
+               and "[allowed]" in line for line in audit_lines)  # fmt: skip
+    assert any(" dead-letter " in line and m.a["internal"]["id"] in line for line in audit_lines)
+
+    # DELETE stays on the node that deletes, and is audited there.
+    loader, green1 = m.a["loader"]["id"], m.a["green1"]["id"]
+    b_deleted = requests.delete(f"{pair.b.collection_url('alpha')}objects/{loader}/", auth=ADMIN,
+                                headers={"Accept": MEDIA_TYPE}, timeout=30)  # fmt: skip
+    a_deleted = requests.delete(f"{pair.a.collection_url('alpha')}objects/{green1}/", auth=ADMIN,
+                                headers={"Accept": MEDIA_TYPE}, timeout=30)  # fmt: skip
+    assert b_deleted.status_code == 200 and a_deleted.status_code == 200
+    for _ in range(2):
+        assert all(all_ok(results) for results in pair.run_both().values())
+    on_a, on_b = holdings(pair.a), holdings(pair.b)
+    assert (loader, T0) in on_a and (loader, T0) not in on_b
+    assert (green1, T0) in on_b and (green1, T0) not in on_a
+
+    audits = _cli_parallel({
+        "a": (pair.a, "audit", "--json", "--limit", "100000"),
+        "b": (pair.b, "audit", "--json", "--limit", "100000"),
+    })  # fmt: skip
+    for key, object_id in (("a", green1), ("b", loader)):
+        rows = [json.loads(line) for line in audits[key].stdout.splitlines()]
+        deleted = [r for r in rows if r["action"] == "deleted"]
+        assert [(r["object_id"], r["direction"]) for r in deleted] == [(object_id, "local")]
+        assert "1 version(s) deleted by admin" in deleted[0]["detail"]
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+def test_rejected_object_is_dead_lettered_and_does_not_block(tmp_path, stopper):
+    pair = make_pair(
+        tmp_path,
+        a={"alpha": {"direction": "push", "egress": {"max_tlp": "green"}}},
+        b={"alpha": {"direction": "pull", "ingress": {"types_deny": ["malware"]}}},
+        # B also takes small envelopes only: A must split, and dead-letter what cannot fit.
+        taxii={"node-b": "max_content_length = 8192"},
+    )
+    stopper.append(pair)
+    author = identity("Unit A", TLP2["green"])
+    mal = malware(author, TLP2["green"], "loader")
+    big = indicator(author, TLP2["green"], "192.0.2.250", description="x" * 10_000)
+    fine = [indicator(author, TLP2["green"], f"192.0.2.{i}") for i in range(40)]
+    batch = [author, *fine[:20], mal, big, *fine[20:]]
+    publish(pair.a.collection_url("alpha"), ADMIN, batch)
+
+    [push] = pair.run_once(pair.a)
+    assert push.ok and push.direction == "push", push
+    assert push.dead_lettered == 2
+    assert push.sent == 1 + len(fine) + 1  # the author, the indicators, the TLP marking
+    dead = {d["object_id"]: d for d in pair.dead_letters(pair.a)}
+    assert set(dead) == {mal["id"], big["id"]}
+    assert "types.deny" in dead[mal["id"]]["reason"]
+    assert "max_content_length" in dead[big["id"]]["reason"]
+    assert holdings(pair.b) == by_version([author, *fine, MARKINGS[TLP2["green"]]])
+
+    # The dead letters are not retried and block nothing that follows.
+    later = indicator(author, TLP2["green"], "192.0.2.99")
+    publish(pair.a.collection_url("alpha"), ADMIN, [later])
+    [push] = pair.run_once(pair.a)
+    assert push.ok and push.dead_lettered == 0 and push.sent >= 1
+    assert (later["id"], T0) in holdings(pair.b)
+    assert len(pair.dead_letters(pair.a)) == 2
+    status = pair.a.cli("sync", "status").stdout
+    assert "dead-lettered 2" in status and "dead letters: 2" in status
