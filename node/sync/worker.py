@@ -21,6 +21,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from node import jsoncodec
@@ -56,6 +57,16 @@ class RoundResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True)
+class _PushBatch:
+    """One batch of local versions, decided and serialised, waiting to be sent."""
+
+    to_send: list[dict]
+    decisions: list[Decision]
+    last_date_added: int
+    more: bool
 
 
 @dataclass
@@ -136,7 +147,12 @@ class MappingSync:
     # -- push -----------------------------------------------------------------
 
     def push(self) -> RoundResult:
-        """Send local versions added since the push cursor, under egress policy."""
+        """Send local versions added since the push cursor, under egress policy.
+
+        Batch N+1 is read and decided while batch N is on the wire (one sender
+        thread); cursors still advance strictly in order, each after the peer
+        acknowledged its batch.
+        """
         result = RoundResult(self.peer, self.key, "push")
         with self.store.read() as connection:
             state = syncstate.load(connection, self.peer, self.key, "push")
@@ -144,49 +160,70 @@ class MappingSync:
             remote_id = self.remote_collection()
             if self._max_content_length is None:
                 self._max_content_length = self._call(self.client.max_content_length)
-            sent_dependencies: set[str] = set()
-            while not self.stop.is_set():
-                more = self._push_batch(state, remote_id, sent_dependencies, result)
-                if not more:
-                    break
+            self._push_batches(state, remote_id, result)
         except PeerError as exc:
             result.error = str(exc)
         self._record_attempt(state, result)
         return result
 
-    def _push_batch(self, state, remote_id: str, sent_dependencies: set[str], result) -> bool:
+    def _push_batches(self, state, remote_id: str, result: RoundResult) -> None:
+        sent_dependencies: set[str] = set()
+        after = state.cursor
+        in_flight: tuple[Future, _PushBatch] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="push") as sender:
+            while not self.stop.is_set():
+                batch = self._prepare_push(after, sent_dependencies)
+                if in_flight is not None:
+                    self._commit_push(state, *in_flight, result)
+                    in_flight = None
+                if batch is None:
+                    return
+                in_flight = (sender.submit(self._send, remote_id, batch.to_send), batch)
+                after = batch.last_date_added
+                if not batch.more:
+                    break
+            if in_flight is not None:
+                self._commit_push(state, *in_flight, result)
+
+    def _prepare_push(self, after: int, sent_dependencies: set[str]) -> _PushBatch | None:
         collection_id = self.agreement.collection_id
         query = ObjectQuery(
             collection_id=collection_id,
             limit=PUSH_BATCH,
-            after=state.cursor,
+            after=after,
             versions=("all",),
             exclude_origin=self.peer,  # never echo the peer's own objects back to it
         )
         with self.store.read() as connection:
             rows, more = objects.page(connection, query)
             if not rows:
-                return False
+                return None
             batch = [jsoncodec.loads(row.body) for row in rows]
-            policy = Policy(self.agreement.egress, local_resolver(connection, collection_id))
+            resolve = local_resolver(connection, collection_id)
             to_send, decisions = egress(
-                policy, batch, local_resolver(connection, collection_id), sent_dependencies
+                Policy(self.agreement.egress, resolve), batch, resolve, sent_dependencies
             )
-        failures = self._send(remote_id, to_send)
+        return _PushBatch(to_send, decisions, rows[-1].date_added, more)
+
+    def _commit_push(self, state, sending: Future, batch: _PushBatch, result) -> None:
+        failures = sending.result()  # re-raises the sender's PeerError
         failed_ids = {(f.get("id"), f.get("version")) for f in failures}
-        records = _push_audit(self.peer, collection_id, decisions, failed_ids, failures)
+        records = _push_audit(
+            self.peer, self.agreement.collection_id, batch.decisions, failed_ids, failures
+        )
+        sent = sum(1 for r in records if r.action == "sent")
+        withheld = sum(1 for r in records if r.action == "withheld")
         with self.store.write() as connection:
             audit.record(connection, records)
             syncstate.add_dead_letters(connection, self.peer, self.key, "push", failures)
-            state.cursor = rows[-1].date_added
-            state.sent += sum(1 for r in records if r.action == "sent")
-            state.withheld += sum(1 for r in records if r.action == "withheld")
+            state.cursor = batch.last_date_added
+            state.sent += sent
+            state.withheld += withheld
             state.dead_lettered += len(failures)
             syncstate.save(connection, state)
-        result.sent += sum(1 for r in records if r.action == "sent")
-        result.withheld += sum(1 for r in records if r.action == "withheld")
+        result.sent += sent
+        result.withheld += withheld
         result.dead_lettered += len(failures)
-        return more
 
     def _send(self, remote_id: str, to_send: list[dict]) -> list[dict]:
         """POST in envelopes that fit the peer's limit; return the peer's failures."""
