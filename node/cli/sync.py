@@ -194,19 +194,29 @@ def _preview(store, agreement, as_json: bool, totals: dict) -> None:
             return
 
 
-@click.command("audit")
+@click.group("audit", invoke_without_command=True)
 @click.option("--peer", metavar="NAME", help="Only records about this peer.")
 @click.option("--since", metavar="TIME", help="RFC 3339 timestamp, e.g. 2026-01-01T00:00:00Z.")
-@click.option("--limit", default=1000, show_default=True, help="At most this many records.")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@click.option(
+    "--limit", default=1000, show_default=True, help="At most this many records (0: all)."
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, with the hash chain (export).")
 @pass_node
-def audit_command(node: NodeContext, peer, since, limit, as_json) -> None:
+@click.pass_context
+def audit_command(ctx, node: NodeContext, peer, since, limit, as_json) -> None:
     """Show the audit trail: what was sent, received, withheld or deleted, and why.
 
+    Also logins, account changes and publications.  Records form a hash chain:
+    'audit verify' checks it.
+
     \b
-    Example:
+    Examples:
       taxii-node --config config/node-a.toml audit --peer node-b --since 2026-01-01T00:00:00Z
+      taxii-node --config config/node-a.toml audit --json --limit 0 > audit.jsonl
+      taxii-node --config config/node-a.toml audit verify
     """
+    if ctx.invoked_subcommand is not None:
+        return
     try:
         since_micros = to_micros(since) if since else None
     except ValueError as exc:
@@ -214,7 +224,7 @@ def audit_command(node: NodeContext, peer, since, limit, as_json) -> None:
     store = node.ready_store()
     try:
         with store.read() as connection:
-            rows = audit.entries(connection, peer=peer, since=since_micros, limit=limit)
+            rows = audit.entries(connection, peer=peer, since=since_micros, limit=limit or None)
     finally:
         store.close()
     for row in rows:
@@ -222,7 +232,34 @@ def audit_command(node: NodeContext, peer, since, limit, as_json) -> None:
         if as_json:
             click.echo(json.dumps(row))
         else:
+            who = row["peer"] or row["actor"] or "-"
             click.echo(
-                f"{row['at']} {row['direction']:<7} {row['action']:<11} {row['peer'] or '-':<10} "
+                f"{row['at']} {row['direction']:<7} {row['action']:<11} {who:<10} "
                 f"{row['object_id'] or '-'} [{row['rule'] or '-'}] {row['detail'] or ''}"
             )
+
+
+@audit_command.command("verify")
+@pass_node
+@click.pass_context
+def audit_verify(ctx, node: NodeContext) -> None:
+    """Check the audit hash chain; report the first broken record.
+
+    Exit code 0 when intact, 1 when the chain is broken.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml audit verify
+    """
+    store = node.ready_store()
+    try:
+        with store.read() as connection:
+            result = audit.verify(connection)
+    finally:
+        store.close()
+    if result.ok:
+        click.echo(f"audit chain intact: {result.records} records")
+        return
+    where = f"record {result.broken_at}" if result.broken_at is not None else "the end"
+    click.echo(f"audit chain BROKEN at {where}: {result.reason}")
+    ctx.exit(EXIT_FAILURES)

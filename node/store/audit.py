@@ -1,48 +1,98 @@
-"""The audit trail: every sharing decision and every local deletion, in the store."""
+"""The audit trail, tamper-evident: sharing decisions, deletions, logins and admin changes.
+
+Each record carries the hash of the previous one (a hash chain) and the hash
+of the chain's head is kept in ``settings``; ``verify`` recomputes the chain
+and names the first record that was altered, removed or inserted, and notices
+records cut off the end.  Records are appended in the caller's transaction, so
+a decision and its effect commit (or vanish) together.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
+from node import jsoncodec
 from node.timestamps import now_micros
 
-from .schema import audit
+from .schema import audit, settings
+
+GENESIS = "0" * 64
+HEAD_KEY = "audit_head"
+_FIELDS = ("at", "actor", "peer", "direction", "collection_id", "object_id", "version",
+           "action", "rule", "detail")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    action: str  # sent, received, withheld, refused, dead-letter, deleted
-    direction: str  # push, pull, serve, local
+    action: str  # sent, received, served, withheld, dead-letter, deleted, published, login-...
+    direction: str  # push, pull, serve, receive, local, admin, auth
     object_id: str | None = None
     version: str | None = None
     peer: str | None = None
     collection_id: str | None = None
     rule: str | None = None
     detail: str | None = None
+    actor: str | None = None
+
+
+@dataclass(frozen=True)
+class Verification:
+    records: int
+    broken_at: int | None  # pk of the first bad record
+    reason: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def _digest(previous: str, row: dict) -> str:
+    payload = jsoncodec.dumps([previous, *(row[name] for name in _FIELDS)])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _lock_head(connection: Connection) -> str:
+    """The chain's head hash, locked until commit (writers append one at a time)."""
+    statement = select(settings.c.value).where(settings.c.key == HEAD_KEY)
+    if connection.dialect.name != "sqlite":
+        statement = statement.with_for_update()
+    head = connection.execute(statement).scalar()
+    if head is None:
+        connection.execute(settings.insert().values(key=HEAD_KEY, value=GENESIS))
+        head = GENESIS
+    return head
 
 
 def record(connection: Connection, records: Iterable[AuditRecord], at: int | None = None) -> None:
-    """Append records in the caller's transaction, so a decision and its effect commit together."""
+    """Append records to the chain in the caller's transaction."""
+    records = list(records)
+    if not records:
+        return
     at = now_micros() if at is None else at
-    rows = [
-        {
+    head = _lock_head(connection)
+    rows = []
+    for r in records:
+        row = {
             "at": at,
-            "action": r.action,
+            "actor": r.actor,
+            "peer": r.peer,
             "direction": r.direction,
+            "collection_id": r.collection_id,
             "object_id": r.object_id,
             "version": r.version,
-            "peer": r.peer,
-            "collection_id": r.collection_id,
+            "action": r.action,
             "rule": r.rule,
             "detail": r.detail,
         }
-        for r in records
-    ]
-    if rows:
-        connection.execute(audit.insert(), rows)
+        row["prev_hash"] = head
+        head = row["hash"] = _digest(head, row)
+        rows.append(row)
+    connection.execute(audit.insert(), rows)
+    connection.execute(update(settings).where(settings.c.key == HEAD_KEY).values(value=head))
 
 
 def entries(
@@ -50,12 +100,46 @@ def entries(
     *,
     peer: str | None = None,
     since: int | None = None,
-    limit: int = 1000,
+    limit: int | None = 1000,
 ) -> list[dict]:
     """Audit rows, oldest first, as dicts."""
-    statement = select(audit).order_by(audit.c.pk).limit(limit)
+    statement = select(audit).order_by(audit.c.pk)
+    if limit is not None:
+        statement = statement.limit(limit)
     if peer is not None:
         statement = statement.where(audit.c.peer == peer)
     if since is not None:
         statement = statement.where(audit.c.at >= since)
     return [dict(row._mapping) for row in connection.execute(statement)]
+
+
+def _all_rows(connection: Connection, chunk: int = 5000) -> Iterator[dict]:
+    after = 0
+    while True:
+        rows = connection.execute(
+            select(audit).where(audit.c.pk > after).order_by(audit.c.pk).limit(chunk)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield dict(row._mapping)
+        after = rows[-1].pk
+
+
+def verify(connection: Connection) -> Verification:
+    """Recompute the chain from the first record to the stored head."""
+    previous = GENESIS
+    count = 0
+    for row in _all_rows(connection):
+        count += 1
+        if row["prev_hash"] != previous:
+            return Verification(count, row["pk"], "does not follow the previous record "
+                                "(a record before it was removed or inserted)")  # fmt: skip
+        if _digest(previous, row) != row["hash"]:
+            return Verification(count, row["pk"], "its content does not match its hash (altered)")
+        previous = row["hash"]
+    head = connection.execute(select(settings.c.value).where(settings.c.key == HEAD_KEY)).scalar()
+    if (head or GENESIS) != previous:
+        return Verification(count, None, "the chain ends before the recorded head "
+                            "(records were removed from the end)")  # fmt: skip
+    return Verification(count, None, None)

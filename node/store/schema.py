@@ -133,6 +133,11 @@ audit = Table(
     Column("action", String(32), nullable=False),  # sent, received, withheld, ...
     Column("rule", String(64)),
     Column("detail", Text),
+    Column("actor", String(128)),  # the account that acted, for logins and admin changes
+    # Hash chain: each record's hash covers its fields and the previous hash,
+    # so editing, deleting or reordering records breaks the chain.
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
 )
 Index("ix_audit_at", audit.c.at)
 
