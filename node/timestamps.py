@@ -13,7 +13,10 @@ from datetime import UTC, datetime
 
 # RFC 3339 as STIX 2.1 (section 3.2) restricts it: UTC only, "Z" suffix,
 # optional fractional seconds.  TAXII filters (3.4.2) use the same form.
-_TIMESTAMP = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?Z$")
+# ASCII digits only, and \Z: "$" would also accept a trailing newline.
+_TIMESTAMP = re.compile(
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?Z\Z"
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

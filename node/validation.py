@@ -65,11 +65,14 @@ _LIST_INDEX: Final = re.compile(r"\[([0-9]{1,9})\]")
 # STIX 2.1 2.3 / 2.10: binary is base64 (RFC 4648), hex is whole octets.
 _BASE64: Final = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})+")
-# Timestamps valid in every month (days 01-28, no leap second, ASCII digits).
-# Matching them is ~8x cheaper than node.timestamps.to_micros, which stays the
-# authority for every other string (days 29-31, and all the invalid ones).
+# Timestamps that are valid whatever the year: ASCII digits, no leap second,
+# no February 29th.  Matching them is ~8x cheaper than node.timestamps.to_micros,
+# which stays the authority for every other string (leap days, invalid ones).
 _EASY_TIMESTAMP: Final = re.compile(
-    r"(?!0000)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    r"(?!0000)[0-9]{4}-"
+    r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"  # any month: days 01-28
+    r"|(?:0[13-9]|1[0-2])-(?:29|30)"  # not February: 29 and 30
+    r"|(?:0[13578]|1[02])-31)"  # the 31-day months
     r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?Z"
 )
 
@@ -1101,9 +1104,10 @@ _GENERIC: Final = _Rule(checks=_COMMON, required=(), constraints=_GENERIC_CONSTR
 # Public API
 
 
-def _type_problem(value: object) -> str | None:
-    if value is None:
+def _type_problem(obj: dict[str, Any]) -> str | None:
+    if "type" not in obj:
         return "missing required property 'type'"
+    value = obj["type"]
     if not isinstance(value, str):
         return f"'type' must be a string, got {_show(value)}"
     if value == "bundle":
@@ -1173,10 +1177,10 @@ def object_problem(obj: object) -> str | None:
     """
     if not isinstance(obj, dict):
         return f"a STIX object must be a JSON object, got {type(obj).__name__} {_show(obj)}"
-    type_name = obj.get("type")
-    problem = _type_problem(type_name)
+    problem = _type_problem(obj)
     if problem is not None:
         return problem
+    type_name: str = obj["type"]
     problem = _spec_version_problem(type_name, obj) or _id_problem(type_name, obj)
     if problem is not None:
         return problem

@@ -17,6 +17,7 @@ from .admin import check, init, serve, user
 from .client import collections_command, get, publish, watch
 from .common import NodeContext, run_guarded
 from .sync import audit_command, policy, sync
+from .tokens import token
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +46,7 @@ for command in (
     init,
     serve,
     user,
+    token,
     check,
     sync,
     policy,

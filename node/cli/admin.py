@@ -9,7 +9,7 @@ import click
 from node.collection_files import load_collection_files
 from node.store import accounts, catalog
 
-from .common import CommandError, NodeContext
+from .common import CommandError, NodeContext, admin_audit
 
 pass_node = click.make_pass_decorator(NodeContext)
 
@@ -126,6 +126,9 @@ def user_add(node, name, password_stdin, read, write, admin, peer) -> None:
                 accounts.add_user(connection, name, password, is_admin=admin, peer=peer)
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
+            role = "admin" if admin else (f"peer {peer}" if peer else "analyst")
+            admin_audit(connection, "user-added", name, f"role {role}; read {list(read)}; "
+                        f"write {list(write)}")  # fmt: skip
             for collection_id in set(readable) | set(writable):
                 accounts.grant(
                     connection,
@@ -158,6 +161,9 @@ def user_grant(node, name, read, write) -> None:
                 raise CommandError(f"no user {name!r}")
             readable = _collection_ids(connection, read)
             writable = _collection_ids(connection, write)
+            admin_audit(
+                connection, "rights-granted", name, f"read {list(read)}; write {list(write)}"
+            )
             for collection_id in set(readable) | set(writable):
                 accounts.grant(
                     connection,
@@ -190,6 +196,7 @@ def user_passwd(node, name, password_stdin) -> None:
                 accounts.set_password(connection, name, password)
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
+            admin_audit(connection, "password-changed", name)
     finally:
         store.close()
     click.echo(f"password of {name} changed")
@@ -212,6 +219,7 @@ def user_remove(node, name) -> None:
                 accounts.remove_user(connection, name)
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
+            admin_audit(connection, "user-removed", name)
     finally:
         store.close()
     click.echo(f"user {name} removed")
@@ -234,7 +242,7 @@ def user_list(node) -> None:
     finally:
         store.close()
     for account in everyone:
-        role = "admin" if account.is_admin else (f"peer:{account.peer}" if account.peer else "user")
+        role = f"peer:{account.peer}" if account.peer else account.role
         rights = ", ".join(
             f"{names.get(cid, cid)}:{'r' if r.can_read else ''}{'w' if r.can_write else ''}"
             for cid, r in sorted(account.rights.items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -10,7 +11,8 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from node.config import Config, ConfigError, load_config
-from node.store import Store
+from node.store import Store, audit
+from node.store.audit import AuditRecord
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
@@ -45,6 +47,23 @@ class NodeContext:
                 f"run 'taxii-node --config {self.config_path} init'"
             )
         return store
+
+
+def admin_audit(connection, action: str, subject: str, detail: str = "") -> None:
+    """Record an account change made from the command line, by whom (the OS user)."""
+    actor = f"cli:{getpass.getuser()}"
+    audit.record(
+        connection,
+        [
+            AuditRecord(
+                action=action,
+                direction="admin",
+                actor=actor,
+                object_id=subject,
+                detail=detail or None,
+            )
+        ],
+    )
 
 
 def run_guarded(command: click.Group) -> int:

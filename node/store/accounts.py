@@ -17,7 +17,7 @@ from sqlalchemy import Connection, delete, select, update
 
 from node.timestamps import now_micros
 
-from .schema import grants, users
+from .schema import api_tokens, grants, users
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
@@ -36,6 +36,13 @@ class Account:
     is_admin: bool = False
     peer: str | None = None
     rights: dict[str, Rights] = field(default_factory=dict)  # by collection id
+
+    @property
+    def role(self) -> str:
+        """admin (manages everything), peer (a partner's sync account) or analyst."""
+        if self.is_admin:
+            return "admin"
+        return "peer" if self.peer else "analyst"
 
     def rights_on(self, collection_id: str) -> Rights:
         if self.is_admin:
@@ -113,6 +120,7 @@ def set_password(connection: Connection, name: str, password: str) -> None:
 
 def remove_user(connection: Connection, name: str) -> None:
     connection.execute(delete(grants).where(grants.c.user_name == name))
+    connection.execute(delete(api_tokens).where(api_tokens.c.user_name == name))
     if connection.execute(delete(users).where(users.c.name == name)).rowcount == 0:
         raise ValueError(f"no user {name!r}")
 
@@ -158,3 +166,80 @@ def load_account(connection: Connection, name: str) -> Account | None:
 def list_accounts(connection: Connection) -> list[Account]:
     names = connection.execute(select(users.c.name).order_by(users.c.name)).scalars().all()
     return [account for name in names if (account := load_account(connection, name))]
+
+
+# -- API tokens ------------------------------------------------------------------
+
+TOKEN_PREFIX = "tnk_"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    user_name: str
+    label: str | None
+    created: int
+    expires: int | None
+    revoked: int | None
+
+
+def create_token(
+    connection: Connection, name: str, *, expires: int | None, label: str | None = None
+) -> tuple[str, str]:
+    """(token id, token) for user ``name``; only a hash of the secret part is stored.
+
+    Tokens carry 256 random bits, so a fast hash (SHA-256) is as safe as a
+    slow one and keeps Bearer authentication cheap.
+    """
+    if connection.execute(select(users.c.name).where(users.c.name == name)).first() is None:
+        raise ValueError(f"no user {name!r}")
+    token_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    connection.execute(
+        api_tokens.insert().values(
+            id=token_id,
+            user_name=name,
+            secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
+            label=label,
+            created=now_micros(),
+            expires=expires,
+            revoked=None,
+        )
+    )
+    return token_id, f"{TOKEN_PREFIX}{token_id}.{secret}"
+
+
+def token_owner(connection: Connection, token: str, now: int) -> str | None:
+    """The user a valid (known, unexpired, unrevoked) token belongs to, else None."""
+    if not token.startswith(TOKEN_PREFIX) or "." not in token:
+        return None
+    token_id, _, secret = token[len(TOKEN_PREFIX) :].partition(".")
+    row = connection.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
+    presented = hashlib.sha256(secret.encode()).hexdigest()
+    expected = row.secret_hash if row is not None else "0" * 64
+    if not hmac.compare_digest(presented, expected) or row is None:
+        return None
+    if row.revoked is not None or (row.expires is not None and row.expires <= now):
+        return None
+    return row.user_name
+
+
+def list_tokens(connection: Connection, name: str | None = None) -> list[TokenInfo]:
+    statement = select(api_tokens).order_by(api_tokens.c.user_name, api_tokens.c.created)
+    if name is not None:
+        statement = statement.where(api_tokens.c.user_name == name)
+    return [
+        TokenInfo(r.id, r.user_name, r.label, r.created, r.expires, r.revoked)
+        for r in connection.execute(statement)
+    ]
+
+
+def revoke_token(connection: Connection, token_id: str) -> str:
+    """Revoke a token; returns its user.  Raises ValueError for an unknown id."""
+    row = connection.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
+    if row is None:
+        raise ValueError(f"no token {token_id!r}")
+    connection.execute(
+        update(api_tokens).where(api_tokens.c.id == token_id).values(revoked=now_micros())
+    )
+    return row.user_name

@@ -31,7 +31,7 @@ from node.sharing import Agreement, Agreements, egress, local_resolver, serializ
 from node.store import Store, audit, objects, syncstate
 from node.store.audit import AuditRecord
 from node.store.objects import ObjectQuery
-from node.timestamps import from_micros, now_micros
+from node.timestamps import from_micros, now_micros, to_micros
 
 from .client import PeerClient, PeerError
 
@@ -240,7 +240,35 @@ class MappingSync:
         for envelope in envelopes:
             status = self._post_envelope(remote_id, envelope)
             failures.extend(status.get("failures", []))
-        return failures
+        return self._not_already_held(remote_id, to_send, failures)
+
+    def _not_already_held(self, remote_id: str, sent: list[dict], failures: list[dict]):
+        """The failures, less versions the peer turns out to hold exactly as we sent them.
+
+        Some servers answer a re-posted (id, version) with a failure instead of success
+        (medallion 3.0.0: "Unable to process object"): a dependency sent again in a later
+        round, a batch sent again after a crash.  Those are delivered, not refused.
+        """
+        by_key = {(obj.get("id"), _version_text(obj)): obj for obj in sent}
+        failed = [(f.get("id"), f.get("version")) for f in failures]
+        suspects = sorted({key[0] for key in failed if key in by_key})
+        held: set[tuple] = set()
+        for start in range(0, len(suspects), 50):
+            params = {
+                "match[id]": ",".join(suspects[start : start + 50]),
+                "match[version]": "all",
+                "limit": PULL_PAGE,
+            }
+            try:
+                page = self._call(lambda params=params: self.client.page(remote_id, params))
+            except PeerError:
+                return failures  # cannot tell: keep every failure
+            for obj in page.objects:
+                if isinstance(obj, dict):
+                    key = (obj.get("id"), _version_text(obj))
+                    if by_key.get(key) == obj:
+                        held.add(key)
+        return [f for f in failures if (f.get("id"), f.get("version")) not in held]
 
     def _post_envelope(self, remote_id: str, envelope: list[tuple[dict, str]]) -> dict:
         texts = [text for _, text in envelope]
@@ -266,14 +294,16 @@ class MappingSync:
             state = syncstate.load(connection, self.peer, self.key, "pull")
         try:
             remote_id = self.remote_collection()
+            # A ``next`` token continues the request that returned it: every page of the
+            # round repeats the first page's added_after, though the cursor moves per page.
+            added_after = state.remote_cursor
             next_token: str | None = None
             while not self.stop.is_set():
                 page = self._call(
                     lambda token=next_token: self.client.objects_page(
-                        remote_id, added_after=state.remote_cursor, next_token=token,
-                        limit=PULL_PAGE,
+                        remote_id, added_after=added_after, next_token=token, limit=PULL_PAGE
                     )
-                )  # fmt: skip
+                )
                 self._store_page(state, page.objects, page.date_added_last, result)
                 if not page.more:
                     break
@@ -288,6 +318,7 @@ class MappingSync:
         with self.store.write() as connection:
             policy = Policy(self.agreement.ingress, local_resolver(connection, collection_id))
             valid = [item for item in items if isinstance(item, dict)]
+            valid = self._without_echoes(connection, collection_id, valid)
             decisions = policy.apply(valid)
             accepted = [d.obj for d in decisions if d.allowed and d.obj is not None]
             outcome = objects.add_objects(connection, collection_id, accepted, origin=self.peer)
@@ -306,6 +337,28 @@ class MappingSync:
         result.withheld += withheld
         result.dead_lettered += len(outcome.failures)
 
+    def _without_echoes(self, connection, collection_id: str, items: list[dict]) -> list[dict]:
+        """``items`` less the versions this node already holds from elsewhere.
+
+        A peer that does not record origins (medallion) serves back what we pushed
+        to it, redacted or trimmed by our egress policy: our own version coming home,
+        not a conflicting one (which add_objects would dead-letter).  The local copy
+        stands; versions that came from this very peer still go through add_objects.
+        """
+        ids = sorted({item["id"] for item in items if isinstance(item.get("id"), str)})
+        held: set[tuple[str, int | None]] = set()
+        for start in range(0, len(ids), 500):
+            chunk = tuple(ids[start : start + 500])
+            query = ObjectQuery(collection_id, limit=1_000_000, ids=chunk, versions=("all",))
+            rows, _ = objects.page(connection, query)
+            for row in rows:
+                if row.origin != self.peer:
+                    held.add((row.object_id, _micros(row.version_text)))
+        if not held:
+            return items
+        keep = [(item.get("id"), _micros(_version_text(item))) not in held for item in items]
+        return [item for item, kept in zip(items, keep, strict=True) if kept]
+
     # -- bookkeeping ------------------------------------------------------------
 
     def _record_attempt(self, state, result: RoundResult) -> None:
@@ -319,6 +372,19 @@ class MappingSync:
             else:
                 fresh.last_error = result.error
             syncstate.save(connection, fresh)
+
+
+def _version_text(obj: dict) -> str:
+    version = obj.get("modified") or obj.get("created")
+    return version if isinstance(version, str) else ""
+
+
+def _micros(version_text: str) -> int | None:
+    """A version as the store keys it (0 for an SCO without timestamps); None if invalid."""
+    try:
+        return to_micros(version_text) if version_text else 0
+    except ValueError:
+        return None
 
 
 def _failure(obj: dict, message: str) -> dict:

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, g, request
 
 from node import jsoncodec
 from node.store import audit, catalog, objects, statuses
+from node.store.accounts import Rights
 from node.store.catalog import Collection
 from node.store.objects import StoredObject
 from node.timestamps import from_micros, now_micros
@@ -35,7 +36,9 @@ _STATUS_PURGE_SECONDS = 600
 
 @blueprint.before_request
 def _authenticate_and_negotiate() -> None:
-    g.account = node_state().authenticator.authenticate(request.headers.get("Authorization"))
+    g.account = node_state().authenticator.authenticate(
+        request.headers.get("Authorization"), request.remote_addr or ""
+    )
     if not accepts_taxii_21(request.headers.get("Accept")):
         raise TaxiiError(
             406,
@@ -58,6 +61,18 @@ def _api_root(api_root: str) -> None:
         raise not_found(f"no API root {api_root!r}")
 
 
+def _rights(collection_id: str) -> Rights:
+    """The caller's rights on a collection.
+
+    A partner's sync account (role "peer") reaches only the collections its
+    mappings name, whatever rights were granted to it.
+    """
+    peer = g.account.peer
+    if peer is not None and node_state().agreements.find(peer, collection_id) is None:
+        return Rights()
+    return g.account.rights_on(collection_id)
+
+
 def _readable(collection_id: str) -> Collection:
     return _collection_for(collection_id, need_read=True)
 
@@ -70,7 +85,7 @@ def _collection_for(collection_id: str, *, need_read: bool = False, need_write: 
     """
     with node_state().store.read() as connection:
         collection = catalog.get(connection, collection_id)
-    rights = g.account.rights_on(collection_id)
+    rights = _rights(collection_id)
     if collection is None or not (rights.can_read or rights.can_write):
         raise not_found(f"no collection {collection_id!r}")
     if need_read and not rights.can_read:
@@ -168,7 +183,7 @@ def status(api_root: str, status_id: str) -> Response:
     if found is None:
         raise not_found(f"no status {status_id!r}")
     collection_id, resource = found
-    rights = g.account.rights_on(collection_id)
+    rights = _rights(collection_id)
     if not (rights.can_read or rights.can_write):
         raise not_found(f"no status {status_id!r}")
     return _json(resource)
@@ -184,7 +199,7 @@ def collections(api_root: str) -> Response:
         everything = catalog.all_collections(connection)
     resources = []
     for collection in everything:
-        rights = g.account.rights_on(collection.id)
+        rights = _rights(collection.id)
         if rights.can_read or rights.can_write:
             resources.append(collection.resource(rights.can_read, rights.can_write))
     return _json({"collections": resources} if resources else {})
@@ -194,7 +209,7 @@ def collections(api_root: str) -> Response:
 def collection(api_root: str, collection_id: str) -> Response:
     _api_root(api_root)
     found = _collection_for(collection_id)
-    rights = g.account.rights_on(collection_id)
+    rights = _rights(collection_id)
     return _json(found.resource(rights.can_read, rights.can_write))
 
 
@@ -272,8 +287,40 @@ def add_objects(api_root: str, collection_id: str) -> Response:
             outcome.successes,
             refused + outcome.failures,
         )
+        audit.record(connection, _publication_audit(collection_id, outcome, refused, resource))
     _purge_old_statuses()
     return _json(resource, status=202)
+
+
+def _publication_audit(collection_id: str, outcome, refused: list, resource: dict):
+    """One record per POST, and for a partner's push one per version received."""
+    peer = g.account.peer
+    records = [
+        audit.AuditRecord(
+            action="published",
+            direction="receive" if peer else "local",
+            actor=g.account.name,
+            peer=peer,
+            collection_id=collection_id,
+            detail=f"status {resource['id']}: {len(outcome.stored)} new, "
+            f"{len(outcome.successes) - len(outcome.stored)} already present, "
+            f"{len(outcome.failures) + len(refused)} failed",
+        )
+    ]
+    if peer is not None:
+        records += [
+            audit.AuditRecord(
+                action="received",
+                direction="receive",
+                object_id=stored.object_id,
+                version=stored.version_text or None,
+                peer=peer,
+                collection_id=collection_id,
+                rule="allowed",
+            )
+            for stored in outcome.stored
+        ]
+    return records
 
 
 def _read_body() -> bytes:
@@ -369,7 +416,8 @@ def delete_object(api_root: str, collection_id: str, object_id: str) -> Response
                         direction="local",
                         object_id=object_id,
                         collection_id=collection_id,
-                        detail=f"{deleted} version(s) deleted by {g.account.name}",
+                        detail=f"{deleted} version(s) deleted",
+                        actor=g.account.name,
                     )
                 ],
             )
