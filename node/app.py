@@ -42,7 +42,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
         config=config,
         store=store,
         signer=TokenSigner(bytes.fromhex(key or "")),
-        authenticator=Authenticator(store),
+        authenticator=Authenticator(store, ttl=config.server.auth_cache_seconds),
         agreements=Agreements(config, store),
     )
     register_error_handlers(app)

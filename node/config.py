@@ -31,6 +31,7 @@ class ServerConfig:
     workers: int = 2
     threads: int = 8
     timeout: int = 60
+    auth_cache_seconds: int = 30
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
 
 def _server(reader: _Reader, table: Mapping[str, Any]) -> ServerConfig:
     where = "[server]"
-    reader.check_keys(table, {"host", "port", "workers", "threads", "timeout"}, where)
+    keys = {"host", "port", "workers", "threads", "timeout", "auth_cache_seconds"}
+    reader.check_keys(table, keys, where)
     defaults = ServerConfig()
     return ServerConfig(
         host=reader.string(table, "host", where, default=defaults.host),
@@ -158,6 +160,9 @@ def _server(reader: _Reader, table: Mapping[str, Any]) -> ServerConfig:
         workers=reader.integer(table, "workers", where, defaults.workers, low=1, high=64),
         threads=reader.integer(table, "threads", where, defaults.threads, low=1, high=256),
         timeout=reader.integer(table, "timeout", where, defaults.timeout, low=1, high=3600),
+        auth_cache_seconds=reader.integer(
+            table, "auth_cache_seconds", where, defaults.auth_cache_seconds, low=0, high=3600
+        ),
     )
 
 
