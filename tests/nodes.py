@@ -90,6 +90,7 @@ class NodeFiles:
     port: int
     extra_toml: str = ""
     taxii_toml: str = ""
+    server_toml: str = ""
     config_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,7 +99,8 @@ class NodeFiles:
         collections_dir = write_collections(self.directory / "collections")
         self.config_path.write_text(
             f'[node]\nname = "{self.name}"\n\n'
-            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nworkers = 2\nthreads = 4\n\n'
+            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nworkers = 2\nthreads = 4\n'
+            f"{self.server_toml}\n\n"
             f'[store]\nurl = "{self.store_url}"\n\n'
             f'[taxii]\napi_root = "api"\ntitle = "Test {self.name}"\n'
             f'collections_dir = "{collections_dir}"\n{self.taxii_toml}\n'
