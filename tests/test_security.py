@@ -153,7 +153,8 @@ def test_audit_covers_logins_account_changes_and_publications(node: RunningNode)
     )
     assert deleted.status_code == 200
     _get(node, "/taxii2/", auth=("mallory", "not-her-password"))
-    rows = [json.loads(line) for line in node.cli("audit", "--json", "--limit", "0").stdout.splitlines()]
+    exported = node.cli("audit", "--json", "--limit", "0").stdout
+    rows = [json.loads(line) for line in exported.splitlines()]
     actions = {(row["action"], row["actor"] or "") for row in rows}
     assert ("published", "alice") in actions
     assert ("deleted", "admin") in actions

@@ -227,6 +227,9 @@ def _version_predicate(versions: Sequence[str | int]) -> ColumnElement[bool] | N
     exact = [v for v in versions if isinstance(v, int)]
     if exact:
         clauses.append(objects.c.version.in_(exact))
+        # An object without created/modified has one version, which the API
+        # labels by its date_added: that label must select it too.
+        clauses.append(and_(objects.c.version_text == "", objects.c.date_added.in_(exact)))
     return or_(*clauses) if clauses else false()
 
 
