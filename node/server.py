@@ -2,13 +2,83 @@
 
 Each gunicorn worker builds its own app with ``create_app`` after the fork,
 so no database connection is shared between processes.
+
+With ``[server] tls_cert`` the node serves HTTPS only, TLS 1.2 or later; with
+``tls_client_ca`` it also asks clients for a certificate (optional, so that
+people with passwords or tokens still get in) and verifies any it is given
+against that CA bundle: an untrusted certificate fails the handshake.
 """
 
 from __future__ import annotations
 
+import ssl
+
 from gunicorn.app.base import BaseApplication
 
-from node.config import Config
+from node.config import Config, ConfigError, ServerConfig
+
+MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+
+
+def _harden(context: ssl.SSLContext) -> ssl.SSLContext:
+    context.minimum_version = MINIMUM_TLS_VERSION
+    return context
+
+
+def _ssl_context(conf, default_ssl_context_factory) -> ssl.SSLContext:
+    """gunicorn's ``ssl_context`` hook: its default context, with TLS 1.2 as the floor.
+
+    gunicorn 27 ignores its deprecated ``ssl_version`` setting; this hook is the
+    documented way to choose protocol versions.  The default context already
+    holds the certificate, the key, the client CA bundle and ``cert_reqs``.
+    """
+    return _harden(default_ssl_context_factory())
+
+
+def tls_settings(server: ServerConfig) -> dict:
+    """gunicorn settings for the [server] TLS keys (nothing for insecure_http)."""
+    if not server.tls:
+        return {}
+    settings = {
+        "certfile": str(server.tls_cert),
+        "keyfile": str(server.tls_key or server.tls_cert),
+        "ssl_context": _ssl_context,
+        "cert_reqs": int(ssl.CERT_NONE),
+        "do_handshake_on_connect": True,
+    }
+    if server.tls_client_ca is not None:
+        settings["ca_certs"] = str(server.tls_client_ca)
+        # OPTIONAL: analysts authenticate with passwords or tokens and present no
+        # certificate; a certificate that is presented must chain to the CA bundle.
+        settings["cert_reqs"] = int(ssl.CERT_OPTIONAL)
+    return settings
+
+
+def check_tls(config: Config) -> ssl.SSLContext | None:
+    """Load the certificate, key and client CA as gunicorn will; ConfigError if that fails.
+
+    gunicorn would report an unreadable or mismatched file only from its worker
+    processes, as a traceback; this checks before it starts.
+    """
+    server = config.server
+    if not server.tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(server.tls_cert), str(server.tls_key or server.tls_cert))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{config.path}: [server] tls_cert, tls_key: cannot load {server.tls_cert}: {exc}"
+        ) from None
+    if server.tls_client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=str(server.tls_client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{config.path}: [server] tls_client_ca: cannot load {server.tls_client_ca}: {exc}"
+            ) from None
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return _harden(context)
 
 
 class NodeServer(BaseApplication):
@@ -18,8 +88,9 @@ class NodeServer(BaseApplication):
 
     def load_config(self) -> None:
         server = self._config.server
+        host = f"[{server.host}]" if ":" in server.host else server.host
         settings = {
-            "bind": f"{server.host}:{server.port}",
+            "bind": f"{host}:{server.port}",
             "workers": server.workers,
             "threads": server.threads,
             "worker_class": "gthread",
@@ -29,6 +100,9 @@ class NodeServer(BaseApplication):
             "errorlog": "-",
             "loglevel": "info",
             "proc_name": f"taxii-node[{self._config.name}]",
+            # One node per process tree: no shared $HOME/.gunicorn/gunicorn.ctl between nodes.
+            "control_socket_disable": True,
+            **tls_settings(server),
         }
         for key, value in settings.items():
             self.cfg.set(key, value)
@@ -41,4 +115,5 @@ class NodeServer(BaseApplication):
 
 def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT."""
+    check_tls(config)
     NodeServer(config).run()

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, and_, false, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from node import jsoncodec
-from node.timestamps import is_timestamp, now_micros
+from node.timestamps import from_micros, is_timestamp, now_micros
 from node.validation import object_problem, version_key
 
 from .schema import collections, objects
@@ -76,12 +76,18 @@ def _detail(obj: object, message: str) -> dict:
     return detail
 
 
-def _valid_detail(obj: dict, message: str) -> dict:
-    """``_detail`` for an object that passed validation (no re-checking on the hot path)."""
+def _valid_detail(obj: dict, message: str, date_added: int | None = None) -> dict:
+    """``_detail`` for an object that passed validation (no re-checking on the hot path).
+
+    Status details need a version (4.3.1): an SCO without created/modified is
+    labelled by its date_added, as in manifests and version lists.
+    """
     detail = {"id": obj["id"], "message": message}
     version = obj.get("modified") or obj.get("created")
     if version:
         detail["version"] = version
+    elif date_added is not None:
+        detail["version"] = from_micros(date_added)
     return detail
 
 
@@ -112,12 +118,16 @@ def add_objects(
     return outcome
 
 
-def _report_repeat(outcome: AddOutcome, stored: dict, item: dict) -> None:
+def _report_repeat(
+    outcome: AddOutcome, stored: dict, item: dict, date_added: int | None = None
+) -> None:
     if stored == item:
-        outcome.successes.append(_valid_detail(item, "already present"))
+        outcome.successes.append(_valid_detail(item, "already present", date_added))
     else:
         outcome.failures.append(
-            _valid_detail(item, "a different object with this id and version is already stored")
+            _valid_detail(
+                item, "a different object with this id and version is already stored", date_added
+            )
         )
 
 
@@ -134,7 +144,8 @@ def _store_new_versions(
     date_added = max(now_micros(), last_date_added + 1)
     for key, obj in candidates.items():
         if key in existing:
-            _report_repeat(outcome, jsoncodec.loads(existing[key]), obj)
+            body, stored_date_added = existing[key]
+            _report_repeat(outcome, jsoncodec.loads(body), obj, stored_date_added)
             continue
         body = jsoncodec.dumps(obj)
         if not _encodable(body):
@@ -157,7 +168,7 @@ def _store_new_versions(
         outcome.stored.append(
             StoredObject(key[0], obj["type"], row["version_text"], date_added, body, origin)
         )
-        outcome.successes.append(_valid_detail(obj, "added"))
+        outcome.successes.append(_valid_detail(obj, "added", date_added))
         date_added += 1
     if rows:
         connection.execute(objects.insert(), rows)
@@ -193,18 +204,19 @@ def _lock_collection(connection: Connection, collection_id: str) -> int:
 
 def _existing_bodies(
     connection: Connection, collection_id: str, object_ids: Iterable[str]
-) -> dict[tuple[str, int], str]:
-    found: dict[tuple[str, int], str] = {}
+) -> dict[tuple[str, int], tuple[str, int]]:
+    """(body, date_added) of the stored versions of ``object_ids``, by (id, version)."""
+    found: dict[tuple[str, int], tuple[str, int]] = {}
     ids = list(object_ids)
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start : start + _IN_CHUNK]
         result = connection.execute(
-            select(objects.c.object_id, objects.c.version, objects.c.body).where(
-                objects.c.collection_id == collection_id, objects.c.object_id.in_(chunk)
-            )
+            select(
+                objects.c.object_id, objects.c.version, objects.c.body, objects.c.date_added
+            ).where(objects.c.collection_id == collection_id, objects.c.object_id.in_(chunk))
         )
-        for object_id, version, body in result:
-            found[(object_id, version)] = body
+        for object_id, version, body, date_added in result:
+            found[(object_id, version)] = (body, date_added)
     return found
 
 
