@@ -5,7 +5,10 @@ node-b as an operator would: each has its own config file, store and gunicorn
 server; each config has a ``[[peers]]`` entry for the other (``password_file``
 under ``directory/secrets``, ``account`` naming the local sync account), and
 each store has an ``admin`` account plus the partner's sync account
-(``--peer``), with read and write on the mapped collections.
+(``user add --peer``), with read and write on the mapped collections.
+
+``user add`` runs through the real CLI command, but in this process
+(``run_cli``): a ``taxii-node`` subprocess spends ~2 s importing.
 
 The mapping specs ``a`` and ``b`` map a collection alias (the same on both
 sides) to ``{"egress": {...}, "ingress": {...}, "direction": "both"}``.
@@ -13,17 +16,20 @@ sides) to ``{"egress": {...}, "ingress": {...}, "direction": "both"}``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
+from click.testing import CliRunner
 
-from node.config import Config, load_config
+from node.cli import cli
+from node.config import Config, ServerConfig, load_config
 from node.store import Store, syncstate
 from node.store.syncstate import SyncState
 from node.sync.worker import RoundResult, SyncWorker
@@ -31,6 +37,7 @@ from tests.nodes import ADMIN_PASSWORD, RunningNode, free_port
 
 NAMES = ("node-a", "node-b")
 MappingSpec = Mapping[str, Mapping[str, Any]]
+Account = tuple[str, str, tuple[str, ...], str | None]  # name, password, aliases, peer
 
 
 def toml_value(value: Any) -> str:
@@ -151,6 +158,20 @@ class Pair:
         _parallel(lambda node: node.stop(), [self.a, self.b])
 
 
+def loopback_node(**fields: Any) -> RunningNode:
+    """A ``RunningNode`` serving plain HTTP on 127.0.0.1.
+
+    Configs must opt in to plain HTTP with ``[server] insecure_http = true``; add it
+    unless the harness's config template already does.
+    """
+    node = RunningNode(**fields)
+    text = node.config_path.read_text()
+    known = {f.name for f in dataclasses.fields(ServerConfig)}
+    if "insecure_http" in known and "insecure_http" not in text:
+        node = RunningNode(**fields, server_toml="insecure_http = true")
+    return node
+
+
 def start_node(node: RunningNode, timeout: float = 60.0) -> None:
     """``node.start()``, tolerating a server that accepts connections before it answers.
 
@@ -192,6 +213,43 @@ def _parallel(call: Callable[[RunningNode], Any], nodes: list[RunningNode]) -> N
         raise errors[0]
 
 
+def run_cli(node: RunningNode, *args: str, input: str | None = None) -> str:
+    """``taxii-node --config NODE ARGS`` in this process (no 2 s interpreter start-up).
+
+    Not thread-safe (click swaps the standard streams): call it from one thread.
+    """
+    result = CliRunner().invoke(
+        cli, ["--config", str(node.config_path), *args], input=input, catch_exceptions=False
+    )
+    assert result.exit_code == 0, f"taxii-node {' '.join(args)}: {result.output}"
+    return result.output
+
+
+def prepare_node(node: RunningNode, accounts: Sequence[Account] = ()) -> None:
+    """``taxii-node init`` (a subprocess), then ``add_accounts``."""
+    node.init()
+    add_accounts(node, accounts)
+
+
+def add_accounts(node: RunningNode, accounts: Sequence[Account] = ()) -> None:
+    """The ``admin`` account, and (name, password, aliases, peer) accounts with read and
+    write on their aliases, with ``taxii-node user add`` run in this process.
+
+    (``init`` stays a subprocess: migrating a second store in one process fails, since
+    node/store/schema.py attaches a new ix_audit_actor Index to the shared Table each time.)
+    """
+    run_cli(
+        node, "user", "add", "admin", "--password-stdin", "--admin", input=ADMIN_PASSWORD + "\n"
+    )
+    for name, password, aliases, peer in accounts:
+        args = ["user", "add", name, "--password-stdin"]
+        for alias in aliases:
+            args += ["--read", alias, "--write", alias]
+        if peer:
+            args += ["--peer", peer]
+        run_cli(node, *args, input=password + "\n")
+
+
 def sync_password(user: str, at: str) -> str:
     return f"{user}-password-at-{at}"
 
@@ -230,7 +288,7 @@ def make_pair(
             mappings=specs[name],
         )
         node_dir = directory / name
-        nodes[name] = RunningNode(
+        nodes[name] = loopback_node(
             directory=node_dir,
             name=name,
             store_url=url or f"sqlite:///{node_dir / 'node.db'}",
@@ -239,17 +297,12 @@ def make_pair(
             taxii_toml=(taxii or {}).get(name, ""),
         )
 
-    def prepare(node: RunningNode) -> None:
+    _parallel(lambda node: node.init(), list(nodes.values()))
+    for node in nodes.values():
         other = "node-b" if node.name == "node-a" else "node-a"
         aliases = tuple(specs[node.name])
-        node.init()
-        node.add_user("admin", ADMIN_PASSWORD, admin=True)
         # The partner's worker logs in here with the password of its own password_file.
-        node.add_user(
-            other, sync_password(other, node.name), read=aliases, write=aliases, peer=other
-        )
-
-    _parallel(prepare, list(nodes.values()))
+        add_accounts(node, [(other, sync_password(other, node.name), aliases, other)])
     pair = Pair(nodes["node-a"], nodes["node-b"], secrets)
     if start:
         pair.start()

@@ -17,12 +17,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
 import stix2
 
-from node.store import audit, catalog, objects
+from node.config import load_config
+from node.store import Store, audit, objects, syncstate
+from node.sync.worker import SyncWorker
 from node.tlp import TLP, tlp_marking_definitions, tlp_of
 from tests.medallion_peer import MEDIA_TYPE, start_medallion
 from tests.nodes import (
@@ -31,15 +34,23 @@ from tests.nodes import (
     PG_ENV,
     create_pg_database,
     drop_pg_database,
-    new_node,
+    free_port,
     taxii_node_command,
 )
-from tests.pair import Pair, make_pair, peer_toml, sync_password
+from tests.pair import (
+    Pair,
+    loopback_node,
+    make_pair,
+    peer_toml,
+    prepare_node,
+    run_cli,
+    start_node,
+    sync_password,
+)
 
 ADMIN = ("admin", ADMIN_PASSWORD)
 T0 = "2026-02-01T00:00:00.000Z"
 T1 = "2026-02-02T00:00:00.000Z"
-T2 = "2026-02-03T00:00:00.000Z"
 
 TLP2 = {
     "clear": "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487",
@@ -54,7 +65,6 @@ TLP1 = {
     "amber": stix2.TLP_AMBER.id,
     "red": stix2.TLP_RED.id,
 }
-RED_MARKINGS = {TLP2["red"], TLP1["red"]}
 MARKINGS = {obj["id"]: obj for obj in tlp_marking_definitions()}
 
 # The sharing agreement of the policy matrix, as both configs state it.
@@ -93,9 +103,16 @@ def identity(name: str, marking: str | None = None) -> dict:
 
 
 def indicator(author: dict, marking: str | None, value: str, **extra) -> dict:
-    return sdo("indicator", author, marking, name=f"Malicious IP {value}",
-               pattern=f"[ipv4-addr:value = '{value}']", pattern_type="stix",
-               valid_from="2026-01-01T00:00:00Z", **extra)  # fmt: skip
+    return sdo(
+        "indicator",
+        author,
+        marking,
+        name=f"Malicious IP {value}",
+        pattern=f"[ipv4-addr:value = '{value}']",
+        pattern_type="stix",
+        valid_from="2026-01-01T00:00:00Z",
+        **extra,
+    )
 
 
 def malware(author: dict, marking: str | None, name: str) -> dict:
@@ -103,13 +120,25 @@ def malware(author: dict, marking: str | None, name: str) -> dict:
 
 
 def relationship(author: dict, marking: str | None, source: dict, target: dict) -> dict:
-    return sdo("relationship", author, marking, relationship_type="indicates",
-               source_ref=source["id"], target_ref=target["id"])  # fmt: skip
+    return sdo(
+        "relationship",
+        author,
+        marking,
+        relationship_type="indicates",
+        source_ref=source["id"],
+        target_ref=target["id"],
+    )
 
 
 def report(author: dict, marking: str | None, refs: list[dict]) -> dict:
-    return sdo("report", author, marking, name="Campaign write-up", published=T0,
-               object_refs=[ref["id"] for ref in refs])  # fmt: skip
+    return sdo(
+        "report",
+        author,
+        marking,
+        name="Campaign write-up",
+        published=T0,
+        object_refs=[ref["id"] for ref in refs],
+    )
 
 
 def new_version(obj: dict, modified: str, **changes) -> dict:
@@ -136,8 +165,13 @@ def get_all(collection_url: str, auth: tuple[str, str], **params: str) -> list[d
     query = {"match[version]": "all", "limit": "1000", **params}
     found: list[dict] = []
     while True:
-        response = requests.get(collection_url + "objects/", params=query, auth=auth,
-                                headers={"Accept": MEDIA_TYPE}, timeout=60)  # fmt: skip
+        response = requests.get(
+            collection_url + "objects/",
+            params=query,
+            auth=auth,
+            headers={"Accept": MEDIA_TYPE},
+            timeout=60,
+        )
         assert response.status_code == 200, response.text
         envelope = response.json()
         found += envelope.get("objects", [])
@@ -175,14 +209,18 @@ def publish(collection_url: str, auth: tuple[str, str], objs: list[dict]) -> Non
 
 
 def versions(collection_url: str, auth: tuple[str, str], object_id: str) -> list[str]:
-    response = requests.get(f"{collection_url}objects/{object_id}/versions/", auth=auth,
-                            headers={"Accept": MEDIA_TYPE}, timeout=30)  # fmt: skip
+    response = requests.get(
+        f"{collection_url}objects/{object_id}/versions/",
+        auth=auth,
+        headers={"Accept": MEDIA_TYPE},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     return response.json().get("versions", [])
 
 
-def peer_auth(pair: Pair, reader: str, at: str) -> tuple[str, str]:
-    """How ``reader``'s worker logs in at ``at``."""
+def peer_auth(reader: str, at: str) -> tuple[str, str]:
+    """How ``reader``'s sync worker logs in at node ``at``."""
     return reader, sync_password(reader, at)
 
 
@@ -236,7 +274,6 @@ class Matrix:
     def __init__(self) -> None:
         # Node A: TLP 2.0, TLP 1.0 and unmarked content of five types.
         author = identity("Unit A")  # unmarked: travels only as a dependency
-        self.a_author = author
         liaison = identity("Unit A liaison desk", TLP2["green"])
         clear = indicator(author, TLP2["clear"], "198.51.100.1")
         green = indicator(author, TLP2["green"], "198.51.100.2", x_partner_secret="hunch")
@@ -256,18 +293,41 @@ class Matrix:
         rel_to_unmarked = relationship(author, TLP2["clear"], clear, unmarked)
         rep = report(author, TLP2["green"], [clear, red, loader, implant, strict, rel_ok, red1])
         self.a = {
-            "author": author, "liaison": liaison, "clear": clear, "green": green,
-            "amber": amber, "strict": strict, "red": red, "unmarked": unmarked,
-            "white1": white1, "green1": green1, "amber1": amber1, "red1": red1,
-            "internal": internal, "loader": loader, "implant": implant, "rel_ok": rel_ok,
-            "rel_to_red": rel_to_red, "rel_to_unmarked": rel_to_unmarked, "report": rep,
-        }  # fmt: skip
+            "author": author,
+            "liaison": liaison,
+            "clear": clear,
+            "green": green,
+            "amber": amber,
+            "strict": strict,
+            "red": red,
+            "unmarked": unmarked,
+            "white1": white1,
+            "green1": green1,
+            "amber1": amber1,
+            "red1": red1,
+            "internal": internal,
+            "loader": loader,
+            "implant": implant,
+            "rel_ok": rel_ok,
+            "rel_to_red": rel_to_red,
+            "rel_to_unmarked": rel_to_unmarked,
+            "report": rep,
+        }
         # What A's egress lets B's sync account see (before B's ingress).
         a_served = [
-            author, liaison, clear, green, without(amber, "x_internal_note"), white1, green1,
-            without(amber1, "x_internal_note"), internal, loader, rel_ok,
+            author,
+            liaison,
+            clear,
+            green,
+            without(amber, "x_internal_note"),
+            white1,
+            green1,
+            without(amber1, "x_internal_note"),
+            internal,
+            loader,
+            rel_ok,
             {**rep, "object_refs": [clear["id"], loader["id"], rel_ok["id"]]},
-        ]  # fmt: skip
+        ]
         self.a_served = a_served + [MARKINGS[m] for m in sorted(marking_refs(a_served))]
         # ... and what B keeps of it: no internal-only label, no x_partner_secret.
         self.on_b_from_a = [
@@ -295,14 +355,26 @@ class Matrix:
         b_rel = relationship(b_author, TLP2["green"], b_green, b_mal)
         b_rep = report(b_author, TLP2["green"], [b_green, b_red, b_mal])
         self.b = {
-            "author": b_author, "green": b_green, "strict": b_strict, "red": b_red,
-            "unmarked": b_unmarked, "amber1": b_amber1, "malware": b_mal, "rel": b_rel,
+            "author": b_author,
+            "green": b_green,
+            "strict": b_strict,
+            "red": b_red,
+            "unmarked": b_unmarked,
+            "amber1": b_amber1,
+            "malware": b_mal,
+            "rel": b_rel,
             "report": b_rep,
-        }  # fmt: skip
+        }
         b_served = [
-            b_author, without(b_green, "x_internal_note"), b_strict, b_unmarked, b_amber1,
-            b_mal, b_rel, {**b_rep, "object_refs": [b_green["id"], b_mal["id"]]},
-        ]  # fmt: skip
+            b_author,
+            without(b_green, "x_internal_note"),
+            b_strict,
+            b_unmarked,
+            b_amber1,
+            b_mal,
+            b_rel,
+            {**b_rep, "object_refs": [b_green["id"], b_mal["id"]]},
+        ]
         self.b_served = b_served + [MARKINGS[m] for m in sorted(marking_refs(b_served))]
         self.on_a_from_b = [
             without(obj, "x_partner_secret") for obj in self.b_served if obj is not b_strict
@@ -317,7 +389,7 @@ def expected_holdings(own: list[dict], received: list[dict]) -> dict[tuple[str, 
 def assert_no_red(objs, redacted=("x_internal_note", "x_partner_secret")) -> None:
     """No TLP:RED content and no redacted property among objects that crossed over."""
     for obj in objs:
-        assert obj["id"] in RED_MARKINGS or tlp_of(obj) is not TLP.RED, obj["id"]
+        assert tlp_of(obj) is not TLP.RED, obj["id"]
         assert not set(redacted) & set(obj), obj["id"]
 
 
@@ -328,18 +400,26 @@ def test_policy_matrix_both_ways_no_echo_versions_and_revocations(tmp_path, pair
     publish(pair.b.collection_url("alpha"), ADMIN, list(m.b.values()))
 
     # Pulling cannot bypass egress: B's sync account reads A's collection directly.
-    b_at_a = peer_auth(pair, "node-b", "node-a")
+    b_at_a = peer_auth("node-b", "node-a")
     served = get_all(pair.a.collection_url("alpha"), b_at_a)
     assert by_version(served) == by_version(m.a_served)
     assert_no_red(served, redacted=("x_internal_note",))
     for withheld_id in m.a_withheld:
-        one = requests.get(f"{pair.a.collection_url('alpha')}objects/{withheld_id}/",
-                           auth=b_at_a, headers={"Accept": MEDIA_TYPE}, timeout=30)  # fmt: skip
+        one = requests.get(
+            f"{pair.a.collection_url('alpha')}objects/{withheld_id}/",
+            auth=b_at_a,
+            headers={"Accept": MEDIA_TYPE},
+            timeout=30,
+        )
         assert one.status_code in (200, 404) and not one.json().get("objects"), withheld_id
         assert versions(pair.a.collection_url("alpha"), b_at_a, withheld_id) == []
-    manifest = requests.get(pair.a.collection_url("alpha") + "manifest/", auth=b_at_a,
-                            params={"match[version]": "all"},
-                            headers={"Accept": MEDIA_TYPE}, timeout=30).json()  # fmt: skip
+    manifest = requests.get(
+        pair.a.collection_url("alpha") + "manifest/",
+        auth=b_at_a,
+        params={"match[version]": "all"},
+        headers={"Accept": MEDIA_TYPE},
+        timeout=30,
+    ).json()
     stored_served = {obj["id"] for obj in m.a_served if obj["type"] != "marking-definition"}
     assert {r["id"] for r in manifest["objects"]} == stored_served
 
@@ -363,8 +443,11 @@ def test_policy_matrix_both_ways_no_echo_versions_and_revocations(tmp_path, pair
     rules = {(r["object_id"], r["rule"]) for r in records if r["action"] == "withheld"}
     for object_id, rule in m.a_withheld.items():
         assert (object_id, rule) in rules
-    sent = {(r["object_id"], r["rule"]) for r in records if r["direction"] == "push"
-            and r["action"] == "sent"}  # fmt: skip
+    sent = {
+        (r["object_id"], r["rule"])
+        for r in records
+        if r["direction"] == "push" and r["action"] == "sent"
+    }
     assert (m.a["report"]["id"], "reports.trim") in sent
     assert (m.a["author"]["id"], "dependency") in sent
     assert not {r["object_id"] for r in records if r["action"] == "sent"} & set(m.a_withheld)
@@ -395,8 +478,11 @@ def test_policy_matrix_both_ways_no_echo_versions_and_revocations(tmp_path, pair
     assert on_b_after[(m.a["clear"]["id"], T1)]["revoked"] is True
     assert on_b_after[(m.a["green"]["id"], T1)] == without(green_v2, "x_partner_secret")
     assert not any(key[0] == m.a["red"]["id"] for key in on_b_after)
-    assert set(on_b_after) - set(on_b) == {(m.a["green"]["id"], T1), (m.a["clear"]["id"], T1),
-                                           (m.b["green"]["id"], T1)}  # fmt: skip
+    assert set(on_b_after) - set(on_b) == {
+        (m.a["green"]["id"], T1),
+        (m.a["clear"]["id"], T1),
+        (m.b["green"]["id"], T1),
+    }
     on_a_after = holdings(pair.a)
     assert on_a_after[(m.b["green"]["id"], T1)] == without(b_green_v2, "x_internal_note")
     assert len(on_a_after) == len(on_a) + 4  # three versions published here, one received
@@ -412,8 +498,9 @@ def _cli_parallel(calls: dict[str, tuple]) -> dict[str, subprocess.CompletedProc
     def run(key: str, node, args: tuple[str, ...]) -> None:
         results[key] = node.cli(*args)
 
-    threads = [threading.Thread(target=run, args=(key, node, args))
-               for key, (node, *args) in calls.items()]  # fmt: skip
+    threads = [
+        threading.Thread(target=run, args=(key, node, args)) for key, (node, *args) in calls.items()
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -428,23 +515,23 @@ def test_cli_status_preview_audit_and_local_delete(tmp_path, stopper):
     publish(pair.a.collection_url("alpha"), ADMIN, list(m.a.values()))
     publish(pair.b.collection_url("alpha"), ADMIN, list(m.b.values()))
 
-    runs = _cli_parallel({
-        "a": (pair.a, "sync", "--once", "--peer", "node-b"),
-        "b": (pair.b, "sync", "--once"),
-    })  # fmt: skip
+    runs = _cli_parallel(
+        {
+            "a": (pair.a, "sync", "--once", "--peer", "node-b"),
+            "b": (pair.b, "sync", "--once"),
+        }
+    )
     assert "node-b alpha<->alpha push: sent" in runs["a"].stdout
     assert "(ok)" in runs["a"].stdout and "FAILED" not in runs["a"].stdout
 
-    reports = _cli_parallel({
-        "status": (pair.a, "sync", "status"),
-        "status_json": (pair.a, "sync", "status", "--json"),
-        "preview": (pair.a, "policy", "preview", "--peer", "node-b"),
-        "audit": (pair.a, "audit", "--peer", "node-b", "--limit", "100000"),
-    })  # fmt: skip
+    # The read-only reports run through the same CLI commands, in this process.
+    status = run_cli(pair.a, "sync", "status")
+    status_json = run_cli(pair.a, "sync", "status", "--json")
+    preview = run_cli(pair.a, "policy", "preview", "--peer", "node-b").splitlines()
+    audit_lines = run_cli(pair.a, "audit", "--peer", "node-b", "--limit", "100000").splitlines()
 
-    status = reports["status"].stdout
     assert "node-b alpha<->alpha push" in status and "node-b alpha<->alpha pull" in status
-    states = {(s["direction"]): s for s in json.loads(reports["status_json"].stdout)}
+    states = {s["direction"]: s for s in json.loads(status_json)}
     push, pull = states["push"], states["pull"]
     assert push["cursor"] > 0 and pull["remote_cursor"]
     assert push["last_error"] is None and push["last_success"] is not None
@@ -452,35 +539,53 @@ def test_cli_status_preview_audit_and_local_delete(tmp_path, stopper):
     assert push["withheld"] >= len(m.a_withheld)
     assert push["sent"] >= len(m.a_served) - len(m.a_refused_by_b)
     for state in (push, pull):
-        counts = (f"sent {state['sent']}, received {state['received']}, "
-                  f"withheld {state['withheld']}, dead-lettered {state['dead_lettered']}")  # fmt: skip
+        counts = (
+            f"sent {state['sent']}, received {state['received']}, "
+            f"withheld {state['withheld']}, dead-lettered {state['dead_lettered']}"
+        )
         assert counts in status
     assert f"cursor:      {pull['remote_cursor']}" in status
     assert "cursor:      start" not in status
     assert f"dead letters: {len(m.a_refused_by_b)}" in status
 
-    preview = reports["preview"].stdout.splitlines()
     for object_id, rule in m.a_withheld.items():
-        assert any(line.startswith(f"WITHHOLD {object_id} ") and f"[{rule}]" in line
-                   for line in preview), (object_id, rule)  # fmt: skip
-    assert any(line.startswith(f"SEND     {m.a['report']['id']} ") and "[reports.trim]" in line
-               for line in preview)  # fmt: skip
+        assert any(
+            line.startswith(f"WITHHOLD {object_id} ") and f"[{rule}]" in line for line in preview
+        ), (object_id, rule)
+    assert any(
+        line.startswith(f"SEND     {m.a['report']['id']} ") and "[reports.trim]" in line
+        for line in preview
+    )
     assert preview[-1].startswith("would send ") and f"withhold {len(m.a_withheld)}" in preview[-1]
 
-    audit_lines = reports["audit"].stdout.splitlines()
     for object_id, rule in m.a_withheld.items():
-        assert any(" push " in line and " withheld " in line and object_id in line
-                   and f"[{rule}]" in line for line in audit_lines), (object_id, rule)  # fmt: skip
-    assert any(" push " in line and " sent " in line and m.a["loader"]["id"] in line
-               and "[allowed]" in line for line in audit_lines)  # fmt: skip
+        assert any(
+            " push " in line and " withheld " in line and object_id in line and f"[{rule}]" in line
+            for line in audit_lines
+        ), (object_id, rule)
+    assert any(
+        " push " in line
+        and " sent " in line
+        and m.a["loader"]["id"] in line
+        and "[allowed]" in line
+        for line in audit_lines
+    )
     assert any(" dead-letter " in line and m.a["internal"]["id"] in line for line in audit_lines)
 
     # DELETE stays on the node that deletes, and is audited there.
     loader, green1 = m.a["loader"]["id"], m.a["green1"]["id"]
-    b_deleted = requests.delete(f"{pair.b.collection_url('alpha')}objects/{loader}/", auth=ADMIN,
-                                headers={"Accept": MEDIA_TYPE}, timeout=30)  # fmt: skip
-    a_deleted = requests.delete(f"{pair.a.collection_url('alpha')}objects/{green1}/", auth=ADMIN,
-                                headers={"Accept": MEDIA_TYPE}, timeout=30)  # fmt: skip
+    b_deleted = requests.delete(
+        f"{pair.b.collection_url('alpha')}objects/{loader}/",
+        auth=ADMIN,
+        headers={"Accept": MEDIA_TYPE},
+        timeout=30,
+    )
+    a_deleted = requests.delete(
+        f"{pair.a.collection_url('alpha')}objects/{green1}/",
+        auth=ADMIN,
+        headers={"Accept": MEDIA_TYPE},
+        timeout=30,
+    )
     assert b_deleted.status_code == 200 and a_deleted.status_code == 200
     for _ in range(2):
         assert all(all_ok(results) for results in pair.run_both().values())
@@ -488,15 +593,12 @@ def test_cli_status_preview_audit_and_local_delete(tmp_path, stopper):
     assert (loader, T0) in on_a and (loader, T0) not in on_b
     assert (green1, T0) in on_b and (green1, T0) not in on_a
 
-    audits = _cli_parallel({
-        "a": (pair.a, "audit", "--json", "--limit", "100000"),
-        "b": (pair.b, "audit", "--json", "--limit", "100000"),
-    })  # fmt: skip
-    for key, object_id in (("a", green1), ("b", loader)):
-        rows = [json.loads(line) for line in audits[key].stdout.splitlines()]
+    for node, object_id in ((pair.a, green1), (pair.b, loader)):
+        lines = run_cli(node, "audit", "--json", "--limit", "100000").splitlines()
+        rows = [json.loads(line) for line in lines]
         deleted = [r for r in rows if r["action"] == "deleted"]
         assert [(r["object_id"], r["direction"]) for r in deleted] == [(object_id, "local")]
-        assert "1 version(s) deleted by admin" in deleted[0]["detail"]
+        assert deleted[0]["detail"].startswith("1 version(s) deleted")
 
 
 # --------------------------------------------------------------------------- dead letters
@@ -535,5 +637,212 @@ def test_rejected_object_is_dead_lettered_and_does_not_block(tmp_path, stopper):
     assert push.ok and push.dead_lettered == 0 and push.sent >= 1
     assert (later["id"], T0) in holdings(pair.b)
     assert len(pair.dead_letters(pair.a)) == 2
-    status = pair.a.cli("sync", "status").stdout
+    status = run_cli(pair.a, "sync", "status")
     assert "dead-lettered 2" in status and "dead letters: 2" in status
+
+
+# --------------------------------------------------------------------------- peer down
+
+
+def test_peer_down_leaves_cursors_and_catches_up_without_loss(tmp_path, stopper):
+    policy = {"egress": {"max_tlp": "green"}}
+    pair = make_pair(tmp_path, a={"alpha": policy}, b={"alpha": policy})
+    stopper.append(pair)
+    author, b_author = identity("Unit A", TLP2["green"]), identity("Unit B", TLP2["green"])
+    a_first = [author, *(indicator(author, TLP2["green"], f"192.0.2.{i}") for i in range(3))]
+    b_first = [b_author, indicator(b_author, TLP2["clear"], "203.0.113.1")]
+    publish(pair.a.collection_url("alpha"), ADMIN, a_first)
+    publish(pair.b.collection_url("alpha"), ADMIN, b_first)
+    assert all(all_ok(results) for results in pair.run_both().values())
+    before = pair.states(pair.a)
+
+    a_second = [indicator(author, TLP2["green"], f"192.0.2.{i}") for i in range(10, 15)]
+    publish(pair.a.collection_url("alpha"), ADMIN, a_second)
+    pair.b.stop()
+    results = pair.run_once(pair.a, retries=2)
+    assert [r.direction for r in results] == ["push", "pull"]
+    assert not any(r.ok for r in results)
+    assert all(f"127.0.0.1:{pair.b.port}" in r.error for r in results), results
+    assert sum(r.sent + r.received for r in results) == 0
+    during = pair.states(pair.a)
+    for key, state in during.items():
+        assert (state.cursor, state.remote_cursor) == (
+            before[key].cursor,
+            before[key].remote_cursor,
+        )
+        assert (state.sent, state.received) == (before[key].sent, before[key].received)
+        assert state.last_error and state.last_success == before[key].last_success
+
+    start_node(pair.b)
+    b_second = [indicator(b_author, TLP2["green"], "203.0.113.2")]
+    publish(pair.b.collection_url("alpha"), ADMIN, b_second)
+    results = pair.run_once(pair.a)
+    assert all_ok(results)
+    push, pull = results
+    assert push.sent >= len(a_second) and pull.received == len(b_second)
+    after = pair.states(pair.a)
+    assert all(state.last_error is None for state in after.values())
+    markings = [MARKINGS[TLP2["green"]], MARKINGS[TLP2["clear"]]]
+    on_b = holdings(pair.b)
+    assert on_b == by_version(b_first + b_second + a_first + a_second + markings[:1])
+    assert holdings(pair.a) == by_version(a_first + a_second + b_first + b_second + markings)
+
+
+# --------------------------------------------------------------------------- SIGKILL
+
+
+def big_publication(count: int) -> tuple[list[dict], list[dict]]:
+    """(everything, what a max_tlp=green egress shares): one object in ten is TLP:RED."""
+    author = identity("Bulk producer", TLP2["green"])
+    everything = [author]
+    for index in range(count):
+        marking = TLP2["red"] if index % 10 == 0 else TLP2["green"]
+        everything.append(
+            indicator(author, marking, f"10.{index // 65536}.{index // 256 % 256}.{index % 256}")
+        )
+    shared = [obj for obj in everything if tlp_of(obj) is TLP.GREEN]
+    return everything, [*shared, MARKINGS[TLP2["green"]]]
+
+
+def count_versions(pair: Pair, node, alias: str) -> int:
+    with pair.store(node).read() as connection:
+        return objects.count(connection, COLLECTIONS[alias])
+
+
+def start_worker(node, *args: str) -> subprocess.Popen:
+    log = (node.directory / "sync-worker.log").open("ab")
+    return subprocess.Popen(
+        [*taxii_node_command(), "--config", str(node.config_path), "sync", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def kill_when_partly_moved(pair: Pair, worker, node, alias: str, total: int) -> int:
+    """SIGKILL ``worker`` as soon as some (not all) versions reached ``node``; how many did."""
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and worker.poll() is None:
+            if count_versions(pair, node, alias) > 0:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the worker moved nothing (see sync-worker.log)")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert worker.returncode == -signal.SIGKILL
+    moved = count_versions(pair, node, alias)
+    assert 0 < moved < total, f"{moved} of {total}: the kill did not land mid-transfer"
+    return moved
+
+
+def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, stopper):
+    green_only = {"max_tlp": "green"}
+    pair = make_pair(
+        tmp_path,
+        a={
+            "alpha": {"direction": "push", "egress": green_only},
+            "beta": {"direction": "push", "egress": green_only},
+        },
+        b={"alpha": {"direction": "push"}, "beta": {"direction": "pull"}},
+    )
+    stopper.append(pair)
+
+    # Mid-push: node A's worker is killed while it posts batches to node B.
+    everything, shared = big_publication(3000)
+    publish(pair.a.collection_url("alpha"), ADMIN, everything)
+    worker = start_worker(pair.a, "--peer", "node-b")
+    kill_when_partly_moved(pair, worker, pair.b, "alpha", len(shared))
+    finish = pair.a.cli("sync", "--once", "--peer", "node-b")
+    assert "FAILED" not in finish.stdout
+    assert holdings(pair.b, "alpha") == by_version(shared)
+    assert count_versions(pair, pair.b, "alpha") == len(shared)
+
+    # Mid-pull: node B's worker is killed while it pages through node A's collection.
+    everything, shared = big_publication(3000)
+    publish(pair.a.collection_url("beta"), ADMIN, everything)
+    worker = start_worker(pair.b, "--peer", "node-a")
+    kill_when_partly_moved(pair, worker, pair.b, "beta", len(shared))
+    finish = pair.b.cli("sync", "--once", "--peer", "node-a")
+    assert "FAILED" not in finish.stdout
+    assert holdings(pair.b, "beta") == by_version(shared)
+    assert count_versions(pair, pair.b, "beta") == len(shared)
+
+
+# --------------------------------------------------------------------------- medallion
+
+
+def test_push_to_and_pull_from_stock_medallion(tmp_path, stopper):
+    collection_id = str(uuid.uuid4())
+    medallion = start_medallion(tmp_path / "medallion", {"alpha": collection_id})
+    stopper.append(medallion)
+    med_auth = (medallion.user, medallion.password)
+    password_file = tmp_path / "medallion-password"
+    password_file.write_text(medallion.password + "\n")
+    extra = peer_toml(
+        name="medallion",
+        api_root=medallion.api_root,
+        user=medallion.user,
+        password_file=password_file,
+        account=None,
+        mappings={"alpha": {"egress": A_EGRESS, "ingress": {"max_tlp": "amber"}}},
+        remote_names={"alpha": collection_id},
+    )
+    node = loopback_node(
+        directory=tmp_path / "node-a",
+        name="node-a",
+        store_url=f"sqlite:///{tmp_path / 'node-a' / 'node.db'}",
+        port=free_port(),
+        extra_toml=extra,
+    )
+    prepare_node(node)
+    start_node(node)
+    stopper.append(node)
+    config = load_config(node.config_path)
+    store = Store(config.store_url)
+    stopper.append(SimpleNamespace(stop=store.close))
+
+    def sync_round():
+        worker = SyncWorker(config, store)
+        try:
+            results = worker.run_once()
+        finally:
+            worker.close()
+        assert all_ok(results), results
+        return {r.direction: r for r in results}
+
+    m = Matrix()
+    publish(node.collection_url("alpha"), ADMIN, list(m.a.values()))
+    med_author = identity("medallion unit", TLP2["green"])
+    med_green = indicator(med_author, TLP2["green"], "203.0.113.77")
+    med_red = indicator(med_author, TLP2["red"], "203.0.113.78")
+    publish(medallion.collection_url("alpha"), med_auth, [med_author, med_green, med_red])
+
+    rounds = [sync_round()]
+    # medallion got what A's egress shares (no receiving policy there), A got the rest.
+    on_medallion = by_version(get_all(medallion.collection_url("alpha"), med_auth))
+    assert on_medallion == by_version([*m.a_served, med_author, med_green, med_red])
+    a_markings = [obj for obj in m.a_served if obj["type"] == "marking-definition"]
+    expected_on_a = by_version([*list(m.a.values()), med_author, med_green, *a_markings])
+    assert holdings(node) == expected_on_a
+    assert rounds[0]["pull"].withheld >= 1  # the TLP:RED object
+
+    # Nothing new: nothing moves, nothing is duplicated on either side.
+    rounds.append(sync_round())
+    assert rounds[1]["push"].sent == 0 and rounds[1]["pull"].received == 0
+    assert holdings(node) == expected_on_a
+
+    # A new version goes over, a new medallion object comes back.
+    green_v2 = new_version(m.a["green"], T1, name="confirmed")
+    publish(node.collection_url("alpha"), ADMIN, [green_v2])
+    med_new = indicator(med_author, TLP2["clear"], "203.0.113.79")
+    publish(medallion.collection_url("alpha"), med_auth, [med_new])
+    rounds.append(sync_round())
+    assert rounds[2]["pull"].received >= 1
+    med_versions = versions(medallion.collection_url("alpha"), med_auth, m.a["green"]["id"])
+    assert sorted(med_versions) == [T0, T1]  # medallion lists the newest first
+    assert holdings(node) == {**expected_on_a, **by_version([green_v2, med_new])}
+    with store.read() as connection:
+        dead = syncstate.list_dead_letters(connection)
+    assert dead == [], "\n".join(f"{d['direction']} {d['object_id']} {d['reason']}" for d in dead)

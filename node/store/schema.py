@@ -28,6 +28,7 @@ from sqlalchemy import (
     UniqueConstraint,
     inspect,
     select,
+    text,
 )
 
 from .engine import write_transaction
@@ -108,6 +109,11 @@ users = Table(
     # filtered by the egress policy for that peer.
     Column("peer", String(128)),
     Column("created", BigInteger, nullable=False),
+    # A client certificate the account is bound to (migration 4): the SHA-256
+    # of its DER form (lowercase hex), or its subject (canonical, see
+    # accounts.canonical_subject).  A bound account must present it.
+    Column("cert_fingerprint", String(64)),
+    Column("cert_subject", Text),
 )
 
 grants = Table(
@@ -199,10 +205,20 @@ def _create_sync_tables(connection: Connection) -> None:
 
 def _create_token_tables(connection: Connection) -> None:
     metadata.create_all(connection, tables=[api_tokens])
-    # Not declared on the table: a store made by migration 2 gets it here, once.
-    Index("ix_audit_actor", audit.c.actor, audit.c.action, audit.c.at).create(
-        connection, checkfirst=True
+    # Plain DDL rather than an Index object, which would attach itself to the
+    # shared Table and be created again by the next store's migration 2.
+    connection.execute(
+        text("CREATE INDEX IF NOT EXISTS ix_audit_actor ON audit (actor, action, at)")
     )
+
+
+def _add_certificate_bindings(connection: Connection) -> None:
+    # A store created from this module already has the columns (migration 1
+    # creates ``users`` as declared above); an older one gets them here.
+    present = {column["name"] for column in inspect(connection).get_columns("users")}
+    for name, sql_type in (("cert_fingerprint", "VARCHAR(64)"), ("cert_subject", "TEXT")):
+        if name not in present:
+            connection.execute(text(f"ALTER TABLE users ADD COLUMN {name} {sql_type}"))
 
 
 # Append only; never edit a released step.
@@ -210,6 +226,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "objects, collections, statuses, accounts", _create_base_tables),
     (2, "sync state, dead letters and audit", _create_sync_tables),
     (3, "API tokens, audit index for login throttling", _create_token_tables),
+    (4, "client certificate bindings of accounts", _add_certificate_bindings),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

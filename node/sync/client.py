@@ -8,12 +8,15 @@ envelopes), status polling, and a clear line between errors worth retrying
 
 from __future__ import annotations
 
+import os
+import ssl
 import time
 from dataclasses import dataclass
 
 import requests
 
 from node import jsoncodec
+from node.config import Config, ConfigError
 
 TAXII_21 = "application/taxii+json;version=2.1"
 
@@ -33,9 +36,18 @@ class ObjectPage:
     more: bool
     next: str | None
     date_added_last: str | None
+    date_added_first: str | None = None
 
 
 class PeerClient:
+    """A TAXII 2.1 client; over https it always verifies the server's certificate.
+
+    ``ca_bundle`` names the CA certificates the server's certificate must chain
+    to (without it, the system's trust store, or ``REQUESTS_CA_BUNDLE``);
+    ``client_cert`` and ``client_key`` are the certificate presented for mutual
+    TLS (``client_key`` may be omitted when ``client_cert`` holds both).
+    """
+
     def __init__(
         self,
         api_root: str,
@@ -44,9 +56,20 @@ class PeerClient:
         *,
         timeout: float = 30.0,
         session: requests.Session | None = None,
+        ca_bundle: str | os.PathLike[str] | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
     ) -> None:
         self.api_root = api_root if api_root.endswith("/") else api_root + "/"
         self._timeout = timeout
+        # Passed with every request, not set on the session: requests lets the
+        # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE environment variables override a
+        # session's ``verify`` (psf/requests#3829), but never a per-request one.
+        self._verify: str | bool = str(ca_bundle) if ca_bundle is not None else True
+        self._cert: str | tuple[str, str] | None = None
+        if client_cert is not None:
+            cert = str(client_cert)
+            self._cert = (cert, str(client_key)) if client_key is not None else cert
         self._session = session or requests.Session()
         self._session.auth = (user, password)
         # The versioned media type: medallion 3.0.0 refuses the versionless one.
@@ -57,9 +80,13 @@ class PeerClient:
 
     def _request(self, method: str, url: str, **kwargs) -> requests.Response:
         try:
-            response = self._session.request(method, url, timeout=self._timeout, **kwargs)
+            response = self._session.request(
+                method, url, timeout=self._timeout, verify=self._verify, cert=self._cert, **kwargs
+            )
         except requests.RequestException as exc:
             raise PeerError(f"{method} {url}: {exc}", transient=True) from None
+        except OSError as exc:  # requests: an unreadable ca_bundle or client_cert
+            raise PeerError(f"{method} {url}: {exc}", transient=False) from None
         if response.status_code >= 400:
             raise PeerError(
                 f"{method} {url}: HTTP {response.status_code}: {_error_text(response)}",
@@ -123,6 +150,7 @@ class PeerClient:
             more=more and bool(token),
             next=token if isinstance(token, str) else None,
             date_added_last=response.headers.get("X-TAXII-Date-Added-Last"),
+            date_added_first=response.headers.get("X-TAXII-Date-Added-First"),
         )
 
     def post_objects(self, collection_id: str, objects: list[dict], poll_seconds: float = 60.0):
@@ -145,6 +173,22 @@ class PeerClient:
             delay = min(delay * 2, 5.0)
             status = self._json(self._request("GET", f"{self.api_root}status/{status.get('id')}/"))
         return status
+
+
+def check_peer_tls(config: Config) -> None:
+    """Load each peer's ca_bundle and client certificate; ConfigError if one fails."""
+    for peer in config.peers:
+        context = ssl.create_default_context()
+        try:
+            if peer.ca_bundle is not None:
+                context.load_verify_locations(cafile=str(peer.ca_bundle))
+            if peer.client_cert is not None:
+                key = peer.client_key or peer.client_cert
+                context.load_cert_chain(str(peer.client_cert), str(key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{config.path}: peer {peer.name!r} ca_bundle, client_cert, client_key: {exc}"
+            ) from None
 
 
 def _error_text(response: requests.Response) -> str:

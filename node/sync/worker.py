@@ -33,7 +33,7 @@ from node.store.audit import AuditRecord
 from node.store.objects import ObjectQuery
 from node.timestamps import from_micros, now_micros, to_micros
 
-from .client import PeerClient, PeerError
+from .client import ObjectPage, PeerClient, PeerError
 
 log = logging.getLogger(__name__)
 
@@ -298,16 +298,19 @@ class MappingSync:
             # round repeats the first page's added_after, though the cursor moves per page.
             added_after = state.remote_cursor
             next_token: str | None = None
+            previous_last: str | None = None
             while not self.stop.is_set():
                 page = self._call(
                     lambda token=next_token: self.client.objects_page(
                         remote_id, added_after=added_after, next_token=token, limit=PULL_PAGE
                     )
                 )
-                self._store_page(state, page.objects, page.date_added_last, result)
+                cursor = _safe_resume_point(page, previous_last)
+                self._store_page(state, page.objects, cursor, result)
                 if not page.more:
                     break
                 next_token = page.next
+                previous_last = page.date_added_last
         except PeerError as exc:
             result.error = str(exc)
         self._record_attempt(state, result)
@@ -385,6 +388,29 @@ def _micros(version_text: str) -> int | None:
         return to_micros(version_text) if version_text else 0
     except ValueError:
         return None
+
+
+def _safe_resume_point(page: ObjectPage, previous_last: str | None) -> str | None:
+    """The pull cursor that may be committed with this page, or None to keep the old one.
+
+    Resuming with ``added_after=T`` skips everything added at T.  Some servers
+    give many objects one date_added (medallion 3.0.0 gives a whole POST one),
+    so a page may end inside such a group.  A page's own -Last is therefore
+    safe only at the end of the collection (``more`` false); otherwise the
+    previous page's -Last is, once this page is seen to start after it.  The
+    objects of this page are committed either way: a resume re-reads them and
+    stores nothing twice.
+    """
+    if not page.more:
+        return page.date_added_last
+    if previous_last is None or page.date_added_first is None:
+        return None
+    try:
+        if to_micros(page.date_added_first) > to_micros(previous_last):
+            return previous_last
+    except ValueError:
+        pass
+    return None
 
 
 def _failure(obj: dict, message: str) -> dict:
@@ -495,7 +521,13 @@ class SyncWorker:
     def _client(self, peer: PeerConfig) -> PeerClient:
         if peer.name not in self._clients:
             self._clients[peer.name] = PeerClient(
-                peer.api_root, peer.user, peer.password(), timeout=peer.timeout
+                peer.api_root,
+                peer.user,
+                peer.password(),
+                timeout=peer.timeout,
+                ca_bundle=peer.ca_bundle,
+                client_cert=peer.client_cert,
+                client_key=peer.client_key,
             )
         return self._clients[peer.name]
 
