@@ -49,17 +49,23 @@ def init(node: NodeContext) -> None:
 def serve(node: NodeContext) -> None:
     """Serve TAXII 2.1 with gunicorn until stopped (SIGTERM or Ctrl-C).
 
-    Workers, threads, host and port come from the [server] table.
+    Workers, threads, host, port and TLS (tls_cert, tls_key, tls_client_ca)
+    come from the [server] table; plain HTTP needs insecure_http = true and a
+    loopback host.
 
     \b
     Example:
       taxii-node --config config/node-a.toml serve
     """
+    from node.server import check_tls
     from node.server import serve as run_server
 
     config = node.config()
+    check_tls(config)
     node.ready_store().close()
-    click.echo(f"serving {config.name} on http://{config.server.host}:{config.server.port}/")
+    server = config.server
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    click.echo(f"serving {config.name} on {server.scheme}://{host}:{server.port}/")
     run_server(config)
 
 
@@ -96,6 +102,37 @@ def _read_password(password_stdin: bool) -> str:
     return password
 
 
+def _certificate_binding(fingerprint: str | None, subject: str | None):
+    """(fingerprint, subject) as stored, from --cert-fingerprint / --cert-subject."""
+    if fingerprint is not None and subject is not None:
+        raise CommandError("give --cert-fingerprint or --cert-subject, not both")
+    try:
+        return (
+            accounts.normalize_fingerprint(fingerprint) if fingerprint is not None else None,
+            accounts.parse_subject(subject) if subject is not None else None,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _describe_binding(fingerprint: str | None, subject: str | None) -> str:
+    if fingerprint is not None:
+        return f"cert:sha256:{fingerprint}"
+    return f"cert:subject:{subject}" if subject is not None else "-"
+
+
+_cert_fingerprint_option = click.option(
+    "--cert-fingerprint",
+    metavar="SHA256",
+    help="Bind to the client certificate with this SHA-256 fingerprint (hex, colons allowed).",
+)
+_cert_subject_option = click.option(
+    "--cert-subject",
+    metavar="DN",
+    help="Bind to client certificates with this subject, e.g. 'CN=node-b,O=Partner'.",
+)
+
+
 @user.command("add")
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
@@ -105,17 +142,28 @@ def _read_password(password_stdin: bool) -> str:
 @click.option("--write", "write", multiple=True, metavar="COLLECTION", help="Grant write.")
 @click.option("--admin", is_flag=True, help="Full rights on every collection.")
 @click.option("--peer", metavar="PEER", help="The partner node this sync account belongs to.")
+@_cert_fingerprint_option
+@_cert_subject_option
 @pass_node
-def user_add(node, name, password_stdin, read, write, admin, peer) -> None:
+def user_add(
+    node, name, password_stdin, read, write, admin, peer, cert_fingerprint, cert_subject
+) -> None:
     """Create an account; run again with the same name to fail safely.
+
+    With --cert-fingerprint or --cert-subject the account is bound to a client
+    certificate (mutual TLS, [server] tls_client_ca): it must present it, and
+    presenting it authenticates without a password.
 
     \b
     Example:
       echo 's3cret-pass' | taxii-node --config config/node-a.toml \\
           user add alice --password-stdin --read shared-indicators --write shared-indicators
+      taxii-node --config config/node-a.toml user add node-b --peer node-b \\
+          --cert-subject 'CN=node-b,O=Partner' --read shared --write shared
     """
     if peer is not None:
         node.config().peer(peer)
+    fingerprint, subject = _certificate_binding(cert_fingerprint, cert_subject)
     password = _read_password(password_stdin)
     store = node.ready_store()
     try:
@@ -124,11 +172,19 @@ def user_add(node, name, password_stdin, read, write, admin, peer) -> None:
             writable = _collection_ids(connection, write)
             try:
                 accounts.add_user(connection, name, password, is_admin=admin, peer=peer)
+                if fingerprint is not None or subject is not None:
+                    accounts.bind_certificate(
+                        connection, name, fingerprint=fingerprint, subject=subject
+                    )
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
             role = "admin" if admin else (f"peer {peer}" if peer else "analyst")
             admin_audit(connection, "user-added", name, f"role {role}; read {list(read)}; "
                         f"write {list(write)}")  # fmt: skip
+            if fingerprint is not None or subject is not None:
+                admin_audit(
+                    connection, "certificate-bound", name, _describe_binding(fingerprint, subject)
+                )
             for collection_id in set(readable) | set(writable):
                 accounts.grant(
                     connection,
@@ -175,6 +231,53 @@ def user_grant(node, name, read, write) -> None:
     finally:
         store.close()
     click.echo(f"user {name} updated")
+
+
+@user.command("cert")
+@click.argument("name")
+@_cert_fingerprint_option
+@_cert_subject_option
+@click.option("--clear", is_flag=True, help="Remove the binding.")
+@pass_node
+def user_cert(node, name, cert_fingerprint, cert_subject, clear) -> None:
+    """Show, set or remove the client certificate an account is bound to.
+
+    A bound account authenticates only over a connection that presented that
+    certificate; presenting it authenticates without a password.  A binding
+    applies within [server] auth_cache_seconds.  Get a fingerprint with
+    'openssl x509 -noout -fingerprint -sha256 -in CERT.pem'.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml user cert node-b \\
+          --cert-fingerprint 5F:3A:...:C2
+      taxii-node --config config/node-a.toml user cert node-b
+    """
+    if clear and (cert_fingerprint is not None or cert_subject is not None):
+        raise CommandError("give --clear alone")
+    fingerprint, subject = _certificate_binding(cert_fingerprint, cert_subject)
+    change = clear or fingerprint is not None or subject is not None
+    store = node.ready_store()
+    try:
+        with store.write() as connection:
+            account = accounts.load_account(connection, name)
+            if account is None:
+                raise CommandError(f"no user {name!r}")
+            if not change:
+                click.echo(_describe_binding(account.cert_fingerprint, account.cert_subject))
+                return
+            try:
+                accounts.bind_certificate(
+                    connection, name, fingerprint=fingerprint, subject=subject
+                )
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+            description = _describe_binding(fingerprint, subject)
+            action = "certificate-unbound" if clear else "certificate-bound"
+            admin_audit(connection, action, name, description)
+    finally:
+        store.close()
+    click.echo(f"user {name}: {description if not clear else 'no certificate binding'}")
 
 
 @user.command("passwd")
@@ -247,19 +350,27 @@ def user_list(node) -> None:
             f"{names.get(cid, cid)}:{'r' if r.can_read else ''}{'w' if r.can_write else ''}"
             for cid, r in sorted(account.rights.items())
         )
-        click.echo(f"{account.name}\t{role}\t{rights or '-'}")
+        binding = ""
+        if account.certificate_bound:
+            binding = "\t" + _describe_binding(account.cert_fingerprint, account.cert_subject)
+        click.echo(f"{account.name}\t{role}\t{rights or '-'}{binding}")
 
 
 @click.command()
 @pass_node
 def check(node: NodeContext) -> None:
-    """Validate the config file, collection files and policies; report problems.
+    """Validate the config file, TLS files, collection files and policies; report problems.
 
     \b
     Example:
       taxii-node --config config/node-a.toml check
     """
+    from node.server import check_tls
+    from node.sync.client import check_peer_tls
+
     config = node.config()
+    check_tls(config)
+    check_peer_tls(config)
     if config.taxii.collections_dir:
         load_collection_files(config.taxii.collections_dir)
     for peer in config.peers:

@@ -62,7 +62,8 @@ def _client(node: NodeContext, url, config_path, user, password_env) -> PeerClie
             node.config_path = config_path
         config = node.config()
         host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        url = f"http://{host}:{config.server.port}/{config.taxii.api_root}/"
+        host = f"[{host}]" if ":" in host else host
+        url = f"{config.server.scheme}://{host}:{config.server.port}/{config.taxii.api_root}/"
     if not user:
         raise CommandError("no user: pass --user NAME (or set TAXII_NODE_USER)")
     password = os.environ.get(password_env)

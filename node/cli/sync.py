@@ -12,6 +12,7 @@ from node.policy import Policy
 from node.sharing import Agreements, egress, local_resolver
 from node.store import audit, objects, syncstate
 from node.store.objects import ObjectQuery
+from node.sync.client import check_peer_tls
 from node.sync.worker import RoundResult, SyncWorker, describe_lag
 from node.timestamps import from_micros, to_micros
 
@@ -51,6 +52,7 @@ def sync(ctx: click.Context, node: NodeContext, once: bool, peer: str | None) ->
     config = node.config()
     if not config.peers:
         raise CommandError(f"{config.path}: no [[peers]] configured")
+    check_peer_tls(config)  # an unreadable ca_bundle or client certificate: fail now
     store = node.ready_store()
     worker = SyncWorker(config, store, peer=peer)
     try:

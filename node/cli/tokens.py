@@ -30,7 +30,13 @@ def parse_expiry(value: str) -> int | None:
 
 @click.group()
 def token() -> None:
-    """API tokens for Bearer authentication (create, list, revoke)."""
+    """API tokens for Bearer authentication (create, list, revoke).
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml token create alice --expires 30d
+      taxii-node --config config/node-a.toml token list
+    """
 
 
 @token.command("create")
