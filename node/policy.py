@@ -36,6 +36,7 @@ Input objects are never mutated.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -240,7 +241,11 @@ class _TableReader:
         unknown = sorted(set(table) - set(_CONFIG_KEYS))
         if unknown:
             valid = ", ".join(sorted(_CONFIG_KEYS))
-            raise PolicyError(f"{where}.{unknown[0]}: unknown policy key (valid keys: {valid})")
+            close = difflib.get_close_matches(unknown[0], _CONFIG_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise PolicyError(
+                f"{where}.{unknown[0]}: unknown policy key{hint}; valid keys: {valid}"
+            )
         self._table = table
         self._where = where
 

@@ -346,7 +346,10 @@ def get(node, collection, types, ids, added_after, version, output, url, config_
     client = _client(node, url, config_path, user, password_env)
     params = _filters(types, ids, added_after, version)
     collection_id = _collection(client, collection)
-    handle = open(output, "w") if output else sys.stdout  # noqa: SIM115
+    # -o writes to a temporary file renamed at the end: a failure leaves no half bundle.
+    partial = Path(f"{output}.partial") if output else None
+    handle = partial.open("w") if partial else sys.stdout
+    completed = False
     try:
         handle.write(f'{{"type": "bundle", "id": "bundle--{uuid.uuid4()}", "objects": [')
         first = True
@@ -359,11 +362,16 @@ def get(node, collection, types, ids, added_after, version, output, url, config_
                 break
             params = {**params, "next": page.next}
         handle.write("\n]}\n")
+        completed = True
     except PeerError as exc:
         raise _peer_problem(exc) from None
     finally:
-        if output:
+        if partial:
             handle.close()
+            if completed:
+                partial.replace(output)
+            else:
+                partial.unlink(missing_ok=True)
 
 
 @click.command()
