@@ -25,20 +25,12 @@ import requests
 
 from node.config import ENV_STORE_URL, load_config
 from node.store import Store, accounts
-from node.tlp import tlp_of
+from node.tlp import TLP2_MARKING_IDS, parse_level, tlp_of
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"node-a": ROOT / "config" / "node-a.toml", "node-b": ROOT / "config" / "node-b.toml"}
 SECRETS = ROOT / "var" / "secrets"
 DEMO_DIR = ROOT / "var" / "demo"
-
-TLP2 = {
-    "clear": "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487",
-    "green": "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb",
-    "amber": "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421",
-    "amber+strict": "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003",
-    "red": "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1",
-}
 
 
 def secret(name: str) -> str:
@@ -114,7 +106,7 @@ def _sdo(kind: str, author: dict, tlp: str | None, **properties) -> dict:
         **properties,
     }
     if tlp:
-        obj["object_marking_refs"] = [TLP2[tlp]]
+        obj["object_marking_refs"] = [TLP2_MARKING_IDS[parse_level(tlp)]]
     return obj
 
 

@@ -54,20 +54,30 @@ class TLP(IntEnum):
         return self.label.lower()
 
 
-TLP_BY_MARKING_ID: Mapping[str, TLP] = MappingProxyType(
+TLP2_MARKING_IDS: Mapping[TLP, str] = MappingProxyType(
     {
-        # TLP 2.0, OASIS extension
-        "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487": TLP.CLEAR,
-        "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb": TLP.GREEN,
-        "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421": TLP.AMBER,
-        "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003": TLP.AMBER_STRICT,
-        "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1": TLP.RED,
-        # TLP 1.0, predefined by STIX 2.1
-        "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9": TLP.WHITE,
-        "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da": TLP.GREEN,
-        "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82": TLP.AMBER,
-        "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed": TLP.RED,
+        TLP.CLEAR: "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487",
+        TLP.GREEN: "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb",
+        TLP.AMBER: "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421",
+        TLP.AMBER_STRICT: "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003",
+        TLP.RED: "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1",
     }
+)
+"""The TLP 2.0 marking-definition id of each level (OASIS extension), e.g. for marking."""
+
+TLP1_MARKING_IDS: Mapping[TLP, str] = MappingProxyType(
+    {
+        TLP.WHITE: "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
+        TLP.GREEN: "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da",
+        TLP.AMBER: "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
+        TLP.RED: "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed",
+    }
+)
+"""The TLP 1.0 marking-definition id of each level, predefined by STIX 2.1."""
+
+TLP_BY_MARKING_ID: Mapping[str, TLP] = MappingProxyType(
+    {marking_id: level for level, marking_id in TLP2_MARKING_IDS.items()}
+    | {marking_id: level for level, marking_id in TLP1_MARKING_IDS.items()}
 )
 """Every TLP marking-definition id, of either version, to its level."""
 

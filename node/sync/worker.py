@@ -207,9 +207,8 @@ class MappingSync:
 
     def _commit_push(self, state, sending: Future, batch: _PushBatch, result) -> None:
         failures = sending.result()  # re-raises the sender's PeerError
-        failed_ids = {(f.get("id"), f.get("version")) for f in failures}
-        records = _push_audit(
-            self.peer, self.agreement.collection_id, batch.decisions, failed_ids, failures
+        records = _decision_audit(
+            self.peer, self.agreement.collection_id, "push", batch.decisions, failures
         )
         sent = sum(1 for r in records if r.action == "sent")
         withheld = sum(1 for r in records if r.action == "withheld")
@@ -325,7 +324,7 @@ class MappingSync:
             decisions = policy.apply(valid)
             accepted = [d.obj for d in decisions if d.allowed and d.obj is not None]
             outcome = objects.add_objects(connection, collection_id, accepted, origin=self.peer)
-            records = _pull_audit(self.peer, collection_id, decisions, outcome)
+            records = _decision_audit(self.peer, collection_id, "pull", decisions, outcome.failures)
             audit.record(connection, records)
             syncstate.add_dead_letters(connection, self.peer, self.key, "pull", outcome.failures)
             if date_added_last:
@@ -443,49 +442,28 @@ def _envelopes(
     return envelopes, oversized
 
 
-def _push_audit(
+def _decision_audit(
     peer: str,
     collection_id: str,
+    direction: str,
     decisions: list[Decision],
-    failed: set[tuple],
     failures: list[dict],
 ) -> list[AuditRecord]:
-    reasons = {(f.get("id"), f.get("version")): f.get("message") for f in failures}
+    """One record per decision: sent/received, withheld, or dead-letter when the
+    receiving side (the peer on push, our store on pull) refused the version."""
+    moved = "sent" if direction == "push" else "received"
+    refused = {(f.get("id"), f.get("version")): f.get("message") for f in failures}
     records = []
     for d in decisions:
         key = (d.object_id, d.version or None)
-        if d.allowed and key in failed:
-            action, detail = "dead-letter", str(reasons.get(key))
+        if d.allowed and key in refused:
+            action, detail = "dead-letter", str(refused[key])
         else:
-            action, detail = ("sent" if d.allowed else "withheld"), d.detail
+            action, detail = (moved if d.allowed else "withheld"), d.detail
         records.append(
             AuditRecord(
                 action=action,
-                direction="push",
-                object_id=d.object_id,
-                version=d.version or None,
-                peer=peer,
-                collection_id=collection_id,
-                rule=str(d.rule),
-                detail=detail,
-            )
-        )
-    return records
-
-
-def _pull_audit(peer: str, collection_id: str, decisions: list[Decision], outcome):
-    failed = {(f.get("id"), f.get("version")): f.get("message") for f in outcome.failures}
-    records = []
-    for d in decisions:
-        key = (d.object_id, d.version or None)
-        if d.allowed and key in failed:
-            action, detail = "dead-letter", str(failed[key])
-        else:
-            action, detail = ("received" if d.allowed else "withheld"), d.detail
-        records.append(
-            AuditRecord(
-                action=action,
-                direction="pull",
+                direction=direction,
                 object_id=d.object_id,
                 version=d.version or None,
                 peer=peer,
