@@ -10,6 +10,7 @@ directory of the config file, so a config works from any working directory.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -32,6 +33,18 @@ class ServerConfig:
     threads: int = 8
     timeout: int = 60
     auth_cache_seconds: int = 30
+    tls_cert: Path | None = None  # PEM certificate (chain) served to clients
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # CA bundle for client certificates (mutual TLS)
+    insecure_http: bool = False  # serve plain HTTP: loopback only
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,9 @@ class PeerConfig:
     password_file: Path | None = None
     account: str | None = None  # local account the partner's worker reads us with
     timeout: float = 30.0
+    ca_bundle: Path | None = None  # CA(s) the peer's server certificate must chain to
+    client_cert: Path | None = None  # our client certificate for mutual TLS (PEM)
+    client_key: Path | None = None  # its key, unless client_cert holds both
     mappings: tuple[MappingConfig, ...] = ()
 
     def password(self) -> str:
@@ -152,10 +168,34 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
 def _server(reader: _Reader, table: Mapping[str, Any]) -> ServerConfig:
     where = "[server]"
     keys = {"host", "port", "workers", "threads", "timeout", "auth_cache_seconds"}
+    keys |= {"tls_cert", "tls_key", "tls_client_ca", "insecure_http"}
     reader.check_keys(table, keys, where)
     defaults = ServerConfig()
+    host = reader.string(table, "host", where, default=defaults.host)
+    tls_cert, tls_key, tls_client_ca = (
+        reader.path_or_none(table, key, where) for key in ("tls_cert", "tls_key", "tls_client_ca")
+    )
+    insecure_http = reader.boolean(table, "insecure_http", where, default=False)
+    if tls_cert is None and (tls_key is not None or tls_client_ca is not None):
+        raise ConfigError(f"{reader.path}: {where} tls_key and tls_client_ca need tls_cert")
+    if tls_cert is not None and insecure_http:
+        raise ConfigError(
+            f"{reader.path}: {where} insecure_http: remove it, or remove tls_cert to serve "
+            "plain HTTP (not both)"
+        )
+    if tls_cert is None and not insecure_http:
+        raise ConfigError(
+            f"{reader.path}: {where} set tls_cert and tls_key to serve HTTPS; to serve plain "
+            "HTTP on a loopback address instead, set insecure_http = true"
+        )
+    if insecure_http and not is_loopback(host):
+        raise ConfigError(
+            f"{reader.path}: {where} insecure_http: plain HTTP is served only on a loopback "
+            f"address (127.0.0.0/8, ::1, localhost), not on host {host!r}; set tls_cert and "
+            "tls_key"
+        )
     return ServerConfig(
-        host=reader.string(table, "host", where, default=defaults.host),
+        host=host,
         port=reader.integer(table, "port", where, defaults.port, low=1, high=65535),
         workers=reader.integer(table, "workers", where, defaults.workers, low=1, high=64),
         threads=reader.integer(table, "threads", where, defaults.threads, low=1, high=256),
@@ -163,7 +203,22 @@ def _server(reader: _Reader, table: Mapping[str, Any]) -> ServerConfig:
         auth_cache_seconds=reader.integer(
             table, "auth_cache_seconds", where, defaults.auth_cache_seconds, low=0, high=3600
         ),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        insecure_http=insecure_http,
     )
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and any address in 127.0.0.0/8 or ::1."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _taxii(reader: _Reader, table: Mapping[str, Any]) -> TaxiiConfig:
@@ -237,6 +292,7 @@ def _peers(reader: _Reader, peers: Any) -> list[PeerConfig]:
 
 def _peer(reader: _Reader, table: Mapping[str, Any], where: str) -> PeerConfig:
     keys = {"name", "api_root", "user", "password_env", "password_file", "account", "timeout"}
+    keys |= {"ca_bundle", "client_cert", "client_key"}
     reader.check_keys(table, keys | {"mappings"}, where)
     name = reader.string(table, "name", where, required=True)
     where = f"peer {name!r}"
@@ -244,6 +300,15 @@ def _peer(reader: _Reader, table: Mapping[str, Any], where: str) -> PeerConfig:
     if not api_root.startswith(("http://", "https://")):
         raise ConfigError(f"{reader.path}: {where} api_root: {api_root!r} is not an http(s) URL")
     password_file = reader.string(table, "password_file", where, default="")
+    client_cert = reader.path_or_none(table, "client_cert", where)
+    client_key = reader.path_or_none(table, "client_key", where)
+    ca_bundle = reader.path_or_none(table, "ca_bundle", where)
+    if client_key is not None and client_cert is None:
+        raise ConfigError(f"{reader.path}: {where} client_key needs client_cert")
+    if api_root.startswith("http://") and (ca_bundle or client_cert):
+        raise ConfigError(
+            f"{reader.path}: {where} ca_bundle and client_cert need an https:// api_root"
+        )
     mappings = table.get("mappings", [])
     if not isinstance(mappings, list):
         raise ConfigError(f"{reader.path}: {where} mappings must be an array of tables")
@@ -255,6 +320,9 @@ def _peer(reader: _Reader, table: Mapping[str, Any], where: str) -> PeerConfig:
         password_file=reader.resolve(password_file) if password_file else None,
         account=reader.string(table, "account", where, default="") or None,
         timeout=float(reader.number(table, "timeout", where, 30.0)),
+        ca_bundle=ca_bundle,
+        client_cert=client_cert,
+        client_key=client_key,
         mappings=tuple(
             _mapping(reader, m, f"{where} mappings[{i}]") for i, m in enumerate(mappings)
         ),
@@ -330,6 +398,18 @@ class _Reader:
         value = table[key]
         if not isinstance(value, str) or (required and not value.strip()):
             raise ConfigError(f"{self.path}: {where} {key}: expected a non-empty string")
+        return value
+
+    def path_or_none(self, table: Mapping[str, Any], key: str, where: str) -> Path | None:
+        """An optional path, resolved against the config file's directory."""
+        if key not in table:
+            return None
+        return self.resolve(self.string(table, key, where, required=True))
+
+    def boolean(self, table: Mapping[str, Any], key: str, where: str, *, default: bool) -> bool:
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.path}: {where} {key}: expected true or false, got {value!r}")
         return value
 
     def integer(

@@ -2,7 +2,12 @@
 
 orjson parses and serialises several times faster than ``json``, refuses
 invalid UTF-8 and nesting deeper than 1024 levels, and needs no tuning.  It
-cannot serialise integers beyond 64 bits, which ``dumps`` hands to ``json``.
+cannot serialise integers beyond 64 bits, which ``dumps`` hands to ``json``,
+nor nesting deeper than 254 levels, which ``dumps`` refuses with ``ValueError``.
+
+Like ``json``, orjson keeps the last of repeated member names in an object
+(``{"a": 1, "a": 2}``) without saying so; ``repeats_names`` tells, cheaply, and
+``mark_repeats`` finds where.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import json
 from typing import Any
 
 import orjson
+
+MAX_DEPTH = 254  # the deepest nesting orjson serialises
 
 
 def loads(data: bytes | str) -> Any:
@@ -22,5 +29,84 @@ def dumps(value: Any) -> str:
     """Compact JSON text, UTF-8 characters kept as they are."""
     try:
         return orjson.dumps(value).decode()
-    except TypeError:
+    except TypeError as exc:
+        # orjson parses 1024 levels but serialises 254: what is deeper is refused
+        # (ValueError), so that whatever is stored can be served again.
+        if "ecursion" in str(exc):
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+
+
+def repeats_names(text: bytes, document: Any) -> bool:
+    """Whether the JSON ``text``, which ``loads`` parsed into ``document``, repeats a name.
+
+    Exact, and about as cheap as one ``dumps``: outside strings every ':' of
+    JSON text separates a member's name from its value, and inside strings a
+    ':' is written as itself or as the escape \\u003a (or \\u003A).  A text
+    without that escape therefore holds more ':' than the re-serialisation of
+    what was parsed exactly when a member was dropped, that is when a name
+    was repeated.  With the escape (or beyond what ``dumps`` can do), the
+    standard library decides.
+    """
+    if b"\\u003" not in text:
+        try:
+            return text.count(b":") != dumps(document).count(":")
+        except ValueError:
+            pass
+    try:
+        marked = mark_repeats(text)
+    except RecursionError:
+        return True  # cannot tell: the caller refuses what it cannot check
+    return isinstance(marked, Repeats)
+
+
+class Repeats(dict):
+    """An object from ``mark_repeats`` that repeats a member name, or holds one that does."""
+
+    repeated: str  # the first repeated name, in this object or within it
+    own: bool  # whether this object itself repeats it
+
+
+def mark_repeats(text: bytes) -> Any:
+    """``text`` parsed by the standard library, with every object that repeats a
+    member name, or contains one that does, a ``Repeats``.
+
+    Slow (pure Python per object): for the rare text ``repeats_names`` flags.
+    Raises ``ValueError`` for invalid JSON, ``RecursionError`` for deep nesting.
+    """
+    return json.loads(text, object_pairs_hook=_marked)
+
+
+def _marked(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    own = len(obj) != len(pairs)
+    repeated = _first_repeat(pairs) if own else _repeat_within(list(obj.values()))
+    if repeated is None:
+        return obj
+    marked = Repeats(obj)
+    marked.repeated, marked.own = repeated, own
+    return marked
+
+
+def _first_repeat(pairs: list[tuple[str, Any]]) -> str | None:
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def _repeat_within(values: list) -> str | None:
+    # Objects are marked as they are parsed, innermost first: only lists need a walk.
+    for value in values:
+        if isinstance(value, Repeats):
+            return value.repeated
+        if isinstance(value, list):
+            repeated = _repeat_within(value)
+            if repeated is not None:
+                return repeated
+    return None

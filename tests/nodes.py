@@ -7,6 +7,7 @@ operator would run it.  Tests talk to it over HTTP with real clients.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -91,6 +92,14 @@ class NodeFiles:
     extra_toml: str = ""
     taxii_toml: str = ""
     server_toml: str = ""
+    # HTTPS: the server's certificate and key, and the CA bundle for client
+    # certificates ([server] tls_cert, tls_key, tls_client_ca).  Without tls_cert
+    # the node serves plain HTTP (``insecure_http = true``).  ``ca_bundle`` is what
+    # clients, start() included, verify an HTTPS node's certificate with.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    ca_bundle: Path | None = None
     config_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +109,7 @@ class NodeFiles:
         self.config_path.write_text(
             f'[node]\nname = "{self.name}"\n\n'
             f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nworkers = 2\nthreads = 4\n'
+            f"{self._transport_toml()}"
             f"{self.server_toml}\n\n"
             f'[store]\nurl = "{self.store_url}"\n\n'
             f'[taxii]\napi_root = "api"\ntitle = "Test {self.name}"\n'
@@ -107,9 +117,28 @@ class NodeFiles:
             f"{self.extra_toml}"
         )
 
+    def _transport_toml(self) -> str:
+        if self.tls_cert is None:
+            return "" if "insecure_http" in self.server_toml else "insecure_http = true\n"
+        lines = ""
+        for key in ("tls_cert", "tls_key", "tls_client_ca"):
+            value = getattr(self, key)
+            if value is not None:
+                lines += f"{key} = {json.dumps(str(value))}\n"
+        return lines
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls_cert is None else "https"
+
+    @property
+    def verify(self) -> str | bool:
+        """``verify=`` for requests: the CA bundle of an HTTPS node, else True."""
+        return str(self.ca_bundle) if self.ca_bundle is not None else True
+
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def api_root(self) -> str:
@@ -148,6 +177,8 @@ class NodeFiles:
         write: tuple[str, ...] = (),
         admin: bool = False,
         peer: str | None = None,
+        cert_fingerprint: str | None = None,
+        cert_subject: str | None = None,
     ) -> None:
         args = ["user", "add", name, "--password-stdin"]
         for alias in read:
@@ -158,6 +189,10 @@ class NodeFiles:
             args.append("--admin")
         if peer:
             args += ["--peer", peer]
+        if cert_fingerprint:
+            args += ["--cert-fingerprint", cert_fingerprint]
+        if cert_subject:
+            args += ["--cert-subject", cert_subject]
         self.cli(*args, input=password + "\n")
 
 
@@ -180,7 +215,7 @@ class RunningNode(NodeFiles):
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited early:\n{self.log_path.read_text()}")
             try:
-                requests.get(f"{self.base_url}/taxii2/", timeout=1)
+                requests.get(f"{self.base_url}/taxii2/", timeout=1, verify=self.verify)
                 return self
             except requests.RequestException:
                 time.sleep(0.1)

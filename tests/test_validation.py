@@ -294,7 +294,7 @@ def test_bad_type_is_rejected(bad_type: str) -> None:
     assert repr(bad_type)[:20] in reason
 
 
-@pytest.mark.parametrize("bad_type", [5, ["indicator"], {"a": 1}])
+@pytest.mark.parametrize("bad_type", [5, ["indicator"], {"a": 1}, None])
 def test_non_string_type_is_rejected(bad_type: object) -> None:
     assert problem_of(changed("indicator", type=bad_type)).startswith("'type' must be a string")
 
@@ -457,6 +457,20 @@ def test_valid_timestamp_is_accepted(good: str) -> None:
     obj = changed("indicator", created=good, modified=good, valid_from=good)
     obj["valid_until"] = "9999-12-31T23:59:59.999Z"
     assert object_problem(obj) is None
+
+
+@pytest.mark.parametrize("year", ["1900", "2000", "2023", "2024"])
+def test_every_calendar_day_agrees_with_to_micros(year: str) -> None:
+    for month in range(20):
+        for day in range(40):
+            stamp = f"{year}-{month:02d}-{day:02d}T23:59:59Z"
+            obj = changed("custom-object", created=stamp, drop=("modified",))
+            try:
+                to_micros(stamp)
+            except ValueError:
+                assert object_problem(obj) is not None, stamp
+            else:
+                assert object_problem(obj) is None, stamp
 
 
 TIMESTAMP_PROPERTIES = [

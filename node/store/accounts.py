@@ -3,6 +3,12 @@
 Passwords are kept only as salted scrypt hashes.  Verifying a password for an
 unknown user still runs scrypt against a dummy hash so that response times do
 not tell which user names exist.
+
+An account may be bound to a client certificate, by the SHA-256 fingerprint
+of the certificate or by its subject: it then authenticates only over a TLS
+connection that presented that certificate (verified by the server against
+``[server] tls_client_ca``), and such a connection authenticates as the
+account even without an Authorization header.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass, field
 
@@ -36,6 +43,25 @@ class Account:
     is_admin: bool = False
     peer: str | None = None
     rights: dict[str, Rights] = field(default_factory=dict)  # by collection id
+    cert_fingerprint: str | None = None  # sha256 of the bound certificate, lowercase hex
+    cert_subject: str | None = None  # the bound certificate's subject, canonical
+
+    @property
+    def certificate_bound(self) -> bool:
+        return self.cert_fingerprint is not None or self.cert_subject is not None
+
+    def accepts_certificate(self, fingerprint: str | None, subject: str | None) -> bool:
+        """Whether a connection that presented this (verified) certificate may act as us.
+
+        True for an unbound account, whatever was presented.
+        """
+        if self.cert_fingerprint is not None:
+            return fingerprint is not None and hmac.compare_digest(
+                fingerprint, self.cert_fingerprint
+            )
+        if self.cert_subject is not None:
+            return subject is not None and subject == self.cert_subject
+        return True
 
     @property
     def role(self) -> str:
@@ -160,7 +186,145 @@ def load_account(connection: Connection, name: str) -> Account | None:
         g.collection_id: Rights(can_read=g.can_read, can_write=g.can_write)
         for g in connection.execute(select(grants).where(grants.c.user_name == name))
     }
-    return Account(name=row.name, is_admin=row.is_admin, peer=row.peer, rights=rights)
+    return Account(
+        name=row.name,
+        is_admin=row.is_admin,
+        peer=row.peer,
+        rights=rights,
+        cert_fingerprint=row.cert_fingerprint,
+        cert_subject=row.cert_subject,
+    )
+
+
+# -- client certificates ----------------------------------------------------------
+
+# Short names (RFC 4514 and OpenSSL) of the attributes of subjects, by lowercase
+# short or long name; ``ssl.SSLSocket.getpeercert()`` reports the long ones.
+_ATTRIBUTES = {
+    "commonname": "CN",
+    "countryname": "C",
+    "localityname": "L",
+    "stateorprovincename": "ST",
+    "streetaddress": "STREET",
+    "organizationname": "O",
+    "organizationalunitname": "OU",
+    "domaincomponent": "DC",
+    "userid": "UID",
+    "emailaddress": "EMAILADDRESS",
+    "e": "EMAILADDRESS",
+    "serialnumber": "SERIALNUMBER",
+    "givenname": "GN",
+    "surname": "SN",
+    "title": "TITLE",
+}
+for _short in set(_ATTRIBUTES.values()):
+    _ATTRIBUTES[_short.lower()] = _short
+
+
+def normalize_fingerprint(text: str) -> str:
+    """A SHA-256 fingerprint as stored: 64 lowercase hex digits.
+
+    Accepts ``openssl x509 -noout -fingerprint -sha256`` output (``AB:CD:...``,
+    with or without its ``SHA256 Fingerprint=`` prefix); ValueError otherwise.
+    """
+    value = text.strip()
+    if "=" in value:
+        value = value.partition("=")[2]
+    value = re.sub(r"[\s:]", "", value).lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError(f"{text!r} is not a SHA-256 fingerprint (64 hex digits)")
+    return value
+
+
+def canonical_subject(pairs) -> str:
+    """One spelling of a subject for every order of its attributes: sorted ``ATTR=value``.
+
+    ``pairs`` are (attribute, value) in any order, attributes by short or long
+    name.  Values are compared exactly (case matters).
+    """
+    normalized = sorted((_ATTRIBUTES.get(a.lower(), a.upper()), v) for a, v in pairs)
+    if not normalized:
+        raise ValueError("an empty subject")
+    return ",".join(f"{a}={_escape(v)}" for a, v in normalized)
+
+
+def _escape(value: str) -> str:
+    return re.sub(r"([\\,+=])", r"\\\1", value)
+
+
+def parse_subject(text: str) -> str:
+    """The canonical form of a subject written ``CN=node-b,O=Partner`` (RFC 4514 style).
+
+    A backslash escapes the next character (``O=Example\\, Inc.``); ``+`` joins
+    the attributes of a multi-valued RDN; the order of attributes does not matter.
+    ValueError if ``text`` is not a subject.
+    """
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped:
+            current.append("\\" + char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char in ",+":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    pairs = []
+    for part in parts:
+        attribute, equals, value = part.partition("=")
+        attribute = attribute.strip()
+        value = re.sub(r"\\(.)", r"\1", value.strip())
+        if escaped or not equals or not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", attribute):
+            raise ValueError(f"{text!r} is not a certificate subject like 'CN=node-b,O=Partner'")
+        if not value:
+            raise ValueError(f"{text!r}: attribute {attribute} has no value")
+        pairs.append((attribute, value))
+    return canonical_subject(pairs)
+
+
+def bind_certificate(
+    connection: Connection, name: str, *, fingerprint: str | None, subject: str | None
+) -> None:
+    """Bind ``name`` to a certificate (normalised fingerprint or canonical subject),
+    or unbind it when both are None.  A certificate binds one account at most."""
+    if fingerprint is not None and subject is not None:
+        raise ValueError("bind a certificate by fingerprint or by subject, not both")
+    for column, value in ((users.c.cert_fingerprint, fingerprint), (users.c.cert_subject, subject)):
+        if value is None:
+            continue
+        other = connection.execute(
+            select(users.c.name).where(column == value, users.c.name != name)
+        ).scalar()
+        if other is not None:
+            raise ValueError(f"that certificate is already bound to user {other!r}")
+    result = connection.execute(
+        update(users)
+        .where(users.c.name == name)
+        .values(cert_fingerprint=fingerprint, cert_subject=subject)
+    )
+    if result.rowcount == 0:
+        raise ValueError(f"no user {name!r}")
+
+
+def account_for_certificate(
+    connection: Connection, fingerprint: str, subject: str | None
+) -> Account | None:
+    """The account bound to this certificate (its fingerprint first, then its subject)."""
+    name = connection.execute(
+        select(users.c.name).where(users.c.cert_fingerprint == fingerprint)
+    ).scalar()
+    if name is None and subject is not None:
+        name = connection.execute(
+            select(users.c.name).where(
+                users.c.cert_subject == subject, users.c.cert_fingerprint.is_(None)
+            )
+        ).scalar()
+    return load_account(connection, name) if name is not None else None
 
 
 def list_accounts(connection: Connection) -> list[Account]:

@@ -19,6 +19,9 @@ from node.validation import object_problem, version_key
 from .schema import collections, objects
 
 _IN_CHUNK = 500
+# version_text is a bounded column (PostgreSQL enforces it): a timestamp with
+# more fractional digits than it holds is refused rather than failing the POST.
+_MAX_VERSION_TEXT = objects.c.version_text.type.length
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def add_objects(
     outcome = AddOutcome()
     candidates: dict[tuple[str, int], dict] = {}
     for item in items:
-        problem = object_problem(item)
+        problem = object_problem(item) or _storage_problem(item)
         if problem is not None:
             outcome.failures.append(_detail(item, problem))
             continue
@@ -118,10 +121,28 @@ def add_objects(
     return outcome
 
 
+def _storage_problem(item: dict) -> str | None:
+    """Why a valid object cannot be stored as it is, or None."""
+    version_text = _version_text(item)
+    if len(version_text) > _MAX_VERSION_TEXT:
+        return (
+            f"the version {version_text[:40]!r}... has more fractional digits than this "
+            f"node stores (at most {_MAX_VERSION_TEXT - 21})"
+        )
+    return None
+
+
+def _same(stored: dict, item: dict) -> bool:
+    try:
+        return stored == item
+    except RecursionError:  # orjson parses 1024 levels; == recurses in C up to ~1000
+        return False
+
+
 def _report_repeat(
     outcome: AddOutcome, stored: dict, item: dict, date_added: int | None = None
 ) -> None:
-    if stored == item:
+    if _same(stored, item):
         outcome.successes.append(_valid_detail(item, "already present", date_added))
     else:
         outcome.failures.append(
@@ -147,7 +168,11 @@ def _store_new_versions(
             body, stored_date_added = existing[key]
             _report_repeat(outcome, jsoncodec.loads(body), obj, stored_date_added)
             continue
-        body = jsoncodec.dumps(obj)
+        try:
+            body = jsoncodec.dumps(obj)
+        except ValueError as exc:
+            outcome.failures.append(_detail(obj, f"cannot be stored: {exc}"))
+            continue
         if not _encodable(body):
             outcome.failures.append(
                 _detail(obj, "a string holds an unpaired surrogate (\\ud800-\\udfff): not Unicode")

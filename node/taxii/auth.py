@@ -11,15 +11,28 @@ Failed logins are audited and throttled per (account, source address): after
 the window passes, even with the right password.  The count comes from the
 audit trail in the store, so it holds across server processes and restarts.
 An unknown user costs the same scrypt work as a wrong password.
+
+Client certificates (mutual TLS, ``[server] tls_client_ca``): an account bound
+to a certificate is refused, with the same answer as a wrong password, unless
+the connection presented that certificate; a connection that presents a
+certificate bound to an account, and no Authorization header, authenticates as
+that account.  The TLS layer has verified any certificate seen here against
+the CA bundle: one that does not chain to it fails the handshake.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
+import logging
 import secrets
+import ssl
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -34,6 +47,45 @@ from .errors import TaxiiError
 REALM = "taxii-node"
 MAX_FAILURES = 5
 WINDOW = 300  # seconds
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """The verified certificate a TLS client presented."""
+
+    fingerprint: str  # SHA-256 of the DER form, lowercase hex
+    subject: str | None  # canonical (accounts.canonical_subject)
+
+
+def peer_certificate(environ: Mapping[str, Any]) -> ClientCertificate | None:
+    """The client certificate of the request's connection, if it presented one.
+
+    gunicorn passes no certificate in the WSGI environ (no ``SSL_CLIENT_CERT``
+    as Apache's mod_ssl sets), but it does pass the connection itself as
+    ``environ["gunicorn.socket"]`` (gunicorn/http/wsgi.py, ``default_environ``);
+    the gthread worker has wrapped it in an ``ssl.SSLSocket`` before parsing
+    the request (gunicorn/workers/gthread.py, ``TConn.init``), so the
+    certificate is ``getpeercert()`` of that socket.  ``getpeercert()`` decodes
+    only a certificate verified against the CA bundle (``cert_reqs`` OPTIONAL or
+    REQUIRED; an empty dict otherwise), and with OPTIONAL the handshake has
+    already failed for one that does not verify.  Plain HTTP, another server,
+    no certificate, or an unverified one: None.
+    """
+    connection = environ.get("gunicorn.socket")
+    if not isinstance(connection, ssl.SSLSocket):
+        return None
+    try:
+        der = connection.getpeercert(binary_form=True)
+        decoded = connection.getpeercert()
+    except (ValueError, OSError):  # not connected any more
+        return None
+    if not der or not decoded:  # none presented, or not verified: it proves nothing
+        return None
+    pairs = [pair for rdn in decoded.get("subject", ()) for pair in rdn]
+    subject = accounts.canonical_subject(pairs) if pairs else None
+    return ClientCertificate(hashlib.sha256(der).hexdigest(), subject)
 
 
 def unauthorized(description: str) -> TaxiiError:
@@ -54,21 +106,66 @@ class Authenticator:
         self._cache: dict[tuple[str, bytes], tuple[float, Account]] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, authorization: str | None, source: str = "") -> Account:
-        """The account named by an ``Authorization`` header; 401 (or 429) otherwise."""
+    def authenticate(
+        self,
+        authorization: str | None,
+        source: str = "",
+        certificate: ClientCertificate | None = None,
+    ) -> Account:
+        """The account named by an ``Authorization`` header, or else by the client
+        certificate; 401 (or 429) otherwise."""
+        if not authorization and certificate is not None:
+            return self._by_certificate(certificate, source)
         scheme, name, secret = _credentials(authorization)
         cache_key = (f"{scheme}:{name}", hmac.new(self._key, secret.encode(), "sha256").digest())
-        now = time.monotonic()
+        account = self._cached(cache_key)
+        if account is None:
+            account = self._remember(cache_key, self._verify(scheme, name, secret, source))
+        if not account.accepts_certificate(
+            certificate.fingerprint if certificate else None,
+            certificate.subject if certificate else None,
+        ):
+            # The same answer as a wrong secret: it must not tell that the secret was right.
+            log.warning(
+                "account %r is bound to a client certificate; the connection from %s %s",
+                account.name,
+                source,
+                "presented another" if certificate else "presented none",
+            )
+            self._audit_login(account.name, source, "certificate", False)
+            what = "token" if scheme == "bearer" else "user name or password"
+            raise unauthorized(f"wrong {what}")
+        return account
+
+    def _cached(self, cache_key: tuple[str, bytes]) -> Account | None:
         with self._lock:
             cached = self._cache.get(cache_key)
-        if cached and cached[0] > now:
-            return cached[1]
-        account = self._verify(scheme, name, secret, source)
+        return cached[1] if cached and cached[0] > time.monotonic() else None
+
+    def _remember(self, cache_key: tuple[str, bytes], account: Account) -> Account:
         with self._lock:
             if len(self._cache) >= self._max_entries:
                 self._cache.clear()
-            self._cache[cache_key] = (now + self._ttl, account)
+            self._cache[cache_key] = (time.monotonic() + self._ttl, account)
         return account
+
+    def _by_certificate(self, certificate: ClientCertificate, source: str) -> Account:
+        """The account bound to a verified client certificate; 401 if none is."""
+        cache_key = ("certificate", bytes.fromhex(certificate.fingerprint))
+        account = self._cached(cache_key)
+        if account is not None:
+            return account
+        with self._store.read() as connection:
+            account = accounts.account_for_certificate(
+                connection, certificate.fingerprint, certificate.subject
+            )
+        if account is None:
+            raise unauthorized(
+                "authentication required: the client certificate is bound to no account "
+                "(use HTTP Basic or a Bearer token)"
+            )
+        self._audit_login(account.name, source, "certificate", True)
+        return self._remember(cache_key, account)
 
     def _verify(self, scheme: str, name: str, secret: str, source: str) -> Account:
         with self._store.read() as connection:

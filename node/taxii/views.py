@@ -8,6 +8,7 @@ answers TAXII JSON.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -23,10 +24,16 @@ from node.store.objects import StoredObject
 from node.timestamps import from_micros, now_micros
 
 from . import filters
+from .auth import peer_certificate
 from .errors import TaxiiError, bad_request, forbidden, not_found
 from .negotiation import TAXII_21, accepts_taxii_21, is_taxii_21_body
 from .peers import accepted_items, served_bodies, served_rows
 from .state import node_state
+
+try:
+    from gunicorn.http.errors import ParseException as _MalformedBody
+except ImportError:  # served by another WSGI server
+    _MalformedBody = ValueError
 
 blueprint = Blueprint("taxii", __name__)
 
@@ -37,7 +44,9 @@ _STATUS_PURGE_SECONDS = 600
 @blueprint.before_request
 def _authenticate_and_negotiate() -> None:
     g.account = node_state().authenticator.authenticate(
-        request.headers.get("Authorization"), request.remote_addr or ""
+        request.headers.get("Authorization"),
+        request.remote_addr or "",
+        peer_certificate(request.environ),
     )
     if not accepts_taxii_21(request.headers.get("Accept")):
         raise TaxiiError(
@@ -275,7 +284,9 @@ def add_objects(api_root: str, collection_id: str) -> Response:
             f"send the envelope as {TAXII_21}, not "
             f"{request.headers.get('Content-Type', 'no Content-Type')[:100]!r}",
         )
-    items, refused = accepted_items(collection_id, _envelope_objects(_read_body()))
+    envelope, repeating = _envelope_objects(_read_body())
+    items, refused = accepted_items(collection_id, envelope)
+    refused = repeating + refused
     state = node_state()
     request_timestamp = now_micros()
     with state.store.write() as connection:
@@ -334,7 +345,32 @@ def _read_body() -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(limit)
-    body = request.stream.read(limit + 1)
+    timeout = node_state().config.server.timeout
+    connection = request.environ.get("gunicorn.socket")
+    # Not on HTTP/2, where the connection is shared between requests.
+    http_1 = request.environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1.")
+    if not (http_1 and hasattr(connection, "settimeout")):
+        connection = None
+    # gunicorn's threads block on the socket without a timeout while an
+    # application reads: a client that stops sending its body mid-way would
+    # hold a thread forever.  [server] timeout bounds each wait for more bytes
+    # (as nginx's client_body_timeout does), and gunicorn closes the connection
+    # of a body whose read failed.
+    prior = connection.gettimeout() if connection is not None else None
+    try:
+        if connection is not None:
+            connection.settimeout(timeout)
+        body = request.stream.read(limit + 1)
+    except TimeoutError:
+        raise TaxiiError(
+            408, "Request Timeout", f"the body stopped arriving (nothing for {timeout} s)"
+        ) from None
+    except (OSError, ValueError, _MalformedBody) as exc:
+        raise bad_request(f"the body could not be read: {str(exc)[:200]}") from None
+    finally:
+        if connection is not None:
+            with contextlib.suppress(OSError):
+                connection.settimeout(prior)
     if len(body) > limit:
         raise _too_large(limit)
     return body
@@ -346,11 +382,12 @@ def _too_large(limit: int) -> TaxiiError:
     )
 
 
-def _envelope_objects(body: bytes) -> list:
-    """The ``objects`` of a TAXII envelope (3.7), or of a STIX bundle.
+def _envelope_objects(body: bytes) -> tuple[list, list[dict]]:
+    """The ``objects`` of a TAXII envelope (3.7), or of a STIX bundle, and failures.
 
     stix2's TAXIICollectionSink posts a bundle rather than an envelope; the
-    two share the ``objects`` list, so both are accepted.
+    two share the ``objects`` list, so both are accepted.  The failures are
+    for objects that repeat a property name (see ``_without_repeats``).
     """
     if not body:
         raise bad_request("the request body is empty; send a TAXII envelope")
@@ -360,7 +397,43 @@ def _envelope_objects(body: bytes) -> list:
         raise bad_request(f"the body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(document, dict) or not isinstance(document.get("objects"), list):
         raise bad_request('the body must be a TAXII envelope: {"objects": [...]}')
-    return document["objects"]
+    if not jsoncodec.repeats_names(body, document):
+        return document["objects"], []
+    return _without_repeats(body, document["objects"])
+
+
+def _without_repeats(body: bytes, items: list) -> tuple[list, list[dict]]:
+    """``items`` less the objects that repeat a property name, and their failures.
+
+    The names within a JSON object should be unique (RFC 8259, 4); parsers
+    differ on which of repeated ones counts (orjson and json keep the last,
+    others the first or refuse), so such an object could mean one thing to its
+    producer and another here: it is a failure.  An envelope that repeats a
+    name itself is refused.
+    """
+    try:
+        marked = jsoncodec.mark_repeats(body)
+    except (ValueError, RecursionError):
+        raise bad_request(
+            "the body nests JSON too deeply to be checked for repeated names "
+            f"(objects deeper than {jsoncodec.MAX_DEPTH} levels cannot be stored)"
+        ) from None
+    if isinstance(marked, jsoncodec.Repeats) and marked.own:
+        raise bad_request(f"the envelope repeats the name {marked.repeated[:60]!r}")
+    kept, failures = [], []
+    for item, checked in zip(items, marked["objects"], strict=True):
+        if not isinstance(checked, jsoncodec.Repeats):
+            kept.append(item)
+            continue
+        object_id = item.get("id") if isinstance(item, dict) else None
+        failures.append(
+            {
+                "id": object_id if isinstance(object_id, str) else "",
+                "message": f"the property name {checked.repeated[:60]!r} is repeated in the "
+                "object (or in a JSON object within it): which value counts is ambiguous",
+            }
+        )
+    return kept, failures
 
 
 def _purge_old_statuses() -> None:
