@@ -92,6 +92,17 @@ def _collection_ids(connection, names: tuple[str, ...]) -> list[str]:
     return ids
 
 
+def _grant_all(connection, name: str, readable: list[str], writable: list[str]) -> None:
+    for collection_id in set(readable) | set(writable):
+        accounts.grant(
+            connection,
+            name,
+            collection_id,
+            read=collection_id in readable,
+            write=collection_id in writable,
+        )
+
+
 def _read_password(password_stdin: bool) -> str:
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -185,14 +196,7 @@ def user_add(
                 admin_audit(
                     connection, "certificate-bound", name, _describe_binding(fingerprint, subject)
                 )
-            for collection_id in set(readable) | set(writable):
-                accounts.grant(
-                    connection,
-                    name,
-                    collection_id,
-                    read=collection_id in readable,
-                    write=collection_id in writable,
-                )
+            _grant_all(connection, name, readable, writable)
     finally:
         store.close()
     click.echo(f"user {name} added")
@@ -220,14 +224,7 @@ def user_grant(node, name, read, write) -> None:
             admin_audit(
                 connection, "rights-granted", name, f"read {list(read)}; write {list(write)}"
             )
-            for collection_id in set(readable) | set(writable):
-                accounts.grant(
-                    connection,
-                    name,
-                    collection_id,
-                    read=collection_id in readable,
-                    write=collection_id in writable,
-                )
+            _grant_all(connection, name, readable, writable)
     finally:
         store.close()
     click.echo(f"user {name} updated")
