@@ -116,16 +116,29 @@ class PublishSummary:
 
 
 class _Progress:
-    """A one-line counter on a terminal; silent when stderr is not a TTY."""
+    """A progress line on a terminal; silent when stderr is not a TTY (scripts, pipes).
+
+    The total is unknown while a bundle streams from disk, so it shows the
+    count, the rate and a spinner rather than a percentage.
+    """
+
+    _SPINNER = "|/-\\"
 
     def __init__(self) -> None:
         self.enabled = sys.stderr.isatty()
         self.count = 0
+        self.started = time.monotonic()
 
     def advance(self, n: int) -> None:
         self.count += n
         if self.enabled:
-            click.echo(f"\rposted {self.count} objects", nl=False, err=True)
+            elapsed = max(time.monotonic() - self.started, 1e-6)
+            spin = self._SPINNER[(self.count // max(n, 1)) % len(self._SPINNER)]
+            click.echo(
+                f"\r{spin} posted {self.count:,} objects ({self.count / elapsed:,.0f}/s)",
+                nl=False,
+                err=True,
+            )
 
     def close(self) -> None:
         if self.enabled and self.count:
