@@ -12,7 +12,7 @@ from node.store import Store
 from node.taxii.auth import Authenticator
 from node.taxii.errors import register_error_handlers
 from node.taxii.pagination import TokenSigner
-from node.taxii.state import EXTENSION, NodeState
+from node.taxii.state import EXTENSION, CollectionCache, NodeState
 from node.taxii.views import blueprint
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
         signer=TokenSigner(bytes.fromhex(key or "")),
         authenticator=Authenticator(store, ttl=config.server.auth_cache_seconds),
         agreements=Agreements(config, store),
+        collections=CollectionCache(store, ttl=config.server.auth_cache_seconds),
     )
     register_error_handlers(app)
     app.register_blueprint(blueprint)

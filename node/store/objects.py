@@ -19,6 +19,8 @@ from node.validation import object_problem, version_key
 from .schema import collections, objects
 
 _IN_CHUNK = 500
+# Built once: a new alias per query would defeat SQLAlchemy's statement cache.
+_SIBLING = objects.alias("sibling")
 # version_text is a bounded column (PostgreSQL enforces it): a timestamp with
 # more fractional digits than it holds is refused rather than failing the POST.
 _MAX_VERSION_TEXT = objects.c.version_text.type.length
@@ -250,7 +252,7 @@ def _version_predicate(versions: Sequence[str | int]) -> ColumnElement[bool] | N
     if "all" in versions:
         return None
     clauses: list[ColumnElement[bool]] = []
-    sibling = objects.alias("sibling")
+    sibling = _SIBLING
     same_object = and_(
         sibling.c.collection_id == objects.c.collection_id,
         sibling.c.object_id == objects.c.object_id,

@@ -6,18 +6,57 @@ in one process, as the tests do.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 
 from flask import current_app
 
 from node.config import Config
 from node.sharing import Agreements
-from node.store import Store
+from node.store import Store, catalog
+from node.store.catalog import Collection
 
 from .auth import Authenticator
 from .pagination import TokenSigner
 
 EXTENSION = "taxii_node"
+
+
+class CollectionCache:
+    """Collection definitions, re-read from the store at most every ``ttl`` seconds.
+
+    Every request needs its collection; definitions change only with
+    ``taxii-node init``, so a read transaction per request for them is waste.
+    An id not in the cache triggers a refresh, so a new collection is served
+    at once; a changed title or a removed collection shows within ``ttl``.
+    """
+
+    def __init__(self, store: Store, ttl: float = 30.0) -> None:
+        self._store = store
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._by_id: dict[str, Collection] = {}
+        self._ordered: list[Collection] = []
+        self._expires = 0.0
+
+    def _refresh(self) -> None:
+        with self._store.read() as connection:
+            ordered = catalog.all_collections(connection)
+        with self._lock:
+            self._ordered = ordered
+            self._by_id = {c.id: c for c in ordered}
+            self._expires = time.monotonic() + self._ttl
+
+    def all(self) -> list[Collection]:
+        if time.monotonic() >= self._expires:
+            self._refresh()
+        return self._ordered
+
+    def get(self, collection_id: str) -> Collection | None:
+        if time.monotonic() >= self._expires or collection_id not in self._by_id:
+            self._refresh()
+        return self._by_id.get(collection_id)
 
 
 @dataclass
@@ -27,6 +66,7 @@ class NodeState:
     signer: TokenSigner
     authenticator: Authenticator
     agreements: Agreements
+    collections: CollectionCache
     last_status_purge: float = field(default=0.0)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from flask import Blueprint, Response, g, request
 
 from node import jsoncodec
-from node.store import audit, catalog, objects, statuses
+from node.store import audit, objects, statuses
 from node.store.accounts import Rights
 from node.store.catalog import Collection
 from node.store.objects import StoredObject
@@ -92,8 +92,7 @@ def _collection_for(collection_id: str, *, need_read: bool = False, need_write: 
     A collection the caller can neither read nor write is reported as absent
     (404), so that its existence is not revealed.
     """
-    with node_state().store.read() as connection:
-        collection = catalog.get(connection, collection_id)
+    collection = node_state().collections.get(collection_id)
     rights = _rights(collection_id)
     if collection is None or not (rights.can_read or rights.can_write):
         raise not_found(f"no collection {collection_id!r}")
@@ -204,8 +203,7 @@ def status(api_root: str, status_id: str) -> Response:
 @blueprint.route("/<api_root>/collections/", methods=["GET"])
 def collections(api_root: str) -> Response:
     _api_root(api_root)
-    with node_state().store.read() as connection:
-        everything = catalog.all_collections(connection)
+    everything = node_state().collections.all()
     resources = []
     for collection in everything:
         rights = _rights(collection.id)
