@@ -56,6 +56,7 @@ class TaxiiConfig:
     max_content_length: int = 10 * 1024 * 1024
     max_page_size: int = 1000
     status_retention_hours: int = 48
+    max_objects_per_envelope: int = 10_000
     collections_dir: Path | None = None
 
 
@@ -231,6 +232,7 @@ def _taxii(reader: _Reader, table: Mapping[str, Any]) -> TaxiiConfig:
         "max_content_length",
         "max_page_size",
         "status_retention_hours",
+        "max_objects_per_envelope",
         "collections_dir",
     }
     reader.check_keys(table, keys, where)
@@ -255,6 +257,9 @@ def _taxii(reader: _Reader, table: Mapping[str, Any]) -> TaxiiConfig:
         ),
         status_retention_hours=reader.integer(
             table, "status_retention_hours", where, defaults.status_retention_hours, low=24
+        ),
+        max_objects_per_envelope=reader.integer(
+            table, "max_objects_per_envelope", where, defaults.max_objects_per_envelope, low=1
         ),
         collections_dir=reader.resolve(collections_dir) if collections_dir else None,
     )

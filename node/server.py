@@ -11,13 +11,77 @@ against that CA bundle: an untrusted certificate fails the handshake.
 
 from __future__ import annotations
 
+import json
 import ssl
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 from node.config import Config, ConfigError, ServerConfig
 
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+TAXII_21 = "application/taxii+json;version=2.1"
+
+
+class TaxiiThreadWorker(ThreadWorker):
+    """gunicorn's gthread worker, with two changes a TAXII server needs.
+
+    * Reads time out: gthread reads request headers from a blocking socket
+      with no timeout, so a client that never finishes its headers (slowloris)
+      holds a thread for ever, and a dozen such clients stall the server.
+      Once gunicorn has set up a connection, its socket gets ``[server]
+      timeout``: a stalled read fails, the connection closes, the thread is free.
+    * Errors gunicorn answers itself (a malformed request line, 414, 431, bad
+      chunking...) get a TAXII error body (3.6.1) instead of an HTML page.
+    """
+
+    def handle(self, conn):
+        set_up = conn.init
+
+        def init_with_timeout() -> None:
+            set_up()
+            conn.sock.settimeout(self.cfg.timeout)
+
+        conn.init = init_with_timeout
+        return super().handle(conn)
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        captured = _CapturedResponse()
+        super().handle_error(req, captured, addr, exc)
+        status, _, reason = captured.status_line().partition(" ")
+        body = json.dumps(
+            {"title": reason or "Bad Request", "http_status": status or "400",
+             "description": f"the request could not be read: {reason or 'malformed'}"}
+        ).encode()  # fmt: skip
+        response = (
+            f"HTTP/1.1 {status or '400'} {reason or 'Bad Request'}\r\n"
+            f"Connection: close\r\nContent-Type: {TAXII_21}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode("latin-1") + body
+        try:
+            client.sendall(response)
+        except OSError:
+            self.log.debug("failed to send the error response")
+
+
+class _CapturedResponse:
+    """Stands in for the client socket while gunicorn writes its HTML error page."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def gettimeout(self) -> float | None:
+        return None
+
+    def setblocking(self, _flag) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+    def status_line(self) -> str:
+        first = self.data.split(b"\r\n", 1)[0].decode("latin-1")
+        return first.partition(" ")[2]  # "431 Request Header Fields Too Large"
 
 
 def _harden(context: ssl.SSLContext) -> ssl.SSLContext:
@@ -93,7 +157,7 @@ class NodeServer(BaseApplication):
             "bind": f"{host}:{server.port}",
             "workers": server.workers,
             "threads": server.threads,
-            "worker_class": "gthread",
+            "worker_class": "node.server.TaxiiThreadWorker",
             "timeout": server.timeout,
             "graceful_timeout": 10,
             "accesslog": "-",

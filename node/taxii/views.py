@@ -283,6 +283,16 @@ def add_objects(api_root: str, collection_id: str) -> Response:
             f"{request.headers.get('Content-Type', 'no Content-Type')[:100]!r}",
         )
     envelope, repeating = _envelope_objects(_read_body())
+    limit = node_state().config.taxii.max_objects_per_envelope
+    if len(envelope) > limit:
+        # A body of a million "{}" fits in a few MB but would cost a million failure
+        # records: the number of objects is bounded as well as the bytes.
+        raise TaxiiError(
+            413,
+            "Payload Too Large",
+            f"the envelope holds {len(envelope)} objects; this server accepts at most "
+            f"{limit} per request: split it into several envelopes",
+        )
     items, refused = accepted_items(collection_id, envelope)
     refused = repeating + refused
     state = node_state()
