@@ -297,8 +297,9 @@ def add_objects(api_root: str, collection_id: str) -> Response:
     refused = repeating + refused
     state = node_state()
     request_timestamp = now_micros()
+    prepared = objects.prepare(items)  # validation and JSON, before taking the writer lock
     with state.store.write() as connection:
-        outcome = objects.add_objects(connection, collection_id, items, origin=g.account.peer)
+        outcome = objects.store_prepared(connection, collection_id, prepared, g.account.peer)
         resource = statuses.record(
             connection,
             collection_id,
