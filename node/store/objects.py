@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, and_, false, func, or_, select, update
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Connection, func, select, update
 
 from node import jsoncodec
 from node.timestamps import from_micros, is_timestamp, now_micros
@@ -19,8 +18,6 @@ from node.validation import object_problem, version_key
 from .schema import collections, objects
 
 _IN_CHUNK = 500
-# Built once: a new alias per query would defeat SQLAlchemy's statement cache.
-_SIBLING = objects.alias("sibling")
 # version_text is a bounded column (PostgreSQL enforces it): a timestamp with
 # more fractional digits than it holds is refused rather than failing the POST.
 _MAX_VERSION_TEXT = objects.c.version_text.type.length
@@ -296,73 +293,82 @@ def _existing_bodies(
     return found
 
 
-def _version_predicate(versions: Sequence[str | int]) -> ColumnElement[bool] | None:
-    """match[version] (3.4.2): None when every version matches."""
-    if "all" in versions:
-        return None
-    clauses: list[ColumnElement[bool]] = []
-    sibling = _SIBLING
-    same_object = and_(
-        sibling.c.collection_id == objects.c.collection_id,
-        sibling.c.object_id == objects.c.object_id,
-    )
-    if "last" in versions:
-        latest = select(func.max(sibling.c.version)).where(same_object).scalar_subquery()
-        clauses.append(objects.c.version == latest)
-    if "first" in versions:
-        earliest = select(func.min(sibling.c.version)).where(same_object).scalar_subquery()
-        clauses.append(objects.c.version == earliest)
-    exact = [v for v in versions if isinstance(v, int)]
-    if exact:
-        clauses.append(objects.c.version.in_(exact))
-        # An object without created/modified has one version, which the API
-        # labels by its date_added: that label must select it too.
-        clauses.append(and_(objects.c.version_text == "", objects.c.date_added.in_(exact)))
-    return or_(*clauses) if clauses else false()
+class _Filter:
+    """The SQL WHERE clause of an ``ObjectQuery``, written as text with driver placeholders.
 
+    The read path runs one query per request; building it as SQLAlchemy
+    expressions cost more than executing it (statement construction and cache
+    keys per call), so the few shapes TAXII needs are written out here once.
+    Values always travel as parameters, never in the SQL text.
+    """
 
-def _where(query: ObjectQuery) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = [objects.c.collection_id == query.collection_id]
-    if query.after is not None:
-        where.append(objects.c.date_added > query.after)
-    if query.ids:
-        where.append(objects.c.object_id.in_(query.ids))
-    if query.types:
-        where.append(objects.c.type.in_(query.types))
-    if query.spec_versions:
-        where.append(objects.c.spec_version.in_(query.spec_versions))
-    if query.exclude_origin is not None:
-        where.append(or_(objects.c.origin.is_(None), objects.c.origin != query.exclude_origin))
-    predicate = _version_predicate(query.versions)
-    if predicate is not None:
-        where.append(predicate)
-    return where
+    def __init__(self, connection: Connection, query: ObjectQuery) -> None:
+        self._marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        self.params: list = []
+        self.clauses: list[str] = []
+        self._add("o.collection_id = {}", [query.collection_id])
+        if query.after is not None:
+            self._add("o.date_added > {}", [query.after])
+        for column, values in (
+            ("o.object_id", query.ids),
+            ("o.type", query.types),
+            ("o.spec_version", query.spec_versions),
+        ):
+            if values:
+                self._add(f"{column} IN ({{}})", list(values))
+        if query.exclude_origin is not None:
+            self._add("(o.origin IS NULL OR o.origin <> {})", [query.exclude_origin])
+        self._versions(query.versions)
+
+    def _add(self, template: str, values: list) -> None:
+        self.clauses.append(template.format(", ".join([self._marker] * len(values))))
+        self.params.extend(values)
+
+    def _versions(self, versions: Sequence[str | int]) -> None:
+        """match[version] (3.4.2): the items are ORed; "all" matches everything."""
+        if "all" in versions:
+            return
+        alternatives = []
+        same_object = "s.collection_id = o.collection_id AND s.object_id = o.object_id"
+        if "last" in versions:
+            alternatives.append(f"o.version = (SELECT MAX(s.version) FROM objects s "
+                                f"WHERE {same_object})")  # fmt: skip
+        if "first" in versions:
+            alternatives.append(f"o.version = (SELECT MIN(s.version) FROM objects s "
+                                f"WHERE {same_object})")  # fmt: skip
+        exact = [v for v in versions if isinstance(v, int)]
+        if exact:
+            markers = ", ".join([self._marker] * len(exact))
+            # An object without created/modified has one version, which the API
+            # labels by its date_added: that label must select it too.
+            alternatives.append(
+                f"o.version IN ({markers}) OR (o.version_text = '' AND o.date_added IN ({markers}))"
+            )
+            self.params.extend(exact + exact)
+        self.clauses.append("(" + " OR ".join(alternatives or ["1 = 0"]) + ")")
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.clauses)
 
 
 def page(connection: Connection, query: ObjectQuery) -> tuple[list[StoredObject], bool]:
     """One page in ascending date_added order, and whether more rows follow."""
+    where = _Filter(connection, query)
     statement = (
-        select(
-            objects.c.object_id,
-            objects.c.type,
-            objects.c.version_text,
-            objects.c.date_added,
-            objects.c.body,
-            objects.c.origin,
-        )
-        .where(*_where(query))
-        .order_by(objects.c.date_added)
-        .limit(query.limit + 1)
+        "SELECT o.object_id, o.type, o.version_text, o.date_added, o.body, o.origin "
+        f"FROM objects o WHERE {where.sql} ORDER BY o.date_added LIMIT {int(query.limit) + 1}"
     )
-    rows = [StoredObject(*row) for row in connection.execute(statement)]
+    result = connection.exec_driver_sql(statement, tuple(where.params))
+    rows = [StoredObject(*row) for row in result]
     return rows[: query.limit], len(rows) > query.limit
 
 
 def delete(connection: Connection, query: ObjectQuery) -> int:
     """Delete the versions matching ``query`` (one object, 5.7); return how many."""
-    matching = select(objects.c.pk).where(*_where(query)).scalar_subquery()
-    result = connection.execute(objects.delete().where(objects.c.pk.in_(matching)))
-    return result.rowcount
+    where = _Filter(connection, query)
+    statement = f"DELETE FROM objects WHERE pk IN (SELECT o.pk FROM objects o WHERE {where.sql})"
+    return connection.exec_driver_sql(statement, tuple(where.params)).rowcount
 
 
 def latest(connection: Connection, collection_id: str, object_id: str) -> dict | None:
