@@ -36,14 +36,23 @@ class TaxiiThreadWorker(ThreadWorker):
     """
 
     def handle(self, conn):
-        set_up = conn.init
+        # gunicorn calls conn.init() before reading each request (a no-op after
+        # the first); wrap it once per connection so the timeout is set each time.
+        if not hasattr(conn, "plain_init"):
+            conn.plain_init = conn.init
 
-        def init_with_timeout() -> None:
-            set_up()
-            conn.sock.settimeout(self.cfg.timeout)
+            def init_with_timeout() -> None:
+                conn.plain_init()
+                conn.sock.settimeout(self.cfg.timeout)
 
-        conn.init = init_with_timeout
+            conn.init = init_with_timeout
         return super().handle(conn)
+
+    def handle_request(self, req, conn):
+        # Headers are in: the application reads the body with its own timeout
+        # (views._read_body) and writes the response on a blocking socket.
+        conn.sock.settimeout(None)
+        return super().handle_request(req, conn)
 
     def handle_error(self, req, client, addr, exc) -> None:
         captured = _CapturedResponse()
