@@ -91,8 +91,22 @@ def record(connection: Connection, records: Iterable[AuditRecord], at: int | Non
         row["prev_hash"] = head
         head = row["hash"] = _digest(head, row)
         rows.append(row)
-    connection.execute(audit.insert(), rows)
+    _insert(connection, rows)
     connection.execute(update(settings).where(settings.c.key == HEAD_KEY).values(value=head))
+
+
+_COLUMNS = (*_FIELDS, "prev_hash", "hash")
+
+
+def _insert(connection: Connection, rows: list[dict]) -> None:
+    """executemany straight to the driver: a sync batch appends a thousand records,
+    and SQLAlchemy's per-row parameter handling would cost more than the inserts."""
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    statement = (
+        f"INSERT INTO audit ({', '.join(_COLUMNS)}) "
+        f"VALUES ({', '.join([marker] * len(_COLUMNS))})"
+    )
+    connection.exec_driver_sql(statement, [tuple(row[c] for c in _COLUMNS) for row in rows])
 
 
 def entries(
