@@ -176,29 +176,25 @@ def user_add(
         node.config().peer(peer)
     fingerprint, subject = _certificate_binding(cert_fingerprint, cert_subject)
     password = _read_password(password_stdin)
-    store = node.ready_store()
-    try:
-        with store.write() as connection:
-            readable = _collection_ids(connection, read)
-            writable = _collection_ids(connection, write)
-            try:
-                accounts.add_user(connection, name, password, is_admin=admin, peer=peer)
-                if fingerprint is not None or subject is not None:
-                    accounts.bind_certificate(
-                        connection, name, fingerprint=fingerprint, subject=subject
-                    )
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
-            role = "admin" if admin else (f"peer {peer}" if peer else "analyst")
-            admin_audit(connection, "user-added", name, f"role {role}; read {list(read)}; "
-                        f"write {list(write)}")  # fmt: skip
+    with node.writing() as connection:
+        readable = _collection_ids(connection, read)
+        writable = _collection_ids(connection, write)
+        try:
+            accounts.add_user(connection, name, password, is_admin=admin, peer=peer)
             if fingerprint is not None or subject is not None:
-                admin_audit(
-                    connection, "certificate-bound", name, _describe_binding(fingerprint, subject)
+                accounts.bind_certificate(
+                    connection, name, fingerprint=fingerprint, subject=subject
                 )
-            _grant_all(connection, name, readable, writable)
-    finally:
-        store.close()
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        role = "admin" if admin else (f"peer {peer}" if peer else "analyst")
+        admin_audit(connection, "user-added", name, f"role {role}; read {list(read)}; "
+                    f"write {list(write)}")  # fmt: skip
+        if fingerprint is not None or subject is not None:
+            admin_audit(
+                connection, "certificate-bound", name, _describe_binding(fingerprint, subject)
+            )
+        _grant_all(connection, name, readable, writable)
     click.echo(f"user {name} added")
 
 
@@ -214,19 +210,13 @@ def user_grant(node, name, read, write) -> None:
     Example:
       taxii-node --config config/node-a.toml user grant alice --read partner-feed
     """
-    store = node.ready_store()
-    try:
-        with store.write() as connection:
-            if accounts.load_account(connection, name) is None:
-                raise CommandError(f"no user {name!r}")
-            readable = _collection_ids(connection, read)
-            writable = _collection_ids(connection, write)
-            admin_audit(
-                connection, "rights-granted", name, f"read {list(read)}; write {list(write)}"
-            )
-            _grant_all(connection, name, readable, writable)
-    finally:
-        store.close()
+    with node.writing() as connection:
+        if accounts.load_account(connection, name) is None:
+            raise CommandError(f"no user {name!r}")
+        readable = _collection_ids(connection, read)
+        writable = _collection_ids(connection, write)
+        admin_audit(connection, "rights-granted", name, f"read {list(read)}; write {list(write)}")
+        _grant_all(connection, name, readable, writable)
     click.echo(f"user {name} updated")
 
 
@@ -254,26 +244,20 @@ def user_cert(node, name, cert_fingerprint, cert_subject, clear) -> None:
         raise CommandError("give --clear alone")
     fingerprint, subject = _certificate_binding(cert_fingerprint, cert_subject)
     change = clear or fingerprint is not None or subject is not None
-    store = node.ready_store()
-    try:
-        with store.write() as connection:
-            account = accounts.load_account(connection, name)
-            if account is None:
-                raise CommandError(f"no user {name!r}")
-            if not change:
-                click.echo(_describe_binding(account.cert_fingerprint, account.cert_subject))
-                return
-            try:
-                accounts.bind_certificate(
-                    connection, name, fingerprint=fingerprint, subject=subject
-                )
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
-            description = _describe_binding(fingerprint, subject)
-            action = "certificate-unbound" if clear else "certificate-bound"
-            admin_audit(connection, action, name, description)
-    finally:
-        store.close()
+    with node.writing() as connection:
+        account = accounts.load_account(connection, name)
+        if account is None:
+            raise CommandError(f"no user {name!r}")
+        if not change:
+            click.echo(_describe_binding(account.cert_fingerprint, account.cert_subject))
+            return
+        try:
+            accounts.bind_certificate(connection, name, fingerprint=fingerprint, subject=subject)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        description = _describe_binding(fingerprint, subject)
+        action = "certificate-unbound" if clear else "certificate-bound"
+        admin_audit(connection, action, name, description)
     click.echo(f"user {name}: {description if not clear else 'no certificate binding'}")
 
 
@@ -289,16 +273,12 @@ def user_passwd(node, name, password_stdin) -> None:
       echo 'n3w-passw0rd' | taxii-node --config FILE user passwd alice --password-stdin
     """
     password = _read_password(password_stdin)
-    store = node.ready_store()
-    try:
-        with store.write() as connection:
-            try:
-                accounts.set_password(connection, name, password)
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
-            admin_audit(connection, "password-changed", name)
-    finally:
-        store.close()
+    with node.writing() as connection:
+        try:
+            accounts.set_password(connection, name, password)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        admin_audit(connection, "password-changed", name)
     click.echo(f"password of {name} changed")
 
 
@@ -312,16 +292,12 @@ def user_remove(node, name) -> None:
     Example:
       taxii-node --config config/node-a.toml user remove alice
     """
-    store = node.ready_store()
-    try:
-        with store.write() as connection:
-            try:
-                accounts.remove_user(connection, name)
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
-            admin_audit(connection, "user-removed", name)
-    finally:
-        store.close()
+    with node.writing() as connection:
+        try:
+            accounts.remove_user(connection, name)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        admin_audit(connection, "user-removed", name)
     click.echo(f"user {name} removed")
 
 
@@ -334,13 +310,9 @@ def user_list(node) -> None:
     Example:
       taxii-node --config config/node-a.toml user list
     """
-    store = node.ready_store()
-    try:
-        with store.read() as connection:
-            everyone = accounts.list_accounts(connection)
-            names = {c.id: c.alias or c.id for c in catalog.all_collections(connection)}
-    finally:
-        store.close()
+    with node.reading() as connection:
+        everyone = accounts.list_accounts(connection)
+        names = {c.id: c.alias or c.id for c in catalog.all_collections(connection)}
     for account in everyone:
         role = f"peer:{account.peer}" if account.peer else account.role
         rights = ", ".join(

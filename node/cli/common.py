@@ -5,9 +5,12 @@ from __future__ import annotations
 import getpass
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import click
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from node.config import Config, ConfigError, load_config
@@ -38,6 +41,26 @@ class NodeContext:
 
     def store(self) -> Store:
         return Store(self.config().store_url)
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read transaction on the node's (initialised) store, closed afterwards."""
+        store = self.ready_store()
+        try:
+            with store.read() as connection:
+                yield connection
+        finally:
+            store.close()
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A write transaction on the node's (initialised) store, closed afterwards."""
+        store = self.ready_store()
+        try:
+            with store.write() as connection:
+                yield connection
+        finally:
+            store.close()
 
     def ready_store(self) -> Store:
         store = self.store()

@@ -90,13 +90,9 @@ def sync_status(node: NodeContext, as_json: bool) -> None:
     Example:
       taxii-node --config config/node-a.toml sync status
     """
-    store = node.ready_store()
-    try:
-        with store.read() as connection:
-            states = syncstate.all_states(connection)
-            dead = syncstate.list_dead_letters(connection)
-    finally:
-        store.close()
+    with node.reading() as connection:
+        states = syncstate.all_states(connection)
+        dead = syncstate.list_dead_letters(connection)
     if as_json:
         click.echo(json.dumps([s.__dict__ for s in states], indent=2))
         return
@@ -223,12 +219,8 @@ def audit_command(ctx, node: NodeContext, peer, since, limit, as_json) -> None:
         since_micros = to_micros(since) if since else None
     except ValueError as exc:
         raise CommandError(f"--since: {exc}") from None
-    store = node.ready_store()
-    try:
-        with store.read() as connection:
-            rows = audit.entries(connection, peer=peer, since=since_micros, limit=limit or None)
-    finally:
-        store.close()
+    with node.reading() as connection:
+        rows = audit.entries(connection, peer=peer, since=since_micros, limit=limit or None)
     for row in rows:
         row["at"] = from_micros(row["at"])
         if as_json:
@@ -253,12 +245,8 @@ def audit_verify(ctx, node: NodeContext) -> None:
     Example:
       taxii-node --config config/node-a.toml audit verify
     """
-    store = node.ready_store()
-    try:
-        with store.read() as connection:
-            result = audit.verify(connection)
-    finally:
-        store.close()
+    with node.reading() as connection:
+        result = audit.verify(connection)
     if result.ok:
         click.echo(f"audit chain intact: {result.records} records")
         return

@@ -53,18 +53,12 @@ def token_create(node: NodeContext, name: str, expires: str, label: str | None) 
       curl -H "Authorization: Bearer tnk_..." http://127.0.0.1:6001/taxii2/
     """
     expiry = parse_expiry(expires)
-    store = node.ready_store()
-    try:
-        with store.write() as connection:
-            try:
-                token_id, secret = accounts.create_token(
-                    connection, name, expires=expiry, label=label
-                )
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
-            admin_audit(connection, "token-created", name, f"token {token_id}, expires {expires}")
-    finally:
-        store.close()
+    with node.writing() as connection:
+        try:
+            token_id, secret = accounts.create_token(connection, name, expires=expiry, label=label)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        admin_audit(connection, "token-created", name, f"token {token_id}, expires {expires}")
     click.echo(secret)
     click.echo(
         f"token {token_id} for {name}, expires {from_micros(expiry) if expiry else 'never'}; "
@@ -83,12 +77,8 @@ def token_list(node: NodeContext, name: str | None) -> None:
     Example:
       taxii-node --config config/node-a.toml token list alice
     """
-    store = node.ready_store()
-    try:
-        with store.read() as connection:
-            tokens = accounts.list_tokens(connection, name)
-    finally:
-        store.close()
+    with node.reading() as connection:
+        tokens = accounts.list_tokens(connection, name)
     now = now_micros()
     for t in tokens:
         if t.revoked:
@@ -110,14 +100,10 @@ def token_revoke(node: NodeContext, token_id: str) -> None:
     Example:
       taxii-node --config config/node-a.toml token revoke 3f9a1c2b7d4e
     """
-    store = node.ready_store()
-    try:
-        with store.write() as connection:
-            try:
-                owner = accounts.revoke_token(connection, token_id)
-            except ValueError as exc:
-                raise CommandError(str(exc)) from None
-            admin_audit(connection, "token-revoked", owner, f"token {token_id}")
-    finally:
-        store.close()
+    with node.writing() as connection:
+        try:
+            owner = accounts.revoke_token(connection, token_id)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        admin_audit(connection, "token-revoked", owner, f"token {token_id}")
     click.echo(f"token {token_id} of {owner} revoked")
