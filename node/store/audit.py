@@ -103,8 +103,7 @@ def _insert(connection: Connection, rows: list[dict]) -> None:
     and SQLAlchemy's per-row parameter handling would cost more than the inserts."""
     marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
     statement = (
-        f"INSERT INTO audit ({', '.join(_COLUMNS)}) "
-        f"VALUES ({', '.join([marker] * len(_COLUMNS))})"
+        f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join([marker] * len(_COLUMNS))})"
     )
     connection.exec_driver_sql(statement, [tuple(row[c] for c in _COLUMNS) for row in rows])
 
