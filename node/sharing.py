@@ -44,7 +44,14 @@ class Agreements:
             for peer in config.peers:
                 for mapping in peer.mappings:
                     agreement = _agreement(connection, peer, mapping)
-                    self._by_key[(peer.name, agreement.collection_id)] = agreement
+                    key = (peer.name, agreement.collection_id)
+                    if key in self._by_key:
+                        raise ConfigError(
+                            f"{mapping.where}: collection {mapping.local!r} is already mapped "
+                            f"for peer {peer.name!r}; one mapping per local collection and "
+                            'peer (use direction = "both" to push and pull)'
+                        )
+                    self._by_key[key] = agreement
 
     def __iter__(self):
         return iter(self._by_key.values())
@@ -82,12 +89,18 @@ def _agreement(connection: Connection, peer: PeerConfig, mapping: MappingConfig)
     )
 
 
-def local_resolver(connection: Connection, collection_id: str) -> Fetch:
-    """Looks up the latest version of referenced objects in one local collection."""
+def local_resolver(
+    connection: Connection, collection_id: str, exclude_origin: str | None = None
+) -> Fetch:
+    """Looks up the latest version of referenced objects in one local collection.
+
+    With ``exclude_origin``, versions that came from that peer are not found:
+    dependencies fetched to send to a peer must not echo its own objects back.
+    """
     builtin = {obj["id"]: obj for obj in tlp_marking_definitions()}
 
     def resolve(object_id: str) -> dict | None:
-        found = objects.latest(connection, collection_id, object_id)
+        found = objects.latest(connection, collection_id, object_id, exclude_origin)
         return found if found is not None else builtin.get(object_id)
 
     return resolve

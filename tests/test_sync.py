@@ -411,8 +411,22 @@ def test_policy_matrix_both_ways_no_echo_versions_and_revocations(tmp_path, pair
             headers={"Accept": MEDIA_TYPE},
             timeout=30,
         )
-        assert one.status_code in (200, 404) and not one.json().get("objects"), withheld_id
-        assert versions(pair.a.collection_url("alpha"), b_at_a, withheld_id) == []
+        # A withheld object is not even admitted to exist: 404, as for an unknown id.
+        assert one.status_code == 404, withheld_id
+        hidden_versions = requests.get(
+            f"{pair.a.collection_url('alpha')}objects/{withheld_id}/versions/",
+            auth=b_at_a,
+            headers={"Accept": MEDIA_TYPE},
+            timeout=30,
+        )
+        assert hidden_versions.status_code == 404, withheld_id
+        deleting = requests.delete(
+            f"{pair.a.collection_url('alpha')}objects/{withheld_id}/",
+            auth=b_at_a,
+            headers={"Accept": MEDIA_TYPE},
+            timeout=30,
+        )
+        assert deleting.status_code == 403, withheld_id  # a partner never deletes here
     manifest = requests.get(
         pair.a.collection_url("alpha") + "manifest/",
         auth=b_at_a,
@@ -745,7 +759,9 @@ def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, st
             "alpha": {"direction": "push", "egress": green_only},
             "beta": {"direction": "push", "egress": green_only},
         },
-        b={"alpha": {"direction": "push"}, "beta": {"direction": "pull"}},
+        # Each side's direction matches its partner's: a node refuses writes to a
+        # collection its own mapping does not pull (and reads it does not push).
+        b={"alpha": {"direction": "pull"}, "beta": {"direction": "pull"}},
     )
     stopper.append(pair)
 

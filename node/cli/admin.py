@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
+from sqlalchemy.engine import make_url
 
 from node.collection_files import load_collection_files
 from node.store import accounts, catalog
@@ -345,7 +347,43 @@ def check(node: NodeContext) -> None:
     for peer in config.peers:
         for mapping in peer.mappings:
             _check_policies(mapping)
+    for warning in _deployment_warnings(node, config):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"{config.path}: ok ({len(config.peers)} peer(s))")
+
+
+def _deployment_warnings(node: NodeContext, config) -> list[str]:
+    """What is not wrong in the file but will fail at run time: secrets the worker
+    cannot read, and (when the store exists) mappings and peer accounts that do not
+    match it.  Errors that make the mappings unusable are raised, not warned."""
+    from node.config import ConfigError
+    from node.sharing import Agreements
+
+    warnings = []
+    for peer in config.peers:
+        try:
+            peer.password()
+        except ConfigError as exc:
+            warnings.append(f"{exc} (the sync worker needs it)")
+    url = make_url(config.store_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
+        return [*warnings, "the store does not exist yet: run init"]  # check creates nothing
+    store = node.store()
+    try:
+        if not store.is_current():
+            return [*warnings, "the store is not initialised yet: run init"]
+        Agreements(config, store)  # local collections exist, one mapping per collection
+        with store.read() as connection:
+            for peer in config.peers:
+                account = accounts.load_account(connection, peer.account) if peer.account else None
+                if peer.account and (account is None or account.peer != peer.name):
+                    warnings.append(
+                        f"peer {peer.name!r}: account {peer.account!r} is not a sync account "
+                        f"of this peer (user add {peer.account} --peer {peer.name} ...)"
+                    )
+    finally:
+        store.close()
+    return warnings
 
 
 def _check_policies(mapping) -> None:

@@ -176,8 +176,11 @@ def _preview(store, agreement, as_json: bool, totals: dict) -> None:
             if not rows:
                 return
             resolve = local_resolver(connection, agreement.collection_id)
+            dependency = local_resolver(
+                connection, agreement.collection_id, exclude_origin=agreement.peer.name
+            )
             batch = [json.loads(row.body) for row in rows]
-            _, decisions = egress(Policy(agreement.egress, resolve), batch, resolve, sent)
+            _, decisions = egress(Policy(agreement.egress, resolve), batch, dependency, sent)
         for d in decisions:
             totals["send" if d.allowed else "withhold"] += 1
             if as_json:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, or_, select, update
 
 from node import jsoncodec
 from node.timestamps import from_micros, is_timestamp, now_micros
@@ -371,14 +371,27 @@ def delete(connection: Connection, query: ObjectQuery) -> int:
     return connection.exec_driver_sql(statement, tuple(where.params)).rowcount
 
 
-def latest(connection: Connection, collection_id: str, object_id: str) -> dict | None:
-    """The newest stored version of one object, decoded; None when absent."""
-    body = connection.execute(
+def latest(
+    connection: Connection,
+    collection_id: str,
+    object_id: str,
+    exclude_origin: str | None = None,
+) -> dict | None:
+    """The newest stored version of one object, decoded; None when absent.
+
+    ``exclude_origin`` ignores versions that came from that peer.
+    """
+    statement = (
         select(objects.c.body)
         .where(objects.c.collection_id == collection_id, objects.c.object_id == object_id)
         .order_by(objects.c.version.desc())
         .limit(1)
-    ).scalar()
+    )
+    if exclude_origin is not None:
+        statement = statement.where(
+            or_(objects.c.origin.is_(None), objects.c.origin != exclude_origin)
+        )
+    body = connection.execute(statement).scalar()
     return None if body is None else jsoncodec.loads(body)
 
 

@@ -200,8 +200,9 @@ class MappingSync:
                 return None
             batch = [jsoncodec.loads(row.body) for row in rows]
             resolve = local_resolver(connection, collection_id)
+            dependency = local_resolver(connection, collection_id, exclude_origin=self.peer)
             to_send, decisions = egress(
-                Policy(self.agreement.egress, resolve), batch, resolve, sent_dependencies
+                Policy(self.agreement.egress, resolve), batch, dependency, sent_dependencies
             )
         return _PushBatch(to_send, decisions, rows[-1].date_added, more)
 

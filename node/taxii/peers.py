@@ -41,7 +41,8 @@ def served_bodies(collection_id: str, rows: Sequence[StoredObject]) -> list[str]
     rules = state.agreements.egress_rules(peer, collection_id)
     with state.store.write() as connection:
         resolve = local_resolver(connection, collection_id)
-        to_send, decisions = egress(Policy(rules, resolve), _decoded(rows), resolve)
+        dependency = local_resolver(connection, collection_id, exclude_origin=peer)
+        to_send, decisions = egress(Policy(rules, resolve), _decoded(rows), dependency)
         audit.record(connection, _records(peer, collection_id, decisions, "serve"))
     return [serialized(obj) for obj in to_send]
 
@@ -57,6 +58,18 @@ def served_rows(collection_id: str, rows: Sequence[StoredObject]) -> list[Stored
         policy = Policy(rules, local_resolver(connection, collection_id))
         decisions = policy.apply(_decoded(rows))
     return [row for row, d in zip(rows, decisions, strict=False) if d.allowed]
+
+
+def object_shared(collection_id: str, obj: dict) -> bool:
+    """Whether the caller may see ``obj`` (always, unless it is a partner's account)."""
+    peer = peer_name()
+    if peer is None:
+        return True
+    state = node_state()
+    rules = state.agreements.egress_rules(peer, collection_id)
+    with state.store.read() as connection:
+        policy = Policy(rules, local_resolver(connection, collection_id))
+        return policy.apply([obj])[0].allowed
 
 
 def accepted_items(collection_id: str, items: list) -> tuple[list, list[dict]]:

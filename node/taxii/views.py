@@ -27,7 +27,7 @@ from . import filters
 from .auth import peer_certificate
 from .errors import TaxiiError, bad_request, forbidden, not_found
 from .negotiation import TAXII_21, accepts_taxii_21, is_taxii_21_body
-from .peers import accepted_items, served_bodies, served_rows
+from .peers import accepted_items, object_shared, served_bodies, served_rows
 from .state import node_state
 
 try:
@@ -77,9 +77,18 @@ def _rights(collection_id: str) -> Rights:
     mappings name, whatever rights were granted to it.
     """
     peer = g.account.peer
-    if peer is not None and node_state().agreements.find(peer, collection_id) is None:
+    if peer is None:
+        return g.account.rights_on(collection_id)
+    agreement = node_state().agreements.find(peer, collection_id)
+    if agreement is None:
         return Rights()
-    return g.account.rights_on(collection_id)
+    granted = g.account.rights_on(collection_id)
+    # The partner reading is data leaving us (our mapping must push); the
+    # partner writing is data arriving (our mapping must pull).
+    return Rights(
+        can_read=granted.can_read and agreement.mapping.pushes,
+        can_write=granted.can_write and agreement.mapping.pulls,
+    )
 
 
 def _readable(collection_id: str) -> Collection:
@@ -250,10 +259,9 @@ def manifest(api_root: str, collection_id: str) -> Response:
 
 
 def _objects_envelope(
-    collection_id: str, rows: Sequence[StoredObject], more: bool, request_fingerprint: str
+    bodies: Sequence[str], rows: Sequence[StoredObject], more: bool, request_fingerprint: str
 ) -> str:
     body = "{" + _page_fields(rows, more, request_fingerprint)
-    bodies = served_bodies(collection_id, rows)
     if bodies:
         body += ',"objects":[' + ",".join(bodies) + "]"
     return body + "}"
@@ -265,8 +273,9 @@ def get_objects(api_root: str, collection_id: str) -> Response:
     _readable(collection_id)
     query, request_fingerprint = _query(collection_id, "objects", filters.OBJECTS)
     rows, more = _page(query)
+    bodies = served_bodies(collection_id, rows)
     return _json(
-        _objects_envelope(collection_id, rows, more, request_fingerprint),
+        _objects_envelope(bodies, rows, more, request_fingerprint),
         headers=_date_headers(rows, query.after),
     )
 
@@ -458,9 +467,13 @@ def _purge_old_statuses() -> None:
 # -- one object and its versions (5.6, 5.7, 5.8) -------------------------------
 
 
-def _object_exists(collection_id: str, object_id: str) -> bool:
+def _object_visible(collection_id: str, object_id: str) -> bool:
+    """Whether the caller may learn that the object exists (200 with an empty page
+    rather than 404): for a partner, only when egress policy lets its latest
+    version through, so a 200 never reveals a withheld object."""
     with node_state().store.read() as connection:
-        return objects.latest(connection, collection_id, object_id) is not None
+        latest = objects.latest(connection, collection_id, object_id, g.account.peer)
+    return latest is not None and object_shared(collection_id, latest)
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/objects/<object_id>/", methods=["GET"])
@@ -471,10 +484,11 @@ def get_object(api_root: str, collection_id: str, object_id: str) -> Response:
         collection_id, "object", filters.OBJECT, object_id=object_id
     )
     rows, more = _page(query)
-    if not rows and not _object_exists(collection_id, object_id):
+    bodies = served_bodies(collection_id, rows)
+    if not bodies and not _object_visible(collection_id, object_id):
         raise not_found(f"no object {object_id!r} in collection {collection_id!r}")
     return _json(
-        _objects_envelope(collection_id, rows, more, request_fingerprint),
+        _objects_envelope(bodies, rows, more, request_fingerprint),
         headers=_date_headers(rows, query.after),
     )
 
@@ -483,6 +497,10 @@ def get_object(api_root: str, collection_id: str, object_id: str) -> Response:
 def delete_object(api_root: str, collection_id: str, object_id: str) -> Response:
     _api_root(api_root)
     _collection_for(collection_id, need_read=True, need_write=True)
+    if g.account.peer is not None:
+        # Deletions stay local and are not policy-filtered: a partner's sync
+        # account must not remove (or probe for) what this node holds.
+        raise forbidden("a partner's sync account cannot delete objects")
     query, _ = _query(
         collection_id, "delete", filters.DELETE, object_id=object_id, default_version="all"
     )
@@ -518,10 +536,10 @@ def object_versions(api_root: str, collection_id: str, object_id: str) -> Respon
         collection_id, "versions", filters.VERSIONS, object_id=object_id, default_version="all"
     )
     rows, more = _page(query)
-    if not rows and not _object_exists(collection_id, object_id):
+    visible = served_rows(collection_id, rows)
+    if not visible and not _object_visible(collection_id, object_id):
         raise not_found(f"no object {object_id!r} in collection {collection_id!r}")
     body = "{" + _page_fields(rows, more, request_fingerprint)
-    visible = served_rows(collection_id, rows)
     if visible:
         body += ',"versions":' + json.dumps([_version_label(row) for row in visible])
     return _json(body + "}", headers=_date_headers(rows, query.after))
