@@ -189,3 +189,33 @@ def test_audit_chain_detects_edits_and_truncation(tmp_path: Path) -> None:
     _tamper(node, f"DELETE FROM audit WHERE pk = {rows[-1]['pk']}")
     truncated = node.cli("audit", "verify", check=False)
     assert truncated.returncode == 1 and "removed from the end" in truncated.stdout
+
+
+def test_peer_rights_follow_the_direction_of_our_mapping(tmp_path: Path) -> None:
+    """Our mapping pulls alpha and pushes beta: the partner may write alpha and read beta only."""
+    directions = PEER_TOML.replace('remote = "alpha"\n', 'remote = "alpha"\ndirection = "pull"\n')
+    directions += '\n[[peers.mappings]]\nlocal = "beta"\nremote = "beta"\ndirection = "push"\n'
+    node = new_node(tmp_path, "node-d", None, extra_toml=directions)
+    node.add_user(
+        "node-b", "peer-password-1", read=("alpha", "beta"), write=("alpha", "beta"), peer="node-b"
+    )
+    node.start()
+    try:
+        auth = ("node-b", "peer-password-1")
+        listing = _get(node, "/api/collections/", auth=auth).json()["collections"]
+        rights = {c["alias"]: (c["can_read"], c["can_write"]) for c in listing}
+        assert rights == {"alpha": (False, True), "beta": (True, False)}
+        assert (
+            _get(node, f"/api/collections/{COLLECTIONS['alpha']}/objects/", auth=auth).status_code
+            == 403
+        )
+        posted = requests.post(
+            f"{node.collection_url('beta')}objects/",
+            data=json.dumps({"objects": []}),
+            auth=auth,
+            headers={"Accept": TAXII, "Content-Type": TAXII},
+            timeout=30,
+        )
+        assert posted.status_code == 403
+    finally:
+        node.stop()

@@ -251,7 +251,7 @@ def audit_verify(ctx, node: NodeContext) -> None:
     with node.reading() as connection:
         result = audit.verify(connection)
     if result.ok:
-        click.echo(f"audit chain intact: {result.records} records")
+        click.echo(f"audit chain intact: {result.records} records, head {result.head}")
         return
     where = f"record {result.broken_at}" if result.broken_at is not None else "the end"
     click.echo(f"audit chain BROKEN at {where}: {result.reason}")

@@ -44,6 +44,7 @@ class Verification:
     records: int
     broken_at: int | None  # pk of the first bad record
     reason: str | None
+    head: str = GENESIS  # hash of the last record checked
 
     @property
     def ok(self) -> bool:
@@ -154,5 +155,5 @@ def verify(connection: Connection) -> Verification:
     head = connection.execute(select(settings.c.value).where(settings.c.key == HEAD_KEY)).scalar()
     if (head or GENESIS) != previous:
         return Verification(count, None, "the chain ends before the recorded head "
-                            "(records were removed from the end)")  # fmt: skip
-    return Verification(count, None, None)
+                            "(records were removed from the end)", previous)  # fmt: skip
+    return Verification(count, None, None, previous)
