@@ -105,6 +105,7 @@ class Authenticator:
         self._key = secrets.token_bytes(32)
         self._cache: dict[tuple[str, bytes], tuple[float, Account]] = {}
         self._lock = threading.Lock()
+        self._attempt_locks: dict[tuple[str, str], threading.Lock] = {}
 
     def authenticate(
         self,
@@ -167,7 +168,19 @@ class Authenticator:
         self._audit_login(account.name, source, "certificate", True)
         return self._remember(cache_key, account)
 
+    def _attempt_lock(self, name: str, source: str) -> threading.Lock:
+        """One verification at a time per (account, address) in this process, so that
+        concurrent guesses cannot all pass the failure count before any is recorded."""
+        with self._lock:
+            if len(self._attempt_locks) >= self._max_entries:
+                self._attempt_locks.clear()
+            return self._attempt_locks.setdefault((name, source), threading.Lock())
+
     def _verify(self, scheme: str, name: str, secret: str, source: str) -> Account:
+        with self._attempt_lock(name, source):
+            return self._verify_unlocked(scheme, name, secret, source)
+
+    def _verify_unlocked(self, scheme: str, name: str, secret: str, source: str) -> Account:
         with self._store.read() as connection:
             if _recent_failures(connection, name, source) >= MAX_FAILURES:
                 raise TaxiiError(
