@@ -26,7 +26,7 @@ import stix2
 from node.config import load_config
 from node.store import Store, audit, objects, syncstate
 from node.sync.worker import SyncWorker
-from node.tlp import TLP, tlp_marking_definitions, tlp_of
+from node.tlp import TLP, TLP2_MARKING_IDS, tlp_marking_definitions, tlp_of
 from tests.medallion_peer import MEDIA_TYPE, start_medallion
 from tests.nodes import (
     ADMIN_PASSWORD,
@@ -52,13 +52,8 @@ ADMIN = ("admin", ADMIN_PASSWORD)
 T0 = "2026-02-01T00:00:00.000Z"
 T1 = "2026-02-02T00:00:00.000Z"
 
-TLP2 = {
-    "clear": "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487",
-    "green": "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb",
-    "amber": "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421",
-    "amber+strict": "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003",
-    "red": "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1",
-}
+# The ids themselves are checked against the published values in test_policy.py.
+TLP2 = {level.config_name: marking for level, marking in TLP2_MARKING_IDS.items()}
 TLP1 = {
     "white": stix2.TLP_WHITE.id,
     "green": stix2.TLP_GREEN.id,
