@@ -40,8 +40,19 @@ def dumps(value: Any) -> str:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
 
 
-def repeats_names(text: bytes, document: Any) -> bool:
+def dumps_each(items: list) -> list[str] | None:
+    """``dumps`` of every item, or None when one cannot be serialised."""
+    try:
+        return [dumps(item) for item in items]
+    except ValueError:
+        return None
+
+
+def repeats_names(text: bytes, document: Any, object_texts: list[str] | None = None) -> bool:
     """Whether the JSON ``text``, which ``loads`` parsed into ``document``, repeats a name.
+
+    ``object_texts``, the ``dumps`` of each item of an envelope's ``objects``
+    (see ``dumps_each``), saves serialising those items a second time.
 
     Exact, and about as cheap as one ``dumps``: outside strings every ':' of
     JSON text separates a member's name from its value, and inside strings a
@@ -53,7 +64,7 @@ def repeats_names(text: bytes, document: Any) -> bool:
     """
     if b"\\u003" not in text:
         try:
-            return text.count(b":") != dumps(document).count(":")
+            return text.count(b":") != _colons(document, object_texts)
         except ValueError:
             pass
     try:
@@ -61,6 +72,15 @@ def repeats_names(text: bytes, document: Any) -> bool:
     except RecursionError:
         return True  # cannot tell: the caller refuses what it cannot check
     return isinstance(marked, Repeats)
+
+
+def _colons(document: Any, object_texts: list[str] | None) -> int:
+    """The ':' in ``dumps(document)``, reusing the items' texts when given."""
+    if object_texts is None or not isinstance(document, dict):
+        return dumps(document).count(":")
+    rest = {name: value for name, value in document.items() if name != "objects"}
+    # The "objects": member itself contributes one ':'.
+    return dumps(rest).count(":") + 1 + sum(item.count(":") for item in object_texts)
 
 
 class Repeats(dict):

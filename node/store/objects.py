@@ -113,11 +113,16 @@ class PreparedObjects:
     outcome: AddOutcome = field(default_factory=AddOutcome)
 
 
-def prepare(items: Sequence[object]) -> PreparedObjects:
-    """Validate and serialise ``items``; invalid ones become failures."""
+def prepare(items: Sequence[object], texts: Sequence[str] | None = None) -> PreparedObjects:
+    """Validate and serialise ``items``; invalid ones become failures.
+
+    ``texts``, when given, are the items already serialised with
+    ``jsoncodec.dumps`` (the API serialises them once to check the body), in
+    the same order.
+    """
     prepared = PreparedObjects()
     outcome = prepared.outcome
-    for item in items:
+    for index, item in enumerate(items):
         problem = object_problem(item) or _storage_problem(item)
         if problem is not None:
             outcome.failures.append(_detail(item, problem))
@@ -127,7 +132,7 @@ def prepare(items: Sequence[object]) -> PreparedObjects:
             _report_repeat(outcome, prepared.candidates[key].obj, item)
             continue
         try:
-            body = jsoncodec.dumps(item)
+            body = texts[index] if texts is not None else jsoncodec.dumps(item)
         except ValueError as exc:
             outcome.failures.append(_detail(item, f"cannot be stored: {exc}"))
             continue

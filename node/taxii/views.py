@@ -291,22 +291,14 @@ def add_objects(api_root: str, collection_id: str) -> Response:
             f"send the envelope as {TAXII_21}, not "
             f"{request.headers.get('Content-Type', 'no Content-Type')[:100]!r}",
         )
-    envelope, repeating = _envelope_objects(_read_body())
-    limit = node_state().config.taxii.max_objects_per_envelope
-    if len(envelope) > limit:
-        # A body of a million "{}" fits in a few MB but would cost a million failure
-        # records: the number of objects is bounded as well as the bytes.
-        raise TaxiiError(
-            413,
-            "Payload Too Large",
-            f"the envelope holds {len(envelope)} objects; this server accepts at most "
-            f"{limit} per request: split it into several envelopes",
-        )
+    envelope, repeating, texts = _envelope_objects(_read_body())
     items, refused = accepted_items(collection_id, envelope)
     refused = repeating + refused
     state = node_state()
     request_timestamp = now_micros()
-    prepared = objects.prepare(items)  # validation and JSON, before taking the writer lock
+    # Validation and JSON before taking the writer lock; the texts serialised to
+    # check the body are reused unless a partner's policy changed the objects.
+    prepared = objects.prepare(items, texts if items is envelope else None)
     with state.store.write() as connection:
         outcome = objects.store_prepared(connection, collection_id, prepared, g.account.peer)
         resource = statuses.record(
@@ -400,8 +392,9 @@ def _too_large(limit: int) -> TaxiiError:
     )
 
 
-def _envelope_objects(body: bytes) -> tuple[list, list[dict]]:
-    """The ``objects`` of a TAXII envelope (3.7), or of a STIX bundle, and failures.
+def _envelope_objects(body: bytes) -> tuple[list, list[dict], list[str] | None]:
+    """The ``objects`` of a TAXII envelope (3.7), or of a STIX bundle, failures,
+    and the objects serialised (None where they could not be reused).
 
     stix2's TAXIICollectionSink posts a bundle rather than an envelope; the
     two share the ``objects`` list, so both are accepted.  The failures are
@@ -415,9 +408,24 @@ def _envelope_objects(body: bytes) -> tuple[list, list[dict]]:
         raise bad_request(f"the body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(document, dict) or not isinstance(document.get("objects"), list):
         raise bad_request('the body must be a TAXII envelope: {"objects": [...]}')
-    if not jsoncodec.repeats_names(body, document):
-        return document["objects"], []
-    return _without_repeats(body, document["objects"])
+    _check_object_count(len(document["objects"]))
+    texts = jsoncodec.dumps_each(document["objects"])
+    if not jsoncodec.repeats_names(body, document, texts):
+        return document["objects"], [], texts
+    return (*_without_repeats(body, document["objects"]), None)
+
+
+def _check_object_count(count: int) -> None:
+    """A body of a million "{}" fits in a few MB but would cost a million failure
+    records: the number of objects is bounded as well as the bytes."""
+    limit = node_state().config.taxii.max_objects_per_envelope
+    if count > limit:
+        raise TaxiiError(
+            413,
+            "Payload Too Large",
+            f"the envelope holds {count} objects; this server accepts at most "
+            f"{limit} per request: split it into several envelopes",
+        )
 
 
 def _without_repeats(body: bytes, items: list) -> tuple[list, list[dict]]:
