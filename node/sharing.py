@@ -17,6 +17,7 @@ from node import jsoncodec
 from node.config import Config, ConfigError, MappingConfig, PeerConfig
 from node.policy import Decision, Policy, Rules
 from node.store import Store, catalog, objects
+from node.store.audit import AuditRecord
 from node.tlp import tlp_marking_definitions
 
 Fetch = Callable[[str], dict | None]
@@ -129,6 +130,40 @@ def egress(
     if already_sent is not None:
         already_sent.update(d.object_id for d in decisions if d.allowed)
     return to_send, decisions
+
+
+def decision_records(
+    peer: str,
+    collection_id: str,
+    direction: str,
+    decisions: Iterable[Decision],
+    allowed_action: str,
+    failures: Iterable[dict] = (),
+) -> list[AuditRecord]:
+    """One audit record per decision: ``allowed_action`` (sent, received,
+    served), withheld with its rule, or dead-letter when the receiving side
+    refused the version (a failure for its id and version)."""
+    refused = {(f.get("id"), f.get("version")): f.get("message") for f in failures}
+    records = []
+    for d in decisions:
+        key = (d.object_id, d.version or None)
+        if d.allowed and key in refused:
+            action, detail = "dead-letter", str(refused[key])
+        else:
+            action, detail = (allowed_action if d.allowed else "withheld"), d.detail
+        records.append(
+            AuditRecord(
+                action=action,
+                direction=direction,
+                object_id=d.object_id,
+                version=d.version or None,
+                peer=peer,
+                collection_id=collection_id,
+                rule=str(d.rule),
+                detail=detail,
+            )
+        )
+    return records
 
 
 def serialized(obj: dict) -> str:

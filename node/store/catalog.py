@@ -74,9 +74,3 @@ def find(connection: Connection, id_or_alias: str) -> Collection | None:
         )
     ).first()
     return None if row is None else _from_row(row)
-
-
-def get(connection: Connection, collection_id: str) -> Collection | None:
-    """A collection by id only, as TAXII URLs name it (5.2)."""
-    row = connection.execute(select(collections).where(collections.c.id == collection_id)).first()
-    return None if row is None else _from_row(row)

@@ -27,9 +27,15 @@ from dataclasses import dataclass, field
 from node import jsoncodec
 from node.config import Config, PeerConfig
 from node.policy import Decision, Policy
-from node.sharing import Agreement, Agreements, egress, local_resolver, serialized
+from node.sharing import (
+    Agreement,
+    Agreements,
+    decision_records,
+    egress,
+    local_resolver,
+    serialized,
+)
 from node.store import Store, audit, objects, syncstate
-from node.store.audit import AuditRecord
 from node.store.objects import ObjectQuery
 from node.timestamps import from_micros, now_micros, to_micros
 
@@ -208,8 +214,8 @@ class MappingSync:
 
     def _commit_push(self, state, sending: Future, batch: _PushBatch, result) -> None:
         failures = sending.result()  # re-raises the sender's PeerError
-        records = _decision_audit(
-            self.peer, self.agreement.collection_id, "push", batch.decisions, failures
+        records = decision_records(
+            self.peer, self.agreement.collection_id, "push", batch.decisions, "sent", failures
         )
         sent = sum(1 for r in records if r.action == "sent")
         withheld = sum(1 for r in records if r.action == "withheld")
@@ -325,7 +331,9 @@ class MappingSync:
             decisions = policy.apply(valid)
             accepted = [d.obj for d in decisions if d.allowed and d.obj is not None]
             outcome = objects.add_objects(connection, collection_id, accepted, origin=self.peer)
-            records = _decision_audit(self.peer, collection_id, "pull", decisions, outcome.failures)
+            records = decision_records(
+                self.peer, collection_id, "pull", decisions, "received", outcome.failures
+            )
             audit.record(connection, records)
             syncstate.add_dead_letters(connection, self.peer, self.key, "pull", outcome.failures)
             if date_added_last:
@@ -441,39 +449,6 @@ def _envelopes(
     if current:
         envelopes.append(current)
     return envelopes, oversized
-
-
-def _decision_audit(
-    peer: str,
-    collection_id: str,
-    direction: str,
-    decisions: list[Decision],
-    failures: list[dict],
-) -> list[AuditRecord]:
-    """One record per decision: sent/received, withheld, or dead-letter when the
-    receiving side (the peer on push, our store on pull) refused the version."""
-    moved = "sent" if direction == "push" else "received"
-    refused = {(f.get("id"), f.get("version")): f.get("message") for f in failures}
-    records = []
-    for d in decisions:
-        key = (d.object_id, d.version or None)
-        if d.allowed and key in refused:
-            action, detail = "dead-letter", str(refused[key])
-        else:
-            action, detail = (moved if d.allowed else "withheld"), d.detail
-        records.append(
-            AuditRecord(
-                action=action,
-                direction=direction,
-                object_id=d.object_id,
-                version=d.version or None,
-                peer=peer,
-                collection_id=collection_id,
-                rule=str(d.rule),
-                detail=detail,
-            )
-        )
-    return records
 
 
 class SyncWorker:

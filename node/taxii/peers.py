@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from flask import g
 
 from node import jsoncodec
-from node.policy import Decision, Policy
-from node.sharing import egress, local_resolver, serialized
+from node.policy import Policy
+from node.sharing import decision_records, egress, local_resolver, serialized
 from node.store import audit
-from node.store.audit import AuditRecord
 from node.store.objects import StoredObject
 
 from .state import node_state
@@ -43,7 +42,9 @@ def served_bodies(collection_id: str, rows: Sequence[StoredObject]) -> list[str]
         resolve = local_resolver(connection, collection_id)
         dependency = local_resolver(connection, collection_id, exclude_origin=peer)
         to_send, decisions = egress(Policy(rules, resolve), _decoded(rows), dependency)
-        audit.record(connection, _records(peer, collection_id, decisions, "serve"))
+        audit.record(
+            connection, decision_records(peer, collection_id, "serve", decisions, "served")
+        )
     return [serialized(obj) for obj in to_send]
 
 
@@ -95,29 +96,10 @@ def accepted_items(collection_id: str, items: list) -> tuple[list, list[dict]]:
     ]
     if refused:
         with state.store.write() as connection:
-            audit.record(connection, _records(peer, collection_id, decisions, "receive"))
+            records = decision_records(peer, collection_id, "receive", decisions, "received")
+            audit.record(connection, [r for r in records if r.action == "withheld"])
     return accepted, refused
 
 
 def _decoded(rows: Sequence[StoredObject]) -> list[dict]:
     return [jsoncodec.loads(row.body) for row in rows]
-
-
-def _records(
-    peer: str, collection_id: str, decisions: list[Decision], direction: str
-) -> list[AuditRecord]:
-    allowed_action = "served" if direction == "serve" else "received"
-    return [
-        AuditRecord(
-            action=allowed_action if d.allowed else "withheld",
-            direction=direction,
-            object_id=d.object_id,
-            version=d.version or None,
-            peer=peer,
-            collection_id=collection_id,
-            rule=str(d.rule),
-            detail=d.detail,
-        )
-        for d in decisions
-        if direction == "serve" or not d.allowed
-    ]
