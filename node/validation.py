@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from node.timestamps import to_micros
 
-__all__ = ["object_problem", "validate_all", "version_key"]
+__all__ = ["object_problem", "validate_all", "version_key", "version_stamp"]
 
 # A value check returns None or a phrase about the value ("must be a string,
 # got 5"); the caller puts the property name in front.  Checks never build the
@@ -1198,14 +1198,30 @@ def object_problem(obj: object) -> str | None:
     return None
 
 
-def version_key(obj: dict[str, Any]) -> int:
-    """Microseconds since epoch of `modified`, else `created`, else 0.
+def version_stamp(obj: Any) -> str | None:
+    """The version of a STIX object: its ``modified``, else its ``created``, else None.
 
-    STIX tells versions of one object apart by ``modified``; objects without
-    it (marking definitions) have one version, at ``created``, and SCOs without
-    either are one version, keyed 0.  Assumes obj already passed object_problem.
+    STIX 2.1 (section 3.6) tells versions of one object apart by ``modified``;
+    objects without it (marking definitions) have one version, at ``created``,
+    and SCOs without either have one version.  TAXII 2.1 (3.4.2) orders
+    match[version] by the same property.  Safe on unvalidated input (None
+    unless the property is a non-empty string).
     """
-    stamp = obj.get("modified") or obj.get("created")
+    if not isinstance(obj, dict):
+        return None
+    for name in ("modified", "created"):
+        value = obj.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def version_key(obj: dict[str, Any]) -> int:
+    """Microseconds since epoch of ``version_stamp(obj)``, 0 for an object without one.
+
+    Assumes obj already passed object_problem.
+    """
+    stamp = version_stamp(obj)
     return to_micros(stamp) if stamp else 0
 
 

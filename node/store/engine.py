@@ -12,11 +12,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 
 _WRITE_OPTION = "taxii_node_write"
+_Selected = TypeVar("_Selected", bound=Select)
+
+
+def placeholder(connection: Connection) -> str:
+    """The driver's parameter marker, for SQL text sent with ``exec_driver_sql``."""
+    return "?" if connection.dialect.paramstyle == "qmark" else "%s"
+
+
+def locking(statement: _Selected, connection: Connection) -> _Selected:
+    """``statement`` FOR UPDATE, except on SQLite.
+
+    PostgreSQL queues writers on the locked rows; SQLite has no row locks and
+    has already serialised writers with BEGIN IMMEDIATE (``write_transaction``).
+    """
+    if connection.dialect.name == "sqlite":
+        return statement
+    return statement.with_for_update()
 
 
 def create_store_engine(url: str) -> Engine:

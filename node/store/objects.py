@@ -13,9 +13,10 @@ from sqlalchemy import Connection, func, or_, select, update
 
 from node import jsoncodec
 from node.timestamps import from_micros, is_timestamp, now_micros
-from node.validation import object_problem, version_key
+from node.validation import object_problem, version_key, version_stamp
 
-from .schema import collections, objects
+from .engine import locking, placeholder
+from .schema import MARKER_EXPRESSIONS, collections, objects
 
 _IN_CHUNK = 500
 # version_text is a bounded column (PostgreSQL enforces it): a timestamp with
@@ -60,11 +61,8 @@ class AddOutcome:
     stored: list[StoredObject] = field(default_factory=list)  # new versions only
 
 
-def _version_text(obj: dict) -> str:
-    for key in ("modified", "created"):
-        if isinstance(obj.get(key), str):
-            return obj[key]
-    return ""
+def _version_text(obj: object) -> str:
+    return version_stamp(obj) or ""
 
 
 def _detail(obj: object, message: str) -> dict:
@@ -85,7 +83,7 @@ def _valid_detail(obj: dict, message: str, date_added: int | None = None) -> dic
     labelled by its date_added, as in manifests and version lists.
     """
     detail = {"id": obj["id"], "message": message}
-    version = obj.get("modified") or obj.get("created")
+    version = version_stamp(obj)
     if version:
         detail["version"] = version
     elif date_added is not None:
@@ -205,8 +203,18 @@ def _report_repeat(
 
 _INSERT_COLUMNS = (
     "collection_id", "object_id", "type", "spec_version", "version", "version_text",
-    "date_added", "body", "origin",
+    "date_added", "body", "origin", "is_latest", "is_first",
 )  # fmt: skip
+_MILLISECOND = 1_000  # microseconds
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredVersions:
+    """What the store holds of the posted ids: enough to detect repeats and move markers."""
+
+    date_added: dict[tuple[str, int], int]  # by (id, version)
+    newest: dict[str, int]  # version, by id
+    oldest: dict[str, int]
 
 
 def _store_new_versions(
@@ -217,18 +225,23 @@ def _store_new_versions(
 ) -> None:
     outcome = prepared.outcome
     last_date_added = _lock_collection(connection, collection_id)
-    existing = _existing_bodies(connection, collection_id, {oid for oid, _ in prepared.candidates})
+    stored = _stored_versions(connection, collection_id, {oid for oid, _ in prepared.candidates})
+    repeats = [key for key in prepared.candidates if key in stored.date_added]
+    bodies = _stored_bodies(connection, collection_id, repeats) if repeats else {}
+    new = [key for key in prepared.candidates if key not in stored.date_added]
+    dates = iter(_date_added_values(last_date_added, len(new)))
+    latest, first = _new_markers(new, stored)
     rows = []
-    date_added = max(now_micros(), last_date_added + 1)
     for key, candidate in prepared.candidates.items():
         obj = candidate.obj
-        if key in existing:
-            body, stored_date_added = existing[key]
-            _report_repeat(outcome, jsoncodec.loads(body), obj, stored_date_added)
+        if key in bodies:
+            _report_repeat(outcome, jsoncodec.loads(bodies[key]), obj, stored.date_added[key])
             continue
+        date_added = next(dates)
         rows.append(
             (collection_id, key[0], obj["type"], obj.get("spec_version", "2.1"), key[1],
-             candidate.version_text, date_added, candidate.body, origin)
+             candidate.version_text, date_added, candidate.body, origin,
+             latest.get(key[0]) == key[1], first.get(key[0]) == key[1])
         )  # fmt: skip
         outcome.stored.append(
             StoredObject(
@@ -236,20 +249,76 @@ def _store_new_versions(
             )
         )
         outcome.successes.append(_valid_detail(obj, "added", date_added))
-        date_added += 1
     if rows:
+        _demote(connection, collection_id, latest, first, stored)
         _insert_rows(connection, rows)
         connection.execute(
             update(collections)
             .where(collections.c.id == collection_id)
-            .values(last_date_added=date_added - 1)
+            .values(last_date_added=rows[-1][6])
         )
+
+
+def _date_added_values(last_date_added: int, count: int) -> list[int]:
+    """``count`` increasing date_added values after ``last_date_added``, the last on a whole ms.
+
+    Values grow in commit order (the caller holds the collection's writer
+    lock), so a poller resuming from X-TAXII-Date-Added-Last (3.4.2) at full
+    precision sees each object once.  Putting each commit's last value on a
+    whole millisecond lets a client that keeps that header only to the
+    millisecond (OpenCTI does) resume from exactly the same point once it is
+    caught up, instead of re-reading the last millisecond's objects forever.
+    """
+    start = max(now_micros(), last_date_added + 1)
+    dates = list(range(start, start + count))
+    if dates:
+        dates[-1] = -(-dates[-1] // _MILLISECOND) * _MILLISECOND
+    return dates
+
+
+def _new_markers(
+    new: Sequence[tuple[str, int]], stored: _StoredVersions
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The new versions that become an object's latest / first one, by id.
+
+    An older version that arrives later (a sync peer catching up) takes neither
+    marker from the newer version already stored.
+    """
+    latest: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for object_id, version in new:
+        newest = max(latest.get(object_id, version), stored.newest.get(object_id, version))
+        if version >= newest:
+            latest[object_id] = version
+        oldest = min(first.get(object_id, version), stored.oldest.get(object_id, version))
+        if version <= oldest:
+            first[object_id] = version
+    return latest, first
+
+
+def _demote(
+    connection: Connection,
+    collection_id: str,
+    latest: dict[str, int],
+    first: dict[str, int],
+    stored: _StoredVersions,
+) -> None:
+    """Clear the markers of stored versions that a new version takes over."""
+    marker = placeholder(connection)
+    for column, taken in (("is_latest", latest), ("is_first", first)):
+        rows = [(False, collection_id, oid) for oid in taken if oid in stored.newest]
+        if rows:
+            connection.exec_driver_sql(
+                f"UPDATE objects SET {column} = {marker} "
+                f"WHERE collection_id = {marker} AND object_id = {marker} AND {column}",
+                rows,
+            )
 
 
 def _insert_rows(connection: Connection, rows: list[tuple]) -> None:
     """executemany straight to the driver: SQLAlchemy's per-row parameter
     processing costs more than the insert itself on this path."""
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    marker = placeholder(connection)
     statement = (
         f"INSERT INTO objects ({', '.join(_INSERT_COLUMNS)}) "
         f"VALUES ({', '.join([marker] * len(_INSERT_COLUMNS))})"
@@ -271,31 +340,53 @@ def _lock_collection(connection: Connection, collection_id: str) -> int:
     """Take the per-collection writer lock and return the date_added high-water mark.
 
     On PostgreSQL, FOR UPDATE queues concurrent writers of one collection, so
-    date_added values are handed out in commit order.  SQLite has already
-    serialised writers with BEGIN IMMEDIATE and ignores FOR UPDATE.
+    date_added values are handed out in commit order and the version markers
+    of one object are moved by one writer at a time.
     """
     statement = select(collections.c.last_date_added).where(collections.c.id == collection_id)
-    if connection.dialect.name != "sqlite":
-        statement = statement.with_for_update()
-    return connection.execute(statement).scalar_one()
+    return connection.execute(locking(statement, connection)).scalar_one()
 
 
-def _existing_bodies(
+def _chunks(items: Sequence, size: int = _IN_CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _stored_versions(
     connection: Connection, collection_id: str, object_ids: Iterable[str]
-) -> dict[tuple[str, int], tuple[str, int]]:
-    """(body, date_added) of the stored versions of ``object_ids``, by (id, version)."""
-    found: dict[tuple[str, int], tuple[str, int]] = {}
-    ids = list(object_ids)
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start : start + _IN_CHUNK]
-        result = connection.execute(
-            select(
-                objects.c.object_id, objects.c.version, objects.c.body, objects.c.date_added
-            ).where(objects.c.collection_id == collection_id, objects.c.object_id.in_(chunk))
+) -> _StoredVersions:
+    """The stored versions of ``object_ids``, found through (collection_id, object_id) only."""
+    marker = placeholder(connection)
+    stored = _StoredVersions({}, {}, {})
+    for chunk in _chunks(sorted(object_ids)):
+        result = connection.exec_driver_sql(
+            "SELECT object_id, version, date_added FROM objects "
+            f"WHERE collection_id = {marker} AND object_id IN ({', '.join([marker] * len(chunk))})",
+            (collection_id, *chunk),
         )
-        for object_id, version, body, date_added in result:
-            found[(object_id, version)] = (body, date_added)
-    return found
+        for object_id, version, date_added in result:
+            stored.date_added[(object_id, version)] = date_added
+            stored.newest[object_id] = max(stored.newest.get(object_id, version), version)
+            stored.oldest[object_id] = min(stored.oldest.get(object_id, version), version)
+    return stored
+
+
+def _stored_bodies(
+    connection: Connection, collection_id: str, keys: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], str]:
+    """The stored bodies of (id, version) ``keys`` (re-posts, which are rare)."""
+    wanted = set(keys)
+    bodies: dict[tuple[str, int], str] = {}
+    for chunk in _chunks(sorted({object_id for object_id, _ in keys})):
+        result = connection.execute(
+            select(objects.c.object_id, objects.c.version, objects.c.body).where(
+                objects.c.collection_id == collection_id, objects.c.object_id.in_(chunk)
+            )
+        )
+        for object_id, version, body in result:
+            if (object_id, version) in wanted:
+                bodies[(object_id, version)] = body
+    return bodies
 
 
 class _Filter:
@@ -308,7 +399,7 @@ class _Filter:
     """
 
     def __init__(self, connection: Connection, query: ObjectQuery) -> None:
-        self._marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        self._marker = placeholder(connection)
         self.params: list = []
         self.clauses: list[str] = []
         self._add("o.collection_id = {}", [query.collection_id])
@@ -334,13 +425,13 @@ class _Filter:
         if "all" in versions:
             return
         alternatives = []
-        same_object = "s.collection_id = o.collection_id AND s.object_id = o.object_id"
+        # The markers are kept at insert and delete (see _new_markers); the
+        # bare column is the partial index's predicate, which lets both
+        # engines serve a "last" page from ix_objects_latest.
         if "last" in versions:
-            alternatives.append(f"o.version = (SELECT MAX(s.version) FROM objects s "
-                                f"WHERE {same_object})")  # fmt: skip
+            alternatives.append("o.is_latest")
         if "first" in versions:
-            alternatives.append(f"o.version = (SELECT MIN(s.version) FROM objects s "
-                                f"WHERE {same_object})")  # fmt: skip
+            alternatives.append("o.is_first")
         exact = [v for v in versions if isinstance(v, int)]
         if exact:
             markers = ", ".join([self._marker] * len(exact))
@@ -357,23 +448,66 @@ class _Filter:
         return " AND ".join(self.clauses)
 
 
-def page(connection: Connection, query: ObjectQuery) -> tuple[list[StoredObject], bool]:
-    """One page in ascending date_added order, and whether more rows follow."""
+def _page_statement(connection: Connection, query: ObjectQuery) -> tuple[str, tuple]:
     where = _Filter(connection, query)
     statement = (
         "SELECT o.object_id, o.type, o.version_text, o.date_added, o.body, o.origin "
         f"FROM objects o WHERE {where.sql} ORDER BY o.date_added LIMIT {int(query.limit) + 1}"
     )
-    result = connection.exec_driver_sql(statement, tuple(where.params))
+    return statement, tuple(where.params)
+
+
+def page(connection: Connection, query: ObjectQuery) -> tuple[list[StoredObject], bool]:
+    """One page in ascending date_added order, and whether more rows follow."""
+    result = connection.exec_driver_sql(*_page_statement(connection, query))
     rows = [StoredObject(*row) for row in result]
     return rows[: query.limit], len(rows) > query.limit
 
 
+def explain_page(connection: Connection, query: ObjectQuery, analyze: bool = False) -> str:
+    """The engine's plan of ``page(query)`` as text (benchmarks, README, tests)."""
+    statement, params = _page_statement(connection, query)
+    return explain(connection, statement, params, analyze)
+
+
+def explain(connection: Connection, statement: str, params: tuple, analyze: bool = False) -> str:
+    """The plan of one statement with driver placeholders, as text."""
+    if connection.dialect.name == "sqlite":
+        rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params)
+        return "\n".join(row[-1] for row in rows)
+    prefix = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
+    return "\n".join(row[0] for row in connection.exec_driver_sql(prefix + statement, params))
+
+
 def delete(connection: Connection, query: ObjectQuery) -> int:
-    """Delete the versions matching ``query`` (one object, 5.7); return how many."""
+    """Delete the versions matching ``query`` (one object, 5.7); return how many.
+
+    The remaining versions of the objects touched get their markers back (the
+    newest left is the latest one), under the collection's writer lock.
+    """
+    _lock_collection(connection, query.collection_id)
     where = _Filter(connection, query)
+    touched = [
+        object_id
+        for (object_id,) in connection.exec_driver_sql(
+            f"SELECT DISTINCT o.object_id FROM objects o WHERE {where.sql}", tuple(where.params)
+        )
+    ]
     statement = f"DELETE FROM objects WHERE pk IN (SELECT o.pk FROM objects o WHERE {where.sql})"
-    return connection.exec_driver_sql(statement, tuple(where.params)).rowcount
+    deleted = connection.exec_driver_sql(statement, tuple(where.params)).rowcount
+    _restore_markers(connection, query.collection_id, touched)
+    return deleted
+
+
+def _restore_markers(connection: Connection, collection_id: str, object_ids: Sequence[str]) -> None:
+    marker = placeholder(connection)
+    assignments = ", ".join(f"{name} = ({sql})" for name, sql in MARKER_EXPRESSIONS.items())
+    for chunk in _chunks(object_ids):
+        connection.exec_driver_sql(
+            f"UPDATE objects SET {assignments} WHERE collection_id = {marker} "
+            f"AND object_id IN ({', '.join([marker] * len(chunk))})",
+            (collection_id, *chunk),
+        )
 
 
 def latest(

@@ -80,6 +80,12 @@ objects = Table(
     Column("body", Text, nullable=False),  # the object's JSON, as stored
     # Name of the peer this version came from; NULL for local publications.
     Column("origin", String(128)),
+    # Markers of the newest and the oldest version of each (collection, object)
+    # by ``version`` (migration 5), kept by every insert and delete in the same
+    # transaction, so that match[version]=last/first is a column test and a
+    # page is an ordered index range instead of a subquery per row.
+    Column("is_latest", Boolean(create_constraint=False), nullable=False, default=False),
+    Column("is_first", Boolean(create_constraint=False), nullable=False, default=False),
     UniqueConstraint("collection_id", "object_id", "version", name="uq_objects_version"),
     UniqueConstraint("collection_id", "date_added", name="uq_objects_date_added"),
 )
@@ -221,13 +227,62 @@ def _add_certificate_bindings(connection: Connection) -> None:
             connection.execute(text(f"ALTER TABLE users ADD COLUMN {name} {sql_type}"))
 
 
+# The markers' definition, one SQL expression per marker for both stores (a
+# comparison is a boolean in PostgreSQL and 0/1 in SQLite): used to backfill
+# them and to repair them after a delete.
+_SAME_OBJECT = "s.collection_id = objects.collection_id AND s.object_id = objects.object_id"
+MARKER_EXPRESSIONS = {
+    "is_latest": f"version = (SELECT MAX(s.version) FROM objects s WHERE {_SAME_OBJECT})",
+    "is_first": f"version = (SELECT MIN(s.version) FROM objects s WHERE {_SAME_OBJECT})",
+}
+# The page of the default match[version]=last (3.4.2) is a range of this index.
+LATEST_INDEX_DDL = (
+    "CREATE INDEX IF NOT EXISTS ix_objects_latest ON objects (collection_id, date_added) "
+    "WHERE is_latest"
+)
+
+
+def _add_version_markers(connection: Connection) -> None:
+    present = {column["name"] for column in inspect(connection).get_columns("objects")}
+    false = "0" if connection.dialect.name == "sqlite" else "false"
+    for name in MARKER_EXPRESSIONS:
+        if name not in present:
+            connection.execute(
+                text(f"ALTER TABLE objects ADD COLUMN {name} BOOLEAN NOT NULL DEFAULT {false}")
+            )
+    for name, expression in MARKER_EXPRESSIONS.items():
+        connection.execute(text(f"UPDATE objects SET {name} = ({expression})"))
+    connection.execute(text(LATEST_INDEX_DDL))
+    if connection.dialect.name == "postgresql":
+        _keep_statistics_current(connection)
+    connection.execute(text("ANALYZE objects"))
+
+
+def _keep_statistics_current(connection: Connection) -> None:
+    """Analyse ``objects`` after 1% of it changed, not PostgreSQL's default 10%.
+
+    The planner's choices on this table (which index serves a filter, whether a
+    page is an index range) depend on its row count and the markers' spread;
+    a collection that grows by bulk publication would otherwise be planned
+    from statistics of a much smaller table for a long time.
+    """
+    connection.execute(
+        text(
+            "ALTER TABLE objects SET (autovacuum_analyze_scale_factor = 0.01, "
+            "autovacuum_analyze_threshold = 1000, autovacuum_vacuum_scale_factor = 0.05)"
+        )
+    )
+
+
 # Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "objects, collections, statuses, accounts", _create_base_tables),
     (2, "sync state, dead letters and audit", _create_sync_tables),
     (3, "API tokens, audit index for login throttling", _create_token_tables),
     (4, "client certificate bindings of accounts", _add_certificate_bindings),
-]
+    (5, "latest and first version markers of objects, index of latest versions",
+     _add_version_markers),
+]  # fmt: skip
 
 LATEST_VERSION = MIGRATIONS[-1][0]
 
