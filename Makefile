@@ -14,7 +14,7 @@ help:
 	@echo "make run     serve node A (config/node-a.toml) on 127.0.0.1:6001"
 	@echo "make pair    initialise both example nodes and create their accounts"
 	@echo "make bench   benchmarks (prints figures)"
-	@echo "make lint    ruff check and format check"
+	@echo "make lint    ruff check, format check and mypy"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,7 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -39,6 +39,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -47,7 +48,7 @@ from typing import Any, Literal, NamedTuple
 from node.tlp import TLP, TLP_BY_MARKING_ID, parse_level, tlp_of
 
 Direction = Literal["egress", "ingress"]
-Resolver = Callable[[str], dict | None]
+Resolver = Callable[[str], dict[str, Any] | None]
 """Returns the latest stored version of the object with this id, or None when unknown."""
 
 
@@ -350,7 +351,7 @@ class Decision:
     allowed: bool
     rule: str
     detail: str
-    obj: dict | None
+    obj: dict[str, Any] | None
 
 
 class _Verdict(NamedTuple):
@@ -386,7 +387,7 @@ def _is_tlp_definition(obj: Mapping[str, Any]) -> bool:
 
 def _link_refs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     """(property path, id) for the references a relationship, sighting or container is about."""
-    kind = obj.get("type")
+    kind = obj.get("type", "")
     properties = ("object_refs",) if kind in CONTAINER_TYPES else _LINK_PROPERTIES.get(kind, ())
     for name in properties:
         value = obj.get(name)
@@ -411,7 +412,7 @@ def _dependency_refs(obj: Mapping[str, Any]) -> Iterator[str]:
             yield ref
 
 
-def _without_selectors(markings: list[Any], removed: set[str]) -> list[Any]:
+def _without_selectors(markings: list[Any], removed: AbstractSet[str]) -> list[Any]:
     """Granular markings minus selectors that pointed into removed properties."""
     kept = []
     for marking in markings:
@@ -451,14 +452,14 @@ class Policy:
 
     # ----------------------------------------------------------------- single objects
 
-    def decide(self, obj: dict) -> Decision:
+    def decide(self, obj: dict[str, Any]) -> Decision:
         """Per-object rules only: no reference checks, no dependency promotion."""
         verdict = self._verdict(obj)
         if verdict is not None:
             return _withheld(obj, verdict.rule, verdict.detail)
         return self._allowed(obj, Rule.ALLOWED, f"passes the {self._rules.direction} policy")
 
-    def decide_dependency(self, obj: dict, referrer: str = "") -> Decision:
+    def decide_dependency(self, obj: dict[str, Any], referrer: str = "") -> Decision:
         """Decide an identity or marking definition that an allowed object references.
 
         For objects the caller fetched because :meth:`dependencies` named them.  Selective
@@ -474,7 +475,7 @@ class Policy:
 
     # ----------------------------------------------------------------- batches
 
-    def apply(self, objs: Iterable[dict]) -> list[Decision]:
+    def apply(self, objs: Iterable[dict[str, Any]]) -> list[Decision]:
         """Decide a batch, in input order, keeping what is shared referentially safe.
 
         Beyond :meth:`decide`: relationships and sightings whose referenced objects are
@@ -512,7 +513,9 @@ class Policy:
                 return verdict
         return None
 
-    def _active_checks(self) -> tuple[Callable[[Mapping[str, Any], TLP | None], Any], ...]:
+    def _active_checks(
+        self,
+    ) -> tuple[Callable[[Mapping[str, Any], TLP | None], _Verdict | None], ...]:
         """Only the configured checks, in evaluation order: protective before selective."""
         rules = self._rules
         wanted = (
@@ -590,24 +593,24 @@ class Policy:
                 detail = "no confidence (missing_confidence = withhold)"
                 return _Verdict(Rule.CONFIDENCE_MISSING, detail)
             return None
-        if confidence < rules.min_confidence:
+        if rules.min_confidence is not None and confidence < rules.min_confidence:
             detail = f"confidence {confidence} below min_confidence {rules.min_confidence}"
             return _Verdict(Rule.CONFIDENCE_MIN, detail)
         return None
 
-    def _allowed(self, obj: dict, rule: Rule, detail: str) -> Decision:
+    def _allowed(self, obj: dict[str, Any], rule: Rule, detail: str) -> Decision:
         sent, removed = self._redacted(obj)
         if removed:
             detail = f"{detail}; redacted {', '.join(removed)}"
         return Decision(obj["id"], _version(obj), True, rule, detail, sent)
 
-    def _promoted(self, obj: dict, verdict: _Verdict, referrer: str) -> Decision:
+    def _promoted(self, obj: dict[str, Any], verdict: _Verdict, referrer: str) -> Decision:
         """Allow a dependency that, on its own, a selective rule would have withheld."""
         by = f" by {referrer}" if referrer else ""
         detail = f"referenced{by} (on its own: {verdict.rule}: {verdict.detail})"
         return self._allowed(obj, Rule.DEPENDENCY, detail)
 
-    def _redacted(self, obj: dict) -> tuple[dict, list[str]]:
+    def _redacted(self, obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """``obj`` without the ``redact`` properties: a copy only when one is present."""
         redact = self._rules.redact
         if not redact or redact.isdisjoint(obj):
@@ -637,7 +640,7 @@ class _Stored(NamedTuple):
 class _Batch:
     """State of one :meth:`Policy.apply` call (kept off the Policy, which is shared)."""
 
-    def __init__(self, policy: Policy, objs: list[dict]) -> None:
+    def __init__(self, policy: Policy, objs: list[dict[str, Any]]) -> None:
         self.policy = policy
         self.objs = objs
         self.decisions = [policy.decide(obj) for obj in objs]
@@ -747,7 +750,7 @@ class _Batch:
                         self.decisions[position] = self._trimmed(decision, refs, kept)
 
     def _trimmed(self, decision: Decision, refs: list[Any], kept: list[Any]) -> Decision:
-        sent = {**decision.obj, "object_refs": kept}
+        sent = {**(decision.obj or {}), "object_refs": kept}
         detail = f"object_refs trimmed: {len(refs) - len(kept)} of {len(refs)} withheld"
         return Decision(decision.object_id, decision.version, True, Rule.REPORTS_TRIM, detail, sent)
 
@@ -768,7 +771,7 @@ class _Batch:
         queue = [p for p, decision in enumerate(self.decisions) if decision.allowed]
         while queue and candidates:
             referrer = self.decisions[queue.pop()]
-            for ref in _dependency_refs(referrer.obj):
+            for ref in _dependency_refs(referrer.obj or {}):
                 for position in candidates.pop(ref, ()):
                     self._promote(position, referrer.object_id)
                     queue.append(position)

@@ -8,8 +8,9 @@ worker, or pushed by the partner to our API.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -20,7 +21,7 @@ from node.store import Store, catalog, objects
 from node.store.audit import AuditRecord
 from node.tlp import tlp_marking_definitions
 
-Fetch = Callable[[str], dict | None]
+Fetch = Callable[[str], dict[str, Any] | None]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Agreements:
                         )
                     self._by_key[key] = agreement
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Agreement]:
         return iter(self._by_key.values())
 
     def find(self, peer: str, collection_id: str) -> Agreement | None:
@@ -100,7 +101,7 @@ def local_resolver(
     """
     builtin = {obj["id"]: obj for obj in tlp_marking_definitions()}
 
-    def resolve(object_id: str) -> dict | None:
+    def resolve(object_id: str) -> dict[str, Any] | None:
         found = objects.latest(connection, collection_id, object_id, exclude_origin)
         return found if found is not None else builtin.get(object_id)
 
@@ -108,8 +109,11 @@ def local_resolver(
 
 
 def egress(
-    policy: Policy, batch: Iterable[dict], fetch: Fetch, already_sent: set[str] | None = None
-) -> tuple[list[dict], list[Decision]]:
+    policy: Policy,
+    batch: Iterable[dict[str, Any]],
+    fetch: Fetch,
+    already_sent: set[str] | None = None,
+) -> tuple[list[dict[str, Any]], list[Decision]]:
     """What to send for ``batch``: allowed objects plus the dependencies they need.
 
     Returns (objects to send, every decision made, dependencies included).
@@ -138,7 +142,7 @@ def decision_records(
     direction: str,
     decisions: Iterable[Decision],
     allowed_action: str,
-    failures: Iterable[dict] = (),
+    failures: Iterable[dict[str, Any]] = (),
 ) -> list[AuditRecord]:
     """One audit record per decision: ``allowed_action`` (sent, received,
     served), withheld with its rule, or dead-letter when the receiving side
@@ -166,5 +170,5 @@ def decision_records(
     return records
 
 
-def serialized(obj: dict) -> str:
+def serialized(obj: dict[str, Any]) -> str:
     return jsoncodec.dumps(obj)

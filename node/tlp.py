@@ -132,7 +132,8 @@ def tlp_of(obj: Mapping[str, Any]) -> TLP | None:
 def _tlp2_definitions() -> list[dict[str, Any]]:
     """The five TLP 2.0 marking definitions shipped in the package's ``data/tlp.json``."""
     source = resources.files("node") / "data" / "tlp.json"
-    return json.loads(source.read_text(encoding="utf-8"))
+    definitions: list[dict[str, Any]] = json.loads(source.read_text(encoding="utf-8"))
+    return definitions
 
 
 def _tlp1_definitions() -> list[dict[str, Any]]:

@@ -432,7 +432,7 @@ def _poll(client: PeerClient, collection_id: str, position, state_file):
     page by page: servers such as medallion give every object of one POST the
     same date_added, and ``added_after`` would skip the rest of such a group.
     """
-    params: dict[str, str] = {"match[version]": "all", "limit": _PAGE_LIMIT}
+    params: dict[str, str | None] = {"match[version]": "all", "limit": _PAGE_LIMIT}
     if position:
         params["added_after"] = position
     while True:

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, delete, select, update
@@ -236,7 +237,7 @@ def normalize_fingerprint(text: str) -> str:
     return value
 
 
-def canonical_subject(pairs) -> str:
+def canonical_subject(pairs: Iterable[tuple[str, str]]) -> str:
     """One spelling of a subject for every order of its attributes: sorted ``ATTR=value``.
 
     ``pairs`` are (attribute, value) in any order, attributes by short or long
@@ -385,7 +386,8 @@ def token_owner(connection: Connection, token: str, now: int) -> str | None:
         return None
     if row.revoked is not None or (row.expires is not None and row.expires <= now):
         return None
-    return row.user_name
+    user: str = row.user_name
+    return user
 
 
 def list_tokens(connection: Connection, name: str | None = None) -> list[TokenInfo]:
@@ -406,4 +408,5 @@ def revoke_token(connection: Connection, token_id: str) -> str:
     connection.execute(
         update(api_tokens).where(api_tokens.c.id == token_id).values(revoked=now_micros())
     )
-    return row.user_name
+    user: str = row.user_name
+    return user

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 
@@ -51,7 +52,7 @@ class Verification:
         return self.reason is None
 
 
-def _digest(previous: str, row: dict) -> str:
+def _digest(previous: str, row: dict[str, Any]) -> str:
     payload = jsoncodec.dumps([previous, *(row[name] for name in _FIELDS)])
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -99,7 +100,7 @@ def record(connection: Connection, records: Iterable[AuditRecord], at: int | Non
 _COLUMNS = (*_FIELDS, "prev_hash", "hash")
 
 
-def _insert(connection: Connection, rows: list[dict]) -> None:
+def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """executemany straight to the driver: a sync batch appends a thousand records,
     and SQLAlchemy's per-row parameter handling would cost more than the inserts."""
     marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
@@ -115,7 +116,7 @@ def entries(
     peer: str | None = None,
     since: int | None = None,
     limit: int | None = 1000,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Audit rows, oldest first, as dicts."""
     statement = select(audit).order_by(audit.c.pk)
     if limit is not None:
@@ -127,7 +128,7 @@ def entries(
     return [dict(row._mapping) for row in connection.execute(statement)]
 
 
-def _all_rows(connection: Connection, chunk: int = 5000) -> Iterator[dict]:
+def _all_rows(connection: Connection, chunk: int = 5000) -> Iterator[dict[str, Any]]:
     after = 0
     while True:
         rows = connection.execute(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, Row, or_, select, update
 
 from .schema import collections
 
@@ -20,9 +21,9 @@ class Collection:
     description: str | None = None
     media_types: tuple[str, ...] = DEFAULT_MEDIA_TYPES
 
-    def resource(self, can_read: bool, can_write: bool) -> dict:
+    def resource(self, can_read: bool, can_write: bool) -> dict[str, Any]:
         """The collection resource of TAXII 2.1 section 5.2.1 for one caller."""
-        resource: dict = {"id": self.id, "title": self.title}
+        resource: dict[str, Any] = {"id": self.id, "title": self.title}
         if self.description:
             resource["description"] = self.description
         if self.alias:
@@ -33,7 +34,7 @@ class Collection:
         return resource
 
 
-def _from_row(row) -> Collection:
+def _from_row(row: Row[Any]) -> Collection:
     return Collection(
         id=row.id,
         title=row.title,

@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 
 _WRITE_OPTION = "taxii_node_write"
-_Selected = TypeVar("_Selected", bound=Select)
+_Selected = TypeVar("_Selected", bound=Select[Any])
 
 
 def placeholder(connection: Connection) -> str:
@@ -63,7 +63,7 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def _configure_sqlite_connection(dbapi_connection, _record) -> None:
+def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
     # Take transaction control from the sqlite3 module so that BEGIN IMMEDIATE
     # can be issued for writers (SQLAlchemy's documented pysqlite recipe).
     dbapi_connection.isolation_level = None

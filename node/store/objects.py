@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import Column, Connection, func, or_, select, update
 
 from node import jsoncodec
 from node.timestamps import from_micros, is_timestamp, now_micros
@@ -19,9 +20,20 @@ from .engine import locking, placeholder
 from .schema import MARKER_EXPRESSIONS, collections, objects
 
 _IN_CHUNK = 500
+_T = TypeVar("_T")
+
+
+def _bounded_length(column: Column[Any]) -> int:
+    """The declared length of a String column (an unbounded one is a schema mistake here)."""
+    length = getattr(column.type, "length", None)
+    if not isinstance(length, int):
+        raise TypeError(f"column {column.name} has no declared length")
+    return length
+
+
 # version_text is a bounded column (PostgreSQL enforces it): a timestamp with
 # more fractional digits than it holds is refused rather than failing the POST.
-_MAX_VERSION_TEXT = objects.c.version_text.type.length
+_MAX_VERSION_TEXT = _bounded_length(objects.c.version_text)
 
 
 @dataclass(frozen=True)
@@ -56,8 +68,8 @@ class StoredObject:
 class AddOutcome:
     """What happened to each object of one POST, in status-resource form (4.3.1)."""
 
-    successes: list[dict] = field(default_factory=list)
-    failures: list[dict] = field(default_factory=list)
+    successes: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
     stored: list[StoredObject] = field(default_factory=list)  # new versions only
 
 
@@ -65,8 +77,8 @@ def _version_text(obj: object) -> str:
     return version_stamp(obj) or ""
 
 
-def _detail(obj: object, message: str) -> dict:
-    detail: dict = {"id": "", "message": message}
+def _detail(obj: object, message: str) -> dict[str, Any]:
+    detail: dict[str, Any] = {"id": "", "message": message}
     if isinstance(obj, dict):
         if isinstance(obj.get("id"), str):
             detail["id"] = obj["id"]
@@ -76,7 +88,9 @@ def _detail(obj: object, message: str) -> dict:
     return detail
 
 
-def _valid_detail(obj: dict, message: str, date_added: int | None = None) -> dict:
+def _valid_detail(
+    obj: dict[str, Any], message: str, date_added: int | None = None
+) -> dict[str, Any]:
     """``_detail`` for an object that passed validation (no re-checking on the hot path).
 
     Status details need a version (4.3.1): an SCO without created/modified is
@@ -93,7 +107,7 @@ def _valid_detail(obj: dict, message: str, date_added: int | None = None) -> dic
 
 @dataclass(frozen=True, slots=True)
 class _Candidate:
-    obj: dict
+    obj: dict[str, Any]
     body: str  # the JSON text to store and serve
     version_text: str
 
@@ -120,8 +134,13 @@ def prepare(items: Sequence[object], texts: Sequence[str] | None = None) -> Prep
     """
     prepared = PreparedObjects()
     outcome = prepared.outcome
-    for index, item in enumerate(items):
-        problem = object_problem(item) or _storage_problem(item)
+    for index, raw in enumerate(items):
+        problem = object_problem(raw)
+        if problem is not None:
+            outcome.failures.append(_detail(raw, problem))
+            continue
+        item = cast(dict[str, Any], raw)  # object_problem found none: a STIX object
+        problem = _storage_problem(item)
         if problem is not None:
             outcome.failures.append(_detail(item, problem))
             continue
@@ -170,7 +189,7 @@ def add_objects(
     return store_prepared(connection, collection_id, prepare(items), origin)
 
 
-def _storage_problem(item: dict) -> str | None:
+def _storage_problem(item: dict[str, Any]) -> str | None:
     """Why a valid object cannot be stored as it is, or None."""
     version_text = _version_text(item)
     if len(version_text) > _MAX_VERSION_TEXT:
@@ -181,7 +200,7 @@ def _storage_problem(item: dict) -> str | None:
     return None
 
 
-def _same(stored: dict, item: dict) -> bool:
+def _same(stored: dict[str, Any], item: dict[str, Any]) -> bool:
     try:
         return stored == item
     except RecursionError:  # orjson parses 1024 levels; == recurses in C up to ~1000
@@ -189,7 +208,7 @@ def _same(stored: dict, item: dict) -> bool:
 
 
 def _report_repeat(
-    outcome: AddOutcome, stored: dict, item: dict, date_added: int | None = None
+    outcome: AddOutcome, stored: dict[str, Any], item: dict[str, Any], date_added: int | None = None
 ) -> None:
     if _same(stored, item):
         outcome.successes.append(_valid_detail(item, "already present", date_added))
@@ -315,7 +334,7 @@ def _demote(
             )
 
 
-def _insert_rows(connection: Connection, rows: list[tuple]) -> None:
+def _insert_rows(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
     """executemany straight to the driver: SQLAlchemy's per-row parameter
     processing costs more than the insert itself on this path."""
     marker = placeholder(connection)
@@ -344,10 +363,11 @@ def _lock_collection(connection: Connection, collection_id: str) -> int:
     of one object are moved by one writer at a time.
     """
     statement = select(collections.c.last_date_added).where(collections.c.id == collection_id)
-    return connection.execute(locking(statement, connection)).scalar_one()
+    last: int = connection.execute(locking(statement, connection)).scalar_one()
+    return last
 
 
-def _chunks(items: Sequence, size: int = _IN_CHUNK) -> Iterable[Sequence]:
+def _chunks(items: Sequence[_T], size: int = _IN_CHUNK) -> Iterable[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -400,7 +420,7 @@ class _Filter:
 
     def __init__(self, connection: Connection, query: ObjectQuery) -> None:
         self._marker = placeholder(connection)
-        self.params: list = []
+        self.params: list[Any] = []
         self.clauses: list[str] = []
         self._add("o.collection_id = {}", [query.collection_id])
         if query.after is not None:
@@ -416,7 +436,7 @@ class _Filter:
             self._add("(o.origin IS NULL OR o.origin <> {})", [query.exclude_origin])
         self._versions(query.versions)
 
-    def _add(self, template: str, values: list) -> None:
+    def _add(self, template: str, values: list[Any]) -> None:
         self.clauses.append(template.format(", ".join([self._marker] * len(values))))
         self.params.extend(values)
 
@@ -448,7 +468,7 @@ class _Filter:
         return " AND ".join(self.clauses)
 
 
-def _page_statement(connection: Connection, query: ObjectQuery) -> tuple[str, tuple]:
+def _page_statement(connection: Connection, query: ObjectQuery) -> tuple[str, tuple[Any, ...]]:
     where = _Filter(connection, query)
     statement = (
         "SELECT o.object_id, o.type, o.version_text, o.date_added, o.body, o.origin "
@@ -470,7 +490,9 @@ def explain_page(connection: Connection, query: ObjectQuery, analyze: bool = Fal
     return explain(connection, statement, params, analyze)
 
 
-def explain(connection: Connection, statement: str, params: tuple, analyze: bool = False) -> str:
+def explain(
+    connection: Connection, statement: str, params: tuple[Any, ...], analyze: bool = False
+) -> str:
     """The plan of one statement with driver placeholders, as text."""
     if connection.dialect.name == "sqlite":
         rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params)
@@ -515,7 +537,7 @@ def latest(
     collection_id: str,
     object_id: str,
     exclude_origin: str | None = None,
-) -> dict | None:
+) -> dict[str, Any] | None:
     """The newest stored version of one object, decoded; None when absent.
 
     ``exclude_origin`` ignores versions that came from that peer.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import Connection, delete, select
 
@@ -16,9 +17,9 @@ def record(
     connection: Connection,
     collection_id: str,
     request_timestamp: int,
-    successes: list[dict],
-    failures: list[dict],
-) -> dict:
+    successes: list[dict[str, Any]],
+    failures: list[dict[str, Any]],
+) -> dict[str, Any]:
     """Store the outcome of one POST and return its status resource.
 
     The node processes an envelope inside the request, so every status is
@@ -43,8 +44,12 @@ def record(
 
 
 def _resource(
-    status_id: str, request_timestamp: int, successes: list, failures: list, total: int
-) -> dict:
+    status_id: str,
+    request_timestamp: int,
+    successes: list[dict[str, Any]],
+    failures: list[dict[str, Any]],
+    total: int,
+) -> dict[str, Any]:
     resource = {
         "id": status_id,
         "status": "complete",
@@ -62,7 +67,7 @@ def _resource(
     return resource
 
 
-def get(connection: Connection, status_id: str) -> tuple[str, dict] | None:
+def get(connection: Connection, status_id: str) -> tuple[str, dict[str, Any]] | None:
     """(collection id, status resource) for ``status_id``, or None."""
     row = connection.execute(select(statuses).where(statuses.c.id == status_id)).first()
     if row is None:

@@ -8,6 +8,7 @@ any instant resumes exactly where its last commit left it.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 
@@ -62,7 +63,7 @@ def all_states(connection: Connection) -> list[SyncState]:
 
 
 def add_dead_letters(
-    connection: Connection, peer: str, mapping: str, direction: str, failures: list[dict]
+    connection: Connection, peer: str, mapping: str, direction: str, failures: list[dict[str, Any]]
 ) -> None:
     """Objects the peer (or this node, on pull) refused, with the reason given."""
     at = now_micros()
@@ -82,7 +83,7 @@ def add_dead_letters(
         connection.execute(dead_letters.insert(), rows)
 
 
-def list_dead_letters(connection: Connection, peer: str | None = None) -> list[dict]:
+def list_dead_letters(connection: Connection, peer: str | None = None) -> list[dict[str, Any]]:
     statement = select(dead_letters).order_by(dead_letters.c.pk)
     if peer is not None:
         statement = statement.where(dead_letters.c.peer == peer)

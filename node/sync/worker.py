@@ -257,7 +257,7 @@ class MappingSync:
         """
         by_key = {(obj.get("id"), _version_text(obj)): obj for obj in sent}
         failed = [(f.get("id"), f.get("version")) for f in failures]
-        suspects = sorted({key[0] for key in failed if key in by_key})
+        suspects = sorted({by_key[key]["id"] for key in failed if key in by_key})
         held: set[tuple] = set()
         for start in range(0, len(suspects), 50):
             params = {

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select
 
@@ -83,7 +83,8 @@ def peer_certificate(environ: Mapping[str, Any]) -> ClientCertificate | None:
         return None
     if not der or not decoded:  # none presented, or not verified: it proves nothing
         return None
-    pairs = [pair for rdn in decoded.get("subject", ()) for pair in rdn]
+    rdns = cast("tuple[tuple[tuple[str, str], ...], ...]", decoded.get("subject", ()))
+    pairs = [pair for rdn in rdns for pair in rdn]
     subject = accounts.canonical_subject(pairs) if pairs else None
     return ClientCertificate(hashlib.sha256(der).hexdigest(), subject)
 

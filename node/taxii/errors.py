@@ -11,7 +11,7 @@ import json
 import logging
 
 from flask import Flask, Response
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .negotiation import TAXII_21
 
@@ -67,7 +67,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
         headers = {}
-        if error.code == 405 and error.valid_methods:
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
             headers["Allow"] = ", ".join(error.valid_methods)
         return error_response(
             error.code or 500, error.name, error.description or error.name, headers

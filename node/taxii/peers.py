@@ -10,20 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from flask import g
-
 from node import jsoncodec
 from node.policy import Policy
 from node.sharing import decision_records, egress, local_resolver, serialized
 from node.store import audit
 from node.store.objects import StoredObject
 
-from .state import node_state
+from .state import current_account, node_state
 
 
 def peer_name() -> str | None:
     """The peer whose sync account is calling, or None for ordinary accounts."""
-    return g.account.peer
+    return current_account().peer
 
 
 def served_bodies(collection_id: str, rows: Sequence[StoredObject]) -> list[str]:

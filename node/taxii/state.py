@@ -10,11 +10,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from flask import current_app
+from flask import current_app, g
 
 from node.config import Config
 from node.sharing import Agreements
 from node.store import Store, catalog
+from node.store.accounts import Account
 from node.store.catalog import Collection
 
 from .auth import Authenticator
@@ -71,4 +72,22 @@ class NodeState:
 
 
 def node_state() -> NodeState:
-    return current_app.extensions[EXTENSION]
+    state: NodeState = current_app.extensions[EXTENSION]
+    return state
+
+
+def set_current_account(account: Account) -> None:
+    """Remember the caller of this request (set before any view runs)."""
+    g.account = account
+
+
+def current_account() -> Account:
+    """The authenticated caller of this request.
+
+    Typed access to ``flask.g``: a view that runs without the blueprint's
+    authentication hook is a programming error, not an anonymous caller.
+    """
+    account = g.get("account")
+    if not isinstance(account, Account):
+        raise RuntimeError("no authenticated account for this request")
+    return account

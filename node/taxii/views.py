@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Sequence
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, request
 
 from node import jsoncodec
 from node.store import audit, objects, statuses
@@ -28,7 +28,7 @@ from .auth import peer_certificate
 from .errors import TaxiiError, bad_request, forbidden, not_found
 from .negotiation import TAXII_21, accepts_taxii_21, is_taxii_21_body
 from .peers import accepted_items, object_shared, served_bodies, served_rows
-from .state import node_state
+from .state import current_account, node_state, set_current_account
 
 try:
     from gunicorn.http.errors import ParseException as _MalformedBody
@@ -43,11 +43,12 @@ _STATUS_PURGE_SECONDS = 600
 
 @blueprint.before_request
 def _authenticate_and_negotiate() -> None:
-    g.account = node_state().authenticator.authenticate(
+    account = node_state().authenticator.authenticate(
         request.headers.get("Authorization"),
         request.remote_addr or "",
         peer_certificate(request.environ),
     )
+    set_current_account(account)
     if not accepts_taxii_21(request.headers.get("Accept")):
         raise TaxiiError(
             406,
@@ -76,13 +77,13 @@ def _rights(collection_id: str) -> Rights:
     A partner's sync account (role "peer") reaches only the collections its
     mappings name, whatever rights were granted to it.
     """
-    peer = g.account.peer
-    if peer is None:
-        return g.account.rights_on(collection_id)
-    agreement = node_state().agreements.find(peer, collection_id)
+    account = current_account()
+    if account.peer is None:
+        return account.rights_on(collection_id)
+    agreement = node_state().agreements.find(account.peer, collection_id)
     if agreement is None:
         return Rights()
-    granted = g.account.rights_on(collection_id)
+    granted = account.rights_on(collection_id)
     # The partner reading is data leaving us (our mapping must push); the
     # partner writing is data arriving (our mapping must pull).
     return Rights(
@@ -152,9 +153,9 @@ def _query(collection_id: str, scope: str, allowed: frozenset[str], **extra):
         signer=state.signer,
         **extra,
     )
-    if g.account.peer is not None:
+    if current_account().peer is not None:
         # A partner never gets back the versions it sent us (no echo).
-        query = dataclasses.replace(query, exclude_origin=g.account.peer)
+        query = dataclasses.replace(query, exclude_origin=current_account().peer)
     return query, request_fingerprint
 
 
@@ -300,7 +301,9 @@ def add_objects(api_root: str, collection_id: str) -> Response:
     # check the body are reused unless a partner's policy changed the objects.
     prepared = objects.prepare(items, texts if items is envelope else None)
     with state.store.write() as connection:
-        outcome = objects.store_prepared(connection, collection_id, prepared, g.account.peer)
+        outcome = objects.store_prepared(
+            connection, collection_id, prepared, current_account().peer
+        )
         resource = statuses.record(
             connection,
             collection_id,
@@ -315,12 +318,12 @@ def add_objects(api_root: str, collection_id: str) -> Response:
 
 def _publication_audit(collection_id: str, outcome, refused: list, resource: dict):
     """One record per POST, and for a partner's push one per version received."""
-    peer = g.account.peer
+    peer = current_account().peer
     records = [
         audit.AuditRecord(
             action="published",
             direction="receive" if peer else "local",
-            actor=g.account.name,
+            actor=current_account().name,
             peer=peer,
             collection_id=collection_id,
             detail=f"status {resource['id']}: {len(outcome.stored)} new, "
@@ -480,7 +483,7 @@ def _object_visible(collection_id: str, object_id: str) -> bool:
     rather than 404): for a partner, only when egress policy lets its latest
     version through, so a 200 never reveals a withheld object."""
     with node_state().store.read() as connection:
-        latest = objects.latest(connection, collection_id, object_id, g.account.peer)
+        latest = objects.latest(connection, collection_id, object_id, current_account().peer)
     return latest is not None and object_shared(collection_id, latest)
 
 
@@ -505,7 +508,7 @@ def get_object(api_root: str, collection_id: str, object_id: str) -> Response:
 def delete_object(api_root: str, collection_id: str, object_id: str) -> Response:
     _api_root(api_root)
     _collection_for(collection_id, need_read=True, need_write=True)
-    if g.account.peer is not None:
+    if current_account().peer is not None:
         # Deletions stay local and are not policy-filtered: a partner's sync
         # account must not remove (or probe for) what this node holds.
         raise forbidden("a partner's sync account cannot delete objects")
@@ -525,7 +528,7 @@ def delete_object(api_root: str, collection_id: str, object_id: str) -> Response
                         object_id=object_id,
                         collection_id=collection_id,
                         detail=f"{deleted} version(s) deleted",
-                        actor=g.account.name,
+                        actor=current_account().name,
                     )
                 ],
             )
