@@ -2,6 +2,8 @@
 
 Every malformed value is a 400 that says which parameter and why (medallion
 3.0.0 answers 500 to a bad ``added_after`` and to ``next`` without ``limit``).
+Numbers and timestamps take ASCII digits only (``[0-9]``): ``\\d`` and
+``str.isdigit`` also take fullwidth and Arabic-Indic digits.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ _ID = re.compile(
     r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
 _TYPE = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
-_SPEC_VERSION = re.compile(r"^\d+\.\d+$")
+# ASCII digits only: \d also matches fullwidth (U+FF10...) and Arabic-Indic digits.
+_SPEC_VERSION = re.compile(r"[0-9]+\.[0-9]+")
 _MAX_VALUES = 100
 
 
@@ -47,7 +50,7 @@ def _values(args: Mapping[str, str], name: str) -> tuple[str, ...]:
 def _checked(args: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str):
     values = _values(args, name)
     for value in values:
-        if not pattern.match(value) or len(value) > 300:
+        if len(value) > 300 or not pattern.fullmatch(value):
             raise bad_request(f"{name}: {value[:80]!r} is not {what}")
     return values
 
