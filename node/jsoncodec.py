@@ -3,7 +3,11 @@
 orjson parses and serialises several times faster than ``json``, refuses
 invalid UTF-8 and nesting deeper than 1024 levels, and needs no tuning.  It
 cannot serialise integers beyond 64 bits, which ``dumps`` hands to ``json``,
-nor nesting deeper than 254 levels, which ``dumps`` refuses with ``ValueError``.
+nor nesting deeper than 254 levels, which ``dumps`` refuses with ``ValueError``
+(``cut_deep_items`` takes such objects out of an envelope, so that they fail
+on their own).  It parses an integer beyond 64 bits as a float, which would
+silently change it: ``loads`` gives text that may hold one (19 digits in a
+row) to the standard library, which keeps integers exact.
 
 Like ``json``, orjson keeps the last of repeated member names in an object
 (``{"a": 1, "a": 2}``) without saying so; ``repeats_names`` tells, cheaply, and
@@ -13,16 +17,72 @@ Like ``json``, orjson keeps the last of repeated member names in an object
 from __future__ import annotations
 
 import json
+import math
+import re
+import secrets
 from typing import Any
 
 import orjson
 
 MAX_DEPTH = 254  # the deepest nesting orjson serialises
 
+# orjson keeps integers in [-2**63, 2**64 - 1] exact; those have at most 20
+# digits, and every integer outside has at least 19.  Text without 19 digits
+# in a row (digits are mapped to '0' first: one C pass) holds none.
+_LONG_RUN = "0" * 19
+_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
+_BYTE_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+
 
 def loads(data: bytes | str) -> Any:
-    """Parse JSON; raises ``ValueError`` (orjson.JSONDecodeError is one) when invalid."""
-    return orjson.loads(data)
+    """Parse JSON; raises ``ValueError`` (orjson.JSONDecodeError is one) when invalid.
+
+    Integers beyond 64 bits come back exact (``int``), as the standard library
+    parses them; both parsers refuse NaN, Infinity and numbers that overflow a
+    double, and ``RecursionError`` or a depth error (``is_depth_error``) means
+    nesting too deep to parse.
+    """
+    if not _may_hold_long_integer(data):
+        return orjson.loads(data)
+    text = data.decode("utf-8") if isinstance(data, bytes) else data  # strict, as orjson
+    value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    if _SURROGATE_ESCAPE.search(text) and not _unicode(value):
+        # orjson refuses "\ud800" without its pair; json would let it through.
+        raise ValueError("a string holds a lone surrogate escape (\\ud800-\\udfff)")
+    return value
+
+
+def _may_hold_long_integer(data: bytes | str) -> bool:
+    if isinstance(data, bytes):
+        return _LONG_RUN.encode() in data.translate(_BYTE_DIGITS_TO_ZERO)
+    return _LONG_RUN in data.translate(_DIGITS_TO_ZERO)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _unicode(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON (RFC 8259, 6)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is too large for a double")
+    return value
+
+
+def is_depth_error(error: BaseException) -> bool:
+    """Whether ``loads`` failed because the text nests too deeply."""
+    return isinstance(error, RecursionError) or "depth limit exceeded" in str(error)
 
 
 def dumps(value: Any) -> str:
@@ -46,6 +106,103 @@ def dumps_each(items: list) -> list[str] | None:
         return [dumps(item) for item in items]
     except ValueError:
         return None
+
+
+# A string (the unrolled form: no backtracking per character) or a bracket.
+_STRING_OR_BRACKET = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+_ENVELOPE_DEPTH = 2  # the envelope's object, then its "objects" array
+
+
+def cut_deep_items(text: bytes, max_depth: int) -> tuple[bytes, dict[str, str]]:
+    """``text`` with each item of the envelope's ``"objects"`` array that nests
+    deeper than ``max_depth`` (the item itself is level 1) replaced by a marker
+    string, and {marker: the item's "id", or ""}.
+
+    One pass over strings and brackets, without recursion and without parsing,
+    so it works on any depth; text that is not JSON comes out still not JSON.
+    The markers hold a random part, so no item of the text can equal one.
+    """
+    nonce = secrets.token_hex(8)
+    scan = _DepthScan(text, max_depth)
+    for match in _STRING_OR_BRACKET.finditer(text):
+        scan.token(match)
+    pieces, markers, position = [], {}, 0
+    for number, (start, end, object_id) in enumerate(scan.cuts):
+        marker = f"taxii-node:too-deep:{nonce}:{number}"
+        markers[marker] = object_id
+        pieces += [text[position:start], json.dumps(marker).encode()]
+        position = end
+    pieces.append(text[position:])
+    return b"".join(pieces), markers
+
+
+class _DepthScan:
+    """The state of ``cut_deep_items``' pass: depth, the item being read, the cuts."""
+
+    def __init__(self, text: bytes, max_depth: int) -> None:
+        self.text = text
+        self.max_depth = max_depth
+        self.depth = 0
+        self.in_objects = False
+        self.last_string: re.Match[bytes] | None = None  # the previous string at this level
+        self.item_start: int | None = None
+        self.item_depth = 0
+        self.item_id = ""
+        self.cuts: list[tuple[int, int, str]] = []
+
+    def token(self, match: re.Match[bytes]) -> None:
+        first = match.group()[:1]
+        if first == b'"':
+            self._string(match)
+        elif first in (b"[", b"{"):
+            self._open(match)
+        else:
+            self._close(match)
+
+    def _follows_name(self, match: re.Match[bytes], name: bytes) -> bool:
+        """Whether ``match`` is the value of the member ``name`` just read."""
+        previous = self.last_string
+        return (
+            previous is not None
+            and previous.group() == name
+            and self.text[previous.end() : match.start()].strip() == b":"
+        )
+
+    def _string(self, match: re.Match[bytes]) -> None:
+        at_item_level = self.item_start is not None and self.depth == _ENVELOPE_DEPTH + 1
+        if at_item_level and self._follows_name(match, b'"id"'):
+            self.item_id = _decoded_string(match.group())
+        self.last_string = match
+
+    def _open(self, match: re.Match[bytes]) -> None:
+        self.depth += 1
+        if self.depth == 1:
+            self.last_string = None
+        elif self.depth == _ENVELOPE_DEPTH and not self.in_objects:
+            self.in_objects = match.group() == b"[" and self._follows_name(match, b'"objects"')
+        elif self.in_objects and self.depth == _ENVELOPE_DEPTH + 1:
+            self.item_start, self.item_depth, self.item_id = match.start(), 0, ""
+        if self.item_start is not None:
+            self.item_depth = max(self.item_depth, self.depth - _ENVELOPE_DEPTH)
+        self.last_string = None
+
+    def _close(self, match: re.Match[bytes]) -> None:
+        if self.item_start is not None and self.depth == _ENVELOPE_DEPTH + 1:
+            if self.item_depth > self.max_depth:
+                self.cuts.append((self.item_start, match.end(), self.item_id))
+            self.item_start = None
+        elif self.in_objects and self.depth == _ENVELOPE_DEPTH:
+            self.in_objects = False
+        self.depth -= 1
+        self.last_string = None
+
+
+def _decoded_string(token: bytes) -> str:
+    try:
+        value = json.loads(token)
+    except ValueError:
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def repeats_names(text: bytes, document: Any, object_texts: list[str] | None = None) -> bool:

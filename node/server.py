@@ -18,9 +18,9 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
 from node.config import Config, ConfigError, ServerConfig
+from node.taxii.negotiation import TAXII_21
 
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
-TAXII_21 = "application/taxii+json;version=2.1"
 
 
 class TaxiiThreadWorker(ThreadWorker):

@@ -17,8 +17,7 @@ import requests
 
 from node import jsoncodec
 from node.config import Config, ConfigError
-
-TAXII_21 = "application/taxii+json;version=2.1"
+from node.taxii.negotiation import TAXII_21
 
 
 class PeerError(Exception):

@@ -38,6 +38,7 @@ class CollectionCache:
         self._ttl = ttl
         self._lock = threading.Lock()
         self._by_id: dict[str, Collection] = {}
+        self._by_alias: dict[str, Collection] = {}
         self._ordered: list[Collection] = []
         self._expires = 0.0
 
@@ -47,6 +48,7 @@ class CollectionCache:
         with self._lock:
             self._ordered = ordered
             self._by_id = {c.id: c for c in ordered}
+            self._by_alias = {c.alias: c for c in ordered if c.alias}
             self._expires = time.monotonic() + self._ttl
 
     def all(self) -> list[Collection]:
@@ -58,6 +60,11 @@ class CollectionCache:
         if time.monotonic() >= self._expires or collection_id not in self._by_id:
             self._refresh()
         return self._by_id.get(collection_id)
+
+    def find(self, id_or_alias: str) -> Collection | None:
+        """The collection with this id, else the one with this alias (unique in the store)."""
+        found = self.get(id_or_alias)
+        return found if found is not None else self._by_alias.get(id_or_alias)
 
 
 @dataclass

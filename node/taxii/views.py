@@ -8,13 +8,12 @@ answers TAXII JSON.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import time
 from collections.abc import Sequence
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from node import jsoncodec
 from node.store import audit, objects, statuses
@@ -23,22 +22,24 @@ from node.store.catalog import Collection
 from node.store.objects import StoredObject
 from node.timestamps import from_micros, now_micros
 
-from . import filters
+from . import bodies, filters
 from .auth import peer_certificate
-from .errors import TaxiiError, bad_request, forbidden, not_found
+from .errors import TaxiiError, forbidden, not_found
 from .negotiation import TAXII_21, accepts_taxii_21, is_taxii_21_body
 from .peers import accepted_items, object_shared, served_bodies, served_rows
 from .state import current_account, node_state, set_current_account
-
-try:
-    from gunicorn.http.errors import ParseException as _MalformedBody
-except ImportError:  # served by another WSGI server
-    _MalformedBody = ValueError
 
 blueprint = Blueprint("taxii", __name__)
 
 _EPOCH = 0
 _STATUS_PURGE_SECONDS = 600
+
+
+@blueprint.url_value_preprocessor
+def _take_api_root(_endpoint: str | None, values: dict | None) -> None:
+    """Every view but discovery is under the one API root: take it out of the
+    view arguments here, and check it (``_check_path``) once the caller is known."""
+    g.api_root = (values or {}).pop("api_root", None)
 
 
 @blueprint.before_request
@@ -56,19 +57,31 @@ def _authenticate_and_negotiate() -> None:
             f"this server answers {TAXII_21}; the Accept header "
             f"{request.headers.get('Accept', '')[:100]!r} does not admit it",
         )
+    _check_path(request.view_args or {})
+
+
+def _check_path(values: dict) -> None:
+    """404 for another API root; a collection named by its alias becomes its id.
+
+    The alias property of a collection (TAXII 2.1, 5.2.1) is what clients'
+    settings often hold (OpenCTI, MISP), so ``/{api-root}/collections/{alias}/``
+    works like the id on every endpoint.  The views see the id only.
+    """
+    names = [g.api_root, *values.values()]
     # PostgreSQL refuses NUL in text (a DataError, so a 500): no stored id has one.
-    if any("\x00" in value for value in (request.view_args or {}).values()):
+    if any(isinstance(name, str) and "\x00" in name for name in names):
         raise not_found("no resource has a NUL character in its name")
+    if g.api_root is not None and g.api_root != node_state().config.taxii.api_root:
+        raise not_found(f"no API root {g.api_root!r}")
+    named = values.get("collection_id")
+    if named is not None:
+        found = node_state().collections.find(named)
+        values["collection_id"] = found.id if found is not None else named
 
 
 def _json(body: dict | str, status: int = 200, headers: dict | None = None) -> Response:
     text = body if isinstance(body, str) else jsoncodec.dumps(body)
     return Response(text, status=status, content_type=TAXII_21, headers=headers)
-
-
-def _api_root(api_root: str) -> None:
-    if api_root != node_state().config.taxii.api_root:
-        raise not_found(f"no API root {api_root!r}")
 
 
 def _rights(collection_id: str) -> Rights:
@@ -180,8 +193,7 @@ def discovery() -> Response:
 
 
 @blueprint.route("/<api_root>/", methods=["GET"])
-def api_root_information(api_root: str) -> Response:
-    _api_root(api_root)
+def api_root_information() -> Response:
     taxii = node_state().config.taxii
     body = {
         "title": taxii.title,
@@ -194,8 +206,7 @@ def api_root_information(api_root: str) -> Response:
 
 
 @blueprint.route("/<api_root>/status/<status_id>/", methods=["GET"])
-def status(api_root: str, status_id: str) -> Response:
-    _api_root(api_root)
+def status(status_id: str) -> Response:
     with node_state().store.read() as connection:
         found = statuses.get(connection, status_id)
     if found is None:
@@ -211,8 +222,7 @@ def status(api_root: str, status_id: str) -> Response:
 
 
 @blueprint.route("/<api_root>/collections/", methods=["GET"])
-def collections(api_root: str) -> Response:
-    _api_root(api_root)
+def collections() -> Response:
     everything = node_state().collections.all()
     resources = []
     for collection in everything:
@@ -223,8 +233,7 @@ def collections(api_root: str) -> Response:
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/", methods=["GET"])
-def collection(api_root: str, collection_id: str) -> Response:
-    _api_root(api_root)
+def collection(collection_id: str) -> Response:
     found = _collection_for(collection_id)
     rights = _rights(collection_id)
     return _json(found.resource(rights.can_read, rights.can_write))
@@ -234,8 +243,7 @@ def collection(api_root: str, collection_id: str) -> Response:
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/manifest/", methods=["GET"])
-def manifest(api_root: str, collection_id: str) -> Response:
-    _api_root(api_root)
+def manifest(collection_id: str) -> Response:
     _readable(collection_id)
     query, request_fingerprint = _query(collection_id, "manifest", filters.OBJECTS)
     rows, more = _page(query)
@@ -269,8 +277,7 @@ def _objects_envelope(
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/objects/", methods=["GET"])
-def get_objects(api_root: str, collection_id: str) -> Response:
-    _api_root(api_root)
+def get_objects(collection_id: str) -> Response:
     _readable(collection_id)
     query, request_fingerprint = _query(collection_id, "objects", filters.OBJECTS)
     rows, more = _page(query)
@@ -282,8 +289,7 @@ def get_objects(api_root: str, collection_id: str) -> Response:
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/objects/", methods=["POST"])
-def add_objects(api_root: str, collection_id: str) -> Response:
-    _api_root(api_root)
+def add_objects(collection_id: str) -> Response:
     _collection_for(collection_id, need_write=True)
     if not is_taxii_21_body(request.headers.get("Content-Type")):
         raise TaxiiError(
@@ -292,14 +298,15 @@ def add_objects(api_root: str, collection_id: str) -> Response:
             f"send the envelope as {TAXII_21}, not "
             f"{request.headers.get('Content-Type', 'no Content-Type')[:100]!r}",
         )
-    envelope, repeating, texts = _envelope_objects(_read_body())
-    items, refused = accepted_items(collection_id, envelope)
-    refused = repeating + refused
     state = node_state()
+    body = bodies.read_body(state.config.taxii.max_content_length, state.config.server.timeout)
+    envelope = bodies.envelope_objects(body, state.config.taxii.max_objects_per_envelope)
+    items, refused = accepted_items(collection_id, envelope.items)
+    refused = envelope.failures + refused
     request_timestamp = now_micros()
     # Validation and JSON before taking the writer lock; the texts serialised to
     # check the body are reused unless a partner's policy changed the objects.
-    prepared = objects.prepare(items, texts if items is envelope else None)
+    prepared = objects.prepare(items, envelope.texts if items is envelope.items else None)
     with state.store.write() as connection:
         outcome = objects.store_prepared(
             connection, collection_id, prepared, current_account().peer
@@ -347,124 +354,6 @@ def _publication_audit(collection_id: str, outcome, refused: list, resource: dic
     return records
 
 
-def _read_body() -> bytes:
-    """The request body, refused with 413 past the API root's max_content_length.
-
-    The limit is enforced while reading, so a chunked body without
-    Content-Length (which medallion 3.0.0 refuses with 400) is accepted up to
-    the limit and cut off beyond it.
-    """
-    limit = node_state().config.taxii.max_content_length
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise _too_large(limit)
-    timeout = node_state().config.server.timeout
-    connection = request.environ.get("gunicorn.socket")
-    # Not on HTTP/2, where the connection is shared between requests.
-    http_1 = request.environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1.")
-    if not (http_1 and hasattr(connection, "settimeout")):
-        connection = None
-    # gunicorn's threads block on the socket without a timeout while an
-    # application reads: a client that stops sending its body mid-way would
-    # hold a thread forever.  [server] timeout bounds each wait for more bytes
-    # (as nginx's client_body_timeout does), and gunicorn closes the connection
-    # of a body whose read failed.
-    prior = connection.gettimeout() if connection is not None else None
-    try:
-        if connection is not None:
-            connection.settimeout(timeout)
-        body = request.stream.read(limit + 1)
-    except TimeoutError:
-        raise TaxiiError(
-            408, "Request Timeout", f"the body stopped arriving (nothing for {timeout} s)"
-        ) from None
-    except (OSError, ValueError, _MalformedBody) as exc:
-        raise bad_request(f"the body could not be read: {str(exc)[:200]}") from None
-    finally:
-        if connection is not None:
-            with contextlib.suppress(OSError):
-                connection.settimeout(prior)
-    if len(body) > limit:
-        raise _too_large(limit)
-    return body
-
-
-def _too_large(limit: int) -> TaxiiError:
-    return TaxiiError(
-        413, "Payload Too Large", f"the body exceeds this API root's max_content_length ({limit})"
-    )
-
-
-def _envelope_objects(body: bytes) -> tuple[list, list[dict], list[str] | None]:
-    """The ``objects`` of a TAXII envelope (3.7), or of a STIX bundle, failures,
-    and the objects serialised (None where they could not be reused).
-
-    stix2's TAXIICollectionSink posts a bundle rather than an envelope; the
-    two share the ``objects`` list, so both are accepted.  The failures are
-    for objects that repeat a property name (see ``_without_repeats``).
-    """
-    if not body:
-        raise bad_request("the request body is empty; send a TAXII envelope")
-    try:
-        document = jsoncodec.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise bad_request(f"the body is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("objects"), list):
-        raise bad_request('the body must be a TAXII envelope: {"objects": [...]}')
-    _check_object_count(len(document["objects"]))
-    texts = jsoncodec.dumps_each(document["objects"])
-    if not jsoncodec.repeats_names(body, document, texts):
-        return document["objects"], [], texts
-    return (*_without_repeats(body, document["objects"]), None)
-
-
-def _check_object_count(count: int) -> None:
-    """A body of a million "{}" fits in a few MB but would cost a million failure
-    records: the number of objects is bounded as well as the bytes."""
-    limit = node_state().config.taxii.max_objects_per_envelope
-    if count > limit:
-        raise TaxiiError(
-            413,
-            "Payload Too Large",
-            f"the envelope holds {count} objects; this server accepts at most "
-            f"{limit} per request: split it into several envelopes",
-        )
-
-
-def _without_repeats(body: bytes, items: list) -> tuple[list, list[dict]]:
-    """``items`` less the objects that repeat a property name, and their failures.
-
-    The names within a JSON object should be unique (RFC 8259, 4); parsers
-    differ on which of repeated ones counts (orjson and json keep the last,
-    others the first or refuse), so such an object could mean one thing to its
-    producer and another here: it is a failure.  An envelope that repeats a
-    name itself is refused.
-    """
-    try:
-        marked = jsoncodec.mark_repeats(body)
-    except (ValueError, RecursionError):
-        raise bad_request(
-            "the body nests JSON too deeply to be checked for repeated names "
-            f"(objects deeper than {jsoncodec.MAX_DEPTH} levels cannot be stored)"
-        ) from None
-    if isinstance(marked, jsoncodec.Repeats) and marked.own:
-        raise bad_request(f"the envelope repeats the name {marked.repeated[:60]!r}")
-    kept, failures = [], []
-    for item, checked in zip(items, marked["objects"], strict=True):
-        if not isinstance(checked, jsoncodec.Repeats):
-            kept.append(item)
-            continue
-        object_id = item.get("id") if isinstance(item, dict) else None
-        failures.append(
-            {
-                "id": object_id if isinstance(object_id, str) else "",
-                "message": f"the property name {checked.repeated[:60]!r} is repeated in the "
-                "object (or in a JSON object within it): which value counts is ambiguous",
-            }
-        )
-    return kept, failures
-
-
 def _purge_old_statuses() -> None:
     state = node_state()
     if time.monotonic() - state.last_status_purge < _STATUS_PURGE_SECONDS:
@@ -488,8 +377,7 @@ def _object_visible(collection_id: str, object_id: str) -> bool:
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/objects/<object_id>/", methods=["GET"])
-def get_object(api_root: str, collection_id: str, object_id: str) -> Response:
-    _api_root(api_root)
+def get_object(collection_id: str, object_id: str) -> Response:
     _readable(collection_id)
     query, request_fingerprint = _query(
         collection_id, "object", filters.OBJECT, object_id=object_id
@@ -505,8 +393,7 @@ def get_object(api_root: str, collection_id: str, object_id: str) -> Response:
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/objects/<object_id>/", methods=["DELETE"])
-def delete_object(api_root: str, collection_id: str, object_id: str) -> Response:
-    _api_root(api_root)
+def delete_object(collection_id: str, object_id: str) -> Response:
     _collection_for(collection_id, need_read=True, need_write=True)
     if current_account().peer is not None:
         # Deletions stay local and are not policy-filtered: a partner's sync
@@ -540,8 +427,7 @@ def delete_object(api_root: str, collection_id: str, object_id: str) -> Response
 @blueprint.route(
     "/<api_root>/collections/<collection_id>/objects/<object_id>/versions/", methods=["GET"]
 )
-def object_versions(api_root: str, collection_id: str, object_id: str) -> Response:
-    _api_root(api_root)
+def object_versions(collection_id: str, object_id: str) -> Response:
     _readable(collection_id)
     query, request_fingerprint = _query(
         collection_id, "versions", filters.VERSIONS, object_id=object_id, default_version="all"
