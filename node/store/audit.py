@@ -128,6 +128,12 @@ def entries(
     return [dict(row._mapping) for row in connection.execute(statement)]
 
 
+def head(connection: Connection) -> str:
+    """The recorded head hash of the chain (GENESIS for an empty trail)."""
+    value = connection.execute(select(settings.c.value).where(settings.c.key == HEAD_KEY)).scalar()
+    return value or GENESIS
+
+
 def _all_rows(connection: Connection, chunk: int = 5000) -> Iterator[dict[str, Any]]:
     after = 0
     while True:

@@ -83,8 +83,21 @@ def add_dead_letters(
         connection.execute(dead_letters.insert(), rows)
 
 
-def list_dead_letters(connection: Connection, peer: str | None = None) -> list[dict[str, Any]]:
+def list_dead_letters(
+    connection: Connection, peer: str | None = None, mapping: str | None = None
+) -> list[dict[str, Any]]:
     statement = select(dead_letters).order_by(dead_letters.c.pk)
     if peer is not None:
         statement = statement.where(dead_letters.c.peer == peer)
+    if mapping is not None:
+        statement = statement.where(dead_letters.c.mapping == mapping)
     return [dict(row._mapping) for row in connection.execute(statement)]
+
+
+def dead_letter(connection: Connection, pk: int) -> dict[str, Any] | None:
+    row = connection.execute(select(dead_letters).where(dead_letters.c.pk == pk)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def remove_dead_letter(connection: Connection, pk: int) -> bool:
+    return connection.execute(dead_letters.delete().where(dead_letters.c.pk == pk)).rowcount > 0

@@ -1,0 +1,386 @@
+"""Read queries for people: searching objects, counting them, following references.
+
+The TAXII read path (``objects.page``) pages one collection in ``date_added``
+order for machines; the console needs other questions answered: which objects
+mention this IP, how many indicators are TLP:AMBER, which reports contain this
+object, what the audit says about it.  They live here so that the HTTP layer
+never writes SQL.
+
+Text search matches the stored JSON text of an object's latest version, so it
+finds words in names and descriptions and values inside patterns
+(``[ipv4-addr:value = '203.0.113.7']``) alike; the other filters (TLP, label,
+author) are checked on the decoded object, exactly, after the SQL narrowing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, and_, func, select
+
+from node import jsoncodec
+from node.tlp import tlp_of
+
+from .schema import audit, collections, dead_letters, objects
+
+_SCAN_CHUNK = 200  # rows read per step while filling a page after exact filters
+_MAX_SCANNED = 20_000  # rows examined at most for one page of a search
+_IN_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class ObjectSearch:
+    """What a person asks for; empty fields do not filter."""
+
+    collection_ids: tuple[str, ...]
+    text: str = ""
+    types: tuple[str, ...] = ()
+    tlp: str = ""  # a TLP label (``AMBER+STRICT``), or ``none`` for unmarked objects
+    label: str = ""
+    author: str = ""  # an identity id (created_by_ref)
+    added_from: int | None = None  # date_added bounds, microseconds, inclusive
+    added_to: int | None = None
+    before: int | None = None  # keyset position: date_added of the last row shown
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class Found:
+    """One object (its latest version in a collection) as a search lists it."""
+
+    collection_id: str
+    object_id: str
+    type: str
+    date_added: int
+    origin: str | None
+    obj: dict
+
+    @property
+    def tlp(self) -> str:
+        level = tlp_of(self.obj)
+        return level.label if level is not None else ""
+
+    @property
+    def title(self) -> str:
+        return str(self.obj.get("name") or self.obj.get("value") or self.object_id)
+
+
+@dataclass
+class SearchPage:
+    results: list[Found] = field(default_factory=list)
+    next_before: int | None = None  # position of the next page, None at the end
+    scanned_out: bool = False  # stopped after _MAX_SCANNED rows without filling the page
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _latest_only():
+    """Only the newest version of each object in its collection."""
+    newer = objects.alias("newer")
+    return ~(
+        select(newer.c.pk)
+        .where(
+            newer.c.collection_id == objects.c.collection_id,
+            newer.c.object_id == objects.c.object_id,
+            newer.c.version > objects.c.version,
+        )
+        .exists()
+    )
+
+
+def _narrowing(search: ObjectSearch) -> list:
+    clauses = [objects.c.collection_id.in_(search.collection_ids), _latest_only()]
+    if search.types:
+        clauses.append(objects.c.type.in_(search.types))
+    if search.text:
+        clauses.append(objects.c.body.ilike(_like_pattern(search.text), escape="\\"))
+    for value in (search.label, search.author):
+        if value:
+            clauses.append(objects.c.body.like(_like_pattern(value), escape="\\"))
+    if search.added_from is not None:
+        clauses.append(objects.c.date_added >= search.added_from)
+    if search.added_to is not None:
+        clauses.append(objects.c.date_added <= search.added_to)
+    if search.before is not None:
+        clauses.append(objects.c.date_added < search.before)
+    return clauses
+
+
+def _matches_exactly(search: ObjectSearch, obj: dict) -> bool:
+    if search.label and search.label not in (obj.get("labels") or ()):
+        return False
+    if search.author and obj.get("created_by_ref") != search.author:
+        return False
+    if search.tlp:
+        level = tlp_of(obj)
+        wanted_none = search.tlp.lower() == "none"
+        if wanted_none != (level is None):
+            return False
+        if level is not None and level.label != search.tlp.upper():
+            return False
+    return True
+
+
+def search_objects(connection: Connection, search: ObjectSearch) -> SearchPage:
+    """One page of the latest versions matching ``search``, newest first."""
+    page = SearchPage()
+    if not search.collection_ids:
+        return page
+    before = search.before
+    scanned = 0
+    while len(page.results) < search.limit:
+        chunk = _chunk(connection, search, before)
+        if not chunk:
+            return page
+        for found in chunk:
+            scanned += 1
+            before = found.date_added
+            if _matches_exactly(search, found.obj):
+                page.results.append(found)
+                if len(page.results) == search.limit:
+                    break
+        if scanned >= _MAX_SCANNED:
+            page.scanned_out = True
+            break
+        if len(chunk) < _SCAN_CHUNK and len(page.results) < search.limit:
+            return page
+    page.next_before = before
+    return page
+
+
+def _chunk(connection: Connection, search: ObjectSearch, before: int | None) -> list[Found]:
+    bounded = ObjectSearch(**{**search.__dict__, "before": before})
+    statement = (
+        select(
+            objects.c.collection_id,
+            objects.c.object_id,
+            objects.c.type,
+            objects.c.date_added,
+            objects.c.origin,
+            objects.c.body,
+        )
+        .where(and_(*_narrowing(bounded)))
+        .order_by(objects.c.date_added.desc())
+        .limit(_SCAN_CHUNK)
+    )
+    return [
+        Found(row.collection_id, row.object_id, row.type, row.date_added, row.origin,
+              jsoncodec.loads(row.body))
+        for row in connection.execute(statement)
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    collection_id: str
+    version_text: str
+    date_added: int
+    origin: str | None
+    obj: dict
+
+
+def versions(connection: Connection, collection_id: str, object_id: str) -> list[StoredVersion]:
+    """Every stored version of one object in one collection, newest first."""
+    statement = (
+        select(objects.c.version_text, objects.c.date_added, objects.c.origin, objects.c.body)
+        .where(objects.c.collection_id == collection_id, objects.c.object_id == object_id)
+        .order_by(objects.c.version.desc())
+    )
+    return [
+        StoredVersion(collection_id, row.version_text, row.date_added, row.origin,
+                      jsoncodec.loads(row.body))
+        for row in connection.execute(statement)
+    ]  # fmt: skip
+
+
+def referencing(
+    connection: Connection, collection_ids: Sequence[str], object_id: str, limit: int = 200
+) -> list[Found]:
+    """Latest versions that mention ``object_id`` anywhere in their JSON (relationships,
+    sightings, reports...), for the caller to sort by the property that refers."""
+    statement = (
+        select(
+            objects.c.collection_id,
+            objects.c.object_id,
+            objects.c.type,
+            objects.c.date_added,
+            objects.c.origin,
+            objects.c.body,
+        )
+        .where(
+            objects.c.collection_id.in_(collection_ids),
+            objects.c.object_id != object_id,
+            objects.c.body.like(_like_pattern(object_id), escape="\\"),
+            _latest_only(),
+        )
+        .order_by(objects.c.date_added.desc())
+        .limit(limit)
+    )
+    return [
+        Found(row.collection_id, row.object_id, row.type, row.date_added, row.origin,
+              jsoncodec.loads(row.body))
+        for row in connection.execute(statement)
+    ]  # fmt: skip
+
+
+def latest_of(
+    connection: Connection, collection_ids: Sequence[str], object_ids: Iterable[str]
+) -> dict[str, Found]:
+    """The latest version of each of ``object_ids`` found in ``collection_ids``, by id."""
+    found: dict[str, Found] = {}
+    ids = sorted(set(object_ids))
+    for start in range(0, len(ids), _IN_CHUNK):
+        statement = select(
+            objects.c.collection_id,
+            objects.c.object_id,
+            objects.c.type,
+            objects.c.date_added,
+            objects.c.origin,
+            objects.c.body,
+        ).where(
+            objects.c.collection_id.in_(collection_ids),
+            objects.c.object_id.in_(ids[start : start + _IN_CHUNK]),
+            _latest_only(),
+        )
+        for row in connection.execute(statement):
+            found.setdefault(
+                row.object_id,
+                Found(row.collection_id, row.object_id, row.type, row.date_added, row.origin,
+                      jsoncodec.loads(row.body)),
+            )  # fmt: skip
+    return found
+
+
+@dataclass
+class CollectionCounts:
+    versions: int = 0
+    by_type: Counter = field(default_factory=Counter)
+    by_tlp: Counter = field(default_factory=Counter)
+
+
+def collection_counts(connection: Connection, collection_id: str) -> CollectionCounts:
+    """Latest versions by type and by TLP level (``none`` for unmarked), and all versions.
+
+    TLP needs the bodies decoded, so this reads the collection's latest versions
+    once, in chunks; it is meant for a person's page, not for every request.
+    """
+    counts = CollectionCounts()
+    counts.versions = connection.execute(
+        select(func.count()).select_from(objects).where(objects.c.collection_id == collection_id)
+    ).scalar_one()
+    for obj_type, body in _latest_bodies(connection, collection_id):
+        counts.by_type[obj_type] += 1
+        level = tlp_of(jsoncodec.loads(body))
+        counts.by_tlp[level.label if level is not None else "none"] += 1
+    return counts
+
+
+def _latest_bodies(connection: Connection, collection_id: str) -> Iterator[tuple[str, str]]:
+    after = -1
+    while True:
+        rows = connection.execute(
+            select(objects.c.pk, objects.c.type, objects.c.body)
+            .where(objects.c.collection_id == collection_id, objects.c.pk > after, _latest_only())
+            .order_by(objects.c.pk)
+            .limit(1000)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield row.type, row.body
+        after = rows[-1].pk
+
+
+def versions_per_collection(connection: Connection) -> dict[str, int]:
+    """Stored versions by collection, named by alias (else id); empty ones count 0."""
+    statement = (
+        select(collections.c.id, collections.c.alias, func.count(objects.c.pk))
+        .select_from(collections.outerjoin(objects, objects.c.collection_id == collections.c.id))
+        .group_by(collections.c.id, collections.c.alias)
+    )
+    return {alias or cid: n for cid, alias, n in connection.execute(statement)}
+
+
+def dead_letter_counts(connection: Connection) -> dict[tuple[str, str], int]:
+    """Dead letters waiting, by (peer, mapping)."""
+    statement = select(dead_letters.c.peer, dead_letters.c.mapping, func.count()).group_by(
+        dead_letters.c.peer, dead_letters.c.mapping
+    )
+    return {(peer, mapping): n for peer, mapping, n in connection.execute(statement)}
+
+
+# -- the audit trail, for people ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    peer: str = ""
+    action: str = ""
+    rule: str = ""
+    object_id: str = ""
+    since: int | None = None
+    until: int | None = None
+    before_pk: int | None = None  # keyset position: pk of the last row shown
+    limit: int = 100
+
+
+def audit_newest_first(connection: Connection, wanted: AuditFilter) -> list[dict]:
+    """Audit records matching ``wanted``, newest first."""
+    statement = select(audit).order_by(audit.c.pk.desc()).limit(wanted.limit)
+    for column, value in (
+        (audit.c.peer, wanted.peer),
+        (audit.c.action, wanted.action),
+        (audit.c.rule, wanted.rule),
+        (audit.c.object_id, wanted.object_id),
+    ):
+        if value:
+            statement = statement.where(column == value)
+    if wanted.since is not None:
+        statement = statement.where(audit.c.at >= wanted.since)
+    if wanted.until is not None:
+        statement = statement.where(audit.c.at <= wanted.until)
+    if wanted.before_pk is not None:
+        statement = statement.where(audit.c.pk < wanted.before_pk)
+    return [dict(row._mapping) for row in connection.execute(statement)]
+
+
+def latest_decisions(connection: Connection, object_id: str, limit: int = 500) -> list[dict]:
+    """The sharing decisions recorded about one object (sent, served, received,
+    withheld, dead-letter), newest first, at most ``limit``."""
+    statement = (
+        select(audit)
+        .where(
+            audit.c.object_id == object_id,
+            audit.c.action.in_(("sent", "served", "received", "withheld", "dead-letter")),
+        )
+        .order_by(audit.c.pk.desc())
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in connection.execute(statement)]
+
+
+def withheld_by_rule(connection: Connection) -> dict[tuple[str, str, str, str], int]:
+    """Withheld decisions by (peer, collection id, direction, rule)."""
+    statement = (
+        select(audit.c.peer, audit.c.collection_id, audit.c.direction, audit.c.rule, func.count())
+        .where(audit.c.action == "withheld")
+        .group_by(audit.c.peer, audit.c.collection_id, audit.c.direction, audit.c.rule)
+    )
+    return {
+        (peer or "", collection_id or "", direction, rule or ""): n
+        for peer, collection_id, direction, rule, n in connection.execute(statement)
+    }
+
+
+def audit_totals(connection: Connection) -> tuple[int, int]:
+    """(audit records, failed logins) in the whole trail."""
+    total = connection.execute(select(func.count()).select_from(audit)).scalar_one()
+    failed = connection.execute(
+        select(func.count()).select_from(audit).where(audit.c.action == "login-failed")
+    ).scalar_one()
+    return total, failed
