@@ -8,10 +8,9 @@ import threading
 
 import click
 
-from node.policy import Policy
-from node.sharing import Agreements, egress, local_resolver
-from node.store import audit, objects, syncstate
-from node.store.objects import ObjectQuery
+from node.operations.sync import preview
+from node.sharing import Agreements
+from node.store import audit, syncstate
 from node.sync.client import check_peer_tls
 from node.sync.worker import RoundResult, SyncWorker, describe_lag
 from node.timestamps import from_micros, to_micros
@@ -161,38 +160,16 @@ def policy_preview(node: NodeContext, peer: str, collection: str | None, as_json
 
 
 def _preview(store, agreement, as_json: bool, totals: dict) -> None:
-    after = 0
-    sent: set[str] = set()
-    while True:
-        with store.read() as connection:
-            query = ObjectQuery(
-                collection_id=agreement.collection_id,
-                limit=1000,
-                after=after,
-                versions=("all",),
-                exclude_origin=agreement.peer.name,
-            )
-            rows, more = objects.page(connection, query)
-            if not rows:
-                return
-            resolve = local_resolver(connection, agreement.collection_id)
-            dependency = local_resolver(
-                connection, agreement.collection_id, exclude_origin=agreement.peer.name
-            )
-            batch = [json.loads(row.body) for row in rows]
-            _, decisions = egress(Policy(agreement.egress, resolve), batch, dependency, sent)
-        for d in decisions:
-            totals["send" if d.allowed else "withhold"] += 1
-            if as_json:
-                click.echo(json.dumps({"mapping": agreement.mapping.key, "id": d.object_id,
-                                       "version": d.version, "send": d.allowed,
-                                       "rule": str(d.rule), "detail": d.detail}))  # fmt: skip
-            else:
-                verdict = "SEND    " if d.allowed else "WITHHOLD"
-                click.echo(f"{verdict} {d.object_id} {d.version or ''} [{d.rule}] {d.detail}")
-        after = rows[-1].date_added
-        if not more:
-            return
+    for line in preview(store, agreement):
+        d = line.decision
+        totals["send" if d.allowed else "withhold"] += 1
+        if as_json:
+            click.echo(json.dumps({"mapping": agreement.mapping.key, "id": d.object_id,
+                                   "version": d.version, "send": d.allowed,
+                                   "rule": str(d.rule), "detail": d.detail}))  # fmt: skip
+        else:
+            verdict = "SEND    " if d.allowed else "WITHHOLD"
+            click.echo(f"{verdict} {d.object_id} {d.version or ''} [{d.rule}] {d.detail}")
 
 
 @click.group("audit", invoke_without_command=True)

@@ -291,6 +291,36 @@ class MappingSync:
             second = self._post_envelope(remote_id, envelope[middle:])
             return {"failures": first.get("failures", []) + second.get("failures", [])}
 
+    def redeliver(self, batch: list[dict]) -> RoundResult:
+        """Push ``batch`` again now, under egress policy, without moving the cursor
+        (a dead letter retried by an operator).  Refusals become dead letters again."""
+        result = RoundResult(self.peer, self.key, "push")
+        collection_id = self.agreement.collection_id
+        try:
+            with self.store.read() as connection:
+                resolve = local_resolver(connection, collection_id)
+                dependency = local_resolver(connection, collection_id, exclude_origin=self.peer)
+                to_send, decisions = egress(
+                    Policy(self.agreement.egress, resolve), batch, dependency
+                )
+            failures = self._send(self.remote_collection(), to_send) if to_send else []
+        except PeerError as exc:
+            result.error = str(exc)
+            return result
+        records = decision_records(self.peer, collection_id, "push", decisions, "sent", failures)
+        with self.store.write() as connection:
+            audit.record(connection, records)
+            syncstate.add_dead_letters(connection, self.peer, self.key, "push", failures)
+            state = syncstate.load(connection, self.peer, self.key, "push")
+            result.sent = sum(1 for r in records if r.action == "sent")
+            result.withheld = sum(1 for r in records if r.action == "withheld")
+            result.dead_lettered = len(failures)
+            state.sent += result.sent
+            state.withheld += result.withheld
+            state.dead_lettered += result.dead_lettered
+            syncstate.save(connection, state)
+        return result
+
     # -- pull -----------------------------------------------------------------
 
     def pull(self) -> RoundResult:
@@ -322,31 +352,56 @@ class MappingSync:
         self._record_attempt(state, result)
         return result
 
-    def _store_page(self, state, items: list, date_added_last: str | None, result) -> None:
-        collection_id = self.agreement.collection_id
+    def refetch(self, object_id: str, version: str | None) -> RoundResult:
+        """Pull one version again now, under ingress policy, without moving the cursor
+        (a dead letter retried by an operator).  Refusals become dead letters again."""
+        result = RoundResult(self.peer, self.key, "pull")
+        params = {"match[id]": object_id, "match[version]": version or "last"}
+        try:
+            remote_id = self.remote_collection()
+            page = self._call(lambda: self.client.page(remote_id, params))
+        except PeerError as exc:
+            result.error = str(exc)
+            return result
         with self.store.write() as connection:
-            policy = Policy(self.agreement.ingress, local_resolver(connection, collection_id))
-            valid = [item for item in items if isinstance(item, dict)]
-            valid = self._without_echoes(connection, collection_id, valid)
-            decisions = policy.apply(valid)
-            accepted = [d.obj for d in decisions if d.allowed and d.obj is not None]
-            outcome = objects.add_objects(connection, collection_id, accepted, origin=self.peer)
-            records = decision_records(
-                self.peer, collection_id, "pull", decisions, "received", outcome.failures
-            )
-            audit.record(connection, records)
-            syncstate.add_dead_letters(connection, self.peer, self.key, "pull", outcome.failures)
+            counts = self._ingest(connection, page.objects, result)
+            state = syncstate.load(connection, self.peer, self.key, "pull")
+            _count(state, counts)
+            syncstate.save(connection, state)
+        return result
+
+    def _store_page(self, state, items: list, date_added_last: str | None, result) -> None:
+        with self.store.write() as connection:
+            counts = self._ingest(connection, items, result)
             if date_added_last:
                 state.remote_cursor = date_added_last
-            received = len(outcome.stored)
-            withheld = sum(1 for d in decisions if not d.allowed)
-            state.received += received
-            state.withheld += withheld
-            state.dead_lettered += len(outcome.failures)
+            _count(state, counts)
             syncstate.save(connection, state)
-        result.received += received
-        result.withheld += withheld
-        result.dead_lettered += len(outcome.failures)
+
+    def _ingest(self, connection, items: list, result: RoundResult) -> RoundResult:
+        """Store what ingress policy accepts of ``items``, audit every decision and
+        dead-letter what the store refuses; the counts go into a fresh ``RoundResult``
+        that is also added to ``result``."""
+        collection_id = self.agreement.collection_id
+        policy = Policy(self.agreement.ingress, local_resolver(connection, collection_id))
+        valid = [item for item in items if isinstance(item, dict)]
+        valid = self._without_echoes(connection, collection_id, valid)
+        decisions = policy.apply(valid)
+        accepted = [d.obj for d in decisions if d.allowed and d.obj is not None]
+        outcome = objects.add_objects(connection, collection_id, accepted, origin=self.peer)
+        records = decision_records(
+            self.peer, collection_id, "pull", decisions, "received", outcome.failures
+        )
+        audit.record(connection, records)
+        syncstate.add_dead_letters(connection, self.peer, self.key, "pull", outcome.failures)
+        page = RoundResult(self.peer, self.key, "pull")
+        page.received = len(outcome.stored)
+        page.withheld = sum(1 for d in decisions if not d.allowed)
+        page.dead_lettered = len(outcome.failures)
+        result.received += page.received
+        result.withheld += page.withheld
+        result.dead_lettered += page.dead_lettered
+        return page
 
     def _without_echoes(self, connection, collection_id: str, items: list[dict]) -> list[dict]:
         """``items`` less the versions this node already holds from elsewhere.
@@ -383,6 +438,12 @@ class MappingSync:
             else:
                 fresh.last_error = result.error
             syncstate.save(connection, fresh)
+
+
+def _count(state: syncstate.SyncState, counts: RoundResult) -> None:
+    state.received += counts.received
+    state.withheld += counts.withheld
+    state.dead_lettered += counts.dead_lettered
 
 
 def _version_text(obj: dict) -> str:

@@ -1,0 +1,1 @@
+"""Operations the CLI and the web console both call: typed, auditing their own actions."""
