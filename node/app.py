@@ -7,6 +7,8 @@ import logging
 from flask import Flask
 
 from node.config import Config
+from node.console import register_console
+from node.metrics import register_metrics
 from node.sharing import Agreements
 from node.store import Store
 from node.taxii.auth import Authenticator
@@ -47,5 +49,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
         collections=CollectionCache(store, ttl=config.server.auth_cache_seconds),
     )
     register_error_handlers(app)
+    register_metrics(app, config, store)
     app.register_blueprint(blueprint)
+    register_console(app, config, store)
     return app

@@ -37,6 +37,9 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # CA bundle for client certificates (mutual TLS)
     insecure_http: bool = False  # serve plain HTTP: loopback only
+    console_idle_minutes: int = 30  # a console session ends after this long unused
+    metrics_token_file: Path | None = None  # Bearer token a Prometheus scraper presents
+    metrics_loopback: bool = False  # /metrics open to loopback clients without credentials
 
     @property
     def tls(self) -> bool:
@@ -170,6 +173,7 @@ def _server(reader: _Reader, table: Mapping[str, Any]) -> ServerConfig:
     where = "[server]"
     keys = {"host", "port", "workers", "threads", "timeout", "auth_cache_seconds"}
     keys |= {"tls_cert", "tls_key", "tls_client_ca", "insecure_http"}
+    keys |= {"console_idle_minutes", "metrics_token_file", "metrics_loopback"}
     reader.check_keys(table, keys, where)
     defaults = ServerConfig()
     host = reader.string(table, "host", where, default=defaults.host)
@@ -208,6 +212,11 @@ def _server(reader: _Reader, table: Mapping[str, Any]) -> ServerConfig:
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
         insecure_http=insecure_http,
+        console_idle_minutes=reader.integer(
+            table, "console_idle_minutes", where, defaults.console_idle_minutes, low=1, high=1440
+        ),
+        metrics_token_file=reader.path_or_none(table, "metrics_token_file", where),
+        metrics_loopback=reader.boolean(table, "metrics_loopback", where, default=False),
     )
 
 

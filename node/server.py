@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import ssl
+import tempfile
+from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
+from node import metrics
 from node.config import Config, ConfigError, ServerConfig
 from node.taxii.negotiation import TAXII_21
 
@@ -175,6 +178,7 @@ class NodeServer(BaseApplication):
             "proc_name": f"taxii-node[{self._config.name}]",
             # One node per process tree: no shared $HOME/.gunicorn/gunicorn.ctl between nodes.
             "control_socket_disable": True,
+            "child_exit": _child_exit,
             **tls_settings(server),
         }
         for key, value in settings.items():
@@ -186,7 +190,17 @@ class NodeServer(BaseApplication):
         return create_app(self._config)
 
 
+def _child_exit(_server, worker) -> None:
+    metrics.worker_exited(worker.pid)
+
+
 def serve(config: Config) -> None:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT.
+
+    The worker processes count requests into a metrics directory of this
+    server's own (prometheus_client's multiprocess mode), removed at exit.
+    """
     check_tls(config)
-    NodeServer(config).run()
+    with tempfile.TemporaryDirectory(prefix="taxii-node-metrics-") as directory:
+        metrics.enable_multiprocess(Path(directory))
+        NodeServer(config).run()

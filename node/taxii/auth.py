@@ -139,6 +139,14 @@ class Authenticator:
             raise unauthorized(f"wrong {what}")
         return account
 
+    def verify_password(self, name: str, password: str, source: str, via: str) -> Account:
+        """The account whose password this is, for sign-ins that are not HTTP requests
+        to the API (the web console): the same throttling and audit as API logins,
+        the audit record's rule naming ``via``; TaxiiError 401 or 429 otherwise."""
+        if not name or "\x00" in name or len(name) > 128:
+            raise unauthorized("wrong user name or password")
+        return self._verify(via, name, password, source)
+
     def _cached(self, cache_key: tuple[str, bytes]) -> Account | None:
         with self._lock:
             cached = self._cache.get(cache_key)

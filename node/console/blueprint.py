@@ -1,0 +1,63 @@
+"""The console's blueprint, before-request hooks and error pages."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from node.taxii.state import node_state
+
+from .session import check_csrf, csrf_token, current_account, secure_headers
+
+blueprint = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/ui",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+
+_OPEN_ENDPOINTS = {"console.sign_in", "console.static"}
+
+
+@blueprint.before_request
+def _session_and_csrf():
+    """Every page but sign-in needs a signed-in account; every POST a CSRF token."""
+    # Bounds every body, chunked ones too, before the form is parsed (for the CSRF check).
+    request.max_content_length = node_state().config.taxii.max_content_length
+    g.account = current_account()
+    check_csrf()
+    if g.account is None and request.endpoint not in _OPEN_ENDPOINTS:
+        return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
+    return None
+
+
+@blueprint.after_request
+def _headers(response: Response) -> Response:
+    return secure_headers(response)
+
+
+_SECTIONS = {"collections_page": "collections", "objects_page": "objects",
+             "object_page": "objects", "publish_page": "publish", "sharing_page": "sharing",
+             "preview_page": "sharing", "audit_page": "audit"}  # fmt: skip
+
+
+@blueprint.context_processor
+def _template_helpers() -> dict:
+    endpoint = (request.endpoint or "").partition(".")[2]
+    return {
+        "csrf_token": csrf_token,
+        "node_name": node_state().config.name,
+        "active": _SECTIONS.get(endpoint, ""),
+    }
+
+
+@blueprint.errorhandler(HTTPException)
+def _error_page(error: HTTPException):
+    response = Response(
+        render_template("error.html", code=error.code, name=error.name,
+                        description=error.description),
+        status=error.code or 500,
+    )  # fmt: skip
+    return secure_headers(response)

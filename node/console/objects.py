@@ -1,0 +1,269 @@
+"""Collections, object search, the object page and its STIX bundle export."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from flask import Response, abort, g, redirect, render_template, request, url_for
+
+from node.policy import Policy
+from node.sharing import local_resolver
+from node.store import search
+from node.store.catalog import Collection
+from node.store.search import Found, ObjectSearch
+from node.taxii.state import node_state
+from node.timestamps import from_micros, to_micros
+from node.tlp import TLP, TLP_BY_MARKING_ID
+
+from .blueprint import blueprint
+
+PAGE_SIZE = 50
+TLP_CHOICES = [level.label for level in (TLP.CLEAR, TLP.GREEN, TLP.AMBER, TLP.AMBER_STRICT,
+                                         TLP.RED)] + ["none"]  # fmt: skip
+_CONTAINER_TYPES = ("report", "grouping", "note", "opinion", "observed-data")
+
+
+def readable_collections() -> list[Collection]:
+    """The collections the signed-in account may read (admins: all)."""
+    return [c for c in node_state().collections.all() if g.account.rights_on(c.id).can_read]
+
+
+def _readable(collection_id: str) -> Collection:
+    for collection in readable_collections():
+        if collection.id == collection_id:
+            return collection
+    abort(404, "No such collection, or you may not read it.")
+
+
+@blueprint.route("/")
+def home():
+    return redirect(url_for("console.collections_page"))
+
+
+@blueprint.route("/collections")
+def collections_page():
+    state = node_state()
+    rows = []
+    with state.store.read() as connection:
+        for collection in readable_collections():
+            rows.append((collection, search.collection_counts(connection, collection.id)))
+    return render_template("collections.html", rows=rows, tlp_choices=TLP_CHOICES)
+
+
+def _date_bound(name: str, end_of_day: bool = False) -> int | None:
+    text = request.args.get(name, "").strip()
+    if not text:
+        return None
+    if len(text) == 10:  # a date from <input type=date>
+        text += "T23:59:59.999999Z" if end_of_day else "T00:00:00Z"
+    try:
+        return to_micros(text)
+    except ValueError:
+        abort(400, f"{name}: {text[:40]!r} is not a date (YYYY-MM-DD) or an RFC 3339 timestamp.")
+
+
+def _search_from_args() -> ObjectSearch:
+    readable = [c.id for c in readable_collections()]
+    chosen = request.args.get("collection", "")
+    if chosen:
+        if chosen not in readable:
+            abort(404, "No such collection, or you may not read it.")
+        readable = [chosen]
+    before = request.args.get("before", "")
+    tlp = request.args.get("tlp", "")
+    if tlp and tlp not in TLP_CHOICES:
+        abort(400, f"tlp: choose one of {', '.join(TLP_CHOICES)}.")
+    return ObjectSearch(
+        collection_ids=tuple(readable),
+        text=request.args.get("q", "").strip()[:200],
+        types=tuple(t for t in (request.args.get("type", "").strip()[:250],) if t),
+        tlp=tlp,
+        label=request.args.get("label", "").strip()[:200],
+        author=request.args.get("author", "").strip()[:300],
+        added_from=_date_bound("from"),
+        added_to=_date_bound("to", end_of_day=True),
+        before=int(before) if before.isdigit() else None,
+        limit=PAGE_SIZE,
+    )
+
+
+@blueprint.route("/objects")
+def objects_page():
+    wanted = _search_from_args()
+    with node_state().store.read() as connection:
+        page = search.search_objects(connection, wanted)
+    next_args = None
+    if page.next_before is not None:
+        next_args = {**request.args.to_dict(), "before": page.next_before}
+    titles = {c.id: c.alias or c.title for c in readable_collections()}
+    return render_template(
+        "objects.html",
+        page=page,
+        args=request.args,
+        next_args=next_args,
+        collections=readable_collections(),
+        titles=titles,
+        tlp_choices=TLP_CHOICES,
+        from_micros=from_micros,
+    )
+
+
+@dataclass
+class Links:
+    """How other objects relate to one object.
+
+    ``outgoing`` and ``incoming`` hold (relationship, the object at its other end,
+    if this account can read it); a relationship object itself has its ends as
+    ``source`` and ``target``.
+    """
+
+    outgoing: list[tuple[Found, Found | None]] = field(default_factory=list)
+    incoming: list[tuple[Found, Found | None]] = field(default_factory=list)
+    sightings: list[Found] = field(default_factory=list)
+    containers: list[Found] = field(default_factory=list)
+    other: list[Found] = field(default_factory=list)
+
+
+def _links(object_id: str, referrers: list[Found], targets: dict[str, Found]) -> Links:
+    links = Links()
+    for found in referrers:
+        other = found.obj
+        if found.type == "relationship" and other.get("source_ref") == object_id:
+            links.outgoing.append((found, targets.get(str(other.get("target_ref")))))
+        elif found.type == "relationship" and other.get("target_ref") == object_id:
+            links.incoming.append((found, targets.get(str(other.get("source_ref")))))
+        elif found.type == "sighting":
+            links.sightings.append(found)
+        elif found.type in _CONTAINER_TYPES and object_id in (other.get("object_refs") or ()):
+            links.containers.append(found)
+        else:
+            links.other.append(found)
+    return links
+
+
+def _relation_ends(referrers: list[Found]) -> set[str]:
+    ends = set()
+    for found in referrers:
+        if found.type == "relationship":
+            ends.update(str(found.obj.get(k, "")) for k in ("source_ref", "target_ref"))
+    return ends
+
+
+def _own_refs(obj: dict) -> set[str]:
+    refs: set[str] = set()
+    for key, value in obj.items():
+        if key.endswith("_ref") and isinstance(value, str):
+            refs.add(value)
+        elif key.endswith("_refs") and isinstance(value, list):
+            refs.update(v for v in value if isinstance(v, str))
+    return refs
+
+
+@dataclass(frozen=True)
+class PeerVerdict:
+    peer: str
+    direction: str
+    pushes: bool
+    allowed: bool
+    rule: str
+    detail: str
+
+
+def _current_verdicts(collection_id: str, obj: dict) -> list[PeerVerdict]:
+    """What the egress policy of each peer mapping this collection decides now."""
+    state = node_state()
+    verdicts = []
+    with state.store.read() as connection:
+        resolve = local_resolver(connection, collection_id)
+        for agreement in state.agreements:
+            if agreement.collection_id != collection_id:
+                continue
+            decision = Policy(agreement.egress, resolve).apply([obj])[0]
+            verdicts.append(
+                PeerVerdict(agreement.peer.name, agreement.mapping.direction,
+                            agreement.mapping.pushes, decision.allowed, str(decision.rule),
+                            decision.detail)
+            )  # fmt: skip
+    return verdicts
+
+
+def safe_url(url: object) -> str | None:
+    """``url`` if it is an http(s) link, else None (no javascript:, data: or other schemes)."""
+    if not isinstance(url, str):
+        return None
+    try:
+        scheme = urlsplit(url.strip()).scheme.lower()
+    except ValueError:
+        return None
+    return url if scheme in ("http", "https") else None
+
+
+def tlp_badges(obj: dict) -> list[str]:
+    refs = list(obj.get("object_marking_refs") or ())
+    granular = obj.get("granular_markings") or ()
+    refs += [m.get("marking_ref") for m in granular if isinstance(m, dict)]
+    labels = []
+    for ref in refs:
+        level = TLP_BY_MARKING_ID.get(ref) if isinstance(ref, str) else None
+        if level is not None and level.label not in labels:
+            labels.append(level.label)
+    return labels
+
+
+@blueprint.route("/objects/<collection_id>/<path:object_id>")
+def object_page(collection_id: str, object_id: str):
+    collection = _readable(collection_id)
+    readable = [c.id for c in readable_collections()]
+    with node_state().store.read() as connection:
+        versions = search.versions(connection, collection_id, object_id)
+        if not versions:
+            abort(404, "No such object in this collection.")
+        latest = versions[0].obj
+        referrers = search.referencing(connection, [collection_id], object_id)
+        wanted = _own_refs(latest) | _relation_ends(referrers)
+        targets = search.latest_of(connection, readable, wanted)
+        recorded = search.latest_decisions(connection, object_id)
+    return render_template(
+        "object.html",
+        collection=collection,
+        obj=latest,
+        versions=versions,
+        links=_links(object_id, referrers, targets),
+        targets=targets,
+        recorded=[r for r in recorded if r["collection_id"] in (collection_id, None)],
+        verdicts=_current_verdicts(collection_id, latest),
+        raw=json.dumps(latest, indent=2, ensure_ascii=False, sort_keys=False),
+        badges=tlp_badges(latest),
+        safe_url=safe_url,
+        from_micros=from_micros,
+        is_ref=_is_ref_property,
+    )
+
+
+def _is_ref_property(key: str) -> bool:
+    return key.endswith("_ref") or key.endswith("_refs")
+
+
+@blueprint.route("/objects/<collection_id>/<path:object_id>/bundle")
+def object_bundle(collection_id: str, object_id: str):
+    """The object as a STIX bundle (latest version, or every version with ?versions=all)."""
+    _readable(collection_id)
+    with node_state().store.read() as connection:
+        versions = search.versions(connection, collection_id, object_id)
+    if not versions:
+        abort(404, "No such object in this collection.")
+    chosen = versions if request.args.get("versions") == "all" else versions[:1]
+    bundle = {
+        "type": "bundle",
+        "id": f"bundle--{uuid.uuid4()}",
+        "objects": [v.obj for v in reversed(chosen)],
+    }
+    filename = object_id.replace("/", "_").replace('"', "_") + ".json"
+    return Response(
+        json.dumps(bundle, indent=2, ensure_ascii=False),
+        content_type="application/stix+json;version=2.1",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
