@@ -83,10 +83,11 @@ def _peer_toml(directory: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory) -> NodeFiles:
+def node(tmp_path_factory, module_store_url) -> NodeFiles:
     directory = tmp_path_factory.mktemp("console")
-    files = NodeFiles(directory=directory / "node-a", name="node-a",
-                      store_url=f"sqlite:///{directory / 'node-a.db'}", port=free_port(),
+    url = module_store_url or f"sqlite:///{directory / 'node-a.db'}"
+    files = NodeFiles(directory=directory / "node-a", name="node-a", store_url=url,
+                      port=free_port(),
                       extra_toml=_peer_toml(directory))  # fmt: skip
     store = Store(files.store_url)
     store.migrate()

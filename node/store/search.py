@@ -80,17 +80,8 @@ def _like_pattern(text: str) -> str:
 
 
 def _latest_only():
-    """Only the newest version of each object in its collection."""
-    newer = objects.alias("newer")
-    return ~(
-        select(newer.c.pk)
-        .where(
-            newer.c.collection_id == objects.c.collection_id,
-            newer.c.object_id == objects.c.object_id,
-            newer.c.version > objects.c.version,
-        )
-        .exists()
-    )
+    """Only the newest version of each object in its collection (migration 5's marker)."""
+    return objects.c.is_latest.is_(True)
 
 
 def _narrowing(search: ObjectSearch) -> list:
