@@ -145,7 +145,7 @@ def _links(object_id: str, referrers: list[Found], targets: dict[str, Found]) ->
 
 
 def _relation_ends(referrers: list[Found]) -> set[str]:
-    ends = set()
+    ends: set[str] = set()
     for found in referrers:
         if found.type == "relationship":
             ends.update(str(found.obj.get(k, "")) for k in ("source_ref", "target_ref"))

@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import ColumnElement, Connection, and_, func, select
 
 from node import jsoncodec
 from node.tlp import tlp_of
@@ -55,7 +56,7 @@ class Found:
     type: str
     date_added: int
     origin: str | None
-    obj: dict
+    obj: dict[str, Any]
 
     @property
     def tlp(self) -> str:
@@ -79,12 +80,12 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _latest_only():
+def _latest_only() -> ColumnElement[bool]:
     """Only the newest version of each object in its collection (migration 5's marker)."""
     return objects.c.is_latest.is_(True)
 
 
-def _narrowing(search: ObjectSearch) -> list:
+def _narrowing(search: ObjectSearch) -> list[ColumnElement[bool]]:
     clauses = [objects.c.collection_id.in_(search.collection_ids), _latest_only()]
     if search.types:
         clauses.append(objects.c.type.in_(search.types))
@@ -102,7 +103,7 @@ def _narrowing(search: ObjectSearch) -> list:
     return clauses
 
 
-def _matches_exactly(search: ObjectSearch, obj: dict) -> bool:
+def _matches_exactly(search: ObjectSearch, obj: dict[str, Any]) -> bool:
     if search.label and search.label not in (obj.get("labels") or ()):
         return False
     if search.author and obj.get("created_by_ref") != search.author:
@@ -172,7 +173,7 @@ class StoredVersion:
     version_text: str
     date_added: int
     origin: str | None
-    obj: dict
+    obj: dict[str, Any]
 
 
 def versions(connection: Connection, collection_id: str, object_id: str) -> list[StoredVersion]:
@@ -250,8 +251,8 @@ def latest_of(
 @dataclass
 class CollectionCounts:
     versions: int = 0
-    by_type: Counter = field(default_factory=Counter)
-    by_tlp: Counter = field(default_factory=Counter)
+    by_type: Counter[str] = field(default_factory=Counter)
+    by_tlp: Counter[str] = field(default_factory=Counter)
 
 
 def collection_counts(connection: Connection, collection_id: str) -> CollectionCounts:
@@ -320,7 +321,7 @@ class AuditFilter:
     limit: int = 100
 
 
-def audit_newest_first(connection: Connection, wanted: AuditFilter) -> list[dict]:
+def audit_newest_first(connection: Connection, wanted: AuditFilter) -> list[dict[str, Any]]:
     """Audit records matching ``wanted``, newest first."""
     statement = select(audit).order_by(audit.c.pk.desc()).limit(wanted.limit)
     for column, value in (
@@ -340,7 +341,7 @@ def audit_newest_first(connection: Connection, wanted: AuditFilter) -> list[dict
     return [dict(row._mapping) for row in connection.execute(statement)]
 
 
-def latest_decisions(connection: Connection, object_id: str, limit: int = 500) -> list[dict]:
+def latest_decisions(connection: Connection, object_id: str, limit: int = 500) -> list[dict[str, Any]]:
     """The sharing decisions recorded about one object (sent, served, received,
     withheld, dead-letter), newest first, at most ``limit``."""
     statement = (
