@@ -341,7 +341,9 @@ def audit_newest_first(connection: Connection, wanted: AuditFilter) -> list[dict
     return [dict(row._mapping) for row in connection.execute(statement)]
 
 
-def latest_decisions(connection: Connection, object_id: str, limit: int = 500) -> list[dict[str, Any]]:
+def latest_decisions(
+    connection: Connection, object_id: str, limit: int = 500
+) -> list[dict[str, Any]]:
     """The sharing decisions recorded about one object (sent, served, received,
     withheld, dead-letter), newest first, at most ``limit``."""
     statement = (
