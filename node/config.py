@@ -12,17 +12,18 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.errors import ConfigError
+
 ENV_STORE_URL = "TAXII_NODE_STORE_URL"
 
-
-class ConfigError(ValueError):
-    """A configuration problem, with a message meant for the operator."""
+__all__ = ["ENV_STORE_URL", "Config", "ConfigError", "PeerConfig", "load_config"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class Config:
 
 
 _TOP_KEYS = {"node", "server", "store", "taxii", "peers"}
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -145,6 +147,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; name the node's config file (TOML)") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read the config file (permission denied)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(data, path)
@@ -159,10 +165,11 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     server = reader.table(data, "server")
     taxii = reader.table(data, "taxii")
     store = reader.table(data, "store")
+    name = reader.string(node, "name", "[node]", required=True)
     return Config(
         path=path,
-        name=reader.string(node, "name", "[node]", required=True),
-        store_url=_store_url(reader, store),
+        name=name,
+        store_url=_store_url(reader, store, name),
         server=_server(reader, server),
         taxii=_taxii(reader, taxii),
         peers=tuple(_peers(reader, data.get("peers", []))),
@@ -274,17 +281,41 @@ def _taxii(reader: _Reader, table: Mapping[str, Any]) -> TaxiiConfig:
     )
 
 
-def _store_url(reader: _Reader, table: Mapping[str, Any]) -> str:
+def _store_url(reader: _Reader, table: Mapping[str, Any], node_name: str) -> str:
     reader.check_keys(table, {"url", "path"}, "[store]")
     from_env = os.environ.get(ENV_STORE_URL)
     if from_env:
-        return from_env
+        return _checked_store_url(from_env, f"environment variable {ENV_STORE_URL}")
     if "url" in table and "path" in table:
         raise ConfigError(f"{reader.path}: [store] set either url or path, not both")
     if "url" in table:
-        return reader.string(table, "url", "[store]")
-    path = reader.string(table, "path", "[store]", default="../var/node.db")
+        url = reader.string(table, "url", "[store]")
+        return _checked_store_url(url, f"{reader.path}: [store] url")
+    path = reader.string(table, "path", "[store]", default=_default_store_path(reader, node_name))
     return f"sqlite:///{reader.resolve(path)}"
+
+
+def _default_store_path(reader: _Reader, node_name: str) -> str:
+    """``../var/NAME/node.db``: named for the node, so that two configs in one folder
+    never share a store by accident."""
+    if not _PLAIN_NAME.fullmatch(node_name):
+        raise ConfigError(
+            f"{reader.path}: [store] path: required, because [node] name {node_name!r} is "
+            "not a plain file name to derive the default (../var/NAME/node.db) from"
+        )
+    return f"../var/{node_name}/node.db"
+
+
+def _checked_store_url(url: str, where: str) -> str:
+    scheme = url.partition(":")[0].partition("+")[0].lower()
+    if scheme == "sqlite" and url.partition("://")[2].lstrip("/") not in ("", ":memory:"):
+        return url
+    if scheme in ("postgresql", "postgres"):
+        return url
+    raise ConfigError(
+        f"{where}: {url!r} is not a store URL: use sqlite:///PATH (a file) or "
+        "postgresql://user@host/db"
+    )
 
 
 def _peers(reader: _Reader, peers: Any) -> list[PeerConfig]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import requests
 
+from node.client import TaxiiClient
 from node.config import ENV_STORE_URL, load_config
 from node.store import Store, accounts
 from node.tlp import TLP2_MARKING_IDS, parse_level, tlp_of
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"node-a": ROOT / "config" / "node-a.toml", "node-b": ROOT / "config" / "node-b.toml"}
 SECRETS = ROOT / "var" / "secrets"
 DEMO_DIR = ROOT / "var" / "demo"
+SHARED = "c5a4f0de-6b7e-4d3c-9a41-2f1b8e7d6a10"  # collections/shared.toml
 
 
 def secret(name: str) -> str:
@@ -187,18 +189,12 @@ def _describe(obj: dict) -> str:
 
 
 def _collection_objects(base: str, auth: tuple[str, str]) -> dict[str, dict]:
-    url = f"{base}api/collections/c5a4f0de-6b7e-4d3c-9a41-2f1b8e7d6a10/objects/"
-    found: dict[str, dict] = {}
-    params: dict[str, str] = {"match[version]": "all"}
-    while True:
-        response = requests.get(url, auth=auth, params=params, timeout=30)
-        response.raise_for_status()
-        envelope = response.json()
-        for obj in envelope.get("objects", []):
-            found[obj["id"]] = obj
-        if not envelope.get("more"):
-            return found
-        params["next"] = envelope["next"]
+    client = TaxiiClient(f"{base}api/", *auth)
+    try:
+        pages = client.pages(SHARED, {"match[version]": "all", "limit": 1000})
+        return {obj["id"]: obj for page in pages for obj in page.objects}
+    finally:
+        client.close()
 
 
 def _publish(base: str, auth: tuple[str, str], bundle: list[dict]) -> dict:

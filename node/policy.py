@@ -45,6 +45,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
+from node.errors import ConfigError
 from node.tlp import TLP, TLP_BY_MARKING_ID, parse_level, tlp_of
 
 Direction = Literal["egress", "ingress"]
@@ -52,7 +53,7 @@ Resolver = Callable[[str], dict[str, Any] | None]
 """Returns the latest stored version of the object with this id, or None when unknown."""
 
 
-class PolicyError(ValueError):
+class PolicyError(ConfigError):
     """A policy configuration error; the message starts with the offending key path."""
 
 

@@ -659,7 +659,9 @@ def test_init_is_idempotent(node):
 def _walk(command: click.Command, path: list[str]) -> Iterator[list[str]]:
     yield path
     if isinstance(command, click.Group):
-        for name, sub in sorted(command.commands.items()):
+        for name in sorted(command.list_commands(click.Context(command))):
+            sub = command.get_command(click.Context(command), name)
+            assert sub is not None
             yield from _walk(sub, [*path, name])
 
 

@@ -24,10 +24,11 @@ import requests
 import trustme
 from sqlalchemy import inspect, text
 
+from node.client import TaxiiClient, check_peer_tls
 from node.config import ConfigError, is_loopback, load_config, parse_config
+from node.errors import RemoteError
 from node.server import MINIMUM_TLS_VERSION, check_tls, tls_settings
 from node.store import Store, accounts, schema
-from node.sync.client import PeerClient, PeerError, check_peer_tls
 from node.sync.worker import SyncWorker
 from node.taxii.auth import peer_certificate
 from tests.nodes import (
@@ -548,8 +549,8 @@ def test_peer_tls_files_are_checked(tmp_path: Path, pki: Pki) -> None:
         with pytest.raises(ConfigError, match="peer 'p'"):
             check_peer_tls(broken)
     # The client reports an unreadable CA bundle as a peer error, not a crash.
-    client = PeerClient(peer["api_root"], "u", "p", ca_bundle=tmp_path / "missing.pem")
-    with pytest.raises(PeerError) as refused:
+    client = TaxiiClient(peer["api_root"], "u", "p", ca_bundle=tmp_path / "missing.pem")
+    with pytest.raises(RemoteError) as refused:
         client.collections()
     assert not refused.value.transient
 

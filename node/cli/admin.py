@@ -1,17 +1,19 @@
-"""Operator commands: init, serve, user, check."""
+"""Operator commands: init, serve, user, check.
+
+They parse and print; the work is in ``node.operations``.
+"""
 
 from __future__ import annotations
 
+import errno
+import json
+import socket
 import sys
 from pathlib import Path
 
 import click
-from sqlalchemy.engine import make_url
 
-from node.collection_files import load_collection_files
-from node.store import accounts, catalog
-
-from .common import CommandError, NodeContext, admin_audit
+from .common import CommandError, NodeContext, cli_actor, warn
 
 pass_node = click.make_pass_decorator(NodeContext)
 
@@ -28,6 +30,9 @@ def init(node: NodeContext) -> None:
     Example:
       taxii-node --config config/node-a.toml init
     """
+    from node.collection_files import load_collection_files
+    from node.store import catalog
+
     config = node.config()
     store = node.store()
     try:
@@ -66,14 +71,33 @@ def serve(node: NodeContext) -> None:
     check_tls(config)
     node.ready_store().close()
     server = config.server
+    _check_port_free(server.host, server.port, config.path)
     host = f"[{server.host}]" if ":" in server.host else server.host
     click.echo(f"serving {config.name} on {server.scheme}://{host}:{server.port}/")
     run_server(config)
 
 
+def _check_port_free(host: str, port: int, config_path) -> None:
+    """Refuse at once, in one line, when something listens on the port already
+    (gunicorn would retry five times and print a line each time)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As gunicorn binds: a port left in TIME_WAIT by a stopped server is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CommandError(
+                    f"{host}:{port} is in use by another program (a node already serving?); "
+                    f"stop it or change [server] port in {config_path}"
+                ) from None
+            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 @click.group()
 def user() -> None:
-    """Manage accounts: add, list, grant, passwd, remove.
+    """Manage accounts: add, list, grant, cert, passwd, unlock, remove.
 
     \b
     Example:
@@ -83,55 +107,14 @@ def user() -> None:
     """
 
 
-def _collection_ids(connection, names: tuple[str, ...]) -> list[str]:
-    ids = []
-    for name in names:
-        found = catalog.find(connection, name)
-        if found is None:
-            known = ", ".join(c.alias or c.id for c in catalog.all_collections(connection))
-            raise CommandError(f"unknown collection {name!r} (known: {known or 'none'})")
-        ids.append(found.id)
-    return ids
-
-
-def _grant_all(connection, name: str, readable: list[str], writable: list[str]) -> None:
-    for collection_id in set(readable) | set(writable):
-        accounts.grant(
-            connection,
-            name,
-            collection_id,
-            read=collection_id in readable,
-            write=collection_id in writable,
-        )
-
-
 def _read_password(password_stdin: bool) -> str:
+    from node.operations.accounts import check_password
+
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if len(password) < 8:
-        raise CommandError("the password must have at least 8 characters")
-    return password
-
-
-def _certificate_binding(fingerprint: str | None, subject: str | None):
-    """(fingerprint, subject) as stored, from --cert-fingerprint / --cert-subject."""
-    if fingerprint is not None and subject is not None:
-        raise CommandError("give --cert-fingerprint or --cert-subject, not both")
-    try:
-        return (
-            accounts.normalize_fingerprint(fingerprint) if fingerprint is not None else None,
-            accounts.parse_subject(subject) if subject is not None else None,
-        )
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-
-
-def _describe_binding(fingerprint: str | None, subject: str | None) -> str:
-    if fingerprint is not None:
-        return f"cert:sha256:{fingerprint}"
-    return f"cert:subject:{subject}" if subject is not None else "-"
+    return check_password(password)
 
 
 _cert_fingerprint_option = click.option(
@@ -174,29 +157,22 @@ def user_add(
       taxii-node --config config/node-a.toml user add node-b --peer node-b \\
           --cert-subject 'CN=node-b,O=Partner' --read shared --write shared
     """
-    if peer is not None:
-        node.config().peer(peer)
-    fingerprint, subject = _certificate_binding(cert_fingerprint, cert_subject)
-    password = _read_password(password_stdin)
+    from node.operations import accounts as operations
+
+    peers = {p.name for p in node.config().peers}
+    if peer is not None and peer not in peers:
+        node.config().peer(peer)  # the config's own error, naming the file
+    new = operations.NewAccount(
+        name=name,
+        password=_read_password(password_stdin),
+        is_admin=admin,
+        peer=peer,
+        read=read,
+        write=write,
+        certificate=operations.CertificateBinding.parse(cert_fingerprint, cert_subject),
+    )
     with node.writing() as connection:
-        readable = _collection_ids(connection, read)
-        writable = _collection_ids(connection, write)
-        try:
-            accounts.add_user(connection, name, password, is_admin=admin, peer=peer)
-            if fingerprint is not None or subject is not None:
-                accounts.bind_certificate(
-                    connection, name, fingerprint=fingerprint, subject=subject
-                )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        role = "admin" if admin else (f"peer {peer}" if peer else "analyst")
-        admin_audit(connection, "user-added", name, f"role {role}; read {list(read)}; "
-                    f"write {list(write)}")  # fmt: skip
-        if fingerprint is not None or subject is not None:
-            admin_audit(
-                connection, "certificate-bound", name, _describe_binding(fingerprint, subject)
-            )
-        _grant_all(connection, name, readable, writable)
+        operations.add_account(connection, new, actor=cli_actor(), known_peers=peers)
     click.echo(f"user {name} added")
 
 
@@ -212,13 +188,10 @@ def user_grant(node, name, read, write) -> None:
     Example:
       taxii-node --config config/node-a.toml user grant alice --read partner-feed
     """
+    from node.operations import accounts as operations
+
     with node.writing() as connection:
-        if accounts.load_account(connection, name) is None:
-            raise CommandError(f"no user {name!r}")
-        readable = _collection_ids(connection, read)
-        writable = _collection_ids(connection, write)
-        admin_audit(connection, "rights-granted", name, f"read {list(read)}; write {list(write)}")
-        _grant_all(connection, name, readable, writable)
+        operations.grant(connection, name, read=read, write=write, actor=cli_actor())
     click.echo(f"user {name} updated")
 
 
@@ -242,25 +215,18 @@ def user_cert(node, name, cert_fingerprint, cert_subject, clear) -> None:
           --cert-fingerprint 5F:3A:...:C2
       taxii-node --config config/node-a.toml user cert node-b
     """
+    from node.operations import accounts as operations
+
     if clear and (cert_fingerprint is not None or cert_subject is not None):
         raise CommandError("give --clear alone")
-    fingerprint, subject = _certificate_binding(cert_fingerprint, cert_subject)
-    change = clear or fingerprint is not None or subject is not None
+    binding = operations.CertificateBinding.parse(cert_fingerprint, cert_subject)
     with node.writing() as connection:
-        account = accounts.load_account(connection, name)
-        if account is None:
-            raise CommandError(f"no user {name!r}")
-        if not change:
-            click.echo(_describe_binding(account.cert_fingerprint, account.cert_subject))
+        account = operations.get_account(connection, name)
+        if not clear and not binding.bound:
+            click.echo(operations.certificate_of(account).describe())
             return
-        try:
-            accounts.bind_certificate(connection, name, fingerprint=fingerprint, subject=subject)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        description = _describe_binding(fingerprint, subject)
-        action = "certificate-unbound" if clear else "certificate-bound"
-        admin_audit(connection, action, name, description)
-    click.echo(f"user {name}: {description if not clear else 'no certificate binding'}")
+        operations.bind_certificate(connection, name, binding, actor=cli_actor())
+    click.echo(f"user {name}: {binding.describe() if binding.bound else 'no certificate binding'}")
 
 
 @user.command("passwd")
@@ -274,14 +240,33 @@ def user_passwd(node, name, password_stdin) -> None:
     Example:
       echo 'n3w-passw0rd' | taxii-node --config FILE user passwd alice --password-stdin
     """
+    from node.operations import accounts as operations
+
     password = _read_password(password_stdin)
     with node.writing() as connection:
-        try:
-            accounts.set_password(connection, name, password)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        admin_audit(connection, "password-changed", name)
+        operations.set_password(connection, name, password, actor=cli_actor())
     click.echo(f"password of {name} changed")
+
+
+@user.command("unlock")
+@click.argument("name")
+@pass_node
+def user_unlock(node, name) -> None:
+    """Lift the block after too many failed logins (429), from every address.
+
+    After 5 failed logins in 5 minutes from one address, an account (and its
+    tokens) is refused from that address for 5 minutes, even with the right
+    password.  Unlocking is audited.
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml user unlock alice
+    """
+    from node.operations import accounts as operations
+
+    with node.writing() as connection:
+        forgotten = operations.unlock(connection, name, actor=cli_actor())
+    click.echo(f"user {name} unlocked ({forgotten} recent failed login(s) forgotten)")
 
 
 @user.command("remove")
@@ -294,37 +279,35 @@ def user_remove(node, name) -> None:
     Example:
       taxii-node --config config/node-a.toml user remove alice
     """
+    from node.operations import accounts as operations
+
     with node.writing() as connection:
-        try:
-            accounts.remove_user(connection, name)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        admin_audit(connection, "user-removed", name)
+        operations.remove_account(connection, name, actor=cli_actor())
     click.echo(f"user {name} removed")
 
 
 @user.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per account, a list.")
 @pass_node
-def user_list(node) -> None:
-    """List accounts with their role and rights.
+def user_list(node, as_json) -> None:
+    """List accounts with their role, rights and certificate binding.
 
     \b
     Example:
       taxii-node --config config/node-a.toml user list
+      taxii-node --config config/node-a.toml user list --json
     """
+    from node.operations import accounts as operations
+
     with node.reading() as connection:
-        everyone = accounts.list_accounts(connection)
-        names = {c.id: c.alias or c.id for c in catalog.all_collections(connection)}
-    for account in everyone:
-        role = f"peer:{account.peer}" if account.peer else account.role
-        rights = ", ".join(
-            f"{names.get(cid, cid)}:{'r' if r.can_read else ''}{'w' if r.can_write else ''}"
-            for cid, r in sorted(account.rights.items())
-        )
-        binding = ""
-        if account.certificate_bound:
-            binding = "\t" + _describe_binding(account.cert_fingerprint, account.cert_subject)
-        click.echo(f"{account.name}\t{role}\t{rights or '-'}{binding}")
+        views = operations.list_accounts(connection)
+    if as_json:
+        click.echo(json.dumps([view.as_dict() for view in views], indent=2))
+        return
+    for view in views:
+        rights = ", ".join(f"{alias}:{mode}" for alias, mode in view.rights.items())
+        binding = f"\t{view.certificate}" if view.certificate else ""
+        click.echo(f"{view.name}\t{view.role}\t{rights or '-'}{binding}")
 
 
 @click.command()
@@ -336,8 +319,9 @@ def check(node: NodeContext) -> None:
     Example:
       taxii-node --config config/node-a.toml check
     """
+    from node.client import check_peer_tls
+    from node.collection_files import load_collection_files
     from node.server import check_tls
-    from node.sync.client import check_peer_tls
 
     config = node.config()
     check_tls(config)
@@ -348,7 +332,7 @@ def check(node: NodeContext) -> None:
         for mapping in peer.mappings:
             _check_policies(mapping)
     for warning in _deployment_warnings(node, config):
-        click.echo(f"warning: {warning}", err=True)
+        warn(warning)
     click.echo(f"{config.path}: ok ({len(config.peers)} peer(s))")
 
 
@@ -356,8 +340,11 @@ def _deployment_warnings(node: NodeContext, config) -> list[str]:
     """What is not wrong in the file but will fail at run time: secrets the worker
     cannot read, and (when the store exists) mappings and peer accounts that do not
     match it.  Errors that make the mappings unusable are raised, not warned."""
-    from node.config import ConfigError
+    from sqlalchemy.engine import make_url
+
+    from node.errors import ConfigError
     from node.sharing import Agreements
+    from node.store import accounts
 
     warnings = []
     for peer in config.peers:

@@ -1,4 +1,9 @@
-"""Analysts' commands against any TAXII 2.1 server: publish, collections, get, watch."""
+"""Analysts' commands against any TAXII 2.1 server: publish, collections, get, watch.
+
+They start fast (a person waits for them): this module imports only what every
+one of them needs; the HTTP client, the validator and the bundle reader are
+imported by the commands that use them.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +12,44 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from node.bundles import BundleError, iter_objects
-from node.sync.client import PeerClient, PeerError
+from node.errors import RemoteError
 from node.timestamps import is_timestamp
-from node.validation import object_problem
 
-from .common import EXIT_FAILURES, CommandError, NodeContext
+from .common import EXIT_FAILURES, CommandError, NodeContext, warn
+
+if TYPE_CHECKING:
+    from node.client import TaxiiClient
+    from node.tlp import TLP
 
 pass_node = click.make_pass_decorator(NodeContext)
 
-_ENVELOPE_OVERHEAD = 64
-_MAX_OBJECTS_PER_ENVELOPE = 1000
 # Asked for on every page: servers cap it at their max_page_size, and medallion
 # 3.0.0 answers 500 to a ``next`` that does not repeat ``limit``.
 _PAGE_LIMIT = "1000"
+TOKEN_ENV = "TAXII_NODE_TOKEN"
+_CONFLICT = "a different object with this id and version is already stored"
 
 
 def server_options(command):
-    """--config | --url/--user/--password-env, shared by the client commands."""
+    """--url | --config, and --user/--password-env or --token-env: the client commands'."""
     options = [
-        click.option("--url", metavar="API_ROOT", help="API root URL of any TAXII 2.1 server."),
+        click.option(
+            "--url",
+            metavar="URL",
+            help="The server's base URL (http://host:6001/), its discovery URL (.../taxii2/) "
+            "or an API root URL of any TAXII 2.1 server.",
+        ),
         click.option(
             "--config",
             "config_path",
-            type=click.Path(dir_okay=False),
+            type=click.Path(),
             help="Use the API root of this node's config instead of --url.",
         ),
         click.option(
@@ -48,48 +62,116 @@ def server_options(command):
             metavar="VAR",
             help="Environment variable holding the password.",
         ),
+        click.option(
+            "--token-env",
+            metavar="VAR",
+            help=f"Environment variable holding an API token (Bearer); {TOKEN_ENV} is used "
+            "when set and no --user is given.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _client(node: NodeContext, url, config_path, user, password_env) -> PeerClient:
-    if url and config_path:
+@dataclass(frozen=True)
+class ServerOptions:
+    url: str | None
+    config_path: str | None
+    user: str | None
+    password_env: str
+    token_env: str | None
+
+    @classmethod
+    def of(cls, options: dict[str, Any]) -> ServerOptions:
+        return cls(
+            options.pop("url"),
+            options.pop("config_path"),
+            options.pop("user"),
+            options.pop("password_env"),
+            options.pop("token_env"),
+        )
+
+
+def _client(node: NodeContext, server: ServerOptions) -> TaxiiClient:
+    """A client for the server named by --url or --config, with the caller's credentials."""
+    from node.client import TaxiiClient
+
+    if server.url and server.config_path:
         raise CommandError("give either --url or --config, not both")
-    if not url:
-        if config_path:
-            node.config_path = config_path
-        config = node.config()
-        host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        host = f"[{host}]" if ":" in host else host
-        url = f"{config.server.scheme}://{host}:{config.server.port}/{config.taxii.api_root}/"
-    if not user:
-        raise CommandError("no user: pass --user NAME (or set TAXII_NODE_USER)")
-    password = os.environ.get(password_env)
+    url = server.url or _configured_api_root(node, server.config_path)
+    credentials = _credentials(server)
+    client = TaxiiClient(url, **credentials, timeout=60)
+    if server.url:
+        try:
+            client.use_default_api_root()
+        except RemoteError as exc:
+            client.close()
+            raise _remote_problem(exc, url=server.url) from None
+    return client
+
+
+def _configured_api_root(node: NodeContext, config_path: str | None) -> str:
+    if config_path:
+        node.config_path = config_path
+    config = node.config()
+    host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"{config.server.scheme}://{host}:{config.server.port}/{config.taxii.api_root}/"
+
+
+def _credentials(server: ServerOptions) -> dict[str, str]:
+    """A token (--token-env, or TAXII_NODE_TOKEN without --user), else user and password."""
+    if server.token_env or (not server.user and TOKEN_ENV in os.environ):
+        variable = server.token_env or TOKEN_ENV
+        token = os.environ.get(variable)
+        if not token:
+            raise CommandError(f"no token: set the environment variable {variable}")
+        return {"token": token.strip()}
+    if not server.user:
+        raise CommandError(
+            f"no credentials: pass --user NAME (or set TAXII_NODE_USER) with a password, "
+            f"or set {TOKEN_ENV} to an API token"
+        )
+    password = os.environ.get(server.password_env)
     if password is None:
-        raise CommandError(f"no password: set the environment variable {password_env}")
-    return PeerClient(url, user, password, timeout=60)
+        raise CommandError(f"no password: set the environment variable {server.password_env}")
+    return {"user": server.user, "password": password}
 
 
-def _collection(client: PeerClient, name: str) -> str:
+def _collection(client: TaxiiClient, name: str) -> str:
     try:
         return client.collection_id(name)
-    except PeerError as exc:
-        raise _peer_problem(exc) from None
+    except RemoteError as exc:
+        raise _remote_problem(exc) from None
 
 
-def _peer_problem(exc: PeerError) -> CommandError:
-    hints = {
-        401: " (check the user name and password)",
-        403: " (this account lacks the right for that)",
-        404: " (check the collection id or alias with 'taxii-node collections')",
-        413: " (the server refused the size of the request)",
-    }
-    hint = hints.get(exc.status or 0, " (is the server running and the URL right?)")
+_HINTS = {
+    401: " (check the user name and password, or the token)",
+    403: " (this account lacks the right for that)",
+    413: " (the server refused the size of the request)",
+    429: " (an administrator can lift the block: taxii-node user unlock NAME)",
+}
+
+
+def _remote_problem(exc: RemoteError, url: str | None = None) -> CommandError:
+    """One line for a server's refusal or absence, with what to do about it."""
+    if exc.status == 404:
+        hint = (
+            f" (no TAXII API root or discovery resource at {url}: give the server's base URL, "
+            "its discovery URL .../taxii2/ or an API root URL)"
+            if url
+            else " (check the collection id or alias with 'taxii-node collections')"
+        )
+    elif exc.status is None:
+        hint = " (is the server running and the URL right?)" if exc.transient else ""
+    elif exc.status >= 500:
+        hint = " (the server failed: its log says why)"
+    else:
+        hint = _HINTS.get(exc.status, "")
     # One line, even when the server answered with an HTML error page.
     message = " ".join(str(exc).split())
-    return CommandError(f"{message}{hint if exc.status or exc.transient else ''}")
+    return CommandError(f"{message}{hint}")
 
 
 # -- publish -----------------------------------------------------------------
@@ -106,6 +188,10 @@ class PublishSummary:
     def ok(self) -> bool:
         return not self.invalid and not self.failed
 
+    @property
+    def conflicts(self) -> int:
+        return sum(1 for item in self.failed if _CONFLICT in str(item.get("message", "")))
+
     def as_dict(self) -> dict:
         return {
             "posted": self.posted,
@@ -115,34 +201,100 @@ class PublishSummary:
         }
 
 
-class _Progress:
-    """A progress line on a terminal; silent when stderr is not a TTY (scripts, pipes).
+@dataclass(frozen=True)
+class Marking:
+    """What ``publish --tlp / --created-by`` adds to objects that lack it."""
 
-    The total is unknown while a bundle streams from disk, so it shows the
-    count, the rate and a spinner rather than a percentage.
+    tlp: TLP | None = None
+    created_by: str | None = None
+
+    def apply(self, obj: object) -> object:
+        if not isinstance(obj, dict) or obj.get("type") == "marking-definition":
+            return obj  # invalid (reported as such), or a marking itself
+        from node.tlp import TLP2_MARKING_IDS, tlp_of
+
+        if self.tlp is not None and tlp_of(obj) is None:
+            refs = obj.get("object_marking_refs")
+            refs = list(refs) if isinstance(refs, list) else []
+            obj["object_marking_refs"] = [*refs, TLP2_MARKING_IDS[self.tlp]]
+        # Only SDOs and SROs (they have ``created``) have a created_by_ref (STIX 2.1 3.2).
+        if self.created_by and "created" in obj and "created_by_ref" not in obj:
+            obj["created_by_ref"] = self.created_by
+        return obj
+
+
+def _marking(tlp: str | None, created_by: str | None) -> Marking | None:
+    if tlp is None and created_by is None:
+        return None
+    from node.tlp import parse_level
+    from node.validation import identifier_problem
+
+    try:
+        level = parse_level(tlp) if tlp is not None else None
+    except ValueError as exc:
+        raise CommandError(f"--tlp: {exc}") from None
+    if created_by is not None:
+        problem = identifier_problem(created_by, "identity")
+        if problem:
+            raise CommandError(f"--created-by: {problem}")
+    return Marking(level, created_by)
+
+
+class _Progress:
+    """Progress on a terminal (tqdm): objects done of the total, %, rate, ETA, the file.
+
+    Silent when stderr is not a TTY (scripts, pipes).  The total is counted
+    first, by a fast pass over the files, because a bundle streams from disk;
+    standard input is not counted twice (no total, no ETA).
     """
 
-    _SPINNER = "|/-\\"
+    def __init__(self, paths: tuple[str, ...]) -> None:
+        self._bar: Any = None
+        if not sys.stderr.isatty():
+            return
+        from tqdm import tqdm
 
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.count = 0
-        self.started = time.monotonic()
+        from node.bundles import count_objects
 
-    def advance(self, n: int) -> None:
-        self.count += n
-        if self.enabled:
-            elapsed = max(time.monotonic() - self.started, 1e-6)
-            spin = self._SPINNER[(self.count // max(n, 1)) % len(self._SPINNER)]
-            click.echo(
-                f"\r{spin} posted {self.count:,} objects ({self.count / elapsed:,.0f}/s)",
-                nl=False,
-                err=True,
-            )
+        total = None if "-" in paths else count_objects(paths)
+        self._bar = tqdm(total=total, unit=" objects", file=sys.stderr, dynamic_ncols=True)
+
+    def at(self, source: str) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(Path(source).name, refresh=False)
+
+    def advance(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.update(count)
 
     def close(self) -> None:
-        if self.enabled and self.count:
-            click.echo("", err=True)
+        if self._bar is not None:
+            self._bar.close()
+
+
+class _Sources:
+    """The file each object in flight came from, so a failure names its file."""
+
+    def __init__(self) -> None:
+        self._by_version: dict[tuple[str, str], str] = {}
+
+    @staticmethod
+    def _key(stix_id: object, version: object) -> tuple[str, str]:
+        return (str(stix_id or ""), str(version or ""))
+
+    def remember(self, obj: dict, source: str) -> None:
+        self._by_version[self._key(obj.get("id"), _version(obj))] = source
+
+    def pop(self, stix_id: object, version: object) -> str:
+        return self._by_version.pop(self._key(stix_id, version), "")
+
+    def forget(self, objects: Iterable[dict]) -> None:
+        for obj in objects:
+            self.pop(obj.get("id"), _version(obj))
+
+
+def _version(obj: dict) -> object:
+    return obj.get("modified") or obj.get("created")
 
 
 def _describe_invalid(source: str, obj: object, reason: str) -> dict:
@@ -154,52 +306,47 @@ def _describe_invalid(source: str, obj: object, reason: str) -> dict:
     }
 
 
-def _valid_objects(paths: tuple[str, ...], summary: PublishSummary):
+def _valid_objects(
+    paths: tuple[str, ...],
+    summary: PublishSummary,
+    *,
+    marking: Marking | None = None,
+    sources: _Sources | None = None,
+    progress: _Progress | None = None,
+) -> Iterator[dict]:
+    """The valid objects of ``paths`` (marked as asked); the others go to the summary."""
+    from node.bundles import iter_objects
+    from node.validation import object_problem
+
     for source, obj in iter_objects(paths):
+        if progress is not None:
+            progress.at(source)
+        if marking is not None:
+            obj = marking.apply(obj)
         problem = object_problem(obj)
         if problem is None:
+            assert isinstance(obj, dict)
+            if sources is not None:
+                sources.remember(obj, source)
             yield obj
-        else:
-            summary.invalid.append(_describe_invalid(source, obj, problem))
-
-
-def _envelopes(objects, max_bytes: int, summary: PublishSummary):
-    """Group a stream of objects into envelopes that fit ``max_bytes``.
-
-    An object too large for any envelope is recorded as failed: posting it
-    would only earn a 413 and stop the whole run.
-    """
-    current: list[dict] = []
-    size = _ENVELOPE_OVERHEAD
-    for obj in objects:
-        length = len(json.dumps(obj).encode()) + 2
-        if _ENVELOPE_OVERHEAD + length > max_bytes:
-            summary.failed.append(
-                {
-                    "id": obj.get("id", ""),
-                    "message": f"{length} bytes: larger than the server's "
-                    f"max_content_length ({max_bytes})",
-                }
-            )
             continue
-        if current and (size + length > max_bytes or len(current) >= _MAX_OBJECTS_PER_ENVELOPE):
-            yield current
-            current, size = [], _ENVELOPE_OVERHEAD
-        current.append(obj)
-        size += length
-    if current:
-        yield current
+        summary.invalid.append(_describe_invalid(source, obj, problem))
+        if progress is not None:
+            progress.advance(1)
 
 
-def _record_status(status: dict, summary: PublishSummary) -> None:
+def _record_status(status: dict, summary: PublishSummary, sources: _Sources) -> None:
     for success in status.get("successes", []) or []:
+        sources.pop(success.get("id"), success.get("version"))
         if "already" in str(success.get("message", "")).lower():
             summary.already_present += 1
         else:
             summary.posted += 1
     if "successes" not in status:
         summary.posted += int(status.get("success_count", 0) or 0)
-    summary.failed.extend(status.get("failures", []) or [])
+    for failure in status.get("failures", []) or []:
+        source = sources.pop(failure.get("id"), failure.get("version"))
+        summary.failed.append({"source": source, **failure})
 
 
 @click.command()
@@ -207,50 +354,99 @@ def _record_status(status: dict, summary: PublishSummary) -> None:
 @click.option("--collection", "-c", required=True, metavar="C", help="Collection id or alias.")
 @click.option("--dry-run", is_flag=True, help="Validate only; post nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--tlp",
+    metavar="LEVEL",
+    help="Mark objects that carry no TLP marking with this TLP 2.0 level "
+    "(clear, green, amber, amber+strict, red).",
+)
+@click.option(
+    "--created-by",
+    metavar="IDENTITY",
+    help="Set created_by_ref to this identity id on objects that have none.",
+)
 @server_options
 @pass_node
 @click.pass_context
-def publish(ctx, node, paths, collection, dry_run, as_json, url, config_path, user, password_env):
+def publish(ctx, node, paths, collection, dry_run, as_json, tlp, created_by, **options):
     """Publish STIX 2.1 bundles (files, directories, or - for stdin) to a collection.
 
     Objects are validated locally first, with the server's rules; invalid ones
-    are listed and not sent.  Envelopes are sized to the server's
-    max_content_length and each status is followed to completion.  Exit code:
-    0 all posted, 1 some objects failed, 2 usage or connection error.
+    are listed with their file and not sent.  Envelopes are sized to the
+    server's max_content_length and each status is followed to completion.
+    --tlp and --created-by mark objects at publication (a version the server
+    already holds unmarked then conflicts: it is another object under the same
+    id and modified).  Exit code: 0 all posted, 1 some objects failed, 2 usage
+    or connection error.
 
     \b
     Example:
       export TAXII_NODE_PASSWORD=...
-      taxii-node publish --url http://127.0.0.1:6001/api/ --user alice \\
-          --collection shared reports/*.json
+      taxii-node publish --url http://127.0.0.1:6001/ --user alice \\
+          --collection shared examples/bundle.json
+      taxii-node publish --url http://127.0.0.1:6001/ --user alice \\
+          --collection shared --tlp green reports/*.json
     """
+    from node.bundles import BundleError
+
+    server = ServerOptions.of(options)
+    marking = _marking(tlp, created_by)
     summary = PublishSummary()
     try:
         if dry_run:
-            count = sum(1 for _ in _valid_objects(paths, summary))
+            count = sum(1 for _ in _valid_objects(paths, summary, marking=marking))
             _print_dry_run(count, summary, as_json)
             ctx.exit(0 if summary.ok else EXIT_FAILURES)
-        client = _client(node, url, config_path, user, password_env)
-        _publish(client, collection, paths, summary)
+        client = _client(node, server)
+        try:
+            _publish(client, collection, paths, summary, marking)
+        finally:
+            client.close()
     except BundleError as exc:
         raise CommandError(str(exc)) from None
     _print_summary(summary, as_json)
     ctx.exit(0 if summary.ok else EXIT_FAILURES)
 
 
-def _publish(client: PeerClient, collection: str, paths, summary: PublishSummary) -> None:
+def _publish(
+    client: TaxiiClient,
+    collection: str,
+    paths: tuple[str, ...],
+    summary: PublishSummary,
+    marking: Marking | None,
+) -> None:
+    from node.client import split_envelopes
+
+    sources = _Sources()
+
+    def oversized(obj: dict, size: int) -> None:
+        summary.failed.append(
+            {
+                "source": sources.pop(obj.get("id"), _version(obj)),
+                "id": obj.get("id", ""),
+                "message": f"{size} bytes: larger than the server's max_content_length "
+                f"({max_bytes})",
+            }
+        )
+        progress.advance(1)
+
     try:
         collection_id = _collection(client, collection)
         max_bytes = client.max_content_length()
-        progress = _Progress()
+        progress = _Progress(paths)
         try:
-            for envelope in _envelopes(_valid_objects(paths, summary), max_bytes, summary):
-                _record_status(client.post_objects(collection_id, envelope), summary)
+            valid = _valid_objects(
+                paths, summary, marking=marking, sources=sources, progress=progress
+            )
+            for envelope in split_envelopes(valid, max_bytes, on_oversized=oversized):
+                status = client.post_serialized(collection_id, [text for _, text in envelope])
+                _record_status(status, summary, sources)
+                sources.forget(obj for obj, _ in envelope)
                 progress.advance(len(envelope))
         finally:
             progress.close()
-    except PeerError as exc:
-        raise _peer_problem(exc) from None
+    except RemoteError as exc:
+        raise _remote_problem(exc) from None
 
 
 def _print_dry_run(count: int, summary: PublishSummary, as_json: bool) -> None:
@@ -269,7 +465,16 @@ def _print_summary(summary: PublishSummary, as_json: bool) -> None:
     for item in summary.invalid:
         click.echo(f"INVALID {item['source']}: {item['id'] or '(no id)'}: {item['message']}")
     for item in summary.failed:
-        click.echo(f"FAILED  {item.get('id', '')}: {item.get('message', '')}")
+        where = f"{item['source']}: " if item.get("source") else ""
+        version = f" {item['version']}" if item.get("version") else ""
+        click.echo(f"FAILED  {where}{item.get('id', '')}{version}: {item.get('message', '')}")
+    if summary.conflicts:
+        click.echo(
+            f"note: {summary.conflicts} object(s) conflict: the server already holds a "
+            "different object under the same id and version (modified). STIX versions never "
+            "change (STIX 2.1 3.6): a changed object needs a later 'modified'. Ask its "
+            "producer for a corrected release, or keep the version the server holds."
+        )
     click.echo(
         f"posted {summary.posted}, already present {summary.already_present}, "
         f"failed {len(summary.failed) + len(summary.invalid)}"
@@ -283,21 +488,23 @@ def _print_summary(summary: PublishSummary, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @server_options
 @pass_node
-def collections_command(node, as_json, url, config_path, user, password_env):
+def collections_command(node, as_json, **options):
     """List collections with id, alias, title, permissions and object counts.
 
     \b
     Example:
-      taxii-node collections --url http://127.0.0.1:6001/api/ --user alice
+      taxii-node collections --url http://127.0.0.1:6001/ --user alice
     """
-    client = _client(node, url, config_path, user, password_env)
+    client = _client(node, ServerOptions.of(options))
     try:
         rows = []
         for collection in client.collections():
             count = _count(client, collection) if collection.get("can_read") else None
             rows.append({**collection, "objects": count})
-    except PeerError as exc:
-        raise _peer_problem(exc) from None
+    except RemoteError as exc:
+        raise _remote_problem(exc) from None
+    finally:
+        client.close()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -308,16 +515,10 @@ def collections_command(node, as_json, url, config_path, user, password_env):
         click.echo(f"{row['id']}  {alias:<16} {rights}  {count:>8}  {row.get('title', '')}")
 
 
-def _count(client: PeerClient, collection: dict) -> int:
+def _count(client: TaxiiClient, collection: dict) -> int:
     """Objects (latest versions) in a collection, by paging its manifest."""
-    total = 0
-    params: dict = {"limit": _PAGE_LIMIT}
-    while True:
-        page = client.page(collection["id"], params, endpoint="manifest")
-        total += len(page.objects)
-        if not page.more:
-            return total
-        params = {"limit": _PAGE_LIMIT, "next": page.next}
+    pages = client.pages(collection["id"], {"limit": _PAGE_LIMIT}, endpoint="manifest")
+    return sum(len(page.objects) for page in pages)
 
 
 # -- get and watch --------------------------------------------------------------
@@ -326,6 +527,8 @@ def _count(client: PeerClient, collection: dict) -> int:
 def _filters(types, ids, added_after, version) -> dict:
     params: dict[str, str] = {"limit": _PAGE_LIMIT}
     if types:
+        for warning in _unknown_types(types):
+            warn(warning)
         params["match[type]"] = ",".join(types)
     if ids:
         params["match[id]"] = ",".join(ids)
@@ -338,53 +541,79 @@ def _filters(types, ids, added_after, version) -> dict:
     return params
 
 
+def _unknown_types(types: Iterable[str]) -> Iterator[str]:
+    """A warning for each --type that STIX 2.1 does not define (custom x- types aside)."""
+    import difflib
+
+    from node.validation import STIX_TYPES
+
+    for name in types:
+        if name in STIX_TYPES or name.startswith("x-"):
+            continue
+        close = difflib.get_close_matches(name, sorted(STIX_TYPES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        yield f"--type {name!r} is not a STIX 2.1 object type{hint}; matching it anyway"
+
+
 @click.command()
 @click.option("--collection", "-c", required=True, metavar="C", help="Collection id or alias.")
-@click.option("--type", "types", multiple=True, metavar="T", help="Only this STIX type.")
-@click.option("--id", "ids", multiple=True, metavar="ID", help="Only this object id.")
+@click.option("--type", "types", multiple=True, metavar="T",
+              help="Only objects of this STIX type (repeat for several).")  # fmt: skip
+@click.option("--id", "ids", multiple=True, metavar="ID",
+              help="Only this object id (repeat for several).")  # fmt: skip
 @click.option("--added-after", metavar="TIME", help="Only objects added after TIME.")
 @click.option("--version", type=click.Choice(["first", "last", "all"]), help="Versions to get.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here, not stdout.")
 @server_options
 @pass_node
-def get(node, collection, types, ids, added_after, version, output, url, config_path, user,
-        password_env):  # fmt: skip
+def get(node, collection, types, ids, added_after, version, output, **options):
     """Fetch objects (following every page) and write one STIX 2.1 bundle.
+
+    With -o the bundle is written to a temporary file renamed at the end (a
+    failure leaves no half bundle), and the number of objects is printed.
 
     \b
     Example:
-      taxii-node get --url http://127.0.0.1:6001/api/ --user alice \\
+      taxii-node get --url http://127.0.0.1:6001/ --user alice \\
           --collection shared --type indicator -o indicators.json
     """
-    client = _client(node, url, config_path, user, password_env)
     params = _filters(types, ids, added_after, version)
-    collection_id = _collection(client, collection)
-    # -o writes to a temporary file renamed at the end: a failure leaves no half bundle.
-    partial = Path(f"{output}.partial") if output else None
-    handle = partial.open("w") if partial else sys.stdout
-    completed = False
+    client = _client(node, ServerOptions.of(options))
     try:
-        handle.write(f'{{"type": "bundle", "id": "bundle--{uuid.uuid4()}", "objects": [')
-        first = True
-        while True:
-            page = client.page(collection_id, params)
-            for obj in page.objects:
-                handle.write(("" if first else ",") + "\n" + json.dumps(obj))
-                first = False
-            if not page.more:
-                break
-            params = {**params, "next": page.next}
-        handle.write("\n]}\n")
-        completed = True
-    except PeerError as exc:
-        raise _peer_problem(exc) from None
+        collection_id = _collection(client, collection)
+        pages = client.pages(collection_id, params)
+        if output is None:
+            _write_bundle(sys.stdout, pages)
+            return
+        count = _write_bundle_file(Path(output), pages)
+    except RemoteError as exc:
+        raise _remote_problem(exc) from None
     finally:
-        if partial:
-            handle.close()
-            if completed:
-                partial.replace(output)
-            else:
-                partial.unlink(missing_ok=True)
+        client.close()
+    click.echo(f"wrote {count} object{'s' if count != 1 else ''} to {output}", err=True)
+
+
+def _write_bundle(handle, pages) -> int:
+    """Write one bundle of every object of ``pages``; return how many."""
+    handle.write(f'{{"type": "bundle", "id": "bundle--{uuid.uuid4()}", "objects": [')
+    count = 0
+    for page in pages:
+        for obj in page.objects:
+            handle.write(("," if count else "") + "\n" + json.dumps(obj))
+            count += 1
+    handle.write("\n]}\n")
+    return count
+
+
+def _write_bundle_file(output: Path, pages) -> int:
+    partial = output.with_name(output.name + ".partial")
+    try:
+        with partial.open("w") as handle:
+            count = _write_bundle(handle, pages)
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
+    return count
 
 
 @click.command()
@@ -396,8 +625,7 @@ def get(node, collection, types, ids, added_after, version, output, url, config_
 @click.option("--once", is_flag=True, help="Stop when caught up instead of polling forever.")
 @server_options
 @pass_node
-def watch(node, collection, since, state_file, interval, once, url, config_path, user,
-          password_env):  # fmt: skip
+def watch(node, collection, since, state_file, interval, once, **options):
     """Subscribe: print each new object as one JSON line, until interrupted.
 
     Polls with added_after from the server's X-TAXII-Date-Added-Last, so
@@ -405,27 +633,32 @@ def watch(node, collection, since, state_file, interval, once, url, config_path,
 
     \b
     Example:
-      taxii-node watch --url http://127.0.0.1:6001/api/ --user alice \\
+      taxii-node watch --url http://127.0.0.1:6001/ --user alice \\
           --collection shared --state var/shared.watch | my-ingester
     """
-    client = _client(node, url, config_path, user, password_env)
-    collection_id = _collection(client, collection)
     position = _load_position(state_file) or since
     if position and not is_timestamp(position):
         raise CommandError(f"--since: {position!r} is not an RFC 3339 timestamp")
+    client = _client(node, ServerOptions.of(options))
     try:
+        collection_id = _collection(client, collection)
+        save = (lambda p: _save_position(state_file, p)) if state_file else (lambda p: None)
         while True:
-            position = _poll(client, collection_id, position, state_file)
+            position = _poll(client, collection_id, position, save)
             if once:
                 return
             time.sleep(interval)
-    except PeerError as exc:
-        raise _peer_problem(exc) from None
+    except RemoteError as exc:
+        raise _remote_problem(exc) from None
     except KeyboardInterrupt:
         return
+    finally:
+        client.close()
 
 
-def _poll(client: PeerClient, collection_id: str, position, state_file):
+def _poll(
+    client: TaxiiClient, collection_id: str, position: str | None, save: Callable[[str], None]
+) -> str | None:
     """Print everything added after ``position``; return the new position.
 
     Pages are followed with ``next`` rather than by moving ``added_after``
@@ -435,18 +668,14 @@ def _poll(client: PeerClient, collection_id: str, position, state_file):
     params: dict[str, str | None] = {"match[version]": "all", "limit": _PAGE_LIMIT}
     if position:
         params["added_after"] = position
-    while True:
-        page = client.page(collection_id, params)
+    for page in client.pages(collection_id, params):
         for obj in page.objects:
             click.echo(json.dumps(obj))
         sys.stdout.flush()
         if page.objects and page.date_added_last:
             position = page.date_added_last
-            if state_file:
-                _save_position(state_file, position)
-        if not page.more:
-            return position
-        params = {**params, "next": page.next}
+            save(position)
+    return position
 
 
 def _load_position(state_file: str | None) -> str | None:

@@ -1,4 +1,11 @@
-"""Shared plumbing for CLI commands: config loading and friendly errors."""
+"""Shared plumbing for CLI commands: config loading, store access and one-line errors.
+
+Expected problems are the node's own exceptions (``node.errors``: a bad config,
+a missing account, a server that is down), click's usage errors and the
+commands' ``CommandError``: each is printed as one ``error: ...`` line on
+stderr, with exit code 2.  Anything else is a bug and keeps its traceback.
+Nothing heavy is imported here: the client commands must start quickly.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +15,38 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
-from node.config import Config, ConfigError, load_config
-from node.store import Store, audit
-from node.store.audit import AuditRecord
+from node.errors import NodeError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from node.config import Config
+    from node.store import Store
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
 
 class CommandError(click.ClickException):
-    """An expected failure: one line for the user, exit code 2."""
+    """An expected failure: one ``error:`` line for the user, exit code 2."""
 
     exit_code = EXIT_USAGE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr, spelled like the error lines."""
+    click.echo(f"warning: {message}", err=True)
+
+
+def cli_actor() -> str:
+    """Who acts, in audit records of changes made from the command line: the OS user."""
+    return f"cli:{getpass.getuser()}"
 
 
 @dataclass
@@ -34,12 +57,16 @@ class NodeContext:
 
     def config(self) -> Config:
         if self._config is None:
+            from node.config import load_config
+
             if not self.config_path:
                 raise CommandError("no config: pass --config FILE or set TAXII_NODE_CONFIG")
             self._config = load_config(self.config_path)
         return self._config
 
     def store(self) -> Store:
+        from node.store import Store
+
         return Store(self.config().store_url)
 
     @contextmanager
@@ -65,28 +92,12 @@ class NodeContext:
     def ready_store(self) -> Store:
         store = self.store()
         if not store.is_current():
+            store.close()
             raise CommandError(
                 f"the store is not initialised or needs migrating: "
                 f"run 'taxii-node --config {self.config_path} init'"
             )
         return store
-
-
-def admin_audit(connection, action: str, subject: str, detail: str = "") -> None:
-    """Record an account change made from the command line, by whom (the OS user)."""
-    actor = f"cli:{getpass.getuser()}"
-    audit.record(
-        connection,
-        [
-            AuditRecord(
-                action=action,
-                direction="admin",
-                actor=actor,
-                object_id=subject,
-                detail=detail or None,
-            )
-        ],
-    )
 
 
 def run_guarded(command: click.Group) -> int:
@@ -97,22 +108,33 @@ def run_guarded(command: click.Group) -> int:
         # instead of raising it: pass it on, or exit 1 would become 0.
         code = command.main(standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+        click.echo("error: aborted", err=True)
         return EXIT_USAGE
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        return _report(f"error: {exc.format_message()}{where}", debug)
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except (ConfigError, ValueError) as exc:
+    except NodeError as exc:
         return _report(f"error: {exc}", debug)
-    except SQLAlchemyError as exc:
-        return _report(f"store error: {str(exc).splitlines()[0]}", debug)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not _is_store_error(exc):
+            raise
+        return _report(f"error: the store failed: {str(exc).splitlines()[0]}", debug)
     if isinstance(code, int) and not isinstance(code, bool):
         return code
     return EXIT_OK
+
+
+def _is_store_error(exc: Exception) -> bool:
+    """A database error (unreachable server, locked file): the operator's to fix."""
+    errors = sys.modules.get("sqlalchemy.exc")
+    return errors is not None and isinstance(exc, errors.SQLAlchemyError)
 
 
 def _report(message: str, debug: bool) -> int:

@@ -8,10 +8,10 @@ import threading
 
 import click
 
+from node.client import check_peer_tls
 from node.operations.sync import preview
 from node.sharing import Agreements
 from node.store import audit, syncstate
-from node.sync.client import check_peer_tls
 from node.sync.worker import RoundResult, SyncWorker, describe_lag
 from node.timestamps import from_micros, to_micros
 

@@ -1,31 +1,14 @@
-"""API tokens: create (printed once), list, revoke."""
+"""API tokens: create (printed once), list, revoke.  The work is in ``node.operations``."""
 
 from __future__ import annotations
 
-import re
+import json
 
 import click
 
-from node.store import accounts
-from node.timestamps import from_micros, now_micros
-
-from .common import CommandError, NodeContext, admin_audit
+from .common import CommandError, NodeContext, cli_actor
 
 pass_node = click.make_pass_decorator(NodeContext)
-
-_DURATION = re.compile(r"^(\d+)([hdw])$")
-_UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_expiry(value: str) -> int | None:
-    """'never' or a duration such as 12h, 30d, 8w -> expiry in epoch microseconds."""
-    if value == "never":
-        return None
-    match = _DURATION.match(value)
-    if match is None or int(match.group(1)) == 0:
-        raise CommandError(f"--expires: {value!r} is not a duration like 12h, 30d, 8w or 'never'")
-    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    return now_micros() + seconds * 1_000_000
 
 
 @click.group()
@@ -47,21 +30,29 @@ def token() -> None:
 def token_create(node: NodeContext, name: str, expires: str, label: str | None) -> None:
     """Create a token for user NAME and print it once (only a hash is stored).
 
+    Client commands use it from an environment variable: TAXII_NODE_TOKEN, or
+    the one --token-env names.
+
     \b
     Example:
       taxii-node --config config/node-a.toml token create alice --expires 30d --label opencti
       curl -H "Authorization: Bearer tnk_..." http://127.0.0.1:6001/taxii2/
     """
-    expiry = parse_expiry(expires)
+    from node.errors import InvalidValue
+    from node.operations import tokens as operations
+    from node.timestamps import from_micros
+
+    try:
+        expiry = operations.parse_expiry(expires)
+    except InvalidValue as exc:
+        raise CommandError(f"--expires: {exc}") from None
     with node.writing() as connection:
-        try:
-            token_id, secret = accounts.create_token(connection, name, expires=expiry, label=label)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        admin_audit(connection, "token-created", name, f"token {token_id}, expires {expires}")
-    click.echo(secret)
+        created = operations.create_token(
+            connection, name, expires=expiry, label=label, actor=cli_actor()
+        )
+    click.echo(created.secret)
     click.echo(
-        f"token {token_id} for {name}, expires {from_micros(expiry) if expiry else 'never'}; "
+        f"token {created.id} for {name}, expires {from_micros(expiry) if expiry else 'never'}; "
         "it is shown only now",
         err=True,
     )
@@ -69,25 +60,29 @@ def token_create(node: NodeContext, name: str, expires: str, label: str | None) 
 
 @token.command("list")
 @click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of the tokens.")
 @pass_node
-def token_list(node: NodeContext, name: str | None) -> None:
+def token_list(node: NodeContext, name: str | None, as_json: bool) -> None:
     """List tokens (never their secrets), optionally of one user.
 
     \b
     Example:
       taxii-node --config config/node-a.toml token list alice
+      taxii-node --config config/node-a.toml token list --json
     """
+    from node.operations import tokens as operations
+
     with node.reading() as connection:
-        tokens = accounts.list_tokens(connection, name)
-    now = now_micros()
-    for t in tokens:
-        if t.revoked:
-            state = f"revoked {from_micros(t.revoked)}"
-        elif t.expires is not None and t.expires <= now:
-            state = f"expired {from_micros(t.expires)}"
+        views = operations.list_tokens(connection, name)
+    if as_json:
+        click.echo(json.dumps([view.as_dict() for view in views], indent=2))
+        return
+    for view in views:
+        if view.state == "valid":
+            state = f"valid until {view.expires}" if view.expires else "valid, no expiry"
         else:
-            state = f"valid until {from_micros(t.expires)}" if t.expires else "valid, no expiry"
-        click.echo(f"{t.id}\t{t.user_name}\t{state}\t{t.label or ''}")
+            state = f"{view.state} {view.since}"
+        click.echo(f"{view.id}\t{view.user_name}\t{state}\t{view.label or ''}")
 
 
 @token.command("revoke")
@@ -100,10 +95,8 @@ def token_revoke(node: NodeContext, token_id: str) -> None:
     Example:
       taxii-node --config config/node-a.toml token revoke 3f9a1c2b7d4e
     """
+    from node.operations import tokens as operations
+
     with node.writing() as connection:
-        try:
-            owner = accounts.revoke_token(connection, token_id)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        admin_audit(connection, "token-revoked", owner, f"token {token_id}")
+        owner = operations.revoke_token(connection, token_id, actor=cli_actor())
     click.echo(f"token {token_id} of {owner} revoked")

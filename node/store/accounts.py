@@ -21,11 +21,12 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
+from node.errors import AlreadyExists, Conflict, InvalidValue, NotFound
 from node.timestamps import now_micros
 
-from .schema import api_tokens, grants, users
+from .schema import api_tokens, grants, login_failures, users
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
@@ -123,9 +124,9 @@ def add_user(
     is_admin: bool = False,
     peer: str | None = None,
 ) -> None:
-    """Create ``name``; raises ValueError if it exists."""
+    """Create ``name``; AlreadyExists if it exists."""
     if connection.execute(select(users.c.name).where(users.c.name == name)).first():
-        raise ValueError(f"user {name!r} already exists")
+        raise AlreadyExists(f"user {name!r} already exists")
     connection.execute(
         users.insert().values(
             name=name,
@@ -142,14 +143,14 @@ def set_password(connection: Connection, name: str, password: str) -> None:
         update(users).where(users.c.name == name).values(password_hash=hash_password(password))
     )
     if result.rowcount == 0:
-        raise ValueError(f"no user {name!r}")
+        raise NotFound(f"no user {name!r}")
 
 
 def remove_user(connection: Connection, name: str) -> None:
     connection.execute(delete(grants).where(grants.c.user_name == name))
     connection.execute(delete(api_tokens).where(api_tokens.c.user_name == name))
     if connection.execute(delete(users).where(users.c.name == name)).rowcount == 0:
-        raise ValueError(f"no user {name!r}")
+        raise NotFound(f"no user {name!r}")
 
 
 def grant(
@@ -226,14 +227,14 @@ def normalize_fingerprint(text: str) -> str:
     """A SHA-256 fingerprint as stored: 64 lowercase hex digits.
 
     Accepts ``openssl x509 -noout -fingerprint -sha256`` output (``AB:CD:...``,
-    with or without its ``SHA256 Fingerprint=`` prefix); ValueError otherwise.
+    with or without its ``SHA256 Fingerprint=`` prefix); InvalidValue otherwise.
     """
     value = text.strip()
     if "=" in value:
         value = value.partition("=")[2]
     value = re.sub(r"[\s:]", "", value).lower()
     if not re.fullmatch(r"[0-9a-f]{64}", value):
-        raise ValueError(f"{text!r} is not a SHA-256 fingerprint (64 hex digits)")
+        raise InvalidValue(f"{text!r} is not a SHA-256 fingerprint (64 hex digits)")
     return value
 
 
@@ -245,7 +246,7 @@ def canonical_subject(pairs: Iterable[tuple[str, str]]) -> str:
     """
     normalized = sorted((_ATTRIBUTES.get(a.lower(), a.upper()), v) for a, v in pairs)
     if not normalized:
-        raise ValueError("an empty subject")
+        raise InvalidValue("an empty subject")
     return ",".join(f"{a}={_escape(v)}" for a, v in normalized)
 
 
@@ -258,7 +259,7 @@ def parse_subject(text: str) -> str:
 
     A backslash escapes the next character (``O=Example\\, Inc.``); ``+`` joins
     the attributes of a multi-valued RDN; the order of attributes does not matter.
-    ValueError if ``text`` is not a subject.
+    InvalidValue if ``text`` is not a subject.
     """
     parts: list[str] = []
     current: list[str] = []
@@ -281,9 +282,9 @@ def parse_subject(text: str) -> str:
         attribute = attribute.strip()
         value = re.sub(r"\\(.)", r"\1", value.strip())
         if escaped or not equals or not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", attribute):
-            raise ValueError(f"{text!r} is not a certificate subject like 'CN=node-b,O=Partner'")
+            raise InvalidValue(f"{text!r} is not a certificate subject like 'CN=node-b,O=Partner'")
         if not value:
-            raise ValueError(f"{text!r}: attribute {attribute} has no value")
+            raise InvalidValue(f"{text!r}: attribute {attribute} has no value")
         pairs.append((attribute, value))
     return canonical_subject(pairs)
 
@@ -294,7 +295,7 @@ def bind_certificate(
     """Bind ``name`` to a certificate (normalised fingerprint or canonical subject),
     or unbind it when both are None.  A certificate binds one account at most."""
     if fingerprint is not None and subject is not None:
-        raise ValueError("bind a certificate by fingerprint or by subject, not both")
+        raise InvalidValue("bind a certificate by fingerprint or by subject, not both")
     for column, value in ((users.c.cert_fingerprint, fingerprint), (users.c.cert_subject, subject)):
         if value is None:
             continue
@@ -302,14 +303,14 @@ def bind_certificate(
             select(users.c.name).where(column == value, users.c.name != name)
         ).scalar()
         if other is not None:
-            raise ValueError(f"that certificate is already bound to user {other!r}")
+            raise Conflict(f"that certificate is already bound to user {other!r}")
     result = connection.execute(
         update(users)
         .where(users.c.name == name)
         .values(cert_fingerprint=fingerprint, cert_subject=subject)
     )
     if result.rowcount == 0:
-        raise ValueError(f"no user {name!r}")
+        raise NotFound(f"no user {name!r}")
 
 
 def account_for_certificate(
@@ -357,7 +358,7 @@ def create_token(
     slow one and keeps Bearer authentication cheap.
     """
     if connection.execute(select(users.c.name).where(users.c.name == name)).first() is None:
-        raise ValueError(f"no user {name!r}")
+        raise NotFound(f"no user {name!r}")
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     connection.execute(
@@ -401,12 +402,55 @@ def list_tokens(connection: Connection, name: str | None = None) -> list[TokenIn
 
 
 def revoke_token(connection: Connection, token_id: str) -> str:
-    """Revoke a token; returns its user.  Raises ValueError for an unknown id."""
+    """Revoke a token; returns its user.  NotFound for an unknown id."""
     row = connection.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
     if row is None:
-        raise ValueError(f"no token {token_id!r}")
+        raise NotFound(f"no token {token_id!r}")
     connection.execute(
         update(api_tokens).where(api_tokens.c.id == token_id).values(revoked=now_micros())
     )
     user: str = row.user_name
     return user
+
+
+# -- failed logins -----------------------------------------------------------------
+
+
+def record_login_failure(connection: Connection, account: str, source: str, *, at: int,
+                         keep_after: int) -> None:  # fmt: skip
+    """Count a failed login of ``account`` (a user name, or ``token:ID``) from ``source``;
+    forget that pair's failures from before ``keep_after``."""
+    connection.execute(
+        delete(login_failures).where(
+            login_failures.c.account == account,
+            login_failures.c.source == source,
+            login_failures.c.at < keep_after,
+        )
+    )
+    connection.execute(login_failures.insert().values(account=account, source=source, at=at))
+
+
+def login_failures_since(connection: Connection, account: str, source: str, since: int) -> int:
+    """Failed logins of ``account`` from ``source`` at or after ``since``."""
+    return connection.execute(
+        select(func.count())
+        .select_from(login_failures)
+        .where(
+            login_failures.c.account == account,
+            login_failures.c.source == source,
+            login_failures.c.at >= since,
+        )
+    ).scalar_one()
+
+
+def clear_login_failures(connection: Connection, name: str) -> int:
+    """Forget the failed logins of user ``name`` and of its tokens, from every address;
+    return how many were forgotten."""
+    token_ids = connection.execute(
+        select(api_tokens.c.id).where(api_tokens.c.user_name == name)
+    ).scalars()
+    accounts = [name, *(f"token:{token_id}" for token_id in token_ids)]
+    result = connection.execute(
+        delete(login_failures).where(login_failures.c.account.in_(accounts))
+    )
+    return result.rowcount

@@ -197,6 +197,18 @@ api_tokens = Table(
     Column("revoked", BigInteger),
 )
 
+# Failed logins, counted for throttling (migration 5): one row per failure of an
+# account (a user name, or ``token:ID`` for a Bearer token) from a source address.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("pk", _BigId, primary_key=True, autoincrement=True),
+    Column("account", String(160), nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("at", BigInteger, nullable=False),
+)
+Index("ix_login_failures", login_failures.c.account, login_failures.c.source, login_failures.c.at)
+
 
 def _create_base_tables(connection: Connection) -> None:
     metadata.create_all(
@@ -274,6 +286,10 @@ def _keep_statistics_current(connection: Connection) -> None:
     )
 
 
+def _create_login_failures(connection: Connection) -> None:
+    metadata.create_all(connection, tables=[login_failures])
+
+
 # Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "objects, collections, statuses, accounts", _create_base_tables),
@@ -282,6 +298,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (4, "client certificate bindings of accounts", _add_certificate_bindings),
     (5, "latest and first version markers of objects, index of latest versions",
      _add_version_markers),
+    (6, "failed logins, counted apart from the audit trail", _create_login_failures),
 ]  # fmt: skip
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from node import jsoncodec
+from node.client import ObjectPage, RemoteError, TaxiiClient, split_envelopes
 from node.config import Config, PeerConfig
 from node.policy import Decision, Policy
 from node.sharing import (
@@ -39,14 +40,10 @@ from node.store import Store, audit, objects, syncstate
 from node.store.objects import ObjectQuery
 from node.timestamps import from_micros, now_micros, to_micros
 
-from .client import ObjectPage, PeerClient, PeerError
-
 log = logging.getLogger(__name__)
 
 PUSH_BATCH = 1000
 PULL_PAGE = 1000
-# Bytes kept free in each envelope for the envelope's own JSON.
-_ENVELOPE_OVERHEAD = 64
 
 
 @dataclass
@@ -105,7 +102,7 @@ def with_retries(call, attempts: int, stop: threading.Event | None = None):
     for attempt in range(attempts):
         try:
             return call()
-        except PeerError as exc:
+        except RemoteError as exc:
             if not exc.transient or attempt == attempts - 1 or (stop and stop.is_set()):
                 raise
             log.warning("transient peer error, retrying: %s", exc)
@@ -120,7 +117,7 @@ class MappingSync:
         self,
         store: Store,
         agreement: Agreement,
-        client: PeerClient,
+        client: TaxiiClient,
         *,
         retries: int = 4,
         stop: threading.Event | None = None,
@@ -167,7 +164,7 @@ class MappingSync:
             if self._max_content_length is None:
                 self._max_content_length = self._call(self.client.max_content_length)
             self._push_batches(state, remote_id, result)
-        except PeerError as exc:
+        except RemoteError as exc:
             result.error = str(exc)
         self._record_attempt(state, result)
         return result
@@ -213,7 +210,7 @@ class MappingSync:
         return _PushBatch(to_send, decisions, rows[-1].date_added, more)
 
     def _commit_push(self, state, sending: Future, batch: _PushBatch, result) -> None:
-        failures = sending.result()  # re-raises the sender's PeerError
+        failures = sending.result()  # re-raises the sender's RemoteError
         records = decision_records(
             self.peer, self.agreement.collection_id, "push", batch.decisions, "sent", failures
         )
@@ -234,15 +231,14 @@ class MappingSync:
     def _send(self, remote_id: str, to_send: list[dict]) -> list[dict]:
         """POST in envelopes that fit the peer's limit; return the peer's failures."""
         failures: list[dict] = []
-        envelopes, oversized = _envelopes(to_send, self._max_content_length or 10_000_000)
-        for obj in oversized:
-            failures.append(
-                {
-                    "id": obj.get("id"),
-                    "version": obj.get("modified") or obj.get("created"),
-                    "message": "larger than the peer's max_content_length",
-                }
-            )
+        envelopes = split_envelopes(
+            to_send,
+            self._max_content_length or 10_000_000,
+            serialize=serialized,
+            on_oversized=lambda obj, _size: failures.append(
+                _failure(obj, "larger than the peer's max_content_length")
+            ),
+        )
         for envelope in envelopes:
             status = self._post_envelope(remote_id, envelope)
             failures.extend(status.get("failures", []))
@@ -267,7 +263,7 @@ class MappingSync:
             }
             try:
                 page = self._call(lambda params=params: self.client.page(remote_id, params))
-            except PeerError:
+            except RemoteError:
                 return failures  # cannot tell: keep every failure
             for obj in page.objects:
                 if isinstance(obj, dict):
@@ -280,7 +276,7 @@ class MappingSync:
         texts = [text for _, text in envelope]
         try:
             return self._call(lambda: self.client.post_serialized(remote_id, texts))
-        except PeerError as exc:
+        except RemoteError as exc:
             if exc.transient or exc.status in (401, 403, 404):
                 raise  # the peer or our access is at fault, not the objects: retry later
             if len(envelope) == 1:
@@ -304,7 +300,7 @@ class MappingSync:
                     Policy(self.agreement.egress, resolve), batch, dependency
                 )
             failures = self._send(self.remote_collection(), to_send) if to_send else []
-        except PeerError as exc:
+        except RemoteError as exc:
             result.error = str(exc)
             return result
         records = decision_records(self.peer, collection_id, "push", decisions, "sent", failures)
@@ -347,7 +343,7 @@ class MappingSync:
                     break
                 next_token = page.next
                 previous_last = page.date_added_last
-        except PeerError as exc:
+        except RemoteError as exc:
             result.error = str(exc)
         self._record_attempt(state, result)
         return result
@@ -360,7 +356,7 @@ class MappingSync:
         try:
             remote_id = self.remote_collection()
             page = self._call(lambda: self.client.page(remote_id, params))
-        except PeerError as exc:
+        except RemoteError as exc:
             result.error = str(exc)
             return result
         with self.store.write() as connection:
@@ -487,31 +483,6 @@ def _failure(obj: dict, message: str) -> dict:
             "message": message}  # fmt: skip
 
 
-def _envelopes(
-    items: list[dict], max_bytes: int
-) -> tuple[list[list[tuple[dict, str]]], list[dict]]:
-    """Split into envelopes of (object, JSON text) that fit ``max_bytes``; also the
-    objects too big to fit alone."""
-    envelopes: list[list[tuple[dict, str]]] = []
-    oversized: list[dict] = []
-    current: list[tuple[dict, str]] = []
-    size = _ENVELOPE_OVERHEAD
-    for obj in items:
-        text = serialized(obj)
-        length = len(text.encode()) + 1  # and a comma
-        if length + _ENVELOPE_OVERHEAD > max_bytes:
-            oversized.append(obj)
-            continue
-        if current and size + length > max_bytes:
-            envelopes.append(current)
-            current, size = [], _ENVELOPE_OVERHEAD
-        current.append((obj, text))
-        size += length
-    if current:
-        envelopes.append(current)
-    return envelopes, oversized
-
-
 class SyncWorker:
     """Runs every mapping of every (or one) peer: once, or until stopped."""
 
@@ -523,7 +494,7 @@ class SyncWorker:
         self.stop = threading.Event()
         agreements = Agreements(config, store)
         self._peers: list[PeerConfig] = [config.peer(peer)] if peer else list(config.peers)
-        self._clients: dict[str, PeerClient] = {}
+        self._clients: dict[str, TaxiiClient] = {}
         self.mappings: list[MappingSync] = []
         for agreement in agreements:
             if peer and agreement.peer.name != peer:
@@ -533,9 +504,9 @@ class SyncWorker:
                 MappingSync(store, agreement, client, retries=retries, stop=self.stop)
             )
 
-    def _client(self, peer: PeerConfig) -> PeerClient:
+    def _client(self, peer: PeerConfig) -> TaxiiClient:
         if peer.name not in self._clients:
-            self._clients[peer.name] = PeerClient(
+            self._clients[peer.name] = TaxiiClient(
                 peer.api_root,
                 peer.user,
                 peer.password(),

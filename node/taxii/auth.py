@@ -8,8 +8,10 @@ within ``ttl`` seconds.
 
 Failed logins are audited and throttled per (account, source address): after
 ``MAX_FAILURES`` within ``WINDOW`` seconds that pair is refused with 429 until
-the window passes, even with the right password.  The count comes from the
-audit trail in the store, so it holds across server processes and restarts.
+the window passes, even with the right password (``taxii-node user unlock``
+lifts it).  The failures are counted in the store (``accounts``' failed-login
+table, apart from the audit trail), so the count holds across server
+processes and restarts.
 An unknown user costs the same scrypt work as a wrong password.
 
 Client certificates (mutual TLS, ``[server] tls_client_ca``): an account bound
@@ -34,12 +36,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import func, select
-
 from node.store import Store, accounts, audit
 from node.store.accounts import Account
 from node.store.audit import AuditRecord
-from node.store.schema import audit as audit_table
 from node.timestamps import now_micros
 
 from .errors import TaxiiError
@@ -191,7 +190,8 @@ class Authenticator:
 
     def _verify_unlocked(self, scheme: str, name: str, secret: str, source: str) -> Account:
         with self._store.read() as connection:
-            if _recent_failures(connection, name, source) >= MAX_FAILURES:
+            since = now_micros() - WINDOW * 1_000_000
+            if accounts.login_failures_since(connection, name, source, since) >= MAX_FAILURES:
                 raise TaxiiError(
                     429,
                     "Too Many Requests",
@@ -215,7 +215,13 @@ class Authenticator:
         return account
 
     def _audit_login(self, name: str, source: str, scheme: str, ok: bool) -> None:
+        """Audit a login or a failed one; a failure also counts towards the throttle."""
         with self._store.write() as connection:
+            if not ok:
+                now = now_micros()
+                accounts.record_login_failure(
+                    connection, name, source, at=now, keep_after=now - WINDOW * 1_000_000
+                )
             audit.record(
                 connection,
                 [
@@ -228,20 +234,6 @@ class Authenticator:
                     )
                 ],
             )
-
-
-def _recent_failures(connection, name: str, source: str) -> int:
-    since = now_micros() - WINDOW * 1_000_000
-    return connection.execute(
-        select(func.count())
-        .select_from(audit_table)
-        .where(
-            audit_table.c.actor == name,
-            audit_table.c.action == "login-failed",
-            audit_table.c.at >= since,
-            audit_table.c.detail == f"from {source}",
-        )
-    ).scalar_one()
 
 
 def _credentials(authorization: str | None) -> tuple[str, str, str]:

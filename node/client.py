@@ -1,0 +1,322 @@
+"""The TAXII 2.1 client: the CLI's against any server, the sync worker's against the peer.
+
+It exposes what general clients hide and both users need: the
+``X-TAXII-Date-Added-Last`` header (a poller's and the worker's cursor), the
+API root's ``max_content_length`` (to size envelopes), status polling (4.3.1),
+and a clear line between errors worth retrying (network, timeouts, 5xx, 408,
+429) and answers that will not change (other 4xx), as ``RemoteError.transient``.
+
+There is one envelope splitter (``split_envelopes``), with the size rule of the
+body that ``post_serialized`` sends, and one page iterator (``pages``), which
+follows ``next`` (3.5) with the request's own filters.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from node import jsoncodec
+from node.errors import ConfigError, RemoteError
+from node.taxii.negotiation import TAXII_21
+
+if TYPE_CHECKING:
+    from node.config import Config
+
+DEFAULT_MAX_CONTENT_LENGTH = 10 * 1024 * 1024
+# The envelope around the objects' texts in a POST body (``envelope_body``); each
+# object adds its text and one comma (one byte more than needed for the last).
+ENVELOPE_OVERHEAD = len(b'{"objects":[]}')
+# At most this many objects per POST, whatever their size: servers cap the count
+# too (this node's max_objects_per_envelope), and a status of 1,000 stays small.
+MAX_OBJECTS_PER_ENVELOPE = 1000
+
+Envelope = list[tuple[dict, str]]
+
+
+@dataclass(frozen=True)
+class ObjectPage:
+    objects: list[dict]
+    more: bool
+    next: str | None
+    date_added_last: str | None
+    date_added_first: str | None = None
+
+
+def envelope_body(texts: Iterable[str]) -> bytes:
+    """The POST body of an envelope of objects already serialised (5.4)."""
+    return ('{"objects":[' + ",".join(texts) + "]}").encode()
+
+
+def split_envelopes(
+    objects: Iterable[dict],
+    max_bytes: int,
+    *,
+    on_oversized: Callable[[dict, int], object],
+    serialize: Callable[[dict], str] = jsoncodec.dumps,
+    max_objects: int = MAX_OBJECTS_PER_ENVELOPE,
+) -> Iterator[Envelope]:
+    """Group a stream of objects into envelopes of (object, JSON text) whose bodies fit
+    ``max_bytes``, in order, serialising each object once.
+
+    An object too large for any envelope is handed to ``on_oversized`` with its size
+    and left out: posting it would only earn a 413 (and stop the envelope with it).
+    """
+    current: Envelope = []
+    size = ENVELOPE_OVERHEAD
+    for obj in objects:
+        text = serialize(obj)
+        length = len(text.encode()) + 1  # and a comma
+        if ENVELOPE_OVERHEAD + length > max_bytes:
+            on_oversized(obj, length - 1)
+            continue
+        if current and (size + length > max_bytes or len(current) >= max_objects):
+            yield current
+            current, size = [], ENVELOPE_OVERHEAD
+        current.append((obj, text))
+        size += length
+    if current:
+        yield current
+
+
+class TaxiiClient:
+    """A TAXII 2.1 client; over https it always verifies the server's certificate.
+
+    Authenticates with HTTP Basic (``user``, ``password``) or an API token sent as
+    ``Authorization: Bearer`` (``token``).  ``ca_bundle`` names the CA
+    certificates the server's certificate must chain to (without it, the
+    system's trust store, or ``REQUESTS_CA_BUNDLE``); ``client_cert`` and
+    ``client_key`` are the certificate presented for mutual TLS (``client_key``
+    may be omitted when ``client_cert`` holds both).
+    """
+
+    def __init__(
+        self,
+        api_root: str,
+        user: str | None = None,
+        password: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        session: requests.Session | None = None,
+        ca_bundle: str | os.PathLike[str] | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.api_root = api_root if api_root.endswith("/") else api_root + "/"
+        self._timeout = timeout
+        self._info: dict | None = None
+        # Passed with every request, not set on the session: requests lets the
+        # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE environment variables override a
+        # session's ``verify`` (psf/requests#3829), but never a per-request one.
+        self._verify: str | bool = str(ca_bundle) if ca_bundle is not None else True
+        self._cert: str | tuple[str, str] | None = None
+        if client_cert is not None:
+            cert = str(client_cert)
+            self._cert = (cert, str(client_key)) if client_key is not None else cert
+        self._session = session or requests.Session()
+        if token is not None:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+        elif user is not None:
+            self._session.auth = (user, password or "")
+        # The versioned media type: medallion 3.0.0 refuses the versionless one.
+        self._session.headers["Accept"] = TAXII_21
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- transport ------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self._session.request(
+                method, url, timeout=self._timeout, verify=self._verify, cert=self._cert, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise RemoteError(f"{method} {url}: {exc}", transient=True) from None
+        except OSError as exc:  # requests: an unreadable ca_bundle or client_cert
+            raise RemoteError(f"{method} {url}: {exc}", transient=False) from None
+        if response.status_code >= 400:
+            raise RemoteError(
+                f"{method} {url}: HTTP {response.status_code}: {_error_text(response)}",
+                transient=response.status_code >= 500 or response.status_code in (408, 429),
+                status=response.status_code,
+            )
+        return response
+
+    def _json(self, response: requests.Response) -> dict:
+        try:
+            document = response.json()
+        except ValueError:
+            raise RemoteError(
+                f"{response.request.method} {response.url}: the answer is not JSON",
+                transient=True,
+            ) from None
+        if not isinstance(document, dict):
+            raise RemoteError(f"{response.url}: unexpected answer {document!r:.80}", transient=True)
+        return document
+
+    # -- discovery and the API root ---------------------------------------------------
+
+    def use_default_api_root(self) -> str:
+        """Accept the server's base URL or its discovery URL as well as an API root.
+
+        A URL with no path is the server's: its discovery resource is at
+        ``/taxii2/`` (4.1).  A discovery resource names the ``default`` API root
+        (or lists exactly one); that becomes this client's API root.  Anything
+        else is taken as an API root, and its information is kept for
+        ``max_content_length``.  Returns the API root.
+        """
+        url = self.api_root
+        if urlsplit(url).path in ("", "/"):
+            url = urljoin(url, "/taxii2/")
+        document = self._json(self._request("GET", url))
+        if "api_roots" not in document:
+            self.api_root, self._info = url, document
+            return url
+        self.api_root = _default_api_root(url, document)
+        self._info = None
+        return self.api_root
+
+    def api_root_information(self) -> dict:
+        """The API root resource (4.2), fetched once."""
+        if self._info is None:
+            self._info = self._json(self._request("GET", self.api_root))
+        return self._info
+
+    def max_content_length(self) -> int:
+        value = self.api_root_information().get("max_content_length")
+        return value if isinstance(value, int) and value > 0 else DEFAULT_MAX_CONTENT_LENGTH
+
+    # -- collections ----------------------------------------------------------------
+
+    def collection_id(self, name: str) -> str:
+        """Resolve a collection named by id or alias on the server."""
+        for collection in self.collections():
+            if name in (collection.get("id"), collection.get("alias")):
+                return collection["id"]
+        raise RemoteError(
+            f"the server has no collection {name!r} visible to this account", transient=False
+        )
+
+    def collections(self) -> list[dict]:
+        listing = self._json(self._request("GET", self.api_root + "collections/"))
+        found = listing.get("collections", [])
+        return found if isinstance(found, list) else []
+
+    # -- reading --------------------------------------------------------------------
+
+    def objects_page(
+        self, collection_id: str, *, added_after: str | None, next_token: str | None, limit: int
+    ) -> ObjectPage:
+        """A page of every version added after ``added_after`` (the sync worker's view)."""
+        params: dict[str, str | int] = {"limit": limit, "match[version]": "all"}
+        if added_after:
+            params["added_after"] = added_after
+        if next_token:
+            params["next"] = next_token
+        return self.page(collection_id, params)
+
+    def page(self, collection_id: str, params: dict, endpoint: str = "objects") -> ObjectPage:
+        """One page of ``objects`` or ``manifest`` with the given TAXII filters."""
+        url = f"{self.api_root}collections/{collection_id}/{endpoint}/"
+        response = self._request("GET", url, params=params)
+        envelope = self._json(response)
+        objects = envelope.get("objects", [])
+        more = bool(envelope.get("more", False))
+        token = envelope.get("next")
+        return ObjectPage(
+            objects=objects if isinstance(objects, list) else [],
+            more=more and bool(token),
+            next=token if isinstance(token, str) else None,
+            date_added_last=response.headers.get("X-TAXII-Date-Added-Last"),
+            date_added_first=response.headers.get("X-TAXII-Date-Added-First"),
+        )
+
+    def pages(
+        self, collection_id: str, params: dict, endpoint: str = "objects"
+    ) -> Iterator[ObjectPage]:
+        """Every page of one request, in order, following ``next`` (3.5).
+
+        Each follow-up repeats the first request's filters, ``limit`` included
+        (medallion 3.0.0 answers 500 to a ``next`` without ``limit``).
+        """
+        query = dict(params)
+        while True:
+            page = self.page(collection_id, query, endpoint)
+            yield page
+            if not page.more:
+                return
+            query = {**params, "next": page.next}
+
+    # -- writing --------------------------------------------------------------------
+
+    def post_objects(self, collection_id: str, objects: list[dict], poll_seconds: float = 60.0):
+        """POST one envelope and follow its status resource until complete (4.3.1)."""
+        texts = [jsoncodec.dumps(obj) for obj in objects]
+        return self.post_serialized(collection_id, texts, poll_seconds)
+
+    def post_serialized(self, collection_id: str, texts: list[str], poll_seconds: float = 60.0):
+        """As ``post_objects``, for objects already serialised (by ``split_envelopes``)."""
+        url = f"{self.api_root}collections/{collection_id}/objects/"
+        body = envelope_body(texts)
+        response = self._request("POST", url, data=body, headers={"Content-Type": TAXII_21})
+        status = self._json(response)
+        deadline = time.monotonic() + poll_seconds
+        delay = 0.2
+        while status.get("status") != "complete" and status.get("pending_count", 0) > 0:
+            if time.monotonic() > deadline:
+                raise RemoteError(f"status {status.get('id')} still pending", transient=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            status = self._json(self._request("GET", f"{self.api_root}status/{status.get('id')}/"))
+        return status
+
+
+def _default_api_root(discovery_url: str, document: dict) -> str:
+    """The default API root a discovery resource names (4.1.1), as an absolute URL."""
+    default = document.get("default")
+    roots = document.get("api_roots")
+    roots = [r for r in roots if isinstance(r, str)] if isinstance(roots, list) else []
+    if not isinstance(default, str) or not default:
+        if len(roots) != 1:
+            listed = ", ".join(roots) or "none"
+            raise RemoteError(
+                f"{discovery_url}: the server names no default API root; pass one of its "
+                f"API roots with --url ({listed})",
+                transient=False,
+            )
+        default = roots[0]
+    url = urljoin(discovery_url, default)
+    return url if url.endswith("/") else url + "/"
+
+
+def check_peer_tls(config: Config) -> None:
+    """Load each peer's ca_bundle and client certificate; ConfigError if one fails."""
+    for peer in config.peers:
+        context = ssl.create_default_context()
+        try:
+            if peer.ca_bundle is not None:
+                context.load_verify_locations(cafile=str(peer.ca_bundle))
+            if peer.client_cert is not None:
+                key = peer.client_key or peer.client_cert
+                context.load_cert_chain(str(peer.client_cert), str(key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{config.path}: peer {peer.name!r} ca_bundle, client_cert, client_key: {exc}"
+            ) from None
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+        return str(body.get("description") or body.get("title") or body)[:300]
+    except (ValueError, AttributeError):
+        return response.text[:200].strip() or response.reason

@@ -1,0 +1,226 @@
+"""The operations layer (node.operations) and the store's own exceptions, in process.
+
+Operations are what the CLI and the console call: each checks its input,
+raises a ``node.errors`` type for what it refuses (so nothing half-done stays:
+the caller's transaction rolls back), and audits its own change.  Failed logins
+are counted in a table of their own, and ``unlock`` forgets them.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from node.errors import AlreadyExists, Conflict, InvalidValue, NodeError, NotFound
+from node.operations import accounts as operations
+from node.operations import tokens as token_operations
+from node.operations.accounts import CertificateBinding, NewAccount
+from node.store import Store, accounts, audit, catalog
+from node.store.catalog import Collection
+from node.store.schema import login_failures
+from node.taxii.auth import MAX_FAILURES, Authenticator
+from node.taxii.errors import TaxiiError
+
+ACTOR = "test:operator"
+SHARED = Collection(id="6f1f0a9a-1111-4c3e-9a41-00000000000a", alias="shared", title="Shared")
+OTHER = Collection(id="6f1f0a9a-1111-4c3e-9a41-00000000000b", alias="other", title="Other")
+FINGERPRINT = "ab" * 32
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    store.migrate()
+    with store.write() as connection:
+        catalog.upsert(connection, SHARED)
+        catalog.upsert(connection, OTHER)
+    yield store
+    store.close()
+
+
+def _audit_actions(store: Store) -> list[tuple[str, str, str]]:
+    with store.read() as connection:
+        rows = audit.entries(connection, limit=None)
+    return [(row["action"], row["object_id"], row["actor"]) for row in rows]
+
+
+def _add(store: Store, new: NewAccount, **kwargs) -> accounts.Account:
+    with store.write() as connection:
+        return operations.add_account(connection, new, actor=ACTOR, **kwargs)
+
+
+def test_add_account_grants_binds_and_audits(store: Store) -> None:
+    binding = CertificateBinding.parse(":".join(["AB"] * 32), None)
+    new = NewAccount("node-b", "peer-password", peer="node-b", read=("shared",),
+                     write=("shared", "other"), certificate=binding)  # fmt: skip
+    account = _add(store, new, known_peers={"node-b"})
+    assert account.peer == "node-b" and account.cert_fingerprint == FINGERPRINT
+    assert account.rights_on(SHARED.id).can_read and account.rights_on(SHARED.id).can_write
+    assert not account.rights_on(OTHER.id).can_read and account.rights_on(OTHER.id).can_write
+    assert _audit_actions(store) == [
+        ("user-added", "node-b", ACTOR),
+        ("certificate-bound", "node-b", ACTOR),
+    ]
+    with store.read() as connection:
+        [view] = operations.list_accounts(connection)
+    assert view.as_dict() == {
+        "name": "node-b",
+        "role": "peer:node-b",
+        "rights": {"other": "w", "shared": "rw"},
+        "certificate": f"cert:sha256:{FINGERPRINT}",
+    }
+
+
+@pytest.mark.parametrize(
+    ("new", "error", "fragment"),
+    [
+        (NewAccount("a", "short"), InvalidValue, "at least 8"),
+        (NewAccount("a", "long-enough", read=("nope",)), NotFound, "known: other, shared"),
+        (NewAccount("a", "long-enough", peer="nobody"), NotFound, "no peer named 'nobody'"),
+    ],
+)
+def test_refused_accounts_leave_nothing_behind(store: Store, new, error, fragment) -> None:
+    with pytest.raises(error, match=fragment):
+        _add(store, new, known_peers={"node-b"})
+    with store.read() as connection:
+        assert accounts.list_accounts(connection) == []
+    assert _audit_actions(store) == []
+
+
+def test_duplicates_and_taken_certificates_are_refused_whole(store: Store) -> None:
+    binding = CertificateBinding(fingerprint=FINGERPRINT)
+    _add(store, NewAccount("first", "long-enough", certificate=binding))
+    with pytest.raises(AlreadyExists, match="'first' already exists"):
+        _add(store, NewAccount("first", "long-enough"))
+    with pytest.raises(Conflict, match="already bound to user 'first'"):
+        _add(store, NewAccount("second", "long-enough", certificate=binding))
+    with store.read() as connection:
+        assert [a.name for a in accounts.list_accounts(connection)] == ["first"]
+    with pytest.raises(InvalidValue, match="not both"):
+        CertificateBinding.parse(FINGERPRINT, "CN=x")
+    with pytest.raises(InvalidValue, match="SHA-256"):
+        CertificateBinding.parse("abc", None)
+
+
+def test_grant_passwd_remove(store: Store) -> None:
+    _add(store, NewAccount("alice", "password-one", read=("shared",)))
+    with store.write() as connection:
+        account = operations.grant(connection, "alice", write=("other",), actor=ACTOR)
+        operations.set_password(connection, "alice", "password-two", actor=ACTOR)
+    assert account.rights_on(OTHER.id).can_write and account.rights_on(SHARED.id).can_read
+    with store.read() as connection:
+        assert accounts.password_matches(
+            "password-two", accounts.password_hash_of(connection, "alice")
+        )
+    with store.write() as connection, pytest.raises(InvalidValue):
+        operations.set_password(connection, "alice", "short", actor=ACTOR)
+    with store.write() as connection:
+        operations.remove_account(connection, "alice", actor=ACTOR)
+    for change in (
+        lambda c: operations.remove_account(c, "alice", actor=ACTOR),
+        lambda c: operations.grant(c, "alice", read=("shared",), actor=ACTOR),
+        lambda c: operations.unlock(c, "alice", actor=ACTOR),
+    ):
+        with store.write() as connection, pytest.raises(NotFound, match="no user 'alice'"):
+            change(connection)
+    assert [a for a, _, _ in _audit_actions(store)] == [
+        "user-added", "rights-granted", "password-changed", "user-removed",
+    ]  # fmt: skip
+
+
+def test_tokens_are_created_listed_and_revoked_with_audit(store: Store) -> None:
+    _add(store, NewAccount("alice", "password-one"))
+    with store.write() as connection:
+        created = token_operations.create_token(
+            connection, "alice", expires=token_operations.parse_expiry("1d"), label="opencti",
+            actor=ACTOR,
+        )  # fmt: skip
+    assert created.secret.startswith(f"tnk_{created.id}.")
+    with store.read() as connection:
+        [view] = token_operations.list_tokens(connection, "alice")
+    assert (view.id, view.state, view.label) == (created.id, "valid", "opencti")
+    assert created.secret not in str(view.as_dict())
+    with store.write() as connection:
+        assert token_operations.revoke_token(connection, created.id, actor=ACTOR) == "alice"
+    with store.read() as connection:
+        [view] = token_operations.list_tokens(connection)
+    assert view.state == "revoked" and view.since
+    with store.write() as connection, pytest.raises(NotFound, match="no token"):
+        token_operations.revoke_token(connection, "000000000000", actor=ACTOR)
+    with pytest.raises(InvalidValue, match="duration"):
+        token_operations.parse_expiry("3x")
+    actions = [a for a, _, _ in _audit_actions(store)]
+    assert actions == ["user-added", "token-created", "token-revoked"]
+
+
+def test_store_errors_are_node_errors_and_invalid_values_are_value_errors() -> None:
+    for error in (NotFound, AlreadyExists, Conflict, InvalidValue):
+        assert issubclass(error, NodeError)
+    assert issubclass(InvalidValue, ValueError)
+    assert not issubclass(NotFound, ValueError)  # never caught as a bad value by accident
+
+
+def _basic(name: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+
+
+def test_failed_logins_lock_out_until_unlocked(store: Store) -> None:
+    _add(store, NewAccount("alice", "right-password"))
+    authenticator = Authenticator(store, ttl=0)
+    for _ in range(MAX_FAILURES):
+        with pytest.raises(TaxiiError) as failed:
+            authenticator.authenticate(_basic("alice", "wrong-password"), "192.0.2.1")
+        assert failed.value.status == 401
+    with pytest.raises(TaxiiError) as locked:
+        authenticator.authenticate(_basic("alice", "right-password"), "192.0.2.1")
+    assert locked.value.status == 429
+    # Counted per address: another address is not locked out.
+    assert (
+        authenticator.authenticate(_basic("alice", "right-password"), "192.0.2.2").name == "alice"
+    )
+    with store.read() as connection:
+        rows = connection.execute(select(login_failures.c.account, login_failures.c.source))
+        assert {tuple(row) for row in rows} == {("alice", "192.0.2.1")}
+    with store.write() as connection:
+        assert operations.unlock(connection, "alice", actor=ACTOR) == MAX_FAILURES
+    assert (
+        authenticator.authenticate(_basic("alice", "right-password"), "192.0.2.1").name == "alice"
+    )
+    unlocked = [r for r in _audit_actions(store) if r[0] == "user-unlocked"]
+    assert unlocked == [("user-unlocked", "alice", ACTOR)]
+
+
+def test_unlock_also_clears_the_failures_of_the_accounts_tokens(store: Store) -> None:
+    _add(store, NewAccount("alice", "right-password"))
+    with store.write() as connection:
+        created = token_operations.create_token(
+            connection, "alice", expires=None, label=None, actor=ACTOR
+        )
+    authenticator = Authenticator(store, ttl=0)
+    wrong = f"Bearer tnk_{created.id}.not-the-secret"
+    for _ in range(MAX_FAILURES):
+        with pytest.raises(TaxiiError):
+            authenticator.authenticate(wrong, "192.0.2.1")
+    with pytest.raises(TaxiiError) as locked:
+        authenticator.authenticate(f"Bearer {created.secret}", "192.0.2.1")
+    assert locked.value.status == 429
+    with store.write() as connection:
+        operations.unlock(connection, "alice", actor=ACTOR)
+    assert authenticator.authenticate(f"Bearer {created.secret}", "192.0.2.1").name == "alice"
+
+
+def test_the_429_line_of_the_cli_says_what_to_do_not_that_the_server_is_down() -> None:
+    from node.cli.client import _remote_problem
+    from node.errors import RemoteError
+
+    locked = RemoteError("GET http://127.0.0.1:1/api/: HTTP 429: too many failed logins",
+                         transient=True, status=429)  # fmt: skip
+    message = _remote_problem(locked).format_message()
+    assert "is the server running" not in message
+    assert "taxii-node user unlock NAME" in message
+    down = _remote_problem(RemoteError("GET ...: connection refused", transient=True))
+    assert "is the server running" in down.format_message()
