@@ -12,10 +12,12 @@ identifier syntax, ``spec_version``, required properties per type, timestamp
 syntax and ordering, reference syntax and target types, list and dictionary
 shapes, property names, granular-marking selectors, and the cross-property
 constraints of each type.  Deliberately *not* checked, because they need a
-parser or a registry and are not needed to store and serve content: the STIX
-pattern grammar of indicators, open-vocabulary values, hash value formats,
+parser or a registry and are not needed to store and serve content:
+open-vocabulary values, hash value formats,
 the inside of predefined extensions and embedded observables, and the
-properties of custom (unknown) object types beyond the common ones.
+properties of custom (unknown) object types beyond the common ones.  The
+pattern of an indicator whose ``pattern_type`` is ``stix`` is checked by the
+reference parser (:mod:`node.patterns`).
 
 A problem is reported as one short sentence that names the property and shows
 the offending value (truncated), because the server hands it to the client.
@@ -31,7 +33,7 @@ from typing import Any, Final
 
 from node.timestamps import to_micros
 
-__all__ = ["object_problem", "validate_all", "version_key", "version_stamp"]
+__all__ = ["STIX_TYPES", "object_problem", "validate_all", "version_key", "version_stamp"]
 
 # A value check returns None or a phrase about the value ("must be a string,
 # got 5"); the caller puts the property name in front.  Checks never build the
@@ -124,6 +126,7 @@ _SCO_TYPES: Final = frozenset(
     ]
 )
 _KNOWN_TYPES: Final = _SDO_TYPES | _SRO_TYPES | _META_TYPES | _SCO_TYPES
+STIX_TYPES: Final = _KNOWN_TYPES  # every object type STIX 2.1 defines
 # spec_version is required on all but SCOs (STIX 2.1 3.2, 6.1).
 _SPEC_VERSION_REQUIRED: Final = _SDO_TYPES | _SRO_TYPES | _META_TYPES
 # Relationships connect SDOs and SCOs (5.1); a sighting is of an SDO (5.2);
@@ -605,6 +608,17 @@ def _email_body(obj: dict[str, Any]) -> str | None:
     return None
 
 
+def _stix_pattern(obj: dict[str, Any]) -> str | None:
+    """STIX 2.1 4.7: a pattern of type ``stix`` is in the STIX patterning language (9)."""
+    pattern, version = obj["pattern"], obj.get("pattern_version", "2.1")
+    if obj["pattern_type"] != "stix" or not isinstance(pattern, str):
+        return None
+    from node.patterns import pattern_problem
+
+    problem = pattern_problem(pattern, version if isinstance(version, str) else "2.1")
+    return None if problem is None else f"'pattern' is not a valid STIX pattern: {problem}"
+
+
 def _ended_traffic(obj: dict[str, Any]) -> str | None:
     """STIX 2.1 6.12: "If the end property is provided, [is_active] MUST be false"."""
     if "end" in obj and obj.get("is_active") is not False:
@@ -698,7 +712,7 @@ _SDO_SRO_TABLE: Final[dict[str, _Row]] = {
             "valid_until": _timestamp,
         },
         ("pattern", "pattern_type", "valid_from"),
-        (_ordered("valid_from", "valid_until", strictly=True),),
+        (_ordered("valid_from", "valid_until", strictly=True), _stix_pattern),
     ),
     "infrastructure": (
         {**_ALIASED, **_SEEN_TIMES, **_PHASED, "infrastructure_types": _STRINGS},

@@ -9,6 +9,7 @@ timestamp (TAXII 2.1 section 3.4.2).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +55,9 @@ def _sqlite_engine(url: str) -> Engine:
     if not database or database == ":memory:":
         raise ValueError("the SQLite store needs a file path: sqlite:///PATH (WAL needs a file)")
     Path(database).parent.mkdir(parents=True, exist_ok=True)
+    # Readable by the node's user only, as its secrets are; SQLite gives the
+    # -wal and -shm files the database file's permissions.
+    os.close(os.open(database, os.O_CREAT | os.O_RDWR, 0o600))
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},

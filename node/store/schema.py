@@ -197,7 +197,7 @@ api_tokens = Table(
     Column("revoked", BigInteger),
 )
 
-# Failed logins, counted for throttling (migration 5): one row per failure of an
+# Failed logins, counted for throttling (migration 6): one row per failure of an
 # account (a user name, or ``token:ID`` for a Bearer token) from a source address.
 login_failures = Table(
     "login_failures",
