@@ -6,13 +6,14 @@ NODE   := $(BIN)/taxii-node
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run demo test lint format bench pair clean
+.PHONY: help install run demo test lint format bench pair pair-up clean
 
 help:
 	@echo "make demo    two nodes on loopback, sync both ways, print a report"
 	@echo "make test    lint and run the whole test suite"
 	@echo "make run     serve node A (config/node-a.toml) on 127.0.0.1:6001"
 	@echo "make pair    initialise both example nodes and create their accounts"
+	@echo "make pair-up run both example nodes and both sync workers until Ctrl-C"
 	@echo "make bench   benchmarks (prints figures)"
 	@echo "make lint    ruff check, format check and mypy"
 
@@ -39,13 +40,19 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 pair: $(STAMP)
-	$(BIN)/python -m node.demo pair
+	$(BIN)/python tools/demo.py pair
+
+pair-up: $(STAMP)
+	$(BIN)/python tools/demo.py up
 
 run: pair
+	@echo "node A on http://127.0.0.1:6001/ (Ctrl-C stops it). In another terminal:"
+	@echo "  export TAXII_NODE_USER=admin TAXII_NODE_PASSWORD=\$$(cat var/secrets/admin-node-a)"
+	@echo "  $(NODE) publish --url http://127.0.0.1:6001/ --collection shared examples/bundle.json"
 	$(NODE) --config config/node-a.toml serve
 
 demo: $(STAMP)
-	$(BIN)/python -m node.demo run
+	$(BIN)/python tools/demo.py run
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_node.py

@@ -689,13 +689,13 @@ def test_help_exits_0_in_a_real_process():
 # --------------------------------------------------------------------------- the demo
 
 
-def test_demo_runs_end_to_end():
-    busy = [port for port in (6001, 6002) if listening(port)]
-    if busy:
-        pytest.skip(f"the demo needs ports 6001 and 6002; in use: {busy}")
+def test_demo_runs_end_to_end(tmp_path):
+    """tools/demo.py run, on ports and a folder of its own (never the example pair's)."""
+    ports = (free_port(), free_port())
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAXII_NODE_")}
     result = subprocess.run(
-        [sys.executable, "-m", "node.demo", "run"],
+        [sys.executable, "tools/demo.py", "run", "--dir", str(tmp_path / "demo"),
+         "--ports", f"{ports[0]},{ports[1]}"],
         cwd=ROOT, capture_output=True, text=True, timeout=180, env=env,
     )  # fmt: skip
     output = result.stdout
@@ -704,5 +704,6 @@ def test_demo_runs_end_to_end():
     assert len(red_withheld) == 4, output  # a RED indicator and malware, each way
     assert not re.search(r"SHARED .*TLP:RED\b", output), output
     assert output.count("(redacted: x_internal_note)") == 2, output
+    assert "rule: ?" not in output
     assert "both nodes stopped" in output
-    assert not [port for port in (6001, 6002) if listening(port)]
+    assert not [port for port in ports if listening(port)]

@@ -30,22 +30,12 @@ def init(node: NodeContext) -> None:
     Example:
       taxii-node --config config/node-a.toml init
     """
-    from node.collection_files import load_collection_files
-    from node.store import catalog
+    from node.operations.nodes import initialise
 
-    config = node.config()
     store = node.store()
     try:
-        applied = store.migrate()
-        for step in applied:
-            click.echo(f"migrated: {step}")
-        if config.taxii.collections_dir:
-            definitions = load_collection_files(config.taxii.collections_dir)
-            with store.write() as connection:
-                for collection in definitions:
-                    created = catalog.upsert(connection, collection)
-                    verb = "created" if created else "updated"
-                    click.echo(f"collection {verb}: {collection.alias or collection.id}")
+        for line in initialise(node.config(), store):
+            click.echo(line)
         click.echo(f"store ready: {store.engine.url.render_as_string(hide_password=True)}")
     finally:
         store.close()

@@ -305,12 +305,14 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 
 
 def current_version(engine: Engine) -> int:
-    """The schema version of the store, 0 for an empty database."""
+    """The schema version of the store: the last migration before the first one missing
+    (0 for an empty database), so a store missing any step is not current."""
     if not inspect(engine).has_table("schema_version"):
         return 0
     with engine.connect() as connection:
-        versions = connection.execute(select(schema_version.c.version)).scalars().all()
-    return max(versions, default=0)
+        applied = set(connection.execute(select(schema_version.c.version)).scalars())
+    return next((version - 1 for version, _, _ in MIGRATIONS if version not in applied),
+                LATEST_VERSION)  # fmt: skip
 
 
 def migrate(engine: Engine, now: int) -> list[str]:
