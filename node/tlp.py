@@ -139,7 +139,8 @@ def _tlp2_definitions() -> list[dict[str, Any]]:
 def _tlp1_definitions() -> list[dict[str, Any]]:
     """The four TLP 1.0 marking definitions of STIX 2.1 7.2.1.4, from ``data/tlp1.json``."""
     source = resources.files("node") / "data" / "tlp1.json"
-    return json.loads(source.read_text(encoding="utf-8"))
+    definitions: list[dict[str, Any]] = json.loads(source.read_text(encoding="utf-8"))
+    return definitions
 
 
 def tlp_marking_definitions() -> list[dict[str, Any]]:

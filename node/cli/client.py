@@ -100,8 +100,8 @@ def _client(node: NodeContext, server: ServerOptions) -> TaxiiClient:
     if server.url and server.config_path:
         raise CommandError("give either --url or --config, not both")
     url = server.url or _configured_api_root(node, server.config_path)
-    credentials = _credentials(server)
-    client = TaxiiClient(url, **credentials, timeout=60)
+    user, password, token = _credentials(server)
+    client = TaxiiClient(url, user, password, token=token, timeout=60)
     if server.url:
         try:
             client.use_default_api_root()
@@ -120,14 +120,15 @@ def _configured_api_root(node: NodeContext, config_path: str | None) -> str:
     return f"{config.server.scheme}://{host}:{config.server.port}/{config.taxii.api_root}/"
 
 
-def _credentials(server: ServerOptions) -> dict[str, str]:
-    """A token (--token-env, or TAXII_NODE_TOKEN without --user), else user and password."""
+def _credentials(server: ServerOptions) -> tuple[str | None, str | None, str | None]:
+    """(user, password, token): a token from --token-env, or from TAXII_NODE_TOKEN when
+    no --user is given; else the user and the password from --password-env."""
     if server.token_env or (not server.user and TOKEN_ENV in os.environ):
         variable = server.token_env or TOKEN_ENV
         token = os.environ.get(variable)
         if not token:
             raise CommandError(f"no token: set the environment variable {variable}")
-        return {"token": token.strip()}
+        return None, None, token.strip()
     if not server.user:
         raise CommandError(
             f"no credentials: pass --user NAME (or set TAXII_NODE_USER) with a password, "
@@ -136,7 +137,7 @@ def _credentials(server: ServerOptions) -> dict[str, str]:
     password = os.environ.get(server.password_env)
     if password is None:
         raise CommandError(f"no password: set the environment variable {server.password_env}")
-    return {"user": server.user, "password": password}
+    return server.user, password, None
 
 
 def _collection(client: TaxiiClient, name: str) -> str:
@@ -227,17 +228,23 @@ def _marking(tlp: str | None, created_by: str | None) -> Marking | None:
     if tlp is None and created_by is None:
         return None
     from node.tlp import parse_level
-    from node.validation import identifier_problem
 
     try:
         level = parse_level(tlp) if tlp is not None else None
     except ValueError as exc:
         raise CommandError(f"--tlp: {exc}") from None
-    if created_by is not None:
-        problem = identifier_problem(created_by, "identity")
-        if problem:
-            raise CommandError(f"--created-by: {problem}")
+    if created_by is not None and not _is_identity_id(created_by):
+        raise CommandError(f"--created-by: {created_by!r} is not an identity id "
+                           "(identity--<UUID>)")  # fmt: skip
     return Marking(level, created_by)
+
+
+def _is_identity_id(value: str) -> bool:
+    prefix, _, rest = value.partition("--")
+    try:
+        return prefix == "identity" and str(uuid.UUID(rest)) == rest.lower()
+    except ValueError:
+        return False
 
 
 class _Progress:

@@ -74,6 +74,7 @@ def list_tokens(connection: Connection, name: str | None = None) -> list[TokenVi
 
 def _view(token: TokenInfo, now: int) -> TokenView:
     expires = from_micros(token.expires) if token.expires is not None else None
+    since: str | None
     if token.revoked is not None:
         state, since = "revoked", from_micros(token.revoked)
     elif token.expires is not None and token.expires <= now:
