@@ -26,7 +26,7 @@ from .common import EXIT_FAILURES, CommandError, NodeContext, warn
 
 if TYPE_CHECKING:
     from node.client import TaxiiClient
-    from node.tlp import TLP
+    from node.marking import Marking
 
 pass_node = click.make_pass_decorator(NodeContext)
 
@@ -202,49 +202,20 @@ class PublishSummary:
         }
 
 
-@dataclass(frozen=True)
-class Marking:
-    """What ``publish --tlp / --created-by`` adds to objects that lack it."""
-
-    tlp: TLP | None = None
-    created_by: str | None = None
-
-    def apply(self, obj: object) -> object:
-        if not isinstance(obj, dict) or obj.get("type") == "marking-definition":
-            return obj  # invalid (reported as such), or a marking itself
-        from node.tlp import TLP2_MARKING_IDS, tlp_of
-
-        if self.tlp is not None and tlp_of(obj) is None:
-            refs = obj.get("object_marking_refs")
-            refs = list(refs) if isinstance(refs, list) else []
-            obj["object_marking_refs"] = [*refs, TLP2_MARKING_IDS[self.tlp]]
-        # Only SDOs and SROs (they have ``created``) have a created_by_ref (STIX 2.1 3.2).
-        if self.created_by and "created" in obj and "created_by_ref" not in obj:
-            obj["created_by_ref"] = self.created_by
-        return obj
-
-
 def _marking(tlp: str | None, created_by: str | None) -> Marking | None:
     if tlp is None and created_by is None:
         return None
+    from node.marking import Marking
     from node.tlp import parse_level
 
     try:
         level = parse_level(tlp) if tlp is not None else None
     except ValueError as exc:
         raise CommandError(f"--tlp: {exc}") from None
-    if created_by is not None and not _is_identity_id(created_by):
-        raise CommandError(f"--created-by: {created_by!r} is not an identity id "
-                           "(identity--<UUID>)")  # fmt: skip
-    return Marking(level, created_by)
-
-
-def _is_identity_id(value: str) -> bool:
-    prefix, _, rest = value.partition("--")
     try:
-        return prefix == "identity" and str(uuid.UUID(rest)) == rest.lower()
-    except ValueError:
-        return False
+        return Marking(level, created_by)
+    except ValueError as exc:
+        raise CommandError(f"--created-by: {exc}") from None
 
 
 class _Progress:
@@ -323,13 +294,14 @@ def _valid_objects(
 ) -> Iterator[dict]:
     """The valid objects of ``paths`` (marked as asked); the others go to the summary."""
     from node.bundles import iter_objects
+    from node.marking import marked
     from node.validation import object_problem
 
     for source, obj in iter_objects(paths):
         if progress is not None:
             progress.at(source)
         if marking is not None:
-            obj = marking.apply(obj)
+            obj = marked(obj, marking)
         problem = object_problem(obj)
         if problem is None:
             assert isinstance(obj, dict)
