@@ -4,9 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 NODE   := $(BIN)/taxii-node
 STAMP  := $(VENV)/.installed
+# OpenTAXII, a third-party TAXII 2.1 test peer, in a virtualenv of its own: it
+# pins SQLAlchemy 1.4, the node needs 2.x (tests/opentaxii_peer.py uses it).
+OPENTAXII_VERSION := 0.10.0b1
+OPENTAXII_VENV    := .venv-opentaxii
+OPENTAXII_STAMP   := $(OPENTAXII_VENV)/.opentaxii-$(OPENTAXII_VERSION)
 PYTEST_ARGS ?=
 
-.PHONY: help install run demo test lint format bench pair pair-up clean
+.PHONY: help install opentaxii run demo test lint format bench pair pair-up clean
 
 help:
 	@echo "make demo    two nodes on loopback, sync both ways, print a report"
@@ -27,6 +32,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+$(OPENTAXII_STAMP):
+	$(PYTHON) -m venv --clear $(OPENTAXII_VENV)
+	$(OPENTAXII_VENV)/bin/python -m pip install --quiet opentaxii==$(OPENTAXII_VERSION)
+	touch $(OPENTAXII_STAMP)
+
+opentaxii: $(OPENTAXII_STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -36,7 +48,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+test: lint opentaxii
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 pair: $(STAMP)
@@ -59,4 +71,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_sync.py
 
 clean:
-	rm -rf var/ .pytest_cache
+	rm -rf var/ .pytest_cache $(OPENTAXII_VENV)
