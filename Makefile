@@ -11,7 +11,7 @@ OPENTAXII_VENV    := .venv-opentaxii
 OPENTAXII_STAMP   := $(OPENTAXII_VENV)/.opentaxii-$(OPENTAXII_VERSION)
 PYTEST_ARGS ?=
 
-.PHONY: help install opentaxii run demo test lint format bench pair pair-up clean
+.PHONY: help install opentaxii run demo test lint format bench pair pair-up clean screenshots
 
 help:
 	@echo "make demo    two nodes on loopback, sync both ways, print a report"
@@ -69,6 +69,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_node.py
 	$(BIN)/python bench/bench_sync.py
+
+screenshots: $(STAMP)
+	TAXII_NODE_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_console_browser.py -k analyst_day
 
 clean:
 	rm -rf var/ .pytest_cache $(OPENTAXII_VENV)

@@ -577,6 +577,7 @@ def test_metrics_report_requests_objects_sync_and_audit(app, store) -> None:
     client = app.test_client()
     client.get("/taxii2/", headers=_basic("admin"))
     client.get("/taxii2/")  # 401
+    client.get("/taxii2/", headers=_basic("admin", "wrong"))  # a failed login
     _dead_letter(store, "for metrics")
     text = client.get("/metrics", headers=_basic("admin")).get_data(as_text=True)
     assert re.search(r'taxii_node_http_requests_total\{endpoint="taxii.discovery",'

@@ -240,7 +240,13 @@ def object_page(collection_id: str, object_id: str):
         safe_url=safe_url,
         from_micros=from_micros,
         is_ref=_is_ref_property,
+        tlp_name=_tlp_name,
     )
+
+
+def _tlp_name(marking_id: object) -> str:
+    level = TLP_BY_MARKING_ID.get(marking_id) if isinstance(marking_id, str) else None
+    return level.label if level is not None else ""
 
 
 def _is_ref_property(key: str) -> bool:
