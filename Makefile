@@ -21,6 +21,7 @@ help:
 	@echo "make pair-up run both example nodes and both sync workers until Ctrl-C"
 	@echo "make bench   benchmarks (prints figures)"
 	@echo "make lint    ruff check, format check and mypy"
+	@echo "make screenshots  retake the README's console screenshots (docs/)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
