@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 
+from node.errors import NodeError
 from node.operations import sync as operations
 from node.sharing import Agreement
 from node.store import search, syncstate
@@ -94,7 +95,7 @@ def retry_dead_letter(pk: str):
     try:
         outcome = operations.retry_dead_letter(state.config, state.store, _letter_pk(pk),
                                                g.account.name)  # fmt: skip
-    except operations.OperationError as error:
+    except NodeError as error:
         flash(f"Dead letter {pk}: {error}", "error")
     else:
         flash(f"Retried {outcome.object_id}: {outcome.message}",
@@ -107,7 +108,7 @@ def skip_dead_letter(pk: str):
     require_admin()
     try:
         operations.skip_dead_letter(node_state().store, _letter_pk(pk), g.account.name)
-    except operations.OperationError as error:
+    except NodeError as error:
         flash(f"Dead letter {pk}: {error}", "error")
     else:
         flash(f"Dead letter {pk} skipped.", "ok")

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from node import jsoncodec
+from node.errors import InvalidValue
 from node.marking import Marking, marked
 from node.store import Store, audit, objects, statuses
 from node.store.audit import AuditRecord
 from node.timestamps import now_micros
 
 
-class PublishError(ValueError):
+class PublishError(InvalidValue):
     """The upload as a whole cannot be published; the message says why."""
 
 

@@ -14,17 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from node import jsoncodec
-from node.config import Config, ConfigError
+from node.config import Config
+from node.errors import NotFound
 from node.policy import Decision, Policy
 from node.sharing import Agreement, egress, local_resolver
 from node.store import Store, audit, objects, search, syncstate
 from node.store.audit import AuditRecord
 from node.store.objects import ObjectQuery
 from node.sync.worker import RoundResult, SyncWorker
-
-
-class OperationError(ValueError):
-    """An operation that cannot be carried out; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +35,7 @@ def _dead_letter(store: Store, pk: int) -> dict:
     with store.read() as connection:
         letter = syncstate.dead_letter(connection, pk)
     if letter is None:
-        raise OperationError(f"no dead letter {pk} (retried or skipped already?)")
+        raise NotFound(f"no dead letter {pk} (retried or skipped already?)")
     return letter
 
 
@@ -60,7 +57,7 @@ def skip_dead_letter(store: Store, pk: int, actor: str) -> None:
     letter = _dead_letter(store, pk)
     with store.write() as connection:
         if not syncstate.remove_dead_letter(connection, pk):
-            raise OperationError(f"no dead letter {pk} (retried or skipped already?)")
+            raise NotFound(f"no dead letter {pk} (retried or skipped already?)")
         audit.record(
             connection,
             [_manual_record(letter, "dead-letter-skipped", actor, f"was: {letter['reason']}")],
@@ -82,23 +79,22 @@ def retry_dead_letter(config: Config, store: Store, pk: int, actor: str) -> Retr
     The worker's delivery path decides egress again and records a new dead
     letter if the receiving side refuses again; the old one is removed once
     the attempt reached the other side, kept when it could not.  OperationError
-    when its peer or mapping is no longer configured or (push) the version is
-    no longer stored.
+    NotFound when the dead letter, its peer or its mapping is no longer there,
+    or (push) the version is no longer stored; ConfigError when our password for
+    the peer cannot be read.
     """
     letter = _dead_letter(store, pk)
-    try:  # one attempt: an operator is waiting for the answer
-        worker = SyncWorker(config, store, peer=_configured_peer(config, letter["peer"]), retries=1)
-    except ConfigError as error:
-        raise OperationError(str(error)) from None
+    # One attempt: an operator is waiting for the answer.
+    worker = SyncWorker(config, store, peer=_configured_peer(config, letter["peer"]), retries=1)
     try:
         mapping = next((m for m in worker.mappings if m.key == letter["mapping"]), None)
         if mapping is None:
-            raise OperationError(f"peer {letter['peer']!r} has no mapping {letter['mapping']!r}")
+            raise NotFound(f"peer {letter['peer']!r} has no mapping {letter['mapping']!r}")
         obj = None
         if letter["direction"] == "push":
             obj = _stored_version(store, mapping.agreement.collection_id, letter)
             if obj is None:
-                raise OperationError(f"{letter['object_id']} is no longer stored here; skip it")
+                raise NotFound(f"{letter['object_id']} is no longer stored here; skip it")
         if obj is not None:
             result = mapping.redeliver([obj])
         else:
@@ -116,7 +112,7 @@ def retry_dead_letter(config: Config, store: Store, pk: int, actor: str) -> Retr
 
 def _configured_peer(config: Config, name: str) -> str:
     if not any(peer.name == name for peer in config.peers):
-        raise OperationError(f"peer {name!r} is no longer configured")
+        raise NotFound(f"peer {name!r} is no longer configured")
     return name
 
 
