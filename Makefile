@@ -67,8 +67,10 @@ run: pair
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py run
 
+# TAXII_NODE_BENCH_MILLION=1 adds the 1,000,000-object scale run (about 30 min more).
 bench: $(STAMP)
-	$(BIN)/python bench/bench_node.py
+	$(BIN)/python bench/bench_platform.py
+	$(BIN)/python bench/bench_node.py --quick
 	$(BIN)/python bench/bench_sync.py
 
 screenshots: $(STAMP)
