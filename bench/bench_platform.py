@@ -413,7 +413,7 @@ def concurrency(workdir: Path, label: str, store_url: str | None, envelopes_coun
             while not stop.is_set():
                 try:
                     pages.extend(page_rate(target, 100, 1_000)[1])
-                except Exception as exc:  # noqa: BLE001 - counted and printed
+                except Exception as exc:  # counted and printed
                     errors.append(repr(exc))
 
         pollers = [threading.Thread(target=poll) for _ in range(4)]
@@ -516,19 +516,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"taxii-node platform benchmark: gunicorn {WORKERS} workers x {THREADS} threads; "
           f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     started = time.monotonic()
+
+    def scale_part(workdir: Path, label: str, url: str | None) -> None:
+        scale(workdir, label, url, args.sizes)
+
+    def busy_part(workdir: Path, label: str, url: str | None) -> None:
+        concurrency(workdir, label, url, 20)
+
+    def twin_part(workdir: Path, pg: str | None) -> None:
+        if pg is None:
+            print("\n4. skipped: no PostgreSQL")
+        else:
+            two_servers(workdir, pg, 20)
+
     parts: list[tuple[str, Callable[[Path, str | None], None]]] = [
         ("1", lambda w, pg: compare(w, pg, args.rounds, args.round_objects)),
-        ("2", lambda w, pg: _each_store(w, pg, lambda d, label, url: scale(d, label, url, args.sizes))),
-        ("3", lambda w, pg: _each_store(w, pg, lambda d, label, url: concurrency(d, label, url, 20))),
-        ("4", lambda w, pg: two_servers(w, pg, 20) if pg else print("\n4. skipped: no PostgreSQL")),
-    ]  # fmt: skip
+        ("2", lambda w, pg: _each_store(w, pg, scale_part)),
+        ("3", lambda w, pg: _each_store(w, pg, busy_part)),
+        ("4", twin_part),
+    ]
     try:
         for number, part in parts:
             if number not in args.only:
                 continue
-            with tempfile.TemporaryDirectory(prefix="taxii-node-bench-") as tmp:
-                with pg_database(os.environ.get(PG_ENV)) as pg_url:
-                    part(Path(tmp), pg_url)
+            with (
+                tempfile.TemporaryDirectory(prefix="taxii-node-bench-") as tmp,
+                pg_database(os.environ.get(PG_ENV)) as pg_url,
+            ):
+                part(Path(tmp), pg_url)
     except KeyboardInterrupt:
         print("\ninterrupted: every server started has been stopped", file=sys.stderr)
         return 130
