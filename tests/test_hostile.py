@@ -49,8 +49,7 @@ from sqlalchemy import func, select
 
 from node.store.engine import create_store_engine
 from node.store.schema import collections as collections_table
-from node.store.schema import objects as objects_table
-from node.store.schema import statuses as statuses_table
+from node.store.schema import objects_table, statuses_table
 from node.validation import object_problem
 from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, RunningNode, new_node, random_id
 

@@ -297,3 +297,15 @@ def test_the_latest_page_is_an_index_range(store: Store) -> None:
         plan = objects.explain_page(connection, query)
     assert "ix_objects_latest" in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan  # no sort: an ordered range
+
+
+def test_a_lookup_by_id_goes_through_the_object_id_index(store: Store) -> None:
+    """GET objects/<id>/ must not scan the latest-version index of the whole collection."""
+    items = [indicator(new_id(), T1) for _ in range(300)]
+    post(store, *items)
+    for versions in (("last",), ("first",), ("all",)):
+        query = ObjectQuery(COLLECTION, limit=10, ids=(items[7]["id"],), versions=versions)
+        with store.read() as connection:
+            plan = objects.explain_page(connection, query)
+        assert "ix_objects_latest" not in plan, plan
+        assert "object_id=?" in plan or "uq_objects_version" in plan, plan

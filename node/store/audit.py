@@ -19,7 +19,8 @@ from sqlalchemy import Connection, select, update
 from node import jsoncodec
 from node.timestamps import now_micros
 
-from .schema import audit, settings
+from .engine import locking, placeholder
+from .schema import audit_table, settings
 
 GENESIS = "0" * 64
 HEAD_KEY = "audit_head"
@@ -60,9 +61,7 @@ def _digest(previous: str, row: dict[str, Any]) -> str:
 def _lock_head(connection: Connection) -> str:
     """The chain's head hash, locked until commit (writers append one at a time)."""
     statement = select(settings.c.value).where(settings.c.key == HEAD_KEY)
-    if connection.dialect.name != "sqlite":
-        statement = statement.with_for_update()
-    head = connection.execute(statement).scalar()
+    head = connection.execute(locking(statement, connection)).scalar()
     if head is None:
         connection.execute(settings.insert().values(key=HEAD_KEY, value=GENESIS))
         head = GENESIS
@@ -103,7 +102,7 @@ _COLUMNS = (*_FIELDS, "prev_hash", "hash")
 def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """executemany straight to the driver: a sync batch appends a thousand records,
     and SQLAlchemy's per-row parameter handling would cost more than the inserts."""
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    marker = placeholder(connection)
     statement = (
         f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join([marker] * len(_COLUMNS))})"
     )
@@ -118,13 +117,13 @@ def entries(
     limit: int | None = 1000,
 ) -> list[dict[str, Any]]:
     """Audit rows, oldest first, as dicts."""
-    statement = select(audit).order_by(audit.c.pk)
+    statement = select(audit_table).order_by(audit_table.c.pk)
     if limit is not None:
         statement = statement.limit(limit)
     if peer is not None:
-        statement = statement.where(audit.c.peer == peer)
+        statement = statement.where(audit_table.c.peer == peer)
     if since is not None:
-        statement = statement.where(audit.c.at >= since)
+        statement = statement.where(audit_table.c.at >= since)
     return [dict(row._mapping) for row in connection.execute(statement)]
 
 
@@ -138,7 +137,10 @@ def _all_rows(connection: Connection, chunk: int = 5000) -> Iterator[dict[str, A
     after = 0
     while True:
         rows = connection.execute(
-            select(audit).where(audit.c.pk > after).order_by(audit.c.pk).limit(chunk)
+            select(audit_table)
+            .where(audit_table.c.pk > after)
+            .order_by(audit_table.c.pk)
+            .limit(chunk)
         ).all()
         if not rows:
             return

@@ -17,7 +17,7 @@ from node.timestamps import from_micros, is_timestamp, now_micros
 from node.validation import object_problem, version_key, version_stamp
 
 from .engine import locking, placeholder
-from .schema import MARKER_EXPRESSIONS, collections, objects
+from .schema import MARKER_EXPRESSIONS, collections, objects_table
 
 _IN_CHUNK = 500
 _T = TypeVar("_T")
@@ -33,7 +33,7 @@ def _bounded_length(column: Column[Any]) -> int:
 
 # version_text is a bounded column (PostgreSQL enforces it): a timestamp with
 # more fractional digits than it holds is refused rather than failing the POST.
-_MAX_VERSION_TEXT = _bounded_length(objects.c.version_text)
+_MAX_VERSION_TEXT = _bounded_length(objects_table.c.version_text)
 
 
 @dataclass(frozen=True)
@@ -399,8 +399,8 @@ def _stored_bodies(
     bodies: dict[tuple[str, int], str] = {}
     for chunk in _chunks(sorted({object_id for object_id, _ in keys})):
         result = connection.execute(
-            select(objects.c.object_id, objects.c.version, objects.c.body).where(
-                objects.c.collection_id == collection_id, objects.c.object_id.in_(chunk)
+            select(objects_table.c.object_id, objects_table.c.version, objects_table.c.body).where(
+                objects_table.c.collection_id == collection_id, objects_table.c.object_id.in_(chunk)
             )
         )
         for object_id, version, body in result:
@@ -434,22 +434,25 @@ class _Filter:
                 self._add(f"{column} IN ({{}})", list(values))
         if query.exclude_origin is not None:
             self._add("(o.origin IS NULL OR o.origin <> {})", [query.exclude_origin])
-        self._versions(query.versions)
+        self._versions(query.versions, by_id=bool(query.ids))
 
     def _add(self, template: str, values: list[Any]) -> None:
         self.clauses.append(template.format(", ".join([self._marker] * len(values))))
         self.params.extend(values)
 
-    def _versions(self, versions: Sequence[str | int]) -> None:
+    def _versions(self, versions: Sequence[str | int], by_id: bool) -> None:
         """match[version] (3.4.2): the items are ORed; "all" matches everything."""
         if "all" in versions:
             return
         alternatives = []
-        # The markers are kept at insert and delete (see _new_markers); the
-        # bare column is the partial index's predicate, which lets both
-        # engines serve a "last" page from ix_objects_latest.
+        # The markers are kept at insert and delete (see _new_markers).  The
+        # bare column is the predicate of ix_objects_latest, so both engines
+        # serve a "last" page as a range of it.  With match[id] the few rows
+        # are found through (collection_id, object_id) instead: the spelling
+        # "<> FALSE" keeps the planners off the partial index, whose
+        # date_added order would otherwise tempt them into a scan of it.
         if "last" in versions:
-            alternatives.append("o.is_latest")
+            alternatives.append("o.is_latest <> FALSE" if by_id else "o.is_latest")
         if "first" in versions:
             alternatives.append("o.is_first")
         exact = [v for v in versions if isinstance(v, int)]
@@ -543,14 +546,16 @@ def latest(
     ``exclude_origin`` ignores versions that came from that peer.
     """
     statement = (
-        select(objects.c.body)
-        .where(objects.c.collection_id == collection_id, objects.c.object_id == object_id)
-        .order_by(objects.c.version.desc())
+        select(objects_table.c.body)
+        .where(
+            objects_table.c.collection_id == collection_id, objects_table.c.object_id == object_id
+        )
+        .order_by(objects_table.c.version.desc())
         .limit(1)
     )
     if exclude_origin is not None:
         statement = statement.where(
-            or_(objects.c.origin.is_(None), objects.c.origin != exclude_origin)
+            or_(objects_table.c.origin.is_(None), objects_table.c.origin != exclude_origin)
         )
     body = connection.execute(statement).scalar()
     return None if body is None else jsoncodec.loads(body)
@@ -559,5 +564,7 @@ def latest(
 def count(connection: Connection, collection_id: str) -> int:
     """Number of stored versions in a collection."""
     return connection.execute(
-        select(func.count()).select_from(objects).where(objects.c.collection_id == collection_id)
+        select(func.count())
+        .select_from(objects_table)
+        .where(objects_table.c.collection_id == collection_id)
     ).scalar_one()

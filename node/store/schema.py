@@ -65,7 +65,7 @@ collections = Table(
     Column("last_date_added", BigInteger, nullable=False, default=0),
 )
 
-objects = Table(
+objects_table = Table(
     "objects",
     metadata,
     Column("pk", _BigId, primary_key=True, autoincrement=True),
@@ -89,9 +89,14 @@ objects = Table(
     UniqueConstraint("collection_id", "object_id", "version", name="uq_objects_version"),
     UniqueConstraint("collection_id", "date_added", name="uq_objects_date_added"),
 )
-Index("ix_objects_type", objects.c.collection_id, objects.c.type, objects.c.date_added)
+Index(
+    "ix_objects_type",
+    objects_table.c.collection_id,
+    objects_table.c.type,
+    objects_table.c.date_added,
+)
 
-statuses = Table(
+statuses_table = Table(
     "statuses",
     metadata,
     Column("id", String(36), primary_key=True),
@@ -103,7 +108,7 @@ statuses = Table(
     Column("successes", Text, nullable=False),  # JSON list of status-details
     Column("failures", Text, nullable=False),
 )
-Index("ix_statuses_request_timestamp", statuses.c.request_timestamp)
+Index("ix_statuses_request_timestamp", statuses_table.c.request_timestamp)
 
 users = Table(
     "users",
@@ -132,7 +137,7 @@ grants = Table(
     PrimaryKeyConstraint("user_name", "collection_id"),
 )
 
-audit = Table(
+audit_table = Table(
     "audit",
     metadata,
     Column("pk", _BigId, primary_key=True, autoincrement=True),
@@ -151,7 +156,7 @@ audit = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )
-Index("ix_audit_at", audit.c.at)
+Index("ix_audit_at", audit_table.c.at)
 
 sync_state = Table(
     "sync_state",
@@ -213,12 +218,12 @@ Index("ix_login_failures", login_failures.c.account, login_failures.c.source, lo
 def _create_base_tables(connection: Connection) -> None:
     metadata.create_all(
         connection,
-        tables=[settings, collections, objects, statuses, users, grants],
+        tables=[settings, collections, objects_table, statuses_table, users, grants],
     )
 
 
 def _create_sync_tables(connection: Connection) -> None:
-    metadata.create_all(connection, tables=[audit, sync_state, dead_letters])
+    metadata.create_all(connection, tables=[audit_table, sync_state, dead_letters])
 
 
 def _create_token_tables(connection: Connection) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, select
 from node import jsoncodec
 from node.tlp import tlp_of
 
-from .schema import audit, collections, dead_letters, objects
+from .schema import audit_table, collections, dead_letters, objects_table
 
 _SCAN_CHUNK = 200  # rows read per step while filling a page after exact filters
 _MAX_SCANNED = 20_000  # rows examined at most for one page of a search
@@ -82,24 +82,24 @@ def _like_pattern(text: str) -> str:
 
 def _latest_only() -> ColumnElement[bool]:
     """Only the newest version of each object in its collection (migration 5's marker)."""
-    return objects.c.is_latest.is_(True)
+    return objects_table.c.is_latest.is_(True)
 
 
 def _narrowing(search: ObjectSearch) -> list[ColumnElement[bool]]:
-    clauses = [objects.c.collection_id.in_(search.collection_ids), _latest_only()]
+    clauses = [objects_table.c.collection_id.in_(search.collection_ids), _latest_only()]
     if search.types:
-        clauses.append(objects.c.type.in_(search.types))
+        clauses.append(objects_table.c.type.in_(search.types))
     if search.text:
-        clauses.append(objects.c.body.ilike(_like_pattern(search.text), escape="\\"))
+        clauses.append(objects_table.c.body.ilike(_like_pattern(search.text), escape="\\"))
     for value in (search.label, search.author):
         if value:
-            clauses.append(objects.c.body.like(_like_pattern(value), escape="\\"))
+            clauses.append(objects_table.c.body.like(_like_pattern(value), escape="\\"))
     if search.added_from is not None:
-        clauses.append(objects.c.date_added >= search.added_from)
+        clauses.append(objects_table.c.date_added >= search.added_from)
     if search.added_to is not None:
-        clauses.append(objects.c.date_added <= search.added_to)
+        clauses.append(objects_table.c.date_added <= search.added_to)
     if search.before is not None:
-        clauses.append(objects.c.date_added < search.before)
+        clauses.append(objects_table.c.date_added < search.before)
     return clauses
 
 
@@ -149,15 +149,15 @@ def _chunk(connection: Connection, search: ObjectSearch, before: int | None) -> 
     bounded = ObjectSearch(**{**search.__dict__, "before": before})
     statement = (
         select(
-            objects.c.collection_id,
-            objects.c.object_id,
-            objects.c.type,
-            objects.c.date_added,
-            objects.c.origin,
-            objects.c.body,
+            objects_table.c.collection_id,
+            objects_table.c.object_id,
+            objects_table.c.type,
+            objects_table.c.date_added,
+            objects_table.c.origin,
+            objects_table.c.body,
         )
         .where(and_(*_narrowing(bounded)))
-        .order_by(objects.c.date_added.desc())
+        .order_by(objects_table.c.date_added.desc())
         .limit(_SCAN_CHUNK)
     )
     return [
@@ -179,9 +179,16 @@ class StoredVersion:
 def versions(connection: Connection, collection_id: str, object_id: str) -> list[StoredVersion]:
     """Every stored version of one object in one collection, newest first."""
     statement = (
-        select(objects.c.version_text, objects.c.date_added, objects.c.origin, objects.c.body)
-        .where(objects.c.collection_id == collection_id, objects.c.object_id == object_id)
-        .order_by(objects.c.version.desc())
+        select(
+            objects_table.c.version_text,
+            objects_table.c.date_added,
+            objects_table.c.origin,
+            objects_table.c.body,
+        )
+        .where(
+            objects_table.c.collection_id == collection_id, objects_table.c.object_id == object_id
+        )
+        .order_by(objects_table.c.version.desc())
     )
     return [
         StoredVersion(collection_id, row.version_text, row.date_added, row.origin,
@@ -197,20 +204,20 @@ def referencing(
     sightings, reports...), for the caller to sort by the property that refers."""
     statement = (
         select(
-            objects.c.collection_id,
-            objects.c.object_id,
-            objects.c.type,
-            objects.c.date_added,
-            objects.c.origin,
-            objects.c.body,
+            objects_table.c.collection_id,
+            objects_table.c.object_id,
+            objects_table.c.type,
+            objects_table.c.date_added,
+            objects_table.c.origin,
+            objects_table.c.body,
         )
         .where(
-            objects.c.collection_id.in_(collection_ids),
-            objects.c.object_id != object_id,
-            objects.c.body.like(_like_pattern(object_id), escape="\\"),
+            objects_table.c.collection_id.in_(collection_ids),
+            objects_table.c.object_id != object_id,
+            objects_table.c.body.like(_like_pattern(object_id), escape="\\"),
             _latest_only(),
         )
-        .order_by(objects.c.date_added.desc())
+        .order_by(objects_table.c.date_added.desc())
         .limit(limit)
     )
     return [
@@ -228,15 +235,15 @@ def latest_of(
     ids = sorted(set(object_ids))
     for start in range(0, len(ids), _IN_CHUNK):
         statement = select(
-            objects.c.collection_id,
-            objects.c.object_id,
-            objects.c.type,
-            objects.c.date_added,
-            objects.c.origin,
-            objects.c.body,
+            objects_table.c.collection_id,
+            objects_table.c.object_id,
+            objects_table.c.type,
+            objects_table.c.date_added,
+            objects_table.c.origin,
+            objects_table.c.body,
         ).where(
-            objects.c.collection_id.in_(collection_ids),
-            objects.c.object_id.in_(ids[start : start + _IN_CHUNK]),
+            objects_table.c.collection_id.in_(collection_ids),
+            objects_table.c.object_id.in_(ids[start : start + _IN_CHUNK]),
             _latest_only(),
         )
         for row in connection.execute(statement):
@@ -263,7 +270,9 @@ def collection_counts(connection: Connection, collection_id: str) -> CollectionC
     """
     counts = CollectionCounts()
     counts.versions = connection.execute(
-        select(func.count()).select_from(objects).where(objects.c.collection_id == collection_id)
+        select(func.count())
+        .select_from(objects_table)
+        .where(objects_table.c.collection_id == collection_id)
     ).scalar_one()
     for obj_type, body in _latest_bodies(connection, collection_id):
         counts.by_type[obj_type] += 1
@@ -276,9 +285,13 @@ def _latest_bodies(connection: Connection, collection_id: str) -> Iterator[tuple
     after = -1
     while True:
         rows = connection.execute(
-            select(objects.c.pk, objects.c.type, objects.c.body)
-            .where(objects.c.collection_id == collection_id, objects.c.pk > after, _latest_only())
-            .order_by(objects.c.pk)
+            select(objects_table.c.pk, objects_table.c.type, objects_table.c.body)
+            .where(
+                objects_table.c.collection_id == collection_id,
+                objects_table.c.pk > after,
+                _latest_only(),
+            )
+            .order_by(objects_table.c.pk)
             .limit(1000)
         ).all()
         if not rows:
@@ -291,8 +304,10 @@ def _latest_bodies(connection: Connection, collection_id: str) -> Iterator[tuple
 def versions_per_collection(connection: Connection) -> dict[str, int]:
     """Stored versions by collection, named by alias (else id); empty ones count 0."""
     statement = (
-        select(collections.c.id, collections.c.alias, func.count(objects.c.pk))
-        .select_from(collections.outerjoin(objects, objects.c.collection_id == collections.c.id))
+        select(collections.c.id, collections.c.alias, func.count(objects_table.c.pk))
+        .select_from(
+            collections.outerjoin(objects_table, objects_table.c.collection_id == collections.c.id)
+        )
         .group_by(collections.c.id, collections.c.alias)
     )
     return {alias or cid: n for cid, alias, n in connection.execute(statement)}
@@ -323,21 +338,21 @@ class AuditFilter:
 
 def audit_newest_first(connection: Connection, wanted: AuditFilter) -> list[dict[str, Any]]:
     """Audit records matching ``wanted``, newest first."""
-    statement = select(audit).order_by(audit.c.pk.desc()).limit(wanted.limit)
+    statement = select(audit_table).order_by(audit_table.c.pk.desc()).limit(wanted.limit)
     for column, value in (
-        (audit.c.peer, wanted.peer),
-        (audit.c.action, wanted.action),
-        (audit.c.rule, wanted.rule),
-        (audit.c.object_id, wanted.object_id),
+        (audit_table.c.peer, wanted.peer),
+        (audit_table.c.action, wanted.action),
+        (audit_table.c.rule, wanted.rule),
+        (audit_table.c.object_id, wanted.object_id),
     ):
         if value:
             statement = statement.where(column == value)
     if wanted.since is not None:
-        statement = statement.where(audit.c.at >= wanted.since)
+        statement = statement.where(audit_table.c.at >= wanted.since)
     if wanted.until is not None:
-        statement = statement.where(audit.c.at <= wanted.until)
+        statement = statement.where(audit_table.c.at <= wanted.until)
     if wanted.before_pk is not None:
-        statement = statement.where(audit.c.pk < wanted.before_pk)
+        statement = statement.where(audit_table.c.pk < wanted.before_pk)
     return [dict(row._mapping) for row in connection.execute(statement)]
 
 
@@ -347,12 +362,12 @@ def latest_decisions(
     """The sharing decisions recorded about one object (sent, served, received,
     withheld, dead-letter), newest first, at most ``limit``."""
     statement = (
-        select(audit)
+        select(audit_table)
         .where(
-            audit.c.object_id == object_id,
-            audit.c.action.in_(("sent", "served", "received", "withheld", "dead-letter")),
+            audit_table.c.object_id == object_id,
+            audit_table.c.action.in_(("sent", "served", "received", "withheld", "dead-letter")),
         )
-        .order_by(audit.c.pk.desc())
+        .order_by(audit_table.c.pk.desc())
         .limit(limit)
     )
     return [dict(row._mapping) for row in connection.execute(statement)]
@@ -361,9 +376,20 @@ def latest_decisions(
 def withheld_by_rule(connection: Connection) -> dict[tuple[str, str, str, str], int]:
     """Withheld decisions by (peer, collection id, direction, rule)."""
     statement = (
-        select(audit.c.peer, audit.c.collection_id, audit.c.direction, audit.c.rule, func.count())
-        .where(audit.c.action == "withheld")
-        .group_by(audit.c.peer, audit.c.collection_id, audit.c.direction, audit.c.rule)
+        select(
+            audit_table.c.peer,
+            audit_table.c.collection_id,
+            audit_table.c.direction,
+            audit_table.c.rule,
+            func.count(),
+        )
+        .where(audit_table.c.action == "withheld")
+        .group_by(
+            audit_table.c.peer,
+            audit_table.c.collection_id,
+            audit_table.c.direction,
+            audit_table.c.rule,
+        )
     )
     return {
         (peer or "", collection_id or "", direction, rule or ""): n
@@ -373,8 +399,8 @@ def withheld_by_rule(connection: Connection) -> dict[tuple[str, str, str, str], 
 
 def audit_totals(connection: Connection) -> tuple[int, int]:
     """(audit records, failed logins) in the whole trail."""
-    total = connection.execute(select(func.count()).select_from(audit)).scalar_one()
+    total = connection.execute(select(func.count()).select_from(audit_table)).scalar_one()
     failed = connection.execute(
-        select(func.count()).select_from(audit).where(audit.c.action == "login-failed")
+        select(func.count()).select_from(audit_table).where(audit_table.c.action == "login-failed")
     ).scalar_one()
     return total, failed

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, delete, select
 from node import jsoncodec
 from node.timestamps import from_micros
 
-from .schema import statuses
+from .schema import statuses_table
 
 
 def record(
@@ -27,7 +27,7 @@ def record(
     """
     status_id = str(uuid.uuid4())
     connection.execute(
-        statuses.insert().values(
+        statuses_table.insert().values(
             id=status_id,
             collection_id=collection_id,
             request_timestamp=request_timestamp,
@@ -69,7 +69,7 @@ def _resource(
 
 def get(connection: Connection, status_id: str) -> tuple[str, dict[str, Any]] | None:
     """(collection id, status resource) for ``status_id``, or None."""
-    row = connection.execute(select(statuses).where(statuses.c.id == status_id)).first()
+    row = connection.execute(select(statuses_table).where(statuses_table.c.id == status_id)).first()
     if row is None:
         return None
     resource = _resource(
@@ -84,5 +84,7 @@ def get(connection: Connection, status_id: str) -> tuple[str, dict[str, Any]] | 
 
 def purge_older_than(connection: Connection, cutoff: int) -> int:
     """Drop statuses requested before ``cutoff``; return how many."""
-    result = connection.execute(delete(statuses).where(statuses.c.request_timestamp < cutoff))
+    result = connection.execute(
+        delete(statuses_table).where(statuses_table.c.request_timestamp < cutoff)
+    )
     return result.rowcount
