@@ -449,8 +449,9 @@ class _Filter:
         # bare column is the predicate of ix_objects_latest, so both engines
         # serve a "last" page as a range of it.  With match[id] the few rows
         # are found through (collection_id, object_id) instead: the spelling
-        # "<> FALSE" keeps the planners off the partial index, whose
-        # date_added order would otherwise tempt them into a scan of it.
+        # "<> FALSE" keeps PostgreSQL off the partial index, whose date_added
+        # order would otherwise tempt it into a scan of it (see also
+        # _page_statement for SQLite).
         if "last" in versions:
             alternatives.append("o.is_latest <> FALSE" if by_id else "o.is_latest")
         if "first" in versions:
@@ -473,9 +474,13 @@ class _Filter:
 
 def _page_statement(connection: Connection, query: ObjectQuery) -> tuple[str, tuple[Any, ...]]:
     where = _Filter(connection, query)
+    # With match[id] the rows are the versions of a few objects, found through
+    # (collection_id, object_id) and sorted; "+" keeps SQLite from walking a
+    # date_added index of the whole collection to avoid that small sort.
+    order = "+o.date_added" if query.ids else "o.date_added"
     statement = (
         "SELECT o.object_id, o.type, o.version_text, o.date_added, o.body, o.origin "
-        f"FROM objects o WHERE {where.sql} ORDER BY o.date_added LIMIT {int(query.limit) + 1}"
+        f"FROM objects o WHERE {where.sql} ORDER BY {order} LIMIT {int(query.limit) + 1}"
     )
     return statement, tuple(where.params)
 
