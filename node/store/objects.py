@@ -31,6 +31,9 @@ def _bounded_length(column: Column[Any]) -> int:
     return length
 
 
+# Rows this connection inserted in its current transaction (``Store.write``
+# reads it to keep PostgreSQL's statistics current).
+INSERTED_ROWS = "taxii_node_inserted_rows"
 # version_text is a bounded column (PostgreSQL enforces it): a timestamp with
 # more fractional digits than it holds is refused rather than failing the POST.
 _MAX_VERSION_TEXT = _bounded_length(objects_table.c.version_text)
@@ -343,6 +346,7 @@ def _insert_rows(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
         f"VALUES ({', '.join([marker] * len(_INSERT_COLUMNS))})"
     )
     connection.exec_driver_sql(statement, rows)
+    connection.info[INSERTED_ROWS] = connection.info.get(INSERTED_ROWS, 0) + len(rows)
 
 
 def _encodable(body: str) -> bool:
@@ -434,26 +438,22 @@ class _Filter:
                 self._add(f"{column} IN ({{}})", list(values))
         if query.exclude_origin is not None:
             self._add("(o.origin IS NULL OR o.origin <> {})", [query.exclude_origin])
-        self._versions(query.versions, by_id=bool(query.ids))
+        self._versions(query.versions)
 
     def _add(self, template: str, values: list[Any]) -> None:
         self.clauses.append(template.format(", ".join([self._marker] * len(values))))
         self.params.extend(values)
 
-    def _versions(self, versions: Sequence[str | int], by_id: bool) -> None:
+    def _versions(self, versions: Sequence[str | int]) -> None:
         """match[version] (3.4.2): the items are ORed; "all" matches everything."""
         if "all" in versions:
             return
         alternatives = []
         # The markers are kept at insert and delete (see _new_markers).  The
         # bare column is the predicate of ix_objects_latest, so both engines
-        # serve a "last" page as a range of it.  With match[id] the few rows
-        # are found through (collection_id, object_id) instead: the spelling
-        # "<> FALSE" keeps PostgreSQL off the partial index, whose date_added
-        # order would otherwise tempt it into a scan of it (see also
-        # _page_statement for SQLite).
+        # serve a "last" page as a range of it.
         if "last" in versions:
-            alternatives.append("o.is_latest <> FALSE" if by_id else "o.is_latest")
+            alternatives.append("o.is_latest")
         if "first" in versions:
             alternatives.append("o.is_first")
         exact = [v for v in versions if isinstance(v, int)]
