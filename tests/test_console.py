@@ -603,3 +603,34 @@ def test_a_configured_scrape_token_opens_metrics(node: NodeFiles, tmp_path: Path
     assert client.get("/metrics", headers=token).status_code == 200
     assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
     application.extensions["taxii_node"].store.close()
+
+
+def test_the_object_page_shows_every_version_and_a_peer_origin(analyst, store) -> None:
+    object_id = "campaign--12121212-1212-4121-8121-121212121212"
+    first = _sdo("campaign", object_id, name="Old name", object_marking_refs=[GREEN])
+    second = {**first, "modified": "2026-03-02T10:00:00.000Z", "name": "New name"}
+    with store.write() as connection:
+        objects.add_objects(connection, ALPHA, [first], origin="node-b")
+        objects.add_objects(connection, ALPHA, [second], origin="node-b")
+    page = _text(analyst.get(f"/ui/objects/{ALPHA}/{object_id}"))
+    assert "<h1>New name</h1>" in page
+    assert "origin: node-b" in page
+    timeline = page[page.index('class="timeline"') :]
+    assert timeline.index("2026-03-02T10:00:00.000Z") < timeline.index(T)  # newest first
+    every = json.loads(analyst.get(f"/ui/objects/{ALPHA}/{object_id}/bundle?versions=all").data)
+    assert [o["name"] for o in every["objects"]] == ["Old name", "New name"]
+
+
+def test_the_audit_page_filters_by_object_peer_and_time(admin, store) -> None:
+    with store.write() as connection:
+        audit.record(connection, [audit.AuditRecord(action="withheld", direction="push",
+                                  object_id=MALWARE, peer="node-b", collection_id=ALPHA,
+                                  rule="tlp.max", detail="filter test")])  # fmt: skip
+    by_object = _text(admin.get("/ui/audit", query_string={"object": MALWARE, "peer": "node-b"}))
+    assert "filter test" in by_object
+    assert "login-failed" not in by_object
+    future = _text(admin.get("/ui/audit", query_string={"since": "2999-01-01"}))
+    assert "No record matches" in future
+    past = _text(admin.get("/ui/audit", query_string={"until": "2000-01-01"}))
+    assert "No record matches" in past
+    assert admin.get("/ui/audit", query_string={"since": "soon"}).status_code == 400
