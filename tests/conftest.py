@@ -56,3 +56,12 @@ def _store_url(kind: str) -> Iterator[str | None]:
         yield url
     finally:
         drop_pg_database(base, url)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item (``item.report_call`` ...), so that
+    fixtures can act on failures: the browser tests keep a screenshot."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)

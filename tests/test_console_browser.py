@@ -10,7 +10,7 @@ a form posted without its CSRF token is refused.
 
 Chromium comes from Debian (``apt-get install chromium``; .ci/run installs it).
 Without it the tests skip, except under CI (``CI=true``), where they fail.  A
-failed test leaves a screenshot of the page in its ``tmp_path``.  With
+failed test leaves a screenshot of its page in ``var/test-screenshots/``.  With
 ``TAXII_NODE_SCREENSHOTS=DIR`` the walk-through also saves the README's
 screenshots there (``make screenshots``).
 """
@@ -113,24 +113,37 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         pair.stop()
 
 
-@pytest.fixture
-def page(browser, tmp_path: Path):
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    opened = context.new_page()
-    yield opened
-    context.close()
+SCREENSHOTS_OF_FAILURES = Path(__file__).parent.parent / "var" / "test-screenshots"
 
 
 @contextmanager
-def screenshot_on_failure(page, tmp_path: Path) -> Iterator[None]:
-    """Keep what the browser showed when a step failed."""
+def browser_page(browser, request, width: int, height: int) -> Iterator:
+    """A page in a fresh browser context; when the test fails, a screenshot of it is
+    kept in var/test-screenshots/ (the report comes from the hook in conftest.py)."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    opened = context.new_page()
     try:
-        yield
-    except BaseException:
-        path = tmp_path / "failure.png"
-        page.screenshot(path=str(path), full_page=True)
-        print(f"screenshot of the failed page: {path}")
-        raise
+        yield opened
+    finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            SCREENSHOTS_OF_FAILURES.mkdir(parents=True, exist_ok=True)
+            path = SCREENSHOTS_OF_FAILURES / f"{request.node.name}.png"
+            opened.screenshot(path=str(path), full_page=True)
+            print(f"screenshot of the failed page: {path}")
+        context.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    with browser_page(browser, request, 1100, 900) as opened:
+        yield opened
+
+
+@pytest.fixture
+def narrow_page(browser, request):
+    with browser_page(browser, request, 360, 740) as opened:
+        yield opened
 
 
 def _save_screenshot(page, name: str) -> None:
@@ -169,77 +182,73 @@ def relax_ingress(pair: Pair) -> None:
 
 def test_an_analyst_day_in_the_console(pair: Pair, page, tmp_path: Path) -> None:
     base = pair.a.base_url
-    with screenshot_on_failure(page, tmp_path):
-        sign_in(page, base)
-        publish(page, tmp_path)
-        results = pair.run_once(pair.a)
-        assert sum(r.dead_lettered for r in results) == 1  # node-b refused the tool
+    sign_in(page, base)
+    publish(page, tmp_path)
+    results = pair.run_once(pair.a)
+    assert sum(r.dead_lettered for r in results) == 1  # node-b refused the tool
 
-        # Search for the IP and open the indicator.
-        page.get_by_role("link", name="Objects").click()
-        page.get_by_label("Text").fill(IP)
-        page.get_by_role("button", name="Search").click()
-        page.get_by_role("link", name="Dropper C2 at 198.51.100.23").click()
-        assert page.locator("h1").inner_text() == "Dropper C2 at 198.51.100.23"
-        assert "TLP:GREEN" in page.locator(".badges").inner_text()
-        _save_screenshot(page, "console-object.png")
+    # Search for the IP and open the indicator.
+    page.get_by_role("link", name="Objects").click()
+    page.get_by_label("Text").fill(IP)
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name="Dropper C2 at 198.51.100.23").click()
+    assert page.locator("h1").inner_text() == "Dropper C2 at 198.51.100.23"
+    assert "TLP:GREEN" in page.locator(".badges").inner_text()
+    _save_screenshot(page, "console-object.png")
 
-        # Follow the relationship to the malware, and read why node-b did not get it.
-        page.get_by_role("link", name="Nightjar loader").first.click()
-        assert page.locator("h1").inner_text() == "Nightjar loader"
-        sharing = page.locator("section", has=page.get_by_role("heading", name="Sharing"))
-        assert "withheld" in sharing.inner_text() and "tlp.max" in sharing.inner_text()
-        recorded = sharing.locator("table").nth(1).inner_text()
-        assert "node-b" in recorded and "withheld" in recorded
+    # Follow the relationship to the malware, and read why node-b did not get it.
+    page.get_by_role("link", name="Nightjar loader").first.click()
+    assert page.locator("h1").inner_text() == "Nightjar loader"
+    sharing = page.locator("section", has=page.get_by_role("heading", name="Sharing"))
+    assert "withheld" in sharing.inner_text() and "tlp.max" in sharing.inner_text()
+    recorded = sharing.locator("table").nth(1).inner_text()
+    assert "node-b" in recorded and "withheld" in recorded
 
-        # The dead letter: node-b refused the tool; after its operator relaxes the
-        # ingress policy, a retry delivers it.
-        page.get_by_role("link", name="Sharing").click()
-        assert TOOL in page.content() and "types.deny" in page.content()
-        _save_screenshot(page, "console-sharing.png")
-        relax_ingress(pair)
-        page.get_by_role("button", name=re.compile(r"^Retry dead letter")).click()
-        assert "sent to node-b" in page.locator(".flash").inner_text()
-        assert page.locator("table.dead").count() == 0  # the one dead letter is gone
-        with pair.store(pair.b).read() as connection:
-            assert objects.latest(connection, ALPHA, TOOL) is not None
+    # The dead letter: node-b refused the tool; after its operator relaxes the
+    # ingress policy, a retry delivers it.
+    page.get_by_role("link", name="Sharing").click()
+    assert TOOL in page.content() and "types.deny" in page.content()
+    _save_screenshot(page, "console-sharing.png")
+    relax_ingress(pair)
+    page.get_by_role("button", name=re.compile(r"^Retry dead letter")).click()
+    assert "sent to node-b" in page.locator(".flash").inner_text()
+    assert page.locator("table.dead").count() == 0  # the one dead letter is gone
+    with pair.store(pair.b).read() as connection:
+        assert objects.latest(connection, ALPHA, TOOL) is not None
 
-        # The audit: the retry, and the withholding, newest first; the chain intact.
-        page.get_by_role("link", name="Audit").click()
-        assert "Chain intact" in page.content()
-        first_row = page.locator("table.audit tbody tr").first.inner_text()
-        assert "dead-letter-retried" in first_row
-        page.get_by_label("Rule").fill("tlp.max")
-        page.get_by_role("button", name="Filter").click()
-        assert MALWARE in page.content()
+    # The audit: the retry, and the withholding, newest first; the chain intact.
+    page.get_by_role("link", name="Audit").click()
+    assert "Chain intact" in page.content()
+    first_row = page.locator("table.audit tbody tr").first.inner_text()
+    assert "dead-letter-retried" in first_row
+    page.get_by_label("Rule").fill("tlp.max")
+    page.get_by_role("button", name="Filter").click()
+    assert MALWARE in page.content()
 
-        # A form posted without its CSRF token is refused, even with a valid session.
-        forged = page.request.post(f"{base}/ui/sign-out", form={"user": "admin"})
-        assert forged.status == 403
-        page.reload()
-        assert page.get_by_role("button", name="Sign out").is_visible()
+    # A form posted without its CSRF token is refused, even with a valid session.
+    forged = page.request.post(f"{base}/ui/sign-out", form={"user": "admin"})
+    assert forged.status == 403
+    page.reload()
+    assert page.get_by_role("button", name="Sign out").is_visible()
 
-        page.get_by_role("button", name="Sign out").click()
-        page.wait_for_url(re.compile(r"/ui/sign-in"))
-        page.goto(f"{base}/ui/audit")
-        assert "/ui/sign-in" in page.url
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/ui/sign-in"))
+    page.goto(f"{base}/ui/audit")
+    assert "/ui/sign-in" in page.url
 
 
-def test_the_console_reads_in_a_narrow_window_with_the_keyboard(pair: Pair, browser, tmp_path):
-    context = browser.new_context(viewport={"width": 360, "height": 740})
-    page = context.new_page()
-    try:
-        with screenshot_on_failure(page, tmp_path):
-            page.goto(f"{pair.a.base_url}/ui/sign-in")
-            page.keyboard.type("admin")  # the user name field has the focus
-            page.keyboard.press("Tab")
-            page.keyboard.type(ADMIN_PASSWORD)
-            page.keyboard.press("Enter")
-            page.wait_for_url(re.compile(r"/ui/collections$"))
-            width = page.evaluate("document.documentElement.scrollWidth")
-            assert width <= 360, f"the page scrolls sideways ({width} px)"
-    finally:
-        context.close()
+def test_the_console_reads_in_a_narrow_window_with_the_keyboard(pair: Pair, narrow_page):
+    page = narrow_page
+    page.goto(f"{pair.a.base_url}/ui/sign-in")
+    page.keyboard.type("admin")  # the user name field has the focus
+    page.keyboard.press("Tab")
+    page.keyboard.type(ADMIN_PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/ui/collections$"))
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 360, f"the page scrolls sideways ({width} px)"
+    page.keyboard.press("Tab")  # the skip link comes first
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
 
 
 def test_chromium_is_installed_under_ci() -> None:
