@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -188,31 +189,27 @@ def servers(chosen: Pair, log_dir: Path) -> Iterator[None]:
 # -- up: the example pair, staying up ----------------------------------------------------
 
 
-def up() -> None:
-    """Both servers and both workers of the example pair, until Ctrl-C or SIGTERM."""
-    refuse_taken_ports(EXAMPLE_PORTS)
-    pair()
-    log_dir = ROOT / "var" / "log"
+def up(chosen: Pair = EXAMPLE_PAIR, log_dir: Path = ROOT / "var" / "log") -> None:
+    """Both servers and both workers of a pair, until Ctrl-C or SIGTERM stops all four."""
+    configs = {name: chosen.config(name) for name in chosen.configs}
+    refuse_taken_ports({name: config.server.port for name, config in configs.items()})
+    pair(chosen)
     log_dir.mkdir(parents=True, exist_ok=True)
-    stopping = {"now": False}
-
-    def stop(_signum, _frame) -> None:
-        stopping["now"] = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    with servers(EXAMPLE_PAIR, log_dir), ExitStack() as workers:
-        for name, config_path in EXAMPLE_CONFIGS.items():
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
+    with servers(chosen, log_dir), ExitStack() as workers:
+        for name, config_path in chosen.configs.items():
             worker = _start(config_path, "sync", log_dir / f"{name}-sync.log")
             workers.callback(_stop, worker)
-        print(
-            "pair up: node A http://127.0.0.1:6001/, node B http://127.0.0.1:6002/, both sync "
-            f"workers running; logs in {log_dir}/. Ctrl-C stops all four.",
-            flush=True,
+        urls = ", ".join(
+            f"{name} http://127.0.0.1:{config.server.port}/" for name, config in configs.items()
         )
-        while not stopping["now"]:
-            time.sleep(0.2)
-    print("pair stopped: both servers and both workers")
+        print(f"pair up: {urls}; both sync workers running; logs in {log_dir}/. "
+              "Ctrl-C stops all four.", flush=True)  # fmt: skip
+        while not stopping.wait(0.5):
+            pass
+    print("pair stopped: both servers and both workers", flush=True)
 
 
 # -- run: the demo ---------------------------------------------------------------------
@@ -364,24 +361,37 @@ def _decisions(config: Config, peer: str) -> dict[str, str]:
     }
 
 
+def _ports(text: str) -> dict[str, int]:
+    first, _, second = text.partition(",")
+    try:
+        return {"node-a": int(first), "node-b": int(second)}
+    except ValueError:
+        raise DemoError(f"--ports {text!r}: give two port numbers, e.g. 6101,6102") from None
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="tools/demo.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("pair", help="initialise the example pair and create its accounts")
-    commands.add_parser("up", help="run the example pair's servers and workers until Ctrl-C")
+    stay = commands.add_parser("up", help="run the pair's servers and workers until Ctrl-C")
+    stay.add_argument("--dir", type=Path, help="a pair of its own here (default: the example pair)")
     demo = commands.add_parser("run", help="the demo, on a pair of its own")
     demo.add_argument("--dir", type=Path, default=ROOT / "var" / "demo")
-    demo.add_argument("--ports", default=f"{DEMO_PORTS['node-a']},{DEMO_PORTS['node-b']}",
-                      help="the ports of node A and node B, e.g. 6101,6102")  # fmt: skip
+    for command in (stay, demo):
+        command.add_argument("--ports", default=f"{DEMO_PORTS['node-a']},{DEMO_PORTS['node-b']}",
+                             help="with --dir: the ports of node A and node B")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.command == "pair":
             pair()
-        elif args.command == "up":
+        elif args.command == "up" and args.dir is None:
             up()
+        elif args.command == "up":
+            directory = args.dir.resolve()
+            directory.mkdir(parents=True, exist_ok=True)
+            up(demo_pair(directory, _ports(args.ports)), directory)
         else:
-            first, _, second = args.ports.partition(",")
-            run(args.dir.resolve(), {"node-a": int(first), "node-b": int(second)})
+            run(args.dir.resolve(), _ports(args.ports))
     except (DemoError, NodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -251,24 +251,33 @@ class _Progress:
 
 
 class _Sources:
-    """The file each object in flight came from, so a failure names its file."""
+    """The file each object in flight came from, so a failure names its file.
+
+    Keyed by (id, version), as the server's status reports objects; when one
+    run holds the same version in several files, a failure names them all.
+    """
 
     def __init__(self) -> None:
-        self._by_version: dict[tuple[str, str], str] = {}
+        self._by_version: dict[tuple[str, str], list[str]] = {}
 
     @staticmethod
     def _key(stix_id: object, version: object) -> tuple[str, str]:
         return (str(stix_id or ""), str(version or ""))
 
     def remember(self, obj: dict, source: str) -> None:
-        self._by_version[self._key(obj.get("id"), _version(obj))] = source
+        self._by_version.setdefault(self._key(obj.get("id"), _version(obj)), []).append(source)
 
-    def pop(self, stix_id: object, version: object) -> str:
-        return self._by_version.pop(self._key(stix_id, version), "")
+    def name(self, stix_id: object, version: object) -> str:
+        return " or ".join(dict.fromkeys(self._by_version.get(self._key(stix_id, version), [])))
 
     def forget(self, objects: Iterable[dict]) -> None:
         for obj in objects:
-            self.pop(obj.get("id"), _version(obj))
+            key = self._key(obj.get("id"), _version(obj))
+            remaining = self._by_version.get(key, [])[1:]
+            if remaining:
+                self._by_version[key] = remaining
+            else:
+                self._by_version.pop(key, None)
 
 
 def _version(obj: dict) -> object:
@@ -316,7 +325,6 @@ def _valid_objects(
 
 def _record_status(status: dict, summary: PublishSummary, sources: _Sources) -> None:
     for success in status.get("successes", []) or []:
-        sources.pop(success.get("id"), success.get("version"))
         if "already" in str(success.get("message", "")).lower():
             summary.already_present += 1
         else:
@@ -324,7 +332,7 @@ def _record_status(status: dict, summary: PublishSummary, sources: _Sources) -> 
     if "successes" not in status:
         summary.posted += int(status.get("success_count", 0) or 0)
     for failure in status.get("failures", []) or []:
-        source = sources.pop(failure.get("id"), failure.get("version"))
+        source = sources.name(failure.get("id"), failure.get("version"))
         summary.failed.append({"source": source, **failure})
 
 
@@ -401,7 +409,7 @@ def _publish(
     def oversized(obj: dict, size: int) -> None:
         summary.failed.append(
             {
-                "source": sources.pop(obj.get("id"), _version(obj)),
+                "source": sources.name(obj.get("id"), _version(obj)),
                 "id": obj.get("id", ""),
                 "message": f"{size} bytes: larger than the server's max_content_length "
                 f"({max_bytes})",
