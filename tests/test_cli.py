@@ -705,5 +705,23 @@ def test_demo_runs_end_to_end(tmp_path):
     assert not re.search(r"SHARED .*TLP:RED\b", output), output
     assert output.count("(redacted: x_internal_note)") == 2, output
     assert "rule: ?" not in output
+    assert "[node-a] push to node-b" in output and "[node-b] pull from node-a" in output
+    assert output.count("dependencies sent with them:") == 2
     assert "both nodes stopped" in output
     assert not [port for port in ports if listening(port)]
+
+    # The demo's stores stay behind for a look: policy preview and audit, as a person reads them.
+    config = str(tmp_path / "demo" / "node-a.toml")
+    preview = run("--config", config, "policy", "preview", "--peer", "node-b")
+    assert preview.returncode == 0, preview.stderr
+    lines = preview.stdout.splitlines()
+    assert any(line.startswith("WITHHOLD ") and "'Implant C2 198.51.100.66'" in line
+               and "[tlp:red-never-leaves]" in line for line in lines)  # fmt: skip
+    assert re.fullmatch(r"would send \d+, would withhold 5; by rule: .*tlp:red-never-leaves 2.*",
+                        lines[-1]), lines[-1]  # fmt: skip
+    newest = run("--config", config, "audit", "--limit", "3").stdout.splitlines()
+    oldest = run("--config", config, "audit", "--limit", "3", "--oldest-first").stdout.splitlines()
+    assert newest[0].split() == ["AT", "DIRECTION", "ACTION", "WHO", "OBJECT", "RULE", "DETAIL"]
+    assert newest[0] == oldest[0] and len(newest) == len(oldest) == 4
+    assert newest[1] > newest[3] and oldest[1] < oldest[3]  # timestamps lead each line
+    assert "user-added" in oldest[1]

@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "check": ("node.cli.admin", "check", "validate the config, TLS and collection files, policies"),
     "sync": ("node.cli.sync", "sync", "run the sync worker; sync status"),
     "policy": ("node.cli.sync", "policy", "policy preview: what would be sent to a peer, and why"),
-    "audit": ("node.cli.sync", "audit_command", "the audit trail; audit verify"),
+    "audit": ("node.cli.audit", "audit_command", "the audit trail; audit verify"),
     "publish": ("node.cli.client", "publish", "validate and publish STIX bundles to a collection"),
     "collections": ("node.cli.client", "collections_command", "collections, rights, counts"),
     "get": ("node.cli.client", "get", "fetch objects of a collection as one STIX bundle"),

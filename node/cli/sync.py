@@ -1,19 +1,20 @@
-"""Sync commands: run the worker, show its state, preview policy, read the audit."""
+"""Sync commands: run the worker, show its state, preview policy."""
 
 from __future__ import annotations
 
 import json
 import signal
 import threading
+from collections import Counter
 
 import click
 
 from node.client import check_peer_tls
 from node.operations.sync import preview
 from node.sharing import Agreements
-from node.store import audit, syncstate
+from node.store import syncstate
 from node.sync.worker import RoundResult, SyncWorker, describe_lag
-from node.timestamps import from_micros, to_micros
+from node.timestamps import from_micros
 
 from .common import EXIT_FAILURES, CommandError, NodeContext
 
@@ -150,86 +151,29 @@ def policy_preview(node: NodeContext, peer: str, collection: str | None, as_json
                                                                   a.collection_id)]  # fmt: skip
             if not agreements:
                 raise CommandError(f"no mapping of peer {peer!r} for collection {collection!r}")
-        totals = {"send": 0, "withhold": 0}
+        totals: Counter[str] = Counter()
+        by_rule: Counter[str] = Counter()
         for agreement in agreements:
-            _preview(store, agreement, as_json, totals)
+            _preview(store, agreement, as_json, totals, by_rule)
     finally:
         store.close()
     if not as_json:
-        click.echo(f"would send {totals['send']}, would withhold {totals['withhold']}")
+        rules = ", ".join(f"{rule} {count}" for rule, count in sorted(by_rule.items()))
+        click.echo(f"would send {totals['send']}, would withhold {totals['withhold']}"
+                   f"{'; by rule: ' + rules if rules else ''}")  # fmt: skip
 
 
-def _preview(store, agreement, as_json: bool, totals: dict) -> None:
+def _preview(store, agreement, as_json: bool, totals: Counter, by_rule: Counter) -> None:
     for line in preview(store, agreement):
         d = line.decision
         totals["send" if d.allowed else "withhold"] += 1
+        by_rule[str(d.rule)] += 1
         if as_json:
             click.echo(json.dumps({"mapping": agreement.mapping.key, "id": d.object_id,
-                                   "version": d.version, "send": d.allowed,
+                                   "version": d.version, "send": d.allowed, "name": line.name,
                                    "rule": str(d.rule), "detail": d.detail}))  # fmt: skip
         else:
             verdict = "SEND    " if d.allowed else "WITHHOLD"
-            click.echo(f"{verdict} {d.object_id} {d.version or ''} [{d.rule}] {d.detail}")
-
-
-@click.group("audit", invoke_without_command=True)
-@click.option("--peer", metavar="NAME", help="Only records about this peer.")
-@click.option("--since", metavar="TIME", help="RFC 3339 timestamp, e.g. 2026-01-01T00:00:00Z.")
-@click.option(
-    "--limit", default=1000, show_default=True, help="At most this many records (0: all)."
-)
-@click.option("--json", "as_json", is_flag=True, help="JSON lines, with the hash chain (export).")
-@pass_node
-@click.pass_context
-def audit_command(ctx, node: NodeContext, peer, since, limit, as_json) -> None:
-    """Show the audit trail: what was sent, received, withheld or deleted, and why.
-
-    Also logins, account changes and publications.  Records form a hash chain:
-    'audit verify' checks it.
-
-    \b
-    Examples:
-      taxii-node --config config/node-a.toml audit --peer node-b --since 2026-01-01T00:00:00Z
-      taxii-node --config config/node-a.toml audit --json --limit 0 > audit.jsonl
-      taxii-node --config config/node-a.toml audit verify
-    """
-    if ctx.invoked_subcommand is not None:
-        return
-    try:
-        since_micros = to_micros(since) if since else None
-    except ValueError as exc:
-        raise CommandError(f"--since: {exc}") from None
-    with node.reading() as connection:
-        rows = audit.entries(connection, peer=peer, since=since_micros, limit=limit or None)
-    for row in rows:
-        row["at"] = from_micros(row["at"])
-        if as_json:
-            click.echo(json.dumps(row))
-        else:
-            who = row["peer"] or row["actor"] or "-"
-            click.echo(
-                f"{row['at']} {row['direction']:<7} {row['action']:<11} {who:<10} "
-                f"{row['object_id'] or '-'} [{row['rule'] or '-'}] {row['detail'] or ''}"
-            )
-
-
-@audit_command.command("verify")
-@pass_node
-@click.pass_context
-def audit_verify(ctx, node: NodeContext) -> None:
-    """Check the audit hash chain; report the first broken record.
-
-    Exit code 0 when intact, 1 when the chain is broken.
-
-    \b
-    Example:
-      taxii-node --config config/node-a.toml audit verify
-    """
-    with node.reading() as connection:
-        result = audit.verify(connection)
-    if result.ok:
-        click.echo(f"audit chain intact: {result.records} records, head {result.head}")
-        return
-    where = f"record {result.broken_at}" if result.broken_at is not None else "the end"
-    click.echo(f"audit chain BROKEN at {where}: {result.reason}")
-    ctx.exit(EXIT_FAILURES)
+            name = f"{line.name!r}" if line.name else "(no name)"
+            detail = f": {d.detail}" if d.detail else ""
+            click.echo(f"{verdict} {d.object_id} {d.version or ''} [{d.rule}] {name}{detail}")

@@ -115,9 +115,10 @@ def entries(
     peer: str | None = None,
     since: int | None = None,
     limit: int | None = 1000,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """Audit rows, oldest first, as dicts."""
-    statement = select(audit_table).order_by(audit_table.c.pk)
+    """Audit rows as dicts: the oldest ``limit`` oldest first, or the newest newest first."""
+    statement = select(audit_table).order_by(audit_table.c.pk.desc() if newest_first else audit_table.c.pk)
     if limit is not None:
         statement = statement.limit(limit)
     if peer is not None:
