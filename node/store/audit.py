@@ -118,7 +118,9 @@ def entries(
     newest_first: bool = False,
 ) -> list[dict[str, Any]]:
     """Audit rows as dicts: the oldest ``limit`` oldest first, or the newest newest first."""
-    statement = select(audit_table).order_by(audit_table.c.pk.desc() if newest_first else audit_table.c.pk)
+    statement = select(audit_table).order_by(
+        audit_table.c.pk.desc() if newest_first else audit_table.c.pk
+    )
     if limit is not None:
         statement = statement.limit(limit)
     if peer is not None:
