@@ -634,3 +634,28 @@ def test_the_audit_page_filters_by_object_peer_and_time(admin, store) -> None:
     past = _text(admin.get("/ui/audit", query_string={"until": "2000-01-01"}))
     assert "No record matches" in past
     assert admin.get("/ui/audit", query_string={"since": "soon"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/ui/objects?q=%00",
+        f"/ui/objects/{ALPHA}/indicator--%00",
+        "/ui/audit?object=x%00",
+        "/ui/objects?label=a%00b",
+    ],
+)
+def test_nul_characters_get_a_400_on_both_stores(admin, url) -> None:
+    response = admin.get(url)
+    assert response.status_code == 400
+    assert "NUL" in _text(response)
+
+
+def test_out_of_range_positions_are_ignored_not_errors(admin) -> None:
+    huge = "9" * 40
+    assert admin.get("/ui/objects", query_string={"before": huge}).status_code == 200
+    assert admin.get("/ui/audit", query_string={"before": huge}).status_code == 200
+    page = _text(admin.get("/ui/sharing"))
+    response = admin.post(f"/ui/sharing/dead-letters/{huge}/skip", data={"csrf_token": _csrf(page)})
+    assert response.status_code == 404
+    assert admin.get("/ui/objects", query_string={"before": "\uff11\uff12"}).status_code == 200

@@ -10,6 +10,7 @@ from node.taxii.state import node_state
 from node.timestamps import from_micros, to_micros
 
 from .blueprint import blueprint
+from .objects import position
 from .session import require_admin
 
 PAGE_SIZE = 100
@@ -37,7 +38,7 @@ def _filter() -> AuditFilter:
         object_id=request.args.get("object", "").strip()[:300],
         since=_time("since"),
         until=_time("until"),
-        before_pk=int(before) if before.isdigit() else None,
+        before_pk=position(before),
         limit=PAGE_SIZE,
     )
 

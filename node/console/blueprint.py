@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from node.taxii.state import node_state
@@ -26,11 +26,21 @@ def _session_and_csrf():
     """Every page but sign-in needs a signed-in account; every POST a CSRF token."""
     # Bounds every body, chunked ones too, before the form is parsed (for the CSRF check).
     request.max_content_length = node_state().config.taxii.max_content_length
+    if _holds_nul():
+        # PostgreSQL refuses NUL in text (a 500); no stored id, name or value has one.
+        abort(400, "A value in the request holds a NUL character.")
     g.account = current_account()
     check_csrf()
     if g.account is None and request.endpoint not in _OPEN_ENDPOINTS:
         return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
     return None
+
+
+def _holds_nul() -> bool:
+    values = [*(request.view_args or {}).values(), *request.args.values()]
+    if request.method == "POST":
+        values += request.form.values()
+    return any("\x00" in str(value) for value in values)
 
 
 @blueprint.after_request

@@ -53,6 +53,13 @@ def collections_page():
     return render_template("collections.html", rows=rows, tlp_choices=TLP_CHOICES)
 
 
+def position(text: str) -> int | None:
+    """A keyset position from a ``before`` parameter: digits that fit a BIGINT, else none."""
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
 def _date_bound(name: str, end_of_day: bool = False) -> int | None:
     text = request.args.get(name, "").strip()
     if not text:
@@ -85,7 +92,7 @@ def _search_from_args() -> ObjectSearch:
         author=request.args.get("author", "").strip()[:300],
         added_from=_date_bound("from"),
         added_to=_date_bound("to", end_of_day=True),
-        before=int(before) if before.isdigit() else None,
+        before=position(before),
         limit=PAGE_SIZE,
     )
 

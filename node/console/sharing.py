@@ -15,9 +15,11 @@ from node.taxii.state import node_state
 from node.timestamps import from_micros, now_micros
 
 from .blueprint import blueprint
+from .objects import position
 from .session import require_admin
 
 PREVIEW_LIMIT = 500
+DEAD_LETTERS_SHOWN = 100
 
 
 @dataclass
@@ -25,7 +27,8 @@ class MappingView:
     agreement: Agreement
     states: list[SyncState]
     withheld: dict[str, int]  # by rule
-    dead_letters: list[dict]
+    dead_letters: list[dict]  # the oldest DEAD_LETTERS_SHOWN
+    dead_letter_count: int
 
     @property
     def peer(self) -> str:
@@ -55,7 +58,8 @@ def _mapping_views() -> list[MappingView]:
                     label = f"{rule} ({direction})"
                     by_rule[label] = by_rule.get(label, 0) + n
             letters = syncstate.list_dead_letters(connection, agreement.peer.name, key)
-            views.append(MappingView(agreement, states, by_rule, letters))
+            views.append(MappingView(agreement, states, by_rule, letters[:DEAD_LETTERS_SHOWN],
+                                     len(letters)))  # fmt: skip
     return views
 
 
@@ -83,9 +87,10 @@ def preview_page():
 
 
 def _letter_pk(pk: str) -> int:
-    if not pk.isdigit():
+    number = position(pk)
+    if number is None:
         abort(404, "No such dead letter.")
-    return int(pk)
+    return number
 
 
 @blueprint.route("/sharing/dead-letters/<pk>/retry", methods=["POST"])
