@@ -26,6 +26,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,14 +105,18 @@ class StoreCollector:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._audit = search.AuditTally()
+        self._lock = threading.Lock()
 
     def collect(self) -> Iterator[Metric]:
         with self._store.read() as connection:
             per_collection = search.versions_per_collection(connection)
             states = syncstate.all_states(connection)
-            withheld = search.withheld_by_rule(connection)
             pending = search.dead_letter_counts(connection)
-            records, failed_logins = search.audit_totals(connection)
+            with self._lock:
+                search.tally_audit(connection, self._audit)
+                withheld = dict(self._audit.withheld)
+                records, failed_logins = self._audit.records, self._audit.failed_logins
         yield _objects(per_collection)
         yield from _sync_counters(states)
         yield _withheld_by_rule(withheld)

@@ -20,7 +20,7 @@ import pytest
 
 from node.app import create_app
 from node.config import load_config
-from node.store import Store, accounts, audit, catalog, objects, syncstate
+from node.store import Store, accounts, audit, catalog, objects, search, syncstate
 from node.store.catalog import Collection
 from node.tlp import TLP, TLP2_MARKING_IDS
 from tests.nodes import COLLECTIONS, NodeFiles, free_port
@@ -659,3 +659,33 @@ def test_out_of_range_positions_are_ignored_not_errors(admin) -> None:
     response = admin.post(f"/ui/sharing/dead-letters/{huge}/skip", data={"csrf_token": _csrf(page)})
     assert response.status_code == 404
     assert admin.get("/ui/objects", query_string={"before": "\uff11\uff12"}).status_code == 200
+
+
+def _metric(text: str, pattern: str) -> float:
+    match = re.search(pattern + r" ([0-9.e+]+)", text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_audit_metrics_follow_the_trail_between_scrapes(app, store) -> None:
+    client = app.test_client()
+    withheld = (r'taxii_node_sync_withheld_by_rule_total\{collection="' + ALPHA +
+                r'",direction="push",peer="node-b",rule="labels.deny"\}')  # fmt: skip
+    before = client.get("/metrics", headers=_basic("admin")).get_data(as_text=True)
+    record = audit.AuditRecord(
+        action="withheld",
+        direction="push",
+        object_id=MALWARE,
+        peer="node-b",
+        collection_id=ALPHA,
+        rule="labels.deny",
+    )
+    with store.write() as connection:
+        audit.record(connection, [record, record, record])
+    after = client.get("/metrics", headers=_basic("admin")).get_data(as_text=True)
+    assert _metric(after, withheld) == _metric(before, withheld) + 3
+    with store.read() as connection:
+        total, failed = search.audit_totals(connection)
+        full = search.withheld_by_rule(connection)[("node-b", ALPHA, "push", "labels.deny")]
+    assert _metric(after, withheld) == full
+    assert _metric(after, r"taxii_node_audit_records") == total
+    assert _metric(after, r"taxii_node_failed_logins_total") == failed

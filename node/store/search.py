@@ -397,6 +397,40 @@ def withheld_by_rule(connection: Connection) -> dict[tuple[str, str, str, str], 
     }
 
 
+@dataclass
+class AuditTally:
+    """Running counts over the audit trail (for metrics), brought up to date by
+    ``tally_audit`` from the last record it saw."""
+
+    last_pk: int = 0
+    records: int = 0
+    failed_logins: int = 0
+    withheld: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+
+
+def tally_audit(connection: Connection, tally: AuditTally) -> None:
+    """Add the records after ``tally.last_pk`` to ``tally``.
+
+    Reading only the new records keeps a scrape cheap however long the trail.
+    The trail only grows (removing a record breaks the hash chain), and records
+    are appended one writer at a time under the head's lock, so they commit in
+    ``pk`` order and none appears later behind ``last_pk``.
+    """
+    a = audit_table.c
+    statement = (
+        select(a.peer, a.collection_id, a.direction, a.rule, a.action, func.count(), func.max(a.pk))
+        .where(a.pk > tally.last_pk)
+        .group_by(a.peer, a.collection_id, a.direction, a.rule, a.action)
+    )
+    for peer, collection_id, direction, rule, action, count, last in connection.execute(statement):
+        tally.records += count
+        tally.last_pk = max(tally.last_pk, last)
+        if action == "login-failed":
+            tally.failed_logins += count
+        elif action == "withheld":
+            tally.withheld[(peer or "", collection_id or "", direction, rule or "")] += count
+
+
 def audit_totals(connection: Connection) -> tuple[int, int]:
     """(audit records, failed logins) in the whole trail."""
     total = connection.execute(select(func.count()).select_from(audit_table)).scalar_one()
