@@ -70,6 +70,7 @@ demo: $(STAMP)
 # TAXII_NODE_BENCH_MILLION=1 adds the 1,000,000-object scale run (about 30 min more).
 bench: $(STAMP)
 	$(BIN)/python bench/bench_platform.py
+	$(BIN)/python bench/bench_startup.py
 	$(BIN)/python bench/bench_node.py --quick
 	$(BIN)/python bench/bench_sync.py
 

@@ -95,12 +95,12 @@ class ServerOptions:
 
 def _client(node: NodeContext, server: ServerOptions) -> TaxiiClient:
     """A client for the server named by --url or --config, with the caller's credentials."""
-    from node.client import TaxiiClient
-
     if server.url and server.config_path:
         raise CommandError("give either --url or --config, not both")
     url = server.url or _configured_api_root(node, server.config_path)
     user, password, token = _credentials(server)
+    from node.client import TaxiiClient  # requests: imported once there is work for it
+
     client = TaxiiClient(url, user, password, token=token, timeout=60)
     if server.url:
         try:

@@ -113,8 +113,8 @@ def run_guarded(command: click.Group) -> int:
     except click.UsageError as exc:
         where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         return _report(f"error: {exc.format_message()}{where}", debug)
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # CommandError, and click's own (files, for one)
+        click.echo(f"error: {exc.format_message()}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
