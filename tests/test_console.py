@@ -615,6 +615,7 @@ def test_the_object_page_shows_every_version_and_a_peer_origin(analyst, store) -
     page = _text(analyst.get(f"/ui/objects/{ALPHA}/{object_id}"))
     assert "<h1>New name</h1>" in page
     assert "origin: node-b" in page
+    assert "came from this peer: never sent back" in page  # no echo, whatever the policy
     timeline = page[page.index('class="timeline"') :]
     assert timeline.index("2026-03-02T10:00:00.000Z") < timeline.index(T)  # newest first
     every = json.loads(analyst.get(f"/ui/objects/{ALPHA}/{object_id}/bundle?versions=all").data)

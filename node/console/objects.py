@@ -179,8 +179,12 @@ class PeerVerdict:
     detail: str
 
 
-def _current_verdicts(collection_id: str, obj: dict) -> list[PeerVerdict]:
-    """What the egress policy of each peer mapping this collection decides now."""
+def _current_verdicts(collection_id: str, obj: dict, origin: str | None) -> list[PeerVerdict]:
+    """What the egress policy of each peer mapping this collection decides now.
+
+    A version that came from a peer is never sent back to it (no echo), whatever
+    its policy says.
+    """
     state = node_state()
     verdicts = []
     with state.store.read() as connection:
@@ -188,11 +192,23 @@ def _current_verdicts(collection_id: str, obj: dict) -> list[PeerVerdict]:
         for agreement in state.agreements:
             if agreement.collection_id != collection_id:
                 continue
+            mapping, peer = agreement.mapping, agreement.peer.name
+            if peer == origin:
+                verdicts.append(
+                    PeerVerdict(
+                        peer,
+                        mapping.direction,
+                        mapping.pushes,
+                        False,
+                        "origin",
+                        "it came from this peer: never sent back",
+                    )
+                )
+                continue
             decision = Policy(agreement.egress, resolve).apply([obj])[0]
             verdicts.append(
-                PeerVerdict(agreement.peer.name, agreement.mapping.direction,
-                            agreement.mapping.pushes, decision.allowed, str(decision.rule),
-                            decision.detail)
+                PeerVerdict(peer, mapping.direction, mapping.pushes, decision.allowed,
+                            str(decision.rule), decision.detail)
             )  # fmt: skip
     return verdicts
 
@@ -241,7 +257,7 @@ def object_page(collection_id: str, object_id: str):
         links=_links(object_id, referrers, targets),
         targets=targets,
         recorded=[r for r in recorded if r["collection_id"] in (collection_id, None)],
-        verdicts=_current_verdicts(collection_id, latest),
+        verdicts=_current_verdicts(collection_id, latest, versions[0].origin),
         raw=json.dumps(latest, indent=2, ensure_ascii=False, sort_keys=False),
         badges=tlp_badges(latest),
         safe_url=safe_url,
