@@ -51,7 +51,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import requests
@@ -388,6 +388,7 @@ def scale(workdir: Path, label: str, store_url: str | None, sizes: Sequence[int]
             print(f"  {size:>9,} objects (seeded at {seeded:,.0f} obj/s): "
                   + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items())
                   + f", {per_object:,.0f} bytes/object", flush=True)  # fmt: skip
+        print_plans(target.store_url, target, have)
     first = rows[0][1]
     for size, figures, _ in rows[1:]:
         ratios = []
@@ -395,6 +396,52 @@ def scale(workdir: Path, label: str, store_url: str | None, sizes: Sequence[int]
             worse = first[name] / value if not name.endswith("ms") else value / first[name]
             ratios.append(f"{name} {worse:.2f}x {_ok(worse <= 1.5)}")
         print(f"  at {size:,} vs {rows[0][0]:,} (cost ratio, target <= 1.5x): " + "; ".join(ratios))
+
+
+def hot_queries(target: Target) -> list[tuple[str, objects.ObjectQuery | tuple[str, tuple]]]:
+    """The statements of the hot paths, as the node sends them."""
+    collection = COLLECTIONS[ALIAS]
+    some_id = target.ids[len(target.ids) // 2]
+    existing = tuple(target.ids[-100:])
+    return [
+        ("page, match[version]=last (default), first page",
+         objects.ObjectQuery(collection, limit=100)),
+        ("page after a cursor in the middle",
+         objects.ObjectQuery(collection, limit=100, after=0)),  # cursor set by print_plans
+        ("GET by id (match[id], last)", objects.ObjectQuery(collection, limit=100, ids=(some_id,))),
+        ("match[type]=indicator", objects.ObjectQuery(collection, limit=100, types=("indicator",))),
+        ("match[version]=first", objects.ObjectQuery(collection, limit=100, versions=("first",))),
+        ("POST: stored versions of 100 posted ids",
+         ("SELECT object_id, version, date_added FROM objects WHERE collection_id = {m} AND "
+          f"object_id IN ({', '.join(['{m}'] * len(existing))})", (collection, *existing))),
+    ]  # fmt: skip
+
+
+def print_plans(store_url: str, target: Target, rows: int) -> None:
+    """EXPLAIN (ANALYZE on PostgreSQL) of each hot query on the store as it is now."""
+    print(f"  plans at {rows:,} rows:")
+    store = Store(store_url)
+    try:
+        with store.read() as connection:
+            middle = connection.exec_driver_sql(
+                "SELECT MIN(date_added) + (MAX(date_added) - MIN(date_added)) / 2 FROM objects"
+            ).scalar_one()
+            marker = "?" if store.dialect == "sqlite" else "%s"
+            for label, query in hot_queries(target):
+                if isinstance(query, objects.ObjectQuery):
+                    if label.startswith("page after"):
+                        query = replace(query, after=int(middle))
+                    plan = objects.explain_page(connection, query, analyze=True)
+                else:
+                    statement, params = query
+                    plan = objects.explain(
+                        connection, statement.replace("{m}", marker), params, analyze=True
+                    )
+                print(f"    -- {label}")
+                for line in plan.splitlines():
+                    print(f"       {line if len(line) < 160 else line[:150] + ' ...'}")
+    finally:
+        store.close()
 
 
 # -- 3. concurrency ------------------------------------------------------------
