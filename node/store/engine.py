@@ -27,15 +27,18 @@ def placeholder(connection: Connection) -> str:
     return "?" if connection.dialect.paramstyle == "qmark" else "%s"
 
 
-def locking(statement: _Selected, connection: Connection) -> _Selected:
-    """``statement`` FOR UPDATE, except on SQLite.
+def row_lock_clause(connection: Connection) -> str:
+    """ " FOR UPDATE" to append to a SELECT in SQL text, except on SQLite.
 
     PostgreSQL queues writers on the locked rows; SQLite has no row locks and
     has already serialised writers with BEGIN IMMEDIATE (``write_transaction``).
     """
-    if connection.dialect.name == "sqlite":
-        return statement
-    return statement.with_for_update()
+    return "" if connection.dialect.name == "sqlite" else " FOR UPDATE"
+
+
+def locking(statement: _Selected, connection: Connection) -> _Selected:
+    """``statement`` FOR UPDATE, except on SQLite (see ``row_lock_clause``)."""
+    return statement.with_for_update() if row_lock_clause(connection) else statement
 
 
 def create_store_engine(url: str) -> Engine:

@@ -10,14 +10,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Column, Connection, func, or_, select, update
+from sqlalchemy import Column, Connection, func, or_, select
 
 from node import jsoncodec
-from node.timestamps import from_micros, is_timestamp, now_micros
-from node.validation import object_problem, version_key, version_stamp
+from node.timestamps import from_micros, is_timestamp, now_micros, to_micros
+from node.validation import object_problem, version_stamp
 
-from .engine import locking, placeholder
-from .schema import MARKER_EXPRESSIONS, collections, objects_table
+from .engine import placeholder, row_lock_clause
+from .schema import MARKER_EXPRESSIONS, objects_table
 
 _IN_CHUNK = 500
 _T = TypeVar("_T")
@@ -143,11 +143,12 @@ def prepare(items: Sequence[object], texts: Sequence[str] | None = None) -> Prep
             outcome.failures.append(_detail(raw, problem))
             continue
         item = cast(dict[str, Any], raw)  # object_problem found none: a STIX object
-        problem = _storage_problem(item)
+        version_text = _version_text(item)
+        problem = _storage_problem(version_text)
         if problem is not None:
             outcome.failures.append(_detail(item, problem))
             continue
-        key = (item["id"], version_key(item))
+        key = (item["id"], to_micros(version_text) if version_text else 0)
         if key in prepared.candidates:
             _report_repeat(outcome, prepared.candidates[key].obj, item)
             continue
@@ -161,7 +162,7 @@ def prepare(items: Sequence[object], texts: Sequence[str] | None = None) -> Prep
                 _detail(item, "a string holds an unpaired surrogate (\\ud800-\\udfff): not Unicode")
             )
             continue
-        prepared.candidates[key] = _Candidate(item, body, _version_text(item))
+        prepared.candidates[key] = _Candidate(item, body, version_text)
     return prepared
 
 
@@ -192,9 +193,8 @@ def add_objects(
     return store_prepared(connection, collection_id, prepare(items), origin)
 
 
-def _storage_problem(item: dict[str, Any]) -> str | None:
-    """Why a valid object cannot be stored as it is, or None."""
-    version_text = _version_text(item)
+def _storage_problem(version_text: str) -> str | None:
+    """Why a valid object with this version cannot be stored as it is, or None."""
     if len(version_text) > _MAX_VERSION_TEXT:
         return (
             f"the version {version_text[:40]!r}... has more fractional digits than this "
@@ -270,14 +270,17 @@ def _store_new_versions(
                 key[0], obj["type"], candidate.version_text, date_added, candidate.body, origin
             )
         )
-        outcome.successes.append(_valid_detail(obj, "added", date_added))
+        outcome.successes.append(
+            {"id": key[0], "message": "added",
+             "version": candidate.version_text or from_micros(date_added)}
+        )  # _valid_detail, without finding the version again  # fmt: skip
     if rows:
         _demote(connection, collection_id, latest, first, stored)
         _insert_rows(connection, rows)
-        connection.execute(
-            update(collections)
-            .where(collections.c.id == collection_id)
-            .values(last_date_added=rows[-1][6])
+        marker = placeholder(connection)
+        connection.exec_driver_sql(
+            f"UPDATE collections SET last_date_added = {marker} WHERE id = {marker}",
+            (rows[-1][6], collection_id),
         )
 
 
@@ -366,8 +369,12 @@ def _lock_collection(connection: Connection, collection_id: str) -> int:
     date_added values are handed out in commit order and the version markers
     of one object are moved by one writer at a time.
     """
-    statement = select(collections.c.last_date_added).where(collections.c.id == collection_id)
-    last: int = connection.execute(locking(statement, connection)).scalar_one()
+    # Driver SQL: building the statement with SQLAlchemy cost more than running it.
+    statement = (
+        f"SELECT last_date_added FROM collections WHERE id = {placeholder(connection)}"
+        f"{row_lock_clause(connection)}"
+    )
+    last: int = connection.exec_driver_sql(statement, (collection_id,)).scalar_one()
     return last
 
 
