@@ -388,12 +388,20 @@ def test_hostile_strings_are_shown_as_text(analyst) -> None:
 
 
 def test_every_console_response_carries_a_strict_content_security_policy(app, analyst) -> None:
-    for response in (analyst.get("/ui/collections"), app.test_client().get("/ui/sign-in"),
-                     analyst.get("/ui/objects/nowhere/x")):  # fmt: skip
+    pages = ("/ui/collections", "/ui/objects/nowhere/x", "/ui/no/such/page")
+    responses = [analyst.get(url) for url in pages] + [app.test_client().get("/ui/sign-in")]
+    for response in responses:
         policy = response.headers["Content-Security-Policy"]
         assert "unsafe-inline" not in policy and "script-src" not in policy
         assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_unknown_console_pages_are_html_404s(analyst) -> None:
+    response = analyst.get("/ui/no/such/page")
+    assert response.status_code == 404
+    assert response.content_type.startswith("text/html")
+    assert "no such page" in _text(response)
 
 
 def test_no_template_marks_anything_safe() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import g, redirect, render_template, request, url_for
+from flask import abort, g, redirect, render_template, request, url_for
 
 from . import session as sessions
 from .blueprint import blueprint
@@ -37,3 +37,9 @@ def sign_in():
 def sign_out_action():
     sessions.sign_out()
     return redirect(url_for("console.sign_in"))
+
+
+@blueprint.route("/<path:unknown>")
+def not_found(unknown: str):
+    """Unknown console paths get the console's 404 page (not the API's JSON error)."""
+    abort(404, "There is no such page in the console.")
