@@ -391,7 +391,7 @@ def publish(ctx, node, paths, collection, dry_run, as_json, tlp, created_by, **o
             client.close()
     except BundleError as exc:
         raise CommandError(str(exc)) from None
-    _print_summary(summary, as_json)
+    _print_summary(summary, as_json, marked=marking is not None)
     ctx.exit(0 if summary.ok else EXIT_FAILURES)
 
 
@@ -445,7 +445,7 @@ def _print_dry_run(count: int, summary: PublishSummary, as_json: bool) -> None:
     click.echo(f"{count} valid, {len(summary.invalid)} invalid (dry run: nothing posted)")
 
 
-def _print_summary(summary: PublishSummary, as_json: bool) -> None:
+def _print_summary(summary: PublishSummary, as_json: bool, marked: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
         return
@@ -461,7 +461,9 @@ def _print_summary(summary: PublishSummary, as_json: bool) -> None:
             "different object under the same id and version (modified). STIX versions never "
             "change (STIX 2.1 3.6): a changed object needs a later 'modified'. Ask its "
             "producer for a corrected release, or keep the version the server holds."
-        )
+            + (" (--tlp and --created-by change the objects they mark: versions the server "
+               "holds without them conflict.)" if marked else "")
+        )  # fmt: skip
     click.echo(
         f"posted {summary.posted}, already present {summary.already_present}, "
         f"failed {len(summary.failed) + len(summary.invalid)}"
