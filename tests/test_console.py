@@ -103,6 +103,8 @@ def node(tmp_path_factory, module_store_url) -> NodeFiles:
         accounts.grant(connection, "node-b", ALPHA, read=True, write=True)
         accounts.add_user(connection, "throttled", PASSWORD)
         accounts.add_user(connection, "mover", PASSWORD)
+        accounts.add_user(connection, "bound", PASSWORD)
+        accounts.bind_certificate(connection, "bound", fingerprint="ab" * 32, subject=None)
         objects.add_objects(connection, ALPHA, corpus())
         objects.add_objects(connection, BETA, [_sdo("indicator", SECRET, name="Beta only",
                             pattern="[domain-name:value = 'beta.example']", pattern_type="stix",
@@ -221,6 +223,14 @@ def test_partner_sync_accounts_and_tokens_cannot_sign_in(app, store) -> None:
     with store.write() as connection:
         _, token = accounts.create_token(connection, "analyst", expires=None)
     assert sign_in(client, "analyst", token).status_code == 401
+
+
+def test_an_account_bound_to_a_certificate_needs_it_to_sign_in(app) -> None:
+    client = app.test_client()
+    refused = sign_in(client, "bound")  # the right password, no client certificate
+    assert refused.status_code == 401
+    assert "Wrong user name or password" in _text(refused)
+    assert client.get("/ui/collections").status_code == 302
 
 
 def test_forms_without_the_csrf_token_are_refused(admin, store) -> None:
