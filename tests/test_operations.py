@@ -32,8 +32,9 @@ FINGERPRINT = "ab" * 32
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'node.db'}")
+def store(store_url: str | None, tmp_path: Path) -> Iterator[Store]:
+    """A migrated store with two collections: SQLite, and PostgreSQL when reachable."""
+    store = Store(store_url or f"sqlite:///{tmp_path / 'node.db'}")
     store.migrate()
     with store.write() as connection:
         catalog.upsert(connection, SHARED)
