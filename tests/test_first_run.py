@@ -282,6 +282,9 @@ def test_every_expected_error_is_one_error_line(node) -> None:
     one_line_error(node.cli("user", "add", "alice", "--password-stdin", input="long-enough\n",
                             check=False), "already exists")  # fmt: skip
     one_line_error(node.cli("user", "frobnicate", check=False), "No such command")
+    one_line_error(node.cli("publish", check=False), "Missing argument")
+    bare = run()  # no command at all: the help, not an error line
+    assert bare.returncode == 2 and "Commands:" in bare.stdout and "error" not in bare.stderr
     one_line_error(node.cli("token", "revoke", "nope", check=False), "no token 'nope'")
     one_line_error(node.cli("user", "add", "x", "--password-stdin", "--cert-fingerprint", "zz",
                             input="long-enough\n", check=False), "SHA-256")  # fmt: skip

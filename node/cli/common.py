@@ -111,6 +111,9 @@ def run_guarded(command: click.Group) -> int:
         click.echo("error: aborted", err=True)
         return EXIT_USAGE
     except click.UsageError as exc:
+        if exc.ctx is not None and exc.format_message() == exc.ctx.get_help():
+            click.echo(exc.format_message())  # a group run without a command: its help
+            return EXIT_USAGE
         where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         return _report(f"error: {exc.format_message()}{where}", debug)
     except click.ClickException as exc:  # CommandError, and click's own (files, for one)
