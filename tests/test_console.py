@@ -708,3 +708,16 @@ def test_audit_metrics_follow_the_trail_between_scrapes(app, store) -> None:
     assert _metric(after, withheld) == full
     assert _metric(after, r"taxii_node_audit_records") == total
     assert _metric(after, r"taxii_node_failed_logins_total") == failed
+
+
+def test_next_page_links_carry_only_the_filters(analyst, admin, monkeypatch) -> None:
+    """url_for reads _external, _scheme and _anchor as its own: a crafted query must
+    not turn the next page's link into another scheme or site."""
+    monkeypatch.setattr("node.console.objects.PAGE_SIZE", 1)
+    monkeypatch.setattr("node.console.audit.PAGE_SIZE", 1)
+    hostile = {"_external": "1", "_scheme": "javascript", "_anchor": "x", "type": "indicator"}
+    for client, url in ((analyst, "/ui/objects"), (admin, "/ui/audit")):
+        page = _text(client.get(url, query_string=hostile))
+        link = re.search(r'rel="next" href="([^"]+)"', page)
+        assert link, url
+        assert link.group(1).startswith(url + "?") and "_scheme" not in link.group(1), link

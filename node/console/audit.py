@@ -10,10 +10,11 @@ from node.taxii.state import node_state
 from node.timestamps import from_micros, to_micros
 
 from .blueprint import blueprint
-from .objects import position
+from .objects import known_args, position
 from .session import require_admin
 
 PAGE_SIZE = 100
+AUDIT_KEYS = ("peer", "action", "rule", "object", "since", "until")
 AUTO_VERIFY_RECORDS = 50_000  # verify the chain on every visit up to this size
 
 
@@ -55,7 +56,8 @@ def audit_page():
         head = audit.head(connection)
     next_args = None
     if len(rows) == PAGE_SIZE:
-        next_args = {**request.args.to_dict(), "before": rows[-1]["pk"]}
+        next_args = {**known_args(AUDIT_KEYS), "before": rows[-1]["pk"]}
     return render_template("audit.html", rows=rows, args=request.args, next_args=next_args,
+                           filters=known_args(AUDIT_KEYS),
                            verification=verification, head=head, total=total,
                            from_micros=from_micros)  # fmt: skip

@@ -53,6 +53,15 @@ def collections_page():
     return render_template("collections.html", rows=rows, tlp_choices=TLP_CHOICES)
 
 
+SEARCH_KEYS = ("q", "collection", "type", "tlp", "label", "author", "from", "to")
+
+
+def known_args(keys: tuple[str, ...]) -> dict[str, str]:
+    """The request's filters named ``keys`` (for the next page's link): never other
+    parameters, which ``url_for`` would read as its own (``_external``, ``_scheme``)."""
+    return {key: request.args[key] for key in keys if request.args.get(key)}
+
+
 def position(text: str) -> int | None:
     """A keyset position from a ``before`` parameter: digits that fit a BIGINT, else none."""
     if not text.isascii() or not text.isdigit() or len(text) > 18:
@@ -104,7 +113,7 @@ def objects_page():
         page = search.search_objects(connection, wanted)
     next_args = None
     if page.next_before is not None:
-        next_args = {**request.args.to_dict(), "before": page.next_before}
+        next_args = {**known_args(SEARCH_KEYS), "before": page.next_before}
     titles = {c.id: c.alias or c.title for c in readable_collections()}
     return render_template(
         "objects.html",
