@@ -33,6 +33,9 @@ class ServerConfig:
     workers: int = 2
     threads: int = 8
     timeout: int = 60
+    # Seconds within which a client must send a whole request, headers and body,
+    # however steadily it trickles (timeout bounds each wait for more bytes).
+    request_timeout: int = 300
     auth_cache_seconds: int = 30
     tls_cert: Path | None = None  # PEM certificate (chain) served to clients
     tls_key: Path | None = None
@@ -178,7 +181,8 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
 
 def _server(reader: _Reader, table: Mapping[str, Any]) -> ServerConfig:
     where = "[server]"
-    keys = {"host", "port", "workers", "threads", "timeout", "auth_cache_seconds"}
+    keys = {"host", "port", "workers", "threads", "timeout", "request_timeout"}
+    keys |= {"auth_cache_seconds"}
     keys |= {"tls_cert", "tls_key", "tls_client_ca", "insecure_http"}
     keys |= {"console_idle_minutes", "metrics_token_file", "metrics_loopback"}
     reader.check_keys(table, keys, where)
@@ -212,6 +216,9 @@ def _server(reader: _Reader, table: Mapping[str, Any]) -> ServerConfig:
         workers=reader.integer(table, "workers", where, defaults.workers, low=1, high=64),
         threads=reader.integer(table, "threads", where, defaults.threads, low=1, high=256),
         timeout=reader.integer(table, "timeout", where, defaults.timeout, low=1, high=3600),
+        request_timeout=reader.integer(
+            table, "request_timeout", where, defaults.request_timeout, low=1, high=86400
+        ),
         auth_cache_seconds=reader.integer(
             table, "auth_cache_seconds", where, defaults.auth_cache_seconds, low=0, high=3600
         ),

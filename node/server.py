@@ -11,12 +11,18 @@ against that CA bundle: an untrusted certificate fails the handshake.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import selectors
+import socket
 import ssl
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker
 
 from node import metrics
@@ -26,34 +32,186 @@ from node.taxii.negotiation import TAXII_21
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 
 
-class TaxiiThreadWorker(ThreadWorker):
-    """gunicorn's gthread worker, with two changes a TAXII server needs.
+# What ends a request's head (RFC 9112, 2.1; gunicorn also takes bare LF).
+_HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
+# Heads are gathered without a thread up to this size; a larger one is left to
+# gunicorn's parser, which refuses it (431) or reads the rest under the deadline.
+_MAX_GATHERED_HEAD = 64 * 1024
+# How long a thread waits for the first bytes of a new connection before the
+# connection is parked on the poller (gunicorn itself waits 5 s).
+_FIRST_BYTES_WAIT = 0.1
+# How long a closing connection is read (and discarded) before it is closed.
+_LINGER_SECONDS = 2.0
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
-    * Reads time out: gthread reads request headers from a blocking socket
-      with no timeout, so a client that never finishes its headers (slowloris)
-      holds a thread for ever, and a dozen such clients stall the server.
-      Once gunicorn has set up a connection, its socket gets ``[server]
-      timeout``: a stalled read fails, the connection closes, the thread is free.
+
+class TaxiiThreadWorker(ThreadWorker):
+    """gunicorn's gthread worker, hardened against slow clients, with TAXII error bodies.
+
+    gthread hands a connection to a thread as soon as it is readable, and the
+    thread then blocks until the request's head is in: 48 clients sending one
+    header byte every 2 s, each read well within any read timeout, held every
+    thread and real requests timed out.  Here:
+
+    * A request's head is gathered without holding a thread: a thread takes
+      what has arrived and, while the head is incomplete, parks the connection
+      on gunicorn's poller until more bytes come.  gunicorn's parser only ever
+      sees complete heads.
+    * Every request has a deadline, ``[server] request_timeout`` from its first
+      byte, for its head and body together, however steadily it trickles;
+      past it, the client gets 408 and the connection closes.  Each wait for
+      more bytes is also bounded by ``[server] timeout``.
+    * At most half of the threads (at least one) may wait for a slow body at
+      once (``_DeadlineSocket``); beyond that a read that would block fails at
+      once (408), so slow clients cannot take the threads others need.
     * Errors gunicorn answers itself (a malformed request line, 414, 431, bad
       chunking...) get a TAXII error body (3.6.1) instead of an HTML page.
+
+    This uses gthread internals of gunicorn 27 (``TConn``, ``_DEFER``,
+    ``pending_conns``), hence the pin in pyproject.toml.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.request_timeout = float(self.app.node_config.server.request_timeout)
+        self.slow_waits = threading.BoundedSemaphore(max(1, self.cfg.threads // 2))
+        self.lingering: list[tuple[float, object]] = []  # (until, socket) being closed
+
     def handle(self, conn):
-        # gunicorn calls conn.init() before reading each request (a no-op after
-        # the first); wrap it once per connection so the timeout is set each time.
-        if not hasattr(conn, "plain_init"):
-            conn.plain_init = conn.init
+        self._instrument(conn)
+        if not conn.initialized:
+            ready = self._set_up(conn)
+            if ready is not True:
+                return ready
+        if not conn.is_http2 and conn.parser is not None:
+            waiting = self._gather_head(conn)
+            if waiting is not None:
+                return waiting
+        try:
+            return super().handle(conn)
+        finally:
+            conn.request_started = None
 
-            def init_with_timeout() -> None:
-                conn.plain_init()
-                conn.sock.settimeout(self.cfg.timeout)
+    def _instrument(self, conn) -> None:
+        """Once per connection: after gunicorn's own set-up (TLS, the parser), the
+        socket gets read timeouts and the parser reads through ``_DeadlineSocket``."""
+        if hasattr(conn, "plain_init"):
+            return
+        conn.plain_init = conn.init
+        conn.request_started = None
 
-            conn.init = init_with_timeout
-        return super().handle(conn)
+        def init_with_deadline() -> None:
+            conn.plain_init()
+            conn.sock.settimeout(self.cfg.timeout)
+            unreader = getattr(conn.parser, "unreader", None)
+            if unreader is not None and not isinstance(unreader.sock, _DeadlineSocket):
+                unreader.sock = _DeadlineSocket(unreader.sock, conn, self)
+
+        conn.init = init_with_deadline
+
+    def _set_up(self, conn):
+        """True once a new connection is set up; else what ``handle`` returns."""
+        if not conn.data_ready and not conn.wait_for_data(_FIRST_BYTES_WAIT):
+            return gthread._DEFER  # no bytes yet: wait on the poller, not in a thread
+        conn.data_ready = True
+        try:
+            conn.sock.setblocking(True)
+            conn.init()
+        except (OSError, ssl.SSLError) as exc:
+            self.log.debug("connection set-up failed: %s", exc)
+            return False
+        return True
+
+    def _gather_head(self, conn):
+        """None when the head is in (or is gunicorn's to refuse); else what ``handle``
+        returns: park the connection (``_DEFER``) or close it (False)."""
+        unreader = conn.parser.unreader
+        held = unreader.take_buffered()
+        try:
+            held, closed = _read_available(_raw(unreader.sock), held, _MAX_GATHERED_HEAD)
+        finally:
+            unreader.unread(held)
+        if held and conn.request_started is None:
+            conn.request_started = time.monotonic()
+        if not held:
+            return False if closed else gthread._DEFER
+        if closed or len(held) >= _MAX_GATHERED_HEAD or any(end in held for end in _HEAD_ENDS):
+            return None
+        if time.monotonic() >= conn.request_started + self.request_timeout:
+            self._send(conn.sock, 408, "Request Timeout", self._late_description())
+            return False
+        return gthread._DEFER
+
+    def _late_description(self) -> str:
+        return (
+            f"the request did not arrive within {self.request_timeout:g} s "
+            "([server] request_timeout)"
+        )
+
+    def request_deadline(self, conn) -> float:
+        started = conn.request_started or time.monotonic()
+        return started + self.request_timeout
+
+    def _keepalive_after(self, conn, keepalive):
+        # A body that failed to arrive in time is not drained (gunicorn would
+        # wait up to 5 s more for it): the connection closes.
+        if getattr(conn, "read_failed", False):
+            return False
+        return super()._keepalive_after(conn, keepalive)
+
+    def finish_request(self, conn, fs) -> None:
+        if not fs.cancelled() and fs.exception() is None and fs.result() is False:
+            # gunicorn would linger on this socket for up to 2 s in the main
+            # thread (util.close_graceful), so 48 clients that never close would
+            # stall the whole worker: linger on the poller instead.
+            self.nr_conns -= 1
+            self._linger(conn.sock)
+            return
+        super().finish_request(conn, fs)
+        # A parked connection waits for its next bytes at most [server] timeout,
+        # and never past its request's deadline (gunicorn would give it keepalive).
+        if conn in self.pending_conns:
+            conn.timeout = time.monotonic() + self.cfg.timeout
+            if getattr(conn, "request_started", None) is not None:
+                conn.timeout = min(conn.timeout, self.request_deadline(conn))
+
+    def _linger(self, sock) -> None:
+        """Close as RFC 9112 9.6 asks (FIN, then read until the client closes, so that
+        unread bytes do not turn into a reset that truncates our answer), on the poller."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, self._drain)
+        except (OSError, ValueError, KeyError):
+            _close(sock)
+            return
+        self.lingering.append((time.monotonic() + _LINGER_SECONDS, sock))
+
+    def _drain(self, sock) -> None:
+        try:
+            if sock.recv(65536):
+                return
+        except _WOULD_BLOCK:
+            return
+        except OSError:
+            pass
+        self._forget(sock)
+
+    def _forget(self, sock) -> None:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            self.poller.unregister(sock)
+        _close(sock)
+        self.lingering = [(when, other) for when, other in self.lingering if other is not sock]
+
+    def murder_pending(self) -> None:
+        super().murder_pending()
+        now = time.monotonic()
+        for sock in [sock for until, sock in self.lingering if until <= now]:
+            self._forget(sock)
 
     def handle_request(self, req, conn):
-        # Headers are in: the application reads the body with its own timeout
-        # (views._read_body) and writes the response on a blocking socket.
+        # The head is in: the application reads the body through _DeadlineSocket
+        # and writes the response on a blocking socket.
         conn.sock.settimeout(None)
         return super().handle_request(req, conn)
 
@@ -61,19 +219,111 @@ class TaxiiThreadWorker(ThreadWorker):
         captured = _CapturedResponse()
         super().handle_error(req, captured, addr, exc)
         status, _, reason = captured.status_line().partition(" ")
+        self._send(
+            client,
+            int(status or 400),
+            reason or "Bad Request",
+            f"the request could not be read: {reason or 'malformed'}{_detail(exc)}",
+        )
+
+    def _send(self, client, status: int, reason: str, description: str) -> None:
+        """A TAXII error (3.6.1) written straight to the client, then the connection closes."""
         body = json.dumps(
-            {"title": reason or "Bad Request", "http_status": status or "400",
-             "description": f"the request could not be read: {reason or 'malformed'}"}
-        ).encode()  # fmt: skip
+            {"title": reason, "http_status": str(status), "description": description}
+        ).encode()
         response = (
-            f"HTTP/1.1 {status or '400'} {reason or 'Bad Request'}\r\n"
+            f"HTTP/1.1 {status} {reason}\r\n"
             f"Connection: close\r\nContent-Type: {TAXII_21}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode("latin-1") + body
         try:
+            client.settimeout(self.cfg.timeout)
             client.sendall(response)
-        except OSError:
+        except (OSError, AttributeError):
             self.log.debug("failed to send the error response")
+
+
+def _detail(exc: BaseException) -> str:
+    """gunicorn's words for what it refused ("Invalid HTTP Header: 'HOST'"), short."""
+    text = str(exc).strip()
+    return f" ({text[:100]})" if text else ""
+
+
+def _close(sock) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def _raw(sock):
+    return sock.sock if isinstance(sock, _DeadlineSocket) else sock
+
+
+def _read_available(sock, held: bytes, limit: int) -> tuple[bytes, bool]:
+    """``held`` and whatever has arrived on ``sock`` (up to ``limit``), without
+    waiting; and whether the client closed its side."""
+    prior = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        while len(held) < limit and not any(end in held for end in _HEAD_ENDS):
+            try:
+                chunk = sock.recv(limit - len(held))
+            except _WOULD_BLOCK:
+                return held, False
+            except OSError:
+                return held, True
+            if not chunk:
+                return held, True
+            held += chunk
+        return held, False
+    finally:
+        sock.settimeout(prior)
+
+
+class _DeadlineSocket:
+    """The socket as gunicorn's parser reads it (request bodies, large heads).
+
+    A read takes what has arrived; when it would have to wait, it waits at
+    most ``[server] timeout`` (or the caller's shorter socket timeout), never
+    past the request's deadline, and only while fewer than half the threads
+    are waiting for slow clients.  Otherwise it raises ``TimeoutError``, which
+    the body reader (``node.taxii.bodies``) answers with 408.
+    """
+
+    def __init__(self, sock, conn, worker: TaxiiThreadWorker) -> None:
+        self.sock = sock
+        self._conn = conn
+        self._worker = worker
+
+    def recv(self, size: int) -> bytes:
+        sock = self.sock
+        prior = sock.gettimeout()
+        try:
+            sock.setblocking(False)
+            try:
+                return sock.recv(size)
+            except _WOULD_BLOCK:
+                pass
+            remaining = self._worker.request_deadline(self._conn) - time.monotonic()
+            if remaining <= 0:
+                self._conn.read_failed = True
+                raise TimeoutError(self._worker._late_description())
+            if not self._worker.slow_waits.acquire(blocking=False):
+                self._conn.read_failed = True
+                raise TimeoutError("the server is waiting for too many slow clients")
+            try:
+                waits = [self._worker.cfg.timeout, remaining]
+                sock.settimeout(min(waits + ([prior] if prior else [])))
+                return sock.recv(size)
+            except TimeoutError:
+                self._conn.read_failed = True
+                raise
+            finally:
+                self._worker.slow_waits.release()
+        finally:
+            sock.settimeout(prior)
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
 
 
 class _CapturedResponse:
@@ -161,6 +411,11 @@ class NodeServer(BaseApplication):
     def __init__(self, config: Config) -> None:
         self._config = config
         super().__init__()
+
+    @property
+    def node_config(self) -> Config:
+        """The node's config, for the worker class (gunicorn's cfg has no room for it)."""
+        return self._config
 
     def load_config(self) -> None:
         server = self._config.server

@@ -9,22 +9,37 @@ a loopback port (see the later sections).
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 
 from node.app import create_app
 from node.collection_files import load_collection_files
 from node.config import load_config
 from node.store import Store, accounts, catalog
-from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, NodeFiles, free_port, random_id
+from tests.nodes import (
+    ADMIN_PASSWORD,
+    COLLECTIONS,
+    NodeFiles,
+    RunningNode,
+    free_port,
+    new_node,
+    random_id,
+)
 
 TAXII_21 = "application/taxii+json;version=2.1"
 CREATED = "2024-05-01T12:00:00.000Z"
+# gamma: never written to by the in-process tests' neighbours on the real server.
+COLLECTION_PATH = f"/api/collections/{COLLECTIONS['gamma']}/"
 
 
 # --------------------------------------------------------------------------- in-process node
@@ -57,12 +72,13 @@ def _headers() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory) -> Iterator[InProcessNode]:
+def node(tmp_path_factory, module_store_url) -> Iterator[InProcessNode]:
+    """An app on a store of its own: a SQLite file, or a PostgreSQL database."""
     directory = tmp_path_factory.mktemp("serving")
     files = NodeFiles(
         directory=directory,
         name="serving-node",
-        store_url=f"sqlite:///{directory / 'node.db'}",
+        store_url=module_store_url or f"sqlite:///{directory / 'node.db'}",
         port=free_port(),
     )
     config = load_config(files.config_path)
@@ -281,3 +297,241 @@ def test_integer_with_too_many_digits_is_refused_with_a_reason(node):
     text = json.dumps({"objects": [indicator()]})[:-3] + ', "x_n": ' + "9" * 5000 + "}]}"
     body = assert_taxii_error(node.post(node.collection("alpha") + "objects/", text), 400)
     assert "digits" in body["description"] or "integer" in body["description"]
+
+
+# --------------------------------------------------------------------------- a real server
+
+READ_TIMEOUT = 5  # [server] timeout: each wait for more bytes
+REQUEST_TIMEOUT = 8  # [server] request_timeout: a whole request, head and body
+TRICKLERS = 48
+TRICKLE_EVERY = 2.0  # seconds between the bytes of a trickling client, under READ_TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[RunningNode]:
+    running = new_node(
+        tmp_path_factory.mktemp("served"),
+        "served-node",
+        None,
+        server_toml=f"timeout = {READ_TIMEOUT}\nrequest_timeout = {REQUEST_TIMEOUT}",
+    )
+    running.start()
+    yield running
+    running.stop()
+
+
+def admin_session() -> requests.Session:
+    session = requests.Session()
+    session.auth = ("admin", ADMIN_PASSWORD)
+    session.headers["Accept"] = TAXII_21
+    return session
+
+
+class Tricklers:
+    """``count`` connections that each send one byte of a request every
+    ``every`` seconds, from one thread, until stopped or answered."""
+
+    def __init__(self, port: int, request: bytes, count: int, every: float) -> None:
+        self.port, self.request, self.every = port, request, every
+        self.sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+        self.sent = [0] * count
+        self.answers: list[bytes | None] = [None] * count
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Tricklers:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        for sock in self.sockets:
+            sock.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for index, sock in enumerate(self.sockets):
+                if self.answers[index] is None:
+                    self._step(index, sock)
+            self._stop.wait(self.every)
+
+    def _step(self, index: int, sock: socket.socket) -> None:
+        """Collect an answer if the server sent one, else send the next byte."""
+        sock.setblocking(False)
+        try:
+            self.answers[index] = sock.recv(65536)  # b"" when the server closed
+            return
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.answers[index] = b""
+            return
+        finally:
+            sock.setblocking(True)
+        position = self.sent[index]
+        if position < len(self.request):
+            try:
+                sock.send(self.request[position : position + 1])
+            except OSError:
+                self.answers[index] = b""
+                return
+            self.sent[index] = position + 1
+
+    def answered(self) -> int:
+        return sum(answer is not None for answer in self.answers)
+
+
+def head_of(path: str, port: int, extra: str = "") -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: {TAXII_21}\r\n"
+        f"Authorization: {_headers()['Authorization']}\r\n{extra}X-Padding: {'p' * 200}\r\n\r\n"
+    ).encode()
+
+
+def test_trickling_heads_do_not_hold_the_threads(server):
+    """48 clients each send one byte of their head every 2 s (each wait under the
+    5 s read timeout): real requests are still served, and each trickler is
+    answered 408 (or closed) once its request deadline has passed."""
+    with Tricklers(server.port, head_of("/taxii2/", server.port), TRICKLERS, TRICKLE_EVERY) as slow:
+        time.sleep(TRICKLE_EVERY * 2)  # every trickler has sent bytes and is waiting
+        assert slow.answered() == 0
+        with admin_session() as session:
+            for _ in range(10):  # more than the 2 x 4 threads
+                response = session.get(server.base_url + "/taxii2/", timeout=REQUEST_TIMEOUT)
+                assert response.status_code == 200
+        deadline = time.monotonic() + REQUEST_TIMEOUT + READ_TIMEOUT + 3 * TRICKLE_EVERY
+        while slow.answered() < TRICKLERS and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert slow.answered() == TRICKLERS
+        assert max(slow.sent) < len(head_of("/taxii2/", server.port))  # none finished its head
+        replies = [answer for answer in slow.answers if answer]
+        assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in replies), replies[:1]
+        assert all(b'"http_status": "408"' in answer for answer in replies)
+
+
+def test_trickling_bodies_take_at_most_half_the_threads(server):
+    """48 clients send a whole head, then one body byte every 2 s: real requests are
+    still served; the tricklers beyond half the threads are refused at once."""
+    envelope = json.dumps({"objects": [indicator()]}).encode()
+    head = (
+        f"POST {COLLECTION_PATH}objects/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Accept: {TAXII_21}\r\nContent-Type: {TAXII_21}\r\n"
+        f"Authorization: {_headers()['Authorization']}\r\n"
+        f"Content-Length: {len(envelope)}\r\n\r\n"
+    ).encode()
+    with Tricklers(server.port, b"", TRICKLERS, TRICKLE_EVERY) as slow:
+        for sock in slow.sockets:
+            sock.sendall(head)
+        slow.request = head + envelope
+        slow.sent = [len(head)] * TRICKLERS
+        time.sleep(TRICKLE_EVERY * 2)
+        with admin_session() as session:
+            for _ in range(10):
+                response = session.get(server.base_url + "/taxii2/", timeout=REQUEST_TIMEOUT)
+                assert response.status_code == 200
+        deadline = time.monotonic() + REQUEST_TIMEOUT + READ_TIMEOUT + 3 * TRICKLE_EVERY
+        while slow.answered() < TRICKLERS and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert slow.answered() == TRICKLERS
+        assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in slow.answers if answer)
+    # Nothing of the trickled envelopes was stored.
+    with admin_session() as session:
+        listed = session.get(server.base_url + COLLECTION_PATH + "objects/", timeout=30)
+        assert listed.status_code == 200 and listed.json().get("objects", []) == []
+
+
+def raw_exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``data`` as it is; the status, headers and body of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+
+
+def discovery_request(host_lines: str, protocol: str = "HTTP/1.1") -> bytes:
+    return (
+        f"GET /taxii2/ {protocol}\r\n{host_lines}Accept: {TAXII_21}\r\n"
+        f"Authorization: {_headers()['Authorization']}\r\nConnection: close\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "host_lines",
+    [
+        "",  # no Host at all
+        "Host: \r\n",
+        "Host: a b\r\n",
+        "Host: http://127.0.0.1/\r\n",
+        "Host: 127.0.0.1/api\r\n",
+        "Host: 127.0.0.1:port\r\n",
+        "Host: 127.0.0.1\r\nHost: 127.0.0.2\r\n",
+    ],
+)
+def test_an_http_1_1_request_without_one_valid_host_is_400(server, host_lines):
+    status, headers, body = raw_exchange(server.port, discovery_request(host_lines))
+    assert status == 400, body
+    assert headers["content-type"].replace(" ", "") == TAXII_21
+    error = json.loads(body)
+    assert error["http_status"] == "400" and "host" in error["description"].lower()
+
+
+@pytest.mark.parametrize(
+    ("host_lines", "protocol", "advertised"),
+    [
+        ("Host: 127.0.0.1:{port}\r\n", "HTTP/1.1", "http://127.0.0.1:{port}/api/"),
+        ("Host: localhost:{port}\r\n", "HTTP/1.1", "http://localhost:{port}/api/"),
+        ("Host: [::1]:{port}\r\n", "HTTP/1.1", "http://[::1]:{port}/api/"),
+        ("", "HTTP/1.0", "http://127.0.0.1:{port}/api/"),  # HTTP/1.0 may leave it out
+    ],
+)
+def test_discovery_advertises_the_host_asked_for(server, host_lines, protocol, advertised):
+    request = discovery_request(host_lines.format(port=server.port), protocol)
+    status, _, body = raw_exchange(server.port, request)
+    assert status == 200, body
+    discovery = json.loads(body)
+    assert discovery["default"] == advertised.format(port=server.port)
+    assert discovery["api_roots"] == [discovery["default"]]
+    assert not discovery["default"].startswith("http:///")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api//collections/{id}/objects/"),
+        ("POST", "/api/collections/{id}/objects"),
+        ("DELETE", "/api//collections/{id}/objects/indicator--{uuid}/"),
+    ],
+)
+def test_a_write_to_a_non_canonical_path_is_answered_404_not_redirected(server, method, path):
+    envelope = {"objects": [indicator()]}
+    url = server.base_url + path.format(id=COLLECTIONS["gamma"], uuid=envelope["objects"][0]["id"])
+    with admin_session() as session:
+        response = session.request(
+            method,
+            url.replace("indicator--indicator--", "indicator--"),
+            data=json.dumps(envelope).encode(),
+            headers={"Content-Type": TAXII_21},
+            timeout=30,
+            allow_redirects=False,
+        )
+        assert response.status_code == 404, response.text
+        assert response.headers["Content-Type"].replace(" ", "") == TAXII_21
+        assert "canonical path" in response.json()["description"]
+        assert "Location" not in response.headers
+        # The connection stays usable, and nothing was stored.
+        listed = session.get(server.base_url + COLLECTION_PATH + "objects/", timeout=30)
+        assert listed.status_code == 200 and listed.json().get("objects", []) == []
+
+
+def test_a_read_of_a_non_canonical_path_is_redirected_with_a_location(server):
+    with admin_session() as session:
+        response = session.get(
+            server.base_url + "/api//collections/", timeout=30, allow_redirects=False
+        )
+        assert response.status_code == 308
+        assert response.headers["Location"].endswith("/api/collections/")
+        followed = session.get(server.base_url + "/api//collections/", timeout=30)
+        assert followed.status_code == 200 and followed.json()["collections"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import RequestRedirect
 
 from .negotiation import TAXII_21
 
@@ -57,8 +58,43 @@ def error_response(
     return response
 
 
+# Methods a client repeats after a redirect without a body to resend.
+_REDIRECTABLE = ("GET", "HEAD", "OPTIONS")
+
+
+def _answer_redirects() -> Response | None:
+    """A path that is not a resource's own (``/api//collections/...``, a missing
+    trailing slash) as a TAXII answer, before Flask sends its HTML redirect.
+
+    Reads are redirected (308, ``Location``).  A POST or DELETE gets 404: the
+    router's 308 made the client resend the body while the first one was
+    still unread, and the connection was dropped (requests:
+    ``RemoteDisconnected``); a TAXII client has no reason to write anywhere
+    but the canonical paths (4, 5).
+    """
+    redirect = request.routing_exception
+    if not isinstance(redirect, RequestRedirect):
+        return None
+    canonical = "/" + redirect.new_url.split("://", 1)[-1].partition("/")[2]
+    if request.method in _REDIRECTABLE:
+        return error_response(
+            redirect.code,
+            "Permanent Redirect",
+            f"the resource is at {canonical[:200]!r}",
+            {"Location": redirect.new_url},
+        )
+    return error_response(
+        404,
+        "Not Found",
+        f"no resource at {request.path[:200]!r}; write to the canonical path "
+        f"{canonical[:200]!r} (nothing was redirected or stored)",
+    )
+
+
 def register_error_handlers(app: Flask) -> None:
     """Answer every error, expected or not, with a TAXII error body."""
+    # Flask answers routing redirects itself, past every error handler.
+    app.before_request(_answer_redirects)
 
     @app.errorhandler(TaxiiError)
     def _taxii_error(error: TaxiiError) -> Response:

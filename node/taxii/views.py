@@ -25,6 +25,7 @@ from node.timestamps import from_micros, now_micros
 from . import bodies, filters
 from .auth import peer_certificate
 from .errors import TaxiiError, forbidden, not_found
+from .hosts import check_host
 from .negotiation import TAXII_21, accepts_taxii_21, is_taxii_21_body
 from .peers import accepted_items, object_shared, served_bodies, served_rows
 from .state import current_account, node_state, set_current_account
@@ -44,6 +45,7 @@ def _take_api_root(_endpoint: str | None, values: dict | None) -> None:
 
 @blueprint.before_request
 def _authenticate_and_negotiate() -> None:
+    check_host(request.environ)
     account = node_state().authenticator.authenticate(
         request.headers.get("Authorization"),
         request.remote_addr or "",
