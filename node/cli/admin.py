@@ -87,7 +87,7 @@ def _check_port_free(host: str, port: int, config_path) -> None:
 
 @click.group()
 def user() -> None:
-    """Manage accounts: add, list, grant, cert, passwd, unlock, remove.
+    """Manage accounts: add, list, grant, role, cert, passwd, unlock, remove.
 
     \b
     Example:
@@ -257,6 +257,31 @@ def user_unlock(node, name) -> None:
     with node.writing() as connection:
         forgotten = operations.unlock(connection, name, actor=cli_actor())
     click.echo(f"user {name} unlocked ({forgotten} recent failed login(s) forgotten)")
+
+
+@user.command("role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(["releaser"]))
+@click.option("--remove", is_flag=True, help="Take the role away.")
+@pass_node
+def user_role(node, name, role, remove) -> None:
+    """Give an account a role (or take it away with --remove): releaser approves or
+    rejects what waits in a peer's release queue (egress release = "approval").
+
+    \b
+    Example:
+      taxii-node --config config/node-a.toml user role carol releaser
+    """
+    from node.operations import accounts as operations
+
+    with node.writing() as connection:
+        changed = operations.set_role(connection, name, role, granted=not remove, actor=cli_actor())
+    done = (
+        ("removed from" if remove else "given to")
+        if changed
+        else ("not held by" if remove else "already held by")
+    )
+    click.echo(f"role {role} {done} {name}")
 
 
 @user.command("remove")

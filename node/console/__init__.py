@@ -13,7 +13,7 @@ from flask import Flask, redirect, url_for
 from node.config import Config
 from node.store import Store
 
-from . import audit, objects, publish, sharing, signin  # noqa: F401  (routes)
+from . import audit, objects, publish, releases, sharing, signin  # noqa: F401  (routes)
 from .blueprint import blueprint
 from .session import configure_sessions
 

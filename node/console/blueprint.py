@@ -50,7 +50,8 @@ def _headers(response: Response) -> Response:
 
 _SECTIONS = {"collections_page": "collections", "objects_page": "objects",
              "object_page": "objects", "publish_page": "publish", "sharing_page": "sharing",
-             "preview_page": "sharing", "audit_page": "audit"}  # fmt: skip
+             "preview_page": "sharing", "audit_page": "audit", "releases_page": "releases",
+             "quarantine_page": "quarantine"}  # fmt: skip
 
 
 @blueprint.context_processor

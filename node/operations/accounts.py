@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from node.errors import InvalidValue, NotFound
-from node.store import accounts, catalog
+from node.store import accounts, catalog, roles
 from node.store.accounts import Account
 
 from .audit import record_change
@@ -115,6 +115,20 @@ def grant(
                   f"write {list(write)}")  # fmt: skip
     _grant_all(connection, name, readable, writable)
     return _loaded(connection, name)
+
+
+def set_role(connection: Connection, name: str, role: str, *, granted: bool, actor: str) -> bool:
+    """Give (``granted``) or take away a role such as ``releaser``, audited; False when
+    nothing changed."""
+    _loaded(connection, name)
+    if granted:
+        changed = roles.add_role(connection, name, role)
+    else:
+        changed = roles.remove_role(connection, name, role)
+    if changed:
+        action = "role-granted" if granted else "role-removed"
+        record_change(connection, actor, action, name, f"role {role}")
+    return changed
 
 
 def set_password(connection: Connection, name: str, password: str, *, actor: str) -> None:

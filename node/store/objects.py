@@ -598,3 +598,42 @@ def count(connection: Connection, collection_id: str) -> int:
         .select_from(objects_table)
         .where(objects_table.c.collection_id == collection_id)
     ).scalar_one()
+
+
+def allocate_date_added(connection: Connection, collection_id: str, count: int) -> list[int]:
+    """``count`` new date_added values of the collection, as an insert would take them,
+    under its writer lock (held until the caller commits)."""
+    if count <= 0:
+        return []
+    dates = _date_added_values(_lock_collection(connection, collection_id), count)
+    connection.execute(
+        update(collections)
+        .where(collections.c.id == collection_id)
+        .values(last_date_added=dates[-1])
+    )
+    return dates
+
+
+def redate(connection: Connection, collection_id: str, keys: Sequence[tuple[str, int]]) -> int:
+    """Give the stored versions ``keys`` (object id, version) new date_added values, as if
+    added now; return how many were stored.
+
+    A release approval does this, so that pollers whose cursor passed the version
+    while it waited (our push, the partner's pull: TAXII 2.1 section 3.4.2) reach it.
+    """
+    wanted = sorted(set(keys))
+    table = objects_table
+    moved = 0
+    for (object_id, version), date_added in zip(
+        wanted, allocate_date_added(connection, collection_id, len(wanted)), strict=True
+    ):
+        moved += connection.execute(
+            update(table)
+            .where(
+                table.c.collection_id == collection_id,
+                table.c.object_id == object_id,
+                table.c.version == version,
+            )
+            .values(date_added=date_added)
+        ).rowcount
+    return moved

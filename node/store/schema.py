@@ -295,6 +295,25 @@ def _create_login_failures(connection: Connection) -> None:
     metadata.create_all(connection, tables=[login_failures])
 
 
+def _create_exchange_tables(connection: Connection) -> None:
+    """Release queue, quarantine, recalls, the releaser role and publishers of versions;
+    their tables are declared in the modules that query them."""
+    from . import publishers, quarantine, recalls, releases, roles
+
+    metadata.create_all(
+        connection,
+        tables=[
+            roles.account_roles,
+            publishers.publishers,
+            releases.release_queue,
+            quarantine.quarantine,
+            recalls.recall_outbox,
+            recalls.recalled,
+        ],
+    )
+    recalls.create_index(connection)
+
+
 # Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "objects, collections, statuses, accounts", _create_base_tables),
@@ -304,6 +323,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (5, "latest and first version markers of objects, index of latest versions",
      _add_version_markers),
     (6, "failed logins, counted apart from the audit trail", _create_login_failures),
+    (7, "release queue, quarantine, recalls, releaser role, publishers of versions",
+     _create_exchange_tables),
 ]  # fmt: skip
 
 LATEST_VERSION = MIGRATIONS[-1][0]

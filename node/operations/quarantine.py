@@ -1,0 +1,159 @@
+"""Quarantine on arrival: list, accept and reject what a peer sent for review.
+
+A mapping whose ingress sets ``quarantine = true`` holds what the peer sends
+(after its ingress policy) in ``node.store.quarantine`` instead of the
+collection.  Accepting stores it as received from the peer; rejecting drops
+it with a reason.  The peer's status resources and sync state are not touched.
+Who may: an admin, or an analyst who may write to the collection (the CLI
+acts as the node's operator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from node.errors import Conflict, InvalidValue, NotFound
+from node.store import accounts, audit, catalog, objects, quarantine
+from node.store.audit import AuditRecord
+from node.store.quarantine import Held
+
+
+@dataclass(frozen=True)
+class Selection:
+    peer: str | None = None
+    collection: str | None = None  # id or alias
+    pks: tuple[int, ...] = ()
+    object_ids: tuple[str, ...] = ()
+    everything: bool = False
+
+
+def hold(
+    connection: Connection, peer: str, collection_id: str, items: Sequence[dict], direction: str
+) -> int:
+    """Hold ``items`` (valid objects ingress let through) from ``peer``; audited per version.
+
+    ``direction``: "pull" (our worker fetched them) or "receive" (the peer posted them).
+    """
+    held = quarantine.hold(connection, peer, collection_id, items)
+    audit.record(
+        connection,
+        [
+            AuditRecord(
+                action="quarantined",
+                direction=direction,
+                object_id=item.get("id"),
+                version=item.get("modified") or item.get("created"),
+                peer=peer,
+                collection_id=collection_id,
+                rule="quarantine",
+                detail="held for review (ingress quarantine = true)",
+            )
+            for item in items
+        ],
+    )
+    return held
+
+
+def list_held(connection: Connection, selection: Selection) -> list[Held]:
+    return quarantine.held(
+        connection,
+        peer=selection.peer,
+        collection_id=_collection_id(connection, selection.collection),
+        pks=selection.pks or None,
+        object_ids=selection.object_ids or None,
+    )
+
+
+def accept(
+    connection: Connection, selection: Selection, *, actor: str, account: str | None = None
+) -> list[Held]:
+    """Store the selected versions in their collection, as received from their peer."""
+    chosen = _chosen(connection, selection, account)
+    by_target: dict[tuple[str, str], list[Held]] = {}
+    for entry in chosen:
+        by_target.setdefault((entry.peer, entry.collection_id), []).append(entry)
+    for (peer, collection_id), entries in by_target.items():
+        outcome = objects.add_objects(
+            connection, collection_id, [entry.obj for entry in entries], origin=peer
+        )
+        if outcome.failures:
+            first = outcome.failures[0]
+            raise Conflict(f"cannot store {first.get('id')}: {first.get('message')}")
+    quarantine.release(connection, chosen)
+    _audit(connection, chosen, "quarantine-accepted", actor, None)
+    return chosen
+
+
+def reject(
+    connection: Connection,
+    selection: Selection,
+    reason: str,
+    *,
+    actor: str,
+    account: str | None = None,
+) -> list[Held]:
+    """Drop the selected versions, with a reason."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidValue("a rejection needs a reason (--reason)")
+    chosen = _chosen(connection, selection, account)
+    quarantine.release(connection, chosen)
+    _audit(connection, chosen, "quarantine-rejected", actor, reason)
+    return chosen
+
+
+def _chosen(connection: Connection, selection: Selection, account: str | None) -> list[Held]:
+    if not (selection.pks or selection.object_ids or selection.everything):
+        raise InvalidValue("say which versions: entries, --id, or --all")
+    chosen = list_held(connection, selection)
+    if not chosen:
+        raise NotFound("no held version matches")
+    if account is not None:
+        _check_may_review(connection, account, {entry.collection_id for entry in chosen})
+    return chosen
+
+
+def _check_may_review(connection: Connection, name: str, collection_ids: set[str]) -> None:
+    """An admin, or an analyst who may write to every collection concerned."""
+    found = accounts.load_account(connection, name)
+    if found is None:
+        raise NotFound(f"no account named {name!r}")
+    if found.peer is not None:
+        raise Conflict(f"{name!r} is a partner's sync account and cannot review quarantine")
+    for collection_id in collection_ids:
+        if not found.rights_on(collection_id).can_write:
+            raise Conflict(f"{name!r} may not write to collection {collection_id}")
+
+
+def _collection_id(connection: Connection, collection: str | None) -> str | None:
+    if collection is None:
+        return None
+    found = catalog.find(connection, collection)
+    if found is None:
+        raise NotFound(f"no collection {collection!r}")
+    return found.id
+
+
+def _audit(
+    connection: Connection, chosen: Sequence[Held], action: str, actor: str, reason: str | None
+) -> None:
+    audit.record(
+        connection,
+        [
+            AuditRecord(
+                action=action,
+                direction="local",
+                object_id=entry.object_id,
+                version=entry.version_text or None,
+                peer=entry.peer,
+                collection_id=entry.collection_id,
+                rule="quarantine",
+                detail=reason,
+                actor=actor,
+            )
+            for entry in chosen
+        ],
+    )

@@ -1,0 +1,306 @@
+"""Four-eyes release: list, approve and reject the versions waiting for a peer.
+
+A mapping whose egress sets ``release = "approval"`` queues every version that
+passes its egress policy (``node.store.releases``); nothing of it leaves for
+that peer, pushed by our worker or pulled by the partner, until an account
+with the role ``releaser`` approves it.  The rules live here, once:
+
+* the releaser is an account holding the role, and is not the account that
+  published the version (four eyes);
+* a rejection gives a reason;
+* one action covers one version, a report (or any container) with everything
+  it references, or everything matching a filter (type, label, TLP), and is
+  one transaction with one audit record per version, naming who decided and why;
+* approval is per version: a later version of the same object waits again.
+
+Dependencies (identities, marking definitions) are never queued: they travel
+with the objects they serve once those are released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from node import jsoncodec
+from node.errors import Conflict, InvalidValue, NotFound
+from node.store import accounts, audit, catalog, publishers, releases, roles
+from node.store.audit import AuditRecord
+from node.store.releases import Entry, Queued, ReleaseState
+from node.tlp import parse_level, tlp_of
+
+AWAITING_RULE = "release.awaiting"
+REJECTED_RULE = "release.rejected"
+_MAX_REPORT_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which queued versions an action covers (criteria are ANDed; at least one is given).
+
+    ``pks`` are queue entries (``release list`` shows them); ``report`` is a
+    container's id: its queued version and those of everything it references;
+    ``types``, ``labels`` (any of them) and ``tlp`` (a level name) filter by content.
+    """
+
+    peer: str | None = None
+    collection: str | None = None  # id or alias
+    pks: tuple[int, ...] = ()
+    object_ids: tuple[str, ...] = ()
+    report: str | None = None
+    types: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    tlp: str | None = None
+    everything: bool = False
+
+    @property
+    def narrowed(self) -> bool:
+        return bool(
+            self.pks or self.object_ids or self.report or self.types or self.labels or self.tlp
+        )
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One queued version as the CLI and the console show it."""
+
+    entry: Entry
+    name: str | None
+    tlp: str | None
+    labels: tuple[str, ...]
+    publisher: str | None
+
+    def as_dict(self) -> dict:
+        e = self.entry
+        return {
+            "entry": e.pk,
+            "peer": e.peer,
+            "collection": e.collection_id,
+            "id": e.object_id,
+            "type": e.type,
+            "version": e.version_text,
+            "name": self.name,
+            "tlp": self.tlp,
+            "labels": list(self.labels),
+            "published_by": self.publisher,
+            "state": str(e.state),
+            "decided_by": e.decided_by,
+            "reason": e.reason,
+        }
+
+
+def gate(
+    connection: Connection, peer: str, collection_id: str, candidates: Sequence[Queued]
+) -> tuple[set[tuple[str, int]], dict[tuple[str, int], str], list[Queued]]:
+    """What the egress pipeline lets out of ``candidates`` (versions its policy allows).
+
+    Returns (released keys, withheld keys with their rule, versions to queue:
+    those not queued yet).  The caller queues them with ``releases.enqueue``
+    in a write transaction.
+    """
+    known = releases.states(connection, peer, collection_id, (c.key for c in candidates))
+    released: set[tuple[str, int]] = set()
+    withheld: dict[tuple[str, int], str] = {}
+    new: list[Queued] = []
+    for candidate in candidates:
+        state = known.get(candidate.key)
+        if state is ReleaseState.APPROVED:
+            released.add(candidate.key)
+            continue
+        withheld[candidate.key] = REJECTED_RULE if state is ReleaseState.REJECTED else AWAITING_RULE
+        if state is None:
+            new.append(candidate)
+    return released, withheld, new
+
+
+def list_queue(connection: Connection, selection: Selection) -> list[QueueItem]:
+    """The pending versions the selection covers (all pending ones for an empty selection)."""
+    return [_item(connection, entry) for entry in _select(connection, selection)]
+
+
+def approve(
+    connection: Connection, selection: Selection, releaser: str, *, actor: str
+) -> list[QueueItem]:
+    """Approve the selected pending versions as ``releaser``; audited, one transaction."""
+    chosen = _chosen(connection, selection, releaser)
+    _check_four_eyes(connection, chosen, releaser)
+    releases.decide(connection, [item.entry for item in chosen], ReleaseState.APPROVED,
+                    actor=releaser, reason=None)  # fmt: skip
+    _audit(connection, chosen, "release-approved", releaser, actor, None)
+    return chosen
+
+
+def reject(
+    connection: Connection, selection: Selection, releaser: str, reason: str, *, actor: str
+) -> list[QueueItem]:
+    """Reject the selected pending versions, with a reason; audited, one transaction."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidValue("a rejection needs a reason (--reason)")
+    chosen = _chosen(connection, selection, releaser)
+    releases.decide(connection, [item.entry for item in chosen], ReleaseState.REJECTED,
+                    actor=releaser, reason=reason)  # fmt: skip
+    _audit(connection, chosen, "release-rejected", releaser, actor, reason)
+    return chosen
+
+
+def authenticate_releaser(connection: Connection, name: str, password: str) -> None:
+    """The person at the command line is the releaser ``name``: its password, its role.
+
+    Four eyes means two people; the CLI runs with access to the store, so it
+    asks for the releaser's own password rather than trusting a name.
+    """
+    if not accounts.password_matches(password, accounts.password_hash_of(connection, name)):
+        raise Conflict(f"wrong password for {name!r}, or no such account")
+    check_releaser(connection, name)
+
+
+def check_releaser(connection: Connection, name: str) -> None:
+    """``name`` is an account with the role ``releaser``."""
+    if accounts.load_account(connection, name) is None:
+        raise NotFound(f"no account named {name!r}")
+    if not roles.has_role(connection, name, roles.RELEASER):
+        raise Conflict(f"account {name!r} does not have the role {roles.RELEASER!r}")
+
+
+def _chosen(connection: Connection, selection: Selection, releaser: str) -> list[QueueItem]:
+    check_releaser(connection, releaser)
+    if not selection.narrowed and not selection.everything:
+        raise InvalidValue(
+            "say which versions: entries, --id, --report, --type, --label, --tlp, or --all"
+        )
+    chosen = [_item(connection, entry) for entry in _select(connection, selection)]
+    if not chosen:
+        raise NotFound("no pending version matches")
+    return chosen
+
+
+def _check_four_eyes(connection: Connection, chosen: Sequence[QueueItem], releaser: str) -> None:
+    own = [item for item in chosen if item.publisher == releaser]
+    if own:
+        listed = ", ".join(f"{i.entry.object_id} {i.entry.version_text}" for i in own[:5])
+        raise Conflict(
+            f"{releaser!r} published {len(own)} of these versions and cannot release them "
+            f"(four eyes): {listed}"
+        )
+
+
+def _select(connection: Connection, selection: Selection) -> list[Entry]:
+    collection_id = _collection_id(connection, selection.collection)
+    pending = releases.entries(
+        connection,
+        peer=selection.peer,
+        collection_id=collection_id,
+        state=ReleaseState.PENDING,
+        pks=selection.pks or None,
+        object_ids=selection.object_ids or None,
+    )
+    if selection.report is not None:
+        pending = _with_report(connection, pending, selection.report)
+    level = parse_level(selection.tlp) if selection.tlp else None
+    chosen = []
+    for entry in pending:
+        obj = _body(entry)
+        if selection.types and entry.type not in selection.types:
+            continue
+        if selection.labels and not set(selection.labels) & set(_labels(obj)):
+            continue
+        if level is not None and tlp_of(obj) != level:
+            continue
+        chosen.append(entry)
+    return chosen
+
+
+def _with_report(connection: Connection, pending: list[Entry], report_id: str) -> list[Entry]:
+    """The pending versions of ``report_id`` and of everything it references, transitively."""
+    by_id: dict[str, list[Entry]] = {}
+    for entry in pending:
+        by_id.setdefault(entry.object_id, []).append(entry)
+    if report_id not in by_id:
+        raise NotFound(f"no pending version of {report_id!r}")
+    reached, frontier = {report_id}, [report_id]
+    for _ in range(_MAX_REPORT_DEPTH):
+        following = []
+        for object_id in frontier:
+            for entry in by_id.get(object_id, ()):
+                for ref in _references(_body(entry)):
+                    if ref not in reached:
+                        reached.add(ref)
+                        following.append(ref)
+        if not following:
+            break
+        frontier = following
+    return [entry for entry in pending if entry.object_id in reached]
+
+
+def _references(obj: dict) -> Iterable[str]:
+    for name, value in obj.items():
+        if name.endswith("_ref") and isinstance(value, str):
+            yield value
+        elif name.endswith("_refs") and isinstance(value, list):
+            yield from (ref for ref in value if isinstance(ref, str))
+
+
+def _collection_id(connection: Connection, collection: str | None) -> str | None:
+    if collection is None:
+        return None
+    found = catalog.find(connection, collection)
+    if found is None:
+        raise NotFound(f"no collection {collection!r}")
+    return found.id
+
+
+def _body(entry: Entry) -> dict:
+    if entry.body is None:
+        return {}
+    loaded = jsoncodec.loads(entry.body)
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _labels(obj: dict) -> list[str]:
+    labels = obj.get("labels")
+    return [label for label in labels if isinstance(label, str)] if isinstance(labels, list) else []
+
+
+def _item(connection: Connection, entry: Entry) -> QueueItem:
+    obj = _body(entry)
+    found = publishers.publishers_of(connection, entry.collection_id, [entry.key])
+    level = tlp_of(obj)
+    name = obj.get("name")
+    return QueueItem(
+        entry=entry,
+        name=name if isinstance(name, str) else None,
+        tlp=level.label if level is not None else None,
+        labels=tuple(_labels(obj)),
+        publisher=found.get(entry.key),
+    )
+
+
+def _audit(
+    connection: Connection,
+    chosen: Sequence[QueueItem],
+    action: str,
+    releaser: str,
+    actor: str,
+    reason: str | None,
+) -> None:
+    detail = f"by {releaser} ({actor})" + (f": {reason}" if reason else "")
+    audit.record(
+        connection,
+        [
+            AuditRecord(
+                action=action,
+                direction="push",
+                object_id=item.entry.object_id,
+                version=item.entry.version_text or None,
+                peer=item.entry.peer,
+                collection_id=item.entry.collection_id,
+                rule="release",
+                detail=detail,
+                actor=releaser,
+            )
+            for item in chosen
+        ],
+    )

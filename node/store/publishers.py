@@ -1,0 +1,78 @@
+"""Which account published each local version (migration 7).
+
+Four-eyes release needs it: the account that approves a version for a peer
+must not be the one that published it.  Versions received from peers have no
+publisher here (their origin is the peer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    select,
+    tuple_,
+)
+
+from node.timestamps import to_micros
+
+from .objects import StoredObject
+from .schema import metadata
+
+publishers = Table(
+    "publishers",
+    metadata,
+    Column("collection_id", String(64), nullable=False),
+    Column("object_id", String(300), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("account", String(128), nullable=False),
+    PrimaryKeyConstraint("collection_id", "object_id", "version"),
+)
+
+
+def store_version(version_text: str) -> int:
+    """The store's integer version of a version text ("" for an SCO without timestamps)."""
+    return to_micros(version_text) if version_text else 0
+
+
+def record(
+    connection: Connection, collection_id: str, stored: Iterable[StoredObject], account: str
+) -> None:
+    """Record ``account`` as the publisher of the new versions ``stored`` (an AddOutcome's)."""
+    rows = [
+        {
+            "collection_id": collection_id,
+            "object_id": item.object_id,
+            "version": store_version(item.version_text),
+            "account": account,
+        }
+        for item in stored
+        if item.origin is None
+    ]
+    if rows:
+        connection.execute(publishers.insert(), rows)
+
+
+def publishers_of(
+    connection: Connection, collection_id: str, keys: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], str]:
+    """The publisher of each (object id, version) that has one."""
+    wanted = list(set(keys))
+    found: dict[tuple[str, int], str] = {}
+    for start in range(0, len(wanted), 300):
+        chunk = wanted[start : start + 300]
+        statement = select(
+            publishers.c.object_id, publishers.c.version, publishers.c.account
+        ).where(
+            publishers.c.collection_id == collection_id,
+            tuple_(publishers.c.object_id, publishers.c.version).in_(chunk),
+        )
+        for object_id, version, account in connection.execute(statement):
+            found[(object_id, version)] = account
+    return found
