@@ -204,7 +204,12 @@ def quarantine() -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON list.")
 @pass_node
 def quarantine_list(node, as_json, **criteria) -> None:
-    """The held versions (entry, peer, id, version, name)."""
+    """The held versions (entry, peer, id, version, name).
+
+    \b
+    Example:
+      taxii-node --config config/node-b.toml quarantine list --peer node-a --json
+    """
     from node.operations import quarantine as operations
 
     with node.reading() as connection:
@@ -217,7 +222,12 @@ def quarantine_list(node, as_json, **criteria) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of what was accepted.")
 @pass_node
 def quarantine_accept(node, as_json, **criteria) -> None:
-    """Store the selected versions in their collection, as received from their peer."""
+    """Store the selected versions in their collection, as received from their peer.
+
+    \b
+    Example:
+      taxii-node --config config/node-b.toml quarantine accept 3 4
+    """
     from node.operations import quarantine as operations
 
     with node.writing() as connection:
@@ -234,7 +244,12 @@ def quarantine_accept(node, as_json, **criteria) -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of what was rejected.")
 @pass_node
 def quarantine_reject(node, reason, as_json, **criteria) -> None:
-    """Drop the selected versions, with a reason; the peer's status is not touched."""
+    """Drop the selected versions, with a reason; the peer's status is not touched.
+
+    \b
+    Example:
+      taxii-node --config config/node-b.toml quarantine reject --all --reason "out of scope"
+    """
     from node.operations import quarantine as operations
 
     with node.writing() as connection:
