@@ -606,10 +606,10 @@ def allocate_date_added(connection: Connection, collection_id: str, count: int) 
     if count <= 0:
         return []
     dates = _date_added_values(_lock_collection(connection, collection_id), count)
-    connection.execute(
-        update(collections)
-        .where(collections.c.id == collection_id)
-        .values(last_date_added=dates[-1])
+    marker = placeholder(connection)
+    connection.exec_driver_sql(
+        f"UPDATE collections SET last_date_added = {marker} WHERE id = {marker}",
+        (dates[-1], collection_id),
     )
     return dates
 
@@ -622,18 +622,16 @@ def redate(connection: Connection, collection_id: str, keys: Sequence[tuple[str,
     while it waited (our push, the partner's pull: TAXII 2.1 section 3.4.2) reach it.
     """
     wanted = sorted(set(keys))
-    table = objects_table
+    marker = placeholder(connection)
+    statement = (
+        f"UPDATE objects SET date_added = {marker} WHERE collection_id = {marker} "
+        f"AND object_id = {marker} AND version = {marker}"
+    )
     moved = 0
     for (object_id, version), date_added in zip(
         wanted, allocate_date_added(connection, collection_id, len(wanted)), strict=True
     ):
-        moved += connection.execute(
-            update(table)
-            .where(
-                table.c.collection_id == collection_id,
-                table.c.object_id == object_id,
-                table.c.version == version,
-            )
-            .values(date_added=date_added)
+        moved += connection.exec_driver_sql(
+            statement, (date_added, collection_id, object_id, version)
         ).rowcount
     return moved
