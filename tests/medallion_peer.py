@@ -207,7 +207,7 @@ class MedallionPeer:
                 )
                 if response.status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"medallion did not start:\n{self.log_path.read_text(errors='replace')}")
