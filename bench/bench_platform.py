@@ -526,17 +526,21 @@ def two_servers(workdir: Path, pg_url: str, envelopes_each: int) -> None:
 def _one_pass(
     session: requests.Session, target: Target, cursor: str | None, seen: Counter[str]
 ) -> tuple[tuple[int, int], str | None]:
-    params = {"limit": "100"} | ({"added_after": cursor} if cursor else {})
+    first = {"limit": "100"} | ({"added_after": cursor} if cursor else {})
+    params = first
     found = pages = 0
     while True:
         response = session.get(target.collection_url + "objects/", params=params, timeout=TIMEOUT)
+        if response.status_code != 200:
+            raise RuntimeError(f"{target.name}: GET {response.status_code} {response.text}")
         body = response.json()
         ids = [obj["id"] for obj in body.get("objects", [])]
         seen.update(ids)
         found, pages = found + len(ids), pages + 1
         if not body.get("more"):
             return (found, pages), response.headers.get("X-TAXII-Date-Added-Last", cursor)
-        params = {"limit": "100", "next": body["next"]}
+        # The node's next token is bound to the request's filters: repeat them.
+        params = first | {"next": body["next"]}
 
 
 # -- main ----------------------------------------------------------------------
