@@ -73,6 +73,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_startup.py
 	$(BIN)/python bench/bench_node.py --quick
 	$(BIN)/python bench/bench_sync.py
+	$(BIN)/python bench/bench_sharing.py
 
 screenshots: $(STAMP)
 	TAXII_NODE_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_console_browser.py -k analyst_day

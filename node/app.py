@@ -9,7 +9,7 @@ from flask import Flask
 from node.config import Config
 from node.console import register_console
 from node.metrics import register_metrics
-from node.sharing import Agreements
+from node.sharing import Agreements, AuditQueue
 from node.store import Store
 from node.taxii.auth import Authenticator
 from node.taxii.errors import register_error_handlers
@@ -47,6 +47,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
         authenticator=Authenticator(store, ttl=config.server.auth_cache_seconds),
         agreements=Agreements(config, store),
         collections=CollectionCache(store, ttl=config.server.auth_cache_seconds),
+        read_audit=AuditQueue(store),
     )
     register_error_handlers(app)
     register_metrics(app, config, store)

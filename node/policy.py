@@ -80,6 +80,7 @@ class Rule(StrEnum):
     REPORTS_TRIM = "reports.trim"
     REPORTS_WITHHOLD = "reports.withhold"
     REPORTS_EMPTY = "reports.empty"
+    CREATOR_ONLY = "versions.creator-only"
 
 
 PROTECTIVE_RULES: frozenset[str] = frozenset(
@@ -108,7 +109,7 @@ _LINK_PROPERTIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 _STIX_TYPE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,248}[a-z0-9]$")
-_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _STIX_ID = re.compile(rf"^[a-z0-9][a-z0-9-]*[a-z0-9]--{_UUID}$")
 _IDENTITY_ID = re.compile(rf"^identity--{_UUID}$")
 _CUSTOM_PROPERTY = re.compile(r"^x_[A-Za-z0-9_]+$")
@@ -131,6 +132,7 @@ _CONFIG_KEYS = (
     "redact",
     "reports",
     "unresolved_refs",
+    "accept_foreign_versions",
 )
 
 
@@ -169,6 +171,14 @@ class Rules:
     ``unresolved_refs``
         "withhold" or "share" links to objects neither in the batch nor stored (default
         egress "withhold", ingress "share": the target may simply arrive in a later batch).
+    ``accept_foreign_versions``
+        Ingress only (default false): accept the partner's new versions of objects whose
+        versions were made here or by another producer.  STIX 2.1 section 3.6 lets only an
+        object's creator version it, so by default such versions are refused.
+
+    Identifiers (``ids_deny``, ``created_by_allow``, TLP marking ids) compare without
+    regard to letter case: some producers write UUIDs in upper case, and a TLP:RED
+    marking must be recognised however it is spelt.
     """
 
     direction: Direction
@@ -186,6 +196,7 @@ class Rules:
     ids_deny: frozenset[str] = frozenset()
     redact: frozenset[str] = frozenset()
     reports: Literal["trim", "withhold"] = "trim"
+    accept_foreign_versions: bool = False
 
     @classmethod
     def from_config(
@@ -222,11 +233,14 @@ class Rules:
             missing_confidence=reader.choice("missing_confidence", ("share", "withhold"), "share"),
             labels_require=reader.names("labels_require", None, "a label"),
             labels_deny=reader.names("labels_deny", None, "a label"),
-            created_by_allow=reader.names("created_by_allow", _IDENTITY_ID, "an identity id"),
-            ids_deny=reader.names("ids_deny", _STIX_ID, "a STIX id"),
+            created_by_allow=_lowered(
+                reader.names("created_by_allow", _IDENTITY_ID, "an identity id")
+            ),
+            ids_deny=_lowered(reader.names("ids_deny", _STIX_ID, "a STIX id")),
             redact=reader.custom_properties("redact"),
             reports=reader.choice("reports", ("trim", "withhold"), "trim"),
             unresolved_refs=reader.choice("unresolved_refs", ("withhold", "share"), cautious),
+            accept_foreign_versions=reader.boolean("accept_foreign_versions", False),
         )
         reader.check_consistency(rules)
         return rules
@@ -319,6 +333,11 @@ class _TableReader:
                 f"{self.path('allow_amber_strict')}: has no effect unless max_tlp is "
                 f"'amber+strict' or 'red' (it is {rules.max_tlp.config_name!r})"
             )
+        if "accept_foreign_versions" in self._table and rules.direction == "egress":
+            raise PolicyError(
+                f"{self.path('accept_foreign_versions')}: applies to ingress only "
+                "(what this node accepts from the partner)"
+            )
         if "missing_confidence" in self._table and rules.min_confidence is None:
             raise PolicyError(
                 f"{self.path('missing_confidence')}: has no effect without min_confidence"
@@ -334,6 +353,10 @@ class _TableReader:
 
 def _kind(value: object) -> str:
     return type(value).__name__
+
+
+def _lowered(values: frozenset[str]) -> frozenset[str]:
+    return frozenset(value.lower() for value in values)
 
 
 # --------------------------------------------------------------------------- decisions
@@ -383,7 +406,12 @@ def _type_of(ref: str) -> str:
 
 
 def _is_tlp_definition(obj: Mapping[str, Any]) -> bool:
-    return obj.get("type") == "marking-definition" and obj.get("id") in TLP_BY_MARKING_ID
+    object_id = obj.get("id")
+    return (
+        obj.get("type") == "marking-definition"
+        and isinstance(object_id, str)
+        and object_id.lower() in TLP_BY_MARKING_ID
+    )
 
 
 def _link_refs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
@@ -397,6 +425,29 @@ def _link_refs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
                 yield f"{name}[{index}]", ref
         elif value is not None:
             yield name, value
+
+
+def _named_dependencies(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """(property path, id) of the author and the markings an object names."""
+    author = obj.get("created_by_ref")
+    if author is not None:
+        yield "created_by_ref", author
+    for index, ref in enumerate(obj.get("object_marking_refs") or ()):
+        yield f"object_marking_refs[{index}]", ref
+    for index, granular in enumerate(obj.get("granular_markings") or ()):
+        if isinstance(granular, Mapping) and "marking_ref" in granular:
+            yield f"granular_markings[{index}].marking_ref", granular["marking_ref"]
+
+
+def _has_dependency_refs(obj: Mapping[str, Any]) -> bool:
+    """Whether ``obj`` names an author or a marking other than a TLP one (which is never
+    withheld): the objects :meth:`_Batch._author_verdict` must look at."""
+    if obj.get("created_by_ref") or obj.get("granular_markings"):
+        return True
+    markings = obj.get("object_marking_refs")
+    return bool(markings) and any(
+        not isinstance(ref, str) or ref.lower() not in TLP_BY_MARKING_ID for ref in markings
+    )
 
 
 def _dependency_refs(obj: Mapping[str, Any]) -> Iterator[str]:
@@ -486,6 +537,43 @@ class Policy:
         """
         return _Batch(self, list(objs)).run()
 
+    def apply_versions(
+        self,
+        current: Iterable[dict],
+        versions: Iterable[dict],
+        *,
+        held_by_recipient: frozenset[str] = frozenset(),
+    ) -> tuple[list[Decision], list[Decision]]:
+        """Decide ``versions`` of objects whose current versions are ``current`` (egress).
+
+        ``current`` holds the newest version of every object the versions concern and of
+        every object they reference, transitively (the caller resolves them), so the
+        decisions do not depend on which other objects happen to be decided with them:
+        an object is shared when its current version is; an older version of a shared
+        object passes on its own rules and references; every version of an object whose
+        current version is withheld is withheld.  References to ids in
+        ``held_by_recipient`` (the recipient's own objects) are safe.
+
+        Identities and marking definitions withheld by a selective rule are not promoted
+        here: they travel as dependencies (:meth:`dependencies`, :meth:`decide_dependency`).
+        Returns (decisions on ``current``, decisions on ``versions``), each in input order.
+        """
+        batch = _Batch(self, list(current), held=held_by_recipient)
+        batch.run(promote=False)
+        by_id = {d.object_id: (obj, d) for obj, d in zip(batch.objs, batch.decisions, strict=True)}
+        decided = []
+        for obj in versions:
+            found = by_id.get(obj.get("id"))  # type: ignore[arg-type]
+            if found is not None and _version(found[0]) == _version(obj):
+                decided.append(found[1])
+            elif found is not None and not found[1].allowed:
+                state = found[1]
+                detail = f"its current version is withheld ({state.rule}: {state.detail})"
+                decided.append(_withheld(obj, state.rule, detail))
+            else:
+                decided.append(batch.decide_version(obj))
+        return batch.decisions, decided
+
     def dependencies(self, decisions: Iterable[Decision]) -> set[str]:
         """Ids of identities and marking definitions referenced by allowed objects but absent
         from ``decisions``: the caller fetches them (TLP definitions are also available from
@@ -532,7 +620,7 @@ class Policy:
         return tuple(check for enabled, check in wanted if enabled)
 
     def _check_ids_deny(self, obj: Mapping[str, Any], level: TLP | None) -> _Verdict | None:
-        if obj["id"] in self._rules.ids_deny:
+        if obj["id"].lower() in self._rules.ids_deny:
             return _Verdict(Rule.IDS_DENY, f"{obj['id']} is in ids_deny")
         return None
 
@@ -581,7 +669,7 @@ class Policy:
         author = obj.get("created_by_ref")
         if author is None:
             return _Verdict(Rule.CREATED_BY_ALLOW, "no created_by_ref (created_by_allow is set)")
-        if author not in self._rules.created_by_allow:
+        if not isinstance(author, str) or author.lower() not in self._rules.created_by_allow:
             detail = f"created_by_ref {author} not in created_by_allow"
             return _Verdict(Rule.CREATED_BY_ALLOW, detail)
         return None
@@ -641,9 +729,12 @@ class _Stored(NamedTuple):
 class _Batch:
     """State of one :meth:`Policy.apply` call (kept off the Policy, which is shared)."""
 
-    def __init__(self, policy: Policy, objs: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, policy: Policy, objs: list[dict[str, Any]], held: frozenset[str] = frozenset()
+    ) -> None:
         self.policy = policy
         self.objs = objs
+        self.held = held  # ids the recipient holds itself: references to them are safe
         self.decisions = [policy.decide(obj) for obj in objs]
         self.positions: dict[str, list[int]] = {}
         self.withheld: dict[str, Decision] = {}  # id -> a withheld version's decision
@@ -654,11 +745,24 @@ class _Batch:
             if not decision.allowed:
                 self._record_withheld(decision)
 
-    def run(self) -> list[Decision]:
+    def run(self, promote: bool = True) -> list[Decision]:
         self._withhold_broken_links()
         self._trim_containers()
-        self._promote_dependencies()
+        if promote:
+            self._promote_dependencies()
         return self.decisions
+
+    def decide_version(self, obj: dict) -> Decision:
+        """One more version, judged against this batch's decisions without changing them."""
+        decision = self.policy.decide(obj)
+        if not decision.allowed:
+            return decision
+        verdict = self._author_verdict(obj)
+        if verdict is None and self._is_linking(obj):
+            verdict = self._link_verdict(obj)
+        if verdict is not None:
+            return _withheld(obj, verdict.rule, verdict.detail)
+        return self._trim(decision, obj)
 
     # ----------------------------------------------------------------- reference safety
 
@@ -670,15 +774,38 @@ class _Batch:
         """
         linking = [p for p, obj in enumerate(self.objs) if self._is_linking(obj)]
         linking.sort(key=lambda p: self.objs[p].get("type") in CONTAINER_TYPES)
+        authored = [p for p, obj in enumerate(self.objs) if _has_dependency_refs(obj)]
         changed = True
         while changed:
             changed = False
+            for position in authored:
+                if self.decisions[position].allowed:
+                    verdict = self._author_verdict(self.objs[position])
+                    if verdict is not None:
+                        self._withhold(position, verdict, protect=True)
+                        changed = True
             for position in linking:
                 if self.decisions[position].allowed:
                     verdict = self._link_verdict(self.objs[position])
                     if verdict is not None:
                         self._withhold(position, verdict)
                         changed = True
+
+    def _author_verdict(self, obj: Mapping[str, Any]) -> _Verdict | None:
+        """Why ``obj`` must be withheld for the identity or marking it names, if it must.
+
+        An object naming an author (``created_by_ref``) or a marking definition that a
+        protective rule withholds is withheld with it: sending it would name what policy
+        keeps back, and the optional property cannot be dropped without changing the
+        version the partner would hold.
+        """
+        for path, ref in _named_dependencies(obj):
+            if ref == obj.get("id") or (isinstance(ref, str) and ref.lower() in TLP_BY_MARKING_ID):
+                continue  # an identity naming itself; TLP definitions always travel
+            problem = self._reference_problem(ref)
+            if problem is not None and problem.rule is Rule.REF_WITHHELD:
+                return _Verdict(problem.rule, f"{path} {ref} {problem.detail}")
+        return None
 
     def _is_linking(self, obj: Mapping[str, Any]) -> bool:
         kind = obj.get("type")
@@ -713,6 +840,8 @@ class _Batch:
         """
         if not isinstance(ref, str):
             return _Verdict(Rule.REF_UNRESOLVED, "is not a STIX id")
+        if ref in self.held:
+            return None
         is_dependency = _type_of(ref) in DEPENDENCY_TYPES
         if ref in self.positions:
             blocked = ref in self.protected if is_dependency else ref in self.withheld
@@ -743,12 +872,16 @@ class _Batch:
         """Cut withheld references out of allowed containers (reports = "trim")."""
         for position, obj in enumerate(self.objs):
             decision = self.decisions[position]
-            if decision.allowed and obj.get("type") in CONTAINER_TYPES:
-                refs = obj.get("object_refs")
-                if isinstance(refs, list):
-                    kept = [ref for ref in refs if self._reference_problem(ref) is None]
-                    if len(kept) < len(refs):
-                        self.decisions[position] = self._trimmed(decision, refs, kept)
+            if decision.allowed:
+                self.decisions[position] = self._trim(decision, obj)
+
+    def _trim(self, decision: Decision, obj: Mapping[str, Any]) -> Decision:
+        """``decision`` for a container with its withheld ``object_refs`` cut out."""
+        refs = obj.get("object_refs") if obj.get("type") in CONTAINER_TYPES else None
+        if not isinstance(refs, list):
+            return decision
+        kept = [ref for ref in refs if self._reference_problem(ref) is None]
+        return decision if len(kept) == len(refs) else self._trimmed(decision, refs, kept)
 
     def _trimmed(self, decision: Decision, refs: list[Any], kept: list[Any]) -> Decision:
         sent = {**(decision.obj or {}), "object_refs": kept}
@@ -791,10 +924,13 @@ class _Batch:
 
     # ----------------------------------------------------------------- bookkeeping
 
-    def _withhold(self, position: int, verdict: _Verdict) -> None:
+    def _withhold(self, position: int, verdict: _Verdict, protect: bool = False) -> None:
         decision = _withheld(self.objs[position], verdict.rule, verdict.detail)
         self.decisions[position] = decision
         self._record_withheld(decision)
+        if protect:
+            # Withheld for the author it names: it cannot travel as a dependency either.
+            self.protected.add(decision.object_id)
 
     def _record_withheld(self, decision: Decision) -> None:
         self.withheld.setdefault(decision.object_id, decision)

@@ -14,7 +14,10 @@ Two generations of TLP circulate in STIX 2.1 data and both must be understood:
   one would make our copies differ from every other producer's.)
 
 A marking is recognised by its identifier only: a marking-definition that merely calls
-itself "TLP:GREEN" under another id is not TLP, because any producer can mint one.
+itself "TLP:GREEN" under another id is not TLP, because any producer can mint one.  The
+identifier is compared without regard to letter case (``marking-definition--E828B379-...``
+is TLP:RED too): UUIDs are case-insensitive (RFC 4122, 3) and some producers write them in
+upper case.
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ def tlp_of(obj: Mapping[str, Any]) -> TLP | None:
     """
     strictest: TLP | None = None
     for ref in _marking_refs(obj):
-        level = TLP_BY_MARKING_ID.get(ref) if isinstance(ref, str) else None
+        level = TLP_BY_MARKING_ID.get(ref.lower()) if isinstance(ref, str) else None
         if level is not None and (strictest is None or level > strictest):
             strictest = level
     return strictest

@@ -294,8 +294,9 @@ def test_post_answers_a_status_that_can_be_fetched(node, alpha):
     status_url = f"{node.api_root}status/{status['id']}/"
     assert ok(get(writer, status_url)) == status
     assert ok(get(session(), status_url)) == status
-    assert ok(get(session("reader"), status_url)) == status
-    # A user without rights on the collection does not learn that the status exists.
+    # A status belongs to the account that made the POST (and admins): another
+    # account, even one that reads the collection, does not learn it exists.
+    assert_error(get(session("reader"), status_url), 404)
     assert_error(get(session("outsider"), status_url), 404)
     assert_error(get(session("nobody"), status_url), 404)
     assert_error(get(writer, f"{node.api_root}status/{uuid.uuid4()}/"), 404)

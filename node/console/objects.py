@@ -9,8 +9,7 @@ from urllib.parse import urlsplit
 
 from flask import Response, abort, g, redirect, render_template, request, url_for
 
-from node.policy import Policy
-from node.sharing import local_resolver
+from node.sharing.egress import decision_on
 from node.store import search
 from node.store.catalog import Collection
 from node.store.search import Found, ObjectSearch
@@ -196,8 +195,8 @@ def _current_verdicts(collection_id: str, obj: dict, origin: str | None) -> list
     """
     state = node_state()
     verdicts = []
+    version = obj.get("modified") or obj.get("created")
     with state.store.read() as connection:
-        resolve = local_resolver(connection, collection_id)
         for agreement in state.agreements:
             if agreement.collection_id != collection_id:
                 continue
@@ -214,7 +213,11 @@ def _current_verdicts(collection_id: str, obj: dict, origin: str | None) -> list
                     )
                 )
                 continue
-            decision = Policy(agreement.egress, resolve).apply([obj])[0]
+            decision = decision_on(
+                connection, agreement, obj["id"], to_micros(version) if version else 0
+            )
+            if decision is None:  # not stored as this version: nothing to decide
+                continue
             verdicts.append(
                 PeerVerdict(peer, mapping.direction, mapping.pushes, decision.allowed,
                             str(decision.rule), decision.detail)

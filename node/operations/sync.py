@@ -13,14 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from node import jsoncodec
 from node.config import Config
 from node.errors import NotFound
-from node.policy import Decision, Policy
-from node.sharing import Agreement, egress, local_resolver
-from node.store import Store, audit, objects, search, syncstate
-from node.store.audit import AuditRecord
-from node.store.objects import ObjectQuery
+from node.policy import Decision
+from node.sharing import Agreement, Position, egress
+from node.store import Store, audit, search, syncstate
+from node.store.audit import AuditRecord, Direction
 from node.sync.worker import RoundResult, SyncWorker
 
 
@@ -42,7 +40,7 @@ def _dead_letter(store: Store, pk: int) -> dict:
 def _manual_record(letter: dict, action: str, actor: str, detail: str) -> AuditRecord:
     return AuditRecord(
         action=action,
-        direction="admin",
+        direction=Direction.ADMIN,
         object_id=letter["object_id"],
         version=letter["version"],
         peer=letter["peer"],
@@ -143,33 +141,24 @@ class PreviewLine:
 def preview(store: Store, agreement: Agreement, limit: int | None = None) -> Iterator[PreviewLine]:
     """A dry run of egress for one mapping: the decision on every version this node
     would push, dependencies included, in ``date_added`` order.  Nothing is sent or
-    recorded.  ``limit`` stops after that many decisions."""
+    recorded.  It is the worker's own egress code in the worker's batches, so the
+    preview says what a push does.  ``limit`` stops after that many decisions."""
     after = 0
     sent: set[str] = set()
     produced = 0
     while True:
         with store.read() as connection:
-            query = ObjectQuery(collection_id=agreement.collection_id, limit=1000, after=after,
-                                versions=("all",), exclude_origin=agreement.peer.name)  # fmt: skip
-            rows, more = objects.page(connection, query)
-            if not rows:
-                return
-            resolve = local_resolver(connection, agreement.collection_id)
-            dependency = local_resolver(
-                connection, agreement.collection_id, exclude_origin=agreement.peer.name
-            )
-            batch = [jsoncodec.loads(row.body) for row in rows]
-            _, decisions = egress(Policy(agreement.egress, resolve), batch, dependency, sent)
-            named = {obj.get("id"): obj for obj in batch}
-            lines = [_line(d, named.get(d.object_id) or resolve(d.object_id) or {})
-                     for d in decisions]  # fmt: skip
-        for line in lines:
-            yield line
+            page = egress(connection, agreement, Position(after=after, scan_limit=1000), sent)
+        if page.resume_after is None:
+            return
+        named = {item.object_id: item.decision.obj for item in page.items}
+        for decision in page.decisions:
+            yield _line(decision, named.get(decision.object_id) or {})
             produced += 1
             if limit is not None and produced >= limit:
                 return
-        after = rows[-1].date_added
-        if not more:
+        after = page.resume_after
+        if not page.more:
             return
 
 

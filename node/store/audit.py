@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, select, update
@@ -28,10 +29,36 @@ _FIELDS = ("at", "actor", "peer", "direction", "collection_id", "object_id", "ve
            "action", "rule", "detail")  # fmt: skip
 
 
+class Action(StrEnum):
+    """What an audit record says happened (the ``action`` column)."""
+
+    SENT = "sent"  # pushed to a peer by our worker
+    RECEIVED = "received"  # stored from a peer (pulled by us or posted by it)
+    SERVED = "served"  # read by a peer's sync account over TAXII
+    WITHHELD = "withheld"  # kept back by policy (egress) or refused (ingress)
+    DEAD_LETTER = "dead-letter"  # the receiving side refused an allowed version
+    DELETED = "deleted"
+    PUBLISHED = "published"
+    LOGIN = "login"
+    LOGIN_FAILED = "login-failed"
+
+
+class Direction(StrEnum):
+    """Which way the record's subject travelled (the ``direction`` column)."""
+
+    PUSH = "push"  # our worker sending
+    PULL = "pull"  # our worker fetching
+    SERVE = "serve"  # a peer's account reading from us
+    RECEIVE = "receive"  # a peer's account posting to us
+    LOCAL = "local"  # publications and deletions by local accounts
+    ADMIN = "admin"  # account and token changes from the CLI
+    AUTH = "auth"  # logins
+
+
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    action: str  # sent, received, served, withheld, dead-letter, deleted, published, login-...
-    direction: str  # push, pull, serve, receive, local, admin, auth
+    action: str  # an Action, or an admin action name (user-added, token-created, ...)
+    direction: Direction
     object_id: str | None = None
     version: str | None = None
     peer: str | None = None

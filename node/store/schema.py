@@ -107,6 +107,8 @@ statuses_table = Table(
     Column("failure_count", Integer, nullable=False),
     Column("successes", Text, nullable=False),  # JSON list of status-details
     Column("failures", Text, nullable=False),
+    # The account that made the POST (migration 8): only it and admins read the status.
+    Column("owner", String(128)),
 )
 Index("ix_statuses_request_timestamp", statuses_table.c.request_timestamp)
 
@@ -314,6 +316,12 @@ def _create_exchange_tables(connection: Connection) -> None:
     recalls.create_index(connection)
 
 
+def _add_status_owners(connection: Connection) -> None:
+    present = {column["name"] for column in inspect(connection).get_columns("statuses")}
+    if "owner" not in present:
+        connection.execute(text("ALTER TABLE statuses ADD COLUMN owner VARCHAR(128)"))
+
+
 # Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "objects, collections, statuses, accounts", _create_base_tables),
@@ -325,6 +333,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (6, "failed logins, counted apart from the audit trail", _create_login_failures),
     (7, "release queue, quarantine, recalls, releaser role, publishers of versions",
      _create_exchange_tables),
+    (8, "owners of status resources", _add_status_owners),
 ]  # fmt: skip
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, delete, select
 
@@ -14,7 +14,7 @@ from .engine import placeholder
 from .schema import statuses_table
 
 _COLUMNS = ("id", "collection_id", "request_timestamp", "total_count", "success_count",
-            "failure_count", "successes", "failures")  # fmt: skip
+            "failure_count", "successes", "failures", "owner")  # fmt: skip
 
 
 def record(
@@ -23,8 +23,12 @@ def record(
     request_timestamp: int,
     successes: list[dict[str, Any]],
     failures: list[dict[str, Any]],
+    owner: str | None = None,
 ) -> dict[str, Any]:
     """Store the outcome of one POST and return its status resource.
+
+    ``owner`` is the account that made the request: only it (and admins) may
+    read the status, since it names the objects of the request.
 
     The node processes an envelope inside the request, so every status is
     "complete" when it is first returned and ``pending`` is always empty.
@@ -36,7 +40,8 @@ def record(
     connection.exec_driver_sql(
         f"INSERT INTO statuses ({', '.join(_COLUMNS)}) VALUES ({markers})",
         (status_id, collection_id, request_timestamp, len(successes) + len(failures),
-         len(successes), len(failures), jsoncodec.dumps(successes), jsoncodec.dumps(failures)),
+         len(successes), len(failures), jsoncodec.dumps(successes), jsoncodec.dumps(failures),
+         owner),
     )  # fmt: skip
     return _resource(
         status_id, request_timestamp, successes, failures, len(successes) + len(failures)
@@ -67,8 +72,14 @@ def _resource(
     return resource
 
 
-def get(connection: Connection, status_id: str) -> tuple[str, dict[str, Any]] | None:
-    """(collection id, status resource) for ``status_id``, or None."""
+class FoundStatus(NamedTuple):
+    collection_id: str
+    owner: str | None  # None for statuses recorded before owners were (migration 8)
+    resource: dict[str, Any]
+
+
+def get(connection: Connection, status_id: str) -> FoundStatus | None:
+    """The status resource ``status_id`` with its collection and owner, or None."""
     row = connection.execute(select(statuses_table).where(statuses_table.c.id == status_id)).first()
     if row is None:
         return None
@@ -79,7 +90,7 @@ def get(connection: Connection, status_id: str) -> tuple[str, dict[str, Any]] | 
         jsoncodec.loads(row.failures),
         row.total_count,
     )
-    return row.collection_id, resource
+    return FoundStatus(row.collection_id, row.owner, resource)
 
 
 def purge_older_than(connection: Connection, cutoff: int) -> int:

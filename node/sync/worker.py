@@ -24,20 +24,22 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from node import jsoncodec
 from node.client import ObjectPage, RemoteError, TaxiiClient, split_envelopes
 from node.config import Config, PeerConfig
-from node.policy import Decision, Policy
+from node.policy import Decision
 from node.sharing import (
     Agreement,
     Agreements,
+    EgressPage,
+    Position,
+    admit,
+    counts,
     decision_records,
     egress,
-    local_resolver,
-    serialized,
+    settle,
 )
 from node.store import Store, audit, objects, syncstate
-from node.store.objects import ObjectQuery
+from node.store.audit import Action, Direction
 from node.timestamps import from_micros, now_micros, to_micros
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class RoundResult:
 class _PushBatch:
     """One batch of local versions, decided and serialised, waiting to be sent."""
 
-    to_send: list[dict]
+    to_send: list[tuple[dict, str]]  # (object, its JSON text)
     decisions: list[Decision]
     last_date_added: int
     more: bool
@@ -189,33 +191,30 @@ class MappingSync:
                 self._commit_push(state, *in_flight, result)
 
     def _prepare_push(self, after: int, sent_dependencies: set[str]) -> _PushBatch | None:
-        collection_id = self.agreement.collection_id
-        query = ObjectQuery(
-            collection_id=collection_id,
-            limit=PUSH_BATCH,
-            after=after,
-            versions=("all",),
-            exclude_origin=self.peer,  # never echo the peer's own objects back to it
-        )
+        """The next batch: the one egress decision on at most PUSH_BATCH stored versions
+        (never the peer's own: no echo), the cursor moving past the withheld ones."""
+        position = Position(after=after, scan_limit=PUSH_BATCH)
         with self.store.read() as connection:
-            rows, more = objects.page(connection, query)
-            if not rows:
-                return None
-            batch = [jsoncodec.loads(row.body) for row in rows]
-            resolve = local_resolver(connection, collection_id)
-            dependency = local_resolver(connection, collection_id, exclude_origin=self.peer)
-            to_send, decisions = egress(
-                Policy(self.agreement.egress, resolve), batch, dependency, sent_dependencies
-            )
-        return _PushBatch(to_send, decisions, rows[-1].date_added, more)
+            page = egress(connection, self.agreement, position, sent_dependencies)
+        if page.resume_after is None:
+            return None
+        return _PushBatch(_outgoing(page), page.decisions, page.resume_after, page.more)
+
+    def _push_records(self, decisions: list[Decision], failures: list[dict]):
+        return decision_records(
+            self.peer,
+            self.agreement.collection_id,
+            Direction.PUSH,
+            decisions,
+            Action.SENT,
+            failures,
+        )
 
     def _commit_push(self, state, sending: Future, batch: _PushBatch, result) -> None:
         failures = sending.result()  # re-raises the sender's RemoteError
-        records = decision_records(
-            self.peer, self.agreement.collection_id, "push", batch.decisions, "sent", failures
-        )
-        sent = sum(1 for r in records if r.action == "sent")
-        withheld = sum(1 for r in records if r.action == "withheld")
+        records = self._push_records(batch.decisions, failures)
+        tally = counts(records)
+        sent, withheld = tally.passed, tally.withheld
         with self.store.write() as connection:
             audit.record(connection, records)
             syncstate.add_dead_letters(connection, self.peer, self.key, "push", failures)
@@ -228,13 +227,15 @@ class MappingSync:
         result.withheld += withheld
         result.dead_lettered += len(failures)
 
-    def _send(self, remote_id: str, to_send: list[dict]) -> list[dict]:
+    def _send(self, remote_id: str, outgoing: list[tuple[dict, str]]) -> list[dict]:
         """POST in envelopes that fit the peer's limit; return the peer's failures."""
         failures: list[dict] = []
+        texts = {id(obj): text for obj, text in outgoing}
+        to_send = [obj for obj, _ in outgoing]
         envelopes = split_envelopes(
             to_send,
             self._max_content_length or 10_000_000,
-            serialize=serialized,
+            serialize=lambda obj: texts[id(obj)],
             on_oversized=lambda obj, _size: failures.append(
                 _failure(obj, "larger than the peer's max_content_length")
             ),
@@ -291,25 +292,26 @@ class MappingSync:
         """Push ``batch`` again now, under egress policy, without moving the cursor
         (a dead letter retried by an operator).  Refusals become dead letters again."""
         result = RoundResult(self.peer, self.key, "push")
-        collection_id = self.agreement.collection_id
+        outgoing: list[tuple[dict, str]] = []
+        decisions: list[Decision] = []
         try:
             with self.store.read() as connection:
-                resolve = local_resolver(connection, collection_id)
-                dependency = local_resolver(connection, collection_id, exclude_origin=self.peer)
-                to_send, decisions = egress(
-                    Policy(self.agreement.egress, resolve), batch, dependency
-                )
-            failures = self._send(self.remote_collection(), to_send) if to_send else []
+                for obj in batch:
+                    page = egress(connection, self.agreement, _exactly(obj))
+                    outgoing += _outgoing(page)
+                    decisions += page.decisions
+            failures = self._send(self.remote_collection(), outgoing) if outgoing else []
         except RemoteError as exc:
             result.error = str(exc)
             return result
-        records = decision_records(self.peer, collection_id, "push", decisions, "sent", failures)
+        records = self._push_records(decisions, failures)
+        tally = counts(records)
         with self.store.write() as connection:
             audit.record(connection, records)
             syncstate.add_dead_letters(connection, self.peer, self.key, "push", failures)
             state = syncstate.load(connection, self.peer, self.key, "push")
-            result.sent = sum(1 for r in records if r.action == "sent")
-            result.withheld = sum(1 for r in records if r.action == "withheld")
+            result.sent = tally.passed
+            result.withheld = tally.withheld
             result.dead_lettered = len(failures)
             state.sent += result.sent
             state.withheld += result.withheld
@@ -375,51 +377,27 @@ class MappingSync:
             syncstate.save(connection, state)
 
     def _ingest(self, connection, items: list, result: RoundResult) -> RoundResult:
-        """Store what ingress policy accepts of ``items``, audit every decision and
-        dead-letter what the store refuses; the counts go into a fresh ``RoundResult``
-        that is also added to ``result``."""
+        """Store what the one ingress decision accepts of ``items``, audit every decision
+        and dead-letter what the store refuses; the counts go into a fresh
+        ``RoundResult`` that is also added to ``result``."""
         collection_id = self.agreement.collection_id
-        policy = Policy(self.agreement.ingress, local_resolver(connection, collection_id))
-        valid = [item for item in items if isinstance(item, dict)]
-        valid = self._without_echoes(connection, collection_id, valid)
-        decisions = policy.apply(valid)
-        accepted = [d.obj for d in decisions if d.allowed and d.obj is not None]
-        outcome = objects.add_objects(connection, collection_id, accepted, origin=self.peer)
-        records = decision_records(
-            self.peer, collection_id, "pull", decisions, "received", outcome.failures
+        admission = admit(connection, self.agreement, items, to_peer=False)
+        outcome = objects.add_objects(
+            connection, collection_id, admission.accepted, origin=self.peer
+        )
+        records = settle(
+            connection, self.agreement, admission, outcome, Direction.PULL, to_peer=False
         )
         audit.record(connection, records)
         syncstate.add_dead_letters(connection, self.peer, self.key, "pull", outcome.failures)
         page = RoundResult(self.peer, self.key, "pull")
         page.received = len(outcome.stored)
-        page.withheld = sum(1 for d in decisions if not d.allowed)
+        page.withheld = len(admission.refused)
         page.dead_lettered = len(outcome.failures)
         result.received += page.received
         result.withheld += page.withheld
         result.dead_lettered += page.dead_lettered
         return page
-
-    def _without_echoes(self, connection, collection_id: str, items: list[dict]) -> list[dict]:
-        """``items`` less the versions this node already holds from elsewhere.
-
-        A peer that does not record origins (medallion) serves back what we pushed
-        to it, redacted or trimmed by our egress policy: our own version coming home,
-        not a conflicting one (which add_objects would dead-letter).  The local copy
-        stands; versions that came from this very peer still go through add_objects.
-        """
-        ids = sorted({item["id"] for item in items if isinstance(item.get("id"), str)})
-        held: set[tuple[str, int | None]] = set()
-        for start in range(0, len(ids), 500):
-            chunk = tuple(ids[start : start + 500])
-            query = ObjectQuery(collection_id, limit=1_000_000, ids=chunk, versions=("all",))
-            rows, _ = objects.page(connection, query)
-            for row in rows:
-                if row.origin != self.peer:
-                    held.add((row.object_id, _micros(row.version_text)))
-        if not held:
-            return items
-        keep = [(item.get("id"), _micros(_version_text(item))) not in held for item in items]
-        return [item for item, kept in zip(items, keep, strict=True) if kept]
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -447,12 +425,16 @@ def _version_text(obj: dict) -> str:
     return version if isinstance(version, str) else ""
 
 
-def _micros(version_text: str) -> int | None:
-    """A version as the store keys it (0 for an SCO without timestamps); None if invalid."""
-    try:
-        return to_micros(version_text) if version_text else 0
-    except ValueError:
-        return None
+def _outgoing(page: EgressPage) -> list[tuple[dict, str]]:
+    """(object, JSON text) of what an egress page lets leave, dependencies included."""
+    return [(item.decision.obj, item.body) for item in page.items if item.decision.obj]
+
+
+def _exactly(obj: dict) -> Position:
+    """The egress position of one stored version (a dead letter retried)."""
+    version = _version_text(obj)
+    key: str | int = to_micros(version) if version else "all"
+    return Position(ids=(obj["id"],), versions=(key,))
 
 
 def _safe_resume_point(page: ObjectPage, previous_last: str | None) -> str | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from flask import current_app, g
 
 from node.config import Config
-from node.sharing import Agreements
+from node.sharing import Agreements, AuditQueue
 from node.store import Store, catalog
 from node.store.accounts import Account
 from node.store.catalog import Collection
@@ -75,6 +75,7 @@ class NodeState:
     authenticator: Authenticator
     agreements: Agreements
     collections: CollectionCache
+    read_audit: AuditQueue  # partner reads, audited without a write lock in the request
     last_status_purge: float = field(default=0.0)
 
 

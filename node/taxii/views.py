@@ -16,8 +16,11 @@ from collections.abc import Sequence
 from flask import Blueprint, Response, g, request
 
 from node import jsoncodec
+from node.sharing import Agreement, EgressPage, Position, admit, egress, read_record, settle
+from node.sharing.egress import visible
 from node.store import audit, objects, statuses
 from node.store.accounts import Rights
+from node.store.audit import Action, Direction
 from node.store.catalog import Collection
 from node.store.objects import StoredObject
 from node.timestamps import from_micros, now_micros
@@ -27,7 +30,6 @@ from .auth import peer_certificate
 from .errors import TaxiiError, forbidden, not_found
 from .hosts import check_host
 from .negotiation import TAXII_21, accepts_taxii_21, is_taxii_21_body
-from .peers import accepted_items, object_shared, served_bodies, served_rows
 from .state import current_account, node_state, set_current_account
 
 blueprint = Blueprint("taxii", __name__)
@@ -211,13 +213,15 @@ def api_root_information() -> Response:
 def status(status_id: str) -> Response:
     with node_state().store.read() as connection:
         found = statuses.get(connection, status_id)
-    if found is None:
+    # A status names the objects of one POST: it belongs to the account that made it
+    # (and to admins); to everyone else it does not exist.
+    account = current_account()
+    if found is None or not (account.is_admin or found.owner == account.name):
         raise not_found(f"no status {status_id!r}")
-    collection_id, resource = found
-    rights = _rights(collection_id)
+    rights = _rights(found.collection_id)
     if not (rights.can_read or rights.can_write):
         raise not_found(f"no status {status_id!r}")
-    return _json(resource)
+    return _json(found.resource)
 
 
 # -- collections (5.1, 5.2) ----------------------------------------------------
@@ -248,46 +252,113 @@ def collection(collection_id: str) -> Response:
 def manifest(collection_id: str) -> Response:
     _readable(collection_id)
     query, request_fingerprint = _query(collection_id, "manifest", filters.OBJECTS)
-    rows, more = _page(query)
+    if current_account().peer is not None:
+        page = _peer_page(collection_id, query, "manifest")
+        entries = [(r.object_id, r.date_added or 0, r.version_label) for r in page.rows]
+        fields = _peer_page_fields(page, request_fingerprint)
+        headers = _peer_date_headers(page, query.after)
+    else:
+        rows, more = _page(query)
+        entries = [(r.object_id, r.date_added, _version_label(r)) for r in rows]
+        fields = _page_fields(rows, more, request_fingerprint)
+        headers = _date_headers(rows, query.after)
     records = [
         json.dumps(
             {
-                "id": row.object_id,
-                "date_added": from_micros(row.date_added),
-                "version": _version_label(row),
+                "id": object_id,
+                "date_added": from_micros(date_added),
+                "version": version,
                 "media_type": "application/stix+json;version=2.1",
             }
         )
-        for row in served_rows(collection_id, rows)
+        for object_id, date_added, version in entries
     ]
-    body = "{" + _page_fields(rows, more, request_fingerprint)
+    body = "{" + fields
     if records:
         body += ',"objects":[' + ",".join(records) + "]"
-    return _json(body + "}", headers=_date_headers(rows, query.after))
+    return _json(body + "}", headers=headers)
 
 
 # -- objects (5.4, 5.5) ------------------------------------------------------
 
 
-def _objects_envelope(
-    bodies: Sequence[str], rows: Sequence[StoredObject], more: bool, request_fingerprint: str
-) -> str:
-    body = "{" + _page_fields(rows, more, request_fingerprint)
-    if bodies:
-        body += ',"objects":[' + ",".join(bodies) + "]"
+def _objects_envelope(fields: str, texts: Sequence[str]) -> str:
+    body = "{" + fields
+    if texts:
+        body += ',"objects":[' + ",".join(texts) + "]"
     return body + "}"
+
+
+def _objects_response(collection_id: str, query, request_fingerprint: str, endpoint: str):
+    """(envelope, headers, whether any object matched) for objects/ and objects/<id>/."""
+    if current_account().peer is not None:
+        page = _peer_page(collection_id, query, endpoint)
+        fields = _peer_page_fields(page, request_fingerprint)
+        texts = [item.body for item in page.items]
+        return _objects_envelope(fields, texts), _peer_date_headers(page, query.after), bool(texts)
+    rows, more = _page(query)
+    fields = _page_fields(rows, more, request_fingerprint)
+    envelope = _objects_envelope(fields, [row.body for row in rows])
+    return envelope, _date_headers(rows, query.after), bool(rows)
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/objects/", methods=["GET"])
 def get_objects(collection_id: str) -> Response:
     _readable(collection_id)
     query, request_fingerprint = _query(collection_id, "objects", filters.OBJECTS)
-    rows, more = _page(query)
-    bodies = served_bodies(collection_id, rows)
-    return _json(
-        _objects_envelope(bodies, rows, more, request_fingerprint),
-        headers=_date_headers(rows, query.after),
+    envelope, headers, _ = _objects_response(collection_id, query, request_fingerprint, "objects")
+    return _json(envelope, headers=headers)
+
+
+# -- what a partner's sync account sees: the egress decision, nothing else ----------
+
+
+def _agreement(collection_id: str) -> Agreement:
+    peer = current_account().peer
+    assert peer is not None
+    return node_state().agreements.for_peer(peer, collection_id)
+
+
+def _peer_page(collection_id: str, query, endpoint: str) -> EgressPage:
+    """The page a peer's account gets: what egress lets through for its agreement.
+
+    Served without a write transaction; the read is audited once, in the background.
+    """
+    state = node_state()
+    account = current_account()
+    with state.store.read() as connection:
+        page = egress(connection, _agreement(collection_id), Position.of(query))
+    asked = request.query_string.decode("utf-8", "replace")[:500]
+    state.read_audit.put(
+        read_record(
+            account.peer or "",
+            account.name,
+            collection_id,
+            f"GET {endpoint}" + (f"?{asked}" if asked else ""),
+            page.decisions,
+        )
     )
+    return page
+
+
+def _peer_page_fields(page: EgressPage, request_fingerprint: str) -> str:
+    """``more``/``next`` from what the peer is served: the token resumes just before
+    the next version it may see, past the withheld ones already examined."""
+    if not page.more or page.resume_after is None:
+        return '"more":false'
+    token = node_state().signer.issue(page.resume_after, request_fingerprint)
+    return f'"more":true,"next":{json.dumps(token)}'
+
+
+def _peer_date_headers(page: EgressPage, after: int | None) -> dict[str, str]:
+    """X-TAXII-Date-Added-First/-Last of the versions served (never of withheld ones)."""
+    added = [row.date_added for row in page.rows if row.date_added is not None]
+    first = added[0] if added else (after if after is not None else _EPOCH)
+    last = added[-1] if added else first
+    return {
+        "X-TAXII-Date-Added-First": from_micros(first),
+        "X-TAXII-Date-Added-Last": from_micros(last),
+    }
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/objects/", methods=["POST"])
@@ -303,57 +374,59 @@ def add_objects(collection_id: str) -> Response:
     state = node_state()
     body = bodies.read_body(state.config.taxii.max_content_length, state.config.server.timeout)
     envelope = bodies.envelope_objects(body, state.config.taxii.max_objects_per_envelope)
-    items, refused = accepted_items(collection_id, envelope.items)
-    refused = envelope.failures + refused
+    account = current_account()
+    admission = None
+    items = envelope.items
+    if account.peer is not None:
+        # The peer's objects pass the one ingress decision (as when our worker pulls).
+        with state.store.read() as connection:
+            admission = admit(connection, _agreement(collection_id), items, to_peer=True)
+        items = admission.accepted
+    refused = envelope.failures + (admission.refused if admission else [])
     request_timestamp = now_micros()
     # Validation and JSON before taking the writer lock; the texts serialised to
     # check the body are reused unless a partner's policy changed the objects.
     prepared = objects.prepare(items, envelope.texts if items is envelope.items else None)
     with state.store.write() as connection:
-        outcome = objects.store_prepared(
-            connection, collection_id, prepared, current_account().peer
-        )
+        outcome = objects.store_prepared(connection, collection_id, prepared, account.peer)
+        records = []
+        if admission is not None:
+            outcome.successes[:0] = admission.echoes
+            records = settle(
+                connection,
+                _agreement(collection_id),
+                admission,
+                outcome,
+                Direction.RECEIVE,
+                to_peer=True,
+            )
         resource = statuses.record(
             connection,
             collection_id,
             request_timestamp,
             outcome.successes,
             refused + outcome.failures,
+            owner=account.name,
         )
-        audit.record(connection, _publication_audit(collection_id, outcome, refused, resource))
+        audit.record(connection, [_publication_record(collection_id, outcome, refused, resource)])
+        audit.record(connection, records)
     _purge_old_statuses()
     return _json(resource, status=202)
 
 
-def _publication_audit(collection_id: str, outcome, refused: list, resource: dict):
-    """One record per POST, and for a partner's push one per version received."""
-    peer = current_account().peer
-    records = [
-        audit.AuditRecord(
-            action="published",
-            direction="receive" if peer else "local",
-            actor=current_account().name,
-            peer=peer,
-            collection_id=collection_id,
-            detail=f"status {resource['id']}: {len(outcome.stored)} new, "
-            f"{len(outcome.successes) - len(outcome.stored)} already present, "
-            f"{len(outcome.failures) + len(refused)} failed",
-        )
-    ]
-    if peer is not None:
-        records += [
-            audit.AuditRecord(
-                action="received",
-                direction="receive",
-                object_id=stored.object_id,
-                version=stored.version_text or None,
-                peer=peer,
-                collection_id=collection_id,
-                rule="allowed",
-            )
-            for stored in outcome.stored
-        ]
-    return records
+def _publication_record(collection_id: str, outcome, refused: list, resource: dict):
+    """One record per POST (a peer's POST also has one record per decision)."""
+    account = current_account()
+    return audit.AuditRecord(
+        action=Action.PUBLISHED,
+        direction=Direction.RECEIVE if account.peer else Direction.LOCAL,
+        actor=account.name,
+        peer=account.peer,
+        collection_id=collection_id,
+        detail=f"status {resource['id']}: {len(outcome.stored)} new, "
+        f"{len(outcome.successes) - len(outcome.stored)} already present, "
+        f"{len(outcome.failures) + len(refused)} failed",
+    )
 
 
 def _purge_old_statuses() -> None:
@@ -371,11 +444,12 @@ def _purge_old_statuses() -> None:
 
 def _object_visible(collection_id: str, object_id: str) -> bool:
     """Whether the caller may learn that the object exists (200 with an empty page
-    rather than 404): for a partner, only when egress policy lets its latest
-    version through, so a 200 never reveals a withheld object."""
+    rather than 404): for a partner, only when egress lets its current version
+    through, so a 200 never reveals a withheld object."""
     with node_state().store.read() as connection:
-        latest = objects.latest(connection, collection_id, object_id, current_account().peer)
-    return latest is not None and object_shared(collection_id, latest)
+        if current_account().peer is not None:
+            return visible(connection, _agreement(collection_id), object_id)
+        return objects.latest(connection, collection_id, object_id) is not None
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/objects/<object_id>/", methods=["GET"])
@@ -384,14 +458,12 @@ def get_object(collection_id: str, object_id: str) -> Response:
     query, request_fingerprint = _query(
         collection_id, "object", filters.OBJECT, object_id=object_id
     )
-    rows, more = _page(query)
-    bodies = served_bodies(collection_id, rows)
-    if not bodies and not _object_visible(collection_id, object_id):
-        raise not_found(f"no object {object_id!r} in collection {collection_id!r}")
-    return _json(
-        _objects_envelope(bodies, rows, more, request_fingerprint),
-        headers=_date_headers(rows, query.after),
+    envelope, headers, found = _objects_response(
+        collection_id, query, request_fingerprint, "object"
     )
+    if not found and not _object_visible(collection_id, object_id):
+        raise not_found(f"no object {object_id!r} in collection {collection_id!r}")
+    return _json(envelope, headers=headers)
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/objects/<object_id>/", methods=["DELETE"])
@@ -412,8 +484,8 @@ def delete_object(collection_id: str, object_id: str) -> Response:
                 connection,
                 [
                     audit.AuditRecord(
-                        action="deleted",
-                        direction="local",
+                        action=Action.DELETED,
+                        direction=Direction.LOCAL,
                         object_id=object_id,
                         collection_id=collection_id,
                         detail=f"{deleted} version(s) deleted",
@@ -434,14 +506,22 @@ def object_versions(collection_id: str, object_id: str) -> Response:
     query, request_fingerprint = _query(
         collection_id, "versions", filters.VERSIONS, object_id=object_id, default_version="all"
     )
-    rows, more = _page(query)
-    visible = served_rows(collection_id, rows)
-    if not visible and not _object_visible(collection_id, object_id):
+    if current_account().peer is not None:
+        page = _peer_page(collection_id, query, "versions")
+        labels = [row.version_label for row in page.rows]
+        fields = _peer_page_fields(page, request_fingerprint)
+        headers = _peer_date_headers(page, query.after)
+    else:
+        rows, more = _page(query)
+        labels = [_version_label(row) for row in rows]
+        fields = _page_fields(rows, more, request_fingerprint)
+        headers = _date_headers(rows, query.after)
+    if not labels and not _object_visible(collection_id, object_id):
         raise not_found(f"no object {object_id!r} in collection {collection_id!r}")
-    body = "{" + _page_fields(rows, more, request_fingerprint)
-    if visible:
-        body += ',"versions":' + json.dumps([_version_label(row) for row in visible])
-    return _json(body + "}", headers=_date_headers(rows, query.after))
+    body = "{" + fields
+    if labels:
+        body += ',"versions":' + json.dumps(labels)
+    return _json(body + "}", headers=headers)
 
 
 __all__ = ["blueprint"]

@@ -1,0 +1,34 @@
+"""Sharing with partner nodes: agreements, egress, ingress and their decision records.
+
+* ``agreements``: the config's peer mappings, bound to local collections and policies;
+* ``egress``: the one function deciding what may leave for a peer, used by the
+  worker's push, every TAXII read by the peer's sync account and ``policy preview``;
+* ``ingress``: the one function deciding what is accepted from a peer, used by
+  the worker's pull and the peer's POSTs;
+* ``records``: decisions as audit records and counts.
+
+Nothing here knows about HTTP: the TAXII layer passes the calling peer in.
+``node.policy`` is the pure rule engine underneath.
+"""
+
+from .agreements import Agreement, Agreements
+from .egress import EgressPage, Outgoing, Position, egress
+from .ingress import Admission, admit, settle
+from .records import AuditQueue, Counts, counts, decision_records, read_record
+
+__all__ = [
+    "Admission",
+    "Agreement",
+    "Agreements",
+    "AuditQueue",
+    "Counts",
+    "EgressPage",
+    "Outgoing",
+    "Position",
+    "admit",
+    "counts",
+    "decision_records",
+    "egress",
+    "read_record",
+    "settle",
+]

@@ -1,0 +1,461 @@
+"""Egress: what may leave this node for one peer, with every decision.
+
+One function, :func:`egress`, answers for every path by which an object leaves:
+the worker's push, each TAXII read by the peer's sync account (objects, one
+object, its versions, the manifest) and ``policy preview``.  So the partner
+gets the same answer however it asks.
+
+What a peer may see is defined without regard to which objects happen to be
+decided together:
+
+* an object's *current* version is its newest one that did not come from the
+  peer (the peer's own versions are never sent back, never stand for our
+  objects and never decide what an object is: see ``store.provenance``);
+* an object is *shared* when policy lets its current version through, with
+  every reference resolved against the current versions of what it references
+  (transitively); an older version of a shared object passes on its own; no
+  version of an object that is not shared leaves;
+* identities and marking definitions that shared objects need travel with
+  them (the policy's "dependency" rule), at their current version.
+
+A peer's view is therefore the store as if the versions policy withholds from
+it had never existed, and everything a read answers (objects, ``more``,
+``next``, the version filters "first" and "last") is computed on that view;
+the ``next`` position skips the withheld versions already examined, so paging
+never scans them twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from sqlalchemy import Connection
+
+from node import jsoncodec
+from node.policy import CONTAINER_TYPES, PROTECTIVE_RULES, Decision, Policy, Rule
+from node.store import provenance
+from node.store.objects import ObjectQuery
+from node.timestamps import from_micros
+from node.tlp import TLP_BY_MARKING_ID, tlp_marking_definitions
+
+from .agreements import Agreement
+
+_MAX_CLOSURE = 50_000
+_MAX_CHUNK = 5_000
+_LINKS = {
+    "relationship": ("source_ref", "target_ref"),
+    "sighting": ("sighting_of_ref", "observed_data_refs", "where_sighted_refs"),
+    **{kind: ("object_refs",) for kind in CONTAINER_TYPES},
+}
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where an egress scan starts and what it selects (TAXII 2.1 section 3.4 filters).
+
+    ``limit`` counts versions to serve (dependencies travel on top of it); None
+    for no limit.  ``scan_limit`` stops after that many stored versions were
+    examined (the worker's batches); a peer's reads have none, so that ``more``
+    says whether more *served* versions follow, never whether withheld ones do.
+    """
+
+    after: int | None = None
+    limit: int | None = None
+    ids: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    versions: tuple[str | int, ...] = ("all",)
+    spec_versions: tuple[str, ...] = ()
+    scan_limit: int | None = None
+
+    @classmethod
+    def of(cls, query: ObjectQuery) -> Position:
+        """The position of a TAXII request's parsed filters."""
+        return cls(
+            after=query.after,
+            limit=query.limit,
+            ids=query.ids,
+            types=query.types,
+            versions=query.versions,
+            spec_versions=query.spec_versions,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One version that leaves, as the JSON text to send."""
+
+    decision: Decision
+    body: str
+    date_added: int | None  # None for a dependency travelling with the page
+    version_label: str  # the version as manifests and version lists name it
+
+    @property
+    def object_id(self) -> str:
+        return self.decision.object_id
+
+
+@dataclass
+class EgressPage:
+    """What leaves for one position, and every decision made to find it."""
+
+    rows: list[Outgoing] = field(default_factory=list)  # in date_added order
+    dependencies: list[Outgoing] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)  # rows and dependencies
+    more: bool = False
+    resume_after: int | None = None  # where the next page starts; None: nothing examined
+    withheld: Counter[str] = field(default_factory=Counter)  # by rule
+
+    @property
+    def items(self) -> list[Outgoing]:
+        return self.rows + self.dependencies
+
+    @property
+    def served_decisions(self) -> list[Decision]:
+        return [item.decision for item in self.items]
+
+
+def egress(
+    connection: Connection,
+    agreement: Agreement,
+    position: Position,
+    already_sent: set[str] | None = None,
+) -> EgressPage:
+    """The versions after ``position`` that may leave for the agreement's peer.
+
+    ``already_sent`` (ids) lets a worker's round or a preview skip dependencies
+    that earlier pages carried; it is updated with what this page sends.
+    """
+    run = _Run(connection, agreement, position)
+    page = run.scan()
+    page.dependencies = run.dependencies(page.rows, already_sent)
+    _supersede_row_decisions(page)
+    page.decisions.extend(item.decision for item in page.dependencies)
+    if already_sent is not None:
+        already_sent.update(item.object_id for item in page.items)
+    return page
+
+
+def _supersede_row_decisions(page: EgressPage) -> None:
+    """Drop the row decision "withheld (unmarked...)" of a dependency that leaves with the
+    page anyway, so that a version is decided once: sent as a dependency."""
+    travelling = {(item.object_id, item.decision.version) for item in page.dependencies}
+    if not travelling:
+        return
+    kept = []
+    for decision in page.decisions:
+        if not decision.allowed and (decision.object_id, decision.version) in travelling:
+            page.withheld[str(decision.rule)] -= 1
+            continue
+        kept.append(decision)
+    page.decisions = kept
+    page.withheld += Counter()  # drop zero counts
+
+
+def visible(connection: Connection, agreement: Agreement, object_id: str) -> bool:
+    """Whether the peer may learn that ``object_id`` exists: its current version leaves."""
+    page = egress(connection, agreement, Position(ids=(object_id,), versions=("last",), limit=1))
+    return bool(page.rows)
+
+
+def decision_on(
+    connection: Connection, agreement: Agreement, object_id: str, version: int
+) -> Decision | None:
+    """The egress decision on one stored version (None when the peer never sees it
+    decided: it is the peer's own version, or it is not stored)."""
+    page = egress(connection, agreement, Position(ids=(object_id,), versions=(version,)))
+    return next((d for d in page.decisions if d.object_id == object_id), None)
+
+
+def stored_version_visible(
+    connection: Connection, agreement: Agreement, object_id: str, version: int
+) -> bool:
+    """Whether one stored version of ``object_id`` is part of what the peer may see."""
+    page = egress(connection, agreement, Position(ids=(object_id,), versions=(version,)))
+    return bool(page.rows)
+
+
+class _VersionFilter:
+    """match[version] (3.4.2) on the peer's view: "last" and "first" are the newest and
+    oldest versions it may see, exact versions match as stored; items are ORed."""
+
+    def __init__(self, versions: Sequence[str | int]) -> None:
+        self.all = "all" in versions
+        self.last = "last" in versions
+        self.first = "first" in versions
+        self.exact = {v for v in versions if isinstance(v, int)}
+        self.only_last = not self.all and self.last and not self.first and not self.exact
+
+    def selects(self, version: provenance.Version, first: dict[str, int]) -> bool:
+        if self.all or (self.last and version.current):
+            return True
+        if self.first and first.get(version.object_id) == version.version:
+            return True
+        if version.version in self.exact:
+            return True
+        # A version without created/modified is labelled by its date_added.
+        return not version.version_text and version.date_added in self.exact
+
+
+class _Run:
+    """One call of :func:`egress`."""
+
+    def __init__(self, connection: Connection, agreement: Agreement, position: Position) -> None:
+        self.connection = connection
+        self.agreement = agreement
+        self.peer = agreement.peer.name
+        self.position = position
+        self.policy = Policy(agreement.egress)
+        self.filter = _VersionFilter(position.versions)
+        self.window = provenance.Scan(
+            collection_id=agreement.collection_id,
+            peer=self.peer,
+            after=position.after,
+            ids=position.ids,
+            types=position.types,
+            spec_versions=position.spec_versions,
+            current_only=self.filter.only_last,
+        )
+        self.current: dict[str, dict] = {}  # id -> current version, for the closure
+        self.states: dict[str, Decision] = {}  # id -> decision on its current version
+        self.held: set[str] = set()  # ids whose every version came from the peer
+        self.looked_up: set[str] = set()
+
+    # ----------------------------------------------------------------- rows
+
+    def scan(self) -> EgressPage:
+        page = EgressPage(resume_after=None)
+        limit, scan_limit = self.position.limit, self.position.scan_limit
+        after = self.position.after
+        chunk = _first_chunk(limit, scan_limit)
+        examined = 0
+        while True:
+            versions = provenance.scan(self.connection, replace(self.window, after=after), chunk)
+            for version, obj, decision in self._decide(versions):
+                full = limit is not None and len(page.rows) >= limit
+                if full and decision is not None and decision.allowed:
+                    page.more = True
+                    page.resume_after = version.date_added - 1
+                    return page
+                page.resume_after = version.date_added
+                if decision is None:
+                    continue
+                self._record(page, version, obj, decision)
+            examined += len(versions)
+            if len(versions) < chunk:
+                return page
+            if scan_limit is not None and examined >= scan_limit:
+                page.more = True
+                return page
+            after = versions[-1].date_added
+            chunk = _next_chunk(limit, len(page.rows), scan_limit, examined)
+
+    def _record(
+        self, page: EgressPage, version: provenance.Version, obj: dict, decision: Decision
+    ) -> None:
+        if not decision.allowed:
+            page.withheld[str(decision.rule)] += 1
+            page.decisions.append(decision)
+            return
+        page.decisions.append(decision)
+        page.rows.append(
+            Outgoing(
+                decision,
+                _body(decision, obj, version.body),
+                version.date_added,
+                version.version_text or from_micros(version.date_added),
+            )
+        )
+
+    def _decide(
+        self, versions: list[provenance.Version]
+    ) -> list[tuple[provenance.Version, dict, Decision | None]]:
+        """Each version, decoded, with its decision (None when the version filter skips it)."""
+        if not versions:
+            return []
+        objs = [jsoncodec.loads(version.body) for version in versions]
+        for version, obj in zip(versions, objs, strict=True):
+            if version.current:
+                self.current[version.object_id] = obj  # so unchanged objects keep their text
+        first: dict[str, int] = {}
+        if self.filter.first:
+            first = self._first_shared({v.object_id for v in versions})
+        decisions = self._versions_decided(objs)
+        return [
+            (version, obj, decision if self.filter.selects(version, first) else None)
+            for version, obj, decision in zip(versions, objs, decisions, strict=True)
+        ]
+
+    def _versions_decided(self, objs: list[dict]) -> list[Decision]:
+        """Decisions on ``objs``, judged with the current versions of all they reach."""
+        closure = self._closure(objs)
+        currents, decided = self.policy.apply_versions(
+            closure, objs, held_by_recipient=frozenset(self.held)
+        )
+        self.states.update((d.object_id, d) for d in currents)
+        return decided
+
+    def _first_shared(self, object_ids: set[str]) -> dict[str, int]:
+        """The oldest version of each object that the peer may see (match[version]=first)."""
+        stored = list(
+            provenance.versions_of(
+                self.connection, self.agreement.collection_id, object_ids, self.peer
+            )
+        )
+        objs = [jsoncodec.loads(version.body) for version in stored]
+        first: dict[str, int] = {}
+        for version, decision in zip(stored, self._versions_decided(objs), strict=True):
+            if decision.allowed:
+                known = first.get(version.object_id)
+                first[version.object_id] = min(known, version.version) if known else version.version
+        return first
+
+    # ----------------------------------------------------------------- closure
+
+    def _closure(self, objs: list[dict]) -> list[dict]:
+        """The current versions of ``objs``' objects and of all they reference, transitively."""
+        refs = [_references(obj) for obj in objs]
+        self._resolve_closure(objs, refs)
+        reached: dict[str, dict] = {}
+        pending = [obj.get("id") for obj in objs]
+        for found in refs:
+            pending.extend(found)
+        followed = {id(obj) for obj in objs}
+        while pending:
+            object_id = pending.pop()
+            if not isinstance(object_id, str) or object_id in reached:
+                continue
+            current = self.current.get(object_id)
+            if current is not None:
+                reached[object_id] = current
+                if id(current) not in followed:
+                    pending.extend(_references(current))
+        return list(reached.values())
+
+    def _resolve_closure(self, objs: list[dict], refs: list[list[str]] | None = None) -> None:
+        """Fetch the current version of every object ``objs`` reference, transitively.
+
+        References to ids nobody stores stay unknown (the policy's
+        ``unresolved_refs``); ids held only as the peer's own versions are safe.
+        Past ``_MAX_CLOSURE`` objects, further references stay unknown too (and
+        are withheld on egress's default ``unresolved_refs = "withhold"``).
+        """
+        if refs is None:
+            refs = [_references(obj) for obj in objs]
+        pending = {ref for found in refs for ref in found}
+        pending.update(obj.get("id") for obj in objs if isinstance(obj.get("id"), str))
+        while pending and len(self.current) < _MAX_CLOSURE:
+            wanted = pending - self.looked_up - self.current.keys()
+            if not wanted:
+                return
+            self.looked_up.update(wanted)
+            found = provenance.current_versions(
+                self.connection, self.agreement.collection_id, wanted, self.peer
+            )
+            pending = set()
+            for object_id, version in found.items():
+                obj = jsoncodec.loads(version.body)
+                self.current[object_id] = obj
+                pending.update(_references(obj))
+            missing = wanted - found.keys()
+            self._add_builtin_markings(missing)
+            missing -= self.current.keys()
+            if missing:
+                self.held.update(
+                    provenance.held_only_by(
+                        self.connection, self.agreement.collection_id, missing, self.peer
+                    )
+                )
+
+    def _add_builtin_markings(self, missing: set[str]) -> None:
+        """TLP marking definitions the store lacks, from the package (they always travel)."""
+        spellings: dict[str, list[str]] = {}
+        for ref in missing:
+            if ref.startswith("marking-definition--"):
+                spellings.setdefault(ref.lower(), []).append(ref)
+        if spellings:
+            for definition in tlp_marking_definitions():
+                for ref in spellings.get(definition["id"], ()):
+                    self.current.setdefault(ref, definition)
+
+    # ----------------------------------------------------------------- dependencies
+
+    def dependencies(self, rows: list[Outgoing], already_sent: set[str] | None) -> list[Outgoing]:
+        """Identities and marking definitions that the served rows need, at their current
+        version, unless a protective rule (or a withheld author) keeps them back."""
+        served = [row.decision for row in rows]
+        travelling: list[Outgoing] = []
+        wanted = self.policy.dependencies(served)
+        seen = {d.object_id for d in served}
+        seen_ids = set(seen)
+        while wanted:
+            for dependency_id in sorted(wanted):
+                seen.add(dependency_id)
+                if already_sent is not None and dependency_id in already_sent:
+                    continue
+                decision = self._dependency_decision(dependency_id)
+                if decision is None or decision.obj is None or decision.object_id in seen_ids:
+                    continue  # (a marking id spelt in two letter cases travels once)
+                seen_ids.add(decision.object_id)
+                travelling.append(Outgoing(decision, jsoncodec.dumps(decision.obj), None, ""))
+            wanted = self.policy.dependencies([t.decision for t in travelling]) - seen
+        return travelling
+
+    def _dependency_decision(self, dependency_id: str) -> Decision | None:
+        if dependency_id not in self.current:
+            self._resolve_closure([{"id": dependency_id}])
+        obj = self.current.get(dependency_id)
+        if obj is None:
+            return None
+        state = self.states.get(dependency_id)
+        if state is None:
+            self._versions_decided([obj])
+            state = self.states.get(dependency_id)
+        blocked = state is not None and not state.allowed
+        if blocked and (state.rule in PROTECTIVE_RULES or state.rule == Rule.REF_WITHHELD):
+            return None
+        decision = self.policy.decide_dependency(obj)
+        return decision if decision.allowed else None
+
+
+def _references(obj: dict) -> list[str]:
+    """Ids ``obj`` names that egress must resolve: links (relationships, sightings,
+    containers), its author and non-TLP markings.  TLP definitions are left out: they
+    are never withheld and always available (``node.tlp``)."""
+    refs: list[str] = []
+    author = obj.get("created_by_ref")
+    if isinstance(author, str):
+        refs.append(author)
+    for marking in obj.get("object_marking_refs") or ():
+        if isinstance(marking, str) and marking.lower() not in TLP_BY_MARKING_ID:
+            refs.append(marking)
+    for granular in obj.get("granular_markings") or ():
+        marking = granular.get("marking_ref") if isinstance(granular, dict) else None
+        if isinstance(marking, str) and marking.lower() not in TLP_BY_MARKING_ID:
+            refs.append(marking)
+    for name in _LINKS.get(obj.get("type"), ()):  # type: ignore[arg-type]
+        value = obj.get(name)
+        if isinstance(value, str):
+            refs.append(value)
+        elif isinstance(value, list):
+            refs.extend(ref for ref in value if isinstance(ref, str))
+    return refs
+
+
+def _body(decision: Decision, obj: dict, stored: str) -> str:
+    """The stored text when policy changed nothing (the hot path), else the changed object."""
+    return stored if decision.obj is obj else jsoncodec.dumps(decision.obj)
+
+
+def _first_chunk(limit: int | None, scan_limit: int | None) -> int:
+    if scan_limit is not None:
+        return min(scan_limit, _MAX_CHUNK)
+    return min(max(2 * (limit or _MAX_CHUNK), 64), _MAX_CHUNK)
+
+
+def _next_chunk(limit: int | None, served: int, scan_limit: int | None, examined: int) -> int:
+    if scan_limit is not None:
+        return max(1, min(scan_limit - examined, _MAX_CHUNK))
+    missing = (limit - served + 1) if limit is not None else _MAX_CHUNK
+    return min(max(4 * missing, 64), _MAX_CHUNK)

@@ -1,0 +1,234 @@
+"""Ingress: what this node accepts from a peer, pulled by our worker or posted by the peer.
+
+One function, :func:`admit`, decides for both paths, before the objects are
+stored; :func:`settle` turns the store's outcome into audit records and, for
+the peer's own account, status messages that reveal nothing egress withholds.
+
+Besides the mapping's ingress policy:
+
+* **echoes**: a version this node already holds from elsewhere (ours, served
+  back by a peer that does not record origins) is "already present", not a
+  conflicting version;
+* **only the creator versions an object** (STIX 2.1 section 3.6): a new version
+  of an object whose stored versions were made here or by another producer
+  (another origin, or another ``created_by_ref``) is refused, unless the
+  mapping's ingress policy sets ``accept_foreign_versions = true``.
+
+A peer's account learns from a refusal only what its own object and our
+policy say: a refusal that rests on what we store (a reference, a version we
+hold, the creator rule) reads "refused by this node's ingress policy" unless
+the stored object is one the peer may see anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection
+
+from node import jsoncodec
+from node.policy import PROTECTIVE_RULES, Decision, Policy, Rule
+from node.store import objects, provenance
+from node.store.audit import Action, AuditRecord, Direction
+from node.store.objects import AddOutcome
+from node.timestamps import to_micros
+from node.tlp import tlp_marking_definitions
+
+from .agreements import Agreement
+from .egress import stored_version_visible, visible
+from .records import decision_records
+
+REFUSED = "refused by this node's ingress policy"
+COLLISION = "a different object with this id and version is already stored"
+CREATOR_ONLY = "only the object's creator may version it"
+# Rules that judge the object alone, so naming them tells the peer nothing about our store.
+_OWN_RULES = PROTECTIVE_RULES | {
+    Rule.TYPES_ALLOW,
+    Rule.UNMARKED,
+    Rule.LABELS_REQUIRE,
+    Rule.CREATED_BY_ALLOW,
+    Rule.CONFIDENCE_MIN,
+    Rule.CONFIDENCE_MISSING,
+}
+
+Resolver = Callable[[str], dict | None]
+
+
+@dataclass
+class Admission:
+    """What to store of one batch from a peer, and why the rest is not stored."""
+
+    accepted: list = field(default_factory=list)  # objects to store (malformed items too:
+    # the store's validation reports them)
+    refused: list[dict] = field(default_factory=list)  # status failures
+    echoes: list[dict] = field(default_factory=list)  # status successes ("already present")
+    decisions: list[Decision] = field(default_factory=list)
+
+
+def admit(
+    connection: Connection, agreement: Agreement, items: Sequence[object], *, to_peer: bool
+) -> Admission:
+    """Decide ``items`` from the agreement's peer (``to_peer``: answers go to its account)."""
+    peer = agreement.peer.name
+    collection_id = agreement.collection_id
+    admission = Admission()
+    candidates: list[dict] = []
+    held = _held_from_elsewhere(connection, collection_id, peer, items)
+    for item in items:
+        stored = held.get((item.get("id"), _micros(item))) if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            admission.accepted.append(item)
+        elif stored is None or (to_peer and jsoncodec.loads(stored) != item):
+            candidates.append(item)  # a different version under a held one: see _creator_only
+        elif not to_peer or _version_visible(connection, agreement, _detail(item, "")):
+            admission.echoes.append(_detail(item, "already present"))
+        else:
+            admission.refused.append(_detail(item, REFUSED))
+    rules = agreement.ingress
+    decisions = Policy(rules, local_resolver(connection, collection_id)).apply(candidates)
+    if not rules.accept_foreign_versions:
+        decisions = _creator_only(connection, collection_id, peer, decisions)
+    admission.decisions = decisions
+    for decision in decisions:
+        if decision.allowed and decision.obj is not None:
+            admission.accepted.append(decision.obj)
+        else:
+            message = _refusal(connection, agreement, decision) if to_peer else decision.detail
+            admission.refused.append(
+                {"id": decision.object_id, "version": decision.version, "message": message}
+            )
+    return admission
+
+
+def settle(
+    connection: Connection,
+    agreement: Agreement,
+    admission: Admission,
+    outcome: AddOutcome,
+    direction: Direction,
+    *,
+    to_peer: bool,
+) -> list[AuditRecord]:
+    """The audit records of a stored batch; for a peer's account, collision failures about
+    versions it may not see are worded as any other refusal."""
+    if to_peer:
+        for failure in outcome.failures:
+            if failure.get("message") == COLLISION and not _version_visible(
+                connection, agreement, failure
+            ):
+                failure["message"] = REFUSED
+    return decision_records(
+        agreement.peer.name,
+        agreement.collection_id,
+        direction,
+        admission.decisions,
+        Action.RECEIVED,
+        outcome.failures,
+    )
+
+
+def local_resolver(connection: Connection, collection_id: str) -> Resolver:
+    """The latest stored version of a referenced object (any origin), or a TLP definition."""
+    builtin = {obj["id"]: obj for obj in tlp_marking_definitions()}
+
+    def resolve(object_id: str) -> dict | None:
+        found = objects.latest(connection, collection_id, object_id)
+        return found if found is not None else builtin.get(object_id.lower())
+
+    return resolve
+
+
+def _held_from_elsewhere(
+    connection: Connection, collection_id: str, peer: str, items: Sequence[object]
+) -> dict[tuple[str, int], str]:
+    """The stored text of each item's (id, version) that came from elsewhere than ``peer``.
+
+    A peer that does not record origins (medallion) serves back what we pushed
+    to it, redacted or trimmed by our egress policy: our own version coming
+    home, not a conflicting one; the local copy stands.  What a peer's account
+    posts is an echo only when it is the very version we hold (and may see).
+    """
+    ids = {
+        item["id"] for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)
+    }
+    return {
+        (version.object_id, version.version): version.body
+        for version in provenance.versions_of(connection, collection_id, ids, None)
+        if version.origin != peer
+    }
+
+
+def _creator_only(
+    connection: Connection, collection_id: str, peer: str, decisions: list[Decision]
+) -> list[Decision]:
+    """Refuse new versions of objects the peer did not make (STIX 2.1 section 3.6)."""
+    allowed = [d for d in decisions if d.allowed and d.obj is not None]
+    if not allowed:
+        return decisions
+    held = provenance.makers(connection, collection_id, {d.object_id for d in allowed})
+    checked = []
+    for decision in decisions:
+        makers = held.get(decision.object_id)
+        if decision.allowed and decision.obj is not None and makers is not None:
+            author = decision.obj.get("created_by_ref")
+            foreign = makers.origins != {peer} or makers.authors != {
+                author if isinstance(author, str) else None
+            }
+            if foreign:
+                decision = Decision(
+                    decision.object_id,
+                    decision.version,
+                    False,
+                    Rule.CREATOR_ONLY,
+                    f"{CREATOR_ONLY}: its versions here were made by "
+                    f"{_describe_makers(makers)} (accept_foreign_versions is false)",
+                    None,
+                )
+        checked.append(decision)
+    return checked
+
+
+def _describe_makers(makers: provenance.Makers) -> str:
+    origins = sorted("this node" if o is None else f"peer {o}" for o in makers.origins)
+    authors = sorted(a or "no created_by_ref" for a in makers.authors)
+    return f"{', '.join(origins)} ({', '.join(authors)})"
+
+
+def _refusal(connection: Connection, agreement: Agreement, decision: Decision) -> str:
+    """The status message a peer's account gets for a refused version."""
+    if decision.rule in _OWN_RULES:
+        return f"refused by ingress policy ({decision.rule}): {decision.detail}"
+    if decision.rule == Rule.CREATOR_ONLY and visible(connection, agreement, decision.object_id):
+        return CREATOR_ONLY
+    return REFUSED
+
+
+def _version_visible(connection: Connection, agreement: Agreement, failure: dict) -> bool:
+    object_id, version = failure.get("id"), failure.get("version")
+    if not isinstance(object_id, str) or not isinstance(version, str):
+        return False
+    try:
+        micros = to_micros(version)
+    except ValueError:
+        return False
+    return stored_version_visible(connection, agreement, object_id, micros)
+
+
+def _detail(item: dict, message: str) -> dict:
+    detail = {"id": item.get("id"), "message": message}
+    version = item.get("modified") or item.get("created")
+    if isinstance(version, str):
+        detail["version"] = version
+    return detail
+
+
+def _micros(item: dict) -> int | None:
+    """A version as the store keys it (0 for an SCO without timestamps); None if invalid."""
+    version = item.get("modified") or item.get("created")
+    if version is None:
+        return 0
+    try:
+        return to_micros(version) if isinstance(version, str) else None
+    except ValueError:
+        return None

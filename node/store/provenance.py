@@ -1,0 +1,181 @@
+"""Where each version came from, in the queries sharing needs (egress and ingress).
+
+A version posted or pulled from a peer carries that peer's name as ``origin``.
+Egress to a peer never looks at that peer's own versions: they are not sent
+back to it, they do not stand for our objects when a reference is resolved,
+and they do not decide what an object's current version is.  Ingress needs
+who made the versions already held, so that only an object's creator versions
+it (STIX 2.1 section 3.6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from node import jsoncodec
+
+_IN_CHUNK = 500
+_NOT_FROM = "(o.origin IS NULL OR o.origin <> {m})"
+_CURRENT = (
+    "(SELECT MAX(s.version) FROM objects s WHERE s.collection_id = o.collection_id "
+    "AND s.object_id = o.object_id AND (s.origin IS NULL OR s.origin <> {m}))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One stored version, with the store's integer version and where it came from."""
+
+    object_id: str
+    type: str
+    version: int
+    version_text: str
+    date_added: int
+    body: str
+    origin: str | None
+    current: bool = False  # the newest version not from the peer in question
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A window of versions in date_added order, as a peer's egress sees them."""
+
+    collection_id: str
+    peer: str
+    after: int | None = None
+    ids: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    spec_versions: tuple[str, ...] = ()
+    current_only: bool = False  # only each object's current version
+
+
+def _marker(connection: Connection) -> str:
+    return "?" if connection.dialect.paramstyle == "qmark" else "%s"
+
+
+def scan(connection: Connection, window: Scan, limit: int) -> list[Version]:
+    """Up to ``limit`` versions after ``window.after``, none from ``window.peer``.
+
+    Each is flagged when it is its object's current version: the newest one
+    that did not come from the peer.
+    """
+    m = _marker(connection)
+    current = _CURRENT.format(m=m)
+    clauses = ["o.collection_id = " + m, _NOT_FROM.format(m=m)]
+    params: list = [window.collection_id, window.peer]
+    if window.current_only:
+        # Every row is current: the flag needs no second subquery.
+        clauses.append(f"o.version = {current}")
+        params.append(window.peer)
+    if window.after is not None:
+        clauses.append(f"o.date_added > {m}")
+        params.append(window.after)
+    for column, values in (
+        ("o.object_id", window.ids),
+        ("o.type", window.types),
+        ("o.spec_version", window.spec_versions),
+    ):
+        if values:
+            clauses.append(f"{column} IN ({', '.join([m] * len(values))})")
+            params.extend(values)
+    flag = "o.version" if window.current_only else current
+    head = [] if window.current_only else [window.peer]
+    statement = (
+        "SELECT o.object_id, o.type, o.version, o.version_text, o.date_added, o.body, o.origin, "
+        f"{flag} FROM objects o WHERE {' AND '.join(clauses)} "
+        f"ORDER BY o.date_added LIMIT {int(limit)}"
+    )
+    rows = connection.exec_driver_sql(statement, (*head, *params)).fetchall()
+    return [Version(*row[:7], current=row[7] == row[2]) for row in rows]
+
+
+def current_versions(
+    connection: Connection, collection_id: str, object_ids: Iterable[str], peer: str
+) -> dict[str, Version]:
+    """The current version (newest not from ``peer``) of each id that has one."""
+    m = _marker(connection)
+    found: dict[str, Version] = {}
+    for chunk in _chunks(object_ids):
+        statement = (
+            "SELECT o.object_id, o.type, o.version, o.version_text, o.date_added, o.body, "
+            f"o.origin FROM objects o WHERE o.collection_id = {m} "
+            f"AND o.object_id IN ({', '.join([m] * len(chunk))}) AND {_NOT_FROM.format(m=m)} "
+            f"AND o.version = {_CURRENT.format(m=m)}"
+        )
+        params = (collection_id, *chunk, peer, peer)
+        for row in connection.exec_driver_sql(statement, params):
+            found[row[0]] = Version(*row, current=True)
+    return found
+
+
+def held_only_by(
+    connection: Connection, collection_id: str, object_ids: Iterable[str], peer: str
+) -> set[str]:
+    """Those of ``object_ids`` whose every stored version came from ``peer``."""
+    m = _marker(connection)
+    held: set[str] = set()
+    for chunk in _chunks(object_ids):
+        statement = (
+            f"SELECT o.object_id FROM objects o WHERE o.collection_id = {m} "
+            f"AND o.object_id IN ({', '.join([m] * len(chunk))}) GROUP BY o.object_id "
+            f"HAVING SUM(CASE WHEN o.origin = {m} THEN 0 ELSE 1 END) = 0"
+        )
+        held.update(
+            row[0] for row in connection.exec_driver_sql(statement, (collection_id, *chunk, peer))
+        )
+    return held
+
+
+def versions_of(
+    connection: Connection, collection_id: str, object_ids: Iterable[str], peer: str | None
+) -> Iterator[Version]:
+    """Every stored version of ``object_ids`` (none from ``peer`` when it is given)."""
+    m = _marker(connection)
+    for chunk in _chunks(object_ids):
+        statement = (
+            "SELECT o.object_id, o.type, o.version, o.version_text, o.date_added, o.body, "
+            f"o.origin FROM objects o WHERE o.collection_id = {m} "
+            f"AND o.object_id IN ({', '.join([m] * len(chunk))})"
+        )
+        params: tuple = (collection_id, *chunk)
+        if peer is not None:
+            statement += " AND " + _NOT_FROM.format(m=m)
+            params += (peer,)
+        for row in connection.exec_driver_sql(statement, params):
+            yield Version(*row)
+
+
+@dataclass(frozen=True)
+class Makers:
+    """Who made the versions of one object held here: origins (None = this node) and
+    the ``created_by_ref`` values they carry (None = none)."""
+
+    origins: frozenset[str | None]
+    authors: frozenset[str | None]
+
+
+def makers(
+    connection: Connection, collection_id: str, object_ids: Iterable[str]
+) -> dict[str, Makers]:
+    """The makers of each of ``object_ids`` held in the collection (absent ids are left out)."""
+    origins: dict[str, set[str | None]] = {}
+    authors: dict[str, set[str | None]] = {}
+    for version in versions_of(connection, collection_id, object_ids, None):
+        origins.setdefault(version.object_id, set()).add(version.origin)
+        author = jsoncodec.loads(version.body).get("created_by_ref")
+        authors.setdefault(version.object_id, set()).add(
+            author if isinstance(author, str) else None
+        )
+    return {
+        object_id: Makers(frozenset(found), frozenset(authors[object_id]))
+        for object_id, found in origins.items()
+    }
+
+
+def _chunks(values: Iterable[str]) -> Iterator[Sequence[str]]:
+    ordered = sorted(set(values))
+    for start in range(0, len(ordered), _IN_CHUNK):
+        yield ordered[start : start + _IN_CHUNK]

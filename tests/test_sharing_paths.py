@@ -1,0 +1,348 @@
+"""A partner learns nothing that policy withholds, through any path (issue 8).
+
+Each test is one path, on both stores, through the partner's sync account
+(in-process Flask client) and, where the worker is involved, its push round
+against a recording peer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from node import jsoncodec
+from node.sharing import AuditQueue, ingress
+from node.sync.worker import MappingSync
+from tests.sharing_node import ALPHA, PEER, SharingNode
+from tests.sharing_objects import (
+    GREEN,
+    GREEN1,
+    RED,
+    RED1,
+    at,
+    granular,
+    identity,
+    indicator,
+    malware,
+    relationship,
+    report,
+    version,
+)
+
+
+class RecordingPeer:
+    """The partner's TAXII API as the push round sees it: records what it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def collection_id(self, name: str) -> str:
+        return "remote-alpha"
+
+    def max_content_length(self) -> int:
+        return 10_000_000
+
+    def post_serialized(self, collection_id: str, texts: list[str], poll_seconds: float = 60.0):
+        self.sent.extend(jsoncodec.loads(text) for text in texts)
+        return {"failures": []}
+
+
+@pytest.fixture
+def make_node(tmp_path: Path, store_url):
+    made: list[SharingNode] = []
+
+    def make(name: str = "a", **policies) -> SharingNode:
+        url = store_url if not made else None  # a second node of one test lives on SQLite
+        node = SharingNode(tmp_path / name, url, **policies)
+        made.append(node)
+        return node
+
+    yield make
+    for node in made:
+        node.close()
+
+
+def served(node: SharingNode, **params) -> list[dict]:
+    """Every object the peer account receives from objects/, all pages."""
+    found: list[dict] = []
+    params = {"match[version]": "all", "limit": 2, **params}
+    while True:
+        answer = node.get("objects/", params=params)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        found.extend(answer.json.get("objects", []))
+        if not answer.json["more"]:
+            return found
+        params = {**params, "next": answer.json["next"]}
+
+
+def pushed(node: SharingNode) -> list[dict]:
+    peer = RecordingPeer()
+    result = MappingSync(node.store, node.agreement, peer).push()  # type: ignore[arg-type]
+    assert result.ok, result.error
+    return peer.sent
+
+
+def ids(objs: list[dict]) -> set[str]:
+    return {obj["id"] for obj in objs}
+
+
+# ---------------------------------------------------------------- 1. partner-made versions
+
+
+def test_partner_versions_do_not_reopen_references(make_node) -> None:
+    node = make_node(ingress={"accept_foreign_versions": True})
+    source = indicator(GREEN)
+    target_v1 = malware(GREEN)
+    target_v2 = version(target_v1, at(1), object_marking_refs=[RED])
+    link = relationship(GREEN, source, target_v1)
+    listing = report(GREEN, [source, target_v1])
+    node.add([source, target_v1, target_v2, link, listing])
+    # The partner posts the target's GREEN content again, as a later version.
+    status = node.post([version(target_v1, at(5))], account=PEER)
+    assert status["success_count"] == 1, status
+
+    for objs in (served(node), pushed(node)):
+        assert link["id"] not in ids(objs)
+        assert target_v1["id"] not in ids(objs)
+        (sent_report,) = [obj for obj in objs if obj["id"] == listing["id"]]
+        assert sent_report["object_refs"] == [source["id"]]
+    # Nor do they decide what the object is for anyone else.
+    latest = node.get(f"objects/{target_v1['id']}/", account="admin").json["objects"]
+    assert latest[0]["modified"] == at(5)  # the admin sees the store as it is
+
+
+# ---------------------------------------------------------------- 2. only the creator
+
+
+def test_only_the_creator_versions_an_object(make_node) -> None:
+    node = make_node()
+    ours = indicator(GREEN)
+    node.add([ours])
+    revoked = version(ours, at(3), revoked=True)
+    status = node.post([revoked], account=PEER)
+    assert status["failure_count"] == 1
+    assert status["failures"][0]["message"] == ingress.CREATOR_ONLY
+    latest = node.get(f"objects/{ours['id']}/", account="alice").json["objects"]
+    assert latest == [ours]
+    # The partner's own objects it may version.
+    theirs = indicator(GREEN, 2)
+    assert node.post([theirs], account=PEER)["success_count"] == 1
+    assert node.post([version(theirs, at(4))], account=PEER)["success_count"] == 1
+    # ... but not under another author.
+    other = version(theirs, at(6), created_by_ref=identity()["id"])
+    assert node.post([other], account=PEER)["failure_count"] == 1
+    refusals = [r for r in node.audit_rows() if r["rule"] == "versions.creator-only"]
+    assert {r["object_id"] for r in refusals} == {ours["id"], theirs["id"]}
+
+
+def test_creator_rule_is_relaxed_per_mapping(make_node) -> None:
+    node = make_node(ingress={"accept_foreign_versions": True})
+    ours = indicator(GREEN)
+    node.add([ours])
+    status = node.post([version(ours, at(3), revoked=True)], account=PEER)
+    assert status["success_count"] == 1
+
+
+def test_creator_rule_applies_to_pulled_versions(make_node) -> None:
+    node = make_node()
+    ours = indicator(GREEN)
+    node.add([ours])
+    with node.store.read() as connection:
+        admission = ingress.admit(
+            connection, node.agreement, [version(ours, at(3), revoked=True)], to_peer=False
+        )
+    assert admission.accepted == []
+    assert [d.rule for d in admission.decisions] == ["versions.creator-only"]
+
+
+def test_creator_refusal_of_a_withheld_object_reads_as_any_refusal(make_node) -> None:
+    node = make_node()
+    secret = indicator(RED)
+    node.add([secret])
+    status = node.post([version(secret, at(3), object_marking_refs=[GREEN])], account=PEER)
+    assert status["failures"][0]["message"] == ingress.REFUSED
+
+
+# ---------------------------------------------------------------- 3. letter case
+
+
+@pytest.mark.parametrize(
+    "marking",
+    [
+        {"object_marking_refs": [RED.upper().replace("MARKING-DEFINITION", "marking-definition")]},
+        {"object_marking_refs": [RED1.replace("5e57c739", "5E57C739")]},
+        granular(RED.replace("e828b379", "E828B379")),
+    ],
+    ids=["tlp2-upper", "tlp1-mixed", "granular-upper"],
+)
+def test_red_in_any_letter_case_never_leaves(make_node, marking) -> None:
+    node = make_node(egress={"unmarked": "share"})
+    red = indicator(None, 3, **marking)
+    green = indicator(GREEN1)
+    node.add([red, green])
+    for objs in (served(node), pushed(node)):
+        assert red["id"] not in ids(objs)
+        assert green["id"] in ids(objs)
+    assert node.get(f"objects/{red['id']}/").status_code == 404
+
+
+def test_ids_deny_ignores_letter_case(make_node) -> None:
+    denied = indicator(GREEN)
+    node = make_node(egress={"ids_deny": [denied["id"].upper().replace("INDICATOR", "indicator")]})
+    node.add([denied])
+    assert denied["id"] not in ids(served(node))
+
+
+# ---------------------------------------------------------------- 4. existence oracle
+
+
+def _twin_without(make_node, node: SharingNode, withheld: set[str]) -> SharingNode:
+    """A node whose store holds ``node``'s versions except those of ``withheld``."""
+    twin = make_node("twin")
+    twin.copy_rows([row for row in node.rows() if row["object_id"] not in withheld])
+    twin.use_key_of(node)
+    return twin
+
+
+def _answer(node: SharingNode, tail: str, params: dict) -> tuple:
+    response = node.get(tail, params=params)
+    headers = {k: v for k, v in response.headers.items() if k.startswith("X-TAXII")}
+    return response.status_code, response.get_data(as_text=True), headers
+
+
+def test_reads_do_not_tell_withheld_objects_from_absent_ones(make_node) -> None:
+    node = make_node()
+    red = malware(RED)
+    kept = indicator(GREEN)
+    changed_v1 = indicator(GREEN, 7)
+    changed_v2 = version(changed_v1, at(2), object_marking_refs=[RED])
+    later_red = indicator(RED, 9)
+    node.add([kept])
+    node.add([red, changed_v1])
+    node.add([changed_v2])
+    node.add([later_red])
+    twin = _twin_without(make_node, node, {red["id"], changed_v1["id"], later_red["id"]})
+    rows = node.rows()
+    probes = [
+        ("objects/", {}),
+        ("objects/", {"match[id]": red["id"]}),
+        ("objects/", {"match[id]": f"{red['id']},{kept['id']}"}),
+        ("manifest/", {"match[id]": red["id"]}),
+        ("objects/", {"match[type]": "malware"}),
+        ("manifest/", {"match[type]": "malware"}),
+        ("objects/", {"match[version]": "all", "limit": 1}),
+        ("manifest/", {"limit": 1}),
+        (f"objects/{changed_v1['id']}/versions/", {}),
+        (f"objects/{changed_v1['id']}/", {"match[version]": "first"}),
+        (f"objects/{red['id']}/", {}),
+    ]
+    probes += [("objects/", {"added_after": _micros_text(r["date_added"])}) for r in rows]
+    probes += [("manifest/", {"added_after": _micros_text(r["date_added"]), "limit": 1})
+               for r in rows]  # fmt: skip
+    for tail, params in probes:
+        assert _answer(node, tail, params) == _answer(twin, tail, params), (tail, params)
+
+
+def _micros_text(micros: int) -> str:
+    from node.timestamps import from_micros
+
+    return from_micros(micros)
+
+
+def test_paging_past_withheld_versions_never_stalls(make_node) -> None:
+    node = make_node()
+    objs = [indicator(GREEN if i % 3 == 0 else RED, i) for i in range(12)]
+    for obj in objs:
+        node.add([obj])
+    params: dict = {"limit": 1}
+    seen = []
+    for _ in range(10):
+        answer = node.get("objects/", params=params).json
+        seen += [obj["id"] for obj in answer.get("objects", []) if obj["id"] != GREEN]
+        if not answer["more"]:
+            break
+        params = {"limit": 1, "next": answer["next"]}
+    assert seen == [obj["id"] for obj in objs[::3]]
+    assert not answer["more"]
+
+
+# ---------------------------------------------------------------- 5. status resources
+
+
+def test_status_resources_belong_to_their_creator(make_node) -> None:
+    node = make_node()
+    status = node.post([indicator(GREEN)], account="alice")
+    path = f"/api/status/{status['id']}/"
+    for account, code in (("alice", 200), ("admin", 200), (PEER, 404)):
+        answer = node.client.get(path, headers=node.headers(account))
+        assert answer.status_code == code, account
+    unknown = node.client.get("/api/status/00000000-0000-4000-8000-000000000000/",
+                              headers=node.headers(PEER))  # fmt: skip
+    other = node.client.get(path, headers=node.headers(PEER))
+    assert other.get_data(as_text=True).replace(status["id"], "X") == unknown.get_data(
+        as_text=True
+    ).replace("00000000-0000-4000-8000-000000000000", "X")
+
+
+# ---------------------------------------------------------------- 6. withheld authors
+
+
+def test_objects_by_a_withheld_author_are_withheld(make_node) -> None:
+    node = make_node()
+    informant = identity(RED)
+    ours = identity()
+    by_informant = indicator(GREEN, 4, created_by_ref=informant["id"])
+    by_us = indicator(GREEN, 5, created_by_ref=ours["id"])
+    node.add([informant, ours, by_informant, by_us])
+    for objs in (served(node), pushed(node)):
+        assert ids(objs) == {by_us["id"], ours["id"], GREEN}
+        assert informant["id"] not in json.dumps(objs)
+    assert node.get(f"objects/{by_informant['id']}/").status_code == 404
+
+
+# ---------------------------------------------------------------- 7. collisions
+
+
+def test_collision_with_a_withheld_version_reads_as_any_refusal(make_node) -> None:
+    node = make_node()
+    secret = indicator(RED)
+    node.add([secret])
+    same_version = {**secret, "object_marking_refs": [GREEN], "name": "guess"}
+    status = node.post([same_version], account=PEER)
+    assert status["failures"][0]["message"] == ingress.REFUSED
+    assert "already stored" not in json.dumps(status)
+    # An analyst still learns why.
+    mine = node.post([same_version], account="alice")
+    assert mine["failures"][0]["message"] == ingress.COLLISION
+
+
+# ---------------------------------------------------------------- partner reads and the write lock
+
+
+def test_partner_reads_are_audited_without_a_write_in_the_request(make_node) -> None:
+    node = make_node()
+    node.add([indicator(GREEN), indicator(RED, 2)])
+    node.get("")  # the login (audited once per auth cache period) is not a read
+    state = node.app.extensions["taxii_node"]
+    state.read_audit = AuditQueue(node.store, interval=3600)  # writes only when flushed
+    with node.store.read() as connection:
+        before = connection.exec_driver_sql("SELECT COUNT(*) FROM audit").scalar()
+    assert node.get("objects/").status_code == 200
+    with node.store.read() as connection:
+        during = connection.exec_driver_sql("SELECT COUNT(*) FROM audit").scalar()
+    assert during == before
+    (record,) = [r for r in node.audit_rows() if r["action"] == "served"]
+    assert record["peer"] == PEER and record["collection_id"] == ALPHA
+    assert "served 2 version(s), withheld 1 (tlp:red-never-leaves: 1)" in record["detail"]
+
+
+def test_partner_read_proceeds_while_a_publisher_holds_the_write_lock(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    node.add([indicator(GREEN)])
+    with node.store.write() as connection:
+        connection.exec_driver_sql("SELECT 1")
+        answer = node.get("objects/")
+    assert answer.status_code == 200 and len(answer.json["objects"]) == 2
+    node.close()
