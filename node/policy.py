@@ -444,10 +444,8 @@ def _has_dependency_refs(obj: Mapping[str, Any]) -> bool:
     withheld): the objects :meth:`_Batch._author_verdict` must look at."""
     if obj.get("created_by_ref") or obj.get("granular_markings"):
         return True
-    markings = obj.get("object_marking_refs")
-    return bool(markings) and any(
-        not isinstance(ref, str) or ref.lower() not in TLP_BY_MARKING_ID for ref in markings
-    )
+    markings = obj.get("object_marking_refs") or ()
+    return any(not isinstance(ref, str) or ref.lower() not in TLP_BY_MARKING_ID for ref in markings)
 
 
 def _dependency_refs(obj: Mapping[str, Any]) -> Iterator[str]:
@@ -539,8 +537,8 @@ class Policy:
 
     def apply_versions(
         self,
-        current: Iterable[dict],
-        versions: Iterable[dict],
+        current: Iterable[dict[str, Any]],
+        versions: Iterable[dict[str, Any]],
         *,
         held_by_recipient: frozenset[str] = frozenset(),
     ) -> tuple[list[Decision], list[Decision]]:
@@ -752,7 +750,7 @@ class _Batch:
             self._promote_dependencies()
         return self.decisions
 
-    def decide_version(self, obj: dict) -> Decision:
+    def decide_version(self, obj: dict[str, Any]) -> Decision:
         """One more version, judged against this batch's decisions without changing them."""
         decision = self.policy.decide(obj)
         if not decision.allowed:

@@ -13,15 +13,22 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, text
 
 from node.app import create_app
 from node.collection_files import load_collection_files
 from node.config import load_config
 from node.sharing import Agreements
 from node.store import Store, accounts, catalog, objects
-from node.store.schema import audit, dead_letters, settings, statuses, sync_state
-from node.store.schema import objects as objects_table
+from node.store.schema import (
+    MARKER_EXPRESSIONS,
+    audit_table,
+    dead_letters,
+    objects_table,
+    settings,
+    statuses_table,
+    sync_state,
+)
 from tests.nodes import COLLECTIONS, free_port, write_collections
 
 TAXII = "application/taxii+json;version=2.1"
@@ -127,17 +134,20 @@ class SharingNode:
                 connection.execute(
                     insert(objects_table), [{k: v for k, v in r.items() if k != "pk"} for r in rows]
                 )
+                # The newest/oldest markers of a subset are not those of the whole.
+                markers = ", ".join(f"{name} = ({sql})" for name, sql in MARKER_EXPRESSIONS.items())
+                connection.execute(text(f"UPDATE objects SET {markers}"))
 
     def reset(self) -> None:
         with self.store.write() as connection:
-            for table in (objects_table, statuses, audit, sync_state, dead_letters):
+            for table in (objects_table, statuses_table, audit_table, sync_state, dead_letters):
                 connection.execute(delete(table))
             connection.execute(delete(settings).where(settings.c.key == "audit_head"))
 
     def audit_rows(self) -> list[dict]:
         self.app.extensions["taxii_node"].read_audit.flush()
         with self.store.read() as connection:
-            return [dict(r._mapping) for r in connection.execute(select(audit))]
+            return [dict(r._mapping) for r in connection.execute(select(audit_table))]
 
     def close(self) -> None:
         self.app.extensions["taxii_node"].read_audit.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from node.store import audit
-from node.store.audit import AuditRecord
+from node.store.audit import AuditRecord, Direction
 
 
 def record_change(
@@ -17,7 +17,7 @@ def record_change(
         [
             AuditRecord(
                 action=action,
-                direction="admin",
+                direction=Direction.ADMIN,
                 actor=actor,
                 object_id=subject,
                 detail=detail or None,

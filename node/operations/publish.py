@@ -15,7 +15,7 @@ from node import jsoncodec
 from node.errors import InvalidValue
 from node.marking import Marking, marked
 from node.store import Store, audit, objects, publishers, statuses
-from node.store.audit import AuditRecord
+from node.store.audit import Action, AuditRecord, Direction
 from node.timestamps import now_micros
 
 
@@ -67,8 +67,8 @@ def publish(store: Store, collection_id: str, items: Sequence[object], actor: st
             connection,
             [
                 AuditRecord(
-                    action="published",
-                    direction="local",
+                    action=Action.PUBLISHED,
+                    direction=Direction.LOCAL,
                     actor=actor,
                     collection_id=collection_id,
                     detail=f"console, status {resource['id']}: {len(outcome.stored)} new, "

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from node.config import Config
 from node.errors import NotFound
 from node.policy import Decision
 from node.sharing import Agreement, Position, egress
-from node.store import Store, audit, search, syncstate
+from node.store import Store, audit, objects, search, syncstate
 from node.store.audit import AuditRecord, Direction
 from node.sync.worker import RoundResult, SyncWorker
 
@@ -149,9 +150,13 @@ def preview(store: Store, agreement: Agreement, limit: int | None = None) -> Ite
     while True:
         with store.read() as connection:
             page = egress(connection, agreement, Position(after=after, scan_limit=1000), sent)
+            named: dict[str, Any] = {item.object_id: item.decision.obj for item in page.items}
+            for decision in page.decisions:
+                if decision.object_id not in named:  # withheld: its name, for people
+                    stored = objects.latest(connection, agreement.collection_id, decision.object_id)
+                    named[decision.object_id] = stored or {}
         if page.resume_after is None:
             return
-        named = {item.object_id: item.decision.obj for item in page.items}
         for decision in page.decisions:
             yield _line(decision, named.get(decision.object_id) or {})
             produced += 1

@@ -27,10 +27,13 @@ never scans them twice.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+import orjson
 from sqlalchemy import Connection
 
 from node import jsoncodec
@@ -90,6 +93,7 @@ class Outgoing:
     body: str
     date_added: int | None  # None for a dependency travelling with the page
     version_label: str  # the version as manifests and version lists name it
+    needs: frozenset[str] = frozenset()  # the identities and markings it references
 
     @property
     def object_id(self) -> str:
@@ -116,18 +120,46 @@ class EgressPage:
         return [item.decision for item in self.items]
 
 
+class DecisionCache:
+    """Decisions on stored versions that reference nothing, kept between a peer's reads.
+
+    Such a version's decision depends only on its (immutable) text and the mapping's
+    rules, as long as it is its object's current version, which every scan checks
+    again; so a partner re-reading a collection costs the rows, not the policy.  Keyed
+    by (peer, collection, date_added); emptied when it reaches ``size`` entries.
+    """
+
+    def __init__(self, size: int = 200_000) -> None:
+        self._size = size
+        self._entries: dict[tuple[str, str, int], Outgoing] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, int]) -> Outgoing | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[str, str, int], item: Outgoing) -> None:
+        with self._lock:
+            if len(self._entries) >= self._size:
+                self._entries.clear()
+            self._entries[key] = item
+
+
 def egress(
     connection: Connection,
     agreement: Agreement,
     position: Position,
     already_sent: set[str] | None = None,
+    cache: DecisionCache | None = None,
 ) -> EgressPage:
     """The versions after ``position`` that may leave for the agreement's peer.
 
     ``already_sent`` (ids) lets a worker's round or a preview skip dependencies
-    that earlier pages carried; it is updated with what this page sends.
+    that earlier pages carried; it is updated with what this page sends.  With
+    ``cache`` (a peer's reads), decisions on versions that reference nothing are
+    remembered between calls; the decisions are the same either way.  Served
+    items from the cache carry no decoded object (``decision.obj`` is None).
     """
-    run = _Run(connection, agreement, position)
+    run = _Run(connection, agreement, position, cache)
     page = run.scan()
     page.dependencies = run.dependencies(page.rows, already_sent)
     _supersede_row_decisions(page)
@@ -201,7 +233,14 @@ class _VersionFilter:
 class _Run:
     """One call of :func:`egress`."""
 
-    def __init__(self, connection: Connection, agreement: Agreement, position: Position) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        agreement: Agreement,
+        position: Position,
+        cache: DecisionCache | None = None,
+    ) -> None:
+        self.cache = cache
         self.connection = connection
         self.agreement = agreement
         self.peer = agreement.peer.name
@@ -217,7 +256,7 @@ class _Run:
             spec_versions=position.spec_versions,
             current_only=self.filter.only_last,
         )
-        self.current: dict[str, dict] = {}  # id -> current version, for the closure
+        self.current: dict[str, dict[str, Any]] = {}  # id -> current version, for the closure
         self.states: dict[str, Decision] = {}  # id -> decision on its current version
         self.held: set[str] = set()  # ids whose every version came from the peer
         self.looked_up: set[str] = set()
@@ -232,7 +271,7 @@ class _Run:
         examined = 0
         while True:
             versions = provenance.scan(self.connection, replace(self.window, after=after), chunk)
-            for version, obj, decision in self._decide(versions):
+            for version, obj, decision, known in self._decide(versions):
                 full = limit is not None and len(page.rows) >= limit
                 if full and decision is not None and decision.allowed:
                     page.more = True
@@ -240,6 +279,13 @@ class _Run:
                     return page
                 page.resume_after = version.date_added
                 if decision is None:
+                    continue
+                if known is not None:
+                    page.decisions.append(decision)
+                    if decision.allowed:
+                        page.rows.append(known)
+                    else:
+                        page.withheld[str(decision.rule)] += 1
                     continue
                 self._record(page, version, obj, decision)
             examined += len(versions)
@@ -252,42 +298,107 @@ class _Run:
             chunk = _next_chunk(limit, len(page.rows), scan_limit, examined)
 
     def _record(
-        self, page: EgressPage, version: provenance.Version, obj: dict, decision: Decision
+        self, page: EgressPage, version: provenance.Version, obj: dict[str, Any], decision: Decision
     ) -> None:
         if not decision.allowed:
             page.withheld[str(decision.rule)] += 1
             page.decisions.append(decision)
             return
         page.decisions.append(decision)
-        page.rows.append(
-            Outgoing(
-                decision,
-                _body(decision, obj, version.body),
-                version.date_added,
-                version.version_text or from_micros(version.date_added),
-            )
+        page.rows.append(self._outgoing(version, obj, decision))
+
+    def _outgoing(
+        self, version: provenance.Version, obj: dict[str, Any], decision: Decision
+    ) -> Outgoing:
+        return Outgoing(
+            decision,
+            _body(decision, obj, version.body),
+            version.date_added,
+            version.version_text or from_micros(version.date_added),
+            frozenset(self.policy.dependencies([decision])),
         )
 
     def _decide(
         self, versions: list[provenance.Version]
-    ) -> list[tuple[provenance.Version, dict, Decision | None]]:
-        """Each version, decoded, with its decision (None when the version filter skips it)."""
+    ) -> list[tuple[provenance.Version, dict[str, Any], Decision | None, Outgoing | None]]:
+        """Each version, decoded, with its decision (None when the version filter skips
+        it) and, when the cache knew the decision, the item it makes (nothing decoded)."""
         if not versions:
             return []
-        objs = [jsoncodec.loads(version.body) for version in versions]
+        remembered = self._remembered(versions)
+        if remembered:
+            fresh = [v for v in versions if v.date_added not in remembered]
+            decided = {id(v): entry for entry in self._decide(fresh) for v in [entry[0]]}
+            return [
+                (v, {}, remembered[v.date_added].decision, remembered[v.date_added])
+                if v.date_added in remembered
+                else decided[id(v)]
+                for v in versions
+            ]
+        objs = [_decoded(version.body) for version in versions]
         for version, obj in zip(versions, objs, strict=True):
             if version.current:
                 self.current[version.object_id] = obj  # so unchanged objects keep their text
         first: dict[str, int] = {}
         if self.filter.first:
             first = self._first_shared({v.object_id for v in versions})
-        decisions = self._versions_decided(objs)
+        decisions = self._decided_rows(versions, objs)
         return [
-            (version, obj, decision if self.filter.selects(version, first) else None)
+            (version, obj, decision if self.filter.selects(version, first) else None, None)
             for version, obj, decision in zip(versions, objs, decisions, strict=True)
         ]
 
-    def _versions_decided(self, objs: list[dict]) -> list[Decision]:
+    def _remembered(self, versions: list[provenance.Version]) -> dict[int, Outgoing]:
+        """Cached items of current versions the version filter selects (by date_added)."""
+        if self.cache is None or self.filter.first:
+            return {}
+        found = {}
+        for version in versions:
+            if version.current and self.filter.selects(version, {}):
+                item = self.cache.get(self._key(version))
+                if item is not None:
+                    found[version.date_added] = item
+                    self.states[version.object_id] = item.decision
+        return found
+
+    def _key(self, version: provenance.Version) -> tuple[str, str, int]:
+        return (self.peer, self.agreement.collection_id, version.date_added)
+
+    def _decided_rows(
+        self, versions: list[provenance.Version], objs: list[dict[str, Any]]
+    ) -> list[Decision]:
+        """Decisions on rows: a current version that references nothing (most objects)
+        is decided on its own rules, which is all the batch would do with it; the others
+        with the current versions of what they reach."""
+        decided: list[Decision | None] = [None] * len(objs)
+        linked: list[int] = []
+        for index, (version, obj) in enumerate(zip(versions, objs, strict=True)):
+            if version.current and not _references(obj):
+                decision = self.policy.decide(obj)
+                decided[index] = decision
+                self.states[version.object_id] = decision
+                self._remember(version, obj, decision)
+            else:
+                linked.append(index)
+        if linked:
+            rest = self._versions_decided([objs[index] for index in linked])
+            for index, decision in zip(linked, rest, strict=True):
+                decided[index] = decision
+        return [d for d in decided if d is not None]
+
+    def _remember(
+        self, version: provenance.Version, obj: dict[str, Any], decision: Decision
+    ) -> None:
+        if self.cache is None:
+            return
+        item = self._outgoing(version, obj, decision)
+        light = Decision(
+            decision.object_id, decision.version, decision.allowed, decision.rule,
+            decision.detail, None,
+        )  # fmt: skip
+        self.cache.put(self._key(version), replace(item, decision=light))
+
+    def _versions_decided(self, objs: list[dict[str, Any]]) -> list[Decision]:
         """Decisions on ``objs``, judged with the current versions of all they reach."""
         closure = self._closure(objs)
         currents, decided = self.policy.apply_versions(
@@ -303,7 +414,7 @@ class _Run:
                 self.connection, self.agreement.collection_id, object_ids, self.peer
             )
         )
-        objs = [jsoncodec.loads(version.body) for version in stored]
+        objs = [_decoded(version.body) for version in stored]
         first: dict[str, int] = {}
         for version, decision in zip(stored, self._versions_decided(objs), strict=True):
             if decision.allowed:
@@ -313,11 +424,11 @@ class _Run:
 
     # ----------------------------------------------------------------- closure
 
-    def _closure(self, objs: list[dict]) -> list[dict]:
+    def _closure(self, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The current versions of ``objs``' objects and of all they reference, transitively."""
         refs = [_references(obj) for obj in objs]
         self._resolve_closure(objs, refs)
-        reached: dict[str, dict] = {}
+        reached: dict[str, dict[str, Any]] = {}
         pending = [obj.get("id") for obj in objs]
         for found in refs:
             pending.extend(found)
@@ -333,7 +444,9 @@ class _Run:
                     pending.extend(_references(current))
         return list(reached.values())
 
-    def _resolve_closure(self, objs: list[dict], refs: list[list[str]] | None = None) -> None:
+    def _resolve_closure(
+        self, objs: list[dict[str, Any]], refs: list[list[str]] | None = None
+    ) -> None:
         """Fetch the current version of every object ``objs`` reference, transitively.
 
         References to ids nobody stores stay unknown (the policy's
@@ -344,7 +457,7 @@ class _Run:
         if refs is None:
             refs = [_references(obj) for obj in objs]
         pending = {ref for found in refs for ref in found}
-        pending.update(obj.get("id") for obj in objs if isinstance(obj.get("id"), str))
+        pending.update(obj["id"] for obj in objs if isinstance(obj.get("id"), str))
         while pending and len(self.current) < _MAX_CLOSURE:
             wanted = pending - self.looked_up - self.current.keys()
             if not wanted:
@@ -355,7 +468,7 @@ class _Run:
             )
             pending = set()
             for object_id, version in found.items():
-                obj = jsoncodec.loads(version.body)
+                obj = _decoded(version.body)
                 self.current[object_id] = obj
                 pending.update(_references(obj))
             missing = wanted - found.keys()
@@ -386,8 +499,8 @@ class _Run:
         version, unless a protective rule (or a withheld author) keeps them back."""
         served = [row.decision for row in rows]
         travelling: list[Outgoing] = []
-        wanted = self.policy.dependencies(served)
         seen = {d.object_id for d in served}
+        wanted = set().union(*(row.needs for row in rows)) - seen
         seen_ids = set(seen)
         while wanted:
             for dependency_id in sorted(wanted):
@@ -398,8 +511,11 @@ class _Run:
                 if decision is None or decision.obj is None or decision.object_id in seen_ids:
                     continue  # (a marking id spelt in two letter cases travels once)
                 seen_ids.add(decision.object_id)
-                travelling.append(Outgoing(decision, jsoncodec.dumps(decision.obj), None, ""))
-            wanted = self.policy.dependencies([t.decision for t in travelling]) - seen
+                needs = frozenset(self.policy.dependencies([decision]))
+                travelling.append(
+                    Outgoing(decision, jsoncodec.dumps(decision.obj), None, "", needs)
+                )
+            wanted = set().union(*(t.needs for t in travelling)) - seen
         return travelling
 
     def _dependency_decision(self, dependency_id: str) -> Decision | None:
@@ -412,14 +528,27 @@ class _Run:
         if state is None:
             self._versions_decided([obj])
             state = self.states.get(dependency_id)
-        blocked = state is not None and not state.allowed
-        if blocked and (state.rule in PROTECTIVE_RULES or state.rule == Rule.REF_WITHHELD):
+        if state is not None and not state.allowed and _keeps_back(state.rule):
             return None
         decision = self.policy.decide_dependency(obj)
         return decision if decision.allowed else None
 
 
-def _references(obj: dict) -> list[str]:
+def _decoded(body: str) -> Any:
+    """A stored body, parsed: orjson first (the store holds valid JSON), the codec's
+    exact parser for the rare body orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return jsoncodec.loads(body)
+
+
+def _keeps_back(rule: str) -> bool:
+    """Whether a dependency withheld by ``rule`` may not travel even when referenced."""
+    return rule in PROTECTIVE_RULES or rule == Rule.REF_WITHHELD
+
+
+def _references(obj: dict[str, Any]) -> list[str]:
     """Ids ``obj`` names that egress must resolve: links (relationships, sightings,
     containers), its author and non-TLP markings.  TLP definitions are left out: they
     are never withheld and always available (``node.tlp``)."""
@@ -443,7 +572,7 @@ def _references(obj: dict) -> list[str]:
     return refs
 
 
-def _body(decision: Decision, obj: dict, stored: str) -> str:
+def _body(decision: Decision, obj: dict[str, Any], stored: str) -> str:
     """The stored text when policy changed nothing (the hot path), else the changed object."""
     return stored if decision.obj is obj else jsoncodec.dumps(decision.obj)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -52,17 +53,19 @@ _OWN_RULES = PROTECTIVE_RULES | {
     Rule.CONFIDENCE_MISSING,
 }
 
-Resolver = Callable[[str], dict | None]
+Resolver = Callable[[str], dict[str, Any] | None]
 
 
 @dataclass
 class Admission:
     """What to store of one batch from a peer, and why the rest is not stored."""
 
-    accepted: list = field(default_factory=list)  # objects to store (malformed items too:
+    accepted: list[Any] = field(default_factory=list)  # objects to store (malformed items too:
     # the store's validation reports them)
-    refused: list[dict] = field(default_factory=list)  # status failures
-    echoes: list[dict] = field(default_factory=list)  # status successes ("already present")
+    refused: list[dict[str, Any]] = field(default_factory=list)  # status failures
+    echoes: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # status successes ("already present")
     decisions: list[Decision] = field(default_factory=list)
 
 
@@ -73,10 +76,12 @@ def admit(
     peer = agreement.peer.name
     collection_id = agreement.collection_id
     admission = Admission()
-    candidates: list[dict] = []
+    candidates: list[dict[str, Any]] = []
     held = _held_from_elsewhere(connection, collection_id, peer, items)
     for item in items:
-        stored = held.get((item.get("id"), _micros(item))) if isinstance(item, dict) else None
+        stored = (
+            held.get((str(item.get("id")), _micros(item) or 0)) if isinstance(item, dict) else None
+        )
         if not isinstance(item, dict):
             admission.accepted.append(item)
         elif stored is None or (to_peer and jsoncodec.loads(stored) != item):
@@ -132,7 +137,7 @@ def local_resolver(connection: Connection, collection_id: str) -> Resolver:
     """The latest stored version of a referenced object (any origin), or a TLP definition."""
     builtin = {obj["id"]: obj for obj in tlp_marking_definitions()}
 
-    def resolve(object_id: str) -> dict | None:
+    def resolve(object_id: str) -> dict[str, Any] | None:
         found = objects.latest(connection, collection_id, object_id)
         return found if found is not None else builtin.get(object_id.lower())
 
@@ -204,7 +209,7 @@ def _refusal(connection: Connection, agreement: Agreement, decision: Decision) -
     return REFUSED
 
 
-def _version_visible(connection: Connection, agreement: Agreement, failure: dict) -> bool:
+def _version_visible(connection: Connection, agreement: Agreement, failure: dict[str, Any]) -> bool:
     object_id, version = failure.get("id"), failure.get("version")
     if not isinstance(object_id, str) or not isinstance(version, str):
         return False
@@ -215,7 +220,7 @@ def _version_visible(connection: Connection, agreement: Agreement, failure: dict
     return stored_version_visible(connection, agreement, object_id, micros)
 
 
-def _detail(item: dict, message: str) -> dict:
+def _detail(item: dict[str, Any], message: str) -> dict[str, Any]:
     detail = {"id": item.get("id"), "message": message}
     version = item.get("modified") or item.get("created")
     if isinstance(version, str):
@@ -223,7 +228,7 @@ def _detail(item: dict, message: str) -> dict:
     return detail
 
 
-def _micros(item: dict) -> int | None:
+def _micros(item: dict[str, Any]) -> int | None:
     """A version as the store keys it (0 for an SCO without timestamps); None if invalid."""
     version = item.get("modified") or item.get("created")
     if version is None:

@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from node.policy import Decision
 from node.store import Store, audit
@@ -39,7 +40,7 @@ def decision_records(
     direction: Direction,
     decisions: Iterable[Decision],
     allowed_action: Action,
-    failures: Iterable[dict] = (),
+    failures: Iterable[dict[str, Any]] = (),
 ) -> list[AuditRecord]:
     """One audit record per decision: ``allowed_action`` (sent, received), withheld
     with its rule, or dead-letter when the receiving side refused the version (a

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -65,10 +66,11 @@ def scan(connection: Connection, window: Scan, limit: int) -> list[Version]:
     m = _marker(connection)
     current = _CURRENT.format(m=m)
     clauses = ["o.collection_id = " + m, _NOT_FROM.format(m=m)]
-    params: list = [window.collection_id, window.peer]
+    params: list[Any] = [window.collection_id, window.peer]
     if window.current_only:
-        # Every row is current: the flag needs no second subquery.
-        clauses.append(f"o.version = {current}")
+        # The store's newest version, when not the peer's (excluded above), is current;
+        # only older versions need the subquery.  Every row is then current.
+        clauses.append(f"(o.is_latest OR o.version = {current})")
         params.append(window.peer)
     if window.after is not None:
         clauses.append(f"o.date_added > {m}")
@@ -81,7 +83,11 @@ def scan(connection: Connection, window: Scan, limit: int) -> list[Version]:
         if values:
             clauses.append(f"{column} IN ({', '.join([m] * len(values))})")
             params.extend(values)
-    flag = "o.version" if window.current_only else current
+    flag = (
+        "o.version"
+        if window.current_only
+        else f"CASE WHEN o.is_latest THEN o.version ELSE {current} END"
+    )
     head = [] if window.current_only else [window.peer]
     statement = (
         "SELECT o.object_id, o.type, o.version, o.version_text, o.date_added, o.body, o.origin, "
@@ -89,7 +95,7 @@ def scan(connection: Connection, window: Scan, limit: int) -> list[Version]:
         f"ORDER BY o.date_added LIMIT {int(limit)}"
     )
     rows = connection.exec_driver_sql(statement, (*head, *params)).fetchall()
-    return [Version(*row[:7], current=row[7] == row[2]) for row in rows]
+    return [_version(row[:7], current=row[7] == row[2]) for row in rows]
 
 
 def current_versions(
@@ -107,7 +113,7 @@ def current_versions(
         )
         params = (collection_id, *chunk, peer, peer)
         for row in connection.exec_driver_sql(statement, params):
-            found[row[0]] = Version(*row, current=True)
+            found[row[0]] = _version(row, current=True)
     return found
 
 
@@ -140,12 +146,12 @@ def versions_of(
             f"o.origin FROM objects o WHERE o.collection_id = {m} "
             f"AND o.object_id IN ({', '.join([m] * len(chunk))})"
         )
-        params: tuple = (collection_id, *chunk)
+        params: tuple[Any, ...] = (collection_id, *chunk)
         if peer is not None:
             statement += " AND " + _NOT_FROM.format(m=m)
             params += (peer,)
         for row in connection.exec_driver_sql(statement, params):
-            yield Version(*row)
+            yield _version(row)
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,11 @@ def makers(
         object_id: Makers(frozenset(found), frozenset(authors[object_id]))
         for object_id, found in origins.items()
     }
+
+
+def _version(row: Sequence[Any], current: bool = False) -> Version:
+    object_id, kind, version, version_text, date_added, body, origin = row[:7]
+    return Version(object_id, kind, version, version_text, date_added, body, origin, current)
 
 
 def _chunks(values: Iterable[str]) -> Iterator[Sequence[str]]:

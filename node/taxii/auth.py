@@ -38,7 +38,7 @@ from typing import Any, cast
 
 from node.store import Store, accounts, audit
 from node.store.accounts import Account
-from node.store.audit import AuditRecord
+from node.store.audit import Action, AuditRecord, Direction
 from node.timestamps import now_micros
 
 from .errors import TaxiiError
@@ -226,8 +226,8 @@ class Authenticator:
                 connection,
                 [
                     AuditRecord(
-                        action="login" if ok else "login-failed",
-                        direction="auth",
+                        action=Action.LOGIN if ok else Action.LOGIN_FAILED,
+                        direction=Direction.AUTH,
                         actor=name,
                         rule=scheme,
                         detail=f"from {source}",

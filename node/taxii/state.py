@@ -14,6 +14,7 @@ from flask import current_app, g
 
 from node.config import Config
 from node.sharing import Agreements, AuditQueue
+from node.sharing.egress import DecisionCache
 from node.store import Store, catalog
 from node.store.accounts import Account
 from node.store.catalog import Collection
@@ -76,6 +77,7 @@ class NodeState:
     agreements: Agreements
     collections: CollectionCache
     read_audit: AuditQueue  # partner reads, audited without a write lock in the request
+    decisions: DecisionCache = field(default_factory=DecisionCache)  # partner reads
     last_status_purge: float = field(default=0.0)
 
 

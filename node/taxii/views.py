@@ -327,7 +327,9 @@ def _peer_page(collection_id: str, query, endpoint: str) -> EgressPage:
     state = node_state()
     account = current_account()
     with state.store.read() as connection:
-        page = egress(connection, _agreement(collection_id), Position.of(query))
+        page = egress(
+            connection, _agreement(collection_id), Position.of(query), cache=state.decisions
+        )
     asked = request.query_string.decode("utf-8", "replace")[:500]
     state.read_audit.put(
         read_record(
