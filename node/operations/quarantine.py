@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 
 from node.errors import Conflict, InvalidValue, NotFound
 from node.store import accounts, audit, catalog, objects, quarantine
-from node.store.audit import AuditRecord
+from node.store.audit import AuditRecord, Direction
 from node.store.quarantine import Held
 
 
@@ -43,7 +43,7 @@ def hold(
         [
             AuditRecord(
                 action="quarantined",
-                direction=direction,
+                direction=Direction(direction),
                 object_id=item.get("id"),
                 version=item.get("modified") or item.get("created"),
                 peer=peer,
@@ -145,7 +145,7 @@ def _audit(
         [
             AuditRecord(
                 action=action,
-                direction="local",
+                direction=Direction.LOCAL,
                 object_id=entry.object_id,
                 version=entry.version_text or None,
                 peer=entry.peer,

@@ -25,7 +25,7 @@ from sqlalchemy import Connection
 from node import jsoncodec
 from node.recall import RecallMode, recall_reason
 from node.store import audit, objects, recalls
-from node.store.audit import AuditRecord
+from node.store.audit import AuditRecord, Direction
 from node.store.objects import ObjectQuery
 from node.store.schema import objects_table
 
@@ -64,7 +64,7 @@ def _audit_queued(
         [
             AuditRecord(
                 action="recall-queued",
-                direction="push",
+                direction=Direction.PUSH,
                 object_id=recall["id"],
                 version=recall["modified"],
                 peer=peer,
@@ -120,7 +120,7 @@ def honour(
         [
             AuditRecord(
                 action="recall-" + result.action,
-                direction=direction,
+                direction=Direction(direction),
                 object_id=object_id,
                 version=recall.get("modified"),
                 peer=peer,

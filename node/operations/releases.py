@@ -27,7 +27,7 @@ from sqlalchemy import Connection
 from node import jsoncodec
 from node.errors import Conflict, InvalidValue, NotFound
 from node.store import accounts, audit, catalog, publishers, releases, roles
-from node.store.audit import AuditRecord
+from node.store.audit import AuditRecord, Direction
 from node.store.releases import Entry, Queued, ReleaseState
 from node.tlp import parse_level, tlp_of
 
@@ -292,7 +292,7 @@ def _audit(
         [
             AuditRecord(
                 action=action,
-                direction="push",
+                direction=Direction.PUSH,
                 object_id=item.entry.object_id,
                 version=item.entry.version_text or None,
                 peer=item.entry.peer,
