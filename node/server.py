@@ -76,6 +76,26 @@ class TaxiiThreadWorker(ThreadWorker):
         self.request_timeout = float(self.app.node_config.server.request_timeout)
         self.slow_waits = threading.BoundedSemaphore(max(1, self.cfg.threads // 2))
         self.lingering: list[tuple[float, object]] = []  # (until, socket) being closed
+        self.setting_up: dict[int, tuple[float, int]] = {}  # id(conn) -> (until, descriptor)
+        self._setting_up_lock = threading.Lock()
+
+    def init_process(self) -> None:
+        threading.Thread(target=self._cut_slow_set_ups, name="set-up watchdog", daemon=True).start()
+        super().init_process()
+
+    def _cut_slow_set_ups(self) -> None:
+        """gunicorn sets a connection up (the TLS handshake) on a blocking socket
+        without a timeout: a client that stops halfway through its ClientHello
+        would hold a thread for ever.  Past ``[server] timeout``, its socket is
+        shut down, which ends the handshake with an error."""
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic()
+            # Under the lock: a registered connection's descriptor is still its own.
+            with self._setting_up_lock:
+                for until, descriptor in self.setting_up.values():
+                    if until <= now:
+                        _shut_down(descriptor)
 
     def handle(self, conn):
         self._instrument(conn)
@@ -114,12 +134,18 @@ class TaxiiThreadWorker(ThreadWorker):
         if not conn.data_ready and not conn.wait_for_data(_FIRST_BYTES_WAIT):
             return gthread._DEFER  # no bytes yet: wait on the poller, not in a thread
         conn.data_ready = True
+        with self._setting_up_lock:
+            # The descriptor, not the socket: TLS wrapping detaches the socket object.
+            self.setting_up[id(conn)] = (time.monotonic() + self.cfg.timeout, conn.sock.fileno())
         try:
             conn.sock.setblocking(True)
             conn.init()
         except (OSError, ssl.SSLError) as exc:
             self.log.debug("connection set-up failed: %s", exc)
             return False
+        finally:
+            with self._setting_up_lock:
+                del self.setting_up[id(conn)]
         return True
 
     def _gather_head(self, conn):
@@ -247,6 +273,15 @@ def _detail(exc: BaseException) -> str:
     """gunicorn's words for what it refused ("Invalid HTTP Header: 'HOST'"), short."""
     text = str(exc).strip()
     return f" ({text[:100]})" if text else ""
+
+
+def _shut_down(descriptor: int) -> None:
+    """Shut the socket behind ``descriptor`` down (a blocked read in another thread
+    then returns), through a duplicate that is closed again."""
+    with contextlib.suppress(OSError):
+        duplicate = socket.fromfd(descriptor, socket.AF_INET, socket.SOCK_STREAM)
+        with duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
 
 
 def _close(sock) -> None:

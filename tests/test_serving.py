@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import trustme
 from flask.testing import FlaskClient
 
 from node.app import create_app
@@ -535,3 +536,57 @@ def test_a_read_of_a_non_canonical_path_is_redirected_with_a_location(server):
         assert response.headers["Location"].endswith("/api/collections/")
         followed = session.get(server.base_url + "/api//collections/", timeout=30)
         assert followed.status_code == 200 and followed.json()["collections"]
+
+
+# --------------------------------------------------------------------------- TLS set-up
+
+
+@pytest.fixture(scope="module")
+def https_server(tmp_path_factory) -> Iterator[RunningNode]:
+    directory = tmp_path_factory.mktemp("served-tls")
+    ca = trustme.CA(organization_name="Serving test CA")
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key, bundle = directory / "server.pem", directory / "server.key", directory / "ca.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(bundle))
+    running = RunningNode(
+        directory=directory / "tls-node",
+        name="tls-node",
+        store_url=f"sqlite:///{directory / 'tls-node' / 'node.db'}",
+        port=free_port(),
+        tls_cert=cert,
+        tls_key=key,
+        ca_bundle=bundle,
+        server_toml=f"timeout = {READ_TIMEOUT}\nrequest_timeout = {REQUEST_TIMEOUT}",
+    )
+    running.init()
+    running.add_user("admin", ADMIN_PASSWORD, admin=True)
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_stalled_tls_handshakes_do_not_hold_the_threads(https_server):
+    """Clients that stop in the middle of their ClientHello (more of them than
+    threads): the server cuts each handshake after [server] timeout and serves."""
+    # A TLS record header announcing 512 bytes of handshake, and only a few of them.
+    partial_hello = b"\x16\x03\x01\x02\x00" + b"\x01\x00\x01\xfc\x03\x03" + b"\x00" * 10
+    stalled = [socket.create_connection(("127.0.0.1", https_server.port)) for _ in range(12)]
+    try:
+        for sock in stalled:
+            sock.sendall(partial_hello)
+        time.sleep(1)
+        with admin_session() as session:
+            response = session.get(
+                https_server.base_url + "/taxii2/",
+                verify=https_server.verify,
+                timeout=4 * READ_TIMEOUT,
+            )
+            assert response.status_code == 200
+        for sock in stalled:  # each was cut: the server closed its side
+            sock.settimeout(3 * READ_TIMEOUT)
+            assert sock.recv(100) == b""
+    finally:
+        for sock in stalled:
+            sock.close()
