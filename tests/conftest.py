@@ -38,24 +38,51 @@ def store_url(request, tmp_path) -> Iterator[str | None]:
     yield from _store_url(request.param)
 
 
+class StoreUrls:
+    """Fresh stores of one kind for a module: ``new()`` gives None (a SQLite file the
+    harness picks) or the URL of a new PostgreSQL database, dropped at teardown."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._created: list[str] = []
+        self._base = _pg_base_url() if kind == "postgresql" else None
+
+    def new(self) -> str | None:
+        if self._base is None:
+            return None
+        url = create_pg_database(self._base)
+        self._created.append(url)
+        return url
+
+    def drop_all(self) -> None:
+        for url in self._created:
+            assert self._base is not None
+            drop_pg_database(self._base, url)
+
+
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
-def module_store_url(request) -> Iterator[str | None]:
-    yield from _store_url(request.param)
+def module_store_urls(request) -> Iterator[StoreUrls]:
+    """For modules that run more than one node per store kind."""
+    urls = StoreUrls(request.param)
+    try:
+        yield urls
+    finally:
+        urls.drop_all()
+
+
+@pytest.fixture(scope="module")
+def module_store_url(module_store_urls: StoreUrls) -> str | None:
+    return module_store_urls.new()
 
 
 def _store_url(kind: str) -> Iterator[str | None]:
-    if kind == "sqlite":
-        yield None
-        return
-    base = _pg_base_url()
-    assert base is not None
-    url = create_pg_database(base)
+    urls = StoreUrls(kind)
     try:
-        yield url
+        yield urls.new()
     finally:
-        drop_pg_database(base, url)
+        urls.drop_all()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -14,12 +14,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
+
+_CLI_LOCK = threading.Lock()
 
 PG_ENV = "TAXII_NODE_TEST_PG"
 REQUIRE_PG_ENV = "TAXII_NODE_REQUIRE_PG"
@@ -165,35 +169,57 @@ class NodeFiles:
             )
         return result
 
-    def init(self) -> None:
-        self.cli("init")
+    def run_cli(self, *args: str, input: str | None = None) -> str:
+        """``taxii-node --config NODE ARGS`` in this process; its output.
 
-    def add_user(
-        self,
-        name: str,
-        password: str,
-        *,
-        read: tuple[str, ...] = (),
-        write: tuple[str, ...] = (),
-        admin: bool = False,
-        peer: str | None = None,
-        cert_fingerprint: str | None = None,
-        cert_subject: str | None = None,
-    ) -> None:
-        args = ["user", "add", name, "--password-stdin"]
-        for alias in read:
-            args += ["--read", alias]
-        for alias in write:
-            args += ["--write", alias]
-        if admin:
-            args.append("--admin")
-        if peer:
-            args += ["--peer", peer]
-        if cert_fingerprint:
-            args += ["--cert-fingerprint", cert_fingerprint]
-        if cert_subject:
-            args += ["--cert-subject", cert_subject]
-        self.cli(*args, input=password + "\n")
+        The same command as ``cli`` without a 2 s interpreter start-up: for
+        setting nodes up.  Tests of the command line itself use ``cli``.
+        """
+        from click.testing import CliRunner
+
+        from node.cli import cli
+
+        with _CLI_LOCK:  # CliRunner swaps the standard streams of the process
+            result = CliRunner().invoke(
+                cli, ["--config", str(self.config_path), *args], input=input,
+                catch_exceptions=False,
+            )  # fmt: skip
+        assert result.exit_code == 0, f"taxii-node {' '.join(args)}: {result.output}"
+        return result.output
+
+    def init(self) -> None:
+        self.run_cli("init")
+
+    def add_user(self, name: str, password: str, **options: Any) -> None:
+        """``taxii-node user add`` with ``user_add_args(name, **options)``."""
+        self.run_cli(*user_add_args(name, **options), input=password + "\n")
+
+
+def user_add_args(
+    name: str,
+    *,
+    read: tuple[str, ...] = (),
+    write: tuple[str, ...] = (),
+    admin: bool = False,
+    peer: str | None = None,
+    cert_fingerprint: str | None = None,
+    cert_subject: str | None = None,
+) -> list[str]:
+    """The arguments of ``taxii-node user add`` (password on stdin)."""
+    args = ["user", "add", name, "--password-stdin"]
+    for alias in read:
+        args += ["--read", alias]
+    for alias in write:
+        args += ["--write", alias]
+    if admin:
+        args.append("--admin")
+    if peer:
+        args += ["--peer", peer]
+    if cert_fingerprint:
+        args += ["--cert-fingerprint", cert_fingerprint]
+    if cert_subject:
+        args += ["--cert-subject", cert_subject]
+    return args
 
 
 @dataclass

@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from node.timestamps import from_micros, to_micros
-from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, RunningNode, new_node, random_id
+from tests.inprocess import new_inprocess_node
+from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, RunningNode, random_id
 
 TAXII_21 = "application/taxii+json;version=2.1"
 STIX_21 = "application/stix+json;version=2.1"
@@ -37,7 +38,7 @@ T3 = "2024-03-01T00:00:00.000Z"
 
 @pytest.fixture(scope="module")
 def node(module_store_url, tmp_path_factory) -> Iterator[RunningNode]:
-    running = new_node(
+    running = new_inprocess_node(
         tmp_path_factory.mktemp("api"),
         "api-node",
         module_store_url,
