@@ -325,19 +325,23 @@ def test_id_of_another_type_is_rejected() -> None:
     assert reason == f"id {other!r} does not match type 'malware'"
 
 
+# Fixed, not random: parameter ids must be the same in every pytest-xdist worker.
+SAMPLE_UUID = "3f2b8c1e-7d4a-4e6b-9c5d-1a2b3c4d5e6f"
+
+
 @pytest.mark.parametrize(
     "bad_id",
     [
         "indicator--1234",
-        "indicator-" + str(uuid.uuid4()),
-        "indicator--" + str(uuid.uuid4()).replace("-", ""),
-        "indicator--{" + str(uuid.uuid4()) + "}",
+        "indicator-" + SAMPLE_UUID,
+        "indicator--" + SAMPLE_UUID.replace("-", ""),
+        "indicator--{" + SAMPLE_UUID + "}",
         "indicator--00000000-0000-0000-0000-000000000000",  # nil UUID: not RFC 4122 variant
         "indicator--6ba7b810-9dad-11d1-c0b4-00c04fd430c8",  # Microsoft variant nibble
-        "indicator--g" + str(uuid.uuid4())[1:],
-        "indicator--" + str(uuid.uuid4()) + "\n",
-        "indicator--" + str(uuid.uuid4()) + "x",
-        "Indicator--" + str(uuid.uuid4()),
+        "indicator--g" + SAMPLE_UUID[1:],
+        "indicator--" + SAMPLE_UUID + "\n",
+        "indicator--" + SAMPLE_UUID + "x",
+        "Indicator--" + SAMPLE_UUID,
         42,
         None,
     ],
@@ -350,11 +354,11 @@ def test_malformed_id_is_rejected(bad_id: object) -> None:
 @pytest.mark.parametrize(
     "good_uuid",
     [
-        uuid.uuid1(),
+        uuid.UUID("6ba7b810-9dad-11d1-80b4-00c04fd430c8"),  # version 1
         uuid.uuid3(uuid.NAMESPACE_DNS, "example.com"),
-        uuid.uuid4(),
+        uuid.UUID(SAMPLE_UUID),
         uuid.uuid5(uuid.NAMESPACE_DNS, "example.com"),
-        str(uuid.uuid4()).upper(),
+        SAMPLE_UUID.upper(),
     ],
 )
 def test_any_uuid_version_and_case_is_accepted(good_uuid: object) -> None:
@@ -693,7 +697,7 @@ def test_sco_needing_a_property_accepts_an_extension_instead() -> None:
 # References
 
 
-UUID_PART = str(uuid.uuid4())
+UUID_PART = SAMPLE_UUID
 
 REFERENCE_CASES = [
     ("indicator", "created_by_ref", f"malware--{UUID_PART}", "must reference 'identity'"),
