@@ -19,6 +19,7 @@ from pathlib import Path
 
 from node.config import ConfigError
 from node.store.catalog import DEFAULT_MEDIA_TYPES, Collection
+from node.tomlreader import first_unknown_key
 
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _KEYS = {"id", "alias", "title", "description", "media_types"}
@@ -53,9 +54,9 @@ def _read(path: Path, parse) -> dict:
 
 
 def _collection(path: Path, data: dict) -> Collection:
-    unknown = set(data) - _KEYS
-    if unknown:
-        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(_KEYS)}")
+    unknown = first_unknown_key(data, _KEYS)
+    if unknown is not None:
+        raise ConfigError(f"{path}: unknown key {unknown.key!r}{unknown.hint}; {unknown.listing}")
     try:
         collection_id = str(uuid.UUID(str(data.get("id", ""))))
     except ValueError:

@@ -9,7 +9,6 @@ directory of the config file, so a config works from any working directory.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import ConfigError
+from node.tomlreader import first_unknown_key
 
 ENV_STORE_URL = "TAXII_NODE_STORE_URL"
 
@@ -418,15 +418,12 @@ class _Reader:
         return candidate.resolve()
 
     def check_keys(self, table: Mapping[str, Any], allowed: set[str], where: str) -> None:
-        for key in table:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, sorted(allowed), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                valid = ", ".join(sorted(allowed))
-                raise ConfigError(
-                    f"{self.path}: {where + ' ' if where else ''}unknown key {key!r}{hint}; "
-                    f"valid keys: {valid}"
-                )
+        unknown = first_unknown_key(table, allowed)
+        if unknown is not None:
+            raise ConfigError(
+                f"{self.path}: {where + ' ' if where else ''}unknown key {unknown.key!r}"
+                f"{unknown.hint}; {unknown.listing}"
+            )
 
     def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
         value = data.get(key, {})
