@@ -10,12 +10,15 @@ OPENTAXII_VERSION := 0.10.0b1
 OPENTAXII_VENV    := .venv-opentaxii
 OPENTAXII_STAMP   := $(OPENTAXII_VENV)/.opentaxii-$(OPENTAXII_VERSION)
 PYTEST_ARGS ?=
+# Parallel test workers (pytest-xdist). Most test time is spent waiting on real
+# servers and databases, so more workers than this machine's 2 cores pay off.
+TEST_WORKERS ?= 4
 
 .PHONY: help install opentaxii run demo test lint format bench pair pair-up clean screenshots
 
 help:
 	@echo "make demo    two nodes on loopback, sync both ways, print a report"
-	@echo "make test    lint and run the whole test suite"
+	@echo "make test    lint and run the whole test suite in parallel (TEST_WORKERS=4)"
 	@echo "make run     serve node A (config/node-a.toml) on 127.0.0.1:6001"
 	@echo "make pair    initialise both example nodes and create their accounts"
 	@echo "make pair-up run both example nodes and both sync workers until Ctrl-C"
@@ -50,7 +53,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 test: lint opentaxii
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS); status=$$?; \
+	echo "make test: pytest took $$(( $$(date +%s) - start )) s with $(TEST_WORKERS) workers"; \
+	exit $$status
 
 pair: $(STAMP)
 	$(BIN)/python tools/demo.py pair
@@ -79,4 +85,4 @@ screenshots: $(STAMP)
 	TAXII_NODE_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_console_browser.py -k analyst_day
 
 clean:
-	rm -rf var/ .pytest_cache $(OPENTAXII_VENV)
+	rm -rf var/ .pytest_cache .mypy_cache $(OPENTAXII_VENV)
