@@ -7,7 +7,7 @@ under ``directory/secrets``, ``account`` naming the local sync account), and
 each store has an ``admin`` account plus the partner's sync account
 (``user add --peer``), with read and write on the mapped collections.
 
-``user add`` runs through the real CLI command, but in this process
+``init`` and ``user add`` run through the real CLI commands, but in this process
 (``run_cli``): a ``taxii-node`` subprocess spends ~2 s importing.
 
 The mapping specs ``a`` and ``b`` map a collection alias (the same on both
@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from click.testing import CliRunner
 
-from node.cli import cli
 from node.config import Config, ServerConfig, load_config
 from node.store import Store, syncstate
 from node.store.syncstate import SyncState
@@ -214,19 +212,12 @@ def _parallel(call: Callable[[RunningNode], Any], nodes: list[RunningNode]) -> N
 
 
 def run_cli(node: RunningNode, *args: str, input: str | None = None) -> str:
-    """``taxii-node --config NODE ARGS`` in this process (no 2 s interpreter start-up).
-
-    Not thread-safe (click swaps the standard streams): call it from one thread.
-    """
-    result = CliRunner().invoke(
-        cli, ["--config", str(node.config_path), *args], input=input, catch_exceptions=False
-    )
-    assert result.exit_code == 0, f"taxii-node {' '.join(args)}: {result.output}"
-    return result.output
+    """``taxii-node --config NODE ARGS`` in this process (``NodeFiles.run_cli``)."""
+    return node.run_cli(*args, input=input)
 
 
 def prepare_node(node: RunningNode, accounts: Sequence[Account] = ()) -> None:
-    """``taxii-node init`` (a subprocess), then ``add_accounts``."""
+    """``taxii-node init``, then ``add_accounts`` (both in this process)."""
     node.init()
     add_accounts(node, accounts)
 
@@ -234,9 +225,6 @@ def prepare_node(node: RunningNode, accounts: Sequence[Account] = ()) -> None:
 def add_accounts(node: RunningNode, accounts: Sequence[Account] = ()) -> None:
     """The ``admin`` account, and (name, password, aliases, peer) accounts with read and
     write on their aliases, with ``taxii-node user add`` run in this process.
-
-    (``init`` stays a subprocess: migrating a second store in one process fails, since
-    node/store/schema.py attaches a new ix_audit_actor Index to the shared Table each time.)
     """
     run_cli(
         node, "user", "add", "admin", "--password-stdin", "--admin", input=ADMIN_PASSWORD + "\n"
