@@ -4,7 +4,7 @@
 tests use (``base_url``, ``api_root``, ``collection_url``, ``add_user``,
 ``start``/``stop``), so a test module moves between tiers by swapping its
 fixture.  While it is started, every ``requests`` call to its ``base_url``
-(a loopback port nothing listens on) is answered by
+(a loopback port no other node of the run uses: free_port) is answered by
 ``create_app(config, store).test_client()`` through a transport adapter:
 the same app, views and store as a gunicorn worker runs, minus the socket.
 
@@ -109,6 +109,7 @@ class _Routes:
 
     def add(self, prefix: str, adapter: WsgiAdapter) -> None:
         with self._lock:
+            assert prefix not in self._by_prefix, f"two in-process nodes at {prefix}"
             if not self._by_prefix:
                 self._install()
             self._by_prefix[prefix] = adapter

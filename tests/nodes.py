@@ -36,10 +36,38 @@ COLLECTIONS = {
 }
 
 
+class _PortPool:
+    """Loopback ports for the nodes of this test process, never one twice.
+
+    A port is free when asked for and bound later (gunicorn) or never (an
+    in-process node only names it in its URLs).  So that no two nodes of one
+    run share a port, each pytest-xdist worker takes only ports that are its
+    index modulo the number of workers, and no process hands out a port twice.
+    """
+
+    def __init__(self) -> None:
+        self._given: set[int] = set()
+        self._lock = threading.Lock()
+        self._count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+        self._index = int(worker.removeprefix("gw")) % self._count
+
+    def take(self) -> int:
+        with self._lock:
+            while True:
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", 0))
+                    port = sock.getsockname()[1]
+                if port % self._count == self._index and port not in self._given:
+                    self._given.add(port)
+                    return port
+
+
+_PORTS = _PortPool()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return _PORTS.take()
 
 
 def taxii_node_command() -> list[str]:
