@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -42,25 +43,37 @@ class _PortPool:
     A port is free when asked for and bound later (gunicorn) or never (an
     in-process node only names it in its URLs).  So that no two nodes of one
     run share a port, each pytest-xdist worker takes only ports that are its
-    index modulo the number of workers, and no process hands out a port twice.
+    index modulo the number of workers, below the kernel's ephemeral range
+    (where client connections take their source ports), and no process hands
+    out a port twice (each candidate is popped once).
     """
 
+    LOW, HIGH = 20000, 32767
+
     def __init__(self) -> None:
-        self._given: set[int] = set()
         self._lock = threading.Lock()
-        self._count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-        self._index = int(worker.removeprefix("gw")) % self._count
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")) % count
+        first = self.LOW + (index - self.LOW) % count
+        self._candidates = list(range(first, self.HIGH + 1, count))
+        random.shuffle(self._candidates)  # other test runs on the machine pick too
 
     def take(self) -> int:
         with self._lock:
-            while True:
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", 0))
-                    port = sock.getsockname()[1]
-                if port % self._count == self._index and port not in self._given:
-                    self._given.add(port)
+            while self._candidates:
+                port = self._candidates.pop()
+                if _bindable(port):
                     return port
+        raise RuntimeError(f"no free loopback port left in {self.LOW}..{self.HIGH}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 _PORTS = _PortPool()
