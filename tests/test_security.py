@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.inprocess import new_inprocess_node
 from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, RunningNode, new_node
 
 TAXII = "application/taxii+json;version=2.1"
@@ -29,7 +28,7 @@ remote = "alpha"
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory) -> RunningNode:
-    running = new_inprocess_node(
+    running = new_node(
         tmp_path_factory.mktemp("security"),
         "node-a",
         None,
@@ -196,7 +195,7 @@ def test_peer_rights_follow_the_direction_of_our_mapping(tmp_path: Path) -> None
     """Our mapping pulls alpha and pushes beta: the partner may write alpha and read beta only."""
     directions = PEER_TOML.replace('remote = "alpha"\n', 'remote = "alpha"\ndirection = "pull"\n')
     directions += '\n[[peers.mappings]]\nlocal = "beta"\nremote = "beta"\ndirection = "push"\n'
-    node = new_inprocess_node(tmp_path, "node-d", None, extra_toml=directions)
+    node = new_node(tmp_path, "node-d", None, extra_toml=directions)
     node.add_user(
         "node-b", "peer-password-1", read=("alpha", "beta"), write=("alpha", "beta"), peer="node-b"
     )
