@@ -36,7 +36,6 @@ Input objects are never mutated.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
@@ -47,6 +46,7 @@ from typing import Any, Literal, NamedTuple
 
 from node.errors import ConfigError
 from node.tlp import TLP, TLP_BY_MARKING_ID, parse_level, tlp_of
+from node.tomlreader import first_unknown_key
 
 Direction = Literal["egress", "ingress"]
 Resolver = Callable[[str], dict[str, Any] | None]
@@ -254,13 +254,10 @@ class _TableReader:
             table = {}
         if not isinstance(table, Mapping):
             raise PolicyError(f"{where}: must be a table of policy keys, not {_kind(table)}")
-        unknown = sorted(set(table) - set(_CONFIG_KEYS))
-        if unknown:
-            valid = ", ".join(sorted(_CONFIG_KEYS))
-            close = difflib.get_close_matches(unknown[0], _CONFIG_KEYS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        unknown = first_unknown_key(table, _CONFIG_KEYS)
+        if unknown is not None:
             raise PolicyError(
-                f"{where}.{unknown[0]}: unknown policy key{hint}; valid keys: {valid}"
+                f"{where}.{unknown.key}: unknown policy key{unknown.hint}; {unknown.listing}"
             )
         self._table = table
         self._where = where

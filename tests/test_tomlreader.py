@@ -6,6 +6,7 @@ import pytest
 
 from node.collection_files import load_collection_files
 from node.config import ConfigError
+from node.policy import PolicyError, Rules
 from node.tomlreader import first_unknown_key
 
 
@@ -36,3 +37,13 @@ def test_a_collection_file_with_a_misspelt_key_names_file_key_and_suggestion(tmp
     message = str(caught.value)
     assert str(path) in message and "unknown key 'descripton'" in message
     assert "(did you mean 'description'?)" in message and "valid keys: alias," in message
+
+
+def test_a_policy_reports_its_first_misspelt_key_in_file_order_with_a_suggestion():
+    with pytest.raises(PolicyError) as caught:
+        Rules.from_config(
+            {"types_dney": ["malware"], "max_tl": "amber"}, direction="egress", where="p"
+        )
+    message = str(caught.value)
+    assert message.startswith("p.types_dney: unknown policy key (did you mean 'types_deny'?)")
+    assert "valid keys: " in message and "max_tlp" in message
