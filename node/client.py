@@ -13,7 +13,11 @@ follows ``next`` (3.5) with the request's own filters.
 
 from __future__ import annotations
 
+import errno
+import html
 import os
+import re
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -113,6 +117,7 @@ class TaxiiClient:
         self.api_root = api_root if api_root.endswith("/") else api_root + "/"
         self._timeout = timeout
         self._info: dict | None = None
+        self._last_answer: float | None = None
         # Passed with every request, not set on the session: requests lets the
         # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE environment variables override a
         # session's ``verify`` (psf/requests#3829), but never a per-request one.
@@ -134,15 +139,28 @@ class TaxiiClient:
 
     # -- transport ------------------------------------------------------------------
 
+    @property
+    def last_answer(self) -> float | None:
+        """``time.monotonic()`` of the server's last HTTP answer (any status), or None."""
+        return self._last_answer
+
+    def probe(self) -> None:
+        """Ask the server for the API root now (not the cached copy): RemoteError if it
+        cannot be reached or refuses us.  A worker with nothing to send uses it to know
+        whether the peer is up before saying so."""
+        self._json(self._request("GET", self.api_root))
+
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         try:
             response = self._session.request(
                 method, url, timeout=self._timeout, verify=self._verify, cert=self._cert, **kwargs
             )
         except requests.RequestException as exc:
-            raise RemoteError(f"{method} {url}: {exc}", transient=True) from None
+            reason = describe_transport_error(exc, self._timeout)
+            raise RemoteError(f"{method} {url}: {reason}", transient=True) from None
         except OSError as exc:  # requests: an unreadable ca_bundle or client_cert
             raise RemoteError(f"{method} {url}: {exc}", transient=False) from None
+        self._last_answer = time.monotonic()
         if response.status_code >= 400:
             raise RemoteError(
                 f"{method} {url}: HTTP {response.status_code}: {_error_text(response)}",
@@ -315,8 +333,78 @@ def check_peer_tls(config: Config) -> None:
 
 
 def _error_text(response: requests.Response) -> str:
+    """The server's reason for an error answer, on one line: a TAXII error's
+    description (3.6.1), an HTML page's title, or the start of the text."""
     try:
         body = response.json()
-        return str(body.get("description") or body.get("title") or body)[:300]
+        text = str(body.get("description") or body.get("title") or body)
     except (ValueError, AttributeError):
-        return response.text[:200].strip() or response.reason
+        text = response.text
+        if "html" in response.headers.get("Content-Type", "").lower():
+            title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+            text = html.unescape(title.group(1)) if title else ""
+    return _one_line(text, 300) or response.reason or "no reason given"
+
+
+def _one_line(text: str, limit: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# What a person needs to know of a failed connection, by the errno underneath.
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "connection refused (is the server running, on this port?)",
+    errno.ECONNRESET: "connection reset by the server",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "connection timed out",
+    errno.EPIPE: "the server closed the connection",
+}
+
+
+def describe_transport_error(exc: BaseException, timeout: float) -> str:
+    """One readable line for a request that got no HTTP answer.
+
+    requests wraps urllib3, which wraps the socket error, and each layer's text
+    repeats the URL and its class names; an operator reading the worker's log
+    needs the cause: refused, timed out, name not resolved, TLS.
+    """
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS handshake failed: " + _ssl_reason(exc)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"no connection within {timeout:g} s"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"no answer within {timeout:g} s"
+    for cause in _causes(exc):
+        if isinstance(cause, socket.gaierror):
+            return "host name not resolved"
+        if isinstance(cause, OSError) and cause.errno in _ERRNO_REASONS:
+            return _ERRNO_REASONS[cause.errno]
+        if type(cause).__name__ == "RemoteDisconnected":
+            return "the server closed the connection without answering"
+    return _one_line(f"{type(exc).__name__}: {exc}", 200)
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The OpenSSL reason code and, for a certificate, why it was not trusted."""
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLError) and cause.reason:
+            detail = getattr(cause, "verify_message", None) or ""
+            return f"{cause.reason}: {detail}" if detail else str(cause.reason)
+    return _one_line(str(exc), 200)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything it wraps: causes, contexts, urllib3's ``reason`` and
+    exceptions passed as arguments, each once."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        wrapped.extend(current.args)
+        pending.extend(item for item in wrapped if isinstance(item, BaseException))

@@ -1,11 +1,13 @@
-"""Operator actions on the exchange: dead letters retried or skipped, the policy preview.
+"""Operator actions on the exchange: dead letters listed, retried or skipped, the
+sync status, the policy preview.
 
 A dead letter is an object version the receiving side refused (the peer on
-push, this node on pull).  Retrying it sends (or fetches) that version again
-now, under the current policy, through the worker's own delivery path; a
-renewed refusal becomes a new dead letter.  Skipping drops it for good.  Both
-are audited with the operator's name; the refusal itself stays in the audit
-trail.
+push, this node on pull), after the worker's retries.  Retrying it sends (or
+fetches) that version again now, under the current policy, through the
+worker's own delivery path; a renewed refusal updates the same dead letter
+(its answer, last attempt and attempt count).  Skipping drops it for good.
+Both are audited with the operator's name; the refusal itself stays in the
+audit trail.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from node.sharing import Agreement, Position, egress
 from node.store import Store, audit, objects, search, syncstate
 from node.store.audit import AuditRecord, Direction
 from node.sync.worker import RoundResult, SyncWorker
+from node.timestamps import from_micros, now_micros
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,46 @@ class RetryOutcome:
     object_id: str
     delivered: bool
     message: str
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One refused version, as an operator reads it (times in RFC 3339)."""
+
+    pk: int
+    peer: str
+    mapping: str
+    direction: str  # push: the peer refused it; pull: this node did
+    object_id: str
+    version: str | None
+    answer: str  # the receiving side's answer, the last time
+    first_attempt: str
+    last_attempt: str
+    attempts: int
+
+    @classmethod
+    def of(cls, row: dict) -> DeadLetter:
+        return cls(
+            pk=row["pk"],
+            peer=row["peer"],
+            mapping=row["mapping"],
+            direction=row["direction"],
+            object_id=row["object_id"],
+            version=row["version"],
+            answer=row["reason"],
+            first_attempt=from_micros(row["at"]),
+            last_attempt=from_micros(row["last_at"] or row["at"]),
+            attempts=row["attempts"] or 1,
+        )
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def dead_letters(store: Store, peer: str | None = None) -> list[DeadLetter]:
+    """Every dead letter (of ``peer``), oldest first."""
+    with store.read() as connection:
+        return [DeadLetter.of(row) for row in syncstate.list_dead_letters(connection, peer)]
 
 
 def _dead_letter(store: Store, pk: int) -> dict:
@@ -75,10 +118,11 @@ def _stored_version(store: Store, collection_id: str, letter: dict) -> dict | No
 def retry_dead_letter(config: Config, store: Store, pk: int, actor: str) -> RetryOutcome:
     """Send (push) or fetch (pull) a dead letter's version again, now.
 
-    The worker's delivery path decides egress again and records a new dead
-    letter if the receiving side refuses again; the old one is removed once
-    the attempt reached the other side, kept when it could not.  OperationError
-    NotFound when the dead letter, its peer or its mapping is no longer there,
+    The worker's delivery path decides egress again; a renewed refusal updates
+    this dead letter (answer, last attempt, attempts).  It is removed once the
+    version was delivered, withheld by policy or found held already, and kept
+    when the other side refused again or could not be reached.  NotFound when
+    the dead letter, its peer or its mapping is no longer there,
     or (push) the version is no longer stored; ConfigError when our password for
     the peer cannot be read.
     """
@@ -102,11 +146,39 @@ def retry_dead_letter(config: Config, store: Store, pk: int, actor: str) -> Retr
         worker.close()
     outcome = _outcome(letter, result)
     with store.write() as connection:
-        if result.ok:  # delivered, withheld, or refused again (a new dead letter)
+        if result.ok and not result.dead_lettered:  # delivered, withheld or held already
             syncstate.remove_dead_letter(connection, pk)
         audit.record(connection, [_manual_record(letter, "dead-letter-retried", actor,
                                                  outcome.message)])  # fmt: skip
     return outcome
+
+
+def retry_all(
+    config: Config, store: Store, actor: str, peer: str | None = None
+) -> list[tuple[DeadLetter, RetryOutcome]]:
+    """Retry every dead letter (of ``peer``), oldest first, each audited on its own.
+
+    Once a peer cannot be reached, its remaining letters are not tried (each
+    would wait for the same timeout); they are reported as not delivered.
+    """
+    unreachable: dict[str, str] = {}
+    outcomes = []
+    for letter in dead_letters(store, peer):
+        if letter.peer in unreachable:
+            outcomes.append((letter, RetryOutcome(letter.object_id, False,
+                                                  unreachable[letter.peer])))  # fmt: skip
+            continue
+        try:
+            outcome = retry_dead_letter(config, store, letter.pk, actor)
+        except NotFound as error:
+            outcome = RetryOutcome(letter.object_id, False, str(error))
+        if outcome.message.startswith(_UNREACHABLE):
+            unreachable[letter.peer] = outcome.message
+        outcomes.append((letter, outcome))
+    return outcomes
+
+
+_UNREACHABLE = "the peer could not be reached"
 
 
 def _configured_peer(config: Config, name: str) -> str:
@@ -118,15 +190,78 @@ def _configured_peer(config: Config, name: str) -> str:
 def _outcome(letter: dict, result: RoundResult) -> RetryOutcome:
     object_id = letter["object_id"]
     if not result.ok:
-        return RetryOutcome(object_id, False, f"the peer could not be reached: {result.error}")
+        return RetryOutcome(object_id, False, f"{_UNREACHABLE}: {result.error}")
     if result.dead_lettered:
-        return RetryOutcome(object_id, False, "refused again (a new dead letter records why)")
+        return RetryOutcome(object_id, False, "refused again (the dead letter records why)")
     if result.sent or result.received:
         verb = "sent to" if letter["direction"] == "push" else "received from"
         return RetryOutcome(object_id, True, f"{verb} {letter['peer']}")
     if result.withheld:
         return RetryOutcome(object_id, False, "the policy now withholds it (see the audit)")
     return RetryOutcome(object_id, True, "already held; nothing to do")
+
+
+# -- sync status ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DirectionStatus:
+    """One peer, mapping and direction, as ``sync status`` shows it (RFC 3339 times)."""
+
+    peer: str
+    mapping: str
+    direction: str
+    cursor: str | None  # push: our last date_added handled; pull: the peer's
+    last_attempt: str | None
+    last_success: str | None
+    lag_seconds: float | None  # since the last success; None if never
+    last_error: str | None  # of the last attempt; None when it succeeded
+    sent: int
+    received: int
+    already_present: int
+    withheld: int
+    dead_lettered: int
+    dead_letters_waiting: int
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def sync_status(store: Store) -> list[DirectionStatus]:
+    """The state of every peer, mapping and direction the worker has run."""
+    now = now_micros()
+    with store.read() as connection:
+        states = syncstate.all_states(connection)
+        letters = syncstate.list_dead_letters(connection)
+    waiting: dict[tuple[str, str, str], int] = {}
+    for row in letters:
+        key = (row["peer"], row["mapping"], row["direction"])
+        waiting[key] = waiting.get(key, 0) + 1
+    return [_direction_status(state, now, waiting) for state in states]
+
+
+def _direction_status(state: syncstate.SyncState, now: int, waiting: dict) -> DirectionStatus:
+    if state.direction == "push":
+        cursor = from_micros(state.cursor) if state.cursor else None
+    else:
+        cursor = state.remote_cursor
+    success = state.last_success
+    return DirectionStatus(
+        peer=state.peer,
+        mapping=state.mapping,
+        direction=state.direction,
+        cursor=cursor,
+        last_attempt=from_micros(state.last_attempt) if state.last_attempt else None,
+        last_success=from_micros(success) if success else None,
+        lag_seconds=round((now - success) / 1e6, 3) if success else None,
+        last_error=state.last_error,
+        sent=state.sent,
+        received=state.received,
+        already_present=state.already_present,
+        withheld=state.withheld,
+        dead_lettered=state.dead_lettered,
+        dead_letters_waiting=waiting.get((state.peer, state.mapping, state.direction), 0),
+    )
 
 
 # -- policy preview ---------------------------------------------------------------

@@ -175,6 +175,9 @@ sync_state = Table(
     Column("received", BigInteger, nullable=False, default=0),
     Column("withheld", BigInteger, nullable=False, default=0),
     Column("dead_lettered", BigInteger, nullable=False, default=0),
+    # Versions the receiving side already held (migration 9): counted apart from
+    # ``sent`` and ``received``, which count versions that were new there.
+    Column("already_present", BigInteger, nullable=False, default=0),
     PrimaryKeyConstraint("peer", "mapping", "direction"),
 )
 
@@ -188,7 +191,25 @@ dead_letters = Table(
     Column("direction", String(8), nullable=False),
     Column("object_id", String(300), nullable=False),
     Column("version", String(40)),
-    Column("reason", Text, nullable=False),
+    Column("reason", Text, nullable=False),  # the receiving side's answer
+    # ``at`` is the first refusal; the last one and how many there were
+    # (migration 9): a version refused again is the same dead letter.
+    Column("last_at", BigInteger),
+    Column("attempts", Integer, nullable=False, default=1),
+)
+
+# Dependencies (identities, marking definitions) a peer has acknowledged, per
+# mapping and version (migration 9), so that each is sent once per peer
+# collection and not again in every round that references it.
+peer_dependencies = Table(
+    "peer_dependencies",
+    metadata,
+    Column("peer", String(128), nullable=False),
+    Column("mapping", String(300), nullable=False),
+    Column("object_id", String(300), nullable=False),
+    Column("version", String(40), nullable=False),  # as sent: modified, created or ""
+    Column("at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("peer", "mapping", "object_id", "version"),
 )
 
 
@@ -322,6 +343,23 @@ def _add_status_owners(connection: Connection) -> None:
         connection.execute(text("ALTER TABLE statuses ADD COLUMN owner VARCHAR(128)"))
 
 
+def _add_delivery_bookkeeping(connection: Connection) -> None:
+    """Dead-letter attempts, already-present counts, dependencies sent per peer."""
+    letters = {"last_at": "BIGINT", "attempts": "INTEGER NOT NULL DEFAULT 1"}
+    _add_columns(connection, "dead_letters", letters)
+    connection.execute(text("UPDATE dead_letters SET last_at = at WHERE last_at IS NULL"))
+    _add_columns(connection, "sync_state", {"already_present": "BIGINT NOT NULL DEFAULT 0"})
+    metadata.create_all(connection, tables=[peer_dependencies])
+
+
+def _add_columns(connection: Connection, table: str, columns: dict[str, str]) -> None:
+    """Add the columns a store made before them lacks (a new store has them already)."""
+    present = {column["name"] for column in inspect(connection).get_columns(table)}
+    for name, sql_type in columns.items():
+        if name not in present:
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))
+
+
 # Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "objects, collections, statuses, accounts", _create_base_tables),
@@ -334,6 +372,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (7, "release queue, quarantine, recalls, releaser role, publishers of versions",
      _create_exchange_tables),
     (8, "owners of status resources", _add_status_owners),
+    (9, "dead-letter attempts, already-present counts, dependencies sent per peer",
+     _add_delivery_bookkeeping),
 ]  # fmt: skip
 
 LATEST_VERSION = MIGRATIONS[-1][0]

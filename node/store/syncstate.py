@@ -7,14 +7,15 @@ any instant resumes exactly where its last commit left it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select, tuple_, update
 
 from node.timestamps import now_micros
 
-from .schema import dead_letters, sync_state
+from .schema import dead_letters, peer_dependencies, sync_state
 
 
 @dataclass
@@ -31,6 +32,7 @@ class SyncState:
     received: int = 0
     withheld: int = 0
     dead_lettered: int = 0
+    already_present: int = 0  # versions the receiving side held already
 
 
 def load(connection: Connection, peer: str, mapping: str, direction: str) -> SyncState:
@@ -65,22 +67,45 @@ def all_states(connection: Connection) -> list[SyncState]:
 def add_dead_letters(
     connection: Connection, peer: str, mapping: str, direction: str, failures: list[dict[str, Any]]
 ) -> None:
-    """Objects the peer (or this node, on pull) refused, with the reason given."""
+    """Record versions the peer (or this node, on pull) refused, with the answer given.
+
+    A version already dead-lettered for the same peer, mapping and direction is
+    the same letter refused again: its answer, last attempt and attempt count
+    are updated.  A failure's ``attempts`` (default 1) says how many tries it took.
+    """
     at = now_micros()
-    rows = [
-        {
-            "at": at,
+    for failure in failures:
+        key = {
             "peer": peer,
             "mapping": mapping,
             "direction": direction,
             "object_id": str(failure.get("id", ""))[:300],
-            "version": str(failure.get("version", ""))[:40] or None,
-            "reason": str(failure.get("message", "no reason given")),
+            "version": str(failure.get("version") or "")[:40] or None,
         }
-        for failure in failures
-    ]
-    if rows:
-        connection.execute(dead_letters.insert(), rows)
+        answer = str(failure.get("message", "no reason given"))
+        attempts = int(failure.get("attempts", 1))
+        existing = _same_letter(connection, key)
+        if existing is None:
+            row = {**key, "at": at, "last_at": at, "reason": answer, "attempts": attempts}
+            connection.execute(dead_letters.insert().values(**row))
+        else:
+            connection.execute(
+                update(dead_letters)
+                .where(dead_letters.c.pk == existing)
+                .values(last_at=at, reason=answer, attempts=dead_letters.c.attempts + attempts)
+            )
+
+
+def _same_letter(connection: Connection, key: dict[str, Any]) -> int | None:
+    version = dead_letters.c.version
+    statement = select(dead_letters.c.pk).where(
+        dead_letters.c.peer == key["peer"],
+        dead_letters.c.mapping == key["mapping"],
+        dead_letters.c.direction == key["direction"],
+        dead_letters.c.object_id == key["object_id"],
+        version.is_(None) if key["version"] is None else version == key["version"],
+    )
+    return connection.execute(statement.limit(1)).scalar()
 
 
 def list_dead_letters(
@@ -101,3 +126,50 @@ def dead_letter(connection: Connection, pk: int) -> dict[str, Any] | None:
 
 def remove_dead_letter(connection: Connection, pk: int) -> bool:
     return connection.execute(dead_letters.delete().where(dead_letters.c.pk == pk)).rowcount > 0
+
+
+# -- dependencies sent once per peer ------------------------------------------------
+
+
+DependencyKey = tuple[str, str]  # (object id, version as sent: modified, created or "")
+
+
+def acknowledged_dependencies(
+    connection: Connection, peer: str, mapping: str, keys: Iterable[DependencyKey]
+) -> set[DependencyKey]:
+    """Which of ``keys`` the peer has acknowledged for this mapping already."""
+    wanted = sorted(set(keys))
+    found: set[DependencyKey] = set()
+    table = peer_dependencies
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = connection.execute(
+            select(table.c.object_id, table.c.version).where(
+                table.c.peer == peer,
+                table.c.mapping == mapping,
+                tuple_(table.c.object_id, table.c.version).in_(chunk),
+            )
+        )
+        found.update((row.object_id, row.version) for row in rows)
+    return found
+
+
+def record_dependencies(
+    connection: Connection, peer: str, mapping: str, keys: Iterable[DependencyKey]
+) -> None:
+    """Remember dependencies the peer acknowledged, in the transaction of the push's audit."""
+    keys = list(keys)
+    new = set(keys) - acknowledged_dependencies(connection, peer, mapping, keys)
+    at = now_micros()
+    rows = [{"peer": peer, "mapping": mapping, "object_id": object_id, "version": version,
+             "at": at} for object_id, version in sorted(new)]  # fmt: skip
+    if rows:
+        connection.execute(peer_dependencies.insert(), rows)
+
+
+def forget_dependencies(connection: Connection, peer: str, mapping: str | None = None) -> int:
+    """Send every dependency again (the peer lost its data, say); returns how many."""
+    statement = peer_dependencies.delete().where(peer_dependencies.c.peer == peer)
+    if mapping is not None:
+        statement = statement.where(peer_dependencies.c.mapping == mapping)
+    return connection.execute(statement).rowcount
