@@ -71,7 +71,8 @@ class TaxiiConfig:
 class MappingConfig:
     local: str
     remote: str
-    direction: str = "both"  # push, pull or both
+    direction: str = "both"  # push, pull or both: which way objects may cross
+    worker: str = ""  # what our worker moves: push, pull, both or none ("": as direction)
     interval: float = 5.0
     egress: Mapping[str, Any] = field(default_factory=dict)
     ingress: Mapping[str, Any] = field(default_factory=dict)
@@ -84,6 +85,25 @@ class MappingConfig:
     @property
     def pulls(self) -> bool:
         return self.direction in ("pull", "both")
+
+    @property
+    def worker_moves(self) -> str:
+        """What our sync worker does for this mapping: push, pull, both or none.
+
+        ``direction`` says which way objects may cross, whoever connects (our
+        worker, or the partner's through its sync account here); ``worker``
+        which of those our worker carries, so that each object crosses once
+        when the partner's worker carries the other (README: Topologies).
+        """
+        return self.worker or self.direction
+
+    @property
+    def worker_pushes(self) -> bool:
+        return self.worker_moves in ("push", "both")
+
+    @property
+    def worker_pulls(self) -> bool:
+        return self.worker_moves in ("pull", "both")
 
     @property
     def key(self) -> str:
@@ -384,13 +404,14 @@ def _peer(reader: _Reader, table: Mapping[str, Any], where: str) -> PeerConfig:
 def _mapping(reader: _Reader, table: Any, where: str) -> MappingConfig:
     if not isinstance(table, Mapping):
         raise ConfigError(f"{reader.path}: {where} must be a table")
-    keys = {"local", "remote", "direction", "interval", "egress", "ingress"}
+    keys = {"local", "remote", "direction", "worker", "interval", "egress", "ingress"}
     reader.check_keys(table, keys, where)
     direction = reader.string(table, "direction", where, default="both")
     if direction not in ("push", "pull", "both"):
         raise ConfigError(
             f"{reader.path}: {where} direction: {direction!r} is not push, pull or both"
         )
+    worker = _worker(reader, table, where, direction)
     for policy in ("egress", "ingress"):
         if not isinstance(table.get(policy, {}), Mapping):
             raise ConfigError(f"{reader.path}: {where} {policy} must be a table")
@@ -398,11 +419,32 @@ def _mapping(reader: _Reader, table: Any, where: str) -> MappingConfig:
         local=reader.string(table, "local", where, required=True),
         remote=reader.string(table, "remote", where, required=True),
         direction=direction,
+        worker=worker,
         interval=float(reader.number(table, "interval", where, 5.0)),
         egress=dict(table.get("egress", {})),
         ingress=dict(table.get("ingress", {})),
         where=f"{reader.path}: {where}",
     )
+
+
+_WORKER_MOVES = {"push": {"push"}, "pull": {"pull"}, "both": {"push", "pull"}, "none": set()}
+
+
+def _worker(reader: _Reader, table: Mapping, where: str, direction: str) -> str:
+    """The mapping's ``worker`` key: what our worker moves, within ``direction``."""
+    worker = reader.string(table, "worker", where, default="")
+    if not worker:
+        return ""
+    if worker not in _WORKER_MOVES:
+        raise ConfigError(
+            f"{reader.path}: {where} worker: {worker!r} is not push, pull, both or none"
+        )
+    if not _WORKER_MOVES[worker] <= _WORKER_MOVES[direction]:
+        raise ConfigError(
+            f"{reader.path}: {where} worker: {worker!r} moves more than direction "
+            f"{direction!r} lets cross"
+        )
+    return worker
 
 
 class _Reader:

@@ -108,14 +108,14 @@ def _add_accounts(connection, chosen: Pair, name: str, config: Config) -> None:
         operations.add_account(connection, admin, actor=ACTOR)
     for peer in config.peers:
         if peer.account and peer.account not in existing:
-            # The partner logs in here with the password its own config names.
-            collections = tuple(mapping.local for mapping in peer.mappings)
+            # The partner logs in here with the password its own config names, with
+            # the rights to carry what our worker does not (one delivery per object).
             account = operations.NewAccount(
                 peer.account,
                 chosen.secret(f"{peer.account}-at-{name}"),
                 peer=peer.name,
-                read=collections,
-                write=collections,
+                read=tuple(m.local for m in peer.mappings if m.pushes and not m.worker_pushes),
+                write=tuple(m.local for m in peer.mappings if m.pulls and not m.worker_pulls),
             )
             operations.add_account(connection, account, actor=ACTOR)
 
@@ -256,7 +256,7 @@ def run(directory: Path, ports: dict[str, int]) -> None:
             status = _client(chosen, name).post_objects(SHARED, objects)
             print(f"== published {status['success_count']} objects of "
                   f"{EXAMPLE_BUNDLES[name].relative_to(ROOT)} on {name}")  # fmt: skip
-        for number, title in ((1, "both nodes push and pull"),
+        for number, title in ((1, "each node pushes its own objects"),
                               (2, "nothing new: no echo, no duplicates")):  # fmt: skip
             print(f"== sync round {number} ({title})")
             for name in chosen.configs:

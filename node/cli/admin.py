@@ -374,7 +374,7 @@ def _deployment_warnings(node: NodeContext, config) -> list[str]:
     try:
         if not store.is_current():
             return [*warnings, "the store is not initialised yet: run init"]
-        Agreements(config, store)  # local collections exist, one mapping per collection
+        agreements = Agreements(config, store)  # local collections exist, one mapping each
         with store.read() as connection:
             for peer in config.peers:
                 account = accounts.load_account(connection, peer.account) if peer.account else None
@@ -383,9 +383,43 @@ def _deployment_warnings(node: NodeContext, config) -> list[str]:
                         f"peer {peer.name!r}: account {peer.account!r} is not a sync account "
                         f"of this peer (user add {peer.account} --peer {peer.name} ...)"
                     )
+                elif account is not None:
+                    warnings.extend(_double_deliveries(agreements, peer.name, account))
     finally:
         store.close()
     return warnings
+
+
+def _double_deliveries(agreements, peer: str, account) -> list[str]:
+    """Streams both workers could move: each object would cross twice.
+
+    One config shows our side only: what our worker moves (``worker``) and
+    what the partner's sync account may do here (its rights, within
+    ``direction``).  When our worker pushes a collection the partner may also
+    read, its worker can pull the same stream; when our worker pulls into a
+    collection the partner may also write, its worker can push the same
+    stream.  Whether the partner's worker does is in its config, not ours.
+    """
+    found = []
+    for agreement in agreements:
+        if agreement.peer.name != peer:
+            continue
+        mapping = agreement.mapping
+        rights = account.rights_on(agreement.collection_id)
+        cases = (
+            (mapping.worker_pushes, rights.can_read and mapping.pushes, "pushes", "read", "pulls"),
+            (mapping.worker_pulls, rights.can_write and mapping.pulls, "pulls", "write", "pushes"),
+        )
+        for ours, theirs, verb, right, their_verb in cases:
+            if ours and theirs:
+                found.append(
+                    f"peer {peer!r}: mapping {mapping.key}: our worker {verb} it and "
+                    f"{peer}'s sync account {account.name!r} may {right} {mapping.local!r} "
+                    f"here: if {peer}'s worker also {their_verb} it, every object crosses "
+                    f"twice; let one side carry each stream (mapping key worker = ...; "
+                    f"README: Topologies)"
+                )
+    return found
 
 
 def _check_policies(mapping) -> None:

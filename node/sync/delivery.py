@@ -1,0 +1,147 @@
+"""Posting a push round's envelopes so that one object never blocks the others.
+
+A peer answers an envelope with a status (TAXII 2.1 section 4.3.1) that lists
+the objects it refused, or it refuses the whole envelope with an HTTP error.
+The whole-envelope error is about the envelope's objects when it is a 4xx other
+than 401/403/404/408/429 (say 400 or 413), and may be when it is a 5xx that
+persists after the retries: some servers answer 500 to one valid object (an
+exception in their code) and so to every envelope holding it.  Either way the
+envelope is halved, both halves are posted, and the failing halves are halved
+again, until the objects at fault stand alone: those are refused (they become
+dead letters) and everything else is delivered, so the cursor can move on.
+
+A 5xx may also mean the peer is broken for every object (its database is
+down).  Dead-lettering everything would then be wrong, so objects are refused
+for a 5xx only when the peer, asked again right after, accepts an envelope it
+accepted earlier in the round (a *probe*: one object re-posted, idempotent by
+id and version); when it does not, or nothing was accepted in the round, the
+5xx is the round's error and the cursor stays.  A long run of failing posts
+is probed on the way too, so that a peer that breaks mid-round costs a few
+posts, not two per object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from node.errors import RemoteError
+
+# Errors that concern the peer or our access, never the objects: retried in a later round.
+_NOT_ABOUT_OBJECTS = {401, 403, 404, 408, 429}
+ALREADY_PRESENT = "already present"
+
+Envelope = Sequence[tuple[dict, str]]  # (object, its JSON text)
+Post = Callable[[list[str], int], dict]  # (texts, attempts) -> status; raises RemoteError
+
+
+@dataclass
+class Delivery:
+    """What the peer made of a round's envelopes."""
+
+    failures: list[dict] = field(default_factory=list)  # status-details: id, version, message
+    already_present: set[tuple[str, str]] = field(default_factory=set)  # (id, version)
+
+    def add_status(self, status: dict) -> None:
+        failures = status.get("failures")
+        self.failures.extend(f for f in failures or () if isinstance(f, dict))
+        for success in status.get("successes") or ():
+            if isinstance(success, dict) and success.get("message") == ALREADY_PRESENT:
+                self.already_present.add((str(success.get("id")), str(success.get("version"))))
+
+
+def isolatable(error: RemoteError) -> bool:
+    """Whether halving the envelope can tell the objects at fault from the others."""
+    return error.status is not None and error.status not in _NOT_ABOUT_OBJECTS
+
+
+class EnvelopePoster:
+    """Posts envelopes for one push round (see the module docstring)."""
+
+    def __init__(
+        self, post: Post, *, attempts: int, split_attempts: int = 2, probe_after: int = 16
+    ) -> None:
+        self._post = post
+        self._attempts = attempts
+        self._split_attempts = split_attempts
+        self._probe_after = probe_after
+        self._failed_in_a_row = 0
+        self._known_good: str | None = None  # the text of one object the peer accepted
+
+    def deliver(self, envelopes: Sequence[Envelope]) -> Delivery:
+        """Post every envelope; raise RemoteError when the peer, not an object, failed."""
+        delivery = Delivery()
+        suspects: list[tuple[dict, RemoteError]] = []
+        for envelope in envelopes:
+            error = self._try(envelope, self._attempts, delivery)
+            if error is not None:
+                self._isolate(envelope, error, delivery, suspects)
+        if suspects and not self._peer_works():
+            raise suspects[0][1]  # the peer fails, not (only) these objects
+        delivery.failures.extend(_refusal(obj, error) for obj, error in suspects)
+        return delivery
+
+    def _try(self, envelope: Envelope, attempts: int, delivery: Delivery) -> RemoteError | None:
+        """Post one envelope: None when the peer answered with a status, else its error
+        when halving may help; other errors propagate (the round fails)."""
+        try:
+            status = self._post([text for _, text in envelope], attempts)
+        except RemoteError as error:
+            if not isolatable(error):
+                raise
+            self._failed_in_a_row += 1
+            if self._failed_in_a_row >= self._probe_after:
+                if not self._peer_works():
+                    raise
+                self._failed_in_a_row = 0
+            return error
+        self._failed_in_a_row = 0
+        if self._known_good is None:
+            self._known_good = envelope[0][1]
+        delivery.add_status(status)
+        return None
+
+    def _peer_works(self) -> bool:
+        """Whether the peer accepts, now, an object it accepted earlier in the round."""
+        if self._known_good is None:
+            return False
+        try:
+            self._post([self._known_good], self._split_attempts)
+        except RemoteError:
+            return False
+        return True
+
+    def _isolate(
+        self,
+        envelope: Envelope,
+        error: RemoteError,
+        delivery: Delivery,
+        suspects: list[tuple[dict, RemoteError]],
+    ) -> None:
+        """Halve a refused envelope until the objects at fault stand alone."""
+        if len(envelope) == 1:
+            obj = envelope[0][0]
+            if error.status is not None and error.status >= 500:
+                suspects.append((obj, error))  # decided once the peer is seen to work
+            else:
+                delivery.failures.append(_refusal(obj, error))
+            return
+        middle = len(envelope) // 2
+        halves = (envelope[:middle], envelope[middle:])
+        # Both halves first, then deeper: the peer's answers to siblings come first.
+        errors = [self._try(half, self._split_attempts, delivery) for half in halves]
+        for half, half_error in zip(halves, errors, strict=True):
+            if half_error is not None:
+                self._isolate(half, half_error, delivery, suspects)
+
+
+def _refusal(obj: dict, error: RemoteError) -> dict:
+    version = obj.get("modified") or obj.get("created")
+    return {"id": obj.get("id"), "version": version, "message": _answer(error)}
+
+
+def _answer(error: RemoteError) -> str:
+    """The peer's answer without our request line (the dead letter names the object)."""
+    text = str(error)
+    marker = f"HTTP {error.status}:"
+    return text[text.index(marker) :] if marker in text else text

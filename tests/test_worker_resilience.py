@@ -1,0 +1,179 @@
+"""One object never blocks the others; push and pull back off apart.
+
+The halving of refused envelopes (node/sync/delivery.py) and the per-direction
+schedule (node/sync/schedule.py) are decided without HTTP, so they are tested
+here against scripted peers: what the peer answers is the test's to choose,
+and the counts of posts are exact.  The same behaviour between real servers
+(a taxii-node peer behind a proxy that answers 500 to one object, OpenTAXII's
+500) is in tests/test_worker_peers.py and tests/test_opentaxii_peer.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from node.errors import RemoteError
+from node.sync.delivery import EnvelopePoster
+from node.sync.schedule import Backoff, Lane, Schedule
+
+
+def _objects(count: int) -> list[tuple[dict, str]]:
+    objs = [{"id": f"indicator--{n:04d}", "modified": "2026-01-01T00:00:00.000Z"}
+            for n in range(count)]  # fmt: skip
+    return [(obj, json.dumps(obj)) for obj in objs]
+
+
+class ScriptedPeer:
+    """Answers a POST of texts: 500 when it holds a ``bad`` id (or when ``down``), 400 for
+    a ``malformed`` id, else a status with every object a success."""
+
+    def __init__(self, bad=(), malformed=(), down_after: int | None = None) -> None:
+        self.bad = set(bad)
+        self.malformed = set(malformed)
+        self.down_after = down_after
+        self.posts: list[list[str]] = []
+        self.stored: set[str] = set()
+
+    def post(self, texts: list[str], attempts: int) -> dict:
+        ids = [json.loads(text)["id"] for text in texts]
+        self.posts.append(ids)
+        if self.down_after is not None and len(self.posts) > self.down_after:
+            raise RemoteError("POST x: HTTP 500: database is down", transient=True, status=500)
+        if self.bad & set(ids):
+            raise RemoteError(
+                "POST x: HTTP 500: Internal Server Error", transient=True, status=500
+            )
+        if self.malformed & set(ids):
+            raise RemoteError("POST x: HTTP 400: bad timestamp", transient=False, status=400)
+        new = [i for i in ids if i not in self.stored]
+        self.stored.update(ids)
+        return {
+            "status": "complete",
+            "successes": [
+                {"id": i, "version": "2026-01-01T00:00:00.000Z"}
+                | ({} if i in new else {"message": "already present"})
+                for i in ids
+            ],
+            "failures": [],
+        }
+
+
+@pytest.mark.parametrize("position", [0, 1, 17, 63])
+def test_an_object_answered_500_is_refused_alone_and_the_rest_delivered(position):
+    envelope = _objects(64)
+    bad = envelope[position][0]["id"]
+    peer = ScriptedPeer(bad={bad})
+    delivery = EnvelopePoster(peer.post, attempts=4).deliver([envelope])
+    assert [f["id"] for f in delivery.failures] == [bad]
+    assert delivery.failures[0]["message"] == "HTTP 500: Internal Server Error"
+    assert peer.stored == {obj["id"] for obj, _ in envelope} - {bad}
+    # Halving: two posts per level (64 -> 1 is six levels), the first post and one probe.
+    assert len(peer.posts) == 1 + 2 * 6 + 1
+
+
+def test_several_bad_objects_are_each_refused():
+    envelope = _objects(40)
+    bad = {envelope[i][0]["id"] for i in (0, 1, 2, 3, 20, 39)}
+    peer = ScriptedPeer(bad=bad)
+    delivery = EnvelopePoster(peer.post, attempts=4).deliver([envelope])
+    assert {f["id"] for f in delivery.failures} == bad
+    assert peer.stored == {obj["id"] for obj, _ in envelope} - bad
+
+
+def test_a_peer_that_answers_500_to_everything_refuses_no_object():
+    peer = ScriptedPeer(down_after=0)
+    poster = EnvelopePoster(peer.post, attempts=4, probe_after=16)
+    with pytest.raises(RemoteError, match="database is down"):
+        poster.deliver([_objects(1000)])
+    # Nothing was ever accepted, so no probe can show the peer works: bounded halving.
+    assert len(peer.posts) <= 16
+
+
+def test_a_peer_that_breaks_mid_round_refuses_no_object():
+    peer = ScriptedPeer(down_after=1)
+    first, second = _objects(10), _objects(1000)[10:]
+    poster = EnvelopePoster(peer.post, attempts=4, probe_after=16)
+    with pytest.raises(RemoteError, match="database is down"):
+        poster.deliver([first, second])
+    assert len(peer.posts) <= 1 + 16 + 1
+
+
+def test_a_single_object_answered_500_with_nothing_accepted_fails_the_round():
+    """Alone, the object cannot be told from a broken peer: the round fails, the cursor
+    stays, and the next round (with more objects behind it) isolates it."""
+    (only,) = _objects(1)
+    peer = ScriptedPeer(bad={only[0]["id"]})
+    with pytest.raises(RemoteError):
+        EnvelopePoster(peer.post, attempts=2).deliver([[only]])
+    envelope = [only, *_objects(3)[1:]]
+    delivery = EnvelopePoster(peer.post, attempts=2).deliver([envelope])
+    assert [f["id"] for f in delivery.failures] == [only[0]["id"]]
+
+
+def test_4xx_objects_are_refused_without_a_probe():
+    envelope = _objects(8)
+    malformed = envelope[5][0]["id"]
+    peer = ScriptedPeer(malformed={malformed})
+    delivery = EnvelopePoster(peer.post, attempts=4).deliver([envelope])
+    assert [f["id"] for f in delivery.failures] == [malformed]
+    assert delivery.failures[0]["message"] == "HTTP 400: bad timestamp"
+    assert len(peer.posts) == 1 + 2 * 3
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 408, 429])
+def test_errors_about_the_peer_or_our_access_fail_the_round(status):
+    def post(texts, attempts):
+        raise RemoteError(f"POST x: HTTP {status}: no", transient=status >= 408, status=status)
+
+    with pytest.raises(RemoteError):
+        EnvelopePoster(post, attempts=1).deliver([_objects(4)])
+
+
+def test_already_present_versions_are_told_apart():
+    envelope = _objects(3)
+    peer = ScriptedPeer()
+    peer.stored.add(envelope[1][0]["id"])
+    delivery = EnvelopePoster(peer.post, attempts=1).deliver([envelope])
+    assert delivery.already_present == {(envelope[1][0]["id"], "2026-01-01T00:00:00.000Z")}
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_failing_push_backs_off_while_the_pull_keeps_its_interval():
+    clock = Clock()
+    push = Lane("p m push", interval=1.0, backoff=Backoff(base=1.0, cap=300.0))
+    pull = Lane("p m pull", interval=1.0)
+    schedule = Schedule([push, pull], clock)
+    runs = {"push": 0, "pull": 0}
+    for _ in range(600):  # ten simulated minutes in steps of a second
+        for lane in schedule.due():
+            direction = lane.name.split()[-1]
+            runs[direction] += 1
+            schedule.finished(lane, ok=direction == "pull")
+        clock.now += 1.0
+    assert runs["pull"] >= 299  # every other second: due after 1 s, checked each second
+    assert runs["push"] < 40  # backed off, up to 5 minutes between attempts
+    assert push.failing and not pull.failing
+
+
+def test_a_lane_is_due_again_after_its_interval_once_it_recovers():
+    clock = Clock()
+    lane = Lane("p m push", interval=2.0)
+    schedule = Schedule([lane], clock)
+    for _ in range(5):
+        schedule.finished(lane, ok=False)
+    assert lane.backoff.attempt == 5
+    schedule.finished(lane, ok=True)
+    assert lane.backoff.attempt == 0 and lane.due == clock.now + 2.0
+    assert schedule.seconds_to_next() == 2.0
