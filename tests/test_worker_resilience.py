@@ -42,9 +42,7 @@ class ScriptedPeer:
         if self.down_after is not None and len(self.posts) > self.down_after:
             raise RemoteError("POST x: HTTP 500: database is down", transient=True, status=500)
         if self.bad & set(ids):
-            raise RemoteError(
-                "POST x: HTTP 500: Internal Server Error", transient=True, status=500
-            )
+            raise RemoteError("POST x: HTTP 500: Internal Server Error", transient=True, status=500)
         if self.malformed & set(ids):
             raise RemoteError("POST x: HTTP 400: bad timestamp", transient=False, status=400)
         new = [i for i in ids if i not in self.stored]

@@ -19,10 +19,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
 class _UtcFormatter(logging.Formatter):
-    converter = time.gmtime
-
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        moment = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+        moment = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{moment}.{int(record.msecs):03d}Z"
 
 
