@@ -83,6 +83,8 @@ def peer_toml(
             f"direction = {toml_value(spec.get('direction', 'both'))}",
             f"interval = {spec.get('interval', 0.2)}",
         ]
+        if "worker" in spec:
+            lines.append(f"worker = {toml_value(spec['worker'])}")
         for policy in ("egress", "ingress"):
             table = spec.get(policy) or {}
             lines += ["", f"[peers.mappings.{policy}]"]

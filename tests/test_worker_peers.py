@@ -1,0 +1,331 @@
+"""The sync worker against real peers on loopback: one object never blocks, dead letters
+are operable, dependencies cross once, counts are honest, and health is reported.
+
+node-b is a real taxii-node server; where it must misbehave (answer 500 to one
+object, as OpenTAXII 0.10.0b1 does), node-a reaches it through ``FaultyProxy``,
+a real HTTP server on loopback that forwards everything else unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from node.store import audit, objects
+from node.timestamps import to_micros
+from tests.nodes import COLLECTIONS
+from tests.pair import Pair, make_pair, run_cli
+from tests.test_sync import (
+    ADMIN,
+    MARKINGS,
+    TLP2,
+    by_version,
+    holdings,
+    identity,
+    indicator,
+    publish,
+    start_worker,
+)
+
+GREEN = {"max_tlp": "green"}
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+
+
+class FaultyProxy:
+    """Forwards requests to ``upstream``; answers 500 (an HTML page, as werkzeug does) to a
+    POST whose body names one of ``poison``."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.poison: set[str] = set()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                proxy.forward(self, None)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if any(object_id.encode() in body for object_id in proxy.poison):
+                    page = b"<!doctype html>\n<title>500 Internal Server Error</title>\n<p>x</p>"
+                    self.send_response(500)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
+                proxy.forward(self, body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def forward(self, handler: BaseHTTPRequestHandler, body: bytes | None) -> None:
+        names = ("Authorization", "Accept", "Content-Type")
+        headers = {name: handler.headers[name] for name in names if handler.headers[name]}
+        answer = requests.request(
+            handler.command, self.upstream + handler.path, data=body, headers=headers,
+            timeout=60, allow_redirects=False,
+        )  # fmt: skip
+        handler.send_response(answer.status_code)
+        for name, value in answer.headers.items():
+            if name.lower() in ("content-type", "www-authenticate") or name.startswith("X-TAXII"):
+                handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(answer.content)))
+        handler.end_headers()
+        handler.wfile.write(answer.content)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stopper() -> Iterator[list]:
+    started: list = []
+    yield started
+    for thing in reversed(started):
+        thing.stop()
+
+
+def push_pair(tmp_path: Path, stopper: list, **a_spec) -> Pair:
+    """node-a pushes alpha to node-b (node-b's worker moves nothing)."""
+    spec = {"direction": "push", "egress": GREEN, **a_spec}
+    pair = make_pair(tmp_path, a={"alpha": spec}, b={"alpha": {"direction": "pull"}})
+    stopper.append(pair)
+    return pair
+
+
+def through_proxy(pair: Pair, stopper: list) -> FaultyProxy:
+    """Point node-a's peer entry for node-b at a proxy in front of node-b."""
+    proxy = FaultyProxy(pair.b.base_url)
+    stopper.append(proxy)
+    config = pair.a.config_path
+    config.write_text(config.read_text().replace(pair.b.base_url, proxy.url))
+    return proxy
+
+
+def audit_rows(pair: Pair, node) -> list[dict]:
+    with pair.store(node).read() as connection:
+        return audit.entries(connection, limit=None)
+
+
+# --------------------------------------------------------------------------- 5xx object
+
+
+def test_an_object_the_peer_answers_500_is_dead_lettered_and_the_rest_delivered(tmp_path, stopper):
+    pair = push_pair(tmp_path, stopper)
+    proxy = through_proxy(pair, stopper)
+    author = identity("Unit A", TLP2["green"])
+    poisoned = indicator(author, TLP2["green"], "192.0.2.66")
+    behind = [indicator(author, TLP2["green"], f"192.0.2.{i}") for i in range(3)]
+    publish(pair.a.collection_url("alpha"), ADMIN, [author, poisoned, *behind])
+    proxy.poison = {poisoned["id"]}
+
+    [push] = pair.run_once(pair.a, retries=2)
+    assert push.ok, push
+    assert (push.sent, push.dead_lettered) == (1 + 3 + 1, 1)  # author, behind, marking
+    assert holdings(pair.b) == by_version([author, *behind, MARKINGS[TLP2["green"]]])
+    cursor = pair.states(pair.a)[("alpha<->alpha", "push")].cursor
+    assert cursor > 0
+    [again] = pair.run_once(pair.a, retries=2)  # the cursor moved past it: nothing to do
+    assert again.ok and (again.sent, again.dead_lettered) == (0, 0)
+
+    listed = run_cli(pair.a, "sync", "dead-letters", "--json").splitlines()
+    (letter,) = [json.loads(line) for line in listed]
+    assert (letter["object_id"], letter["version"]) == (poisoned["id"], poisoned["modified"])
+    assert (letter["peer"], letter["direction"], letter["attempts"]) == ("node-b", "push", 1)
+    assert letter["answer"] == "HTTP 500: 500 Internal Server Error"
+    assert RFC3339.match(letter["first_attempt"]) and RFC3339.match(letter["last_attempt"])
+    human = run_cli(pair.a, "sync", "dead-letters", "--peer", "node-b")
+    assert poisoned["id"] in human and "attempts 1" in human
+
+    # Retried while the peer still fails it: the same dead letter, one attempt more.
+    failed = _cli(pair, "sync", "retry", str(letter["pk"]))
+    assert failed.exit_code == 1 and "NOT delivered" in failed.output
+    (letter,) = [json.loads(x) for x in run_cli(pair.a, "sync", "dead-letters", "--json").split()]
+    assert letter["attempts"] == 2
+
+    proxy.poison = set()  # the peer fixed its bug
+    retried = run_cli(pair.a, "sync", "retry", "--all")
+    assert f"{poisoned['id']}: delivered: sent to node-b" in retried
+    assert run_cli(pair.a, "sync", "dead-letters") == "no dead letters\n"
+    assert (poisoned["id"], poisoned["modified"]) in holdings(pair.b)
+    assert pair.states(pair.a)[("alpha<->alpha", "push")].cursor == cursor
+    actions = [(r["action"], r["actor"]) for r in audit_rows(pair, pair.a)
+               if r["object_id"] == poisoned["id"]]  # fmt: skip
+    assert ("dead-letter", None) in actions
+    assert [a for a, actor in actions if a == "dead-letter-retried"] == ["dead-letter-retried"] * 2
+    assert all(actor and actor.startswith("cli:") for a, actor in actions if "retried" in a)
+
+
+def test_a_skipped_dead_letter_is_gone_and_audited(tmp_path, stopper):
+    pair = push_pair(tmp_path, stopper)
+    proxy = through_proxy(pair, stopper)
+    author = identity("Unit A", TLP2["green"])
+    poisoned = indicator(author, TLP2["green"], "192.0.2.66")
+    publish(pair.a.collection_url("alpha"), ADMIN, [author, poisoned])
+    proxy.poison = {poisoned["id"]}
+    [push] = pair.run_once(pair.a, retries=1)
+    assert push.ok and push.dead_lettered == 1
+    (letter,) = pair.dead_letters(pair.a)
+    assert f"dead letter {letter['pk']} skipped" in run_cli(
+        pair.a, "sync", "skip", str(letter["pk"])
+    )
+    assert pair.dead_letters(pair.a) == []
+    skipped = [r for r in audit_rows(pair, pair.a) if r["action"] == "dead-letter-skipped"]
+    assert [r["object_id"] for r in skipped] == [poisoned["id"]]
+    assert "HTTP 500" in skipped[0]["detail"]
+    missing = _cli(pair, "sync", "skip", str(letter["pk"]))
+    assert missing.exit_code == 2 and "no dead letter" in missing.output
+
+
+def test_a_peer_answering_500_to_everything_dead_letters_nothing(tmp_path, stopper):
+    pair = push_pair(tmp_path, stopper)
+    proxy = through_proxy(pair, stopper)
+    author = identity("Unit A", TLP2["green"])
+    everything = [author, *(indicator(author, TLP2["green"], f"192.0.2.{i}") for i in range(30))]
+    publish(pair.a.collection_url("alpha"), ADMIN, everything)
+    proxy.poison = {author["id"]}  # every object names its author: every POST fails
+    [push] = pair.run_once(pair.a, retries=1)
+    assert not push.ok and "HTTP 500" in push.error
+    assert pair.dead_letters(pair.a) == []
+    assert pair.states(pair.a)[("alpha<->alpha", "push")].cursor == 0
+
+
+def _cli(pair: Pair, *args: str):
+    from click.testing import CliRunner
+
+    from node.cli import cli
+
+    return CliRunner().invoke(cli, ["--config", str(pair.a.config_path), *args])
+
+
+# --------------------------------------------------------------------------- counts
+
+
+def test_dependencies_cross_once_and_already_present_is_counted_apart(tmp_path, stopper):
+    pair = push_pair(tmp_path, stopper)
+    author = identity("Unit A", TLP2["green"])
+    first = indicator(author, TLP2["green"], "192.0.2.1")
+    publish(pair.a.collection_url("alpha"), ADMIN, [author, first])
+    [push] = pair.run_once(pair.a)
+    assert (push.sent, push.already_present) == (3, 0)  # author, indicator, marking
+
+    # A later object by the same author, under the same marking: only it crosses.
+    second = indicator(author, TLP2["green"], "192.0.2.2")
+    publish(pair.a.collection_url("alpha"), ADMIN, [second])
+    [push] = pair.run_once(pair.a)
+    assert (push.sent, push.already_present) == (1, 0)
+    sent = [r["object_id"] for r in audit_rows(pair, pair.a) if r["action"] == "sent"]
+    assert sent.count(author["id"]) == 1 and sent.count(TLP2["green"]) == 1
+
+    # A version node-b holds already (published on both sides) is counted apart.
+    both = indicator(author, TLP2["green"], "192.0.2.3")
+    publish(pair.b.collection_url("alpha"), ADMIN, [both])
+    publish(pair.a.collection_url("alpha"), ADMIN, [both])
+    [push] = pair.run_once(pair.a)
+    assert (push.sent, push.already_present) == (0, 1)
+    state = pair.states(pair.a)[("alpha<->alpha", "push")]
+    assert (state.sent, state.already_present) == (4, 1)
+    records = [r for r in audit_rows(pair, pair.a) if r["object_id"] == both["id"]]
+    assert [(r["action"], r["detail"]) for r in records if r["direction"] == "push"] == [
+        ("sent", "already present at the peer")
+    ]
+
+
+def test_builtin_tlp_definitions_are_never_stored_as_received_from_a_peer(tmp_path, stopper):
+    pair = make_pair(
+        tmp_path,
+        a={"alpha": {"direction": "pull"}},
+        b={"alpha": {"direction": "push", "egress": {"max_tlp": "green"}}},
+    )
+    stopper.append(pair)
+    theirs = identity("Unit B", TLP2["clear"])
+    shared = indicator(theirs, TLP2["clear"], "203.0.113.1")
+    # node-b holds the TLP:CLEAR definition as any store may (a publisher posted it).
+    publish(pair.b.collection_url("alpha"), ADMIN, [theirs, shared, MARKINGS[TLP2["clear"]]])
+    [pull] = pair.run_once(pair.a)
+    assert pull.ok and (pull.received, pull.already_present) == (2, 1)
+    assert holdings(pair.a) == by_version([theirs, shared])
+    with pair.store(pair.a).read() as connection:
+        assert objects.latest(connection, COLLECTIONS["alpha"], TLP2["clear"]) is None
+    received = [r["object_id"] for r in audit_rows(pair, pair.a) if r["action"] == "received"]
+    assert TLP2["clear"] not in received and theirs["id"] in received
+
+
+# --------------------------------------------------------------------------- health
+
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) ")
+
+
+def wait_for_line(log: Path, pattern: str, seconds: float = 120.0) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if re.search(pattern, line):
+                return line
+        time.sleep(0.2)
+    raise AssertionError(f"no line matching {pattern!r} in {log}:\n{log.read_text()}")
+
+
+def test_the_running_worker_reports_a_peer_that_is_down(tmp_path, stopper):
+    pair = push_pair(tmp_path, stopper)
+    author = identity("Unit A", TLP2["green"])
+    publish(pair.a.collection_url("alpha"), ADMIN, [author])
+    worker = start_worker(pair.a)
+    stopper.append(_Terminating(worker))
+    log = pair.a.directory / "sync-worker.log"
+    wait_for_line(log, r"node-b alpha<->alpha push: sent 2, .*\(ok\)$")
+
+    pair.b.stop()
+    failed = wait_for_line(log, r"WARNING node-b alpha<->alpha push: .*FAILED")
+    assert "connection refused" in failed
+
+    status = json.loads(run_cli(pair.a, "sync", "status", "--json"))
+    (push,) = [s for s in status if s["direction"] == "push"]
+    assert "connection refused" in push["last_error"]
+    assert RFC3339.match(push["last_attempt"]) and RFC3339.match(push["last_success"])
+    assert to_micros(push["last_attempt"]) > to_micros(push["last_success"])
+    assert isinstance(push["lag_seconds"], float) and push["lag_seconds"] > 0
+    human = run_cli(pair.a, "sync", "status")
+    assert "connection refused" in human
+
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=60)
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert all(LOG_LINE.match(line) for line in lines), lines
+    text = "\n".join(lines)
+    assert "HTTPConnectionPool" not in text and "Max retries" not in text
+    # Idle rounds (nothing moved) are not logged at INFO: the worker ran every 0.2 s.
+    idle = "sent 0, received 0, already present 0, withheld 0, dead-lettered 0 (ok)"
+    assert not [line for line in lines if idle in line]
+    failures = [line for line in lines if "FAILED" in line]
+    assert all(" WARNING " in line and len(line) < 400 for line in failures)
+
+
+class _Terminating:
+    def __init__(self, process) -> None:
+        self.process = process
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
