@@ -267,12 +267,6 @@ def test_pull_from_opentaxii_resumes_after_sigkill(tmp_path, stopper):
 # --------------------------------------------------------------------------- a 5xx object
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9: OpenTAXII 0.10.0b1 answers 500 to a `modified` without fractional "
-    "seconds; the worker retries the envelope forever and nothing behind it arrives "
-    "(fixed by isolating and dead-lettering 5xx objects, the worker part of issue 9)",
-)
 def test_an_object_opentaxii_answers_500_does_not_block_the_objects_behind_it(tmp_path, stopper):
     both = node_with_opentaxii(tmp_path, stopper, direction="push")
     author = identity("Node A unit", TLP2["green"])

@@ -26,6 +26,7 @@ import stix2
 from node.config import load_config
 from node.store import Store, audit, objects, syncstate
 from node.sync.worker import SyncWorker
+from node.timestamps import to_micros
 from node.tlp import TLP, TLP2_MARKING_IDS, tlp_marking_definitions, tlp_of
 from tests.medallion_peer import MEDIA_TYPE, start_medallion
 from tests.nodes import (
@@ -538,7 +539,7 @@ def test_cli_status_preview_audit_and_local_delete(tmp_path, stopper):
     assert "node-b alpha<->alpha push" in status and "node-b alpha<->alpha pull" in status
     states = {s["direction"]: s for s in json.loads(status_json)}
     push, pull = states["push"], states["pull"]
-    assert push["cursor"] > 0 and pull["remote_cursor"]
+    assert to_micros(push["cursor"]) > 0 and to_micros(pull["cursor"]) > 0
     assert push["last_error"] is None and push["last_success"] is not None
     assert push["dead_lettered"] == len(m.a_refused_by_b)
     assert push["withheld"] >= len(m.a_withheld)
@@ -549,7 +550,7 @@ def test_cli_status_preview_audit_and_local_delete(tmp_path, stopper):
             f"withheld {state['withheld']}, dead-lettered {state['dead_lettered']}"
         )
         assert counts in status
-    assert f"cursor:      {pull['remote_cursor']}" in status
+    assert f"cursor:      {pull['cursor']}" in status
     assert "cursor:      start" not in status
     assert f"dead letters: {len(m.a_refused_by_b)}" in status
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import threading
 from collections import Counter
@@ -10,42 +11,40 @@ from collections import Counter
 import click
 
 from node.client import check_peer_tls
+from node.operations import sync as operations
 from node.operations.sync import preview
 from node.sharing import Agreements
-from node.store import syncstate
-from node.sync.worker import RoundResult, SyncWorker, describe_lag
-from node.timestamps import from_micros
+from node.sync.health import configure_logging, describe, log_round
+from node.sync.worker import SyncWorker
 
+from . import deadletters
 from .common import EXIT_FAILURES, CommandError, NodeContext
 
 pass_node = click.make_pass_decorator(NodeContext)
-
-
-def _print_result(result: RoundResult) -> None:
-    counts = (
-        f"sent {result.sent}, received {result.received}, withheld {result.withheld}, "
-        f"dead-lettered {result.dead_lettered}"
-    )
-    outcome = "ok" if result.ok else f"FAILED: {result.error}"
-    click.echo(f"{result.peer} {result.mapping} {result.direction}: {counts} ({outcome})")
+log = logging.getLogger("node.sync")
 
 
 @click.group(invoke_without_command=True)
 @click.option("--once", is_flag=True, help="Run one round for each mapping, then exit.")
 @click.option("--peer", metavar="NAME", help="Only this peer.")
+@click.option("--verbose", is_flag=True, help="Also log idle rounds (DEBUG).")
 @pass_node
 @click.pass_context
-def sync(ctx: click.Context, node: NodeContext, once: bool, peer: str | None) -> None:
+def sync(ctx: click.Context, node: NodeContext, once: bool, peer: str | None,
+         verbose: bool) -> None:  # fmt: skip
     """Push to and pull from the peers of the config, under their policies.
 
-    Without --once, runs until SIGTERM or Ctrl-C, each mapping at its
-    interval; a stop waits for the batch in flight to commit.
+    Without --once, runs until SIGTERM or Ctrl-C, each direction of each
+    mapping at its interval, and logs (UTC timestamps, on stderr) each round
+    that moved something, each failure and each recovery; a stop waits for
+    the batch in flight to commit.
 
     \b
     Examples:
       taxii-node --config config/node-a.toml sync
       taxii-node --config config/node-a.toml sync --once --peer node-b
       taxii-node --config config/node-a.toml sync status
+      taxii-node --config config/node-a.toml sync dead-letters
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -59,14 +58,15 @@ def sync(ctx: click.Context, node: NodeContext, once: bool, peer: str | None) ->
         if once:
             results = worker.run_once()
             for result in results:
-                _print_result(result)
+                click.echo(describe(result))
             if not all(r.ok for r in results):
                 ctx.exit(EXIT_FAILURES)
             return
         _stop_on_signals(worker.stop)
-        click.echo(f"sync worker for {config.name} running; SIGTERM or Ctrl-C stops it")
-        worker.run_forever(on_result=_print_result)
-        click.echo("sync worker stopped")
+        configure_logging(verbose)
+        log.info("sync worker for %s running; SIGTERM or Ctrl-C stops it", config.name)
+        worker.run_forever(on_result=log_round)
+        log.info("sync worker stopped")
     finally:
         worker.close()
         store.close()
@@ -81,40 +81,46 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 @sync.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (RFC 3339 times).")
 @pass_node
 def sync_status(node: NodeContext, as_json: bool) -> None:
-    """Per peer and mapping: cursors, last success, lag, counts, last error.
+    """Per peer, mapping and direction: cursor, last attempt and success, lag, counts,
+    the last error, dead letters waiting.
 
     \b
-    Example:
+    Examples:
       taxii-node --config config/node-a.toml sync status
+      taxii-node --config config/node-a.toml sync status --json
     """
-    with node.reading() as connection:
-        states = syncstate.all_states(connection)
-        dead = syncstate.list_dead_letters(connection)
+    store = node.ready_store()
+    try:
+        states = operations.sync_status(store)
+    finally:
+        store.close()
     if as_json:
-        click.echo(json.dumps([s.__dict__ for s in states], indent=2))
+        click.echo(json.dumps([state.as_dict() for state in states], indent=2))
         return
     if not states:
         click.echo("no sync rounds have run yet")
     for state in states:
-        cursor = (
-            state.remote_cursor or "start"
-            if state.direction == "pull"
-            else (from_micros(state.cursor) if state.cursor else "start")
-        )
+        lag = f"{state.lag_seconds:.1f}s ago" if state.lag_seconds is not None else "never"
         click.echo(f"{state.peer} {state.mapping} {state.direction}")
-        click.echo(f"  cursor:      {cursor}")
-        click.echo(f"  last sync:   {describe_lag(state)}")
+        click.echo(f"  cursor:      {state.cursor or 'start'}")
+        click.echo(f"  last sync:   {lag} ({state.last_success or '-'}); "
+                   f"last attempt {state.last_attempt or '-'}")  # fmt: skip
         click.echo(
             f"  counts:      sent {state.sent}, received {state.received}, "
-            f"withheld {state.withheld}, dead-lettered {state.dead_lettered}"
+            f"withheld {state.withheld}, dead-lettered {state.dead_lettered}; "
+            f"already present {state.already_present}"
         )
         click.echo(f"  last error:  {state.last_error or '-'}")
-    if dead:
-        click.echo(f"dead letters: {len(dead)} (latest: {dead[-1]['object_id']}: "
-                   f"{dead[-1]['reason'][:120]})")  # fmt: skip
+    waiting = sum(state.dead_letters_waiting for state in states)
+    if waiting:
+        click.echo(f"dead letters: {waiting} waiting (taxii-node sync dead-letters)")
+
+
+for _command in deadletters.COMMANDS:
+    sync.add_command(_command)
 
 
 @click.group()

@@ -78,12 +78,17 @@ def admit(
     admission = Admission()
     candidates: list[dict[str, Any]] = []
     held = _held_from_elsewhere(connection, collection_id, peer, items)
+    builtin = _builtin_marking_ids()
     for item in items:
         stored = (
             held.get((str(item.get("id")), _micros(item) or 0)) if isinstance(item, dict) else None
         )
         if not isinstance(item, dict):
             admission.accepted.append(item)
+        elif str(item.get("id", "")).lower() in builtin:
+            # The node's own TLP definitions stand; a peer serving them back (medallion
+            # and OpenTAXII do not record origins) must not become their origin here.
+            admission.echoes.append(_detail(item, "already present"))
         elif stored is None or (to_peer and jsoncodec.loads(stored) != item):
             candidates.append(item)  # a different version under a held one: see _creator_only
         elif not to_peer or _version_visible(connection, agreement, _detail(item, "")):
@@ -142,6 +147,10 @@ def local_resolver(connection: Connection, collection_id: str) -> Resolver:
         return found if found is not None else builtin.get(object_id.lower())
 
     return resolve
+
+
+def _builtin_marking_ids() -> frozenset[str]:
+    return frozenset(obj["id"].lower() for obj in tlp_marking_definitions())
 
 
 def _held_from_elsewhere(

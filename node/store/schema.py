@@ -107,7 +107,7 @@ statuses_table = Table(
     Column("failure_count", Integer, nullable=False),
     Column("successes", Text, nullable=False),  # JSON list of status-details
     Column("failures", Text, nullable=False),
-    # The account that made the POST (migration 8): only it and admins read the status.
+    # The account that made the POST (migration 7): only it and admins read the status.
     Column("owner", String(128)),
 )
 Index("ix_statuses_request_timestamp", statuses_table.c.request_timestamp)

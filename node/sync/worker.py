@@ -17,35 +17,41 @@ Cursors are the server's ``date_added`` values, never this machine's clock
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from node.client import ObjectPage, RemoteError, TaxiiClient, split_envelopes
 from node.config import Config, PeerConfig
-from node.policy import Decision
+from node.policy import DEPENDENCY_TYPES, Decision
 from node.sharing import (
     Agreement,
     Agreements,
     EgressPage,
     Position,
     admit,
-    counts,
     decision_records,
     egress,
     settle,
 )
 from node.store import Store, audit, objects, syncstate
-from node.store.audit import Action, Direction
-from node.timestamps import from_micros, now_micros, to_micros
+from node.store.audit import Action, AuditRecord, Direction
+from node.timestamps import now_micros, to_micros
+
+from .delivery import Delivery, EnvelopePoster
+from .schedule import Backoff, Lane, Schedule
 
 log = logging.getLogger(__name__)
 
 PUSH_BATCH = 1000
 PULL_PAGE = 1000
+# A push round with nothing to send asks the peer's API root when the peer has not
+# answered for this long, so that a peer that is down is reported, not "ok".
+PROBE_AFTER_SECONDS = 10.0
+ALREADY_AT_PEER = "already present at the peer"
+ALREADY_HERE = "already present here"
 
 
 @dataclass
@@ -57,6 +63,7 @@ class RoundResult:
     received: int = 0
     withheld: int = 0
     dead_lettered: int = 0
+    already_present: int = 0  # versions the receiving side held already
     error: str | None = None
 
     @property
@@ -72,30 +79,6 @@ class _PushBatch:
     decisions: list[Decision]
     last_date_added: int
     more: bool
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with full jitter, for retries inside and between rounds."""
-
-    base: float = 0.5
-    cap: float = 60.0
-    attempt: int = 0
-    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
-
-    def delay(self) -> float:
-        return random.uniform(0, min(self.cap, self.base * 2**self.attempt))
-
-    def wait(self, stop: threading.Event | None = None) -> None:
-        seconds = self.delay()
-        self.attempt += 1
-        if stop is not None:
-            stop.wait(seconds)
-        else:
-            self.sleep(seconds)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 def with_retries(call, attempts: int, stop: threading.Event | None = None):
@@ -165,15 +148,34 @@ class MappingSync:
             remote_id = self.remote_collection()
             if self._max_content_length is None:
                 self._max_content_length = self._call(self.client.max_content_length)
-            self._push_batches(state, remote_id, result)
+            if self._push_batches(state, remote_id, self._poster(remote_id), result) == 0:
+                self._confirm_peer_answers()
         except RemoteError as exc:
             result.error = str(exc)
         self._record_attempt(state, result)
         return result
 
-    def _push_batches(self, state, remote_id: str, result: RoundResult) -> None:
+    def _poster(self, remote_id: str) -> EnvelopePoster:
+        """This round's envelope poster: retries, then isolates refused objects."""
+
+        def post(texts: list[str], attempts: int) -> dict:
+            call = lambda: self.client.post_serialized(remote_id, texts)  # noqa: E731
+            return with_retries(call, attempts, self.stop)
+
+        return EnvelopePoster(post, attempts=self.retries)
+
+    def _confirm_peer_answers(self) -> None:
+        """With nothing to send, ask the peer whether it is there (RemoteError if not),
+        unless it answered recently: a down peer must not read as a successful push."""
+        last = self.client.last_answer
+        if last is None or time.monotonic() - last > PROBE_AFTER_SECONDS:
+            self._call(self.client.probe)
+
+    def _push_batches(self, state, remote_id: str, poster: EnvelopePoster, result) -> int:
+        """Send every batch after the cursor; return how many were sent."""
         sent_dependencies: set[str] = set()
         after = state.cursor
+        batches = 0
         in_flight: tuple[Future, _PushBatch] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="push") as sender:
             while not self.stop.is_set():
@@ -182,13 +184,15 @@ class MappingSync:
                     self._commit_push(state, *in_flight, result)
                     in_flight = None
                 if batch is None:
-                    return
-                in_flight = (sender.submit(self._send, remote_id, batch.to_send), batch)
+                    return batches
+                sending = sender.submit(self._send, remote_id, batch.to_send, poster)
+                in_flight, batches = (sending, batch), batches + 1
                 after = batch.last_date_added
                 if not batch.more:
                     break
             if in_flight is not None:
                 self._commit_push(state, *in_flight, result)
+        return batches
 
     def _prepare_push(self, after: int, sent_dependencies: set[str]) -> _PushBatch | None:
         """The next batch: the one egress decision on at most PUSH_BATCH stored versions
@@ -196,57 +200,108 @@ class MappingSync:
         position = Position(after=after, scan_limit=PUSH_BATCH)
         with self.store.read() as connection:
             page = egress(connection, self.agreement, position, sent_dependencies)
-        if page.resume_after is None:
-            return None
+            if page.resume_after is None:
+                return None
+            self._drop_acknowledged(connection, page)
         return _PushBatch(_outgoing(page), page.decisions, page.resume_after, page.more)
 
-    def _push_records(self, decisions: list[Decision], failures: list[dict]):
-        return decision_records(
+    def _drop_acknowledged(self, connection, page: EgressPage) -> None:
+        """Leave out the dependencies the peer acknowledged in an earlier round: each
+        identity and marking definition version crosses once per peer and mapping."""
+        if not page.dependencies:
+            return
+        keys = [(item.object_id, item.decision.version or "") for item in page.dependencies]
+        known = syncstate.acknowledged_dependencies(connection, self.peer, self.key, keys)
+        if not known:
+            return
+        dropped = [
+            item
+            for item in page.dependencies
+            if (item.object_id, item.decision.version or "") in known
+        ]
+        dropped_decisions = {id(item.decision) for item in dropped}
+        page.dependencies = [item for item in page.dependencies if item not in dropped]
+        page.decisions = [d for d in page.decisions if id(d) not in dropped_decisions]
+
+    def _push_records(self, decisions: list[Decision], delivery: Delivery) -> list[AuditRecord]:
+        records = decision_records(
             self.peer,
             self.agreement.collection_id,
             Direction.PUSH,
             decisions,
             Action.SENT,
-            failures,
+            delivery.failures,
         )
+        return _already_present(records, delivery.already_present)
+
+    def _without_acknowledged(
+        self, connection, to_send: list[dict], decisions: list[Decision], rows_read: set
+    ):
+        """Leave out the dependencies the peer acknowledged in an earlier round: each
+        identity and marking definition version crosses once per peer and mapping.
+        (Versions read from the collection in this batch are sent as they come.)"""
+        travelling = [
+            d
+            for d in decisions
+            if d.allowed
+            and d.object_id.split("--")[0] in DEPENDENCY_TYPES
+            and (d.object_id, d.version or "") not in rows_read
+        ]
+        if not travelling:
+            return to_send, decisions
+        keys = [(d.object_id, d.version or "") for d in travelling]
+        known = syncstate.acknowledged_dependencies(connection, self.peer, self.key, keys)
+        if not known:
+            return to_send, decisions
+        dropped = [d for d in travelling if (d.object_id, d.version or "") in known]
+        dropped_keys = {(d.object_id, d.version or "") for d in dropped}
+        objs = [obj for obj in to_send if (obj.get("id"), _version_text(obj)) not in dropped_keys]
+        dropped_ids = {id(d) for d in dropped}
+        return objs, [d for d in decisions if id(d) not in dropped_ids]
 
     def _commit_push(self, state, sending: Future, batch: _PushBatch, result) -> None:
-        failures = sending.result()  # re-raises the sender's RemoteError
-        records = self._push_records(batch.decisions, failures)
-        tally = counts(records)
-        sent, withheld = tally.passed, tally.withheld
+        delivery: Delivery = sending.result()  # re-raises the sender's RemoteError
+        failures = delivery.failures
+        records = self._push_records(batch.decisions, delivery)
+        tally = _tally(records)
+        acknowledged = _dependency_keys([obj for obj, _ in batch.to_send], records)
         with self.store.write() as connection:
             audit.record(connection, records)
             syncstate.add_dead_letters(connection, self.peer, self.key, "push", failures)
+            syncstate.record_dependencies(connection, self.peer, self.key, acknowledged)
             state.cursor = batch.last_date_added
-            state.sent += sent
-            state.withheld += withheld
-            state.dead_lettered += len(failures)
+            _count(state, tally)
             syncstate.save(connection, state)
-        result.sent += sent
-        result.withheld += withheld
-        result.dead_lettered += len(failures)
+        _add(result, tally)
 
-    def _send(self, remote_id: str, outgoing: list[tuple[dict, str]]) -> list[dict]:
-        """POST in envelopes that fit the peer's limit; return the peer's failures."""
-        failures: list[dict] = []
+    def _send(
+        self, remote_id: str, outgoing: list[tuple[dict, str]], poster: EnvelopePoster
+    ) -> Delivery:
+        """POST in envelopes that fit the peer's limit; what the peer made of them."""
+        oversized: list[dict] = []
         texts = {id(obj): text for obj, text in outgoing}
         to_send = [obj for obj, _ in outgoing]
-        envelopes = split_envelopes(
-            to_send,
-            self._max_content_length or 10_000_000,
-            serialize=lambda obj: texts[id(obj)],
-            on_oversized=lambda obj, _size: failures.append(
-                _failure(obj, "larger than the peer's max_content_length")
-            ),
+        envelopes = list(
+            split_envelopes(
+                to_send,
+                self._max_content_length or 10_000_000,
+                serialize=lambda obj: texts[id(obj)],
+                on_oversized=lambda obj, _size: oversized.append(
+                    _failure(obj, "larger than the peer's max_content_length")
+                ),
+            )
         )
-        for envelope in envelopes:
-            status = self._post_envelope(remote_id, envelope)
-            failures.extend(status.get("failures", []))
-        return self._not_already_held(remote_id, to_send, failures)
+        delivery = poster.deliver(envelopes)
+        delivery.failures.extend(oversized)
+        delivery.failures, held = self._not_already_held(remote_id, to_send, delivery.failures)
+        delivery.already_present |= held
+        return delivery
 
-    def _not_already_held(self, remote_id: str, sent: list[dict], failures: list[dict]):
-        """The failures, less versions the peer turns out to hold exactly as we sent them.
+    def _not_already_held(
+        self, remote_id: str, sent: list[dict], failures: list[dict]
+    ) -> tuple[list[dict], set[tuple[str, str]]]:
+        """The failures, less versions the peer turns out to hold exactly as we sent them
+        (returned apart: already present).
 
         Some servers answer a re-posted (id, version) with a failure instead of success
         (medallion 3.0.0: "Unable to process object"): a dependency sent again in a later
@@ -265,28 +320,14 @@ class MappingSync:
             try:
                 page = self._call(lambda params=params: self.client.page(remote_id, params))
             except RemoteError:
-                return failures  # cannot tell: keep every failure
+                return failures, set()  # cannot tell: keep every failure
             for obj in page.objects:
                 if isinstance(obj, dict):
                     key = (obj.get("id"), _version_text(obj))
                     if by_key.get(key) == obj:
                         held.add(key)
-        return [f for f in failures if (f.get("id"), f.get("version")) not in held]
-
-    def _post_envelope(self, remote_id: str, envelope: list[tuple[dict, str]]) -> dict:
-        texts = [text for _, text in envelope]
-        try:
-            return self._call(lambda: self.client.post_serialized(remote_id, texts))
-        except RemoteError as exc:
-            if exc.transient or exc.status in (401, 403, 404):
-                raise  # the peer or our access is at fault, not the objects: retry later
-            if len(envelope) == 1:
-                return {"failures": [_failure(envelope[0][0], str(exc))]}
-            # Find the object the peer refuses by halving the envelope.
-            middle = len(envelope) // 2
-            first = self._post_envelope(remote_id, envelope[:middle])
-            second = self._post_envelope(remote_id, envelope[middle:])
-            return {"failures": first.get("failures", []) + second.get("failures", [])}
+        kept = [f for f in failures if (f.get("id"), f.get("version")) not in held]
+        return kept, {(str(i), str(v)) for i, v in held}
 
     def redeliver(self, batch: list[dict]) -> RoundResult:
         """Push ``batch`` again now, under egress policy, without moving the cursor
@@ -300,23 +341,25 @@ class MappingSync:
                     page = egress(connection, self.agreement, _exactly(obj))
                     outgoing += _outgoing(page)
                     decisions += page.decisions
-            failures = self._send(self.remote_collection(), outgoing) if outgoing else []
+            delivery = Delivery()
+            if outgoing:
+                remote_id = self.remote_collection()
+                delivery = self._send(remote_id, outgoing, self._poster(remote_id))
         except RemoteError as exc:
             result.error = str(exc)
             return result
-        records = self._push_records(decisions, failures)
-        tally = counts(records)
+        records = self._push_records(decisions, delivery)
+        tally = _tally(records)
         with self.store.write() as connection:
             audit.record(connection, records)
-            syncstate.add_dead_letters(connection, self.peer, self.key, "push", failures)
+            syncstate.add_dead_letters(connection, self.peer, self.key, "push", delivery.failures)
+            syncstate.record_dependencies(
+                connection, self.peer, self.key, _dependency_keys([o for o, _ in outgoing], records)
+            )
             state = syncstate.load(connection, self.peer, self.key, "push")
-            result.sent = tally.passed
-            result.withheld = tally.withheld
-            result.dead_lettered = len(failures)
-            state.sent += result.sent
-            state.withheld += result.withheld
-            state.dead_lettered += result.dead_lettered
+            _count(state, tally)
             syncstate.save(connection, state)
+        _add(result, tally)
         return result
 
     # -- pull -----------------------------------------------------------------
@@ -385,18 +428,21 @@ class MappingSync:
         outcome = objects.add_objects(
             connection, collection_id, admission.accepted, origin=self.peer
         )
-        records = settle(
-            connection, self.agreement, admission, outcome, Direction.PULL, to_peer=False
+        present = {
+            (str(s.get("id")), str(s.get("version")))
+            for s in outcome.successes
+            if s.get("message") == "already present"
+        }
+        records = _already_present(
+            settle(connection, self.agreement, admission, outcome, Direction.PULL, to_peer=False),
+            present,
+            ALREADY_HERE,
         )
         audit.record(connection, records)
         syncstate.add_dead_letters(connection, self.peer, self.key, "pull", outcome.failures)
-        page = RoundResult(self.peer, self.key, "pull")
-        page.received = len(outcome.stored)
-        page.withheld = len(admission.refused)
-        page.dead_lettered = len(outcome.failures)
-        result.received += page.received
-        result.withheld += page.withheld
-        result.dead_lettered += page.dead_lettered
+        page = _tally(records)
+        page.already_present += len(admission.echoes)  # ours served back, built-in TLP
+        _add(result, page)
         return page
 
     # -- bookkeeping ------------------------------------------------------------
@@ -414,10 +460,64 @@ class MappingSync:
             syncstate.save(connection, fresh)
 
 
+def _tally(records: list[AuditRecord]) -> RoundResult:
+    """The counts of a batch's decision records: sent and received count versions that
+    were new at the receiving side, already present ones are counted apart."""
+    tally = RoundResult("", "", "")
+    for record in records:
+        if record.detail in (ALREADY_AT_PEER, ALREADY_HERE):
+            tally.already_present += 1
+        elif record.action == "sent":
+            tally.sent += 1
+        elif record.action == "received":
+            tally.received += 1
+        elif record.action == "withheld":
+            tally.withheld += 1
+        elif record.action == "dead-letter":
+            tally.dead_lettered += 1
+    return tally
+
+
 def _count(state: syncstate.SyncState, counts: RoundResult) -> None:
+    state.sent += counts.sent
     state.received += counts.received
+    state.already_present += counts.already_present
     state.withheld += counts.withheld
     state.dead_lettered += counts.dead_lettered
+
+
+def _add(result: RoundResult, counts: RoundResult) -> None:
+    result.sent += counts.sent
+    result.received += counts.received
+    result.already_present += counts.already_present
+    result.withheld += counts.withheld
+    result.dead_lettered += counts.dead_lettered
+
+
+def _already_present(
+    records: list[AuditRecord], keys: set[tuple[str, str]], detail: str = ALREADY_AT_PEER
+) -> list[AuditRecord]:
+    """Say so in the records of versions the receiving side held already."""
+    if not keys:
+        return records
+    return [
+        replace(record, detail=detail)
+        if record.action in ("sent", "received")
+        and (record.object_id, record.version or "") in keys
+        else record
+        for record in records
+    ]
+
+
+def _dependency_keys(sent: list[dict], records: list[AuditRecord]) -> list[tuple[str, str]]:
+    """(id, version) of the identities and marking definitions the peer acknowledged."""
+    delivered = {(r.object_id, r.version or "") for r in records if r.action == "sent"}
+    return [
+        key
+        for obj in sent
+        if obj.get("type") in DEPENDENCY_TYPES
+        and (key := (str(obj.get("id")), _version_text(obj))) in delivered
+    ]
 
 
 def _version_text(obj: dict) -> str:
@@ -500,57 +600,40 @@ class SyncWorker:
         return self._clients[peer.name]
 
     def run_once(self) -> list[RoundResult]:
-        """One push and one pull round for each mapping, as its direction allows."""
-        results = []
+        """One push and one pull round for each mapping, as its ``worker`` key says."""
+        return [run() for _, run in self._rounds()]
+
+    def _rounds(self) -> list[tuple[Lane, Callable[[], RoundResult]]]:
+        """Each direction our worker carries, as a lane of the schedule and its round."""
+        rounds: list[tuple[Lane, Callable[[], RoundResult]]] = []
         for mapping in self.mappings:
-            if mapping.agreement.mapping.pushes:
-                results.append(mapping.push())
-            if mapping.agreement.mapping.pulls:
-                results.append(mapping.pull())
-        return results
+            config = mapping.agreement.mapping
+            carried = (("push", config.worker_pushes, mapping.push),
+                       ("pull", config.worker_pulls, mapping.pull))  # fmt: skip
+            for direction, carries, run in carried:
+                if carries:
+                    name = f"{mapping.peer} {mapping.key} {direction}"
+                    rounds.append((Lane(name, config.interval), run))
+        return rounds
 
-    def run_forever(self, on_result: Callable[[RoundResult], None] | None = None) -> None:
-        """Run each mapping at its interval until ``stop`` is set; back off on failures."""
-        due = {id(m): 0.0 for m in self.mappings}
-        backoffs = {id(m): Backoff(base=1.0, cap=300.0) for m in self.mappings}
+    def run_forever(self, on_result: Callable[[RoundResult, bool], None] | None = None) -> None:
+        """Run each direction of each mapping at its interval until ``stop`` is set,
+        backing off each on its own failures.  ``on_result`` gets every round's result
+        and whether that direction was failing before it."""
+        rounds = self._rounds()
+        schedule = Schedule(lane for lane, _ in rounds)
+        runs = {id(lane): run for lane, run in rounds}
         while not self.stop.is_set():
-            now = time.monotonic()
-            for mapping in self.mappings:
-                if self.stop.is_set() or due[id(mapping)] > now:
-                    continue
-                ok = self._run_mapping(mapping, on_result)
-                backoff = backoffs[id(mapping)]
-                if ok:
-                    backoff.reset()
-                    pause = mapping.agreement.mapping.interval
-                else:
-                    pause = max(mapping.agreement.mapping.interval, backoff.delay())
-                    backoff.attempt += 1
-                due[id(mapping)] = time.monotonic() + pause
-            next_due = min(due.values(), default=time.monotonic() + 1.0)
-            self.stop.wait(max(0.05, next_due - time.monotonic()))
-
-    def _run_mapping(self, mapping: MappingSync, on_result) -> bool:
-        ok = True
-        rounds = []
-        if mapping.agreement.mapping.pushes:
-            rounds.append(mapping.push)
-        if mapping.agreement.mapping.pulls:
-            rounds.append(mapping.pull)
-        for run in rounds:
-            result = run()
-            ok = ok and result.ok
-            if on_result:
-                on_result(result)
-        return ok
+            for lane in schedule.due():
+                if self.stop.is_set():
+                    break
+                was_failing = lane.failing
+                result = runs[id(lane)]()
+                schedule.finished(lane, result.ok)
+                if on_result:
+                    on_result(result, was_failing)
+            self.stop.wait(max(0.05, schedule.seconds_to_next()))
 
     def close(self) -> None:
         for client in self._clients.values():
             client.close()
-
-
-def describe_lag(state: syncstate.SyncState) -> str:
-    if state.last_success is None:
-        return "never synced"
-    seconds = (now_micros() - state.last_success) / 1e6
-    return f"{seconds:.1f}s since last success ({from_micros(state.last_success)})"
