@@ -705,7 +705,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert not re.search(r"SHARED .*TLP:RED\b", output), output
     assert output.count("(redacted: x_internal_note)") == 2, output
     assert "rule: ?" not in output
-    assert "[node-a] push to node-b" in output and "[node-b] pull from node-a" in output
+    assert "[node-a] push to node-b" in output and "[node-b] push to node-a" in output
+    assert "pull from" not in output  # each node pushes its own (config/node-*.toml)
     assert output.count("dependencies sent with them:") == 2
     assert "both nodes stopped" in output
     assert not [port for port in ports if listening(port)]
