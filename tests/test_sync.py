@@ -712,7 +712,7 @@ def big_publication(count: int) -> tuple[list[dict], list[dict]]:
 
 def without_builtin_markings(objs: list[dict]) -> list[dict]:
     """``objs`` less the node's built-in TLP definitions, which a node never stores as
-    received from a peer."""
+    received from a peer it pulls from."""
     return [obj for obj in objs if obj["id"] not in MARKINGS]
 
 
@@ -770,7 +770,6 @@ def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, st
     kill_when_partly_moved(pair, worker, pair.b, "alpha", len(shared))
     finish = pair.a.cli("sync", "--once", "--peer", "node-b")
     assert "FAILED" not in finish.stdout
-    shared = without_builtin_markings(shared)  # node-b keeps its own TLP definitions
     assert holdings(pair.b, "alpha") == by_version(shared)
     assert count_versions(pair, pair.b, "alpha") == len(shared)
 
@@ -781,7 +780,7 @@ def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, st
     kill_when_partly_moved(pair, worker, pair.b, "beta", len(shared))
     finish = pair.b.cli("sync", "--once", "--peer", "node-a")
     assert "FAILED" not in finish.stdout
-    shared = without_builtin_markings(shared)
+    shared = without_builtin_markings(shared)  # node-b keeps its own TLP definitions
     assert holdings(pair.b, "beta") == by_version(shared)
     assert count_versions(pair, pair.b, "beta") == len(shared)
 

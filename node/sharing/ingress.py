@@ -85,9 +85,9 @@ def admit(
         )
         if not isinstance(item, dict):
             admission.accepted.append(item)
-        elif str(item.get("id", "")).lower() in builtin:
-            # The node's own TLP definitions stand; a peer serving them back (medallion
-            # and OpenTAXII do not record origins) must not become their origin here.
+        elif not to_peer and str(item.get("id", "")).lower() in builtin:
+            # The node's own TLP definitions stand; a peer serving them back to our pull
+            # (medallion and OpenTAXII do not record origins) must not become their origin.
             admission.echoes.append(_detail(item, "already present"))
         elif stored is None or (to_peer and jsoncodec.loads(stored) != item):
             candidates.append(item)  # a different version under a held one: see _creator_only
