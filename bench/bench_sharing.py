@@ -86,7 +86,7 @@ def page_all(url: str, auth: tuple[str, str]) -> tuple[int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sharing-") as directory:
         node = new_node(Path(directory), "node-a", None, extra_toml=PEER_TOML)

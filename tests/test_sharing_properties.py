@@ -249,7 +249,7 @@ def _answers(node: SharingNode, tail: str, params: dict) -> list[tuple]:
 
 
 @settings(
-    max_examples=12,
+    max_examples=15,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -268,12 +268,17 @@ def test_one_decision_and_no_trace_of_the_withheld(stores, data, policy, order) 
     assert _pushed(node) == pulled
     assert _previewed(node) == {(object_id, version) for object_id, version, _ in pulled}
 
+    # The twin never held what was withheld: nor, then, the partner's versions of our
+    # withheld objects (it could not have known them); the partner's own objects stay.
     leaving = {(object_id, version) for object_id, version, _ in pulled}
+    rows = node.rows()
+    ours = {row["object_id"] for row in rows if row["origin"] != PEER}
     twin.copy_rows(
         [
             row
-            for row in node.rows()
-            if row["origin"] == PEER or (row["object_id"], row["version_text"]) in leaving
+            for row in rows
+            if (row["object_id"], row["version_text"]) in leaving
+            or (row["origin"] == PEER and row["object_id"] not in ours)
         ]
     )
     for tail, params in _probes(node):

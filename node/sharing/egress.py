@@ -46,6 +46,8 @@ from node.tlp import TLP_BY_MARKING_ID, tlp_marking_definitions
 from .agreements import Agreement
 
 _MAX_CLOSURE = 50_000
+_NOTHING: dict[str, Any] = {}  # the decoded object of a row served from the cache
+_NO_FIRST: dict[str, int] = {}
 _MAX_CHUNK = 5_000
 _LINKS = {
     "relationship": ("source_ref", "target_ref"),
@@ -328,13 +330,13 @@ class _Run:
         remembered = self._remembered(versions)
         if remembered:
             fresh = [v for v in versions if v.date_added not in remembered]
-            decided = {id(v): entry for entry in self._decide(fresh) for v in [entry[0]]}
-            return [
-                (v, {}, remembered[v.date_added].decision, remembered[v.date_added])
-                if v.date_added in remembered
-                else decided[id(v)]
-                for v in versions
-            ]
+            decided = {entry[0].date_added: entry for entry in self._decide(fresh)}
+            answers = []
+            for v in versions:
+                item = remembered.get(v.date_added)
+                answers.append(decided[v.date_added] if item is None else (v, _NOTHING,
+                               item.decision, item))  # fmt: skip
+            return answers
         objs = [_decoded(version.body) for version in versions]
         for version, obj in zip(versions, objs, strict=True):
             if version.current:
@@ -353,9 +355,11 @@ class _Run:
         if self.cache is None or self.filter.first:
             return {}
         found = {}
+        lookup, selects = self.cache.get, self.filter.selects
+        peer, collection_id = self.peer, self.agreement.collection_id
         for version in versions:
-            if version.current and self.filter.selects(version, {}):
-                item = self.cache.get(self._key(version))
+            if version.current and selects(version, _NO_FIRST):
+                item = lookup((peer, collection_id, version.date_added))
                 if item is not None:
                     found[version.date_added] = item
                     self.states[version.object_id] = item.decision

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -26,9 +26,10 @@ _CURRENT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Version:
-    """One stored version, with the store's integer version and where it came from."""
+class Version(NamedTuple):
+    """One stored version, with the store's integer version and where it came from.
+
+    (A tuple, not a dataclass: a partner's page builds thousands per request.)"""
 
     object_id: str
     type: str
@@ -95,7 +96,10 @@ def scan(connection: Connection, window: Scan, limit: int) -> list[Version]:
         f"ORDER BY o.date_added LIMIT {int(limit)}"
     )
     rows = connection.exec_driver_sql(statement, (*head, *params)).fetchall()
-    return [_version(row[:7], current=row[7] == row[2]) for row in rows]
+    return [
+        Version(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7] == row[2])
+        for row in rows
+    ]
 
 
 def current_versions(
