@@ -133,7 +133,13 @@ _CONFIG_KEYS = (
     "reports",
     "unresolved_refs",
     "accept_foreign_versions",
+    "release",
+    "onward",
+    "quarantine",
+    "recalls",
 )
+_EGRESS_ONLY = ("release", "onward")
+_INGRESS_ONLY = ("accept_foreign_versions", "quarantine", "recalls")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,6 +181,14 @@ class Rules:
         Ingress only (default false): accept the partner's new versions of objects whose
         versions were made here or by another producer.  STIX 2.1 section 3.6 lets only an
         object's creator version it, so by default such versions are refused.
+    ``release`` / ``onward``
+        Egress only: "approval" holds what passes in the peer's release queue until a
+        releaser approves it (default "automatic"); "allow" lets versions that came from
+        another peer be passed on to this one (default "never").  Applied by
+        ``node.sharing.gates``.
+    ``quarantine`` / ``recalls``
+        Ingress only: true holds what the peer sends for review (default false); what a
+        recall from the object's origin does, "purge" (default) or "revoke".
 
     Identifiers (``ids_deny``, ``created_by_allow``, TLP marking ids) compare without
     regard to letter case: some producers write UUIDs in upper case, and a TLP:RED
@@ -197,6 +211,10 @@ class Rules:
     redact: frozenset[str] = frozenset()
     reports: Literal["trim", "withhold"] = "trim"
     accept_foreign_versions: bool = False
+    release: Literal["automatic", "approval"] = "automatic"
+    onward: Literal["never", "allow"] = "never"
+    quarantine: bool = False
+    recalls: Literal["purge", "revoke"] = "purge"
 
     @classmethod
     def from_config(
@@ -241,6 +259,10 @@ class Rules:
             reports=reader.choice("reports", ("trim", "withhold"), "trim"),
             unresolved_refs=reader.choice("unresolved_refs", ("withhold", "share"), cautious),
             accept_foreign_versions=reader.boolean("accept_foreign_versions", False),
+            release=reader.choice("release", ("automatic", "approval"), "automatic"),
+            onward=reader.choice("onward", ("never", "allow"), "never"),
+            quarantine=reader.boolean("quarantine", False),
+            recalls=reader.choice("recalls", ("purge", "revoke"), "purge"),
         )
         reader.check_consistency(rules)
         return rules
@@ -330,11 +352,15 @@ class _TableReader:
                 f"{self.path('allow_amber_strict')}: has no effect unless max_tlp is "
                 f"'amber+strict' or 'red' (it is {rules.max_tlp.config_name!r})"
             )
-        if "accept_foreign_versions" in self._table and rules.direction == "egress":
-            raise PolicyError(
-                f"{self.path('accept_foreign_versions')}: applies to ingress only "
-                "(what this node accepts from the partner)"
-            )
+        wrong_side = _INGRESS_ONLY if rules.direction == "egress" else _EGRESS_ONLY
+        for key in wrong_side:
+            if key in self._table:
+                side = "ingress" if rules.direction == "egress" else "egress"
+                raise PolicyError(
+                    f"{self.path(key)}: applies to {side} only "
+                    f"({'what this node accepts from' if side == 'ingress' else 'what leaves for'}"
+                    " the partner)"
+                )
         if "missing_confidence" in self._table and rules.min_confidence is None:
             raise PolicyError(
                 f"{self.path('missing_confidence')}: has no effect without min_confidence"

@@ -7,10 +7,12 @@ drops them with a reason; both are audited.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from node.errors import Conflict, InvalidValue, NotFound
 from node.operations import quarantine as operations
@@ -18,6 +20,9 @@ from node.operations.quarantine import Selection
 from node.store import Store, audit, objects
 from node.store.objects import ObjectQuery
 from tests.exchange_fixtures import COLLECTION, add_account, indicator, open_store
+from tests.nodes import ADMIN_PASSWORD
+from tests.pair import Pair, make_pair, run_cli
+from tests.triangle import TAXII
 
 PEER = "node-a"
 ACTOR = "test:analyst"
@@ -92,3 +97,66 @@ def test_who_may_review(store: Store) -> None:
     with store.write() as connection, pytest.raises(NotFound):
         operations.accept(connection, Selection(object_ids=("indicator--x",)), actor=ACTOR)
     assert _served(store) == []
+
+
+# --------------------------------------------------------------------------- across HTTP
+
+
+@pytest.fixture
+def pair(tmp_path: Path, store_url: str | None) -> Iterator[Pair]:
+    started = make_pair(
+        tmp_path,
+        (None, store_url),
+        a={"alpha": {"egress": {"max_tlp": "green"}, "direction": "both"}},
+        b={"alpha": {"ingress": {"quarantine": True}, "direction": "both"}},
+    )
+    yield started
+    started.stop()
+
+
+def _reads(pair: Pair, object_id: str) -> dict[str, int]:
+    """How many results each TAXII endpoint of B's collection gives an analyst (admin)."""
+    base = f"{pair.b.collection_url('alpha')}"
+    auth = ("admin", ADMIN_PASSWORD)
+    found = {}
+    for name, path in (("objects", "objects/"), ("object", f"objects/{object_id}/"),
+                       ("versions", f"objects/{object_id}/versions/"),
+                       ("manifest", "manifest/")):  # fmt: skip
+        response = requests.get(base + path, auth=auth, headers={"Accept": TAXII}, timeout=30)
+        if response.status_code == 404:
+            found[name] = 0
+            continue
+        assert response.status_code == 200, response.text
+        body = response.json()
+        items = body.get("objects") or body.get("versions") or []
+        found[name] = len([i for i in items if not isinstance(i, dict) or i.get("id", object_id)
+                           == object_id])  # fmt: skip
+    return found
+
+
+def test_quarantined_arrivals_are_served_only_once_accepted(pair: Pair) -> None:
+    held, dropped = indicator(name="held"), indicator(name="dropped")
+    response = requests.post(
+        f"{pair.a.collection_url('alpha')}objects/", json={"objects": [held, dropped]},
+        auth=("admin", ADMIN_PASSWORD), headers={"Accept": TAXII, "Content-Type": TAXII},
+        timeout=30,
+    )  # fmt: skip
+    assert response.status_code == 202
+    pair.run_once(pair.a)  # A pushes to B
+    pair.run_once(pair.b)  # B pulls from A: the same versions again, still held once
+    assert _reads(pair, held["id"]) == {"objects": 0, "object": 0, "versions": 0, "manifest": 0}
+    listed = json.loads(run_cli(pair.b, "quarantine", "list", "--json"))
+    assert sorted(row["id"] for row in listed) == sorted([held["id"], dropped["id"]])
+    # The partner's status is unaffected: its push succeeded, nothing dead-lettered.
+    [push] = [s for s in pair.states(pair.a).values() if s.direction == "push"]
+    assert push.sent >= 2 and push.dead_lettered == 0 and push.last_error is None
+    entry = {row["id"]: row["entry"] for row in listed}
+    run_cli(pair.b, "quarantine", "accept", str(entry[held["id"]]))
+    run_cli(pair.b, "quarantine", "reject", str(entry[dropped["id"]]), "--reason", "not ours")
+    assert _reads(pair, held["id"]) == {"objects": 1, "object": 1, "versions": 1, "manifest": 1}
+    assert _reads(pair, dropped["id"])["object"] == 0
+    assert json.loads(run_cli(pair.b, "quarantine", "list", "--json")) == []
+    with pair.store(pair.b).read() as connection:
+        actions = {(r["action"], r["object_id"]) for r in audit.entries(connection, limit=None)}
+    assert ("quarantine-accepted", held["id"]) in actions
+    assert ("quarantine-rejected", dropped["id"]) in actions

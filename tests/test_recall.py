@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from node import recall as recall_module
 from node.operations import recalls as operations
@@ -14,8 +15,12 @@ from node.recall import EXTENSION_ID, RecallMode, recall_version
 from node.store import Store, audit, objects, recalls
 from node.store.audit import AuditRecord
 from node.store.objects import ObjectQuery
+from node.tlp import TLP, TLP2_MARKING_IDS
 from node.validation import object_problem
 from tests.exchange_fixtures import COLLECTION, indicator, open_store, publish, report
+from tests.nodes import ADMIN_PASSWORD
+from tests.pair import sync_password
+from tests.triangle import ALPHA, TAXII, Triangle, make_triangle
 
 
 @pytest.fixture
@@ -128,3 +133,91 @@ def test_a_recall_repeats_only_what_the_peer_received(store: Store) -> None:
     assert recall is not None and never is None
     assert recall["object_refs"] == [sent_ref["id"]] and "x_internal" not in recall
     assert recall["revoked"] is True and object_problem(recall) is None
+
+
+# --------------------------------------------------------------------------- across HTTP
+
+RED = TLP2_MARKING_IDS[TLP.RED]
+
+
+def _pair_specs(ingress: dict | None = None) -> dict:
+    both = {"alpha": {"egress": {"max_tlp": "green"}, "ingress": ingress or {}}}
+    return {
+        "node-a": {"node-b": both, "node-c": both},
+        "node-b": {"node-a": both, "node-c": both},
+        "node-c": {"node-a": both, "node-b": both},
+    }
+
+
+@pytest.fixture
+def triangle(tmp_path: Path, store_url: str | None) -> Iterator[Triangle]:
+    started = make_triangle(tmp_path, {"node-b": store_url}, _pair_specs())
+    yield started
+    started.stop()
+
+
+def _read(triangle: Triangle, name: str, object_id: str) -> list[dict]:
+    """What an analyst reading B's collection gets for the object (every version)."""
+    response = triangle.get(name, path=f"objects/{object_id}/", match={"version": "all"})
+    if response.status_code == 404:
+        return []
+    assert response.status_code == 200, response.text
+    found: list[dict] = response.json().get("objects", [])
+    return found
+
+
+def test_raised_to_red_on_a_is_recalled_and_purged_on_b(triangle: Triangle) -> None:
+    shared = indicator(name="shared then raised")
+    triangle.post("node-a", [shared])
+    triangle.rounds(1)
+    assert [o["name"] for o in _read(triangle, "node-b", shared["id"])] == ["shared then raised"]
+    red = {**shared, "modified": "2026-03-01T00:00:00.000Z", "object_marking_refs": [RED]}
+    triangle.post("node-a", [red])
+    triangle.rounds(2)
+    assert _read(triangle, "node-b", shared["id"]) == []  # purged: analysts see nothing
+    with triangle.store("node-b").read() as connection:
+        assert recalls.recalled_ids(connection, ALPHA, [shared["id"]]) == {shared["id"]}
+        actions = [r["action"] for r in audit.entries(connection, peer="node-a", limit=None)
+                   if r["object_id"] == shared["id"]]  # fmt: skip
+    assert "recall-purged" in actions
+    with triangle.store("node-a").read() as connection:
+        sent = [r for r in audit.entries(connection, peer="node-b", limit=None)
+                if r["object_id"] == shared["id"] and r["rule"] == "recall"]  # fmt: skip
+    assert sent, "A's audit records the recall it sent"
+    # B does not pass on what was recalled, and nothing of the RED version left A.
+    assert all(
+        o.get("object_marking_refs") != [RED] for o in _read(triangle, "node-c", shared["id"])
+    )
+
+
+def test_deleted_on_a_is_recalled_and_purged_on_b(triangle: Triangle) -> None:
+    shared = indicator(name="shared then deleted")
+    triangle.post("node-a", [shared])
+    triangle.rounds(1)
+    assert _read(triangle, "node-b", shared["id"])
+    response = requests.delete(
+        f"{triangle['node-a'].collection_url('alpha')}objects/{shared['id']}/",
+        auth=("admin", ADMIN_PASSWORD), headers={"Accept": TAXII}, timeout=30,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    triangle.rounds(2)
+    assert _read(triangle, "node-b", shared["id"]) == []
+    assert _read(triangle, "node-a", shared["id"]) == []
+
+
+def test_a_recall_forged_by_a_peer_that_is_not_the_origin_changes_nothing(
+    triangle: Triangle,
+) -> None:
+    shared = indicator(name="from A")
+    triangle.post("node-a", [shared])
+    triangle.rounds(1)
+    forged = recall_version(shared, "forged by C")
+    status = triangle.post("node-b", [forged], user="node-c",
+                           password=sync_password("node-c", "node-b"))  # fmt: skip
+    assert status["success_count"] == 0 and status["failure_count"] == 1
+    assert [o["name"] for o in _read(triangle, "node-b", shared["id"])] == ["from A"]
+    with triangle.store("node-b").read() as connection:
+        refused = [r for r in audit.entries(connection, peer="node-c", limit=None)
+                   if r["action"] == "recall-refused"]  # fmt: skip
+        assert recalls.recalled_ids(connection, ALPHA, [shared["id"]]) == set()
+    assert [r["object_id"] for r in refused] == [shared["id"]]

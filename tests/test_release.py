@@ -8,18 +8,27 @@ push and pull cursors reach it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
+from click.testing import CliRunner
 
+from node.cli import cli
+from node.config import MappingConfig, PeerConfig
 from node.errors import Conflict, InvalidValue, NotFound
 from node.operations import accounts as account_operations
 from node.operations import releases as operations
-from node.operations.releases import AWAITING_RULE, REJECTED_RULE, Selection
-from node.store import Store, audit, objects, releases
+from node.operations.releases import Selection
+from node.policy import Rules
+from node.sharing import Agreement, Position, egress
+from node.sharing.gates import AWAITING_RULE, REJECTED_RULE
+from node.store import Store, audit, objects
 from node.store.objects import ObjectQuery
 from node.store.releases import Queued, ReleaseState
+from node.timestamps import to_micros
 from node.tlp import TLP
 from node.validation import version_key
 from tests.exchange_fixtures import (
@@ -30,6 +39,9 @@ from tests.exchange_fixtures import (
     publish,
     report,
 )
+from tests.nodes import ADMIN_PASSWORD
+from tests.pair import Pair, make_pair, run_cli
+from tests.triangle import TAXII
 
 PEER = "node-b"
 T0 = "2026-01-01T00:00:00.000Z"
@@ -52,14 +64,28 @@ def _queued(obj: dict) -> Queued:
     return Queued(obj["id"], obj["type"], version_key(obj), obj["modified"])
 
 
+def agreement(release: str = "approval") -> Agreement:
+    """node-b's mapping of the collection, as the config would give it."""
+    egress = {"max_tlp": "amber", "release": release}
+    mapping = MappingConfig(local=COLLECTION, remote="shared", egress=egress)
+    peer = PeerConfig(name=PEER, api_root="http://127.0.0.1:9/api/", user="node-a",
+                      mappings=(mapping,))  # fmt: skip
+    return Agreement(peer=peer, mapping=mapping, collection_id=COLLECTION,
+                     egress=Rules.from_config(egress, direction="egress", where="test"),
+                     ingress=Rules.from_config({}, direction="ingress", where="test"))  # fmt: skip
+
+
 def _offer(store: Store, items: list[dict]) -> tuple[set, dict]:
-    """What the egress gate does with versions policy allows: queue the new ones."""
+    """What the egress pipeline sends and withholds of ``items``' versions for the peer;
+    the release queue is refreshed as ``release list`` does."""
+    wanted = {_queued(obj).key for obj in items}
     with store.write() as connection:
-        released, withheld, new = operations.gate(
-            connection, PEER, COLLECTION, [_queued(obj) for obj in items]
-        )
-        releases.enqueue(connection, PEER, COLLECTION, new)
-    return released, withheld
+        operations.refresh(connection, [agreement()])
+        page = egress(connection, agreement(), Position())
+    sent = {(d.object_id, to_micros(d.version)) for d in page.served_decisions}
+    withheld = {(d.object_id, to_micros(d.version)): str(d.rule)
+                for d in page.decisions if not d.allowed}  # fmt: skip
+    return sent & wanted, {k: v for k, v in withheld.items() if k in wanted}
 
 
 def _date_added(store: Store, obj: dict) -> int:
@@ -213,3 +239,80 @@ def test_a_four_eyes_refusal_leaves_the_whole_selection_pending(store: Store) ->
         pending = operations.list_queue(connection, Selection())
     assert {item.entry.state for item in pending} == {ReleaseState.PENDING}
     assert len(pending) == 2
+
+
+# --------------------------------------------------------------------------- across HTTP
+
+AUTHOR = "identity--0b0b0b0b-1111-4111-8111-0000000000a1"
+
+
+@pytest.fixture
+def pair(tmp_path: Path, store_url: str | None) -> Iterator[Pair]:
+    started = make_pair(
+        tmp_path,
+        (store_url, None),
+        a={"alpha": {"egress": {"max_tlp": "green", "release": "approval"}}},
+        b={"alpha": {}},
+    )
+    run_cli(started.a, "user", "add", "alice", "--password-stdin", "--read", "alpha",
+            "--write", "alpha", input="alice-password-1\n")  # fmt: skip
+    run_cli(started.a, "user", "add", "carol", "--password-stdin", "--read", "alpha",
+            input="carol-password-1\n")  # fmt: skip
+    run_cli(started.a, "user", "role", "carol", "releaser")
+    run_cli(started.a, "user", "role", "alice", "releaser")
+    yield started
+    started.stop()
+
+
+def _publish_as_alice(pair: Pair, items: list[dict]) -> None:
+    response = requests.post(
+        f"{pair.a.collection_url('alpha')}objects/", json={"objects": items},
+        auth=("alice", "alice-password-1"), headers={"Accept": TAXII, "Content-Type": TAXII},
+        timeout=30,
+    )  # fmt: skip
+    assert response.status_code == 202 and response.json()["failure_count"] == 0
+
+
+def _on_b(pair: Pair) -> set[str]:
+    response = requests.get(f"{pair.b.collection_url('alpha')}objects/",
+                            auth=("admin", ADMIN_PASSWORD), headers={"Accept": TAXII},
+                            timeout=30)  # fmt: skip
+    return {obj["id"] for obj in response.json().get("objects", [])}
+
+
+def _released(author: dict, value: str) -> dict:
+    obj = indicator(name=value)
+    obj["created_by_ref"] = author["id"]
+    return obj
+
+
+def test_nothing_leaves_before_approval_by_push_or_pull(pair: Pair, monkeypatch) -> None:
+    author = {"type": "identity", "spec_version": "2.1", "id": AUTHOR, "created": T0,
+              "modified": T0, "name": "Unit A", "identity_class": "organization"}  # fmt: skip
+    pulled, pushed = _released(author, "pulled"), _released(author, "pushed")
+    _publish_as_alice(pair, [author, pulled, pushed])
+    pair.run_once(pair.b)  # B pulls: A serves nothing queued
+    pair.run_once(pair.a)  # A pushes: nothing queued leaves
+    assert _on_b(pair) == set()
+    preview = run_cli(pair.a, "policy", "preview", "--peer", "node-b", "--json")
+    assert "release.awaiting" in preview
+    listed = json.loads(run_cli(pair.a, "release", "list", "--json"))
+    by_id = {row["id"]: row for row in listed}
+    assert set(by_id) == {pulled["id"], pushed["id"]}  # the identity travels as a dependency
+    assert by_id[pulled["id"]]["published_by"] == "alice"
+    monkeypatch.setenv("TAXII_NODE_PASSWORD", "alice-password-1")
+    result = CliRunner().invoke(cli, ["--config", str(pair.a.config_path), "release",
+                                      "approve", "--as", "alice", "--all"])  # fmt: skip
+    assert isinstance(result.exception, Conflict) and "four eyes" in str(result.exception)
+    monkeypatch.setenv("TAXII_NODE_PASSWORD", "carol-password-1")
+    run_cli(pair.a, "release", "approve", "--as", "carol", "--id", pulled["id"])
+    pair.run_once(pair.b)  # the pull path reaches the approved version...
+    on_b = _on_b(pair)
+    assert {pulled["id"], AUTHOR} <= on_b and pushed["id"] not in on_b  # ...with its author
+    run_cli(pair.a, "release", "approve", "--as", "carol", "--id", pushed["id"])
+    pair.run_once(pair.a)  # ...and so does the push path
+    assert {pulled["id"], pushed["id"], AUTHOR} <= _on_b(pair)
+    with pair.store(pair.a).read() as connection:
+        approved = [(r["object_id"], r["actor"]) for r in audit.entries(connection, limit=None)
+                    if r["action"] == "release-approved"]  # fmt: skip
+    assert sorted(approved) == sorted([(pulled["id"], "carol"), (pushed["id"], "carol")])

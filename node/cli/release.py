@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -48,6 +50,23 @@ def _selection(entries, peer, collection, object_ids, report, types, labels, tlp
     return Selection(peer=peer, collection=collection, pks=tuple(entries),
                      object_ids=tuple(object_ids), report=report, types=tuple(types),
                      labels=tuple(labels), tlp=tlp, everything=everything)  # fmt: skip
+
+
+@contextmanager
+def _queue_transaction(node: NodeContext) -> Iterator:
+    """A write transaction on the store with the release queue brought up to date: what
+    the egress pipeline holds back as awaiting release is queued."""
+    from node.operations import releases
+    from node.sharing import Agreements
+
+    store = node.ready_store()
+    try:
+        agreements = Agreements(node.config(), store)
+        with store.write() as connection:
+            releases.refresh(connection, agreements)
+            yield connection
+    finally:
+        store.close()
 
 
 def _print_items(items, as_json: bool) -> None:
@@ -92,7 +111,7 @@ def release_list(node, as_json, **criteria) -> None:
     """
     from node.operations import releases
 
-    with node.reading() as connection:
+    with _queue_transaction(node) as connection:
         items = releases.list_queue(connection, _selection(**criteria))
     _print_items(items, as_json)
 
@@ -113,7 +132,7 @@ def release_approve(node, releaser, as_json, **criteria) -> None:
     from node.operations import releases
 
     password = _releaser_password(releaser)
-    with node.writing() as connection:
+    with _queue_transaction(node) as connection:
         releases.authenticate_releaser(connection, releaser, password)
         items = releases.approve(connection, _selection(**criteria), releaser, actor=cli_actor())
     if as_json:
@@ -138,7 +157,7 @@ def release_reject(node, releaser, reason, as_json, **criteria) -> None:
     from node.operations import releases
 
     password = _releaser_password(releaser)
-    with node.writing() as connection:
+    with _queue_transaction(node) as connection:
         releases.authenticate_releaser(connection, releaser, password)
         items = releases.reject(
             connection, _selection(**criteria), releaser, reason, actor=cli_actor()

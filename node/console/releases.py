@@ -63,7 +63,9 @@ def _selection() -> operations.Selection:
 @blueprint.route("/releases")
 def releases_page():
     _require_releaser()
-    with node_state().store.read() as connection:
+    state = node_state()
+    with state.store.write() as connection:
+        operations.refresh(connection, state.agreements)
         items = operations.list_queue(connection, operations.Selection())
     return render_template("releases.html", items=items, me=g.account.name)
 
@@ -75,6 +77,7 @@ def decide_releases():
     actor = f"console:{g.account.name}"
     try:
         with node_state().store.write() as connection:
+            operations.refresh(connection, node_state().agreements)
             if decision == "approve":
                 done = operations.approve(connection, _selection(), g.account.name, actor=actor)
             elif decision == "reject":

@@ -19,20 +19,22 @@ with the objects they serve once those are released.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
 from node import jsoncodec
 from node.errors import Conflict, InvalidValue, NotFound
+from node.policy import Decision
+from node.sharing import Agreement, Position, egress
+from node.sharing.gates import AWAITING_RULE
 from node.store import accounts, audit, catalog, publishers, releases, roles
 from node.store.audit import AuditRecord, Direction
 from node.store.releases import Entry, Queued, ReleaseState
+from node.timestamps import to_micros
 from node.tlp import parse_level, tlp_of
 
-AWAITING_RULE = "release.awaiting"
-REJECTED_RULE = "release.rejected"
 _MAX_REPORT_DEPTH = 8
 
 
@@ -91,28 +93,36 @@ class QueueItem:
         }
 
 
-def gate(
-    connection: Connection, peer: str, collection_id: str, candidates: Sequence[Queued]
-) -> tuple[set[tuple[str, int]], dict[tuple[str, int], str], list[Queued]]:
-    """What the egress pipeline lets out of ``candidates`` (versions its policy allows).
-
-    Returns (released keys, withheld keys with their rule, versions to queue:
-    those not queued yet).  The caller queues them with ``releases.enqueue``
-    in a write transaction.
-    """
-    known = releases.states(connection, peer, collection_id, (c.key for c in candidates))
-    released: set[tuple[str, int]] = set()
-    withheld: dict[tuple[str, int], str] = {}
-    new: list[Queued] = []
-    for candidate in candidates:
-        state = known.get(candidate.key)
-        if state is ReleaseState.APPROVED:
-            released.add(candidate.key)
+def refresh(connection: Connection, agreements: Iterable[Agreement]) -> int:
+    """Queue every version that egress holds back as awaiting release, for each mapping
+    with ``release = "approval"`` (the egress pipeline decides; this records what it
+    decided, so that releasers can list it).  Returns how many were new."""
+    new = 0
+    for agreement in agreements:
+        if agreement.egress.release != "approval":
             continue
-        withheld[candidate.key] = REJECTED_RULE if state is ReleaseState.REJECTED else AWAITING_RULE
-        if state is None:
-            new.append(candidate)
-    return released, withheld, new
+        awaiting = [d for d in _decisions(connection, agreement) if d.rule == AWAITING_RULE]
+        new += releases.enqueue(connection, agreement.peer.name, agreement.collection_id,
+                                [_queued(d) for d in awaiting])  # fmt: skip
+    return new
+
+
+def _decisions(connection: Connection, agreement: Agreement) -> Iterator[Decision]:
+    after: int | None = None
+    while True:
+        page = egress(connection, agreement, Position(after=after, scan_limit=1000), set())
+        if page.resume_after is None:
+            return
+        yield from page.decisions
+        after = page.resume_after
+        if not page.more:
+            return
+
+
+def _queued(decision: Decision) -> Queued:
+    version = to_micros(decision.version) if decision.version else 0
+    return Queued(decision.object_id, decision.object_id.partition("--")[0], version,
+                  decision.version)  # fmt: skip
 
 
 def list_queue(connection: Connection, selection: Selection) -> list[QueueItem]:

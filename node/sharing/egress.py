@@ -44,6 +44,7 @@ from node.timestamps import from_micros
 from node.tlp import TLP_BY_MARKING_ID, tlp_marking_definitions
 
 from .agreements import Agreement
+from .gates import EgressGates
 
 _MAX_CLOSURE = 50_000
 _NOTHING: dict[str, Any] = {}  # the decoded object of a row served from the cache
@@ -122,6 +123,9 @@ class EgressPage:
         return [item.decision for item in self.items]
 
 
+_Entries = list[tuple[provenance.Version, dict[str, Any], Decision | None, "Outgoing | None"]]
+
+
 class DecisionCache:
     """Decisions on stored versions that reference nothing, kept between a peer's reads.
 
@@ -163,12 +167,36 @@ def egress(
     """
     run = _Run(connection, agreement, position, cache)
     page = run.scan()
-    page.dependencies = run.dependencies(page.rows, already_sent)
+    _add_queued_recalls(run, page)
+    page.dependencies = run.gates.dependencies(run.dependencies(page.rows, already_sent))
     _supersede_row_decisions(page)
     page.decisions.extend(item.decision for item in page.dependencies)
     if already_sent is not None:
         already_sent.update(item.object_id for item in page.items)
     return page
+
+
+def _add_queued_recalls(run: _Run, page: EgressPage) -> None:
+    """Recalls a DELETE queued for the peer, served in the collection's date_added order
+    (see ``gates``): in the window this page covers, or past its end when it is the last."""
+    position = run.position
+    if not ({"all", "last"} & set(position.versions)):
+        return
+    up_to = page.resume_after if page.more else None
+    found = run.gates.queued_recalls(position.after, up_to, position.ids, position.types)
+    room = None if position.limit is None or page.more else position.limit - len(page.rows)
+    if room is not None and len(found) > room:
+        found, page.more = found[: max(0, room)], True
+    if not found:
+        return
+    for queued in found:
+        page.decisions.append(queued.decision)
+        page.rows.append(
+            Outgoing(queued.decision, queued.body, queued.date_added, queued.decision.version)
+        )
+    page.rows.sort(key=lambda row: row.date_added or 0)
+    if not page.more:
+        page.resume_after = max(page.resume_after or 0, found[-1].date_added)
 
 
 def _supersede_row_decisions(page: EgressPage) -> None:
@@ -248,6 +276,7 @@ class _Run:
         self.peer = agreement.peer.name
         self.position = position
         self.policy = Policy(agreement.egress)
+        self.gates = EgressGates(connection, agreement)
         self.filter = _VersionFilter(position.versions)
         self.window = provenance.Scan(
             collection_id=agreement.collection_id,
@@ -273,7 +302,7 @@ class _Run:
         examined = 0
         while True:
             versions = provenance.scan(self.connection, replace(self.window, after=after), chunk)
-            for version, obj, decision, known in self._decide(versions):
+            for version, obj, decision, known in self._gated(self._decide(versions)):
                 full = limit is not None and len(page.rows) >= limit
                 if full and decision is not None and decision.allowed:
                     page.more = True
@@ -298,6 +327,26 @@ class _Run:
                 return page
             after = versions[-1].date_added
             chunk = _next_chunk(limit, len(page.rows), scan_limit, examined)
+
+    def _gated(self, entries: _Entries) -> _Entries:
+        """``entries`` with the gates applied to their decisions (``gates``: release,
+        onward sharing, recalls), remembered decisions included."""
+        chosen = [i for i, entry in enumerate(entries) if entry[2] is not None]
+        if not chosen:
+            return entries
+        before = [entries[i][2] for i in chosen]
+        after = self.gates.apply([entries[i][0] for i in chosen], before)  # type: ignore[arg-type]
+        gated = list(entries)
+        for index, old, new in zip(chosen, before, after, strict=True):
+            if new is old:
+                continue
+            version, obj, _, known = entries[index]
+            assert old is not None
+            kept = None
+            if known is not None and new.allowed and old.allowed and new.obj is old.obj:
+                kept = replace(known, decision=new)
+            gated[index] = (version, obj, new, kept)
+        return gated
 
     def _record(
         self, page: EgressPage, version: provenance.Version, obj: dict[str, Any], decision: Decision

@@ -30,14 +30,17 @@ from sqlalchemy import Connection
 
 from node import jsoncodec
 from node.policy import PROTECTIVE_RULES, Decision, Policy, Rule
+from node.recall import is_recall
 from node.store import objects, provenance
 from node.store.audit import Action, AuditRecord, Direction
 from node.store.objects import AddOutcome
 from node.timestamps import to_micros
-from node.tlp import tlp_marking_definitions
+from node.tlp import TLP_BY_MARKING_ID, tlp_marking_definitions
+from node.validation import object_problem
 
 from .agreements import Agreement
 from .egress import stored_version_visible, visible
+from .gates import divert
 from .records import decision_records
 
 REFUSED = "refused by this node's ingress policy"
@@ -67,6 +70,8 @@ class Admission:
         default_factory=list
     )  # status successes ("already present")
     decisions: list[Decision] = field(default_factory=list)
+    held: list[dict[str, Any]] = field(default_factory=list)  # to quarantine instead of storing
+    recalls: list[dict[str, Any]] = field(default_factory=list)  # recalls to honour (gates)
 
 
 def admit(
@@ -83,7 +88,9 @@ def admit(
         stored = (
             held.get((str(item.get("id")), _micros(item) or 0)) if isinstance(item, dict) else None
         )
-        if not isinstance(item, dict):
+        if isinstance(item, dict) and is_recall(item):
+            admission.recalls.append(item)
+        elif not isinstance(item, dict):
             admission.accepted.append(item)
         elif not to_peer and str(item.get("id", "")).lower() in builtin:
             # The node's own TLP definitions stand; a peer serving them back to our pull
@@ -102,7 +109,10 @@ def admit(
     admission.decisions = decisions
     for decision in decisions:
         if decision.allowed and decision.obj is not None:
-            admission.accepted.append(decision.obj)
+            if rules.quarantine and _reviewable(decision.obj):
+                admission.held.append(decision.obj)
+            else:
+                admission.accepted.append(decision.obj)
         else:
             message = _refusal(connection, agreement, decision) if to_peer else decision.detail
             admission.refused.append(
@@ -121,7 +131,9 @@ def settle(
     to_peer: bool,
 ) -> list[AuditRecord]:
     """The audit records of a stored batch; for a peer's account, collision failures about
-    versions it may not see are worded as any other refusal."""
+    versions it may not see are worded as any other refusal.  Quarantined versions are
+    held and recalls honoured here, in the batch's write transaction (see ``gates``)."""
+    diverted = divert(connection, agreement, admission, outcome, direction)
     if to_peer:
         for failure in outcome.failures:
             if failure.get("message") == COLLISION and not _version_visible(
@@ -132,7 +144,7 @@ def settle(
         agreement.peer.name,
         agreement.collection_id,
         direction,
-        admission.decisions,
+        [d for d in admission.decisions if (d.object_id, d.version) not in diverted],
         Action.RECEIVED,
         outcome.failures,
     )
@@ -227,6 +239,15 @@ def _version_visible(connection: Connection, agreement: Agreement, failure: dict
     except ValueError:
         return False
     return stored_version_visible(connection, agreement, object_id, micros)
+
+
+def _reviewable(obj: dict[str, Any]) -> bool:
+    """Quarantine holds valid objects; the TLP marking definitions are the standard's own
+    (``node.tlp``) and are stored at once."""
+    object_id = obj.get("id")
+    if isinstance(object_id, str) and object_id.lower() in TLP_BY_MARKING_ID:
+        return False
+    return object_problem(obj) is None
 
 
 def _detail(item: dict[str, Any], message: str) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from flask import Blueprint, Response, g, request
 from node import jsoncodec
 from node.sharing import Agreement, EgressPage, Position, admit, egress, read_record, settle
 from node.sharing.egress import visible
-from node.store import audit, objects, statuses
+from node.sharing.gates import recall_deleted
+from node.store import audit, objects, publishers, statuses
 from node.store.accounts import Rights
 from node.store.audit import Action, Direction
 from node.store.catalog import Collection
@@ -391,6 +392,8 @@ def add_objects(collection_id: str) -> Response:
     prepared = objects.prepare(items, envelope.texts if items is envelope.items else None)
     with state.store.write() as connection:
         outcome = objects.store_prepared(connection, collection_id, prepared, account.peer)
+        if account.peer is None:  # four-eyes release needs who published each version
+            publishers.record(connection, collection_id, outcome.stored, account.name)
         records = []
         if admission is not None:
             outcome.successes[:0] = admission.echoes
@@ -478,10 +481,13 @@ def delete_object(collection_id: str, object_id: str) -> Response:
     query, _ = _query(
         collection_id, "delete", filters.DELETE, object_id=object_id, default_version="all"
     )
-    with node_state().store.write() as connection:
+    state = node_state()
+    with state.store.write() as connection:
+        if query.versions == ("all",) and not query.spec_versions:
+            # TAXII 2.1 has no tombstones: peers that received the object get a recall.
+            recall_deleted(connection, state.agreements, collection_id, object_id)
         deleted = objects.delete(connection, query)
         if deleted:
-            # TAXII 2.1 has no tombstones: a deletion stays on this node, and is audited.
             audit.record(
                 connection,
                 [

@@ -1,0 +1,215 @@
+"""What egress and ingress do besides the policy rules: release, onward sharing, recalls
+and quarantine (issue: four eyes, quarantine, recalls, a third partner).
+
+Egress (:class:`EgressGates`, applied by ``egress`` to every version its policy
+decided, and to the dependencies that travel with them):
+
+* **recalled here**: an object its origin recalled is never passed on (rule
+  ``recall.recalled``);
+* **onward**: a version that came from another peer leaves only when the
+  mapping's egress sets ``onward = "allow"`` (rule ``onward.never``); when it
+  does, the decision names the origin;
+* **release**: on a mapping with ``release = "approval"``, a version policy
+  lets through leaves only once a releaser approved it (``release.awaiting``,
+  ``release.rejected``: see ``node.operations.releases``);
+* **recall**: when the current version of an object the peer received is now
+  withheld, the peer gets instead a recall of the version it holds (a new
+  version, revoked, carrying the recall extension), at the withheld version's
+  place in the collection; recalls queued by a DELETE
+  (``node.operations.recalls.withdraw``) are served at the place they took.
+
+Ingress (:func:`divert`, used by ``admit`` and ``settle``): recalls from the
+peer are honoured (only from the object's origin), and on a mapping with
+``quarantine = true`` what is accepted is held for review instead of stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection
+
+from node import jsoncodec
+from node.operations import quarantine
+from node.operations import recalls as recall_operations
+from node.policy import Decision
+from node.recall import RecallMode
+from node.store import provenance, recalls, releases
+from node.store.releases import ReleaseState
+from node.timestamps import to_micros
+
+from .agreements import Agreement
+
+if TYPE_CHECKING:
+    from node.store.objects import AddOutcome
+
+    from .egress import Outgoing
+    from .ingress import Admission
+
+AWAITING_RULE = "release.awaiting"
+REJECTED_RULE = "release.rejected"
+ONWARD_RULE = "onward.never"
+RECALLED_RULE = "recall.recalled"
+RECALL_RULE = recalls.RECALL_RULE
+# Rules that hold a version back without withdrawing what the peer holds.
+_HOLDING_RULES = frozenset({AWAITING_RULE, REJECTED_RULE, ONWARD_RULE})
+RECALL_REASON = "withdrawn by its origin"
+DELETED_REASON = "deleted by its origin"
+
+
+def _withheld(decision: Decision, rule: str, detail: str) -> Decision:
+    return Decision(decision.object_id, decision.version, False, rule, detail, None)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRecall:
+    """A recall a DELETE queued, as egress serves it."""
+
+    decision: Decision
+    body: str
+    date_added: int
+
+
+class EgressGates:
+    """The gates of one egress call: one peer, one collection."""
+
+    def __init__(self, connection: Connection, agreement: Agreement) -> None:
+        self.connection = connection
+        self.peer = agreement.peer.name
+        self.collection_id = agreement.collection_id
+        self.rules = agreement.egress
+
+    def apply(
+        self, versions: Sequence[provenance.Version], decisions: Sequence[Decision]
+    ) -> list[Decision]:
+        """``decisions`` (the policy's, one per version) with the gates applied."""
+        recalled_here = recalls.recalled_ids(
+            self.connection, self.collection_id, {v.object_id for v in versions}
+        )
+        gated: list[Decision] = []
+        for version, decision in zip(versions, decisions, strict=True):
+            if version.object_id in recalled_here:
+                decision = _withheld(decision, RECALLED_RULE, "recalled here by its origin")
+            elif decision.allowed and version.origin is not None:
+                decision = self._onward(decision, version.origin)
+            gated.append(decision)
+        if self.rules.release == "approval":
+            self._release_gate(versions, gated)
+        self._recall_withdrawn(versions, gated)
+        return gated
+
+    def _onward(self, decision: Decision, origin: str) -> Decision:
+        if self.rules.onward != "allow":
+            return _withheld(decision, ONWARD_RULE, f'came from peer {origin} (onward = "never")')
+        return replace(decision, detail=f"passed on; origin {origin}")
+
+    def _release_gate(self, versions: Sequence[provenance.Version], gated: list[Decision]) -> None:
+        waiting = [i for i, d in enumerate(gated) if d.allowed]
+        keys = [(versions[i].object_id, versions[i].version) for i in waiting]
+        known = releases.states(self.connection, self.peer, self.collection_id, keys)
+        for index, key in zip(waiting, keys, strict=True):
+            state = known.get(key)
+            if state is ReleaseState.REJECTED:
+                gated[index] = _withheld(gated[index], REJECTED_RULE, "rejected by a releaser")
+            elif state is not ReleaseState.APPROVED:
+                gated[index] = _withheld(gated[index], AWAITING_RULE, "awaiting release")
+
+    def _recall_withdrawn(
+        self, versions: Sequence[provenance.Version], gated: list[Decision]
+    ) -> None:
+        """A current version now withheld, of an object the peer received: the peer gets a
+        recall of what it holds in its place."""
+        withdrawn = [
+            i for i, (v, d) in enumerate(zip(versions, gated, strict=True))
+            if v.current and not d.allowed and d.rule not in _HOLDING_RULES
+        ]  # fmt: skip
+        if not withdrawn:
+            return
+        delivered = recalls.last_delivered(
+            self.connection,
+            self.peer,
+            self.collection_id,
+            {versions[i].object_id for i in withdrawn},
+        )
+        for index in withdrawn:
+            version = versions[index]
+            held = delivered.get(version.object_id)
+            if held is None or to_micros(held) >= version.version:
+                continue
+            recall = recalls.recall_for(self.connection, self.peer, self.collection_id,
+                                        version.object_id, RECALL_REASON, self.rules.redact,
+                                        version.version_text or None)  # fmt: skip
+            if recall is not None:
+                detail = f"recalls {held}: withdrawn here ({gated[index].rule})"
+                gated[index] = Decision(version.object_id, recall["modified"], True, RECALL_RULE,
+                                        detail, recall)  # fmt: skip
+
+    def queued_recalls(
+        self, after: int | None, up_to: int | None, ids: Sequence[str], types: Sequence[str]
+    ) -> list[QueuedRecall]:
+        """Recalls a DELETE queued for the peer, in ``(after, up_to]`` of date_added."""
+        found = []
+        for queued in recalls.outgoing(self.connection, self.peer, self.collection_id, after,
+                                       up_to, ids):  # fmt: skip
+            if types and queued.object_id.partition("--")[0] not in types:
+                continue
+            recall = jsoncodec.loads(queued.body)
+            decision = Decision(queued.object_id, queued.version_text, True, RECALL_RULE,
+                                f"recall after deletion: {queued.reason}", recall)  # fmt: skip
+            found.append(QueuedRecall(decision, queued.body, queued.date_added))
+        return found
+
+    def dependencies(self, travelling: list[Outgoing]) -> list[Outgoing]:
+        """Dependencies that may travel: not recalled here, and not another peer's unless
+        onward sharing is allowed."""
+        if not travelling:
+            return travelling
+        ids = {item.object_id for item in travelling}
+        recalled_here = recalls.recalled_ids(self.connection, self.collection_id, ids)
+        foreign: set[str] = set()
+        if self.rules.onward != "allow":
+            current = provenance.current_versions(self.connection, self.collection_id, ids,
+                                                  self.peer)  # fmt: skip
+            foreign = {oid for oid, v in current.items() if v.origin is not None}
+        return [i for i in travelling if i.object_id not in recalled_here | foreign]
+
+
+def divert(
+    connection: Connection,
+    agreement: Agreement,
+    admission: Admission,
+    outcome: AddOutcome,
+    direction: str,
+) -> set[tuple[str, str]]:
+    """Hold the admission's quarantined versions and honour its recalls (audited by the
+    operations), reporting both in ``outcome`` as the peer's status shows them; returns
+    the (id, version) of the versions held, which are not "received"."""
+    peer, collection_id = agreement.peer.name, agreement.collection_id
+    diverted: set[tuple[str, str]] = set()
+    if admission.held:
+        quarantine.hold(connection, peer, collection_id, admission.held, direction)
+        for item in admission.held:
+            version = item.get("modified") or item.get("created") or ""
+            diverted.add((item["id"], version))
+            outcome.successes.append({"id": item["id"], "version": version, "message": "added"})
+    mode = RecallMode(agreement.ingress.recalls)
+    for recall in admission.recalls:
+        done = recall_operations.honour(connection, peer, collection_id, recall, mode, direction)
+        detail = {"id": done.object_id, "version": recall.get("modified"),
+                  "message": f"recall {done.action}"}  # fmt: skip
+        (outcome.successes if done.action != "refused" else outcome.failures).append(detail)
+    return diverted
+
+
+def recall_deleted(
+    connection: Connection, agreements: Iterable[Agreement], collection_id: str, object_id: str
+) -> int:
+    """Before a DELETE of every version of ``object_id``: queue a recall for each peer
+    mapped to the collection that received it.  Returns how many were queued."""
+    redactions = {
+        a.peer.name: a.egress.redact for a in agreements if a.collection_id == collection_id
+    }
+    return recall_operations.withdraw(connection, collection_id, [object_id], DELETED_REASON,
+                                      redactions)  # fmt: skip
