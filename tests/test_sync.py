@@ -578,7 +578,8 @@ def test_cli_status_preview_audit_and_local_delete(tmp_path, stopper):
     )
     assert any(" dead-letter " in line and m.a["internal"]["id"] in line for line in audit_lines)
 
-    # DELETE stays on the node that deletes, and is audited there.
+    # DELETE is audited on the node that deletes; what the partner received from it
+    # is recalled there (issue 11), what it received from the partner stays there.
     loader, green1 = m.a["loader"]["id"], m.a["green1"]["id"]
     b_deleted = requests.delete(
         f"{pair.b.collection_url('alpha')}objects/{loader}/",
@@ -597,7 +598,12 @@ def test_cli_status_preview_audit_and_local_delete(tmp_path, stopper):
         assert all(all_ok(results) for results in pair.run_both().values())
     on_a, on_b = holdings(pair.a), holdings(pair.b)
     assert (loader, T0) in on_a and (loader, T0) not in on_b
-    assert (green1, T0) in on_b and (green1, T0) not in on_a
+    assert (green1, T0) not in on_b and (green1, T0) not in on_a
+    recalled = [json.loads(line) for line in run_cli(pair.b, "audit", "--json", "--limit",
+                                                     "100000").splitlines()]  # fmt: skip
+    assert [(r["object_id"], r["peer"]) for r in recalled if r["action"] == "recall-purged"] == [
+        (green1, "node-a")
+    ]
 
     for node, object_id in ((pair.a, green1), (pair.b, loader)):
         lines = run_cli(node, "audit", "--json", "--limit", "100000").splitlines()
