@@ -25,6 +25,7 @@ from node.store.schema import (
     audit_table,
     dead_letters,
     objects_table,
+    peer_dependencies,
     settings,
     statuses_table,
     sync_state,
@@ -140,7 +141,9 @@ class SharingNode:
 
     def reset(self) -> None:
         with self.store.write() as connection:
-            for table in (objects_table, statuses_table, audit_table, sync_state, dead_letters):
+            tables = (objects_table, statuses_table, audit_table, sync_state, dead_letters,
+                      peer_dependencies)  # fmt: skip
+            for table in tables:
                 connection.execute(delete(table))
             connection.execute(delete(settings).where(settings.c.key == "audit_head"))
 
