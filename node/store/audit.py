@@ -16,6 +16,8 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from node import jsoncodec
 from node.timestamps import now_micros
@@ -87,12 +89,26 @@ def _digest(previous: str, row: dict[str, Any]) -> str:
 
 def _lock_head(connection: Connection) -> str:
     """The chain's head hash, locked until commit (writers append one at a time)."""
-    statement = select(settings.c.value).where(settings.c.key == HEAD_KEY)
-    head = connection.execute(locking(statement, connection)).scalar()
+    statement = locking(select(settings.c.value).where(settings.c.key == HEAD_KEY), connection)
+    head: str | None = connection.execute(statement).scalar()
     if head is None:
-        connection.execute(settings.insert().values(key=HEAD_KEY, value=GENESIS))
-        head = GENESIS
+        _insert_genesis_head(connection)
+        head = connection.execute(statement).scalar_one()
     return head
+
+
+def _insert_genesis_head(connection: Connection) -> None:
+    """Start the chain, unless a concurrent writer just did.
+
+    Two first writers on PostgreSQL both find no head; a plain INSERT would
+    fail one of them on the primary key.  ON CONFLICT DO NOTHING waits for the
+    other's commit instead, and the caller's locking re-read then sees its head.
+    """
+    dialect = connection.dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    connection.execute(
+        insert(settings).values(key=HEAD_KEY, value=GENESIS).on_conflict_do_nothing()
+    )
 
 
 def record(connection: Connection, records: Iterable[AuditRecord], at: int | None = None) -> None:
