@@ -564,6 +564,7 @@ class Policy:
         versions: Iterable[dict[str, Any]],
         *,
         held_by_recipient: frozenset[str] = frozenset(),
+        held_back: Mapping[str, tuple[str, str]] | None = None,
     ) -> tuple[list[Decision], list[Decision]]:
         """Decide ``versions`` of objects whose current versions are ``current`` (egress).
 
@@ -573,13 +574,16 @@ class Policy:
         an object is shared when its current version is; an older version of a shared
         object passes on its own rules and references; every version of an object whose
         current version is withheld is withheld.  References to ids in
-        ``held_by_recipient`` (the recipient's own objects) are safe.
+        ``held_by_recipient`` (the recipient's own objects) are safe.  Objects in
+        ``held_back`` (id -> rule, detail) are withheld whatever the rules say: what
+        sharing holds back besides policy (awaiting release, not passed on), so that
+        links to them are withheld and containers trimmed as for any withheld target.
 
         Identities and marking definitions withheld by a selective rule are not promoted
         here: they travel as dependencies (:meth:`dependencies`, :meth:`decide_dependency`).
         Returns (decisions on ``current``, decisions on ``versions``), each in input order.
         """
-        batch = _Batch(self, list(current), held=held_by_recipient)
+        batch = _Batch(self, list(current), held=held_by_recipient, held_back=held_back)
         batch.run(promote=False)
         by_id = {d.object_id: (obj, d) for obj, d in zip(batch.objs, batch.decisions, strict=True)}
         decided = []
@@ -751,12 +755,18 @@ class _Batch:
     """State of one :meth:`Policy.apply` call (kept off the Policy, which is shared)."""
 
     def __init__(
-        self, policy: Policy, objs: list[dict[str, Any]], held: frozenset[str] = frozenset()
+        self,
+        policy: Policy,
+        objs: list[dict[str, Any]],
+        held: frozenset[str] = frozenset(),
+        held_back: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.policy = policy
         self.objs = objs
         self.held = held  # ids the recipient holds itself: references to them are safe
         self.decisions = [policy.decide(obj) for obj in objs]
+        if held_back:
+            self._hold_back(held_back)
         self.positions: dict[str, list[int]] = {}
         self.withheld: dict[str, Decision] = {}  # id -> a withheld version's decision
         self.protected: set[str] = set()  # ids with a version withheld by a protective rule
@@ -765,6 +775,12 @@ class _Batch:
             self.positions.setdefault(decision.object_id, []).append(position)
             if not decision.allowed:
                 self._record_withheld(decision)
+
+    def _hold_back(self, held_back: Mapping[str, tuple[str, str]]) -> None:
+        for position, decision in enumerate(self.decisions):
+            reason = held_back.get(decision.object_id)
+            if reason is not None and decision.allowed:
+                self.decisions[position] = _withheld(self.objs[position], *reason)
 
     def run(self, promote: bool = True) -> list[Decision]:
         self._withhold_broken_links()

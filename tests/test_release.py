@@ -9,6 +9,7 @@ push and pull cursors reach it.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -316,3 +317,54 @@ def test_nothing_leaves_before_approval_by_push_or_pull(pair: Pair, monkeypatch)
         approved = [(r["object_id"], r["actor"]) for r in audit.entries(connection, limit=None)
                     if r["action"] == "release-approved"]  # fmt: skip
     assert sorted(approved) == sorted([(pulled["id"], "carol"), (pushed["id"], "carol")])
+
+
+def _relationship(source: dict, target: dict) -> dict:
+    return {
+        "type": "relationship",
+        "spec_version": "2.1",
+        "id": f"relationship--{uuid.uuid4()}",
+        "created": T0,
+        "modified": T0,
+        "relationship_type": "related-to",
+        "source_ref": source["id"],
+        "target_ref": target["id"],
+        "object_marking_refs": source["object_marking_refs"],
+    }
+
+
+def test_links_never_name_what_awaits_release(store: Store) -> None:
+    """A released relationship or report must not reveal the id of an object that has
+    not been released: the relationship waits for its target, the report is trimmed."""
+    waiting, approved = indicator(name="waiting"), indicator(name="approved")
+    link = _relationship(approved, waiting)
+    container = report([approved["id"], waiting["id"]])
+    everything = [waiting, approved, link, container]
+    publish(store, everything, "alice")
+    _offer(store, everything)
+    _approve(store, {approved["id"]})
+    _offer(store, everything)  # the report can now leave, trimmed: it joins the queue
+    _approve(store, {container["id"], link["id"]})
+    with store.write() as connection:
+        page = egress(connection, agreement(), Position())
+    served = {d.object_id: d for d in page.served_decisions}
+    assert approved["id"] in served and container["id"] in served
+    assert waiting["id"] not in served and link["id"] not in served
+    assert served[container["id"]].obj["object_refs"] == [approved["id"]]
+    assert waiting["id"] not in " ".join(item.body for item in page.items)
+    _approve(store, {waiting["id"]})
+    _offer(store, everything)  # the relationship can leave now: it is queued in turn
+    _approve(store, {link["id"]})
+    with store.write() as connection:
+        page = egress(connection, agreement(), Position())
+    assert {waiting["id"], link["id"]} <= {d.object_id for d in page.served_decisions}
+
+
+def _approve(store: Store, ids: set[str]) -> None:
+    """Approve the queued versions of ``ids`` (as carol, not the publisher)."""
+    with store.read() as connection:
+        queued = operations.list_queue(connection, Selection())
+    pks = tuple(item.entry.pk for item in queued if item.entry.object_id in ids)
+    assert pks, f"nothing of {ids} is queued"
+    with store.write() as connection:
+        operations.approve(connection, Selection(pks=pks), "carol", actor=ACTOR)

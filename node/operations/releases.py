@@ -110,7 +110,8 @@ def refresh(connection: Connection, agreements: Iterable[Agreement]) -> int:
 def _decisions(connection: Connection, agreement: Agreement) -> Iterator[Decision]:
     after: int | None = None
     while True:
-        page = egress(connection, agreement, Position(after=after, scan_limit=1000), set())
+        position = Position(after=after, scan_limit=1000, unreleased_targets_withheld=False)
+        page = egress(connection, agreement, position, set())
         if page.resume_after is None:
             return
         yield from page.decisions

@@ -74,6 +74,10 @@ class Position:
     versions: tuple[str | int, ...] = ("all",)
     spec_versions: tuple[str, ...] = ()
     scan_limit: int | None = None
+    # False only to fill the release queue: a report or relationship is queued while
+    # what it references still awaits release (so one action can release them
+    # together); what is served never links to an unreleased object.
+    unreleased_targets_withheld: bool = True
 
     @classmethod
     def of(cls, query: ObjectQuery) -> Position:
@@ -454,8 +458,14 @@ class _Run:
     def _versions_decided(self, objs: list[dict[str, Any]]) -> list[Decision]:
         """Decisions on ``objs``, judged with the current versions of all they reach."""
         closure = self._closure(objs)
+        deciding = {obj["id"] for obj in objs if isinstance(obj.get("id"), str)}
         currents, decided = self.policy.apply_versions(
-            closure, objs, held_by_recipient=frozenset(self.held)
+            closure,
+            objs,
+            held_by_recipient=frozenset(self.held),
+            held_back=self.gates.held_back_targets(
+                closure, deciding, unreleased=self.position.unreleased_targets_withheld
+            ),
         )
         self.states.update((d.object_id, d) for d in currents)
         return decided

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
 from node import jsoncodec
 from node.operations import quarantine
 from node.operations import recalls as recall_operations
-from node.policy import Decision
+from node.policy import DEPENDENCY_TYPES, Decision
 from node.recall import RecallMode
 from node.store import provenance, recalls, releases
 from node.store.releases import ReleaseState
@@ -145,6 +145,47 @@ class EgressGates:
                 detail = f"recalls {held}: withdrawn here ({gated[index].rule})"
                 gated[index] = Decision(version.object_id, recall["modified"], True, RECALL_RULE,
                                         detail, recall)  # fmt: skip
+
+    def held_back_targets(
+        self, closure: Sequence[dict[str, Any]], deciding: set[str], *, unreleased: bool = True
+    ) -> dict[str, tuple[str, str]]:
+        """Objects that ``deciding``'s objects reach and the gates hold back (id -> rule,
+        detail), so that a relationship or report never names what has not left: a version
+        awaiting release, one rejected, another peer's object not passed on, or one its
+        origin recalled (with ``unreleased`` False, versions awaiting release are not held
+        back).  Identities and marking definitions follow the objects they serve and are
+        not held back here."""
+        ids = {
+            obj["id"] for obj in closure
+            if isinstance(obj.get("id"), str) and obj["id"] not in deciding
+            and obj.get("type") not in DEPENDENCY_TYPES
+        }  # fmt: skip
+        if not ids:
+            return {}
+        held: dict[str, tuple[str, str]] = {
+            object_id: (RECALLED_RULE, "recalled here by its origin")
+            for object_id in recalls.recalled_ids(self.connection, self.collection_id, ids)
+        }
+        check_releases = unreleased and self.rules.release == "approval"
+        if not check_releases and self.rules.onward == "allow":
+            return held
+        current = provenance.current_versions(self.connection, self.collection_id, ids,
+                                              self.peer)  # fmt: skip
+        for object_id, version in current.items():
+            if object_id in held:
+                continue
+            if version.origin is not None and self.rules.onward != "allow":
+                held[object_id] = (ONWARD_RULE, f"came from peer {version.origin}")
+        if check_releases:
+            keys = [(oid, v.version) for oid, v in current.items() if oid not in held]
+            states = releases.states(self.connection, self.peer, self.collection_id, keys)
+            for key in keys:
+                state = states.get(key)
+                if state is ReleaseState.REJECTED:
+                    held[key[0]] = (REJECTED_RULE, "rejected by a releaser")
+                elif state is not ReleaseState.APPROVED:
+                    held[key[0]] = (AWAITING_RULE, "awaiting release")
+        return held
 
     def queued_recalls(
         self, after: int | None, up_to: int | None, ids: Sequence[str], types: Sequence[str]
