@@ -19,7 +19,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
-    Integer,
     String,
     Table,
     Text,
@@ -33,15 +32,14 @@ from node import jsoncodec
 from node.timestamps import now_micros
 from node.validation import version_key, version_stamp
 
-from .schema import metadata
+from .schema import BigId, metadata
 
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
 _IN_CHUNK = 300
 
 quarantine = Table(
     "quarantine",
     metadata,
-    Column("pk", _BigId, primary_key=True, autoincrement=True),
+    Column("pk", BigId, primary_key=True, autoincrement=True),
     Column("peer", String(128), nullable=False),
     Column("collection_id", String(64), nullable=False),
     Column("object_id", String(300), nullable=False),

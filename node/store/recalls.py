@@ -20,7 +20,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
-    Integer,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -36,9 +35,8 @@ from node.recall import recall_version
 from node.timestamps import now_micros, to_micros
 
 from .objects import allocate_date_added
-from .schema import audit_table, metadata, objects_table
+from .schema import BigId, audit_table, metadata, objects_table
 
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
 _IN_CHUNK = 300
 DELIVERED_ACTIONS = ("sent", "served")  # audit actions of versions a peer received
 RECALL_RULE = "recall"  # the rule of a recall's own "sent" record: not content received
@@ -47,7 +45,7 @@ _CONTAINERS = frozenset({"report", "grouping", "note", "opinion", "observed-data
 recall_outbox = Table(
     "recall_outbox",
     metadata,
-    Column("pk", _BigId, primary_key=True, autoincrement=True),
+    Column("pk", BigId, primary_key=True, autoincrement=True),
     Column("peer", String(128), nullable=False),
     Column("collection_id", String(64), nullable=False),
     Column("object_id", String(300), nullable=False),

@@ -22,7 +22,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
-    Integer,
     String,
     Table,
     Text,
@@ -35,9 +34,8 @@ from sqlalchemy import (
 from node.timestamps import now_micros
 
 from .objects import redate
-from .schema import metadata, objects_table
+from .schema import BigId, metadata, objects_table
 
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
 _IN_CHUNK = 300
 
 
@@ -50,7 +48,7 @@ class ReleaseState(StrEnum):
 release_queue = Table(
     "release_queue",
     metadata,
-    Column("pk", _BigId, primary_key=True, autoincrement=True),
+    Column("pk", BigId, primary_key=True, autoincrement=True),
     Column("peer", String(128), nullable=False),
     Column("collection_id", String(64), nullable=False),
     Column("object_id", String(300), nullable=False),

@@ -36,7 +36,7 @@ from .engine import write_transaction
 metadata = MetaData()
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 schema_version = Table(
     "schema_version",
@@ -68,7 +68,7 @@ collections = Table(
 objects_table = Table(
     "objects",
     metadata,
-    Column("pk", _BigId, primary_key=True, autoincrement=True),
+    Column("pk", BigId, primary_key=True, autoincrement=True),
     Column("collection_id", String(64), ForeignKey("collections.id"), nullable=False),
     Column("object_id", String(300), nullable=False),
     Column("type", String(250), nullable=False),
@@ -142,7 +142,7 @@ grants = Table(
 audit_table = Table(
     "audit",
     metadata,
-    Column("pk", _BigId, primary_key=True, autoincrement=True),
+    Column("pk", BigId, primary_key=True, autoincrement=True),
     Column("at", BigInteger, nullable=False),
     Column("peer", String(128)),
     Column("direction", String(16), nullable=False),  # push, pull, local
@@ -184,7 +184,7 @@ sync_state = Table(
 dead_letters = Table(
     "dead_letters",
     metadata,
-    Column("pk", _BigId, primary_key=True, autoincrement=True),
+    Column("pk", BigId, primary_key=True, autoincrement=True),
     Column("at", BigInteger, nullable=False),
     Column("peer", String(128), nullable=False),
     Column("mapping", String(300), nullable=False),
@@ -230,7 +230,7 @@ api_tokens = Table(
 login_failures = Table(
     "login_failures",
     metadata,
-    Column("pk", _BigId, primary_key=True, autoincrement=True),
+    Column("pk", BigId, primary_key=True, autoincrement=True),
     Column("account", String(160), nullable=False),
     Column("source", String(128), nullable=False),
     Column("at", BigInteger, nullable=False),

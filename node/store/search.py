@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, select
+from sqlalchemy import ColumnElement, Connection, Row, and_, func, select
 
 from node import jsoncodec
 from node.tlp import tlp_of
@@ -145,26 +145,30 @@ def search_objects(connection: Connection, search: ObjectSearch) -> SearchPage:
     return page
 
 
+_FOUND_COLUMNS = (
+    objects_table.c.collection_id,
+    objects_table.c.object_id,
+    objects_table.c.type,
+    objects_table.c.date_added,
+    objects_table.c.origin,
+    objects_table.c.body,
+)
+
+
+def _found(row: Row[Any, Any, Any, Any, Any, Any]) -> Found:
+    return Found(row.collection_id, row.object_id, row.type, row.date_added, row.origin,
+                 jsoncodec.loads(row.body))  # fmt: skip
+
+
 def _chunk(connection: Connection, search: ObjectSearch, before: int | None) -> list[Found]:
     bounded = ObjectSearch(**{**search.__dict__, "before": before})
     statement = (
-        select(
-            objects_table.c.collection_id,
-            objects_table.c.object_id,
-            objects_table.c.type,
-            objects_table.c.date_added,
-            objects_table.c.origin,
-            objects_table.c.body,
-        )
+        select(*_FOUND_COLUMNS)
         .where(and_(*_narrowing(bounded)))
         .order_by(objects_table.c.date_added.desc())
         .limit(_SCAN_CHUNK)
     )
-    return [
-        Found(row.collection_id, row.object_id, row.type, row.date_added, row.origin,
-              jsoncodec.loads(row.body))
-        for row in connection.execute(statement)
-    ]  # fmt: skip
+    return [_found(row) for row in connection.execute(statement)]
 
 
 @dataclass(frozen=True)
@@ -203,14 +207,7 @@ def referencing(
     """Latest versions that mention ``object_id`` anywhere in their JSON (relationships,
     sightings, reports...), for the caller to sort by the property that refers."""
     statement = (
-        select(
-            objects_table.c.collection_id,
-            objects_table.c.object_id,
-            objects_table.c.type,
-            objects_table.c.date_added,
-            objects_table.c.origin,
-            objects_table.c.body,
-        )
+        select(*_FOUND_COLUMNS)
         .where(
             objects_table.c.collection_id.in_(collection_ids),
             objects_table.c.object_id != object_id,
@@ -220,11 +217,7 @@ def referencing(
         .order_by(objects_table.c.date_added.desc())
         .limit(limit)
     )
-    return [
-        Found(row.collection_id, row.object_id, row.type, row.date_added, row.origin,
-              jsoncodec.loads(row.body))
-        for row in connection.execute(statement)
-    ]  # fmt: skip
+    return [_found(row) for row in connection.execute(statement)]
 
 
 def latest_of(
@@ -234,24 +227,13 @@ def latest_of(
     found: dict[str, Found] = {}
     ids = sorted(set(object_ids))
     for start in range(0, len(ids), _IN_CHUNK):
-        statement = select(
-            objects_table.c.collection_id,
-            objects_table.c.object_id,
-            objects_table.c.type,
-            objects_table.c.date_added,
-            objects_table.c.origin,
-            objects_table.c.body,
-        ).where(
+        statement = select(*_FOUND_COLUMNS).where(
             objects_table.c.collection_id.in_(collection_ids),
             objects_table.c.object_id.in_(ids[start : start + _IN_CHUNK]),
             _latest_only(),
         )
         for row in connection.execute(statement):
-            found.setdefault(
-                row.object_id,
-                Found(row.collection_id, row.object_id, row.type, row.date_added, row.origin,
-                      jsoncodec.loads(row.body)),
-            )  # fmt: skip
+            found.setdefault(row.object_id, _found(row))
     return found
 
 
