@@ -20,6 +20,9 @@ The hierarchy::
     └── RemoteError       a TAXII server could not be reached, or answered with an
                           error (``status``; ``transient`` when retrying may help)
 
+``BodyTimeout`` stands apart: it is a ``TimeoutError`` that the server's socket
+raises while a request body is read, saying which limit was reached.
+
 ``ConfigError`` and ``InvalidValue`` are also ``ValueError``: they are bad values,
 and callers that validated with ``except ValueError`` keep working.
 """
@@ -66,3 +69,9 @@ class RemoteError(NodeError):
         super().__init__(message)
         self.transient = transient
         self.status = status
+
+
+class BodyTimeout(TimeoutError):
+    """A request body stopped arriving: past the request's deadline, or while
+    the server already waits for as many slow clients as it allows.  The
+    message names the limit, for the client's 408."""

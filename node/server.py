@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers import gthread
@@ -27,6 +28,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from node import metrics
 from node.config import Config, ConfigError, ServerConfig
+from node.errors import BodyTimeout
 from node.taxii.negotiation import TAXII_21
 
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
@@ -40,6 +42,8 @@ _MAX_GATHERED_HEAD = 64 * 1024
 # How long a thread waits for the first bytes of a new connection before the
 # connection is parked on the poller (gunicorn itself waits 5 s).
 _FIRST_BYTES_WAIT = 0.1
+# How long a body read may wait before its connection counts as slow.
+_PROMPT_WAIT = 0.5
 # How long a closing connection is read (and discarded) before it is closed.
 _LINGER_SECONDS = 2.0
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -62,8 +66,9 @@ class TaxiiThreadWorker(ThreadWorker):
       past it, the client gets 408 and the connection closes.  Each wait for
       more bytes is also bounded by ``[server] timeout``.
     * At most half of the threads (at least one) may wait for a slow body at
-      once (``_DeadlineSocket``); beyond that a read that would block fails at
-      once (408), so slow clients cannot take the threads others need.
+      once (``_DeadlineSocket``: a body is slow once a read of it has waited
+      over ``_PROMPT_WAIT``); beyond that a slow body's read fails (408), so
+      slow clients cannot take the threads others need.
     * Errors gunicorn answers itself (a malformed request line, 414, 431, bad
       chunking...) get a TAXII error body (3.6.1) instead of an HTML page.
 
@@ -111,6 +116,7 @@ class TaxiiThreadWorker(ThreadWorker):
             return super().handle(conn)
         finally:
             conn.request_started = None
+            conn.slow = False  # each request of a kept-alive connection starts prompt
 
     def _instrument(self, conn) -> None:
         """Once per connection: after gunicorn's own set-up (TLS, the parser), the
@@ -317,11 +323,16 @@ def _read_available(sock, held: bytes, limit: int) -> tuple[bytes, bool]:
 class _DeadlineSocket:
     """The socket as gunicorn's parser reads it (request bodies, large heads).
 
-    A read takes what has arrived; when it would have to wait, it waits at
-    most ``[server] timeout`` (or the caller's shorter socket timeout), never
-    past the request's deadline, and only while fewer than half the threads
-    are waiting for slow clients.  Otherwise it raises ``TimeoutError``, which
-    the body reader (``node.taxii.bodies``) answers with 408.
+    A read takes what has arrived.  When it would have to wait, the wait holds
+    one of the worker's slow-client slots (half of the threads), so that slow
+    clients cannot take every thread.  With no slot free, a connection that
+    has never been slow may still wait ``_PROMPT_WAIT`` without one: bodies of
+    ordinary clients arrive in pieces, and many arriving at once are not slow
+    clients.  A connection whose read waited longer is slow from then on, and
+    without a slot its read fails at once.  No wait goes past ``[server]
+    timeout`` (or the caller's shorter socket timeout) nor past the request's
+    deadline.  Each failure is a ``BodyTimeout`` naming its limit, which the
+    body reader (``node.taxii.bodies``) answers with 408.
     """
 
     def __init__(self, sock, conn, worker: TaxiiThreadWorker) -> None:
@@ -338,24 +349,52 @@ class _DeadlineSocket:
                 return sock.recv(size)
             except _WOULD_BLOCK:
                 pass
-            remaining = self._worker.request_deadline(self._conn) - time.monotonic()
-            if remaining <= 0:
-                self._conn.read_failed = True
-                raise TimeoutError(self._worker._late_description())
-            if not self._worker.slow_waits.acquire(blocking=False):
-                self._conn.read_failed = True
-                raise TimeoutError("the server is waiting for too many slow clients")
-            try:
-                waits = [self._worker.cfg.timeout, remaining]
-                sock.settimeout(min(waits + ([prior] if prior else [])))
-                return sock.recv(size)
-            except TimeoutError:
-                self._conn.read_failed = True
-                raise
-            finally:
-                self._worker.slow_waits.release()
+            longest = min([self._worker.cfg.timeout] + ([prior] if prior else []))
+            slots = self._worker.slow_waits
+            if slots.acquire(blocking=False):
+                try:
+                    return self._wait_or_fail(sock, size, longest)
+                finally:
+                    slots.release()
+            if not getattr(self._conn, "slow", False):
+                data = self._wait(sock, size, min(_PROMPT_WAIT, longest))
+                if data is not None:
+                    return data
+                self._conn.slow = True
+            self._fail(
+                "the body arrives slowly and the server is already waiting for as many "
+                "slow clients as it allows"
+            )
         finally:
             sock.settimeout(prior)
+
+    def _wait_or_fail(self, sock, size: int, longest: float) -> bytes:
+        data = self._wait(sock, size, longest)
+        if data is None:
+            self._fail(f"the body stopped arriving (nothing for {longest:g} s)")
+        return data
+
+    def _wait(self, sock, size: int, wait: float) -> bytes | None:
+        """What arrives within ``wait`` (and the request's deadline); None if
+        nothing did.  A wait past ``_PROMPT_WAIT`` marks the connection slow."""
+        remaining = self._worker.request_deadline(self._conn) - time.monotonic()
+        if remaining <= 0:
+            self._fail(self._worker._late_description())
+        started = time.monotonic()
+        sock.settimeout(max(0.001, min(wait, remaining)))
+        try:
+            return sock.recv(size)
+        except TimeoutError:
+            if wait >= remaining:
+                self._fail(self._worker._late_description())
+            return None
+        finally:
+            if time.monotonic() - started > _PROMPT_WAIT:
+                self._conn.slow = True
+
+    def _fail(self, description: str) -> NoReturn:
+        self._conn.read_failed = True
+        raise BodyTimeout(description)
 
     def __getattr__(self, name: str):
         return getattr(self.sock, name)

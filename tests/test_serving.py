@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -440,6 +441,56 @@ def test_trickling_bodies_take_at_most_half_the_threads(server):
     with admin_session() as session:
         listed = session.get(server.base_url + COLLECTION_PATH + "objects/", timeout=30)
         assert listed.status_code == 200 and listed.json().get("objects", []) == []
+
+
+def post_in_two_pieces(
+    port: int, envelope: bytes, pause: float, start: threading.Barrier
+) -> tuple[int, bytes]:
+    """POST ``envelope`` with its head and first half at once, the rest after
+    ``pause`` seconds (as a client on a busy machine may); the status and body.
+    Connected clients start together when ``start`` lets them."""
+    head = (
+        f"POST /api/collections/{COLLECTIONS['alpha']}/objects/ HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{port}\r\nAccept: {TAXII_21}\r\nContent-Type: {TAXII_21}\r\n"
+        f"Authorization: {_headers()['Authorization']}\r\nConnection: close\r\n"
+        f"Content-Length: {len(envelope)}\r\n\r\n"
+    ).encode()
+    half = len(envelope) // 2
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        start.wait(timeout=30)
+        sock.sendall(head + envelope[:half])
+        time.sleep(pause)
+        sock.sendall(envelope[half:])
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, response.read()
+
+
+def test_bodies_that_pause_briefly_are_not_slow_clients(server):
+    """Eight writers at once (2 workers x 4 threads, so twice the slow-client
+    slots), each body arriving in two pieces 0.2 s apart: every one is stored.
+    A pause that short is how bodies arrive on a loaded machine, not a slow client."""
+    envelopes = [json.dumps({"objects": [indicator()]}).encode() for _ in range(8)]
+    start = threading.Barrier(len(envelopes))
+    with ThreadPoolExecutor(len(envelopes)) as pool:
+        answers = list(
+            pool.map(lambda e: post_in_two_pieces(server.port, e, 0.2, start), envelopes)
+        )
+    assert [status for status, _ in answers] == [202] * len(envelopes), answers[:1]
+    assert all(json.loads(body)["success_count"] == 1 for _, body in answers)
+
+
+def test_a_stalled_body_is_told_how_long_the_server_waited(server):
+    head = (
+        f"POST /api/collections/{COLLECTIONS['alpha']}/objects/ HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{server.port}\r\nAccept: {TAXII_21}\r\nContent-Type: {TAXII_21}\r\n"
+        f"Authorization: {_headers()['Authorization']}\r\nContent-Length: 1000\r\n\r\n"
+    ).encode()
+    status, _headers_seen, body = raw_exchange(server.port, head + b'{"objects": [')
+    assert status == 408
+    assert json.loads(body)["description"] == (
+        f"the body stopped arriving (nothing for {READ_TIMEOUT} s)"
+    )
 
 
 def raw_exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from flask import request
 
 from node import jsoncodec
+from node.errors import BodyTimeout
 
 from .errors import TaxiiError, bad_request
 
@@ -64,9 +65,11 @@ def read_body(limit: int, timeout: float) -> bytes:
         if connection is not None:
             connection.settimeout(timeout)
         body = request.stream.read(limit + 1)
+    except BodyTimeout as exc:  # the server's socket says which limit was reached
+        raise TaxiiError(408, "Request Timeout", str(exc)) from None
     except TimeoutError:
         raise TaxiiError(
-            408, "Request Timeout", f"the body stopped arriving (nothing for {timeout} s)"
+            408, "Request Timeout", f"the body stopped arriving (nothing for {timeout:g} s)"
         ) from None
     except (OSError, ValueError, _MalformedBody) as exc:
         raise bad_request(f"the body could not be read: {str(exc)[:200]}") from None
