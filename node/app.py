@@ -9,8 +9,9 @@ from flask import Flask
 from node.config import Config
 from node.console import register_console
 from node.metrics import register_metrics
-from node.sharing import Agreements, AuditQueue
+from node.sharing import Agreements
 from node.store import Store
+from node.store.audit import AuditQueue
 from node.taxii.auth import Authenticator
 from node.taxii.errors import register_error_handlers
 from node.taxii.pagination import TokenSigner
@@ -38,16 +39,19 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
         )
     key = store.setting("pagination_key")
     app = Flask("node")
+    queued_audit = AuditQueue(store)  # partner reads and logins: no write in the request
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = True
     app.extensions[EXTENSION] = NodeState(
         config=config,
         store=store,
         signer=TokenSigner(bytes.fromhex(key or "")),
-        authenticator=Authenticator(store, ttl=config.server.auth_cache_seconds),
+        authenticator=Authenticator(
+            store, logins=queued_audit, ttl=config.server.auth_cache_seconds
+        ),
         agreements=Agreements(config, store),
         collections=CollectionCache(store, ttl=config.server.auth_cache_seconds),
-        read_audit=AuditQueue(store),
+        read_audit=queued_audit,
     )
     register_error_handlers(app)
     register_metrics(app, config, store)

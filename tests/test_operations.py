@@ -20,6 +20,7 @@ from node.operations import accounts as operations
 from node.operations import tokens as token_operations
 from node.operations.accounts import CertificateBinding, NewAccount
 from node.store import Store, accounts, audit, catalog
+from node.store.audit import AuditQueue
 from node.store.catalog import Collection
 from node.store.schema import login_failures
 from node.taxii.auth import MAX_FAILURES, Authenticator
@@ -171,7 +172,7 @@ def _basic(name: str, password: str) -> str:
 
 def test_failed_logins_lock_out_until_unlocked(store: Store) -> None:
     _add(store, NewAccount("alice", "right-password"))
-    authenticator = Authenticator(store, ttl=0)
+    authenticator = Authenticator(store, AuditQueue(store), ttl=0)
     for _ in range(MAX_FAILURES):
         with pytest.raises(TaxiiError) as failed:
             authenticator.authenticate(_basic("alice", "wrong-password"), "192.0.2.1")
@@ -201,7 +202,7 @@ def test_unlock_also_clears_the_failures_of_the_accounts_tokens(store: Store) ->
         created = token_operations.create_token(
             connection, "alice", expires=None, label=None, actor=ACTOR
         )
-    authenticator = Authenticator(store, ttl=0)
+    authenticator = Authenticator(store, AuditQueue(store), ttl=0)
     wrong = f"Bearer tnk_{created.id}.not-the-secret"
     for _ in range(MAX_FAILURES):
         with pytest.raises(TaxiiError):

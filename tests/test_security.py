@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -153,9 +154,15 @@ def test_audit_covers_logins_account_changes_and_publications(node: RunningNode)
     )
     assert deleted.status_code == 200
     _get(node, "/taxii2/", auth=("mallory", "not-her-password"))
-    exported = node.cli("audit", "--json", "--limit", "0").stdout
-    rows = [json.loads(line) for line in exported.splitlines()]
-    actions = {(row["action"], row["actor"] or "") for row in rows}
+    # Successful logins reach the audit from a background writer, within a second.
+    deadline = time.monotonic() + 30
+    while True:
+        exported = node.cli("audit", "--json", "--limit", "0").stdout
+        rows = [json.loads(line) for line in exported.splitlines()]
+        actions = {(row["action"], row["actor"] or "") for row in rows}
+        if ("login", "alice") in actions or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert ("published", "alice") in actions
     assert ("deleted", "admin") in actions
     assert ("login", "alice") in actions

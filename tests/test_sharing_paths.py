@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from node import jsoncodec
-from node.sharing import AuditQueue, ingress
+from node.sharing import ingress
+from node.store.audit import AuditQueue
 from node.sync.worker import MappingSync
 from tests.sharing_node import ALPHA, PEER, SharingNode
 from tests.sharing_objects import (
@@ -346,4 +347,19 @@ def test_partner_read_proceeds_while_a_publisher_holds_the_write_lock(tmp_path: 
         connection.exec_driver_sql("SELECT 1")
         answer = node.get("objects/")
     assert answer.status_code == 200 and len(answer.json["objects"]) == 2
+    node.close()
+
+
+def test_a_partners_first_read_of_a_cache_period_takes_no_write_lock(tmp_path: Path) -> None:
+    """The login of a partner's first GET (no cached credentials yet) is audited
+    without the request waiting for the write lock a publisher holds."""
+    node = SharingNode(tmp_path / "a", None)
+    node.add([indicator(GREEN)])
+    with node.store.write() as connection:
+        connection.exec_driver_sql("SELECT 1")
+        answer = node.get("objects/")
+    assert answer.status_code == 200 and len(answer.json["objects"]) == 2
+    node.app.extensions["taxii_node"].read_audit.flush()
+    logins = [r for r in node.audit_rows() if r["action"] == "login"]
+    assert [(r["actor"], r["rule"]) for r in logins] == [(PEER, "basic")]
     node.close()

@@ -14,13 +14,12 @@ Nothing here knows about HTTP: the TAXII layer passes the calling peer in.
 from .agreements import Agreement, Agreements
 from .egress import EgressPage, Outgoing, Position, egress
 from .ingress import Admission, admit, settle
-from .records import AuditQueue, Counts, counts, decision_records, read_record
+from .records import Counts, counts, decision_records, read_record
 
 __all__ = [
     "Admission",
     "Agreement",
     "Agreements",
-    "AuditQueue",
     "Counts",
     "EgressPage",
     "Outgoing",

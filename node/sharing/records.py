@@ -3,26 +3,20 @@
 The worker's push and pull, and a partner's POST, audit one record per
 decision, in the transaction that commits what the decision was about.  A
 partner's reads are audited once per request (what it asked, how many versions
-it was served and how many were withheld, by rule), through a background
-writer: a read must not take the store's write lock, which would queue behind
-publishers and block them.
+it was served and how many were withheld, by rule), through
+``node.store.audit.AuditQueue``: a read must not take the store's write lock,
+which would queue behind publishers and block them.
 """
 
 from __future__ import annotations
 
-import atexit
-import logging
-import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from node.policy import Decision
-from node.store import Store, audit
 from node.store.audit import Action, AuditRecord, Direction
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,55 +92,3 @@ def read_record(
         collection_id=collection_id,
         detail=detail + (f" ({rules})" if rules else ""),
     )
-
-
-class AuditQueue:
-    """Appends records to the audit chain from a background thread, in batches.
-
-    Used for partner reads only.  Records reach the store within ``interval``
-    seconds (and at interpreter exit); a server process killed with SIGKILL
-    loses at most that last interval of read records, never a decision the
-    worker or a POST made.
-    """
-
-    def __init__(self, store: Store, interval: float = 1.0) -> None:
-        self._store = store
-        self._interval = interval
-        self._pending: list[AuditRecord] = []
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def put(self, record: AuditRecord) -> None:
-        with self._lock:
-            self._pending.append(record)
-            if self._thread is None:
-                self._start()
-
-    def _start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="audit-queue", daemon=True)
-        self._thread.start()
-        atexit.register(self.flush)
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # the store is down: keep the records for the next try
-                log.exception("could not append partner-read audit records; retrying")
-
-    def flush(self) -> None:
-        """Write every queued record now, in one transaction."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if not batch:
-            return
-        try:
-            with self._store.write() as connection:
-                audit.record(connection, batch)
-        except Exception:
-            with self._lock:
-                self._pending[:0] = batch
-            raise

@@ -9,11 +9,14 @@ a decision and its effect commit (or vanish) together.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import logging
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -24,6 +27,11 @@ from node.timestamps import now_micros
 
 from .engine import locking, placeholder
 from .schema import audit_table, settings
+
+if TYPE_CHECKING:
+    from . import Store
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 HEAD_KEY = "audit_head"
@@ -212,3 +220,58 @@ def verify(connection: Connection) -> Verification:
         return Verification(count, None, "the chain ends before the recorded head "
                             "(records were removed from the end)", previous)  # fmt: skip
     return Verification(count, None, None, previous)
+
+
+class AuditQueue:
+    """Appends records to the audit chain from a background thread, in batches.
+
+    For what a request must not wait on the write lock to record: partner
+    reads and successful logins (a partner's first GET of each auth cache
+    period would otherwise queue behind publishers).  Records reach the store
+    within ``interval`` seconds (and at interpreter exit); a server process
+    killed with SIGKILL loses at most that last interval of such records,
+    never a decision the worker or a POST made, nor a failed login (those
+    count towards throttling and are written before the answer).
+    """
+
+    def __init__(self, store: Store, interval: float = 1.0) -> None:
+        self._store = store
+        self._interval = interval
+        self._pending: list[AuditRecord] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def put(self, record: AuditRecord) -> None:
+        with self._lock:
+            self._pending.append(record)
+            if self._thread is None:
+                self._start()
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="audit-queue", daemon=True)
+        self._thread.start()
+        atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # the store is down: keep the records for the next try
+                log.exception("could not append queued audit records; retrying")
+
+    def flush(self) -> None:
+        """Write every queued record now, in one transaction."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            with self._store.write() as connection:
+                record(connection, batch)
+        except Exception:
+            with self._lock:
+                self._pending[:0] = batch
+            raise

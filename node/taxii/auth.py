@@ -38,7 +38,7 @@ from typing import Any, cast
 
 from node.store import Store, accounts, audit
 from node.store.accounts import Account
-from node.store.audit import Action, AuditRecord, Direction
+from node.store.audit import Action, AuditQueue, AuditRecord, Direction
 from node.timestamps import now_micros
 
 from .errors import TaxiiError
@@ -98,8 +98,15 @@ def unauthorized(description: str) -> TaxiiError:
 
 
 class Authenticator:
-    def __init__(self, store: Store, ttl: float = 30.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        logins: AuditQueue,
+        ttl: float = 30.0,
+        max_entries: int = 10_000,
+    ) -> None:
         self._store = store
+        self._logins = logins  # successful logins, recorded off the request's path
         self._ttl = ttl
         self._max_entries = max_entries
         self._key = secrets.token_bytes(32)
@@ -215,25 +222,26 @@ class Authenticator:
         return account
 
     def _audit_login(self, name: str, source: str, scheme: str, ok: bool) -> None:
-        """Audit a login or a failed one; a failure also counts towards the throttle."""
+        """Audit a login or a failed one.  A failure also counts towards the
+        throttle, so it is written before the answer; a success is queued, so
+        that no read (a partner's first GET of a cache period) waits on the
+        store's write lock."""
+        record = AuditRecord(
+            action=Action.LOGIN if ok else Action.LOGIN_FAILED,
+            direction=Direction.AUTH,
+            actor=name,
+            rule=scheme,
+            detail=f"from {source}",
+        )
+        if ok:
+            self._logins.put(record)
+            return
         with self._store.write() as connection:
-            if not ok:
-                now = now_micros()
-                accounts.record_login_failure(
-                    connection, name, source, at=now, keep_after=now - WINDOW * 1_000_000
-                )
-            audit.record(
-                connection,
-                [
-                    AuditRecord(
-                        action=Action.LOGIN if ok else Action.LOGIN_FAILED,
-                        direction=Direction.AUTH,
-                        actor=name,
-                        rule=scheme,
-                        detail=f"from {source}",
-                    )
-                ],
+            now = now_micros()
+            accounts.record_login_failure(
+                connection, name, source, at=now, keep_after=now - WINDOW * 1_000_000
             )
+            audit.record(connection, [record])
 
 
 def _credentials(authorization: str | None) -> tuple[str, str, str]:

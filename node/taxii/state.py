@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from flask import current_app, g
 
 from node.config import Config
-from node.sharing import Agreements, AuditQueue
+from node.sharing import Agreements
 from node.sharing.egress import DecisionCache
 from node.store import Store, catalog
 from node.store.accounts import Account
+from node.store.audit import AuditQueue
 from node.store.catalog import Collection
 
 from .auth import Authenticator
