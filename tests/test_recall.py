@@ -82,7 +82,7 @@ def test_a_recall_from_the_origin_purges(store: Store) -> None:
     recall = recall_version(received, "raised to RED")
     with store.write() as connection:
         done = operations.honour(connection, "node-a", COLLECTION, recall, RecallMode.PURGE,
-                                 "pull")  # fmt: skip
+                                 "pull", {})  # fmt: skip
     assert done.done and done.action == "purged"
     assert _versions(store, received["id"]) == []
     with store.read() as connection:
@@ -97,7 +97,7 @@ def test_revoke_mode_keeps_the_revoked_version(store: Store) -> None:
     publish(store, [received], "-", origin="node-a")
     recall = recall_version(received, "withdrawn")
     with store.write() as connection:
-        operations.honour(connection, "node-a", COLLECTION, recall, RecallMode.REVOKE, "pull")
+        operations.honour(connection, "node-a", COLLECTION, recall, RecallMode.REVOKE, "pull", {})
     assert _versions(store, received["id"]) == [received["modified"], recall["modified"]]
 
 
@@ -108,7 +108,7 @@ def test_a_recall_from_anyone_but_the_origin_changes_nothing(store: Store, origi
     forged = recall_version(held, "forged")
     with store.write() as connection:
         done = operations.honour(connection, "node-c", COLLECTION, forged, RecallMode.PURGE,
-                                 "receive")  # fmt: skip
+                                 "receive", {})  # fmt: skip
     assert not done.done and done.action == "refused"
     assert _versions(store, held["id"]) == [held["modified"]]
     with store.read() as connection:

@@ -12,6 +12,23 @@ object's origin (the peer every held version came from); any other recall is
 refused and audited.  It purges every version (``recalls = "purge"``, the
 default) or stores the revoked version (``"revoke"``), records the recall and
 audits it; the object is never passed on again.
+
+Onward recalls.  A node that passed the object on (mapping egress ``onward =
+"allow"``) relays the recall it honoured, in the same transaction and before
+it purges: each peer its audit shows it passed the object on to is queued a
+recall of the version *that* peer received, with the origin's ``modified``
+(so a peer reached both ways gets one version of the recall) and a reason
+naming the origin.  The chain is verified hop by hop, each node against the
+peer it received the object from: the relaying node acts only on a recall
+its origin sent (the check above), and relays only to peers it recorded
+delivering the object to; the next node, which recorded the relaying node as
+the object's origin when it received it, honours the relayed recall by the
+same rule.  It cannot check the first hop itself (nothing in a STIX 2.1
+version says who made a revocation, section 3.6: ``revoked`` is final and
+anyone holding the object may issue a newer version), so it trusts the peer
+it trusted for the content.  A peer that holds the object from the origin
+directly refuses a relayed copy (``recall-refused``) and honours the
+origin's own recall.
 """
 
 from __future__ import annotations
@@ -36,17 +53,20 @@ def withdraw(
     object_ids: list[str],
     reason: str,
     redactions: Mapping[str, frozenset[str]],
+    modified: str | None = None,
 ) -> int:
     """Queue a recall for each peer that received one of ``object_ids``; call before a
-    DELETE, while the versions are still stored.  ``redactions``: the peers mapped to
-    the collection, each with its egress ``redact`` list.  Returns how many were queued."""
+    DELETE (or a purge), while the versions are still stored.  ``redactions``: the
+    peers mapped to the collection, each with its egress ``redact`` list; ``modified``:
+    the recall version's (see ``node.recall.recall_version``).  Returns how many were
+    queued."""
     queued = 0
     for object_id in sorted(set(object_ids)):
         for peer in sorted(recalls.peers_delivered(connection, collection_id, object_id)):
             if peer not in redactions:
                 continue
             recall = recalls.recall_for(connection, peer, collection_id, object_id, reason,
-                                        redactions[peer])  # fmt: skip
+                                        redactions[peer], modified)  # fmt: skip
             if recall is None:
                 continue
             if recalls.queue(connection, peer, collection_id, object_id, recall["modified"],
@@ -93,35 +113,85 @@ def honour(
     recall: dict[str, Any],
     mode: RecallMode,
     direction: str,
+    onward: Mapping[str, frozenset[str]],
 ) -> Honoured:
-    """Act on a recall from ``peer``, in the caller's write transaction; audited."""
+    """Act on a recall from ``peer``, in the caller's write transaction; audited.
+
+    ``onward``: the peers mapped to the collection with their egress ``redact``
+    lists; those this node passed the object on to get the recall relayed (see
+    above), unless it is refused or ignored here."""
     object_id = recall["id"]
     origins = _origins(connection, collection_id, object_id)
-    reason = recall_reason(recall)
     if not origins:
         result = Honoured(object_id, False, "ignored", "nothing of the object is held here")
     elif origins != {peer}:
         held_from = ", ".join(sorted("this node" if o is None else str(o) for o in origins))
         result = Honoured(object_id, False, "refused",
                           f"recall from {peer}, but the object came from {held_from}")  # fmt: skip
-    elif mode is RecallMode.PURGE:
+    else:
+        result = _act(connection, peer, collection_id, recall, mode, onward)
+    _audit_honoured(connection, peer, collection_id, recall, result, direction)
+    return result
+
+
+def _act(
+    connection: Connection,
+    peer: str,
+    collection_id: str,
+    recall: dict[str, Any],
+    mode: RecallMode,
+    onward: Mapping[str, frozenset[str]],
+) -> Honoured:
+    """Relay, then purge or revoke: a recall from the object's origin."""
+    object_id, reason = recall["id"], recall_reason(recall)
+    relayed = _relay(connection, peer, collection_id, recall, onward)
+    passed = f"; relayed to {relayed} peer(s) it was passed on to" if relayed else ""
+    if mode is RecallMode.PURGE:
         query = ObjectQuery(collection_id=collection_id, limit=1, ids=(object_id,),
                             versions=("all",))  # fmt: skip
         removed = objects.delete(connection, query)
         recalls.record_recalled(connection, collection_id, object_id, peer, mode.value)
-        result = Honoured(object_id, True, "purged", f"{removed} version(s) purged: {reason}")
-    else:
-        outcome = objects.add_objects(connection, collection_id, [recall], origin=peer)
-        recalls.record_recalled(connection, collection_id, object_id, peer, mode.value)
-        stored = "revoked version stored" if outcome.stored else "already revoked"
-        result = Honoured(object_id, True, "revoked", f"{stored}: {reason}")
+        return Honoured(object_id, True, "purged",
+                        f"{removed} version(s) purged: {reason}{passed}")  # fmt: skip
+    outcome = objects.add_objects(connection, collection_id, [recall], origin=peer)
+    recalls.record_recalled(connection, collection_id, object_id, peer, mode.value)
+    stored = "revoked version stored" if outcome.stored else "already revoked"
+    return Honoured(object_id, True, "revoked", f"{stored}: {reason}{passed}")
+
+
+def _relay(
+    connection: Connection,
+    origin: str,
+    collection_id: str,
+    recall: dict[str, Any],
+    onward: Mapping[str, frozenset[str]],
+) -> int:
+    """Queue the origin's recall for the peers this node passed the object on to (never
+    back to the origin); before the purge, while what they received is stored."""
+    others = {peer: redact for peer, redact in onward.items() if peer != origin}
+    if not others:
+        return 0
+    modified = recall.get("modified")
+    reason = f"recalled by its origin ({origin}): {recall_reason(recall)}"
+    return withdraw(connection, collection_id, [recall["id"]], reason, others,
+                    modified if isinstance(modified, str) else None)  # fmt: skip
+
+
+def _audit_honoured(
+    connection: Connection,
+    peer: str,
+    collection_id: str,
+    recall: dict[str, Any],
+    result: Honoured,
+    direction: str,
+) -> None:
     audit.record(
         connection,
         [
             AuditRecord(
                 action="recall-" + result.action,
                 direction=Direction(direction),
-                object_id=object_id,
+                object_id=result.object_id,
                 version=recall.get("modified"),
                 peer=peer,
                 collection_id=collection_id,
@@ -130,7 +200,6 @@ def honour(
             )
         ],
     )
-    return result
 
 
 def _origins(connection: Connection, collection_id: str, object_id: str) -> set[str | None]:

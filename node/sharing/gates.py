@@ -19,8 +19,10 @@ decided, and to the dependencies that travel with them):
   (``node.operations.recalls.withdraw``) are served at the place they took.
 
 Ingress (:func:`divert`, used by ``admit`` and ``settle``): recalls from the
-peer are honoured (only from the object's origin), and on a mapping with
-``quarantine = true`` what is accepted is held for review instead of stored.
+peer are honoured (only from the object's origin) and relayed to the peers the
+object was passed on to (``node.operations.recalls``: onward recalls), and on a
+mapping with ``quarantine = true`` what is accepted is held for review instead
+of stored.
 """
 
 from __future__ import annotations
@@ -120,23 +122,23 @@ class EgressGates:
         self, versions: Sequence[provenance.Version], gated: list[Decision]
     ) -> None:
         """A current version now withheld, of an object the peer received: the peer gets a
-        recall of what it holds in its place."""
+        recall of what it holds in its place (unless a recall of it is queued for the
+        peer already: a DELETE's, or one relayed from the origin, which a revoked
+        version stored here on ``recalls = "revoke"`` would otherwise repeat)."""
         withdrawn = [
             i for i, (v, d) in enumerate(zip(versions, gated, strict=True))
             if v.current and not d.allowed and d.rule not in _HOLDING_RULES
         ]  # fmt: skip
         if not withdrawn:
             return
-        delivered = recalls.last_delivered(
-            self.connection,
-            self.peer,
-            self.collection_id,
-            {versions[i].object_id for i in withdrawn},
-        )
+        ids = {versions[i].object_id for i in withdrawn}
+        delivered = recalls.last_delivered(self.connection, self.peer, self.collection_id, ids)
+        queued = recalls.queued_ids(self.connection, self.peer, self.collection_id,
+                                    delivered.keys())  # fmt: skip
         for index in withdrawn:
             version = versions[index]
             held = delivered.get(version.object_id)
-            if held is None or to_micros(held) >= version.version:
+            if held is None or to_micros(held) >= version.version or version.object_id in queued:
                 continue
             recall = recalls.recall_for(self.connection, self.peer, self.collection_id,
                                         version.object_id, RECALL_REASON, self.rules.redact,
@@ -217,16 +219,26 @@ class EgressGates:
         return [i for i in travelling if i.object_id not in recalled_here | foreign]
 
 
+def recall_redactions(
+    agreements: Iterable[Agreement], collection_id: str
+) -> dict[str, frozenset[str]]:
+    """The peers mapped to the collection, each with its egress ``redact`` list: whom a
+    recall of one of its objects may be queued for, and what it must leave out."""
+    return {a.peer.name: a.egress.redact for a in agreements if a.collection_id == collection_id}
+
+
 def divert(
     connection: Connection,
     agreement: Agreement,
     admission: Admission,
     outcome: AddOutcome,
     direction: str,
+    agreements: Iterable[Agreement],
 ) -> set[tuple[str, str]]:
     """Hold the admission's quarantined versions and honour its recalls (audited by the
-    operations), reporting both in ``outcome`` as the peer's status shows them; returns
-    the (id, version) of the versions held, which are not "received"."""
+    operations; a recall honoured is relayed to the other peers of ``agreements`` it was
+    passed on to), reporting both in ``outcome`` as the peer's status shows them;
+    returns the (id, version) of the versions held, which are not "received"."""
     peer, collection_id = agreement.peer.name, agreement.collection_id
     diverted: set[tuple[str, str]] = set()
     if admission.held:
@@ -236,8 +248,10 @@ def divert(
             diverted.add((item["id"], version))
             outcome.successes.append({"id": item["id"], "version": version, "message": "added"})
     mode = RecallMode(agreement.ingress.recalls)
+    onward = recall_redactions(agreements, collection_id) if admission.recalls else {}
     for recall in admission.recalls:
-        done = recall_operations.honour(connection, peer, collection_id, recall, mode, direction)
+        done = recall_operations.honour(connection, peer, collection_id, recall, mode, direction,
+                                        onward)  # fmt: skip
         detail = {"id": done.object_id, "version": recall.get("modified"),
                   "message": f"recall {done.action}"}  # fmt: skip
         (outcome.successes if done.action != "refused" else outcome.failures).append(detail)
@@ -249,8 +263,5 @@ def recall_deleted(
 ) -> int:
     """Before a DELETE of every version of ``object_id``: queue a recall for each peer
     mapped to the collection that received it.  Returns how many were queued."""
-    redactions = {
-        a.peer.name: a.egress.redact for a in agreements if a.collection_id == collection_id
-    }
     return recall_operations.withdraw(connection, collection_id, [object_id], DELETED_REASON,
-                                      redactions)  # fmt: skip
+                                      recall_redactions(agreements, collection_id))  # fmt: skip

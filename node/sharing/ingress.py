@@ -22,7 +22,7 @@ the stored object is one the peer may see anyway.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,11 +129,13 @@ def settle(
     direction: Direction,
     *,
     to_peer: bool,
+    agreements: Iterable[Agreement],
 ) -> list[AuditRecord]:
     """The audit records of a stored batch; for a peer's account, collision failures about
     versions it may not see are worded as any other refusal.  Quarantined versions are
-    held and recalls honoured here, in the batch's write transaction (see ``gates``)."""
-    diverted = divert(connection, agreement, admission, outcome, direction)
+    held and recalls honoured here, in the batch's write transaction (see ``gates``);
+    ``agreements`` (the node's) are the peers a recall honoured is relayed to."""
+    diverted = divert(connection, agreement, admission, outcome, direction, agreements)
     if to_peer:
         for failure in outcome.failures:
             if failure.get("message") == COLLISION and not _version_visible(

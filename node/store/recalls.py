@@ -194,6 +194,23 @@ def outgoing(
     return [Outgoing(**row._mapping) for row in connection.execute(statement)]
 
 
+def queued_ids(
+    connection: Connection, peer: str, collection_id: str, object_ids: Iterable[str]
+) -> set[str]:
+    """Those of ``object_ids`` with a recall queued for the peer (it is served in their
+    place: one recall per object and peer)."""
+    wanted = sorted(set(object_ids))
+    found: set[str] = set()
+    o = recall_outbox
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        statement = select(o.c.object_id).where(
+            o.c.peer == peer, o.c.collection_id == collection_id, o.c.object_id.in_(chunk)
+        )
+        found.update(connection.execute(statement).scalars())
+    return found
+
+
 def listed(connection: Connection, peer: str | None = None) -> list[Outgoing]:
     """Every queued recall (of one peer), oldest first."""
     statement = select(recall_outbox).order_by(recall_outbox.c.pk)

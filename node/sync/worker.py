@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -106,9 +106,13 @@ class MappingSync:
         *,
         retries: int = 4,
         stop: threading.Event | None = None,
+        agreements: Sequence[Agreement] = (),
     ) -> None:
         self.store = store
         self.agreement = agreement
+        # The node's agreements: a recall honoured on a pull is relayed to their peers
+        # that the object was passed on to (node.operations.recalls).
+        self.agreements = tuple(agreements) or (agreement,)
         self.client = client
         self.retries = retries
         self.stop = stop or threading.Event()
@@ -434,7 +438,15 @@ class MappingSync:
             if s.get("message") == "already present"
         }
         records = _already_present(
-            settle(connection, self.agreement, admission, outcome, Direction.PULL, to_peer=False),
+            settle(
+                connection,
+                self.agreement,
+                admission,
+                outcome,
+                Direction.PULL,
+                to_peer=False,
+                agreements=self.agreements,
+            ),
             present,
             ALREADY_HERE,
         )
@@ -583,7 +595,14 @@ class SyncWorker:
                 continue
             client = self._client(agreement.peer)
             self.mappings.append(
-                MappingSync(store, agreement, client, retries=retries, stop=self.stop)
+                MappingSync(
+                    store,
+                    agreement,
+                    client,
+                    retries=retries,
+                    stop=self.stop,
+                    agreements=list(agreements),
+                )
             )
 
     def _client(self, peer: PeerConfig) -> TaxiiClient:

@@ -404,6 +404,7 @@ def add_objects(collection_id: str) -> Response:
                 outcome,
                 Direction.RECEIVE,
                 to_peer=True,
+                agreements=state.agreements,
             )
         resource = statuses.record(
             connection,
