@@ -54,19 +54,13 @@ Known defects of medallion 3.0.0 that a client must work around
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from tests.nodes import free_port
+from tests.peer_process import MEDIA_TYPE, PeerProcess
 
-MEDIA_TYPE = "application/taxii+json;version=2.1"
 API_ROOT = "trustgroup1"
 USER = "medallion-user"
 PASSWORD = "medallion-password-1"
@@ -117,36 +111,20 @@ def medallion_data(base_url: str, collections: dict[str, str]) -> dict:
     }
 
 
-@dataclass
-class MedallionPeer:
-    directory: Path
-    port: int
-    collections: dict[str, str]
+@dataclass(kw_only=True)
+class MedallionPeer(PeerProcess):
     user: str = USER
     password: str = PASSWORD
     session_timeout: float | None = None  # seconds a ``next`` token lives; None: 30
     server: str = "werkzeug"  # or "gunicorn" (one gthread worker, keep-alive)
     threads: int = 4
-    process: subprocess.Popen | None = None
-    log_path: Path = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.log_path = self.directory / "medallion.log"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    name = "medallion"
+    log_name = "medallion.log"
 
     @property
     def api_root(self) -> str:
         return f"{self.base_url}/{API_ROOT}/"
-
-    def collection_url(self, alias: str) -> str:
-        return f"{self.api_root}collections/{self.collections[alias]}/"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
 
     def write_config(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -170,64 +148,10 @@ class MedallionPeer:
 
     def start(self, timeout: float = 30.0) -> MedallionPeer:
         config_path = self.write_config()
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(LAUNCHER),
-                    str(config_path),
-                    str(self.port),
-                    f"--server={self.server}",
-                    f"--threads={self.threads}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            self._wait_until_answering(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        command = [sys.executable, str(LAUNCHER), str(config_path), str(self.port)]
+        command += [f"--server={self.server}", f"--threads={self.threads}"]
+        self.spawn(command, timeout, self.answers_discovery)
         return self
-
-    def _wait_until_answering(self, timeout: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                log_text = self.log_path.read_text(errors="replace")
-                raise RuntimeError(f"medallion exited early:\n{log_text}")
-            try:
-                response = requests.get(
-                    f"{self.base_url}/taxii2/",
-                    auth=(self.user, self.password),
-                    headers={"Accept": MEDIA_TYPE},
-                    timeout=1,
-                )
-                if response.status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"medallion did not start:\n{self.log_path.read_text(errors='replace')}")
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-    def __enter__(self) -> MedallionPeer:
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.stop()
 
 
 def start_medallion(

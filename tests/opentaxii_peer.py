@@ -32,20 +32,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.nodes import REQUIRE_PG_ENV, free_port
+from tests.peer_process import PeerProcess
 
 VERSION = "0.10.0b1"
-MEDIA_TYPE = "application/taxii+json;version=2.1"
 USER = "opentaxii-user"
 PASSWORD = "opentaxii-password-1"
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -99,99 +96,44 @@ def _install() -> str | None:
     return None
 
 
-@dataclass
-class OpenTaxiiPeer:
-    directory: Path
-    port: int
+@dataclass(kw_only=True)
+class OpenTaxiiPeer(PeerProcess):
     aliases: list[str]
     user: str = USER
     password: str = PASSWORD
-    process: subprocess.Popen | None = None
     api_root_id: str = ""
-    collections: dict[str, str] = field(default_factory=dict)  # alias -> id
-    log_path: Path = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.log_path = self.directory / "opentaxii.log"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    name = "OpenTAXII"
+    log_name = "opentaxii.log"
 
     @property
     def api_root(self) -> str:
         return f"{self.base_url}/taxii2/{self.api_root_id}/"
 
-    def collection_url(self, alias: str) -> str:
-        return f"{self.api_root}collections/{self.collections[alias]}/"
-
     def start(self, timeout: float = 60.0) -> OpenTaxiiPeer:
         python = ensure_opentaxii()
-        self.directory.mkdir(parents=True, exist_ok=True)
         arguments = [str(self.directory), str(self.port), "--user", self.user]
         arguments += ["--password", self.password]
         for alias in self.aliases:
             arguments += ["--collection", alias]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [str(python), str(LAUNCHER), *arguments],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                # Its own interpreter and packages: nothing from the node's virtualenv.
-                env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},
-            )
-        try:
-            self._wait_until_answering(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        self.spawn([str(python), str(LAUNCHER), *arguments], timeout, self._ready)
         return self
 
-    def _wait_until_answering(self, timeout: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
+    def _ready(self) -> bool:
+        """Answering, with the ids of its API root and collections written out."""
         state = self.directory / "opentaxii-state.json"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"OpenTAXII exited early:\n{self._log()}")
-            if state.exists() and self._answers():
-                ids = json.loads(state.read_text())
-                self.api_root_id, self.collections = ids["api_root_id"], ids["collections"]
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"OpenTAXII did not start:\n{self._log()}")
-
-    def _answers(self) -> bool:
-        try:
-            response = requests.get(
-                f"{self.base_url}/taxii2/",
-                auth=(self.user, self.password),
-                headers={"Accept": MEDIA_TYPE},
-                timeout=2,
-            )
-        except requests.ConnectionError:
+        if not (state.exists() and self.answers_discovery()):
             return False
-        return response.status_code == 200
-
-    def _log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        ids = json.loads(state.read_text())
+        self.api_root_id, self.collections = ids["api_root_id"], ids["collections"]
+        return True
 
 
 def start_opentaxii(
     directory: Path, aliases: list[str] | None = None, *, timeout: float = 60.0
 ) -> OpenTaxiiPeer:
     """A running OpenTAXII with one API root and a collection per alias (default "alpha")."""
-    peer = OpenTaxiiPeer(Path(directory), free_port(), list(aliases or ["alpha"]))
+    peer = OpenTaxiiPeer(
+        directory=Path(directory), port=free_port(), aliases=list(aliases or ["alpha"])
+    )
     return peer.start(timeout=timeout)

@@ -24,8 +24,9 @@ from node.store import Store, objects, syncstate
 from node.sync.worker import SyncWorker
 from node.timestamps import to_micros
 from tests.nodes import COLLECTIONS, RunningNode, free_port, taxii_node_command
-from tests.opentaxii_peer import MEDIA_TYPE, OpenTaxiiPeer, start_opentaxii
+from tests.opentaxii_peer import OpenTaxiiPeer, start_opentaxii
 from tests.pair import loopback_node, peer_toml, prepare_node, start_node
+from tests.peer_process import MEDIA_TYPE
 from tests.test_sync import (
     ADMIN,
     MARKINGS,
