@@ -16,7 +16,7 @@ from node import jsoncodec
 from node.timestamps import from_micros, is_timestamp, now_micros, to_micros
 from node.validation import object_problem, version_stamp
 
-from .engine import placeholder, row_lock_clause
+from .engine import fetch_all, placeholder, row_lock_clause
 from .schema import MARKER_EXPRESSIONS, objects_table
 
 _IN_CHUNK = 500
@@ -497,14 +497,20 @@ class _Filter:
         return " AND ".join(self.clauses)
 
 
-def _page_statement(connection: Connection, query: ObjectQuery) -> tuple[str, tuple[Any, ...]]:
+_STORED_OBJECT_COLUMNS = "o.object_id, o.type, o.version_text, o.date_added, o.body, o.origin"
+_BODY_COLUMNS = "o.date_added, o.body"
+
+
+def _page_statement(
+    connection: Connection, query: ObjectQuery, columns: str = _STORED_OBJECT_COLUMNS
+) -> tuple[str, tuple[Any, ...]]:
     where = _Filter(connection, query)
     # With match[id] the rows are the versions of a few objects, found through
     # (collection_id, object_id) and sorted; "+" keeps SQLite from walking a
     # date_added index of the whole collection to avoid that small sort.
     order = "+o.date_added" if query.ids else "o.date_added"
     statement = (
-        "SELECT o.object_id, o.type, o.version_text, o.date_added, o.body, o.origin "
+        f"SELECT {columns} "
         f"FROM objects o WHERE {where.sql} ORDER BY {order} LIMIT {int(query.limit) + 1}"
     )
     return statement, tuple(where.params)
@@ -512,9 +518,36 @@ def _page_statement(connection: Connection, query: ObjectQuery) -> tuple[str, tu
 
 def page(connection: Connection, query: ObjectQuery) -> tuple[list[StoredObject], bool]:
     """One page in ascending date_added order, and whether more rows follow."""
-    result = connection.exec_driver_sql(*_page_statement(connection, query))
-    rows = [StoredObject(*row) for row in result]
-    return rows[: query.limit], len(rows) > query.limit
+    rows = fetch_all(connection, *_page_statement(connection, query))
+    more = len(rows) > query.limit
+    return [StoredObject(*row) for row in rows[: query.limit]], more
+
+
+@dataclass(frozen=True, slots=True)
+class BodyPage:
+    """A page as the objects endpoints serve it (TAXII 2.1 5.4, 5.6): the stored JSON
+    texts in date_added order, and the date_added of the first and the last one
+    (X-TAXII-Date-Added-First/-Last, and the position a ``next`` token resumes from)."""
+
+    bodies: list[str]
+    first_added: int | None  # None for an empty page
+    last_added: int | None
+    more: bool
+
+
+def page_bodies(connection: Connection, query: ObjectQuery) -> BodyPage:
+    """``page`` reduced to what an envelope needs: two columns, no object per row.
+
+    A page of 1,000 spent more time building a ``StoredObject`` per row and
+    fetching four columns it did not serve than in SQLite finding the rows.
+    """
+    rows = fetch_all(connection, *_page_statement(connection, query, _BODY_COLUMNS))
+    more = len(rows) > query.limit
+    if more:
+        del rows[query.limit :]
+    if not rows:
+        return BodyPage([], None, None, more)
+    return BodyPage([body for _, body in rows], rows[0][0], rows[-1][0], more)
 
 
 def explain_page(connection: Connection, query: ObjectQuery, analyze: bool = False) -> str:

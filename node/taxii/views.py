@@ -131,15 +131,14 @@ def _collection_for(collection_id: str, *, need_read: bool = False, need_write: 
     return collection
 
 
-def _date_headers(rows: Sequence[StoredObject], after: int | None) -> dict[str, str]:
-    """X-TAXII-Date-Added-First/-Last (3.4.2), also for an empty page.
+def _date_headers(first: int | None, last: int | None, after: int | None) -> dict[str, str]:
+    """X-TAXII-Date-Added-First/-Last (3.4.2) of a page's first and last date_added,
+    also for an empty page (``first`` and ``last`` None).
 
     For an empty page both carry the request's lower bound, so a poller that
     resumes from -Last neither skips nor repeats anything.
     """
-    if rows:
-        first, last = rows[0].date_added, rows[-1].date_added
-    else:
+    if first is None or last is None:
         first = last = after if after is not None else _EPOCH
     return {
         "X-TAXII-Date-Added-First": from_micros(first),
@@ -147,12 +146,23 @@ def _date_headers(rows: Sequence[StoredObject], after: int | None) -> dict[str, 
     }
 
 
-def _page_fields(rows: Sequence[StoredObject], more: bool, request_fingerprint: str) -> str:
-    if not more:
+def _rows_date_headers(rows: Sequence[StoredObject], after: int | None) -> dict[str, str]:
+    if not rows:
+        return _date_headers(None, None, after)
+    return _date_headers(rows[0].date_added, rows[-1].date_added, after)
+
+
+def _page_fields(last: int | None, more: bool, request_fingerprint: str) -> str:
+    """``more`` and ``next`` (3.5), the token resuming after the page's last date_added."""
+    if not more or last is None:
         return '"more":false'
-    token = node_state().signer.issue(rows[-1].date_added, request_fingerprint)
+    token = node_state().signer.issue(last, request_fingerprint)
     # taxii2-client loops forever on more=true without next: never send one alone.
     return f'"more":true,"next":{json.dumps(token)}'
+
+
+def _rows_page_fields(rows: Sequence[StoredObject], more: bool, request_fingerprint: str) -> str:
+    return _page_fields(rows[-1].date_added if rows else None, more, request_fingerprint)
 
 
 def _version_label(row: StoredObject) -> str:
@@ -261,8 +271,8 @@ def manifest(collection_id: str) -> Response:
     else:
         rows, more = _page(query)
         entries = [(r.object_id, r.date_added, _version_label(r)) for r in rows]
-        fields = _page_fields(rows, more, request_fingerprint)
-        headers = _date_headers(rows, query.after)
+        fields = _rows_page_fields(rows, more, request_fingerprint)
+        headers = _rows_date_headers(rows, query.after)
     records = [
         json.dumps(
             {
@@ -293,14 +303,20 @@ def _objects_envelope(fields: str, texts: Sequence[str]) -> str:
 def _objects_response(collection_id: str, query, request_fingerprint: str, endpoint: str):
     """(envelope, headers, whether any object matched) for objects/ and objects/<id>/."""
     if current_account().peer is not None:
-        page = _peer_page(collection_id, query, endpoint)
-        fields = _peer_page_fields(page, request_fingerprint)
-        texts = [item.body for item in page.items]
-        return _objects_envelope(fields, texts), _peer_date_headers(page, query.after), bool(texts)
-    rows, more = _page(query)
-    fields = _page_fields(rows, more, request_fingerprint)
-    envelope = _objects_envelope(fields, [row.body for row in rows])
-    return envelope, _date_headers(rows, query.after), bool(rows)
+        served = _peer_page(collection_id, query, endpoint)
+        fields = _peer_page_fields(served, request_fingerprint)
+        texts = [item.body for item in served.items]
+        return (
+            _objects_envelope(fields, texts),
+            _peer_date_headers(served, query.after),
+            bool(texts),
+        )
+    with node_state().store.read() as connection:
+        page = objects.page_bodies(connection, query)
+    fields = _page_fields(page.last_added, page.more, request_fingerprint)
+    envelope = _objects_envelope(fields, page.bodies)
+    headers = _date_headers(page.first_added, page.last_added, query.after)
+    return envelope, headers, bool(page.bodies)
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/objects/", methods=["GET"])
@@ -347,21 +363,15 @@ def _peer_page(collection_id: str, query, endpoint: str) -> EgressPage:
 def _peer_page_fields(page: EgressPage, request_fingerprint: str) -> str:
     """``more``/``next`` from what the peer is served: the token resumes just before
     the next version it may see, past the withheld ones already examined."""
-    if not page.more or page.resume_after is None:
-        return '"more":false'
-    token = node_state().signer.issue(page.resume_after, request_fingerprint)
-    return f'"more":true,"next":{json.dumps(token)}'
+    return _page_fields(page.resume_after, page.more, request_fingerprint)
 
 
 def _peer_date_headers(page: EgressPage, after: int | None) -> dict[str, str]:
     """X-TAXII-Date-Added-First/-Last of the versions served (never of withheld ones)."""
     added = [row.date_added for row in page.rows if row.date_added is not None]
-    first = added[0] if added else (after if after is not None else _EPOCH)
-    last = added[-1] if added else first
-    return {
-        "X-TAXII-Date-Added-First": from_micros(first),
-        "X-TAXII-Date-Added-Last": from_micros(last),
-    }
+    if not added:
+        return _date_headers(None, None, after)
+    return _date_headers(added[0], added[-1], after)
 
 
 @blueprint.route("/<api_root>/collections/<collection_id>/objects/", methods=["POST"])
@@ -523,8 +533,8 @@ def object_versions(collection_id: str, object_id: str) -> Response:
     else:
         rows, more = _page(query)
         labels = [_version_label(row) for row in rows]
-        fields = _page_fields(rows, more, request_fingerprint)
-        headers = _date_headers(rows, query.after)
+        fields = _rows_page_fields(rows, more, request_fingerprint)
+        headers = _rows_date_headers(rows, query.after)
     if not labels and not _object_visible(collection_id, object_id):
         raise not_found(f"no object {object_id!r} in collection {collection_id!r}")
     body = "{" + fields
