@@ -15,6 +15,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +68,35 @@ class TaxiiConfig:
     collections_dir: Path | None = None
 
 
+class Flow(StrEnum):
+    """Which way objects cross a mapping: a mapping's ``direction`` (whoever
+    connects: our worker, or the partner's through its sync account here) and
+    its ``worker`` (which of those our own worker carries)."""
+
+    PUSH = "push"  # from this node to the peer
+    PULL = "pull"  # from the peer to this node
+    BOTH = "both"
+    NONE = "none"  # only for ``worker``: the partner's worker carries everything
+
+    @property
+    def sends(self) -> bool:
+        return self in (Flow.PUSH, Flow.BOTH)
+
+    @property
+    def fetches(self) -> bool:
+        return self in (Flow.PULL, Flow.BOTH)
+
+    def within(self, other: Flow) -> bool:
+        """Whether everything this moves, ``other`` lets cross."""
+        return (other.sends or not self.sends) and (other.fetches or not self.fetches)
+
+
 @dataclass(frozen=True)
 class MappingConfig:
     local: str
     remote: str
-    direction: str = "both"  # push, pull or both: which way objects may cross
-    worker: str = ""  # what our worker moves: push, pull, both or none ("": as direction)
+    direction: Flow = Flow.BOTH  # which way objects may cross
+    worker: Flow | None = None  # what our worker moves (None: as ``direction``)
     interval: float = 5.0
     egress: Mapping[str, Any] = field(default_factory=dict)
     ingress: Mapping[str, Any] = field(default_factory=dict)
@@ -80,14 +104,14 @@ class MappingConfig:
 
     @property
     def pushes(self) -> bool:
-        return self.direction in ("push", "both")
+        return self.direction.sends
 
     @property
     def pulls(self) -> bool:
-        return self.direction in ("pull", "both")
+        return self.direction.fetches
 
     @property
-    def worker_moves(self) -> str:
+    def worker_moves(self) -> Flow:
         """What our sync worker does for this mapping: push, pull, both or none.
 
         ``direction`` says which way objects may cross, whoever connects (our
@@ -99,11 +123,11 @@ class MappingConfig:
 
     @property
     def worker_pushes(self) -> bool:
-        return self.worker_moves in ("push", "both")
+        return self.worker_moves.sends
 
     @property
     def worker_pulls(self) -> bool:
-        return self.worker_moves in ("pull", "both")
+        return self.worker_moves.fetches
 
     @property
     def key(self) -> str:
@@ -406,11 +430,7 @@ def _mapping(reader: _Reader, table: Any, where: str) -> MappingConfig:
         raise ConfigError(f"{reader.path}: {where} must be a table")
     keys = {"local", "remote", "direction", "worker", "interval", "egress", "ingress"}
     reader.check_keys(table, keys, where)
-    direction = reader.string(table, "direction", where, default="both")
-    if direction not in ("push", "pull", "both"):
-        raise ConfigError(
-            f"{reader.path}: {where} direction: {direction!r} is not push, pull or both"
-        )
+    direction = _direction(reader, table, where)
     worker = _worker(reader, table, where, direction)
     for policy in ("egress", "ingress"):
         if not isinstance(table.get(policy, {}), Mapping):
@@ -427,24 +447,31 @@ def _mapping(reader: _Reader, table: Any, where: str) -> MappingConfig:
     )
 
 
-_WORKER_MOVES = {"push": {"push"}, "pull": {"pull"}, "both": {"push", "pull"}, "none": set()}
+def _direction(reader: _Reader, table: Mapping, where: str) -> Flow:
+    """The mapping's ``direction`` key: push, pull or both (the default)."""
+    direction = reader.string(table, "direction", where, default="both")
+    if direction not in (Flow.PUSH, Flow.PULL, Flow.BOTH):
+        raise ConfigError(
+            f"{reader.path}: {where} direction: {direction!r} is not push, pull or both"
+        )
+    return Flow(direction)
 
 
-def _worker(reader: _Reader, table: Mapping, where: str, direction: str) -> str:
+def _worker(reader: _Reader, table: Mapping, where: str, direction: Flow) -> Flow | None:
     """The mapping's ``worker`` key: what our worker moves, within ``direction``."""
     worker = reader.string(table, "worker", where, default="")
     if not worker:
-        return ""
-    if worker not in _WORKER_MOVES:
+        return None
+    if worker not in tuple(Flow):
         raise ConfigError(
             f"{reader.path}: {where} worker: {worker!r} is not push, pull, both or none"
         )
-    if not _WORKER_MOVES[worker] <= _WORKER_MOVES[direction]:
+    if not Flow(worker).within(direction):
         raise ConfigError(
             f"{reader.path}: {where} worker: {worker!r} moves more than direction "
-            f"{direction!r} lets cross"
+            f"{direction.value!r} lets cross"
         )
-    return worker
+    return Flow(worker)
 
 
 class _Reader:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from node.config import Config, ConfigError, MappingConfig, PeerConfig
+from node.config import Config, ConfigError, Flow, MappingConfig, PeerConfig
 from node.policy import Rules
 from node.store import Store, catalog
 
@@ -57,7 +57,7 @@ class Agreements:
             return found
         return Agreement(
             peer=PeerConfig(name=peer, api_root="", user="", mappings=()),
-            mapping=MappingConfig(local=collection_id, remote="", direction="both"),
+            mapping=MappingConfig(local=collection_id, remote="", direction=Flow.BOTH),
             collection_id=collection_id,
             egress=self._strict_egress,
             ingress=self._default_ingress,
