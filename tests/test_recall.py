@@ -3,6 +3,7 @@ that received the object, and honouring it only from the object's origin."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from node.recall import EXTENSION_ID, RecallMode, recall_version
 from node.store import Store, audit, objects, recalls
 from node.store.audit import AuditRecord
 from node.store.objects import ObjectQuery
+from node.timestamps import to_micros
 from node.tlp import TLP, TLP2_MARKING_IDS
 from node.validation import object_problem
 from tests.exchange_fixtures import COLLECTION, indicator, open_store, publish, report
@@ -74,6 +76,30 @@ def test_withdraw_queues_a_recall_for_each_peer_that_received_it(store: Store) -
         ("node-c", shared["id"]),
     }
     assert again == 0  # one recall per object waits for each peer
+
+
+def test_deleting_some_versions_recalls_from_the_peers_that_received_one(store: Store) -> None:
+    first = indicator(modified="2026-01-01T00:00:00.000Z")
+    second = {**first, "modified": "2026-02-01T00:00:00.000Z", "name": "corrected"}
+    publish(store, [first, second], "alice")
+    _sent(store, "node-b", first)  # B received the first version only
+    _sent(store, "node-c", first)
+    _sent(store, "node-c", second)  # C received both
+    peers = {"node-b": frozenset(), "node-c": frozenset(), "node-d": frozenset()}
+    with store.write() as connection:
+        query = ObjectQuery(collection_id=COLLECTION, limit=1, ids=(first["id"],),
+                            versions=(to_micros(second["modified"]),))  # fmt: skip
+        deleting = objects.matching_versions(connection, query)
+        queued = operations.withdraw_deleted(connection, COLLECTION, first["id"], deleting,
+                                             "deleted", peers)  # fmt: skip
+    assert deleting == {to_micros(second["modified"])}
+    assert queued == 1  # B holds nothing that was deleted; D received nothing
+    with store.read() as connection:
+        [pending] = recalls.listed(connection)
+    recall = json.loads(pending.body)
+    # C's recall is a new version of what C holds (the deleted second version), revoked.
+    assert (pending.peer, recall["name"], recall["revoked"]) == ("node-c", "corrected", True)
+    assert recall["modified"] > second["modified"]
 
 
 def test_a_recall_from_the_origin_purges(store: Store) -> None:
@@ -158,7 +184,7 @@ def triangle(tmp_path: Path, store_url: str | None) -> Iterator[Triangle]:
 
 def _read(triangle: Triangle, name: str, object_id: str) -> list[dict]:
     """What an analyst reading B's collection gets for the object (every version)."""
-    response = triangle.get(name, path=f"objects/{object_id}/", match={"version": "all"})
+    response = triangle.get(name, path=f"objects/{object_id}/", **{"match[version]": "all"})
     if response.status_code == 404:
         return []
     assert response.status_code == 200, response.text
@@ -203,6 +229,39 @@ def test_deleted_on_a_is_recalled_and_purged_on_b(triangle: Triangle) -> None:
     triangle.rounds(2)
     assert _read(triangle, "node-b", shared["id"]) == []
     assert _read(triangle, "node-a", shared["id"]) == []
+
+
+def test_deleting_the_version_b_last_received_recalls_it_though_older_ones_remain(
+    triangle: Triangle,
+) -> None:
+    first = indicator(name="first")
+    triangle.post("node-a", [first])
+    triangle.rounds(1)
+    second = {**first, "modified": "2026-03-01T00:00:00.000Z", "name": "second"}
+    triangle.post("node-a", [second])
+    triangle.rounds(1)
+    assert [o["name"] for o in _read(triangle, "node-b", first["id"])] == ["first", "second"]
+    response = requests.delete(
+        f"{triangle['node-a'].collection_url('alpha')}objects/{first['id']}/",
+        params={"match[version]": second["modified"]},
+        auth=("admin", ADMIN_PASSWORD), headers={"Accept": TAXII}, timeout=30,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert [o["name"] for o in _read(triangle, "node-a", first["id"])] == ["first"]
+    triangle.rounds(2)
+    # B held the deleted version: the recall purges the object there...
+    assert _read(triangle, "node-b", first["id"]) == []
+    with triangle.store("node-b").read() as connection:
+        assert recalls.recalled_ids(connection, ALPHA, [first["id"]]) == {first["id"]}
+    # ...and B's reads of A offer it the recall alone, never again the version that
+    # remains on A (a revoked object stays revoked).
+    as_b = triangle.get("node-a", path=f"objects/{first['id']}/", user="node-b",
+                        password=sync_password("node-b", "node-a"),
+                        **{"match[version]": "all"})  # fmt: skip
+    assert as_b.status_code == 200, as_b.text
+    assert [(o["name"], o.get("revoked")) for o in as_b.json()["objects"]] == [("second", True)]
+    triangle.rounds(1)
+    assert _read(triangle, "node-b", first["id"]) == []
 
 
 def test_a_recall_forged_by_a_peer_that_is_not_the_origin_changes_nothing(

@@ -3,9 +3,11 @@
 Sending side.  When a peer's current version of an object is withheld by
 egress (raised to RED, a denied label), egress itself serves the peer a recall
 in its place (``node.recall``, ``node.store.recalls.recall_for``).  A DELETE
-removes what egress would read, so :func:`withdraw`, called before it, queues
-a recall for each peer that received the object; egress serves it at the
-place in the collection it took when queued.
+removes what egress would read, so :func:`withdraw_deleted`, called before it,
+queues a recall for each peer that received one of the versions it removes
+(the whole object, or some versions: see there); egress serves it at the place
+in the collection it took when queued, and no other version of the object to
+that peer afterwards.
 
 Receiving side.  :func:`honour` acts on a recall only when it comes from the
 object's origin (the peer every held version came from); any other recall is
@@ -74,6 +76,38 @@ def withdraw(
                 queued += 1
                 _audit_queued(connection, peer, collection_id, recall, reason)
     return queued
+
+
+def withdraw_deleted(
+    connection: Connection,
+    collection_id: str,
+    object_id: str,
+    deleting: set[int],
+    reason: str,
+    redactions: Mapping[str, frozenset[str]],
+) -> int:
+    """Before a DELETE of the versions ``deleting`` of ``object_id`` (all of them, or some:
+    TAXII 2.1 section 5.7, ``match[version]``): queue a recall for each peer that
+    received one of them.  Returns how many were queued.
+
+    A peer that received none of the deleted versions keeps what it has: nothing it
+    holds was withdrawn.  One that did gets a recall of the object, even when older
+    or newer versions remain here and are still shareable: a peer cannot be told to
+    drop one version (TAXII 2.1 has no tombstones), a remaining older version cannot
+    be sent again as a newer one (its ``modified`` is what it is, STIX 2.1 section
+    3.6), and a newer one would leave the deleted content in the peer's history.
+    A revoked object stays revoked (section 3.6), so from then on egress serves that
+    peer no version of it (rule ``recall.sent``); the versions that remain are still
+    shared with the peers that received none of the deleted ones.  To share the
+    remaining content with the peer again, publish it as a new object.
+    """
+    received = recalls.versions_delivered(connection, collection_id, object_id)
+    affected = {
+        peer: redact for peer, redact in redactions.items() if received.get(peer, set()) & deleting
+    }
+    if not affected:
+        return 0
+    return withdraw(connection, collection_id, [object_id], reason, affected)
 
 
 def _audit_queued(

@@ -6,6 +6,10 @@ decided, and to the dependencies that travel with them):
 
 * **recalled here**: an object its origin recalled is never passed on (rule
   ``recall.recalled``);
+* **recalled from the peer**: once a recall of an object is queued for the peer
+  (a DELETE's, or one relayed from the origin), no other version of it leaves
+  for that peer: a revoked object stays revoked (STIX 2.1 section 3.6; rule
+  ``recall.sent``);
 * **onward**: a version that came from another peer leaves only when the
   mapping's egress sets ``onward = "allow"`` (rule ``onward.never``); when it
   does, the decision names the origin;
@@ -54,11 +58,13 @@ AWAITING_RULE = "release.awaiting"
 REJECTED_RULE = "release.rejected"
 ONWARD_RULE = "onward.never"
 RECALLED_RULE = "recall.recalled"
+RECALL_SENT_RULE = "recall.sent"
 RECALL_RULE = recalls.RECALL_RULE
 # Rules that hold a version back without withdrawing what the peer holds.
-_HOLDING_RULES = frozenset({AWAITING_RULE, REJECTED_RULE, ONWARD_RULE})
+_HOLDING_RULES = frozenset({AWAITING_RULE, REJECTED_RULE, ONWARD_RULE, RECALL_SENT_RULE})
 RECALL_REASON = "withdrawn by its origin"
 DELETED_REASON = "deleted by its origin"
+_RECALL_SENT = "recalled from this peer (a revoked object stays revoked: STIX 2.1 section 3.6)"
 
 
 def _withheld(decision: Decision, rule: str, detail: str) -> Decision:
@@ -82,18 +88,31 @@ class EgressGates:
         self.peer = agreement.peer.name
         self.collection_id = agreement.collection_id
         self.rules = agreement.egress
+        self._any_recall_queued: bool | None = None
+
+    def recalled_from_peer(self, object_ids: Iterable[str]) -> set[str]:
+        """Those of ``object_ids`` with a recall queued for the peer (one query for the
+        whole call when none ever was, as on most mappings)."""
+        if self._any_recall_queued is None:
+            self._any_recall_queued = recalls.any_queued(self.connection, self.peer,
+                                                         self.collection_id)  # fmt: skip
+        if not self._any_recall_queued:
+            return set()
+        return recalls.queued_ids(self.connection, self.peer, self.collection_id, object_ids)
 
     def apply(
         self, versions: Sequence[provenance.Version], decisions: Sequence[Decision]
     ) -> list[Decision]:
         """``decisions`` (the policy's, one per version) with the gates applied."""
-        recalled_here = recalls.recalled_ids(
-            self.connection, self.collection_id, {v.object_id for v in versions}
-        )
+        ids = {v.object_id for v in versions}
+        recalled_here = recalls.recalled_ids(self.connection, self.collection_id, ids)
+        recalled_from_peer = self.recalled_from_peer(ids)
         gated: list[Decision] = []
         for version, decision in zip(versions, decisions, strict=True):
             if version.object_id in recalled_here:
                 decision = _withheld(decision, RECALLED_RULE, "recalled here by its origin")
+            elif version.object_id in recalled_from_peer:
+                decision = _withheld(decision, RECALL_SENT_RULE, _RECALL_SENT)
             elif decision.allowed and version.origin is not None:
                 decision = self._onward(decision, version.origin)
             gated.append(decision)
@@ -165,9 +184,13 @@ class EgressGates:
         if not ids:
             return {}
         held: dict[str, tuple[str, str]] = {
-            object_id: (RECALLED_RULE, "recalled here by its origin")
-            for object_id in recalls.recalled_ids(self.connection, self.collection_id, ids)
+            object_id: (RECALL_SENT_RULE, _RECALL_SENT)
+            for object_id in self.recalled_from_peer(ids)
         }
+        held.update(
+            (object_id, (RECALLED_RULE, "recalled here by its origin"))
+            for object_id in recalls.recalled_ids(self.connection, self.collection_id, ids)
+        )
         check_releases = unreleased and self.rules.release == "approval"
         if not check_releases and self.rules.onward == "allow":
             return held
@@ -259,9 +282,17 @@ def divert(
 
 
 def recall_deleted(
-    connection: Connection, agreements: Iterable[Agreement], collection_id: str, object_id: str
+    connection: Connection,
+    agreements: Iterable[Agreement],
+    collection_id: str,
+    object_id: str,
+    deleting: set[int],
 ) -> int:
-    """Before a DELETE of every version of ``object_id``: queue a recall for each peer
-    mapped to the collection that received it.  Returns how many were queued."""
-    return recall_operations.withdraw(connection, collection_id, [object_id], DELETED_REASON,
-                                      recall_redactions(agreements, collection_id))  # fmt: skip
+    """Before a DELETE of the versions ``deleting`` of ``object_id`` (every version, or
+    some: TAXII 2.1 section 5.7): queue a recall for each peer mapped to the collection
+    that received one of them (``node.operations.recalls.withdraw_deleted``).  Returns
+    how many were queued."""
+    redactions = recall_redactions(agreements, collection_id)
+    return recall_operations.withdraw_deleted(
+        connection, collection_id, object_id, deleting, DELETED_REASON, redactions
+    )

@@ -567,6 +567,17 @@ def explain(
     return "\n".join(row[0] for row in connection.exec_driver_sql(prefix + statement, params))
 
 
+def matching_versions(connection: Connection, query: ObjectQuery) -> set[int]:
+    """The versions (as ``objects.version``) that :func:`delete` would remove for ``query``."""
+    where = _Filter(connection, query)
+    return {
+        version
+        for (version,) in connection.exec_driver_sql(
+            f"SELECT o.version FROM objects o WHERE {where.sql}", tuple(where.params)
+        )
+    }
+
+
 def delete(connection: Connection, query: ObjectQuery) -> int:
     """Delete the versions matching ``query`` (one object, 5.7); return how many.
 

@@ -118,6 +118,26 @@ def last_delivered(
     return found
 
 
+def versions_delivered(
+    connection: Connection, collection_id: str, object_id: str
+) -> dict[str, set[int]]:
+    """The versions (as ``objects.version``) of the object the audit shows each peer
+    received (recalls it was sent are not content it received)."""
+    a = audit_table
+    statement = select(a.c.peer, a.c.version).where(
+        a.c.object_id == object_id,
+        a.c.collection_id == collection_id,
+        a.c.action.in_(DELIVERED_ACTIONS),
+        a.c.peer.is_not(None),
+        or_(a.c.rule.is_(None), a.c.rule != RECALL_RULE),
+    )
+    found: dict[str, set[int]] = {}
+    for peer, version in connection.execute(statement).all():
+        if version:
+            found.setdefault(peer, set()).add(to_micros(version))
+    return found
+
+
 def peers_delivered(connection: Connection, collection_id: str, object_id: str) -> set[str]:
     """The peers the audit shows received some version of the object."""
     a = audit_table
@@ -192,6 +212,13 @@ def outgoing(
     if ids:
         statement = statement.where(o.c.object_id.in_(ids))
     return [Outgoing(**row._mapping) for row in connection.execute(statement)]
+
+
+def any_queued(connection: Connection, peer: str, collection_id: str) -> bool:
+    """Whether a recall of anything in the collection was ever queued for the peer."""
+    o = recall_outbox
+    statement = select(o.c.pk).where(o.c.peer == peer, o.c.collection_id == collection_id)
+    return connection.execute(statement.limit(1)).first() is not None
 
 
 def queued_ids(

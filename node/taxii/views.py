@@ -494,9 +494,10 @@ def delete_object(collection_id: str, object_id: str) -> Response:
     )
     state = node_state()
     with state.store.write() as connection:
-        if query.versions == ("all",) and not query.spec_versions:
-            # TAXII 2.1 has no tombstones: peers that received the object get a recall.
-            recall_deleted(connection, state.agreements, collection_id, object_id)
+        # TAXII 2.1 has no tombstones: peers that received a deleted version get a recall.
+        deleting = objects.matching_versions(connection, query)
+        if deleting:
+            recall_deleted(connection, state.agreements, collection_id, object_id, deleting)
         deleted = objects.delete(connection, query)
         if deleted:
             audit.record(
