@@ -47,6 +47,7 @@ from typing import Any, Literal, NamedTuple
 from node.errors import ConfigError
 from node.tlp import TLP, TLP_BY_MARKING_ID, parse_level, tlp_of
 from node.tomlreader import first_unknown_key
+from node.validation import version_stamp
 
 Direction = Literal["egress", "ingress"]
 Resolver = Callable[[str], dict[str, Any] | None]
@@ -409,7 +410,7 @@ class _Verdict(NamedTuple):
 
 
 def _version(obj: Mapping[str, Any]) -> str:
-    return obj.get("modified") or obj.get("created") or ""
+    return version_stamp(obj) or ""
 
 
 def _withheld(obj: Mapping[str, Any], rule: str, detail: str) -> Decision:

@@ -21,6 +21,7 @@ import click
 
 from node.errors import RemoteError
 from node.timestamps import is_timestamp
+from node.validation import version_stamp
 
 from .common import EXIT_FAILURES, CommandError, NodeContext, warn
 
@@ -265,23 +266,19 @@ class _Sources:
         return (str(stix_id or ""), str(version or ""))
 
     def remember(self, obj: dict, source: str) -> None:
-        self._by_version.setdefault(self._key(obj.get("id"), _version(obj)), []).append(source)
+        self._by_version.setdefault(self._key(obj.get("id"), version_stamp(obj)), []).append(source)
 
     def name(self, stix_id: object, version: object) -> str:
         return " or ".join(dict.fromkeys(self._by_version.get(self._key(stix_id, version), [])))
 
     def forget(self, objects: Iterable[dict]) -> None:
         for obj in objects:
-            key = self._key(obj.get("id"), _version(obj))
+            key = self._key(obj.get("id"), version_stamp(obj))
             remaining = self._by_version.get(key, [])[1:]
             if remaining:
                 self._by_version[key] = remaining
             else:
                 self._by_version.pop(key, None)
-
-
-def _version(obj: dict) -> object:
-    return obj.get("modified") or obj.get("created")
 
 
 def _describe_invalid(source: str, obj: object, reason: str) -> dict:
@@ -409,7 +406,7 @@ def _publish(
     def oversized(obj: dict, size: int) -> None:
         summary.failed.append(
             {
-                "source": sources.name(obj.get("id"), _version(obj)),
+                "source": sources.name(obj.get("id"), version_stamp(obj)),
                 "id": obj.get("id", ""),
                 "message": f"{size} bytes: larger than the server's max_content_length "
                 f"({max_bytes})",

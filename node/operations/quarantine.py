@@ -19,6 +19,7 @@ from node.errors import Conflict, InvalidValue, NotFound
 from node.store import accounts, audit, catalog, objects, quarantine
 from node.store.audit import AuditRecord, Direction
 from node.store.quarantine import Held
+from node.validation import version_stamp
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def hold(
                 action="quarantined",
                 direction=Direction(direction),
                 object_id=item.get("id"),
-                version=item.get("modified") or item.get("created"),
+                version=version_stamp(item),
                 peer=peer,
                 collection_id=collection_id,
                 rule="quarantine",
