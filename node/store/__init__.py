@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, select
 from node.timestamps import now_micros
 
 from . import schema
-from .engine import create_store_engine, read_transaction, write_transaction
+from .engine import create_store_engine, read_transaction, statement_reads, write_transaction
 from .objects import INSERTED_ROWS
 
 
@@ -45,6 +45,13 @@ class Store:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         with read_transaction(self.engine) as connection:
+            yield connection
+
+    @contextmanager
+    def read_statement(self) -> Iterator[Connection]:
+        """A connection for one-statement reads (a page): no transaction around
+        them (``engine.statement_reads``)."""
+        with statement_reads(self.engine) as connection:
             yield connection
 
     @contextmanager

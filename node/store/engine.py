@@ -10,15 +10,19 @@ timestamp (TAXII 2.1 section 3.4.2).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Select, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 _WRITE_OPTION = "taxii_node_write"
+_RETURNED_AT = "taxii_node_returned_at"
+# Pooled PostgreSQL connections idle this long are checked before use.
+PING_IDLE_SECONDS = 2.0
 _Selected = TypeVar("_Selected", bound=Select[Any])
 
 
@@ -30,12 +34,13 @@ def placeholder(connection: Connection) -> str:
 def fetch_all(connection: Connection, statement: str, params: tuple[Any, ...]) -> list[Any]:
     """The rows of one SELECT in SQL text, as the driver returns them (tuples).
 
-    Run on a DBAPI cursor of ``connection``, inside its transaction: a
-    SQLAlchemy result builds its column metadata for every statement and
-    fetches and wraps one row at a time, which cost more than the query on a
-    page of 100 rows and as much as it on a page of 1,000.  A lost database
-    connection invalidates ``connection``, as SQLAlchemy's own execution does,
-    so that the pool does not hand it out again.
+    Run on a DBAPI cursor of ``connection``, inside its transaction if it has
+    one: a SQLAlchemy result builds its column metadata for every statement
+    and fetches and wraps one row at a time, which cost more than the query on
+    a page of 100 rows and as much as it on a page of 1,000.  Errors come out
+    as SQLAlchemy's (``DBAPIError`` subclasses), and a lost server connection
+    is invalidated, as SQLAlchemy's own execution does, so that the pool does
+    not hand it out again.
     """
     dbapi_connection = connection.connection
     cursor = dbapi_connection.cursor()
@@ -43,9 +48,17 @@ def fetch_all(connection: Connection, statement: str, params: tuple[Any, ...]) -
         cursor.execute(statement, params)
         return list(cursor.fetchall())
     except connection.dialect.loaded_dbapi.Error as error:
-        if connection.dialect.is_disconnect(error, dbapi_connection.dbapi_connection, cursor):
+        lost = connection.dialect.is_disconnect(error, dbapi_connection.dbapi_connection, cursor)
+        if lost:
             connection.invalidate(error)
-        raise
+        raise exc.DBAPIError.instance(
+            statement,
+            params,
+            error,
+            connection.dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=connection.dialect,
+        ) from error
     finally:
         cursor.close()
 
@@ -64,16 +77,57 @@ def locking(statement: _Selected, connection: Connection) -> _Selected:
     return statement.with_for_update() if row_lock_clause(connection) else statement
 
 
-def create_store_engine(url: str) -> Engine:
-    """An engine for ``url`` (``sqlite:///path`` or ``postgresql://...``)."""
+def create_store_engine(url: str, ping_idle_seconds: float = PING_IDLE_SECONDS) -> Engine:
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql://...``).
+
+    ``ping_idle_seconds``: see ``ping_after_idle`` (PostgreSQL only).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(parsed, pool_size=5, max_overflow=10)
+        ping_after_idle(engine, ping_idle_seconds)
+        return engine
     raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+def ping_after_idle(engine: Engine, seconds: float) -> None:
+    """Check a pooled connection with a ``SELECT 1`` before use only when it sat
+    unused in the pool for ``seconds`` or more (and once when new).
+
+    ``pool_pre_ping`` checks at every checkout: a round trip to the server per
+    request, a quarter of a page's on PostgreSQL.  What the check catches is a
+    connection the server dropped while it sat in the pool (a restart, an idle
+    timeout, a failover); one handed back moments ago is handed out unchecked.
+    Should the server have dropped it meanwhile, the request's statement fails
+    and SQLAlchemy's disconnect handling (and ``fetch_all``'s) invalidates the
+    pool's connections, so only requests in flight at that moment fail.
+    A failed check makes the pool open a fresh connection instead (SQLAlchemy's
+    documented checkout protocol: ``DisconnectionError``).
+    """
+
+    def returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    def check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned_at = record.info.get(_RETURNED_AT)
+        if returned_at is not None and time.monotonic() - returned_at < seconds:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+            dbapi_connection.rollback()  # the check's own transaction, not the caller's
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise exc.DisconnectionError(f"the pooled connection is gone: {error}") from error
+
+    event.listen(engine, "checkin", returned)
+    event.listen(engine, "checkout", check)
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -121,6 +175,23 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         connection = connection.execution_options(**{_WRITE_OPTION: True})
         with connection.begin():
             yield connection
+
+
+@contextmanager
+def statement_reads(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads of one statement each, outside any transaction.
+
+    One statement reads one snapshot on both engines (PostgreSQL takes a
+    snapshot per statement; SQLite runs a statement outside BEGIN in a read
+    transaction of its own), so a page needs no BEGIN and COMMIT around it: on
+    PostgreSQL the connection is in autocommit mode, one round trip instead of
+    three.  For single SELECTs only: statements that must see one snapshot
+    together, or that write, need ``read_transaction`` or ``write_transaction``.
+    """
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
 
 
 @contextmanager

@@ -188,7 +188,7 @@ def _query(collection_id: str, scope: str, allowed: frozenset[str], **extra):
 
 
 def _page(query) -> tuple[list[StoredObject], bool]:
-    with node_state().store.read() as connection:
+    with node_state().store.read_statement() as connection:
         return objects.page(connection, query)
 
 
@@ -311,7 +311,7 @@ def _objects_response(collection_id: str, query, request_fingerprint: str, endpo
             _peer_date_headers(served, query.after),
             bool(texts),
         )
-    with node_state().store.read() as connection:
+    with node_state().store.read_statement() as connection:
         page = objects.page_bodies(connection, query)
     fields = _page_fields(page.last_added, page.more, request_fingerprint)
     envelope = _objects_envelope(fields, page.bodies)
