@@ -325,9 +325,12 @@ class Matrix:
             {**rep, "object_refs": [clear["id"], loader["id"], rel_ok["id"]]},
         ]
         self.a_served = a_served + [MARKINGS[m] for m in sorted(marking_refs(a_served))]
-        # ... and what B keeps of it: no internal-only label, no x_partner_secret.
+        # ... and what B keeps of it: no internal-only label, no x_partner_secret, and
+        # not the TLP definitions (B's own, built in, stand: "already present").
         self.on_b_from_a = [
-            without(obj, "x_partner_secret") for obj in self.a_served if obj is not internal
+            without(obj, "x_partner_secret")
+            for obj in without_builtin_markings(self.a_served)
+            if obj is not internal
         ]
         self.a_withheld = {
             strict["id"]: "tlp.max",
@@ -373,7 +376,9 @@ class Matrix:
         ]
         self.b_served = b_served + [MARKINGS[m] for m in sorted(marking_refs(b_served))]
         self.on_a_from_b = [
-            without(obj, "x_partner_secret") for obj in self.b_served if obj is not b_strict
+            without(obj, "x_partner_secret")
+            for obj in without_builtin_markings(self.b_served)
+            if obj is not b_strict
         ]
         self.b_refused_by_a = {b_strict["id"]}
 
@@ -637,12 +642,13 @@ def test_rejected_object_is_dead_lettered_and_does_not_block(tmp_path, stopper):
     [push] = pair.run_once(pair.a)
     assert push.ok and push.direction == "push", push
     assert push.dead_lettered == 2
-    assert push.sent == 1 + len(fine) + 1  # the author, the indicators, the TLP marking
+    # The author and the indicators are new at B; B holds the TLP:GREEN definition built in.
+    assert (push.sent, push.already_present) == (1 + len(fine), 1)
     dead = {d["object_id"]: d for d in pair.dead_letters(pair.a)}
     assert set(dead) == {mal["id"], big["id"]}
     assert "types.deny" in dead[mal["id"]]["reason"]
     assert "max_content_length" in dead[big["id"]]["reason"]
-    assert holdings(pair.b) == by_version([author, *fine, MARKINGS[TLP2["green"]]])
+    assert holdings(pair.b) == by_version([author, *fine])
 
     # The dead letters are not retried and block nothing that follows.
     later = indicator(author, TLP2["green"], "192.0.2.99")
@@ -696,10 +702,10 @@ def test_peer_down_leaves_cursors_and_catches_up_without_loss(tmp_path, stopper)
     assert push.sent >= len(a_second) and pull.received == len(b_second)
     after = pair.states(pair.a)
     assert all(state.last_error is None for state in after.values())
-    markings = [MARKINGS[TLP2["green"]], MARKINGS[TLP2["clear"]]]
+    # Neither side stores the partner's copy of a TLP definition: each keeps its own.
     on_b = holdings(pair.b)
-    assert on_b == by_version(b_first + b_second + a_first + a_second + markings[:1])
-    assert holdings(pair.a) == by_version(a_first + a_second + b_first + b_second + markings)
+    assert on_b == by_version(b_first + b_second + a_first + a_second)
+    assert holdings(pair.a) == by_version(a_first + a_second + b_first + b_second)
 
 
 # --------------------------------------------------------------------------- SIGKILL
@@ -720,7 +726,7 @@ def big_publication(count: int) -> tuple[list[dict], list[dict]]:
 
 def without_builtin_markings(objs: list[dict]) -> list[dict]:
     """``objs`` less the node's built-in TLP definitions, which a node never stores as
-    received from a peer it pulls from."""
+    received from a peer (pulled, or posted by the peer's account)."""
     return [obj for obj in objs if obj["id"] not in MARKINGS]
 
 
@@ -773,6 +779,7 @@ def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, st
 
     # Mid-push: node A's worker is killed while it posts batches to node B.
     everything, shared = big_publication(3000)
+    shared = without_builtin_markings(shared)  # node-b keeps its own TLP definitions
     publish(pair.a.collection_url("alpha"), ADMIN, everything)
     worker = start_worker(pair.a, "--peer", "node-b")
     kill_when_partly_moved(pair, worker, pair.b, "alpha", len(shared))
@@ -783,12 +790,12 @@ def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, st
 
     # Mid-pull: node B's worker is killed while it pages through node A's collection.
     everything, shared = big_publication(3000)
+    shared = without_builtin_markings(shared)
     publish(pair.a.collection_url("beta"), ADMIN, everything)
     worker = start_worker(pair.b, "--peer", "node-a")
     kill_when_partly_moved(pair, worker, pair.b, "beta", len(shared))
     finish = pair.b.cli("sync", "--once", "--peer", "node-a")
     assert "FAILED" not in finish.stdout
-    shared = without_builtin_markings(shared)  # node-b keeps its own TLP definitions
     assert holdings(pair.b, "beta") == by_version(shared)
     assert count_versions(pair, pair.b, "beta") == len(shared)
 

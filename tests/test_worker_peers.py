@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from node.store import audit, objects
+from node.sharing.records import ALREADY_HERE
+from node.store import audit, objects, provenance
 from node.timestamps import to_micros
 from tests.nodes import COLLECTIONS
 from tests.pair import Pair, make_pair, run_cli
@@ -32,6 +33,7 @@ from tests.test_sync import (
     holdings,
     identity,
     indicator,
+    peer_auth,
     publish,
     start_worker,
 )
@@ -140,8 +142,9 @@ def test_an_object_the_peer_answers_500_is_dead_lettered_and_the_rest_delivered(
 
     [push] = pair.run_once(pair.a, retries=2)
     assert push.ok, push
-    assert (push.sent, push.dead_lettered) == (1 + 3 + 1, 1)  # author, behind, marking
-    assert holdings(pair.b) == by_version([author, *behind, MARKINGS[TLP2["green"]]])
+    # Sent: author and behind; the TLP:GREEN definition node-b holds already (built in).
+    assert (push.sent, push.already_present, push.dead_lettered) == (1 + 3, 1, 1)
+    assert holdings(pair.b) == by_version([author, *behind])
     cursor = pair.states(pair.a)[("alpha<->alpha", "push")].cursor
     assert cursor > 0
     [again] = pair.run_once(pair.a, retries=2)  # the cursor moved past it: nothing to do
@@ -228,7 +231,8 @@ def test_dependencies_cross_once_and_already_present_is_counted_apart(tmp_path, 
     first = indicator(author, TLP2["green"], "192.0.2.1")
     publish(pair.a.collection_url("alpha"), ADMIN, [author, first])
     [push] = pair.run_once(pair.a)
-    assert (push.sent, push.already_present) == (3, 0)  # author, indicator, marking
+    # Author and indicator are new at node-b; the TLP:GREEN definition is built in there.
+    assert (push.sent, push.already_present) == (2, 1)
 
     # A later object by the same author, under the same marking: only it crosses.
     second = indicator(author, TLP2["green"], "192.0.2.2")
@@ -245,7 +249,7 @@ def test_dependencies_cross_once_and_already_present_is_counted_apart(tmp_path, 
     [push] = pair.run_once(pair.a)
     assert (push.sent, push.already_present) == (0, 1)
     state = pair.states(pair.a)[("alpha<->alpha", "push")]
-    assert (state.sent, state.already_present) == (4, 1)
+    assert (state.sent, state.already_present) == (3, 2)
     records = [r for r in audit_rows(pair, pair.a) if r["object_id"] == both["id"]]
     assert [(r["action"], r["detail"]) for r in records if r["direction"] == "push"] == [
         ("sent", "already present at the peer")
@@ -272,6 +276,57 @@ def test_builtin_tlp_definitions_are_never_stored_as_received_from_a_peer(tmp_pa
     assert TLP2["clear"] not in received and theirs["id"] in received
 
 
+def test_builtin_tlp_definitions_a_peer_pushes_are_already_present(tmp_path, stopper):
+    """node-a pushes TLP:GREEN objects with the TLP:GREEN definition (a dependency); node-b,
+    receiving them as node-a's POSTs, keeps its own definition: the peer never becomes its
+    origin, node-b's audit does not say it was received, and node-a counts it apart."""
+    pair = push_pair(tmp_path, stopper)
+    author = identity("Unit A", TLP2["green"])
+    first = indicator(author, TLP2["green"], "192.0.2.10")
+    publish(pair.a.collection_url("alpha"), ADMIN, [author, first])
+    [push] = pair.run_once(pair.a)
+    assert push.ok and (push.sent, push.already_present) == (2, 1)
+
+    assert holdings(pair.b) == by_version([author, first])
+    with pair.store(pair.b).read() as connection:
+        stored = provenance.versions_of(connection, COLLECTIONS["alpha"], list(MARKINGS), None)
+        assert [(v.object_id, v.origin) for v in stored] == []
+    on_b = audit_rows(pair, pair.b)
+    received = [r["object_id"] for r in on_b if r["action"] == "received"]
+    assert sorted(received) == sorted([author["id"], first["id"]])
+    [posted] = [r for r in on_b if r["action"] == "published" and r["peer"] == "node-a"]
+    assert posted["detail"].endswith(": 2 new, 1 already present, 0 failed")
+    pushed = [(r["action"], r["detail"]) for r in audit_rows(pair, pair.a)
+              if r["object_id"] == TLP2["green"]]  # fmt: skip
+    assert pushed == [("sent", "already present at the peer")]
+
+    # The definition was acknowledged: a later object under it crosses alone.
+    second = indicator(author, TLP2["green"], "192.0.2.11")
+    publish(pair.a.collection_url("alpha"), ADMIN, [second])
+    [push] = pair.run_once(pair.a)
+    assert (push.sent, push.already_present) == (1, 0)
+    state = pair.states(pair.a)[("alpha<->alpha", "push")]
+    assert (state.sent, state.already_present) == (3, 1)
+
+
+def test_a_version_a_peer_posts_again_is_audited_as_already_present(tmp_path, stopper):
+    """A peer re-posting what it delivered before (its worker killed before it committed
+    the round) is told "already present", and node-b's audit says so: received once."""
+    pair = push_pair(tmp_path, stopper)
+    author = identity("Unit A", TLP2["green"])
+    for _ in range(2):
+        publish(pair.b.collection_url("alpha"), peer_auth("node-a", "node-b"), [author])
+    on_b = audit_rows(pair, pair.b)
+    records = [(r["action"], r["detail"]) for r in on_b if r["object_id"] == author["id"]]
+    assert [action for action, _ in records] == ["received", "received"]
+    assert records[0][1] != ALREADY_HERE and records[1][1] == ALREADY_HERE
+    posted = [r["detail"] for r in on_b if r["action"] == "published"]
+    assert [detail.split(": ", 1)[1] for detail in posted] == [
+        "1 new, 0 already present, 0 failed",
+        "0 new, 1 already present, 0 failed",
+    ]
+
+
 # --------------------------------------------------------------------------- health
 
 
@@ -295,7 +350,10 @@ def test_the_running_worker_reports_a_peer_that_is_down(tmp_path, stopper):
     worker = start_worker(pair.a)
     stopper.append(_Terminating(worker))
     log = pair.a.directory / "sync-worker.log"
-    wait_for_line(log, r"node-b alpha<->alpha push: sent 2, .*\(ok\)$")
+    # The author is sent; its TLP:GREEN definition is built in at node-b.
+    wait_for_line(
+        log, r"node-b alpha<->alpha push: sent 1, received 0, already present 1, .*\(ok\)$"
+    )
 
     pair.b.stop()
     failed = wait_for_line(log, r"WARNING node-b alpha<->alpha push: .*FAILED")

@@ -284,7 +284,8 @@ def _sync_once(config: Config) -> list[RoundResult]:
 def describe_round(node: str, result: RoundResult) -> str:
     """One sync round, labelled by the node that ran it: 'node-a push to node-b: ...'."""
     way = "to" if result.direction == "push" else "from"
-    counts = (f"sent {result.sent}, received {result.received}, withheld {result.withheld}, "
+    counts = (f"sent {result.sent}, received {result.received}, "
+              f"already present {result.already_present}, withheld {result.withheld}, "
               f"dead-lettered {result.dead_lettered}")  # fmt: skip
     outcome = "ok" if result.ok else f"FAILED: {result.error}"
     return (

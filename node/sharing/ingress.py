@@ -9,6 +9,11 @@ Besides the mapping's ingress policy:
 * **echoes**: a version this node already holds from elsewhere (ours, served
   back by a peer that does not record origins) is "already present", not a
   conflicting version;
+* **the built-in TLP definitions** (``node.tlp``) are "already present" whatever
+  a peer sends under their ids, pulled or posted: the node's own stand, a peer
+  (which sends them as dependencies of TLP-marked objects, or serves back the
+  ones we pushed) never becomes their origin, and nothing about them is audited
+  as received from it;
 * **only the creator versions an object** (STIX 2.1 section 3.6): a new version
   of an object whose stored versions were made here or by another producer
   (another origin, or another ``created_by_ref``) is refused, unless the
@@ -41,7 +46,13 @@ from node.validation import object_problem
 from .agreements import Agreement
 from .egress import stored_version_visible, visible
 from .gates import divert
-from .records import decision_records
+from .records import (
+    ALREADY_HERE,
+    ALREADY_PRESENT,
+    already_present,
+    already_present_keys,
+    decision_records,
+)
 
 REFUSED = "refused by this node's ingress policy"
 COLLISION = "a different object with this id and version is already stored"
@@ -83,7 +94,6 @@ def admit(
     admission = Admission()
     candidates: list[dict[str, Any]] = []
     held = _held_from_elsewhere(connection, collection_id, peer, items)
-    builtin = _builtin_marking_ids()
     for item in items:
         stored = (
             held.get((str(item.get("id")), _micros(item) or 0)) if isinstance(item, dict) else None
@@ -92,14 +102,12 @@ def admit(
             admission.recalls.append(item)
         elif not isinstance(item, dict):
             admission.accepted.append(item)
-        elif not to_peer and str(item.get("id", "")).lower() in builtin:
-            # The node's own TLP definitions stand; a peer serving them back to our pull
-            # (medallion and OpenTAXII do not record origins) must not become their origin.
-            admission.echoes.append(_detail(item, "already present"))
+        elif str(item.get("id", "")).lower() in TLP_BY_MARKING_ID:
+            admission.echoes.append(_detail(item, ALREADY_PRESENT))
         elif stored is None or (to_peer and jsoncodec.loads(stored) != item):
             candidates.append(item)  # a different version under a held one: see _creator_only
         elif not to_peer or _version_visible(connection, agreement, _detail(item, "")):
-            admission.echoes.append(_detail(item, "already present"))
+            admission.echoes.append(_detail(item, ALREADY_PRESENT))
         else:
             admission.refused.append(_detail(item, REFUSED))
     rules = agreement.ingress
@@ -131,10 +139,13 @@ def settle(
     to_peer: bool,
     agreements: Iterable[Agreement],
 ) -> list[AuditRecord]:
-    """The audit records of a stored batch; for a peer's account, collision failures about
+    """The audit records of a stored batch: "received" for each stored version, with
+    ``ALREADY_HERE`` as detail when the store held it already (a peer re-posting after
+    a crash, a page pulled again); for a peer's account, collision failures about
     versions it may not see are worded as any other refusal.  Quarantined versions are
     held and recalls honoured here, in the batch's write transaction (see ``gates``);
-    ``agreements`` (the node's) are the peers a recall honoured is relayed to."""
+    ``agreements`` (the node's) are the peers a recall honoured is relayed to.  Echoes
+    (``admission.echoes``) were not stored and have no record of their own."""
     diverted = divert(connection, agreement, admission, outcome, direction, agreements)
     if to_peer:
         for failure in outcome.failures:
@@ -142,7 +153,7 @@ def settle(
                 connection, agreement, failure
             ):
                 failure["message"] = REFUSED
-    return decision_records(
+    records = decision_records(
         agreement.peer.name,
         agreement.collection_id,
         direction,
@@ -150,6 +161,7 @@ def settle(
         Action.RECEIVED,
         outcome.failures,
     )
+    return already_present(records, already_present_keys(outcome.successes), ALREADY_HERE)
 
 
 def local_resolver(connection: Connection, collection_id: str) -> Resolver:
@@ -161,10 +173,6 @@ def local_resolver(connection: Connection, collection_id: str) -> Resolver:
         return found if found is not None else builtin.get(object_id.lower())
 
     return resolve
-
-
-def _builtin_marking_ids() -> frozenset[str]:
-    return frozenset(obj["id"].lower() for obj in tlp_marking_definitions())
 
 
 def _held_from_elsewhere(
@@ -244,11 +252,7 @@ def _version_visible(connection: Connection, agreement: Agreement, failure: dict
 
 
 def _reviewable(obj: dict[str, Any]) -> bool:
-    """Quarantine holds valid objects; the TLP marking definitions are the standard's own
-    (``node.tlp``) and are stored at once."""
-    object_id = obj.get("id")
-    if isinstance(object_id, str) and object_id.lower() in TLP_BY_MARKING_ID:
-        return False
+    """Quarantine holds valid objects (the TLP definitions never get here: see ``admit``)."""
     return object_problem(obj) is None
 
 

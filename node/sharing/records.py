@@ -12,11 +12,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from node.policy import Decision
 from node.store.audit import Action, AuditRecord, Direction
+
+ALREADY_PRESENT = "already present"  # a status success (TAXII 2.1 section 4.3.1) for a
+# version the receiving side held already, as this node's store answers it
+ALREADY_AT_PEER = "already present at the peer"  # the detail of such a push record
+ALREADY_HERE = "already present here"  # the detail of such a pull or receive record
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,41 @@ def decision_records(
             )
         )
     return records
+
+
+def already_present_keys(successes: Iterable[object]) -> set[tuple[str, str]]:
+    """(id, version) of the status successes that say the version was held already
+    (a peer's status is untrusted JSON: anything but such a detail is ignored)."""
+    return {
+        (str(s.get("id")), str(s.get("version") or ""))
+        for s in successes
+        if isinstance(s, dict) and s.get("message") == ALREADY_PRESENT
+    }
+
+
+def already_present(
+    records: list[AuditRecord], keys: set[tuple[str, str]], detail: str
+) -> list[AuditRecord]:
+    """``records`` with ``detail`` on the sent or received versions that ``keys`` (id,
+    version) say the receiving side held already: so that "sent" and "received" count
+    what was new there, and the audit says which was not.
+
+    A version without created/modified (an SCO) has one version per id; the receiver
+    labels it by its date_added, so it is matched by id.
+    """
+    if not keys:
+        return records
+    ids = {object_id for object_id, _ in keys}
+    return [
+        replace(record, detail=detail)
+        if record.action in (Action.SENT, Action.RECEIVED)
+        and (
+            (record.object_id, record.version or "") in keys
+            or (record.version is None and record.object_id in ids)
+        )
+        else record
+        for record in records
+    ]
 
 
 def counts(records: Iterable[AuditRecord]) -> Counts:

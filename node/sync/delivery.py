@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from node.errors import RemoteError
+from node.sharing.records import already_present_keys
 
 # Errors that concern the peer or our access, never the objects: retried in a later round.
 _NOT_ABOUT_OBJECTS = {401, 403, 404, 408, 429}
-ALREADY_PRESENT = "already present"
 
 Envelope = Sequence[tuple[dict, str]]  # (object, its JSON text)
 Post = Callable[[list[str], int], dict]  # (texts, attempts) -> status; raises RemoteError
@@ -45,9 +45,7 @@ class Delivery:
     def add_status(self, status: dict) -> None:
         failures = status.get("failures")
         self.failures.extend(f for f in failures or () if isinstance(f, dict))
-        for success in status.get("successes") or ():
-            if isinstance(success, dict) and success.get("message") == ALREADY_PRESENT:
-                self.already_present.add((str(success.get("id")), str(success.get("version"))))
+        self.already_present |= already_present_keys(status.get("successes") or ())
 
 
 def isolatable(error: RemoteError) -> bool:

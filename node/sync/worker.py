@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from node.client import ObjectPage, RemoteError, TaxiiClient, split_envelopes
 from node.config import Config, PeerConfig
@@ -36,6 +36,7 @@ from node.sharing import (
     egress,
     settle,
 )
+from node.sharing.records import ALREADY_AT_PEER, ALREADY_HERE, already_present
 from node.store import Store, audit, objects, syncstate
 from node.store.audit import Action, AuditRecord, Direction
 from node.timestamps import now_micros, to_micros
@@ -50,8 +51,6 @@ PULL_PAGE = 1000
 # A push round with nothing to send asks the peer's API root when the peer has not
 # answered for this long, so that a peer that is down is reported, not "ok".
 PROBE_AFTER_SECONDS = 10.0
-ALREADY_AT_PEER = "already present at the peer"
-ALREADY_HERE = "already present here"
 
 
 @dataclass
@@ -236,32 +235,7 @@ class MappingSync:
             Action.SENT,
             delivery.failures,
         )
-        return _already_present(records, delivery.already_present)
-
-    def _without_acknowledged(
-        self, connection, to_send: list[dict], decisions: list[Decision], rows_read: set
-    ):
-        """Leave out the dependencies the peer acknowledged in an earlier round: each
-        identity and marking definition version crosses once per peer and mapping.
-        (Versions read from the collection in this batch are sent as they come.)"""
-        travelling = [
-            d
-            for d in decisions
-            if d.allowed
-            and d.object_id.split("--")[0] in DEPENDENCY_TYPES
-            and (d.object_id, d.version or "") not in rows_read
-        ]
-        if not travelling:
-            return to_send, decisions
-        keys = [(d.object_id, d.version or "") for d in travelling]
-        known = syncstate.acknowledged_dependencies(connection, self.peer, self.key, keys)
-        if not known:
-            return to_send, decisions
-        dropped = [d for d in travelling if (d.object_id, d.version or "") in known]
-        dropped_keys = {(d.object_id, d.version or "") for d in dropped}
-        objs = [obj for obj in to_send if (obj.get("id"), _version_text(obj)) not in dropped_keys]
-        dropped_ids = {id(d) for d in dropped}
-        return objs, [d for d in decisions if id(d) not in dropped_ids]
+        return already_present(records, delivery.already_present, ALREADY_AT_PEER)
 
     def _commit_push(self, state, sending: Future, batch: _PushBatch, result) -> None:
         delivery: Delivery = sending.result()  # re-raises the sender's RemoteError
@@ -432,23 +406,14 @@ class MappingSync:
         outcome = objects.add_objects(
             connection, collection_id, admission.accepted, origin=self.peer
         )
-        present = {
-            (str(s.get("id")), str(s.get("version")))
-            for s in outcome.successes
-            if s.get("message") == "already present"
-        }
-        records = _already_present(
-            settle(
-                connection,
-                self.agreement,
-                admission,
-                outcome,
-                Direction.PULL,
-                to_peer=False,
-                agreements=self.agreements,
-            ),
-            present,
-            ALREADY_HERE,
+        records = settle(
+            connection,
+            self.agreement,
+            admission,
+            outcome,
+            Direction.PULL,
+            to_peer=False,
+            agreements=self.agreements,
         )
         audit.record(connection, records)
         syncstate.add_dead_letters(connection, self.peer, self.key, "pull", outcome.failures)
@@ -504,21 +469,6 @@ def _add(result: RoundResult, counts: RoundResult) -> None:
     result.already_present += counts.already_present
     result.withheld += counts.withheld
     result.dead_lettered += counts.dead_lettered
-
-
-def _already_present(
-    records: list[AuditRecord], keys: set[tuple[str, str]], detail: str = ALREADY_AT_PEER
-) -> list[AuditRecord]:
-    """Say so in the records of versions the receiving side held already."""
-    if not keys:
-        return records
-    return [
-        replace(record, detail=detail)
-        if record.action in ("sent", "received")
-        and (record.object_id, record.version or "") in keys
-        else record
-        for record in records
-    ]
 
 
 def _dependency_keys(sent: list[dict], records: list[AuditRecord]) -> list[tuple[str, str]]:
