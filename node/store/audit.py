@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from node import jsoncodec
 from node.timestamps import now_micros
 
-from .engine import locking, placeholder
+from .engine import placeholder, row_lock_clause
 from .schema import audit_table, settings
 
 if TYPE_CHECKING:
@@ -97,11 +97,16 @@ def _digest(previous: str, row: dict[str, Any]) -> str:
 
 def _lock_head(connection: Connection) -> str:
     """The chain's head hash, locked until commit (writers append one at a time)."""
-    statement = locking(select(settings.c.value).where(settings.c.key == HEAD_KEY), connection)
-    head: str | None = connection.execute(statement).scalar()
+    # Driver SQL: every POST appends a record, and SQLAlchemy's select() and
+    # update() constructs cost more than these two one-row statements.
+    statement = (
+        f"SELECT value FROM settings WHERE key = {placeholder(connection)}"
+        f"{row_lock_clause(connection)}"
+    )
+    head: str | None = connection.exec_driver_sql(statement, (HEAD_KEY,)).scalar()
     if head is None:
         _insert_genesis_head(connection)
-        head = connection.execute(statement).scalar_one()
+        head = connection.exec_driver_sql(statement, (HEAD_KEY,)).scalar_one()
     return head
 
 
@@ -144,7 +149,10 @@ def record(connection: Connection, records: Iterable[AuditRecord], at: int | Non
         head = row["hash"] = _digest(head, row)
         rows.append(row)
     _insert(connection, rows)
-    connection.execute(update(settings).where(settings.c.key == HEAD_KEY).values(value=head))
+    marker = placeholder(connection)
+    connection.exec_driver_sql(
+        f"UPDATE settings SET value = {marker} WHERE key = {marker}", (head, HEAD_KEY)
+    )
 
 
 _COLUMNS = (*_FIELDS, "prev_hash", "hash")

@@ -14,16 +14,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 _WRITE_OPTION = "taxii_node_write"
 _RETURNED_AT = "taxii_node_returned_at"
 # Pooled PostgreSQL connections idle this long are checked before use.
 PING_IDLE_SECONDS = 2.0
-_Selected = TypeVar("_Selected", bound=Select[Any])
 
 
 def placeholder(connection: Connection) -> str:
@@ -70,11 +69,6 @@ def row_lock_clause(connection: Connection) -> str:
     has already serialised writers with BEGIN IMMEDIATE (``write_transaction``).
     """
     return "" if connection.dialect.name == "sqlite" else " FOR UPDATE"
-
-
-def locking(statement: _Selected, connection: Connection) -> _Selected:
-    """``statement`` FOR UPDATE, except on SQLite (see ``row_lock_clause``)."""
-    return statement.with_for_update() if row_lock_clause(connection) else statement
 
 
 def create_store_engine(url: str, ping_idle_seconds: float = PING_IDLE_SECONDS) -> Engine:

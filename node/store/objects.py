@@ -65,6 +65,7 @@ class StoredObject:
     date_added: int
     body: str
     origin: str | None
+    version: int  # the store's key of version_text (microseconds; 0 without one)
 
 
 @dataclass
@@ -267,7 +268,13 @@ def _store_new_versions(
         )  # fmt: skip
         outcome.stored.append(
             StoredObject(
-                key[0], obj["type"], candidate.version_text, date_added, candidate.body, origin
+                key[0],
+                obj["type"],
+                candidate.version_text,
+                date_added,
+                candidate.body,
+                origin,
+                key[1],
             )
         )
         outcome.successes.append(
@@ -497,7 +504,9 @@ class _Filter:
         return " AND ".join(self.clauses)
 
 
-_STORED_OBJECT_COLUMNS = "o.object_id, o.type, o.version_text, o.date_added, o.body, o.origin"
+_STORED_OBJECT_COLUMNS = (
+    "o.object_id, o.type, o.version_text, o.date_added, o.body, o.origin, o.version"
+)
 _BODY_COLUMNS = "o.date_added, o.body"
 
 

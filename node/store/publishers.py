@@ -20,8 +20,7 @@ from sqlalchemy import (
     tuple_,
 )
 
-from node.timestamps import to_micros
-
+from .engine import placeholder
 from .objects import StoredObject
 from .schema import metadata
 
@@ -36,27 +35,26 @@ publishers = Table(
 )
 
 
-def store_version(version_text: str) -> int:
-    """The store's integer version of a version text ("" for an SCO without timestamps)."""
-    return to_micros(version_text) if version_text else 0
-
-
 def record(
     connection: Connection, collection_id: str, stored: Iterable[StoredObject], account: str
 ) -> None:
-    """Record ``account`` as the publisher of the new versions ``stored`` (an AddOutcome's)."""
+    """Record ``account`` as the publisher of the new versions ``stored`` (an AddOutcome's).
+
+    One executemany straight to the driver: on a POST of 100, SQLAlchemy's
+    per-row parameter handling of an ``insert()`` cost more than the inserts.
+    """
     rows = [
-        {
-            "collection_id": collection_id,
-            "object_id": item.object_id,
-            "version": store_version(item.version_text),
-            "account": account,
-        }
+        (collection_id, item.object_id, item.version, account)
         for item in stored
         if item.origin is None
     ]
     if rows:
-        connection.execute(publishers.insert(), rows)
+        marker = placeholder(connection)
+        connection.exec_driver_sql(
+            "INSERT INTO publishers (collection_id, object_id, version, account) "
+            f"VALUES ({marker}, {marker}, {marker}, {marker})",
+            rows,
+        )
 
 
 def publishers_of(
