@@ -20,6 +20,7 @@ import json
 import math
 import re
 import secrets
+import sys
 from typing import Any
 
 import orjson
@@ -34,18 +35,26 @@ _DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
 _BYTE_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str, *, overlong: bool = False) -> Any:
     """Parse JSON; raises ``ValueError`` (orjson.JSONDecodeError is one) when invalid.
 
     Integers beyond 64 bits come back exact (``int``), as the standard library
     parses them; both parsers refuse NaN, Infinity and numbers that overflow a
     double, and ``RecursionError`` or a depth error (``is_depth_error``) means
-    nesting too deep to parse.
+    nesting too deep to parse.  An integer longer than Python converts
+    (``sys.get_int_max_str_digits()``, 4,300 digits: a bound against quadratic
+    parsing) is a ``ValueError``, or with ``overlong`` an ``OverlongInteger``
+    in its place, so that the caller can refuse only the object holding it.
     """
     if not _may_hold_long_integer(data):
         return orjson.loads(data)
     text = data.decode("utf-8") if isinstance(data, bytes) else data  # strict, as orjson
-    value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    value = json.loads(
+        text,
+        parse_constant=_refuse_constant,
+        parse_float=_finite_float,
+        parse_int=_int_or_overlong if overlong else None,
+    )
     if _SURROGATE_ESCAPE.search(text) and not _unicode(value):
         # orjson refuses "\ud800" without its pair; json would let it through.
         raise ValueError("a string holds a lone surrogate escape (\\ud800-\\udfff)")
@@ -67,6 +76,46 @@ def _unicode(value: Any) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+class OverlongInteger:
+    """Stands for an integer too long to convert (``loads(..., overlong=True)``).
+
+    It is not JSON: ``dumps`` cannot serialise it, so it is never stored."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<integer of {self.digits} digits>"
+
+
+def _int_or_overlong(text: str) -> int | OverlongInteger:
+    limit = sys.get_int_max_str_digits()
+    digits = len(text.lstrip("-"))
+    return OverlongInteger(digits) if limit and digits > limit else int(text)
+
+
+def overlong_integer_in(value: Any) -> OverlongInteger | None:
+    """The first ``OverlongInteger`` within a parsed value, or None (a walk
+    without recursion: the value may nest as deep as the parser allowed)."""
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, OverlongInteger):
+            return current
+        if isinstance(current, dict):
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+    return None
+
+
+def may_hold_overlong_integer(data: bytes) -> bool:
+    """Whether ``data`` holds a run of digits longer than Python converts
+    (one C pass; without such a run no ``OverlongInteger`` can come of it)."""
+    limit = sys.get_int_max_str_digits()
+    return bool(limit) and b"0" * (limit + 1) in data.translate(_BYTE_DIGITS_TO_ZERO)
 
 
 def _refuse_constant(name: str) -> float:
@@ -254,7 +303,7 @@ def mark_repeats(text: bytes) -> Any:
     Slow (pure Python per object): for the rare text ``repeats_names`` flags.
     Raises ``ValueError`` for invalid JSON, ``RecursionError`` for deep nesting.
     """
-    return json.loads(text, object_pairs_hook=_marked)
+    return json.loads(text, object_pairs_hook=_marked, parse_int=_int_or_overlong)
 
 
 def _marked(pairs: list[tuple[str, Any]]) -> dict:

@@ -1069,6 +1069,27 @@ def test_integers_beyond_64_bits_are_stored_and_served_exactly(ctx: Ctx) -> None
     assert stored["x_small"] == -(2**63) and isinstance(stored["x_small"], int)
 
 
+def test_an_integer_too_long_to_convert_fails_its_object_only(ctx: Ctx) -> None:
+    """Beyond 4,300 digits Python will not convert an integer (a bound against
+    quadratic parsing): the object holding one fails with the reason, its
+    siblings are stored, and nothing is stored changed."""
+    good, long_one, repeating = indicator(), indicator(x_long=7), indicator(name="x")
+    text = json.dumps({"objects": [good, long_one, repeating]})
+    text = text.replace('"x_long": 7', f'"x_long": {"9" * 5000}')
+    text = text.replace('"name": "x"', '"name": "x", "name": "y"')
+    pk = ctx.store.last_pk()
+    response = ctx.session.post(
+        ctx.url(rest="objects/"), data=text, headers={"Content-Type": TAXII_21}, timeout=30
+    )
+    assert response.status_code == 202, response.text
+    status = response.json()
+    assert status["success_count"] == 1
+    messages = {failure["id"]: failure["message"] for failure in status["failures"]}
+    assert "an integer of 5000 digits" in messages[long_one["id"]]
+    assert "'name' is repeated" in messages[repeating["id"]]
+    assert ctx.store.bodies_after(pk) == [good]
+
+
 def test_stalled_bodies_on_every_thread_are_timed_out_and_the_server_recovers(
     server_ctx: Ctx,
 ) -> None:

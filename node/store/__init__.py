@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, select
@@ -28,6 +28,7 @@ class Store:
         self.url = url
         self.engine = create_store_engine(url)
         self._statistics = _Statistics(self.engine)
+        self._before_close: list[Callable[[], None]] = []
 
     @property
     def dialect(self) -> str:
@@ -73,7 +74,15 @@ class Store:
                 value = default
         return value
 
+    def before_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the store closes, before its connections go
+        (writers of queued records flush there, not after the database is gone)."""
+        self._before_close.append(callback)
+
     def close(self) -> None:
+        callbacks, self._before_close = self._before_close, []
+        for callback in callbacks:
+            callback()
         self.engine.dispose()
 
 

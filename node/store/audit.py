@@ -245,13 +245,18 @@ class AuditQueue:
     def __init__(self, store: Store, interval: float = 1.0) -> None:
         self._store = store
         self._interval = interval
+        store.before_close(self.close)
         self._pending: list[AuditRecord] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def put(self, record: AuditRecord) -> None:
         with self._lock:
+            if self._closed:
+                log.warning("the store is closed; audit record not written: %s", record)
+                return
             self._pending.append(record)
             if self._thread is None:
                 self._start()
@@ -269,6 +274,13 @@ class AuditQueue:
                 self.flush()
             except Exception:  # the store is down: keep the records for the next try
                 log.exception("could not append queued audit records; retrying")
+
+    def close(self) -> None:
+        """Write what is queued; later records are dropped with a warning (the
+        store is closing)."""
+        with self._lock:
+            self._closed = True
+        self.flush()
 
     def flush(self) -> None:
         """Write every queued record now, in one transaction."""

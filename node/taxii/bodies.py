@@ -14,6 +14,7 @@ objects to validate and the per-object failures found on the way:
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass, field
 
 from flask import request
@@ -102,7 +103,7 @@ def envelope_objects(body: bytes, max_objects: int) -> Envelope:
     repeating: dict[int, dict] = {}
     if jsoncodec.repeats_names(parsed.body, parsed.document, texts):
         repeating, texts = _repeats(parsed.body, items), None
-    failures = {**parsed.deep_failures(), **repeating}
+    failures = {**parsed.deep_failures(), **parsed.overlong, **repeating}
     if not failures:
         return Envelope(items, [], texts)
     kept = [index for index in range(len(items)) if index not in failures]
@@ -122,6 +123,7 @@ class _Parsed:
     document: dict
     texts: list[str] | None
     markers: dict[str, str] = field(default_factory=dict)  # marker -> the object's id
+    overlong: dict[int, dict] = field(default_factory=dict)  # index -> its failure
 
     @property
     def items(self) -> list:
@@ -152,27 +154,50 @@ def _parse_bounded(body: bytes, max_objects: int) -> _Parsed:
     that runs only after a parse or a serialising failed.
     """
     try:
-        document = jsoncodec.loads(body)
+        document = jsoncodec.loads(body, overlong=True)
     except (ValueError, RecursionError) as exc:
         if not jsoncodec.is_depth_error(exc):
             raise bad_request(f"the body is not valid JSON: {str(exc)[:200]}") from None
         return _parse_cut(body, max_objects, exc)
     items = _objects_of(document, max_objects)
+    overlong = _take_out_overlong(body, items)
     texts = jsoncodec.dumps_each(items)
     if texts is None:
         return _parse_cut(body, max_objects, None)
-    return _Parsed(body, document, texts)
+    return _Parsed(body, document, texts, overlong=overlong)
 
 
 def _parse_cut(body: bytes, max_objects: int, error: Exception | None) -> _Parsed:
     cut, markers = jsoncodec.cut_deep_items(body, jsoncodec.MAX_DEPTH)
     try:
-        document = jsoncodec.loads(cut)
+        document = jsoncodec.loads(cut, overlong=True)
     except (ValueError, RecursionError) as exc:
         reason = error or exc
         raise bad_request(f"the body is not valid JSON: {str(reason)[:200]}") from None
     items = _objects_of(document, max_objects)
-    return _Parsed(cut, document, jsoncodec.dumps_each(items), markers)
+    overlong = _take_out_overlong(cut, items)
+    return _Parsed(cut, document, jsoncodec.dumps_each(items), markers, overlong)
+
+
+def _take_out_overlong(body: bytes, items: list) -> dict[int, dict]:
+    """The failures, by index, of the objects holding an integer longer than
+    the node converts exactly; each such item becomes None (it fails on its
+    own, and nothing of it is serialised)."""
+    if not jsoncodec.may_hold_overlong_integer(body):
+        return {}
+    failures = {}
+    for index, item in enumerate(items):
+        found = jsoncodec.overlong_integer_in(item)
+        if found is None:
+            continue
+        failures[index] = _failure(
+            item.get("id") if isinstance(item, dict) else None,
+            f"the object holds an integer of {found.digits} digits; this node keeps "
+            f"integers exactly up to {sys.get_int_max_str_digits()} digits and would "
+            "otherwise have to change the value",
+        )
+        items[index] = None
+    return failures
 
 
 def _objects_of(document: object, max_objects: int) -> list:
