@@ -13,11 +13,10 @@ certificates, read timeouts, gunicorn's own errors (oversized headers,
 malformed request lines), raw sockets, SIGKILL, two nodes syncing, other
 clients and servers.
 
-Known limit (open): a SQLite node served in process while the same test also
-runs CLI subprocesses against its file and opens it with ``sqlite3`` (as
-tests/test_security.py does) ended with the app writing to a WAL that new
-connections no longer saw ("disk I/O error" from a fresh connection).  Such
-modules stay on ``RunningNode`` until that is understood.
+A SQLite node served in process shares its file with CLI subprocesses and
+``sqlite3`` connections safely since the store stopped opening and closing a
+descriptor of an existing database file (which dropped this process's POSIX
+locks and let another process delete the WAL: tests/test_sqlite_store.py).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +128,7 @@ def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if not database or database == ":memory:":
         raise ValueError("the SQLite store needs a file path: sqlite:///PATH (WAL needs a file)")
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
-    # Readable by the node's user only, as its secrets are; SQLite gives the
-    # -wal and -shm files the database file's permissions.
-    os.close(os.open(database, os.O_CREAT | os.O_RDWR, 0o600))
+    _create_private_file(Path(database))
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": 30},
@@ -139,6 +136,21 @@ def _sqlite_engine(url: str) -> Engine:
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+def _create_private_file(database: Path) -> None:
+    """Create the database file readable by the node's user only, as its secrets are
+    (SQLite gives the -wal and -shm files the database file's permissions).
+
+    An existing file is left unopened: closing any descriptor of a file drops
+    every POSIX lock this process holds on it, those of its open SQLite
+    connections included (https://www.sqlite.org/howtocorrupt.html, 2.2).
+    Another process closing its last connection would then checkpoint and
+    delete the WAL that this process's connections go on writing to.
+    """
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
