@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -100,13 +100,16 @@ class NodeContext:
         return store
 
 
-def run_guarded(command: click.Group) -> int:
-    """Run the CLI, turning expected errors into one-line messages."""
-    debug = "--debug" in sys.argv
+def run_guarded(
+    command: click.Group, args: Sequence[str] | None = None, prog_name: str | None = None
+) -> int:
+    """Run the CLI on ``args`` (default: the process's arguments), turning expected
+    errors into one-line messages; the exit code."""
+    debug = "--debug" in (sys.argv[1:] if args is None else args)
     try:
         # Without standalone mode click *returns* the code of ``ctx.exit(code)``
         # instead of raising it: pass it on, or exit 1 would become 0.
-        code = command.main(standalone_mode=False)
+        code = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         return EXIT_USAGE
