@@ -28,7 +28,7 @@ from node.cli import cli
 from node.sync.worker import MappingSync
 from node.timestamps import from_micros
 from node.tlp import TLP, TLP1_MARKING_IDS, TLP2_MARKING_IDS
-from tests.nodes import create_pg_database, drop_pg_database
+from tests.conftest import StoreUrls
 from tests.sharing_node import PEER, SharingNode
 from tests.sharing_objects import at, identity, indicator, malware, note, relationship
 from tests.sharing_objects import report as make_report
@@ -132,28 +132,20 @@ def _build(draw, kind: str, earlier: list[dict], extra: dict) -> dict:
 # ---------------------------------------------------------------- the stores
 
 
-@pytest.fixture(scope="module")
-def stores(request, tmp_path_factory, module_store_url) -> Iterator[dict]:
-    """For each policy: a node and its twin (a second store of the same kind)."""
+@pytest.fixture(scope="module", params=range(len(POLICIES)), ids=["defaults", "shared-amber"])
+def stores(request, tmp_path_factory, module_store_urls: StoreUrls) -> Iterator[tuple]:
+    """For one policy: a node and its twin (a second store of the same kind).
+
+    One test item per policy, so that pytest-xdist runs the two on two workers.
+    """
     base = tmp_path_factory.mktemp("sharing-properties")
-    extra_urls: list[str] = []
-    made: dict = {}
-    for index, policy in enumerate(POLICIES):
-        urls = [None, None]
-        if module_store_url is not None:
-            pg_base = module_store_url.rsplit("/", 1)[0] + "/postgres"
-            urls = [create_pg_database(pg_base) for _ in range(2)]
-            extra_urls += urls
-        node = SharingNode(base / f"a{index}", urls[0], egress=policy)
-        twin = SharingNode(base / f"b{index}", urls[1], egress=policy)
-        twin.use_key_of(node)
-        made[index] = (node, twin)
-    yield made
-    for node, twin in made.values():
-        node.close()
-        twin.close()
-    for url in extra_urls:
-        drop_pg_database(url.rsplit("/", 1)[0] + "/postgres", url)
+    policy = POLICIES[request.param]
+    node = SharingNode(base / "a", module_store_urls.new(), egress=policy)
+    twin = SharingNode(base / "b", module_store_urls.new(), egress=policy)
+    twin.use_key_of(node)
+    yield node, twin
+    node.close()
+    twin.close()
 
 
 def _fill(node: SharingNode, objects: list[list[dict]], partner: list[dict], order) -> None:
@@ -249,15 +241,15 @@ def _answers(node: SharingNode, tail: str, params: dict) -> list[tuple]:
 
 
 @settings(
-    max_examples=15,
+    max_examples=8,  # per policy
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(data=collections(), policy=st.sampled_from(range(len(POLICIES))), order=st.randoms())
-def test_one_decision_and_no_trace_of_the_withheld(stores, data, policy, order) -> None:
+@given(data=collections(), order=st.randoms())
+def test_one_decision_and_no_trace_of_the_withheld(stores, data, order) -> None:
     objects, partner = data
-    node, twin = stores[policy]
+    node, twin = stores
     node.reset()
     twin.reset()
     sequence = list(range(len(objects)))
