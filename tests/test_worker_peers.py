@@ -13,6 +13,7 @@ import re
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -314,16 +315,20 @@ def test_a_version_a_peer_posts_again_is_audited_as_already_present(tmp_path, st
     the round) is told "already present", and node-b's audit says so: received once."""
     pair = push_pair(tmp_path, stopper)
     author = identity("Unit A", TLP2["green"])
+    # An SCO without created/modified: node-b's status labels it by its date_added.
+    address_id = f"ipv4-addr--{uuid.uuid5(uuid.NAMESPACE_URL, 'posted-again')}"
+    address = {"type": "ipv4-addr", "spec_version": "2.1", "id": address_id, "value": "192.0.2.9"}
     for _ in range(2):
-        publish(pair.b.collection_url("alpha"), peer_auth("node-a", "node-b"), [author])
+        publish(pair.b.collection_url("alpha"), peer_auth("node-a", "node-b"), [author, address])
     on_b = audit_rows(pair, pair.b)
-    records = [(r["action"], r["detail"]) for r in on_b if r["object_id"] == author["id"]]
-    assert [action for action, _ in records] == ["received", "received"]
-    assert records[0][1] != ALREADY_HERE and records[1][1] == ALREADY_HERE
+    for obj in (author, address):
+        records = [(r["action"], r["detail"]) for r in on_b if r["object_id"] == obj["id"]]
+        assert [action for action, _ in records] == ["received", "received"], obj["id"]
+        assert records[0][1] != ALREADY_HERE and records[1][1] == ALREADY_HERE, obj["id"]
     posted = [r["detail"] for r in on_b if r["action"] == "published"]
     assert [detail.split(": ", 1)[1] for detail in posted] == [
-        "1 new, 0 already present, 0 failed",
-        "0 new, 1 already present, 0 failed",
+        "2 new, 0 already present, 0 failed",
+        "0 new, 2 already present, 0 failed",
     ]
 
 
