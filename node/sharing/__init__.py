@@ -5,7 +5,7 @@
   worker's push, every TAXII read by the peer's sync account and ``policy preview``;
 * ``ingress``: the one function deciding what is accepted from a peer, used by
   the worker's pull and the peer's POSTs;
-* ``records``: decisions as audit records and counts.
+* ``records``: decisions as audit records.
 
 Nothing here knows about HTTP: the TAXII layer passes the calling peer in.
 ``node.policy`` is the pure rule engine underneath.
@@ -14,18 +14,16 @@ Nothing here knows about HTTP: the TAXII layer passes the calling peer in.
 from .agreements import Agreement, Agreements
 from .egress import EgressPage, Outgoing, Position, egress
 from .ingress import Admission, admit, settle
-from .records import Counts, counts, decision_records, read_record
+from .records import decision_records, read_record
 
 __all__ = [
     "Admission",
     "Agreement",
     "Agreements",
-    "Counts",
     "EgressPage",
     "Outgoing",
     "Position",
     "admit",
-    "counts",
     "decision_records",
     "egress",
     "read_record",

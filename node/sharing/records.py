@@ -1,4 +1,4 @@
-"""Sharing decisions as audit records and counts: the one place that turns one into the other.
+"""Sharing decisions as audit records: the one place that turns one into the other.
 
 The worker's push and pull, and a partner's POST, audit one record per
 decision, in the transaction that commits what the decision was about.  A
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from node.policy import Decision
@@ -22,15 +22,6 @@ ALREADY_PRESENT = "already present"  # a status success (TAXII 2.1 section 4.3.1
 # version the receiving side held already, as this node's store answers it
 ALREADY_AT_PEER = "already present at the peer"  # the detail of such a push record
 ALREADY_HERE = "already present here"  # the detail of such a pull or receive record
-
-
-@dataclass(frozen=True)
-class Counts:
-    """What a set of decision records amounts to."""
-
-    passed: int = 0  # sent, received or served
-    withheld: int = 0
-    dead_lettered: int = 0
 
 
 def decision_records(
@@ -100,15 +91,6 @@ def already_present(
         else record
         for record in records
     ]
-
-
-def counts(records: Iterable[AuditRecord]) -> Counts:
-    tally = Counter(record.action for record in records)
-    return Counts(
-        passed=tally[Action.SENT] + tally[Action.RECEIVED] + tally[Action.SERVED],
-        withheld=tally[Action.WITHHELD],
-        dead_lettered=tally[Action.DEAD_LETTER],
-    )
 
 
 def read_record(
