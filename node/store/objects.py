@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import Column, Connection, func, or_, select
 
@@ -57,8 +57,11 @@ class ObjectQuery:
     exclude_origin: str | None = None  # sync: never echo a peer's objects back to it
 
 
-@dataclass(frozen=True)
-class StoredObject:
+class StoredObject(NamedTuple):
+    """One stored version.  A named tuple, not a frozen dataclass: a POST of 100
+    builds 100 of them, a page one per row, and a frozen dataclass's ``__init__``
+    cost three times as much."""
+
     object_id: str
     type: str
     version_text: str
@@ -109,8 +112,7 @@ def _valid_detail(
     return detail
 
 
-@dataclass(frozen=True, slots=True)
-class _Candidate:
+class _Candidate(NamedTuple):  # one per posted object: see StoredObject
     obj: dict[str, Any]
     body: str  # the JSON text to store and serve
     version_text: str
