@@ -34,13 +34,14 @@ def _pg_base_url() -> str | None:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request, tmp_path) -> Iterator[str | None]:
-    """None for a SQLite file chosen by the harness, else a fresh PostgreSQL database URL."""
+    """None for a SQLite file chosen by the harness, else the URL of a fresh PostgreSQL
+    store (a schema of its own: tests.nodes.create_pg_database)."""
     yield from _store_url(request.param)
 
 
 class StoreUrls:
     """Fresh stores of one kind for a module: ``new()`` gives None (a SQLite file the
-    harness picks) or the URL of a new PostgreSQL database, dropped at teardown."""
+    harness picks) or the URL of a new PostgreSQL store, dropped at teardown."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind

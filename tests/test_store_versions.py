@@ -325,7 +325,7 @@ def test_postgresql_statistics_follow_a_bulk_publication(store: Store) -> None:
         post(store, *(indicator(new_id(), T1) for _ in range(500)))
     with store.read() as connection:
         estimate = connection.execute(
-            text("SELECT reltuples FROM pg_class WHERE relname = 'objects'")
+            text("SELECT reltuples FROM pg_class WHERE oid = 'objects'::regclass")
         ).scalar_one()
     assert estimate >= 1_000
 

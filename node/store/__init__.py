@@ -119,8 +119,10 @@ class _Statistics:
             self._pending = 0
         with self._engine.connect() as connection:
             connection.exec_driver_sql("ANALYZE objects")
+            # regclass: the objects table this session's search_path names, not
+            # any schema's table of that name.
             estimate = connection.exec_driver_sql(
-                "SELECT reltuples FROM pg_class WHERE relname = 'objects'"
+                "SELECT reltuples FROM pg_class WHERE oid = 'objects'::regclass"
             ).scalar()
             connection.commit()
         self._threshold = max(self._MINIMUM, int((estimate or 0) * self._FRACTION))
