@@ -26,11 +26,11 @@ from node.operations.releases import Selection
 from node.policy import Rules
 from node.sharing import Agreement, Position, egress
 from node.sharing.gates import AWAITING_RULE, REJECTED_RULE
-from node.store import Store, audit, objects
+from node.store import Store, audit, objects, releases
 from node.store.objects import ObjectQuery
 from node.store.releases import Queued, ReleaseState
 from node.timestamps import to_micros
-from node.tlp import TLP
+from node.tlp import TLP, TLP2_MARKING_IDS
 from node.validation import version_key
 from tests.exchange_fixtures import (
     COLLECTION,
@@ -65,9 +65,9 @@ def _queued(obj: dict) -> Queued:
     return Queued(obj["id"], obj["type"], version_key(obj), obj["modified"])
 
 
-def agreement(release: str = "approval") -> Agreement:
+def agreement(release: str = "approval", max_tlp: str = "amber") -> Agreement:
     """node-b's mapping of the collection, as the config would give it."""
-    egress = {"max_tlp": "amber", "release": release}
+    egress = {"max_tlp": max_tlp, "release": release}
     mapping = MappingConfig(local=COLLECTION, remote="shared", egress=egress)
     peer = PeerConfig(name=PEER, api_root="http://127.0.0.1:9/api/", user="node-a",
                       mappings=(mapping,))  # fmt: skip
@@ -366,3 +366,73 @@ def _approve(store: Store, ids: set[str]) -> None:
     assert pks, f"nothing of {ids} is queued"
     with store.write() as connection:
         operations.approve(connection, Selection(pks=pks), "carol", actor=ACTOR)
+
+
+# --------------------------------------------------------------------------- queue upkeep
+
+
+def _pending(store: Store) -> set[tuple[str, int]]:
+    with store.read() as connection:
+        return {entry.key for entry in releases.entries(connection, peer=PEER)}
+
+
+def _refresh(store: Store, mapping: Agreement | None = None) -> None:
+    with store.write() as connection:
+        operations.refresh(connection, [mapping or agreement()])
+
+
+@pytest.fixture
+def decided(monkeypatch) -> list[str]:
+    """The ids of every version (and dependency) the queue upkeep asks egress about."""
+    asked: list[str] = []
+    real = operations.egress
+
+    def recording(connection, mapping, position, *args, **kwargs):
+        page = real(connection, mapping, position, *args, **kwargs)
+        asked.extend(decision.object_id for decision in page.decisions)
+        return page
+
+    monkeypatch.setattr(operations, "egress", recording)
+    return asked
+
+
+def test_queue_upkeep_decides_only_what_was_added_since_the_last(store: Store, decided) -> None:
+    earlier = [indicator() for _ in range(3)]
+    publish(store, earlier, "alice")
+    _refresh(store)
+    assert sorted(decided) == sorted(obj["id"] for obj in earlier)
+    decided.clear()
+    later = indicator()
+    publish(store, [later], "alice")
+    _refresh(store)
+    assert set(decided) == {later["id"]}  # the cursor is stored: earlier ones are not rescanned
+    assert _pending(store) == {_queued(obj).key for obj in [*earlier, later]}
+    decided.clear()
+    _refresh(store)
+    assert decided == []
+
+
+def test_queue_upkeep_decides_a_new_versions_object_again(store: Store) -> None:
+    """An older version passes only while its object is shared: a new current version
+    can make it pass, so its object's versions are decided again with it."""
+    first = indicator(modified="2026-01-01T00:00:00.000Z")
+    red = {**first, "modified": "2026-02-01T00:00:00.000Z",
+           "object_marking_refs": [TLP2_MARKING_IDS[TLP.RED]]}  # fmt: skip
+    publish(store, [first, red], "alice")
+    _refresh(store)
+    assert _pending(store) == set()  # its current version is RED: nothing of it is shared
+    green_again = {**first, "modified": "2026-03-01T00:00:00.000Z"}
+    publish(store, [green_again], "alice")
+    _refresh(store)
+    assert _pending(store) == {_queued(first).key, _queued(green_again).key}
+
+
+def test_new_egress_rules_decide_every_version_again(store: Store, decided) -> None:
+    green, amber = indicator(), indicator(tlp=TLP.AMBER)
+    publish(store, [green, amber], "alice")
+    _refresh(store, agreement(max_tlp="green"))
+    assert _pending(store) == {_queued(green).key}
+    decided.clear()
+    _refresh(store, agreement(max_tlp="amber"))
+    assert sorted(decided) == sorted([green["id"], amber["id"]])
+    assert _pending(store) == {_queued(green).key, _queued(amber).key}

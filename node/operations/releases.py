@@ -19,7 +19,9 @@ with the objects they serve once those are released.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
@@ -36,6 +38,7 @@ from node.timestamps import to_micros
 from node.tlp import parse_level, tlp_of
 
 _MAX_REPORT_DEPTH = 8
+_IDS_CHUNK = 300
 
 
 @dataclass(frozen=True)
@@ -96,28 +99,72 @@ class QueueItem:
 def refresh(connection: Connection, agreements: Iterable[Agreement]) -> int:
     """Queue every version that egress holds back as awaiting release, for each mapping
     with ``release = "approval"`` (the egress pipeline decides; this records what it
-    decided, so that releasers can list it).  Returns how many were new."""
+    decided, so that releasers can list it).  Returns how many were new.
+
+    Upkeep is incremental: each mapping resumes from its cursor (the ``date_added``
+    egress decided the collection up to, under the mapping's current egress rules,
+    ``node.store.releases``), so a refresh costs the versions added since, not the
+    collection.  What a new version can change in its object's other versions (an
+    older version passes only while its object is shared) is decided again with it.
+    New egress rules decide every version again, once.  A link or report is
+    queued when it is added (what it references may still await release), so one
+    release action can cover them together.
+    """
     new = 0
     for agreement in agreements:
-        if agreement.egress.release != "approval":
-            continue
-        awaiting = [d for d in _decisions(connection, agreement) if d.rule == AWAITING_RULE]
-        new += releases.enqueue(connection, agreement.peer.name, agreement.collection_id,
-                                [_queued(d) for d in awaiting])  # fmt: skip
+        if agreement.egress.release == "approval":
+            new += _refresh_mapping(connection, agreement)
     return new
 
 
-def _decisions(connection: Connection, agreement: Agreement) -> Iterator[Decision]:
-    after: int | None = None
+def _refresh_mapping(connection: Connection, agreement: Agreement) -> int:
+    peer, collection_id = agreement.peer.name, agreement.collection_id
+    rules = _rules_digest(agreement)
+    after = releases.cursor(connection, peer, collection_id, rules)
+    decisions, reached = _decided_since(connection, agreement, after)
+    if after is not None:
+        decisions += _other_versions(connection, agreement, {d.object_id for d in decisions})
+    awaiting = [_queued(d) for d in decisions if d.rule == AWAITING_RULE]
+    new = releases.enqueue(connection, peer, collection_id, awaiting)
+    releases.save_cursor(connection, peer, collection_id, rules, max(reached, after or 0))
+    return new
+
+
+def _rules_digest(agreement: Agreement) -> str:
+    """The mapping's egress rules as written in the config, as a digest."""
+    written = json.dumps(dict(agreement.mapping.egress), sort_keys=True, default=str)
+    return hashlib.sha256(written.encode()).hexdigest()
+
+
+def _decided_since(
+    connection: Connection, agreement: Agreement, after: int | None
+) -> tuple[list[Decision], int]:
+    """Egress's decisions on the versions added after ``after``, and the ``date_added``
+    they reach (0 when there were none)."""
+    decisions: list[Decision] = []
+    reached = 0
     while True:
         position = Position(after=after, scan_limit=1000, unreleased_targets_withheld=False)
         page = egress(connection, agreement, position, set())
         if page.resume_after is None:
-            return
-        yield from page.decisions
-        after = page.resume_after
+            return decisions, reached
+        decisions.extend(page.decisions)
+        after = reached = page.resume_after
         if not page.more:
-            return
+            return decisions, reached
+
+
+def _other_versions(
+    connection: Connection, agreement: Agreement, object_ids: set[str]
+) -> list[Decision]:
+    """Egress's decisions on every version of ``object_ids``, in chunks of ids."""
+    ordered = sorted(object_ids)
+    decisions: list[Decision] = []
+    for start in range(0, len(ordered), _IDS_CHUNK):
+        chunk = tuple(ordered[start : start + _IDS_CHUNK])
+        position = Position(ids=chunk, unreleased_targets_withheld=False)
+        decisions.extend(egress(connection, agreement, position, set()).decisions)
+    return decisions
 
 
 def _queued(decision: Decision) -> Queued:

@@ -10,6 +10,11 @@ push cursor or the partner's pull cursor passed it is then "added" at its
 release, so both reach it (TAXII 2.1 section 3.4.2: pollers resume from
 ``date_added``).  Approval is per version: a new version of the object waits
 again.
+
+Each mapping's queue upkeep resumes from a cursor (``release_cursors``,
+migration 10): the ``date_added`` up to which egress already decided the
+collection for that peer under the mapping's current egress rules (see
+``node.operations.releases.refresh``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -61,6 +67,19 @@ release_queue = Table(
     Column("decided_by", String(128)),
     Column("reason", Text),
     UniqueConstraint("peer", "collection_id", "object_id", "version", name="uq_release_version"),
+)
+
+
+release_cursors = Table(
+    "release_cursors",
+    metadata,
+    Column("peer", String(128), nullable=False),
+    Column("collection_id", String(64), nullable=False),
+    # The mapping's egress rules the scan decided under (a digest): other rules
+    # decide every version again, so the cursor does not hold for them.
+    Column("rules", String(64), nullable=False),
+    Column("after", BigInteger, nullable=False),  # date_added decided up to
+    PrimaryKeyConstraint("peer", "collection_id"),
 )
 
 
@@ -225,3 +244,26 @@ def decide(
             by_collection.setdefault(entry.collection_id, []).append(entry.key)
         for collection_id, keys in by_collection.items():
             redate(connection, collection_id, keys)
+
+
+def cursor(connection: Connection, peer: str, collection_id: str, rules: str) -> int | None:
+    """Where the peer's queue upkeep resumes: the ``date_added`` decided up to under
+    ``rules`` (None: never decided under them, so from the start)."""
+    c = release_cursors
+    row = connection.execute(
+        select(c.c.rules, c.c.after).where(c.c.peer == peer, c.c.collection_id == collection_id)
+    ).first()
+    if row is None or row.rules != rules:
+        return None
+    after: int = row.after
+    return after
+
+
+def save_cursor(
+    connection: Connection, peer: str, collection_id: str, rules: str, after: int
+) -> None:
+    c = release_cursors
+    connection.execute(c.delete().where(c.c.peer == peer, c.c.collection_id == collection_id))
+    connection.execute(
+        c.insert().values(peer=peer, collection_id=collection_id, rules=rules, after=after)
+    )

@@ -352,6 +352,12 @@ def _add_delivery_bookkeeping(connection: Connection) -> None:
     metadata.create_all(connection, tables=[peer_dependencies])
 
 
+def _create_release_cursors(connection: Connection) -> None:
+    from . import releases
+
+    metadata.create_all(connection, tables=[releases.release_cursors])
+
+
 def _add_columns(connection: Connection, table: str, columns: dict[str, str]) -> None:
     """Add the columns a store made before them lacks (a new store has them already)."""
     present = {column["name"] for column in inspect(connection).get_columns(table)}
@@ -374,6 +380,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (8, "owners of status resources", _add_status_owners),
     (9, "dead-letter attempts, already-present counts, dependencies sent per peer",
      _add_delivery_bookkeeping),
+    (10, "release queue cursors (upkeep from the last version decided)",
+     _create_release_cursors),
 ]  # fmt: skip
 
 LATEST_VERSION = MIGRATIONS[-1][0]
