@@ -2,7 +2,8 @@
 
 The signed-in account is the releaser, so four eyes applies to it; every
 form needs the session's CSRF token; only releasers see the queue, and only
-accounts that may write to the collection review its quarantine.
+accounts that may write to the collection review its quarantine.  The object
+page's sharing verdicts name the gates: "awaiting release", "quarantined".
 """
 
 from __future__ import annotations
@@ -17,22 +18,54 @@ from node.app import create_app
 from node.config import load_config
 from node.operations import accounts as account_operations
 from node.operations import quarantine as quarantine_operations
-from node.store import Store, accounts, catalog, releases
+from node.store import Store, accounts, catalog, objects, publishers, releases
 from node.store.catalog import Collection
 from node.store.releases import Queued, ReleaseState
 from node.validation import version_key
 from tests.exchange_fixtures import indicator
 from tests.nodes import COLLECTIONS, NodeFiles, free_port
+from tests.pair import peer_toml
 
 PASSWORD = "console-password-1"
 ALPHA = COLLECTIONS["alpha"]
 
 
+def _peers(directory: Path) -> str:
+    """node-b's mapping of alpha needs release approval; node-c's quarantines what it sends."""
+    secret = directory / "secret"
+    secret.write_text("peer-password-1\n")
+    secret.chmod(0o600)
+    return "\n".join(
+        peer_toml(
+            name=name,
+            api_root="http://127.0.0.1:9/api/",
+            user="node-a",
+            password_file=secret,
+            account=name,
+            mappings={"alpha": spec},
+        )
+        for name, spec in (
+            ("node-b", {"egress": {"max_tlp": "amber", "release": "approval"}}),
+            ("node-c", {"egress": {"max_tlp": "amber"}, "ingress": {"quarantine": True}}),
+        )
+    )
+
+
 @pytest.fixture
 def app(tmp_path: Path, store_url: str | None) -> Iterator:
+    yield from _app(tmp_path, store_url, "")
+
+
+@pytest.fixture
+def peered_app(tmp_path: Path, store_url: str | None) -> Iterator:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    yield from _app(tmp_path, store_url, _peers(tmp_path))
+
+
+def _app(tmp_path: Path, store_url: str | None, extra: str) -> Iterator:
     url = store_url or f"sqlite:///{tmp_path / 'node-a.db'}"
     files = NodeFiles(directory=tmp_path / "node-a", name="node-a", store_url=url,
-                      port=free_port())  # fmt: skip
+                      port=free_port(), extra_toml=extra)  # fmt: skip
     store = Store(url)
     store.migrate()
     with store.write() as connection:
@@ -71,8 +104,6 @@ def _client(app, user: str):
 
 
 def _queue(app, obj: dict, publisher: str) -> int:
-    from node.store import objects, publishers
-
     with _store(app).write() as connection:
         outcome = objects.add_objects(connection, ALPHA, [obj])
         publishers.record(connection, ALPHA, outcome.stored, publisher)
@@ -145,3 +176,72 @@ def test_the_quarantine_page_accepts_for_writers_only(app) -> None:
         assert quarantine_operations.list_held(connection, quarantine_operations.Selection()) == []
     objects_page = alice.get("/ui/objects").get_data(as_text=True)
     assert "held" in objects_page
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def _verdicts(page: str) -> dict[tuple[str, str], str]:
+    """The object page's sharing table: (peer, version) -> what its verdict column says
+    (version "" when the table has no version column)."""
+    table = page[page.index("<caption>The egress policy now</caption>") :]
+    table = table[: table.index("</table>")]
+    headers = re.findall(r'<th scope="col">([^<]+)</th>', table)
+    found = {}
+    for row in re.findall(r"<tr>(<td>.*?)</tr>", table, re.S):
+        cells = [
+            re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", row, re.S)
+        ]
+        column = dict(zip(headers, cells, strict=True))
+        found[(column["peer"], column.get("version", ""))] = column["verdict"]
+    return found
+
+
+def _publish(app, obj: dict, origin: str | None = None) -> None:
+    with _store(app).write() as connection:
+        outcome = objects.add_objects(connection, ALPHA, [obj], origin=origin)
+        publishers.record(connection, ALPHA, outcome.stored, "alice")
+
+
+def _hold(app, obj: dict) -> None:
+    with _store(app).write() as connection:
+        quarantine_operations.hold(connection, "node-c", ALPHA, [obj], "pull")
+
+
+def test_the_object_page_says_awaiting_release(peered_app) -> None:
+    app = peered_app
+    waiting = indicator(name="waiting")
+    _publish(app, waiting)
+    page = _client(app, "reader").get(f"/ui/objects/{ALPHA}/{waiting['id']}")
+    verdicts = {(peer, said) for (peer, _), said in _verdicts(page.get_data(as_text=True)).items()}
+    # node-b's mapping needs a releaser first; node-c's releases automatically.
+    assert verdicts == {("node-b", "awaiting release"), ("node-c", "shared")}
+    with _store(app).write() as connection:  # released: the same code says shared
+        queued = Queued(waiting["id"], "indicator", version_key(waiting), waiting["modified"])
+        releases.enqueue(connection, "node-b", ALPHA, [queued])
+        entries = releases.entries(connection, object_ids=[waiting["id"]])
+        releases.decide(connection, entries, ReleaseState.APPROVED, actor="carol", reason=None)
+    page = _client(app, "reader").get(f"/ui/objects/{ALPHA}/{waiting['id']}")
+    assert _verdicts(page.get_data(as_text=True))[("node-b", waiting["modified"])] == "shared"
+
+
+def test_the_object_page_says_quarantined_to_reviewers(peered_app) -> None:
+    app = peered_app
+    first = indicator(name="from node-c")
+    _publish(app, first, origin="node-c")
+    newer = {**first, "modified": "2026-06-01T00:00:00.000Z", "name": "newer, held"}
+    _hold(app, newer)
+    url = f"/ui/objects/{ALPHA}/{first['id']}"
+    verdicts = _verdicts(_client(app, "alice").get(url).get_data(as_text=True))
+    assert verdicts[("node-b", newer["modified"])] == "quarantined"
+    assert verdicts[("node-c", newer["modified"])] == "quarantined"
+    assert verdicts[("node-c", first["modified"])] == "withheld"  # never sent back
+    # A reader who does not review the collection sees what is stored, nothing held.
+    reader = _verdicts(_client(app, "reader").get(url).get_data(as_text=True))
+    assert newer["modified"] not in {version for _, version in reader}
+    only_held = indicator(name="only held")
+    _hold(app, only_held)
+    url = f"/ui/objects/{ALPHA}/{only_held['id']}"
+    assert _client(app, "reader").get(url).status_code == 404
+    page = _client(app, "alice").get(url).get_data(as_text=True)
+    assert set(_verdicts(page).values()) == {"quarantined"} and "only held" in page

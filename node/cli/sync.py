@@ -177,7 +177,8 @@ def _preview(store, agreement, as_json: bool, totals: Counter, by_rule: Counter)
         if as_json:
             click.echo(json.dumps({"mapping": agreement.mapping.key, "id": d.object_id,
                                    "version": d.version, "send": d.allowed, "name": line.name,
-                                   "rule": str(d.rule), "detail": d.detail}))  # fmt: skip
+                                   "state": str(line.state), "rule": str(d.rule),
+                                   "detail": d.detail}))  # fmt: skip
         else:
             verdict = "SEND    " if d.allowed else "WITHHOLD"
             name = f"{line.name!r}" if line.name else "(no name)"

@@ -8,14 +8,17 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from flask import Response, abort, g, redirect, render_template, request, url_for
+from sqlalchemy import Connection
 
-from node.sharing.egress import decision_on
-from node.store import search
+from node.sharing.verdicts import PeerVerdict, object_verdicts
+from node.store import quarantine, search
 from node.store.catalog import Collection
-from node.store.search import Found, ObjectSearch
+from node.store.quarantine import Held
+from node.store.search import Found, ObjectSearch, StoredVersion
 from node.taxii.state import node_state
 from node.timestamps import from_micros, to_micros
 from node.tlp import TLP, TLP_BY_MARKING_ID
+from node.validation import version_key
 
 from .blueprint import blueprint
 
@@ -177,52 +180,21 @@ def _own_refs(obj: dict) -> set[str]:
     return refs
 
 
-@dataclass(frozen=True)
-class PeerVerdict:
-    peer: str
-    direction: str
-    pushes: bool
-    allowed: bool
-    rule: str
-    detail: str
-
-
-def _current_verdicts(collection_id: str, obj: dict, origin: str | None) -> list[PeerVerdict]:
-    """What the egress policy of each peer mapping this collection decides now.
-
-    A version that came from a peer is never sent back to it (no echo), whatever
-    its policy says.
-    """
+def _current_verdicts(
+    collection_id: str, object_id: str, latest: StoredVersion | None, held: list[Held]
+) -> list[PeerVerdict]:
+    """What sharing decides now, for each peer mapping this collection: the egress
+    pipeline's decision on the newest stored version (policy and gates: awaiting
+    release, onward sharing, recalls) and "quarantined" for each version held for
+    review (``node.sharing.verdicts``, the words ``policy preview`` uses too)."""
     state = node_state()
-    verdicts = []
-    version = obj.get("modified") or obj.get("created")
+    stored = None
+    if latest is not None:
+        stamp = latest.version_text
+        stored = (to_micros(stamp) if stamp else 0, stamp, latest.origin)
     with state.store.read() as connection:
-        for agreement in state.agreements:
-            if agreement.collection_id != collection_id:
-                continue
-            mapping, peer = agreement.mapping, agreement.peer.name
-            if peer == origin:
-                verdicts.append(
-                    PeerVerdict(
-                        peer,
-                        mapping.direction,
-                        mapping.pushes,
-                        False,
-                        "origin",
-                        "it came from this peer: never sent back",
-                    )
-                )
-                continue
-            decision = decision_on(
-                connection, agreement, obj["id"], to_micros(version) if version else 0
-            )
-            if decision is None:  # not stored as this version: nothing to decide
-                continue
-            verdicts.append(
-                PeerVerdict(peer, mapping.direction, mapping.pushes, decision.allowed,
-                            str(decision.rule), decision.detail)
-            )  # fmt: skip
-    return verdicts
+        return object_verdicts(connection, state.agreements, collection_id, object_id, stored,
+                               held)  # fmt: skip
 
 
 def safe_url(url: object) -> str | None:
@@ -252,11 +224,14 @@ def tlp_badges(obj: dict) -> list[str]:
 def object_page(collection_id: str, object_id: str):
     collection = _readable(collection_id)
     readable = [c.id for c in readable_collections()]
+    reviewer = g.account.rights_on(collection_id).can_write
     with node_state().store.read() as connection:
         versions = search.versions(connection, collection_id, object_id)
-        if not versions:
+        # Quarantine holds what peers sent for review: shown to those who review it.
+        held = _held_newer(connection, collection_id, object_id, versions) if reviewer else []
+        if not versions and not held:
             abort(404, "No such object in this collection.")
-        latest = versions[0].obj
+        latest = versions[0].obj if versions else held[-1].obj
         referrers = search.referencing(connection, [collection_id], object_id)
         wanted = _own_refs(latest) | _relation_ends(referrers)
         targets = search.latest_of(connection, readable, wanted)
@@ -269,7 +244,10 @@ def object_page(collection_id: str, object_id: str):
         links=_links(object_id, referrers, targets),
         targets=targets,
         recorded=[r for r in recorded if r["collection_id"] in (collection_id, None)],
-        verdicts=_current_verdicts(collection_id, latest, versions[0].origin),
+        verdicts=_current_verdicts(
+            collection_id, object_id, versions[0] if versions else None, held
+        ),
+        held=held,
         raw=json.dumps(latest, indent=2, ensure_ascii=False, sort_keys=False),
         badges=tlp_badges(latest),
         safe_url=safe_url,
@@ -277,6 +255,17 @@ def object_page(collection_id: str, object_id: str):
         is_ref=_is_ref_property,
         tlp_name=_tlp_name,
     )
+
+
+def _held_newer(
+    connection: Connection, collection_id: str, object_id: str, versions: list[StoredVersion]
+) -> list[Held]:
+    """The versions of the object quarantine holds that are newer than every stored one
+    (oldest first): those are what the collection will have once accepted."""
+    newest = max((version_key(v.obj) for v in versions), default=None)
+    held = quarantine.held(connection, collection_id=collection_id, object_ids=[object_id])
+    return sorted((h for h in held if newest is None or h.version > newest),
+                  key=lambda h: h.version)  # fmt: skip
 
 
 def _tlp_name(marking_id: object) -> str:

@@ -20,6 +20,7 @@ from node.config import Config
 from node.errors import NotFound
 from node.policy import Decision
 from node.sharing import Agreement, Position, egress
+from node.sharing.verdicts import State, state_of
 from node.store import Store, audit, objects, search, syncstate
 from node.store.audit import AuditRecord, Direction
 from node.sync.worker import RoundResult, SyncWorker
@@ -272,6 +273,12 @@ class PreviewLine:
     decision: Decision
     name: str  # the object's name (or value), for people
     type: str
+
+    @property
+    def state(self) -> State:
+        """The decision in the words of the console's object page (shared, awaiting
+        release, ...: ``node.sharing.verdicts``)."""
+        return state_of(self.decision)
 
 
 def preview(store: Store, agreement: Agreement, limit: int | None = None) -> Iterator[PreviewLine]:
