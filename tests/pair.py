@@ -218,6 +218,42 @@ def run_cli(node: RunningNode, *args: str, input: str | None = None) -> str:
     return node.run_cli(*args, input=input)
 
 
+def node_syncing_with(
+    tmp_path: Path,
+    peer: Any,
+    *,
+    name: str,
+    mappings: MappingSpec,
+    remote_names: Mapping[str, str],
+    timeout: float = 10.0,
+) -> RunningNode:
+    """Node A, initialised and serving on loopback, with a ``[[peers]]`` table
+    for ``peer``: a third-party server (tests/peer_process.py) that has one
+    Basic account and no sync account of its own here."""
+    password_file = tmp_path / f"{name}-password"
+    password_file.write_text(peer.password + "\n")
+    extra = peer_toml(
+        name=name,
+        api_root=peer.api_root,
+        user=peer.user,
+        password_file=password_file,
+        account=None,
+        mappings=mappings,
+        remote_names=remote_names,
+        timeout=timeout,
+    )
+    node = loopback_node(
+        directory=tmp_path / "node-a",
+        name="node-a",
+        store_url=f"sqlite:///{tmp_path / 'node-a' / 'node.db'}",
+        port=free_port(),
+        extra_toml=extra,
+    )
+    prepare_node(node)
+    start_node(node)
+    return node
+
+
 def prepare_node(node: RunningNode, accounts: Sequence[Account] = ()) -> None:
     """``taxii-node init``, then ``add_accounts`` (both in this process)."""
     node.init()

@@ -23,9 +23,9 @@ from node.config import Config, load_config
 from node.store import Store, objects, syncstate
 from node.sync.worker import SyncWorker
 from node.timestamps import to_micros
-from tests.nodes import COLLECTIONS, RunningNode, free_port, taxii_node_command
+from tests.nodes import COLLECTIONS, RunningNode, taxii_node_command
 from tests.opentaxii_peer import OpenTaxiiPeer, start_opentaxii
-from tests.pair import loopback_node, peer_toml, prepare_node, start_node
+from tests.pair import node_syncing_with
 from tests.peer_process import MEDIA_TYPE
 from tests.test_sync import (
     ADMIN,
@@ -98,27 +98,14 @@ class NodeAndPeer:
 def node_with_opentaxii(tmp_path: Path, stopper: list, direction: str = "both") -> NodeAndPeer:
     peer = start_opentaxii(tmp_path / "opentaxii", ["alpha"])
     stopper.append(peer)
-    password_file = tmp_path / "opentaxii-password"
-    password_file.write_text(peer.password + "\n")
-    extra = peer_toml(
+    node = node_syncing_with(
+        tmp_path,
+        peer,
         name=PEER,
-        api_root=peer.api_root,
-        user=peer.user,
-        password_file=password_file,
-        account=None,
         mappings={"alpha": {"direction": direction, "egress": GREEN_ONLY}},
         remote_names={"alpha": peer.collections["alpha"]},
         timeout=60.0,
     )
-    node = loopback_node(
-        directory=tmp_path / "node-a",
-        name="node-a",
-        store_url=f"sqlite:///{tmp_path / 'node-a' / 'node.db'}",
-        port=free_port(),
-        extra_toml=extra,
-    )
-    prepare_node(node)
-    start_node(node)
     stopper.append(node)
     config = load_config(node.config_path)
     store = Store(config.store_url)

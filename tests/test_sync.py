@@ -35,15 +35,12 @@ from tests.nodes import (
     PG_ENV,
     create_pg_database,
     drop_pg_database,
-    free_port,
     taxii_node_command,
 )
 from tests.pair import (
     Pair,
-    loopback_node,
     make_pair,
-    peer_toml,
-    prepare_node,
+    node_syncing_with,
     run_cli,
     start_node,
     sync_password,
@@ -808,26 +805,13 @@ def test_push_to_and_pull_from_stock_medallion(tmp_path, stopper):
     medallion = start_medallion(tmp_path / "medallion", {"alpha": collection_id})
     stopper.append(medallion)
     med_auth = (medallion.user, medallion.password)
-    password_file = tmp_path / "medallion-password"
-    password_file.write_text(medallion.password + "\n")
-    extra = peer_toml(
+    node = node_syncing_with(
+        tmp_path,
+        medallion,
         name="medallion",
-        api_root=medallion.api_root,
-        user=medallion.user,
-        password_file=password_file,
-        account=None,
         mappings={"alpha": {"egress": A_EGRESS, "ingress": {"max_tlp": "amber"}}},
         remote_names={"alpha": collection_id},
     )
-    node = loopback_node(
-        directory=tmp_path / "node-a",
-        name="node-a",
-        store_url=f"sqlite:///{tmp_path / 'node-a' / 'node.db'}",
-        port=free_port(),
-        extra_toml=extra,
-    )
-    prepare_node(node)
-    start_node(node)
     stopper.append(node)
     config = load_config(node.config_path)
     store = Store(config.store_url)
