@@ -231,23 +231,8 @@ class NodeFiles:
     def cli_in_process(
         self, *args: str, input: str | None = None, check: bool = True, env: dict | None = None
     ) -> subprocess.CompletedProcess:
-        """``cli`` without the 2 s interpreter start-up: the same entry point
-        (``run_guarded``: exit codes, one-line errors on stderr) run in this process.
-
-        For tests of what a command does to the node; tests of the process itself
-        (start-up imports, signals, ``--debug`` tracebacks) use ``cli``.
-        """
-        from click.testing import CliRunner
-
-        from node.cli import cli
-        from node.cli.common import run_guarded
-
-        argv = ["--config", str(self.config_path), *args]
-        with _CLI_LOCK, CliRunner().isolation(input=input, env=env) as (stdout, stderr, _):
-            code = run_guarded(cli, argv, prog_name="taxii-node")
-            result = subprocess.CompletedProcess(
-                ["taxii-node", *argv], code, stdout.getvalue().decode(), stderr.getvalue().decode()
-            )
+        """``cli`` without the 2 s interpreter start-up (``cli_in_process`` below)."""
+        result = cli_in_process("--config", str(self.config_path), *args, input=input, env=env)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"taxii-node {' '.join(args)} failed ({result.returncode}):\n"
@@ -279,6 +264,28 @@ class NodeFiles:
     def add_user(self, name: str, password: str, **options: Any) -> None:
         """``taxii-node user add`` with ``user_add_args(name, **options)``."""
         self.run_cli(*user_add_args(name, **options), input=password + "\n")
+
+
+def cli_in_process(
+    *argv: str, input: str | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """``taxii-node ARGV`` through the CLI's entry point (``run_guarded``: exit codes,
+    one-line errors on stderr) in this process; the result as ``subprocess.run`` gives it.
+
+    For tests of what a command does to the node; tests of the process itself
+    (start-up imports, signals, ``--debug`` tracebacks, a server that must not
+    start) run the real ``taxii-node`` process.
+    """
+    from click.testing import CliRunner
+
+    from node.cli import cli
+    from node.cli.common import run_guarded
+
+    with _CLI_LOCK, CliRunner().isolation(input=input, env=env) as (stdout, stderr, _):
+        code = run_guarded(cli, list(argv), prog_name="taxii-node")
+        return subprocess.CompletedProcess(
+            ["taxii-node", *argv], code, stdout.getvalue().decode(), stderr.getvalue().decode()
+        )
 
 
 def user_add_args(

@@ -36,6 +36,7 @@ from tests.nodes import (
     COLLECTIONS,
     NodeFiles,
     RunningNode,
+    cli_in_process,
     free_port,
     taxii_node_command,
 )
@@ -586,8 +587,9 @@ def test_serve_and_check_refuse_insecure_configs(tmp_path: Path, pki: Pki) -> No
     for name, (text_, message) in cases.items():
         config = tmp_path / f"{name}.toml"
         config.write_text(text_)
-        for command in ("check", "serve"):
-            result = _cli(config, command)
+        # check in process; serve as a process, which a regression would leave serving
+        for result in (cli_in_process("--config", str(config), "check"), _cli(config, "serve")):
+            command = result.args[-1]
             assert result.returncode == 2, (name, command, result.stdout, result.stderr)
             assert message in result.stderr, (name, command, result.stderr)
             assert len(result.stderr.strip().splitlines()) == 1
@@ -600,27 +602,28 @@ def test_serve_and_check_refuse_insecure_configs(tmp_path: Path, pki: Pki) -> No
 def test_user_commands_bind_accounts_to_certificates(tmp_path: Path, pki: Pki) -> None:
     files = NodeFiles(tmp_path / "n", "n", f"sqlite:///{tmp_path / 'n.db'}", free_port())
     files.init()
+    run = files.cli_in_process  # what the commands do; the CLI as a process: test_cli
     cert = pki.certs["client-b"]
     files.add_user("peer-1", "peer-password-1", cert_fingerprint=cert.openssl_fingerprint)
-    assert files.cli("user", "cert", "peer-1").stdout.strip() == f"cert:sha256:{cert.fingerprint}"
-    listing = {line.split("\t")[0]: line for line in files.cli("user", "list").stdout.splitlines()}
+    assert run("user", "cert", "peer-1").stdout.strip() == f"cert:sha256:{cert.fingerprint}"
+    listing = {line.split("\t")[0]: line for line in run("user", "list").stdout.splitlines()}
     assert listing["peer-1"].endswith(f"\tcert:sha256:{cert.fingerprint}")
 
-    taken = files.cli("user", "add", "peer-2", "--password-stdin", "--cert-fingerprint",
-                      cert.fingerprint, input="peer-password-2\n", check=False)  # fmt: skip
+    taken = run("user", "add", "peer-2", "--password-stdin", "--cert-fingerprint",
+                cert.fingerprint, input="peer-password-2\n", check=False)  # fmt: skip
     assert taken.returncode == 2 and "already bound to user 'peer-1'" in taken.stderr
-    bad = files.cli("user", "cert", "peer-1", "--cert-fingerprint", "abc", check=False)
+    bad = run("user", "cert", "peer-1", "--cert-fingerprint", "abc", check=False)
     assert bad.returncode == 2 and "not a SHA-256 fingerprint" in bad.stderr
-    both = files.cli("user", "cert", "peer-1", "--cert-fingerprint", cert.fingerprint,
-                     "--cert-subject", "CN=x", check=False)  # fmt: skip
+    both = run("user", "cert", "peer-1", "--cert-fingerprint", cert.fingerprint,
+               "--cert-subject", "CN=x", check=False)  # fmt: skip
     assert both.returncode == 2 and "not both" in both.stderr
 
-    files.cli("user", "cert", "peer-1", "--cert-subject", "o=Unit B, CN = node-b,OU=Sync")
-    shown = files.cli("user", "cert", "peer-1").stdout.strip()
+    run("user", "cert", "peer-1", "--cert-subject", "o=Unit B, CN = node-b,OU=Sync")
+    shown = run("user", "cert", "peer-1").stdout.strip()
     assert shown == "cert:subject:CN=node-b,O=Unit B,OU=Sync"
-    files.cli("user", "cert", "peer-1", "--clear")
-    assert files.cli("user", "cert", "peer-1").stdout.strip() == "-"
-    assert "cert:" not in files.cli("user", "list").stdout
+    run("user", "cert", "peer-1", "--clear")
+    assert run("user", "cert", "peer-1").stdout.strip() == "-"
+    assert "cert:" not in run("user", "list").stdout
 
 
 def test_subjects_and_fingerprints_are_normalised() -> None:
