@@ -398,7 +398,7 @@ def scale(workdir: Path, label: str, store_url: str | None, sizes: Sequence[int]
         print(f"  at {size:,} vs {rows[0][0]:,} (cost ratio, target <= 1.5x): " + "; ".join(ratios))
 
 
-def hot_queries(target: Target) -> list[tuple[str, objects.ObjectQuery | tuple[str, tuple]]]:
+def hot_queries(target: Target) -> list[tuple[str, objects.ObjectQuery | tuple[str, ...]]]:
     """The statements of the hot paths, as the node sends them."""
     collection = COLLECTIONS[ALIAS]
     some_id = target.ids[len(target.ids) // 2]
@@ -411,9 +411,7 @@ def hot_queries(target: Target) -> list[tuple[str, objects.ObjectQuery | tuple[s
         ("GET by id (match[id], last)", objects.ObjectQuery(collection, limit=100, ids=(some_id,))),
         ("match[type]=indicator", objects.ObjectQuery(collection, limit=100, types=("indicator",))),
         ("match[version]=first", objects.ObjectQuery(collection, limit=100, versions=("first",))),
-        ("POST: stored versions of 100 posted ids",
-         ("SELECT object_id, version, date_added FROM objects WHERE collection_id = {m} AND "
-          f"object_id IN ({', '.join(['{m}'] * len(existing))})", (collection, *existing))),
+        ("POST: stored versions of 100 posted ids", existing),
     ]  # fmt: skip
 
 
@@ -426,17 +424,16 @@ def print_plans(store_url: str, target: Target, rows: int) -> None:
             middle = connection.exec_driver_sql(
                 "SELECT MIN(date_added) + (MAX(date_added) - MIN(date_added)) / 2 FROM objects"
             ).scalar_one()
-            marker = "?" if store.dialect == "sqlite" else "%s"
             for label, query in hot_queries(target):
                 if isinstance(query, objects.ObjectQuery):
                     if label.startswith("page after"):
                         query = replace(query, after=int(middle))
                     plan = objects.explain_page(connection, query, analyze=True)
-                else:
-                    statement, params = query
-                    plan = objects.explain(
-                        connection, statement.replace("{m}", marker), params, analyze=True
+                else:  # the posted ids
+                    statement, params = objects.stored_versions_statement(
+                        connection, COLLECTIONS[ALIAS], query
                     )
+                    plan = objects.explain(connection, statement, params, analyze=True)
                 print(f"    -- {label}")
                 for line in plan.splitlines():
                     print(f"       {line if len(line) < 160 else line[:150] + ' ...'}")

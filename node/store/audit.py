@@ -25,7 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from node import jsoncodec
 from node.timestamps import now_micros
 
-from .engine import placeholder, row_lock_clause
+from .engine import insert_rows, placeholder, row_lock_clause
 from .schema import audit_table, settings
 
 if TYPE_CHECKING:
@@ -159,13 +159,10 @@ _COLUMNS = (*_FIELDS, "prev_hash", "hash")
 
 
 def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """executemany straight to the driver: a sync batch appends a thousand records,
-    and SQLAlchemy's per-row parameter handling would cost more than the inserts."""
-    marker = placeholder(connection)
-    statement = (
-        f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join([marker] * len(_COLUMNS))})"
-    )
-    connection.exec_driver_sql(statement, [tuple(row[c] for c in _COLUMNS) for row in rows])
+    """Straight to the driver (``engine.insert_rows``): a sync batch appends a
+    thousand records, and SQLAlchemy's per-row parameter handling would cost
+    more than the inserts."""
+    insert_rows(connection, "audit", _COLUMNS, [tuple(row[c] for c in _COLUMNS) for row in rows])
 
 
 def entries(

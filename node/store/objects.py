@@ -16,7 +16,7 @@ from node import jsoncodec
 from node.timestamps import from_micros, is_timestamp, now_micros, to_micros
 from node.validation import object_problem, version_stamp
 
-from .engine import fetch_all, placeholder, row_lock_clause
+from .engine import fetch_all, in_values, insert_rows, placeholder, row_lock_clause
 from .schema import MARKER_EXPRESSIONS, objects_table
 
 _IN_CHUNK = 500
@@ -350,33 +350,8 @@ def _demote(
 
 
 def _insert_rows(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """The rows straight to the driver: SQLAlchemy's per-row parameter
-    processing costs more than the insert itself on this path.
-
-    PostgreSQL gets them by COPY (one statement, rows adapted in C), SQLite
-    by executemany of one prepared INSERT.
-    """
-    if connection.dialect.name == "postgresql":
-        _copy_rows(connection, rows)
-    else:
-        marker = placeholder(connection)
-        statement = (
-            f"INSERT INTO objects ({', '.join(_INSERT_COLUMNS)}) "
-            f"VALUES ({', '.join([marker] * len(_INSERT_COLUMNS))})"
-        )
-        connection.exec_driver_sql(statement, rows)
+    insert_rows(connection, "objects", _INSERT_COLUMNS, rows)
     connection.info[INSERTED_ROWS] = connection.info.get(INSERTED_ROWS, 0) + len(rows)
-
-
-def _copy_rows(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """COPY inside the connection's transaction (the DBAPI connection is the one
-    SQLAlchemy's transaction runs on)."""
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    statement = f"COPY objects ({', '.join(_INSERT_COLUMNS)}) FROM STDIN"
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
 
 
 def _encodable(body: str) -> bool:
@@ -410,19 +385,27 @@ def _chunks(items: Sequence[_T], size: int = _IN_CHUNK) -> Iterable[Sequence[_T]
         yield items[start : start + size]
 
 
+def stored_versions_statement(
+    connection: Connection, collection_id: str, object_ids: Sequence[str]
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement (SQL text, parameters) a POST runs to find the stored versions
+    of the posted ids (also for the benchmark's plans)."""
+    wanted, params = in_values(connection, "object_id", object_ids)
+    statement = (
+        "SELECT object_id, version, date_added FROM objects "
+        f"WHERE collection_id = {placeholder(connection)} AND {wanted}"
+    )
+    return statement, (collection_id, *params)
+
+
 def _stored_versions(
     connection: Connection, collection_id: str, object_ids: Iterable[str]
 ) -> _StoredVersions:
     """The stored versions of ``object_ids``, found through (collection_id, object_id) only."""
-    marker = placeholder(connection)
     stored = _StoredVersions({}, {}, {})
     for chunk in _chunks(sorted(object_ids)):
-        result = connection.exec_driver_sql(
-            "SELECT object_id, version, date_added FROM objects "
-            f"WHERE collection_id = {marker} AND object_id IN ({', '.join([marker] * len(chunk))})",
-            (collection_id, *chunk),
-        )
-        for object_id, version, date_added in result:
+        rows = fetch_all(connection, *stored_versions_statement(connection, collection_id, chunk))
+        for object_id, version, date_added in rows:
             stored.date_added[(object_id, version)] = date_added
             stored.newest[object_id] = max(stored.newest.get(object_id, version), version)
             stored.oldest[object_id] = min(stored.oldest.get(object_id, version), version)

@@ -20,7 +20,7 @@ from sqlalchemy import (
     tuple_,
 )
 
-from .engine import placeholder
+from .engine import insert_rows
 from .objects import StoredObject
 from .schema import metadata
 
@@ -35,26 +35,23 @@ publishers = Table(
 )
 
 
+_COLUMNS = ("collection_id", "object_id", "version", "account")
+
+
 def record(
     connection: Connection, collection_id: str, stored: Iterable[StoredObject], account: str
 ) -> None:
     """Record ``account`` as the publisher of the new versions ``stored`` (an AddOutcome's).
 
-    One executemany straight to the driver: on a POST of 100, SQLAlchemy's
-    per-row parameter handling of an ``insert()`` cost more than the inserts.
+    Straight to the driver (``engine.insert_rows``): on a POST of 100,
+    SQLAlchemy's per-row parameter handling cost more than the inserts.
     """
     rows = [
         (collection_id, item.object_id, item.version, account)
         for item in stored
         if item.origin is None
     ]
-    if rows:
-        marker = placeholder(connection)
-        connection.exec_driver_sql(
-            "INSERT INTO publishers (collection_id, object_id, version, account) "
-            f"VALUES ({marker}, {marker}, {marker}, {marker})",
-            rows,
-        )
+    insert_rows(connection, "publishers", _COLUMNS, rows)
 
 
 def publishers_of(
