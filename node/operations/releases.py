@@ -108,7 +108,11 @@ def refresh(connection: Connection, agreements: Iterable[Agreement]) -> int:
     older version passes only while its object is shared) is decided again with it.
     New egress rules decide every version again, once.  A link or report is
     queued when it is added (what it references may still await release), so one
-    release action can cover them together.
+    release action can cover them together.  One that policy withheld for what it
+    referenced then (a RED target, say) is decided again with a new version of its
+    own or under new rules, not when its target changes: finding what references
+    an object would cost a scan of the collection, the cost this cursor avoids.
+    Nothing leaks meanwhile: egress holds such a link back as awaiting release.
     """
     new = 0
     for agreement in agreements:
