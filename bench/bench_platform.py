@@ -53,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import requests
 
@@ -163,6 +164,21 @@ def running(node: RunningNode) -> Iterator[RunningNode]:
         node.stop()
 
 
+def durable(url: str) -> str:
+    """A test store URL from ``tests.nodes`` with PostgreSQL's durable commits.
+
+    The test harness turns ``synchronous_commit`` off in its store URLs (tests
+    never crash the server); a benchmark of publishing must commit as a
+    deployment does, waiting for the WAL to be flushed.
+    """
+    parts = urlsplit(url)
+    query = [
+        (name, value.replace("synchronous_commit=off", "synchronous_commit=on"))
+        for name, value in parse_qsl(parts.query)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
 @contextmanager
 def pg_database(base: str | None) -> Iterator[str | None]:
     """A fresh PostgreSQL database URL, or None (printed why) when none is reachable."""
@@ -173,7 +189,7 @@ def pg_database(base: str | None) -> Iterator[str | None]:
     assert base is not None
     url = create_pg_database(base)
     try:
-        yield url
+        yield durable(url)
     finally:
         drop_pg_database(base, url)
 
@@ -350,8 +366,11 @@ def store_bytes(store_url: str) -> int:
     store = Store(store_url)
     try:
         with store.read() as connection:
+            # The store's own schema (a test store is a schema of a shared database).
             return connection.exec_driver_sql(
-                "SELECT pg_database_size(current_database())"
+                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = current_schema() AND c.relkind = 'r'"
             ).scalar_one()
     finally:
         store.close()

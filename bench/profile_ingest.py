@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.bench_node import synthetic_objects  # noqa: E402
+from bench.bench_platform import pg_database  # noqa: E402
 from node.app import create_app  # noqa: E402
 from node.config import load_config  # noqa: E402
-from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, PG_ENV, create_pg_database, new_node  # noqa: E402
+from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, PG_ENV, new_node  # noqa: E402
 
 MEDIA_TYPE = "application/taxii+json;version=2.1"
 
@@ -147,8 +149,13 @@ def main() -> int:
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--top", type=int, default=0, help="also print the N costliest functions")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="taxii-node-profile-") as tmp:
-        url = create_pg_database(os.environ[PG_ENV]) if args.store == "postgresql" else None
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="taxii-node-profile-"))
+        url = None
+        if args.store == "postgresql":
+            url = stack.enter_context(pg_database(os.environ.get(PG_ENV)))
+            if url is None:
+                return 2
         node = new_node(Path(tmp), "profiled", url)
         app = create_app(load_config(node.config_path)).wsgi_app
         label, environs = _requests(args, app, f"/api/collections/{COLLECTIONS['alpha']}/objects/")
