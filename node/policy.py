@@ -24,10 +24,12 @@ that references it; one withheld by a protective rule never does.
 
 Referential safety (:meth:`Policy.apply`): a relationship or sighting is withheld when an
 object it links is withheld, since it would otherwise tell the partner something about that
-object; containers lose (or are withheld for) withheld ``object_refs``.  Links to objects
-outside the batch are judged on their stored version through the resolver; links to
-objects nobody knows follow ``unresolved_refs``.  Only those link properties are checked:
-other embedded references (``sample_refs``, SCO ``*_ref`` ...) expose no more than an id.
+object; containers lose (or are withheld for) withheld ``object_refs``.  Every other
+reference (a ``*_ref``/``*_refs`` property holding STIX ids, at any depth: a
+language-content's ``object_ref``, ``sample_refs``, SCO ``*_ref`` ...) is a link too: it
+names the object and often says something about it.  Links to objects outside the batch
+are judged on their stored version through the resolver; links to objects nobody knows
+follow ``unresolved_refs``.
 
 The policy runs on the sync hot path, so :meth:`Policy.decide` copies an object only when
 it must change it (redaction), and :meth:`Policy.apply` only copies containers it trims.
@@ -439,7 +441,16 @@ def _is_tlp_definition(obj: Mapping[str, Any]) -> bool:
 
 
 def _link_refs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    """(property path, id) for the references a relationship, sighting or container is about."""
+    """(property path, id) of every object ``obj`` refers to besides its author and markings.
+
+    First the properties a relationship, sighting or container is about (any value
+    there is a reference, a malformed one too); then every other property named
+    ``*_ref`` or ``*_refs`` whose value is a STIX id, at any depth: STIX 2.1 names
+    identifier references so (section 2.13 and the ``_ref``/``_refs`` suffix of
+    section 3.1), and a language-content's ``object_ref``, a malware's
+    ``sample_refs``, a file's ``parent_directory_ref`` or an archive extension's
+    ``contains_refs`` name an object as a relationship's ``target_ref`` does.
+    """
     kind = obj.get("type", "")
     properties = ("object_refs",) if kind in CONTAINER_TYPES else _LINK_PROPERTIES.get(kind, ())
     for name in properties:
@@ -449,6 +460,38 @@ def _link_refs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
                 yield f"{name}[{index}]", ref
         elif value is not None:
             yield name, value
+    for name, value in obj.items():
+        if name not in properties and name not in _DEPENDENCY_PROPERTIES:
+            yield from _embedded_refs(name, name, value)
+
+
+# The author and markings: dependencies, judged by _named_dependencies.
+_DEPENDENCY_PROPERTIES = frozenset({"created_by_ref", "object_marking_refs", "granular_markings"})
+
+
+def _embedded_refs(path: str, name: str, value: Any) -> Iterator[tuple[str, str]]:
+    """(path, id) of the STIX ids in ``*_ref``/``*_refs`` properties within ``value``."""
+    if name.endswith("_ref"):
+        if isinstance(value, str) and _STIX_ID.match(value):
+            yield path, value
+    elif name.endswith("_refs"):
+        for index, ref in enumerate(value if isinstance(value, list) else ()):
+            if isinstance(ref, str) and _STIX_ID.match(ref):
+                yield f"{path}[{index}]", ref
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str):
+                yield from _embedded_refs(f"{path}.{key}", key, item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, dict | list):
+                yield from _embedded_refs(f"{path}[{index}]", "", item)
+
+
+def linked_ids(obj: Mapping[str, Any]) -> list[str]:
+    """The ids ``obj`` refers to besides its author and markings (see ``_link_refs``):
+    what egress must resolve before it can decide ``obj``."""
+    return [ref for _path, ref in _link_refs(obj) if isinstance(ref, str)]
 
 
 def _named_dependencies(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
@@ -847,17 +890,24 @@ class _Batch:
 
     def _is_linking(self, obj: Mapping[str, Any]) -> bool:
         kind = obj.get("type")
-        return kind in _LINK_PROPERTIES or kind in CONTAINER_TYPES
+        if kind in _LINK_PROPERTIES or kind in CONTAINER_TYPES:
+            return True
+        return next(_link_refs(obj), None) is not None
 
     def _link_verdict(self, obj: Mapping[str, Any]) -> _Verdict | None:
-        """Why a relationship, sighting or container must now be withheld, if it must."""
-        if obj.get("type") not in CONTAINER_TYPES:
-            for path, ref in _link_refs(obj):
-                problem = self._reference_problem(ref)
-                if problem is not None:
-                    return _Verdict(problem.rule, f"{path} {ref} {problem.detail}")
+        """Why an object must now be withheld for what it links to, if it must: any link
+        but a container's ``object_refs`` withholds it; those are trimmed (``reports``)."""
+        listing = obj.get("type") in CONTAINER_TYPES
+        refs: list[tuple[str, Any]] = []
+        for path, ref in _link_refs(obj):
+            if listing and path.startswith("object_refs["):
+                refs.append((path, ref))
+                continue
+            problem = self._reference_problem(ref)
+            if problem is not None:
+                return _Verdict(problem.rule, f"{path} {ref} {problem.detail}")
+        if not listing:
             return None
-        refs = list(_link_refs(obj))
         blocked = [(path, ref, p) for path, ref in refs if (p := self._reference_problem(ref))]
         if not blocked:
             return None

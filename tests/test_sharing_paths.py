@@ -8,6 +8,7 @@ against a recording peer.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from tests.sharing_objects import (
     GREEN1,
     RED,
     RED1,
+    T0,
     at,
     granular,
     identity,
@@ -29,6 +31,7 @@ from tests.sharing_objects import (
     malware,
     relationship,
     report,
+    sdo,
     version,
 )
 
@@ -363,3 +366,47 @@ def test_a_partners_first_read_of_a_cache_period_takes_no_write_lock(tmp_path: P
     logins = [r for r in node.audit_rows() if r["action"] == "login"]
     assert [(r["actor"], r["rule"]) for r in logins] == [(PEER, "basic")]
     node.close()
+
+
+# ---------------------------------------------------------------- references in any property
+
+
+def _sco(kind: str, marking: str, **properties) -> dict:
+    return {"type": kind, "spec_version": "2.1", "id": f"{kind}--{uuid.uuid4()}",
+            "object_marking_refs": [marking], **properties}  # fmt: skip
+
+
+def _targets(marking: str) -> list[dict]:
+    return [_sco("directory", marking, path="/srv/operation"), _sco("file", marking, name="x.dll"),
+            indicator(marking, 11)]  # fmt: skip
+
+
+def _naming(directory: dict, sample: dict, target: dict) -> list[dict]:
+    """GREEN objects that name the others outside a relationship, sighting or container's
+    link properties: each says something about them (a translation of the indicator's
+    text, a sample, where a file lies) and names their ids."""
+    return [
+        sdo("language-content", GREEN, object_ref=target["id"], object_modified=T0,
+            contents={"de": {"name": "Bösartige IP"}}),
+        malware(GREEN, sample_refs=[sample["id"]]),
+        sdo("malware-analysis", GREEN, product="sandbox", result="malicious",
+            sample_ref=sample["id"]),
+        _sco("file", GREEN, name="dropper.exe", parent_directory_ref=directory["id"]),
+        _sco("file", GREEN, name="bundle.zip",
+             extensions={"archive-ext": {"contains_refs": [sample["id"]]}}),
+        indicator(GREEN, 8, x_derived_from_ref=target["id"]),
+    ]  # fmt: skip
+
+
+def test_objects_naming_a_withheld_object_in_any_reference_property_are_withheld(
+    make_node,
+) -> None:
+    node = make_node()
+    secrets, shared = _targets(RED), _targets(GREEN)
+    leaking, naming_shared = _naming(*secrets), _naming(*shared)
+    node.add([*secrets, *shared, *leaking, *naming_shared])
+    for objs in (served(node), pushed(node)):
+        assert not [ref for ref in ids(secrets) if ref in json.dumps(objs)]
+        assert ids(objs) == ids(shared) | ids(naming_shared) | {GREEN}
+    for obj in leaking:
+        assert node.get(f"objects/{obj['id']}/").status_code == 404

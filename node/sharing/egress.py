@@ -37,7 +37,7 @@ import orjson
 from sqlalchemy import Connection
 
 from node import jsoncodec
-from node.policy import CONTAINER_TYPES, PROTECTIVE_RULES, Decision, Policy, Rule
+from node.policy import PROTECTIVE_RULES, Decision, Policy, Rule, linked_ids
 from node.store import provenance
 from node.store.objects import ObjectQuery
 from node.timestamps import from_micros
@@ -50,11 +50,6 @@ _MAX_CLOSURE = 50_000
 _NOTHING: dict[str, Any] = {}  # the decoded object of a row served from the cache
 _NO_FIRST: dict[str, int] = {}
 _MAX_CHUNK = 5_000
-_LINKS = {
-    "relationship": ("source_ref", "target_ref"),
-    "sighting": ("sighting_of_ref", "observed_data_refs", "where_sighted_refs"),
-    **{kind: ("object_refs",) for kind in CONTAINER_TYPES},
-}
 
 
 @dataclass(frozen=True)
@@ -612,8 +607,9 @@ def _keeps_back(rule: str) -> bool:
 
 
 def _references(obj: dict[str, Any]) -> list[str]:
-    """Ids ``obj`` names that egress must resolve: links (relationships, sightings,
-    containers), its author and non-TLP markings.  TLP definitions are left out: they
+    """Ids ``obj`` names that egress must resolve: its author, non-TLP markings and
+    every link (``policy.linked_ids``: relationships, sightings, containers, and any
+    other ``*_ref``/``*_refs`` property).  TLP definitions are left out: they
     are never withheld and always available (``node.tlp``)."""
     refs: list[str] = []
     author = obj.get("created_by_ref")
@@ -626,12 +622,7 @@ def _references(obj: dict[str, Any]) -> list[str]:
         marking = granular.get("marking_ref") if isinstance(granular, dict) else None
         if isinstance(marking, str) and marking.lower() not in TLP_BY_MARKING_ID:
             refs.append(marking)
-    for name in _LINKS.get(obj.get("type"), ()):  # type: ignore[arg-type]
-        value = obj.get(name)
-        if isinstance(value, str):
-            refs.append(value)
-        elif isinstance(value, list):
-            refs.extend(ref for ref in value if isinstance(ref, str))
+    refs.extend(linked_ids(obj))
     return refs
 
 
