@@ -58,7 +58,7 @@ def test_unexpected_error_is_a_taxii_500(tmp_path: Path, monkeypatch) -> None:
     def broken(*_args, **_kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("node.store.objects.page", broken)
+    monkeypatch.setattr("node.store.objects.page_bodies", broken)  # the read of a page
     response = client.get(f"/api/collections/{COLLECTIONS['alpha']}/objects/", headers=AUTH)
     assert response.status_code == 500
     assert response.content_type == TAXII
