@@ -427,6 +427,17 @@ def _withheld(obj: Mapping[str, Any], rule: str, detail: str) -> Decision:
     )
 
 
+_REASON_LENGTH = 200
+
+
+def _reason(rule: str, detail: str) -> str:
+    """ "rule: detail" of a withheld object, as another object's detail quotes it: cut
+    short, so that the details along a chain of references (each quoting the next)
+    stay short instead of growing with the chain (and the audit records with them)."""
+    reason = f"{rule}: {detail}"
+    return reason if len(reason) <= _REASON_LENGTH else reason[: _REASON_LENGTH - 3] + "..."
+
+
 def _type_of(ref: str) -> str:
     return ref.partition("--")[0]
 
@@ -637,7 +648,7 @@ class Policy:
                 decided.append(found[1])
             elif found is not None and not found[1].allowed:
                 state = found[1]
-                detail = f"its current version is withheld ({state.rule}: {state.detail})"
+                detail = f"its current version is withheld ({_reason(state.rule, state.detail)})"
                 decided.append(_withheld(obj, state.rule, detail))
             else:
                 decided.append(batch.decide_version(obj))
@@ -848,29 +859,53 @@ class _Batch:
     # ----------------------------------------------------------------- reference safety
 
     def _withhold_broken_links(self) -> None:
-        """Withhold linking objects whose targets are withheld, until nothing changes.
+        """Withhold objects whose links or named dependencies are withheld, transitively.
 
-        Withholding only ever spreads (allowed -> withheld), so this terminates; links are
-        visited before containers so most batches settle in one pass plus a check.
+        Withholding only ever spreads (allowed -> withheld), and an object's verdict can
+        change only when an object it names is withheld: so each object is checked once,
+        and again only when something it names has just been withheld.  The work grows
+        with the references, not with the square of the batch: passes "until nothing
+        changes" cost one pass per link of a chain (10,000 notes posted by a partner,
+        each listing the next, held a server thread for many minutes).
         """
-        linking = [p for p, obj in enumerate(self.objs) if self._is_linking(obj)]
-        linking.sort(key=lambda p: self.objs[p].get("type") in CONTAINER_TYPES)
-        authored = [p for p, obj in enumerate(self.objs) if _has_dependency_refs(obj)]
-        changed = True
-        while changed:
-            changed = False
-            for position in authored:
-                if self.decisions[position].allowed:
-                    verdict = self._author_verdict(self.objs[position])
-                    if verdict is not None:
-                        self._withhold(position, verdict, protect=True)
-                        changed = True
-            for position in linking:
-                if self.decisions[position].allowed:
-                    verdict = self._link_verdict(self.objs[position])
-                    if verdict is not None:
-                        self._withhold(position, verdict)
-                        changed = True
+        referrers: dict[str, list[int]] = {}
+        checks: list[tuple[int, bool, bool]] = []  # (position, authored, linking)
+        for position, obj in enumerate(self.objs):
+            authored, linking = _has_dependency_refs(obj), self._is_linking(obj)
+            if not (authored or linking):
+                continue
+            checks.append((position, authored, linking))
+            named = _named_dependencies(obj) if authored else iter(())
+            for ref in {ref for _path, ref in (*named, *_link_refs(obj)) if isinstance(ref, str)}:
+                referrers.setdefault(ref, []).append(position)
+        kinds = {position: (authored, linking) for position, authored, linking in checks}
+        pending = [position for position, _, _ in reversed(checks)]  # popped in input order
+        queued = set(pending)
+        while pending:
+            position = pending.pop()
+            queued.discard(position)
+            if not self.decisions[position].allowed:
+                continue
+            withheld = self._check_links(position, *kinds[position])
+            if withheld is None:
+                continue
+            for referrer in referrers.get(withheld, ()):
+                if referrer not in queued:
+                    queued.add(referrer)
+                    pending.append(referrer)
+
+    def _check_links(self, position: int, authored: bool, linking: bool) -> str | None:
+        """Withhold the object at ``position`` if its author, markings or links now say so;
+        the id withheld, or None."""
+        obj = self.objs[position]
+        verdict = self._author_verdict(obj) if authored else None
+        if verdict is not None:
+            self._withhold(position, verdict, protect=True)
+        elif linking and (verdict := self._link_verdict(obj)) is not None:
+            self._withhold(position, verdict)
+        else:
+            return None
+        return self.decisions[position].object_id
 
     def _author_verdict(self, obj: Mapping[str, Any]) -> _Verdict | None:
         """Why ``obj`` must be withheld for the identity or marking it names, if it must.
@@ -936,7 +971,9 @@ class _Batch:
             if not blocked:
                 return None
             reason = self.withheld[ref]
-            return _Verdict(Rule.REF_WITHHELD, f"is withheld ({reason.rule}: {reason.detail})")
+            return _Verdict(
+                Rule.REF_WITHHELD, f"is withheld ({_reason(reason.rule, reason.detail)})"
+            )
         stored = self._stored(ref)
         if not stored.found:
             if is_dependency or self.policy.rules.unresolved_refs == "share":
@@ -945,7 +982,7 @@ class _Batch:
         verdict = stored.verdict
         if verdict is None or (is_dependency and verdict.rule not in PROTECTIVE_RULES):
             return None
-        return _Verdict(Rule.REF_WITHHELD, f"is withheld ({verdict.rule}: {verdict.detail})")
+        return _Verdict(Rule.REF_WITHHELD, f"is withheld ({_reason(verdict.rule, verdict.detail)})")
 
     def _stored(self, ref: str) -> _Stored:
         """The per-object verdict on the stored version of ``ref``, resolved once per batch."""

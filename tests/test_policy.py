@@ -789,6 +789,25 @@ class TestContainers:
         assert_withheld(decisions[inner["id"]], "reports.empty")
         assert_withheld(decisions[note["id"]], "reports.empty")
 
+    def test_a_chain_of_containers_costs_one_check_per_link(self, monkeypatch):
+        """A partner can post (and another peer's egress must decide) a chain of
+        reports, each listing the one before, newest first: each is checked about
+        twice, not once per pass over the batch, and details stay short."""
+        from node import policy
+
+        checks = []
+        check = policy._Batch._link_verdict
+        monkeypatch.setattr(
+            policy._Batch, "_link_verdict", lambda batch, obj: checks.append(1) or check(batch, obj)
+        )
+        chain = [malware(tlp="amber")]
+        for _ in range(300):
+            chain.append(report(chain[-1]))
+        decisions = egress().apply(list(reversed(chain)))
+        assert not any(decision.allowed for decision in decisions)
+        assert len(checks) <= 2 * len(chain)
+        assert max(len(decision.detail) for decision in decisions) < 1000
+
     def test_grouping_is_a_container(self):
         shared, secret = indicator(), malware(tlp="amber")
         grouping = as_dict(
