@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from node.config import ENV_STORE_URL, ConfigError, load_config
-from tests.nodes import taxii_node_command
+from tests.nodes import cli_in_process, taxii_node_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,10 +70,14 @@ def config_error(directory: Path, text: str) -> str:
 
 
 def check(path: Path, *, debug: bool = False) -> subprocess.CompletedProcess:
+    """``taxii-node check`` with none of the test run's TAXII_NODE_* variables: in this
+    process (``cli_in_process``), or with ``--debug`` as a process (its traceback)."""
+    if not debug:
+        unset = {name: None for name in os.environ if name.startswith("TAXII_NODE_")}
+        return cli_in_process("--config", str(path), "check", env=unset)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAXII_NODE_")}
-    args = ["--debug"] if debug else []
     return subprocess.run(
-        [*taxii_node_command(), *args, "--config", str(path), "check"],
+        [*taxii_node_command(), "--debug", "--config", str(path), "check"],
         capture_output=True,
         text=True,
         timeout=60,
