@@ -23,6 +23,7 @@ import requests
 
 from node.sharing.records import ALREADY_HERE
 from node.store import audit, objects, provenance
+from node.sync.worker import PULL_PAGES_PER_ROUND
 from node.timestamps import to_micros
 from tests.nodes import COLLECTIONS
 from tests.pair import Pair, make_pair, run_cli
@@ -45,11 +46,14 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 class FaultyProxy:
     """Forwards requests to ``upstream``; answers 500 (an HTML page, as werkzeug does) to a
-    POST whose body names one of ``poison``."""
+    POST whose body names one of ``poison``, and the next ``endless_pages`` GETs of
+    objects/ with an empty page that says ``more`` (a fresh ``next`` each time)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.poison: set[str] = set()
+        self.endless_pages = 0
+        self.pages_served = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,7 +61,10 @@ class FaultyProxy:
                 pass
 
             def do_GET(self) -> None:
-                proxy.forward(self, None)
+                if "/objects/" in self.path and proxy.endless_pages > 0:
+                    proxy.endless_page(self)
+                else:
+                    proxy.forward(self, None)
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -93,6 +100,16 @@ class FaultyProxy:
         handler.send_header("Content-Length", str(len(answer.content)))
         handler.end_headers()
         handler.wfile.write(answer.content)
+
+    def endless_page(self, handler: BaseHTTPRequestHandler) -> None:
+        self.endless_pages -= 1
+        self.pages_served += 1
+        page = json.dumps({"more": True, "next": f"page-{self.pages_served}"}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/taxii+json;version=2.1")
+        handler.send_header("Content-Length", str(len(page)))
+        handler.end_headers()
+        handler.wfile.write(page)
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -179,6 +196,27 @@ def test_an_object_the_peer_answers_500_is_dead_lettered_and_the_rest_delivered(
     assert ("dead-letter", None) in actions
     assert [a for a, actor in actions if a == "dead-letter-retried"] == ["dead-letter-retried"] * 2
     assert all(actor and actor.startswith("cli:") for a, actor in actions if "retried" in a)
+
+
+def test_a_peer_whose_paging_never_ends_does_not_hold_the_worker(tmp_path, stopper):
+    """A partner's server answering ``more`` with a fresh ``next`` forever kept the pull
+    round (and so every other lane of the worker) running: a round reads at most
+    PULL_PAGES_PER_ROUND pages, and the next round goes on from the cursor."""
+    pair = make_pair(tmp_path, a={"alpha": {"direction": "pull"}},
+                     b={"alpha": {"direction": "push", "egress": GREEN}})  # fmt: skip
+    stopper.append(pair)
+    proxy = through_proxy(pair, stopper)
+    author = identity("Unit B", TLP2["green"])
+    publish(pair.b.collection_url("alpha"), ADMIN, [author])
+    proxy.endless_pages = 3 * PULL_PAGES_PER_ROUND
+
+    [pull] = pair.run_once(pair.a)
+    assert proxy.pages_served == PULL_PAGES_PER_ROUND
+    assert pull.ok and pull.received == 0
+    proxy.endless_pages = 0  # the peer fixed its paging
+    [again] = pair.run_once(pair.a)
+    assert again.ok and again.received == 1
+    assert (author["id"], author["modified"]) in holdings(pair.a)
 
 
 def test_a_skipped_dead_letter_is_gone_and_audited(tmp_path, stopper):

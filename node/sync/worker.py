@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 
 PUSH_BATCH = 1000
 PULL_PAGE = 1000
+# A pull round reads at most this many pages (100,000 versions), then ends with its
+# cursor saved: a peer whose paging never ends (``more`` true with a fresh ``next``
+# on every page) cannot keep the worker from every other lane; the next round goes on.
+PULL_PAGES_PER_ROUND = 100
 # A push round with nothing to send asks the peer's API root when the peer has not
 # answered for this long, so that a peer that is down is reported, not "ok".
 PROBE_AFTER_SECONDS = 10.0
@@ -343,7 +347,8 @@ class MappingSync:
     # -- pull -----------------------------------------------------------------
 
     def pull(self) -> RoundResult:
-        """Fetch the peer's versions added after the pull cursor, under ingress policy."""
+        """Fetch the peer's versions added after the pull cursor, under ingress policy
+        (at most ``PULL_PAGES_PER_ROUND`` pages: the next round goes on)."""
         result = RoundResult(self.peer, self.key, "pull")
         with self.store.read() as connection:
             state = syncstate.load(connection, self.peer, self.key, "pull")
@@ -354,7 +359,9 @@ class MappingSync:
             added_after = state.remote_cursor
             next_token: str | None = None
             previous_last: str | None = None
-            while not self.stop.is_set():
+            for _ in range(PULL_PAGES_PER_ROUND):
+                if self.stop.is_set():
+                    break
                 page = self._call(
                     lambda token=next_token: self.client.objects_page(
                         remote_id, added_after=added_after, next_token=token, limit=PULL_PAGE
