@@ -17,6 +17,7 @@ from node import jsoncodec
 from node.sharing import ingress
 from node.store.audit import AuditQueue
 from node.sync.worker import MappingSync
+from tests.nodes import COLLECTIONS
 from tests.sharing_node import ALPHA, PEER, SharingNode
 from tests.sharing_objects import (
     GREEN,
@@ -410,3 +411,22 @@ def test_objects_naming_a_withheld_object_in_any_reference_property_are_withheld
         assert ids(objs) == ids(shared) | ids(naming_shared) | {GREEN}
     for obj in leaking:
         assert node.get(f"objects/{obj['id']}/").status_code == 404
+
+
+# ---------------------------------------------------------------- collections it cannot see
+
+
+def test_a_collection_the_partner_cannot_see_answers_as_an_unknown_name(make_node) -> None:
+    """An unmapped collection named by its alias (a word a partner can guess) or its id
+    answers as a name nobody uses: the 404 never names the collection's id."""
+    node = make_node()
+    unknown_id = "6f1f0a9a-9999-4c3e-9a41-000000000009"
+    hidden_id = COLLECTIONS["beta"]
+    for tail in ("", "objects/", "manifest/", f"objects/{indicator(GREEN)['id']}/versions/"):
+        for hidden, unknown in (("beta", "no-such-alias"), (hidden_id, unknown_id)):
+            answers = []
+            for name in (hidden, unknown):
+                response = node.client.get(node.url(tail, name), headers=node.headers(PEER))
+                answers.append((response.status_code, response.get_data(as_text=True)))
+            assert answers[0][0] == 404, (tail, hidden)
+            assert answers[0][1].replace(hidden, unknown) == answers[1][1], (tail, hidden)

@@ -80,6 +80,7 @@ def _check_path(values: dict) -> None:
         raise not_found(f"no API root {g.api_root!r}")
     named = values.get("collection_id")
     if named is not None:
+        g.collection_named = named
         found = node_state().collections.find(named)
         values["collection_id"] = found.id if found is not None else named
 
@@ -123,7 +124,9 @@ def _collection_for(collection_id: str, *, need_read: bool = False, need_write: 
     collection = node_state().collections.get(collection_id)
     rights = _rights(collection_id)
     if collection is None or not (rights.can_read or rights.can_write):
-        raise not_found(f"no collection {collection_id!r}")
+        # Named as the caller named it: the id behind an alias it guessed would tell it
+        # that such a collection exists (and its id).
+        raise not_found(f"no collection {g.get('collection_named', collection_id)!r}")
     if need_read and not rights.can_read:
         raise forbidden(f"no read access to collection {collection_id!r}")
     if need_write and not rights.can_write:
