@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from node import jsoncodec
 from node.errors import ConfigError, RemoteError
@@ -41,6 +42,12 @@ ENVELOPE_OVERHEAD = len(b'{"objects":[]}')
 # At most this many objects per POST, whatever their size: servers cap the count
 # too (this node's max_objects_per_envelope), and a status of 1,000 stays small.
 MAX_OBJECTS_PER_ENVELOPE = 1000
+# A server's answer must arrive whole within this many seconds and bytes: ``timeout``
+# bounds each read only, so a server sending a byte now and then (or without end)
+# would otherwise hold the caller (the sync worker, every lane of it) for ever.
+ANSWER_DEADLINE_SECONDS = 300.0
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
+_READ_BYTES = 64 * 1024
 
 Envelope = list[tuple[dict, str]]
 
@@ -113,9 +120,13 @@ class TaxiiClient:
         ca_bundle: str | os.PathLike[str] | None = None,
         client_cert: str | os.PathLike[str] | None = None,
         client_key: str | os.PathLike[str] | None = None,
+        answer_deadline: float = ANSWER_DEADLINE_SECONDS,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self.api_root = api_root if api_root.endswith("/") else api_root + "/"
         self._timeout = timeout
+        self._answer_deadline = answer_deadline
+        self._max_answer_bytes = max_answer_bytes
         self._info: dict | None = None
         self._last_answer: float | None = None
         # Passed with every request, not set on the session: requests lets the
@@ -153,9 +164,12 @@ class TaxiiClient:
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         try:
             response = self._session.request(
-                method, url, timeout=self._timeout, verify=self._verify, cert=self._cert, **kwargs
-            )
-        except requests.RequestException as exc:
+                method, url, timeout=self._timeout, verify=self._verify, cert=self._cert,
+                stream=True, **kwargs,
+            )  # fmt: skip
+            self._read_answer(response, f"{method} {url}")
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            # (urllib3's own errors: a timeout or a cut connection while reading the body)
             reason = describe_transport_error(exc, self._timeout)
             raise RemoteError(f"{method} {url}: {reason}", transient=True) from None
         except OSError as exc:  # requests: an unreadable ca_bundle or client_cert
@@ -168,6 +182,37 @@ class TaxiiClient:
                 status=response.status_code,
             )
         return response
+
+    def _read_answer(self, response: requests.Response, request: str) -> None:
+        """Read the body of ``response`` (streamed) within the answer deadline and size.
+
+        Read as it arrives (``read1``: one read of what the socket has, never a wait
+        for a full buffer), so the deadline is checked between reads however slowly
+        the bytes come.  The body is then the response's content, as without streaming.
+        """
+        deadline = time.monotonic() + self._answer_deadline
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while chunk := response.raw.read1(_READ_BYTES, decode_content=True):
+                size += len(chunk)
+                if size > self._max_answer_bytes:
+                    raise RemoteError(
+                        f"{request}: the answer is larger than {self._max_answer_bytes} bytes",
+                        transient=False,
+                    )
+                if time.monotonic() > deadline:
+                    raise RemoteError(
+                        f"{request}: the answer took longer than {self._answer_deadline:g} s",
+                        transient=True,
+                    )
+                chunks.append(chunk)
+        except BaseException:
+            response.close()
+            raise
+        response._content = b"".join(chunks)  # what requests' own read would have kept
+        response._content_consumed = True
+        response.raw.release_conn()
 
     def _json(self, response: requests.Response) -> dict:
         try:

@@ -1,4 +1,5 @@
-"""node.client: the one envelope splitter and the one page iterator, without a server.
+"""node.client: the one envelope splitter and the one page iterator, without a server;
+and the answers of a hostile server on loopback (trickled, too large).
 
 The splitter's size rule is the size of the body ``post_serialized`` sends, so
 an envelope is never refused with 413 for being a byte too large, and never
@@ -9,7 +10,11 @@ request's filters on every page.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +25,7 @@ from node.client import (
     envelope_body,
     split_envelopes,
 )
+from node.errors import RemoteError
 
 _objects = st.lists(
     st.builds(
@@ -94,3 +100,67 @@ def test_pages_follow_next_with_the_same_filters() -> None:
         {**params, "next": "token-2"},
     ]
     assert params == {"limit": "2", "match[type]": "indicator"}  # not changed in place
+
+
+# ---------------------------------------------------------------- a hostile server's answers
+
+
+class _AnsweringServer:
+    """A real HTTP server on loopback whose every answer is ``body`` (JSON), sent in
+    ``pieces`` parts ``pause`` seconds apart (a server trickling bytes)."""
+
+    def __init__(self, body: bytes, pieces: int = 1, pause: float = 0.0) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/taxii+json;version=2.1")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                step = -(-len(body) // pieces)
+                for start in range(0, len(body), step):
+                    self.wfile.write(body[start : start + step])
+                    self.wfile.flush()
+                    threading.Event().wait(pause)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.api_root = f"http://127.0.0.1:{self.server.server_address[1]}/api/"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def answering() -> Iterator[Callable[..., _AnsweringServer]]:
+    started: list[_AnsweringServer] = []
+
+    def start(body: bytes, **kwargs) -> _AnsweringServer:
+        started.append(_AnsweringServer(body, **kwargs))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_an_answer_trickled_past_the_deadline_is_a_transient_error(answering) -> None:
+    """Each read gets a byte well within ``timeout``, so only a deadline on the whole
+    answer stops a server that trickles (the worker waited as long as it sent)."""
+    body = json.dumps({"title": "x" * 30}).encode()
+    server = answering(body, pieces=len(body), pause=0.1)  # about 4 s in all
+    client = TaxiiClient(server.api_root, timeout=5.0, answer_deadline=0.5)
+    with pytest.raises(RemoteError, match=r"took longer than 0\.5 s") as raised:
+        client.api_root_information()
+    assert raised.value.transient
+
+
+def test_an_answer_larger_than_the_limit_is_refused(answering) -> None:
+    server = answering(json.dumps({"title": "x" * 5000}).encode())
+    client = TaxiiClient(server.api_root, max_answer_bytes=4096)
+    with pytest.raises(RemoteError, match="larger than 4096 bytes"):
+        client.api_root_information()
+    assert TaxiiClient(server.api_root).api_root_information()["title"] == "x" * 5000
