@@ -295,10 +295,18 @@ def test_a_long_integer_elsewhere_does_not_let_invalid_json_through(node):
         assert_taxii_error(node.post(node.collection("alpha") + "objects/", bad), 400)
 
 
-def test_integer_with_too_many_digits_is_refused_with_a_reason(node):
+def test_integer_with_too_many_digits_fails_its_object_with_a_reason(node):
     text = json.dumps({"objects": [indicator()]})[:-3] + ', "x_n": ' + "9" * 5000 + "}]}"
+    response = node.post(node.collection("alpha") + "objects/", text)
+    assert response.status_code == 202
+    (failure,) = response.json["failures"]
+    assert "an integer of 5000 digits" in failure["message"]
+
+
+def test_integer_with_too_many_digits_in_the_envelope_itself_is_a_400(node):
+    text = '{"objects": [], "x_n": ' + "9" * 5000 + "}"
     body = assert_taxii_error(node.post(node.collection("alpha") + "objects/", text), 400)
-    assert "digits" in body["description"] or "integer" in body["description"]
+    assert "integer of 5000 digits" in body["description"]
 
 
 # --------------------------------------------------------------------------- a real server

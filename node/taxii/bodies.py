@@ -160,7 +160,7 @@ def _parse_bounded(body: bytes, max_objects: int) -> _Parsed:
             raise bad_request(f"the body is not valid JSON: {str(exc)[:200]}") from None
         return _parse_cut(body, max_objects, exc)
     items = _objects_of(document, max_objects)
-    overlong = _take_out_overlong(body, items)
+    overlong = _take_out_overlong(body, document, items)
     texts = jsoncodec.dumps_each(items)
     if texts is None:
         return _parse_cut(body, max_objects, None)
@@ -175,16 +175,23 @@ def _parse_cut(body: bytes, max_objects: int, error: Exception | None) -> _Parse
         reason = error or exc
         raise bad_request(f"the body is not valid JSON: {str(reason)[:200]}") from None
     items = _objects_of(document, max_objects)
-    overlong = _take_out_overlong(cut, items)
+    overlong = _take_out_overlong(cut, document, items)
     return _Parsed(cut, document, jsoncodec.dumps_each(items), markers, overlong)
 
 
-def _take_out_overlong(body: bytes, items: list) -> dict[int, dict]:
+def _take_out_overlong(body: bytes, document: dict, items: list) -> dict[int, dict]:
     """The failures, by index, of the objects holding an integer longer than
     the node converts exactly; each such item becomes None (it fails on its
-    own, and nothing of it is serialised)."""
+    own, and nothing of it is serialised).  One outside the objects refuses
+    the envelope."""
     if not jsoncodec.may_hold_overlong_integer(body):
         return {}
+    outside = jsoncodec.overlong_integer_in([v for k, v in document.items() if k != "objects"])
+    if outside is not None:
+        raise bad_request(
+            f"the envelope holds an integer of {outside.digits} digits outside its objects; "
+            f"this node converts integers of up to {sys.get_int_max_str_digits()} digits"
+        )
     failures = {}
     for index, item in enumerate(items):
         found = jsoncodec.overlong_integer_in(item)
