@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from flask.sessions import SecureCookieSessionInterface
 
 from node.app import create_app
 from node.config import load_config
@@ -721,3 +722,24 @@ def test_next_page_links_carry_only_the_filters(analyst, admin, monkeypatch) -> 
         link = re.search(r'rel="next" href="([^"]+)"', page)
         assert link, url
         assert link.group(1).startswith(url + "?") and "_scheme" not in link.group(1), link
+
+
+def test_api_requests_open_no_console_session(admin, monkeypatch) -> None:
+    """The API never reads or sets the console's cookie, even from a browser
+    that is signed in: its session is Flask's null session."""
+    opened: list[str] = []
+    real_open = SecureCookieSessionInterface.open_session
+
+    def counting(self, app, request):
+        opened.append(request.path)
+        return real_open(self, app, request)
+
+    monkeypatch.setattr(SecureCookieSessionInterface, "open_session", counting)
+    answer = admin.get(
+        "/taxii2/", headers={"Accept": "application/taxii+json;version=2.1", **_basic("admin")}
+    )
+    assert answer.status_code == 200
+    assert "Set-Cookie" not in answer.headers and opened == []
+    page = admin.get("/ui/audit")  # the console still knows the session
+    assert page.status_code == 200, page.headers.get("Location")
+    assert opened == ["/ui/audit"]

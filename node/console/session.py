@@ -19,7 +19,8 @@ import hmac
 import secrets
 import time
 
-from flask import Flask, Response, abort, g, request, session
+from flask import Flask, Request, Response, abort, g, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from sqlalchemy.exc import IntegrityError
 
 from node.store import Store, accounts
@@ -30,6 +31,7 @@ from node.taxii.state import node_state
 
 SESSION_KEY_SETTING = "console_session_key"
 COOKIE_NAME = "taxii_node_console"
+CONSOLE_PATH = "/ui/"  # the blueprint's url_prefix, with the slash
 CSRF_FIELD = "csrf_token"
 
 CONTENT_SECURITY_POLICY = (
@@ -56,7 +58,23 @@ def session_key(store: Store) -> str:
     return key
 
 
+class ConsoleSessions(SecureCookieSessionInterface):
+    """Signed-cookie sessions for the console's pages only.
+
+    Flask opens a session for every request; TAXII clients authenticate each
+    request and never use one, and opening (a signing serializer, the cookie
+    looked up) was a tenth of a GET of one object.  Outside ``/ui/`` the
+    session is Flask's null session: nothing is read, and nothing is set.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if not request.path.startswith(CONSOLE_PATH):
+            return None  # Flask then uses make_null_session
+        return super().open_session(app, request)
+
+
 def configure_sessions(app: Flask, store: Store, tls: bool) -> None:
+    app.session_interface = ConsoleSessions()
     app.secret_key = session_key(store)
     app.config.update(
         SESSION_COOKIE_NAME=COOKIE_NAME,
