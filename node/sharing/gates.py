@@ -89,6 +89,7 @@ class EgressGates:
         self.collection_id = agreement.collection_id
         self.rules = agreement.egress
         self._any_recall_queued: bool | None = None
+        self._any_recalled_here: bool | None = None
 
     def recalled_from_peer(self, object_ids: Iterable[str]) -> set[str]:
         """Those of ``object_ids`` with a recall queued for the peer (one query for the
@@ -100,12 +101,21 @@ class EgressGates:
             return set()
         return recalls.queued_ids(self.connection, self.peer, self.collection_id, object_ids)
 
+    def recalled_here(self, object_ids: Iterable[str]) -> set[str]:
+        """Those of ``object_ids`` their origin recalled here (one query for the whole
+        call when nothing in the collection ever was, as in most collections)."""
+        if self._any_recalled_here is None:
+            self._any_recalled_here = recalls.any_recalled(self.connection, self.collection_id)
+        if not self._any_recalled_here:
+            return set()
+        return recalls.recalled_ids(self.connection, self.collection_id, object_ids)
+
     def apply(
         self, versions: Sequence[provenance.Version], decisions: Sequence[Decision]
     ) -> list[Decision]:
         """``decisions`` (the policy's, one per version) with the gates applied."""
         ids = {v.object_id for v in versions}
-        recalled_here = recalls.recalled_ids(self.connection, self.collection_id, ids)
+        recalled_here = self.recalled_here(ids)
         recalled_from_peer = self.recalled_from_peer(ids)
         gated: list[Decision] = []
         for version, decision in zip(versions, decisions, strict=True):
@@ -189,7 +199,7 @@ class EgressGates:
         }
         held.update(
             (object_id, (RECALLED_RULE, "recalled here by its origin"))
-            for object_id in recalls.recalled_ids(self.connection, self.collection_id, ids)
+            for object_id in self.recalled_here(ids)
         )
         check_releases = unreleased and self.rules.release == "approval"
         if not check_releases and self.rules.onward == "allow":
@@ -233,7 +243,7 @@ class EgressGates:
         if not travelling:
             return travelling
         ids = {item.object_id for item in travelling}
-        recalled_here = recalls.recalled_ids(self.connection, self.collection_id, ids)
+        recalled_here = self.recalled_here(ids)
         foreign: set[str] = set()
         if self.rules.onward != "allow":
             current = provenance.current_versions(self.connection, self.collection_id, ids,

@@ -266,6 +266,12 @@ def record_recalled(
     )
 
 
+def any_recalled(connection: Connection, collection_id: str) -> bool:
+    """Whether anything in the collection was ever recalled here by its origin."""
+    statement = select(recalled.c.object_id).where(recalled.c.collection_id == collection_id)
+    return connection.execute(statement.limit(1)).first() is not None
+
+
 def recalled_ids(connection: Connection, collection_id: str, object_ids: Iterable[str]) -> set[str]:
     """Those of ``object_ids`` recalled here by their origin."""
     wanted = sorted(set(object_ids))
