@@ -17,8 +17,9 @@ Two kinds of rule withhold objects, and the difference matters for dependencies:
 * **selective** rules choose what is worth sending: ``types_allow``, ``unmarked``,
   ``labels_require``, ``created_by_allow``, ``min_confidence``.
 
-Identity and marking-definition objects are *dependencies*: an object that references its
-author identity or its markings is only usable with them.  A dependency withheld by a
+Identity, marking-definition and extension-definition objects are *dependencies*: an
+object that references its author identity, its markings or the definitions of the
+extensions it uses (the keys of ``extensions``) is only usable with them.  A dependency withheld by a
 selective rule (typically our own unmarked identity) still travels with any allowed object
 that references it; one withheld by a protective rule never does.
 
@@ -47,7 +48,7 @@ from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 from node.errors import ConfigError
-from node.tlp import TLP, TLP_BY_MARKING_ID, parse_level, tlp_of
+from node.tlp import TLP, TLP2_EXTENSION_ID, TLP_BY_MARKING_ID, parse_level, tlp_of
 from node.tomlreader import first_unknown_key
 from node.validation import version_stamp
 
@@ -99,7 +100,11 @@ PROTECTIVE_RULES: frozenset[str] = frozenset(
 )
 """Rules whose withholding a dependency cannot override (see the module docstring)."""
 
-DEPENDENCY_TYPES: frozenset[str] = frozenset({"identity", "marking-definition"})
+# What an object needs in order to be read, which travels with it: its author, its
+# markings and the definitions of the extensions it uses (STIX 2.1 section 7.3).
+DEPENDENCY_TYPES: frozenset[str] = frozenset(
+    {"identity", "marking-definition", "extension-definition"}
+)
 CONTAINER_TYPES: frozenset[str] = frozenset(
     {"report", "grouping", "note", "opinion", "observed-data"}
 )
@@ -477,6 +482,7 @@ def _link_refs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
 
 
 # The author and markings: dependencies, judged by _named_dependencies.
+# (An ``extensions`` key is not a ``*_ref`` property: _extension_definitions names those.)
 _DEPENDENCY_PROPERTIES = frozenset({"created_by_ref", "object_marking_refs", "granular_markings"})
 
 
@@ -505,8 +511,28 @@ def linked_ids(obj: Mapping[str, Any]) -> list[str]:
     return [ref for _path, ref in _link_refs(obj) if isinstance(ref, str)]
 
 
+def _extension_definitions(obj: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(property path, id) of the extension definitions ``obj`` uses: the keys of its
+    ``extensions`` that are ids (STIX 2.1 section 7.3), TLP 2.0's own left out (the
+    TLP definitions always travel and never name a stored object)."""
+    extensions = obj.get("extensions")
+    if not isinstance(extensions, Mapping):
+        return
+    for key in extensions:
+        is_id = isinstance(key, str) and key.startswith("extension-definition--")
+        if is_id and key.lower() != TLP2_EXTENSION_ID:
+            yield f"extensions.{key}", key
+
+
+def extension_definition_ids(obj: Mapping[str, Any]) -> list[str]:
+    """The extension definitions ``obj`` uses (see ``_extension_definitions``): what
+    egress resolves, besides author, markings and links, before it decides ``obj``."""
+    return [ref for _path, ref in _extension_definitions(obj)]
+
+
 def _named_dependencies(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    """(property path, id) of the author and the markings an object names."""
+    """(property path, id) of the author, the markings and the extension definitions
+    an object names."""
     author = obj.get("created_by_ref")
     if author is not None:
         yield "created_by_ref", author
@@ -515,12 +541,15 @@ def _named_dependencies(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     for index, granular in enumerate(obj.get("granular_markings") or ()):
         if isinstance(granular, Mapping) and "marking_ref" in granular:
             yield f"granular_markings[{index}].marking_ref", granular["marking_ref"]
+    yield from _extension_definitions(obj)
 
 
 def _has_dependency_refs(obj: Mapping[str, Any]) -> bool:
     """Whether ``obj`` names an author or a marking other than a TLP one (which is never
     withheld): the objects :meth:`_Batch._author_verdict` must look at."""
     if obj.get("created_by_ref") or obj.get("granular_markings"):
+        return True
+    if next(_extension_definitions(obj), None) is not None:
         return True
     markings = obj.get("object_marking_refs") or ()
     return any(not isinstance(ref, str) or ref.lower() not in TLP_BY_MARKING_ID for ref in markings)
@@ -535,6 +564,7 @@ def _dependency_refs(obj: Mapping[str, Any]) -> Iterator[str]:
         if isinstance(granular, Mapping):
             candidates.append(granular.get("marking_ref"))
     candidates.extend(ref for _path, ref in _link_refs(obj))
+    candidates.extend(ref for _path, ref in _extension_definitions(obj))
     for ref in candidates:
         if isinstance(ref, str) and _type_of(ref) in DEPENDENCY_TYPES:
             yield ref

@@ -430,3 +430,34 @@ def test_a_collection_the_partner_cannot_see_answers_as_an_unknown_name(make_nod
                 answers.append((response.status_code, response.get_data(as_text=True)))
             assert answers[0][0] == 404, (tail, hidden)
             assert answers[0][1].replace(hidden, unknown) == answers[1][1], (tail, hidden)
+
+
+# ---------------------------------------------------------------- extension definitions
+
+
+def _extension_definition(marking: str, author: dict) -> dict:
+    return sdo("extension-definition", marking, author=author, name="x-ops-notes",
+               schema="https://example.org", version="1.0",
+               extension_types=["property-extension"])  # fmt: skip
+
+
+def _using(definition: dict, value: int) -> dict:
+    return indicator(GREEN, value, extensions={
+        definition["id"]: {"extension_type": "property-extension", "x_case": "42/26"}})  # fmt: skip
+
+
+def test_an_object_using_a_withheld_extension_definition_is_withheld(make_node) -> None:
+    """An extension's definition is named by a key of ``extensions`` (STIX 2.1 section
+    7.3), not by a ``*_ref``: an object using a RED definition never leaves (it would
+    name the RED id); one using a GREEN definition travels with it, as an author does;
+    one using a definition not stored here travels alone."""
+    node = make_node()
+    author = identity(GREEN)
+    secret, shared = _extension_definition(RED, author), _extension_definition(GREEN, author)
+    unknown = _extension_definition(GREEN, author)  # never stored
+    leaking, fine, alone = _using(secret, 1), _using(shared, 2), _using(unknown, 3)
+    node.add([author, secret, shared, leaking, fine, alone])
+    for objs in (served(node), pushed(node)):
+        assert secret["id"] not in json.dumps(objs)
+        assert ids(objs) == {author["id"], fine["id"], shared["id"], alone["id"], GREEN}
+    assert node.get(f"objects/{leaking['id']}/").status_code == 404

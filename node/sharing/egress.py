@@ -37,7 +37,14 @@ import orjson
 from sqlalchemy import Connection
 
 from node import jsoncodec
-from node.policy import PROTECTIVE_RULES, Decision, Policy, Rule, linked_ids
+from node.policy import (
+    PROTECTIVE_RULES,
+    Decision,
+    Policy,
+    Rule,
+    extension_definition_ids,
+    linked_ids,
+)
 from node.store import provenance
 from node.store.objects import ObjectQuery
 from node.timestamps import from_micros
@@ -607,9 +614,10 @@ def _keeps_back(rule: str) -> bool:
 
 
 def _references(obj: dict[str, Any]) -> list[str]:
-    """Ids ``obj`` names that egress must resolve: its author, non-TLP markings and
-    every link (``policy.linked_ids``: relationships, sightings, containers, and any
-    other ``*_ref``/``*_refs`` property).  TLP definitions are left out: they
+    """Ids ``obj`` names that egress must resolve: its author, non-TLP markings, the
+    extension definitions it uses and every link (``policy.linked_ids``:
+    relationships, sightings, containers, and any other ``*_ref``/``*_refs``
+    property).  TLP definitions are left out: they
     are never withheld and always available (``node.tlp``)."""
     refs: list[str] = []
     author = obj.get("created_by_ref")
@@ -622,6 +630,7 @@ def _references(obj: dict[str, Any]) -> list[str]:
         marking = granular.get("marking_ref") if isinstance(granular, dict) else None
         if isinstance(marking, str) and marking.lower() not in TLP_BY_MARKING_ID:
             refs.append(marking)
+    refs.extend(extension_definition_ids(obj))
     refs.extend(linked_ids(obj))
     return refs
 
