@@ -19,9 +19,10 @@ Two kinds of rule withhold objects, and the difference matters for dependencies:
 
 Identity, marking-definition and extension-definition objects are *dependencies*: an
 object that references its author identity, its markings or the definitions of the
-extensions it uses (the keys of ``extensions``) is only usable with them.  A dependency withheld by a
-selective rule (typically our own unmarked identity) still travels with any allowed object
-that references it; one withheld by a protective rule never does.
+extensions it uses (the keys of ``extensions``) is only usable with them.  A
+dependency withheld by a selective rule (typically our own unmarked identity) still
+travels with any allowed object that references it; one withheld by a protective rule
+never does.
 
 Referential safety (:meth:`Policy.apply`): a relationship or sighting is withheld when an
 object it links is withheld, since it would otherwise tell the partner something about that
