@@ -691,6 +691,8 @@ def test_audit_metrics_follow_the_trail_between_scrapes(app, store) -> None:
     withheld = (r'taxii_node_sync_withheld_by_rule_total\{collection="' + ALPHA +
                 r'",direction="push",peer="node-b",rule="labels.deny"\}')  # fmt: skip
     before = client.get("/metrics", headers=_basic("admin")).get_data(as_text=True)
+    app.extensions["taxii_node"].read_audit.flush()  # the scrape's login, queued
+    before = client.get("/metrics", headers=_basic("admin")).get_data(as_text=True)
     record = audit.AuditRecord(
         action="withheld",
         direction="push",
@@ -743,3 +745,17 @@ def test_api_requests_open_no_console_session(admin, monkeypatch) -> None:
     page = admin.get("/ui/audit")  # the console still knows the session
     assert page.status_code == 200, page.headers.get("Location")
     assert opened == ["/ui/audit"]
+
+
+def test_a_sign_in_is_in_the_audit_at_once(app, store) -> None:
+    """API logins are recorded by the background writer; a person's sign-in is
+    written before the answer, so the audit page opened next shows it."""
+    with store.read() as connection:
+        before = audit.head(connection)
+    assert sign_in(app.test_client(), "analyst").status_code == 302
+    with store.read() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT action, actor, rule FROM audit ORDER BY pk DESC LIMIT 1"
+        ).all()
+        assert audit.head(connection) != before
+    assert [tuple(row) for row in rows] == [("login", "analyst", "console")]

@@ -151,7 +151,7 @@ class Authenticator:
         the audit record's rule naming ``via``; TaxiiError 401 or 429 otherwise."""
         if not name or "\x00" in name or len(name) > 128:
             raise unauthorized("wrong user name or password")
-        return self._verify(via, name, password, source)
+        return self._verify(via, name, password, source, queued=False)
 
     def _cached(self, cache_key: tuple[str, bytes]) -> Account | None:
         with self._lock:
@@ -191,11 +191,15 @@ class Authenticator:
                 self._attempt_locks.clear()
             return self._attempt_locks.setdefault((name, source), threading.Lock())
 
-    def _verify(self, scheme: str, name: str, secret: str, source: str) -> Account:
+    def _verify(
+        self, scheme: str, name: str, secret: str, source: str, *, queued: bool = True
+    ) -> Account:
         with self._attempt_lock(name, source):
-            return self._verify_unlocked(scheme, name, secret, source)
+            return self._verify_unlocked(scheme, name, secret, source, queued)
 
-    def _verify_unlocked(self, scheme: str, name: str, secret: str, source: str) -> Account:
+    def _verify_unlocked(
+        self, scheme: str, name: str, secret: str, source: str, queued: bool
+    ) -> Account:
         with self._store.read() as connection:
             since = now_micros() - WINDOW * 1_000_000
             if accounts.login_failures_since(connection, name, source, since) >= MAX_FAILURES:
@@ -215,17 +219,20 @@ class Authenticator:
                     secret, accounts.password_hash_of(connection, name)
                 )
             account = accounts.load_account(connection, name) if valid else None
-        self._audit_login(name, source, scheme, account is not None)
+        self._audit_login(name, source, scheme, account is not None, queued=queued)
         if account is None:
             what = "token" if scheme == "bearer" else "user name or password"
             raise unauthorized(f"wrong {what}")
         return account
 
-    def _audit_login(self, name: str, source: str, scheme: str, ok: bool) -> None:
+    def _audit_login(
+        self, name: str, source: str, scheme: str, ok: bool, *, queued: bool = True
+    ) -> None:
         """Audit a login or a failed one.  A failure also counts towards the
-        throttle, so it is written before the answer; a success is queued, so
-        that no read (a partner's first GET of a cache period) waits on the
-        store's write lock."""
+        throttle, so it is written before the answer; an API request's success
+        is queued, so that no read (a partner's first GET of a cache period)
+        waits on the store's write lock.  A person's sign-in (``queued`` False)
+        is written at once: the audit page they open next shows it."""
         record = AuditRecord(
             action=Action.LOGIN if ok else Action.LOGIN_FAILED,
             direction=Direction.AUTH,
@@ -233,7 +240,7 @@ class Authenticator:
             rule=scheme,
             detail=f"from {source}",
         )
-        if ok:
+        if ok and queued:
             self._logins.put(record)
             return
         with self._store.write() as connection:
