@@ -759,3 +759,5 @@ def test_a_sign_in_is_in_the_audit_at_once(app, store) -> None:
         ).all()
         assert audit.head(connection) != before
     assert [tuple(row) for row in rows] == [("login", "analyst", "console")]
+    # A sign-in that succeeds never counts towards the failed-login throttle.
+    assert [sign_in(app.test_client()).status_code for _ in range(6)] == [302] * 6

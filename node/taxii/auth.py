@@ -244,10 +244,11 @@ class Authenticator:
             self._logins.put(record)
             return
         with self._store.write() as connection:
-            now = now_micros()
-            accounts.record_login_failure(
-                connection, name, source, at=now, keep_after=now - WINDOW * 1_000_000
-            )
+            if not ok:
+                now = now_micros()
+                accounts.record_login_failure(
+                    connection, name, source, at=now, keep_after=now - WINDOW * 1_000_000
+                )
             audit.record(connection, [record])
 
 
