@@ -73,6 +73,7 @@ from tests.nodes import (  # noqa: E402
     free_port,
     new_node,
     pg_available,
+    stop_process_group,
 )
 
 MEDIA_TYPE = "application/taxii+json;version=2.1"
@@ -111,16 +112,6 @@ def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 6
     raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @contextmanager
 def baseline(workdir: Path) -> Iterator[Target]:
     port = free_port()
@@ -137,7 +128,7 @@ def baseline(workdir: Path) -> Iterator[Target]:
         _wait_for(f"http://127.0.0.1:{port}/", process, log)
         yield Target("baseline", f"http://127.0.0.1:{port}/api/collections/c/", process.pid)
     finally:
-        _stop(process)
+        stop_process_group(process)
 
 
 def _shape(node: RunningNode) -> RunningNode:

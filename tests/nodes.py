@@ -342,14 +342,22 @@ class RunningNode(NodeFiles):
         raise AssertionError(f"server did not start:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process is not None:
+            stop_process_group(self.process)
         self.process = None
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM to the process group a server was started in (``start_new_session``),
+    SIGKILL after ``grace`` seconds; nothing when it has exited already."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def new_node(directory: Path, name: str, store_url: str | None, **kwargs) -> RunningNode:

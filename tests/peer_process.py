@@ -9,7 +9,6 @@ stops what it started; its output goes to a log file that errors quote.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from tests.nodes import stop_process_group
 
 MEDIA_TYPE = "application/taxii+json;version=2.1"
 
@@ -102,14 +103,8 @@ class PeerProcess:
     def stop(self) -> None:
         """SIGTERM to the process group, SIGKILL after 10 s."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            stop_process_group(process, grace=10)
 
     def __enter__(self):
         return self
