@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from node.timestamps import from_micros, now_micros, to_micros
+from node.validation import version_stamp
 
 EXTENSION_ID = "extension-definition--2176b73d-53d3-44d2-a4ad-ab83ef61142f"
 _MILLISECOND = 1_000
@@ -42,7 +43,7 @@ def recall_version(last: dict[str, Any], reason: str, modified: str | None = Non
     way at least one millisecond after ``last``'s, so that it supersedes what
     the peer holds (STIX 2.1 section 3.6).
     """
-    stamp = last.get("modified") or last.get("created")
+    stamp = version_stamp(last)
     floor = to_micros(stamp) + _MILLISECOND if isinstance(stamp, str) else 0
     if modified is not None and to_micros(modified) >= floor:
         chosen = modified

@@ -45,6 +45,7 @@ from node.recall import RecallMode
 from node.store import provenance, recalls, releases
 from node.store.releases import ReleaseState
 from node.timestamps import to_micros
+from node.validation import version_stamp
 
 from .agreements import Agreement
 
@@ -277,7 +278,7 @@ def divert(
     if admission.held:
         quarantine.hold(connection, peer, collection_id, admission.held, direction)
         for item in admission.held:
-            version = item.get("modified") or item.get("created") or ""
+            version = version_stamp(item) or ""
             diverted.add((item["id"], version))
             outcome.successes.append({"id": item["id"], "version": version, "message": "added"})
     mode = RecallMode(agreement.ingress.recalls)

@@ -41,7 +41,7 @@ from node.store.audit import Action, AuditRecord, Direction
 from node.store.objects import AddOutcome
 from node.timestamps import to_micros
 from node.tlp import TLP_BY_MARKING_ID, tlp_marking_definitions
-from node.validation import object_problem
+from node.validation import object_problem, version_stamp
 
 from .agreements import Agreement
 from .egress import stored_version_visible, visible
@@ -258,8 +258,8 @@ def _reviewable(obj: dict[str, Any]) -> bool:
 
 def _detail(item: dict[str, Any], message: str) -> dict[str, Any]:
     detail = {"id": item.get("id"), "message": message}
-    version = item.get("modified") or item.get("created")
-    if isinstance(version, str):
+    version = version_stamp(item)
+    if version is not None:
         detail["version"] = version
     return detail
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from node.errors import RemoteError
 from node.sharing.records import already_present_keys
+from node.validation import version_stamp
 
 # Errors that concern the peer or our access, never the objects: retried in a later round.
 _NOT_ABOUT_OBJECTS = {401, 403, 404, 408, 429}
@@ -134,8 +135,7 @@ class EnvelopePoster:
 
 
 def _refusal(obj: dict, error: RemoteError) -> dict:
-    version = obj.get("modified") or obj.get("created")
-    return {"id": obj.get("id"), "version": version, "message": _answer(error)}
+    return {"id": obj.get("id"), "version": version_stamp(obj), "message": _answer(error)}
 
 
 def _answer(error: RemoteError) -> str:

@@ -40,6 +40,7 @@ from node.sharing.records import ALREADY_AT_PEER, ALREADY_HERE, already_present
 from node.store import Store, audit, objects, syncstate
 from node.store.audit import Action, AuditRecord, Direction
 from node.timestamps import now_micros, to_micros
+from node.validation import version_stamp
 
 from .delivery import Delivery, EnvelopePoster
 from .schedule import Backoff, Lane, Schedule
@@ -490,8 +491,7 @@ def _dependency_keys(sent: list[dict], records: list[AuditRecord]) -> list[tuple
 
 
 def _version_text(obj: dict) -> str:
-    version = obj.get("modified") or obj.get("created")
-    return version if isinstance(version, str) else ""
+    return version_stamp(obj) or ""
 
 
 def _outgoing(page: EgressPage) -> list[tuple[dict, str]]:
@@ -530,7 +530,7 @@ def _safe_resume_point(page: ObjectPage, previous_last: str | None) -> str | Non
 
 
 def _failure(obj: dict, message: str) -> dict:
-    return {"id": obj.get("id"), "version": obj.get("modified") or obj.get("created"),
+    return {"id": obj.get("id"), "version": version_stamp(obj),
             "message": message}  # fmt: skip
 
 
