@@ -43,7 +43,7 @@ _MAX_GATHERED_HEAD = 64 * 1024
 # connection is parked on the poller (gunicorn itself waits 5 s).
 _FIRST_BYTES_WAIT = 0.1
 # How long a body read may wait before its connection counts as slow.
-_PROMPT_WAIT = 0.5
+_PROMPT_WAIT = 0.1
 # How long a closing connection is read (and discarded) before it is closed.
 _LINGER_SECONDS = 2.0
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)

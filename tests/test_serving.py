@@ -476,13 +476,13 @@ def post_in_two_pieces(
 
 def test_bodies_that_pause_briefly_are_not_slow_clients(server):
     """Eight writers at once (2 workers x 4 threads, so twice the slow-client
-    slots), each body arriving in two pieces 0.2 s apart: every one is stored.
+    slots), each body arriving in two pieces 0.03 s apart: every one is stored.
     A pause that short is how bodies arrive on a loaded machine, not a slow client."""
     envelopes = [json.dumps({"objects": [indicator()]}).encode() for _ in range(8)]
     start = threading.Barrier(len(envelopes))
     with ThreadPoolExecutor(len(envelopes)) as pool:
         answers = list(
-            pool.map(lambda e: post_in_two_pieces(server.port, e, 0.2, start), envelopes)
+            pool.map(lambda e: post_in_two_pieces(server.port, e, 0.03, start), envelopes)
         )
     assert [status for status, _ in answers] == [202] * len(envelopes), answers[:1]
     assert all(json.loads(body)["success_count"] == 1 for _, body in answers)
