@@ -32,6 +32,16 @@ def _pg_base_url() -> str | None:
     return None
 
 
+@pytest.fixture
+def stopper() -> Iterator[list]:
+    """Things with a ``stop()`` (servers, peers, stores) to stop at teardown, newest
+    first, even when the test fails."""
+    started: list = []
+    yield started
+    for thing in reversed(started):
+        thing.stop()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request, tmp_path) -> Iterator[str | None]:
     """None for a SQLite file chosen by the harness, else the URL of a fresh PostgreSQL

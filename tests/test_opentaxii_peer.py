@@ -12,7 +12,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,14 +119,6 @@ class _Closing:
 
     def stop(self) -> None:
         self.store.close()
-
-
-@pytest.fixture
-def stopper() -> Iterator[list]:
-    started: list = []
-    yield started
-    for thing in reversed(started):
-        thing.stop()
 
 
 def green_indicators(author: dict, count: int, network: int = 10) -> list[dict]:

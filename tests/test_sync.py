@@ -238,15 +238,6 @@ def pair_urls(store_url) -> Iterator[tuple[str | None, str | None]]:
         drop_pg_database(base, second)
 
 
-@pytest.fixture
-def stopper() -> Iterator[list]:
-    """Things with a ``stop()`` to stop at teardown, even when a test fails."""
-    started: list = []
-    yield started
-    for thing in reversed(started):
-        thing.stop()
-
-
 def both_ways_pair(tmp_path: Path, urls, stopper: list) -> Pair:
     pair = make_pair(
         tmp_path,

@@ -14,11 +14,9 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
 import requests
 
 from node.sharing.records import ALREADY_HERE
@@ -114,14 +112,6 @@ class FaultyProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def stopper() -> Iterator[list]:
-    started: list = []
-    yield started
-    for thing in reversed(started):
-        thing.stop()
 
 
 def push_pair(tmp_path: Path, stopper: list, **a_spec) -> Pair:

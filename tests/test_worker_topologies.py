@@ -125,11 +125,3 @@ def test_one_side_moves_both_ways_and_the_other_runs_nothing(tmp_path, stopper):
     assert {key: on_a[key] for key in by_version(b_objects)} == by_version(b_objects)
     again = pair.run_once(pair.a)
     assert sum(r.sent + r.received for r in again) == 0
-
-
-@pytest.fixture
-def stopper():
-    started: list = []
-    yield started
-    for thing in reversed(started):
-        thing.stop()
