@@ -21,6 +21,7 @@ import math
 import re
 import secrets
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -35,7 +36,7 @@ _DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
 _BYTE_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 
 
-def loads(data: bytes | str, *, overlong: bool = False) -> Any:
+def loads(data: bytes | str, *, overlong: list[OverlongInteger] | None = None) -> Any:
     """Parse JSON; raises ``ValueError`` (orjson.JSONDecodeError is one) when invalid.
 
     Integers beyond 64 bits come back exact (``int``), as the standard library
@@ -43,8 +44,10 @@ def loads(data: bytes | str, *, overlong: bool = False) -> Any:
     double, and ``RecursionError`` or a depth error (``is_depth_error``) means
     nesting too deep to parse.  An integer longer than Python converts
     (``sys.get_int_max_str_digits()``, 4,300 digits: a bound against quadratic
-    parsing) is a ``ValueError``, or with ``overlong`` an ``OverlongInteger``
-    in its place, so that the caller can refuse only the object holding it.
+    parsing) is a ``ValueError``; given an ``overlong`` list, an
+    ``OverlongInteger`` stands in its place and is appended to the list, so
+    that the caller (which walks the value only when the list is not empty)
+    can refuse only the object holding it.
     """
     if not _may_hold_long_integer(data):
         return orjson.loads(data)
@@ -53,7 +56,7 @@ def loads(data: bytes | str, *, overlong: bool = False) -> Any:
         text,
         parse_constant=_refuse_constant,
         parse_float=_finite_float,
-        parse_int=_int_or_overlong if overlong else None,
+        parse_int=None if overlong is None else _overlong_recorder(overlong),
     )
     if _SURROGATE_ESCAPE.search(text) and not _unicode(value):
         # orjson refuses "\ud800" without its pair; json would let it through.
@@ -79,7 +82,7 @@ def _unicode(value: Any) -> bool:
 
 
 class OverlongInteger:
-    """Stands for an integer too long to convert (``loads(..., overlong=True)``).
+    """Stands for an integer too long to convert (``loads(..., overlong=[...])``).
 
     It is not JSON: ``dumps`` cannot serialise it, so it is never stored."""
 
@@ -96,6 +99,16 @@ def _int_or_overlong(text: str) -> int | OverlongInteger:
     return OverlongInteger(digits) if limit and digits > limit else int(text)
 
 
+def _overlong_recorder(found: list[OverlongInteger]) -> Callable[[str], int | OverlongInteger]:
+    def parse_int(text: str) -> int | OverlongInteger:
+        value = _int_or_overlong(text)
+        if isinstance(value, OverlongInteger):
+            found.append(value)
+        return value
+
+    return parse_int
+
+
 def overlong_integer_in(value: Any) -> OverlongInteger | None:
     """The first ``OverlongInteger`` within a parsed value, or None (a walk
     without recursion: the value may nest as deep as the parser allowed)."""
@@ -109,13 +122,6 @@ def overlong_integer_in(value: Any) -> OverlongInteger | None:
         elif isinstance(current, list):
             pending.extend(current)
     return None
-
-
-def may_hold_overlong_integer(data: bytes) -> bool:
-    """Whether ``data`` holds a run of digits longer than Python converts
-    (one C pass; without such a run no ``OverlongInteger`` can come of it)."""
-    limit = sys.get_int_max_str_digits()
-    return bool(limit) and b"0" * (limit + 1) in data.translate(_BYTE_DIGITS_TO_ZERO)
 
 
 def _refuse_constant(name: str) -> float:

@@ -153,38 +153,42 @@ def _parse_bounded(body: bytes, max_objects: int) -> _Parsed:
     the whole envelope.  The cut is a bracket scan (``jsoncodec.cut_deep_items``)
     that runs only after a parse or a serialising failed.
     """
+    overlong: list[jsoncodec.OverlongInteger] = []
     try:
-        document = jsoncodec.loads(body, overlong=True)
+        document = jsoncodec.loads(body, overlong=overlong)
     except (ValueError, RecursionError) as exc:
         if not jsoncodec.is_depth_error(exc):
             raise bad_request(f"the body is not valid JSON: {str(exc)[:200]}") from None
         return _parse_cut(body, max_objects, exc)
     items = _objects_of(document, max_objects)
-    overlong = _take_out_overlong(body, document, items)
+    failures = _take_out_overlong(overlong, document, items)
     texts = jsoncodec.dumps_each(items)
     if texts is None:
         return _parse_cut(body, max_objects, None)
-    return _Parsed(body, document, texts, overlong=overlong)
+    return _Parsed(body, document, texts, overlong=failures)
 
 
 def _parse_cut(body: bytes, max_objects: int, error: Exception | None) -> _Parsed:
     cut, markers = jsoncodec.cut_deep_items(body, jsoncodec.MAX_DEPTH)
+    overlong: list[jsoncodec.OverlongInteger] = []
     try:
-        document = jsoncodec.loads(cut, overlong=True)
+        document = jsoncodec.loads(cut, overlong=overlong)
     except (ValueError, RecursionError) as exc:
         reason = error or exc
         raise bad_request(f"the body is not valid JSON: {str(reason)[:200]}") from None
     items = _objects_of(document, max_objects)
-    overlong = _take_out_overlong(cut, document, items)
-    return _Parsed(cut, document, jsoncodec.dumps_each(items), markers, overlong)
+    failures = _take_out_overlong(overlong, document, items)
+    return _Parsed(cut, document, jsoncodec.dumps_each(items), markers, failures)
 
 
-def _take_out_overlong(body: bytes, document: dict, items: list) -> dict[int, dict]:
+def _take_out_overlong(
+    found: list[jsoncodec.OverlongInteger], document: dict, items: list
+) -> dict[int, dict]:
     """The failures, by index, of the objects holding an integer longer than
     the node converts exactly; each such item becomes None (it fails on its
     own, and nothing of it is serialised).  One outside the objects refuses
-    the envelope."""
-    if not jsoncodec.may_hold_overlong_integer(body):
+    the envelope.  ``found``: what the parse replaced (nothing to walk when empty)."""
+    if not found:
         return {}
     outside = jsoncodec.overlong_integer_in([v for k, v in document.items() if k != "objects"])
     if outside is not None:
@@ -194,12 +198,12 @@ def _take_out_overlong(body: bytes, document: dict, items: list) -> dict[int, di
         )
     failures = {}
     for index, item in enumerate(items):
-        found = jsoncodec.overlong_integer_in(item)
-        if found is None:
+        overlong = jsoncodec.overlong_integer_in(item)
+        if overlong is None:
             continue
         failures[index] = _failure(
             item.get("id") if isinstance(item, dict) else None,
-            f"the object holds an integer of {found.digits} digits; this node keeps "
+            f"the object holds an integer of {overlong.digits} digits; this node keeps "
             f"integers exactly up to {sys.get_int_max_str_digits()} digits and would "
             "otherwise have to change the value",
         )
