@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 _WRITE_OPTION = "taxii_node_write"
@@ -103,6 +103,32 @@ def in_values(
     if connection.dialect.name == "postgresql":
         return f"{column} = ANY(%s)", (list(values),)
     return f"{column} IN ({', '.join(['?'] * len(values))})", tuple(values)
+
+
+# Values per IN (...) list: (object id, version) pairs take two parameters each, and
+# SQLite before 3.32 allows 999 parameters in a statement.
+IN_CHUNK = 300
+_Key = TypeVar("_Key", str, int, tuple[str, int], tuple[str, str])
+
+
+def in_chunks(values: Iterable[_Key], size: int = IN_CHUNK) -> Iterator[list[_Key]]:
+    """``values`` sorted and without repeats, in lists of at most ``size``, one IN each."""
+    ordered = sorted(set(values))
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]
+
+
+def select_in(
+    connection: Connection,
+    statement: Select[Any],
+    key: ColumnElement[Any],
+    values: Iterable[_Key],
+    size: int = IN_CHUNK,
+) -> Iterator[Row[Any]]:
+    """The rows of ``statement`` whose ``key`` (a column, or a ``tuple_`` of columns) is
+    one of ``values``: one statement a chunk, so any number of values fits."""
+    for chunk in in_chunks(values, size):
+        yield from connection.execute(statement.where(key.in_(chunk)))
 
 
 def row_lock_clause(connection: Connection) -> str:

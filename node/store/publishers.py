@@ -20,7 +20,7 @@ from sqlalchemy import (
     tuple_,
 )
 
-from .engine import insert_rows
+from .engine import insert_rows, select_in
 from .objects import StoredObject
 from .schema import metadata
 
@@ -58,16 +58,9 @@ def publishers_of(
     connection: Connection, collection_id: str, keys: Iterable[tuple[str, int]]
 ) -> dict[tuple[str, int], str]:
     """The publisher of each (object id, version) that has one."""
-    wanted = list(set(keys))
-    found: dict[tuple[str, int], str] = {}
-    for start in range(0, len(wanted), 300):
-        chunk = wanted[start : start + 300]
-        statement = select(
-            publishers.c.object_id, publishers.c.version, publishers.c.account
-        ).where(
-            publishers.c.collection_id == collection_id,
-            tuple_(publishers.c.object_id, publishers.c.version).in_(chunk),
-        )
-        for object_id, version, account in connection.execute(statement):
-            found[(object_id, version)] = account
-    return found
+    p = publishers
+    statement = select(p.c.object_id, p.c.version, p.c.account).where(
+        p.c.collection_id == collection_id
+    )
+    rows = select_in(connection, statement, tuple_(p.c.object_id, p.c.version), keys)
+    return {(row.object_id, row.version): row.account for row in rows}

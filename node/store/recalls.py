@@ -34,11 +34,13 @@ from node import jsoncodec
 from node.recall import recall_version
 from node.timestamps import now_micros, to_micros
 
+from .audit import Action
+from .engine import select_in
 from .objects import allocate_date_added
 from .schema import BigId, audit_table, metadata, objects_table
 
-_IN_CHUNK = 300
-DELIVERED_ACTIONS = ("sent", "served")  # audit actions of versions a peer received
+# The audit actions of versions a peer received.
+DELIVERED_ACTIONS = (Action.SENT.value, Action.SERVED.value)
 RECALL_RULE = "recall"  # the rule of a recall's own "sent" record: not content received
 _CONTAINERS = frozenset({"report", "grouping", "note", "opinion", "observed-data"})
 
@@ -97,24 +99,20 @@ def last_delivered(
 ) -> dict[str, str]:
     """The newest version (text) of each object the audit shows the peer received
     (recalls it was sent are not content it received)."""
-    wanted = sorted(set(object_ids))
-    found: dict[str, str] = {}
     a = audit_table
-    for start in range(0, len(wanted), _IN_CHUNK):
-        chunk = wanted[start : start + _IN_CHUNK]
-        statement = select(a.c.object_id, a.c.version).where(
-            a.c.object_id.in_(chunk),
-            a.c.peer == peer,
-            a.c.collection_id == collection_id,
-            a.c.action.in_(DELIVERED_ACTIONS),
-            or_(a.c.rule.is_(None), a.c.rule != RECALL_RULE),
-        )
-        for object_id, version in connection.execute(statement).all():
-            if not version:
-                continue
-            known = found.get(object_id)
-            if known is None or to_micros(version) > to_micros(known):
-                found[object_id] = version
+    statement = select(a.c.object_id, a.c.version).where(
+        a.c.peer == peer,
+        a.c.collection_id == collection_id,
+        a.c.action.in_(DELIVERED_ACTIONS),
+        or_(a.c.rule.is_(None), a.c.rule != RECALL_RULE),
+    )
+    found: dict[str, str] = {}
+    for row in select_in(connection, statement, a.c.object_id, object_ids):
+        if not row.version:
+            continue
+        known = found.get(row.object_id)
+        if known is None or to_micros(row.version) > to_micros(known):
+            found[row.object_id] = row.version
     return found
 
 
@@ -226,16 +224,9 @@ def queued_ids(
 ) -> set[str]:
     """Those of ``object_ids`` with a recall queued for the peer (it is served in their
     place: one recall per object and peer)."""
-    wanted = sorted(set(object_ids))
-    found: set[str] = set()
     o = recall_outbox
-    for start in range(0, len(wanted), _IN_CHUNK):
-        chunk = wanted[start : start + _IN_CHUNK]
-        statement = select(o.c.object_id).where(
-            o.c.peer == peer, o.c.collection_id == collection_id, o.c.object_id.in_(chunk)
-        )
-        found.update(connection.execute(statement).scalars())
-    return found
+    statement = select(o.c.object_id).where(o.c.peer == peer, o.c.collection_id == collection_id)
+    return {row.object_id for row in select_in(connection, statement, o.c.object_id, object_ids)}
 
 
 def listed(connection: Connection, peer: str | None = None) -> list[Outgoing]:
@@ -274,15 +265,9 @@ def any_recalled(connection: Connection, collection_id: str) -> bool:
 
 def recalled_ids(connection: Connection, collection_id: str, object_ids: Iterable[str]) -> set[str]:
     """Those of ``object_ids`` recalled here by their origin."""
-    wanted = sorted(set(object_ids))
-    found: set[str] = set()
-    for start in range(0, len(wanted), _IN_CHUNK):
-        chunk = wanted[start : start + _IN_CHUNK]
-        statement = select(recalled.c.object_id).where(
-            recalled.c.collection_id == collection_id, recalled.c.object_id.in_(chunk)
-        )
-        found.update(connection.execute(statement).scalars())
-    return found
+    statement = select(recalled.c.object_id).where(recalled.c.collection_id == collection_id)
+    rows = select_in(connection, statement, recalled.c.object_id, object_ids)
+    return {row.object_id for row in rows}
 
 
 def recall_for(

@@ -31,18 +31,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
     select,
-    tuple_,
     update,
 )
 
 from node.timestamps import now_micros
 
+from .heldversions import HeldRow, HeldVersion, held_columns, hold_new, narrowed, rows_of_keys
 from .objects import redate
-from .schema import BigId, metadata, objects_table
-
-_IN_CHUNK = 300
+from .schema import metadata, objects_table
 
 
 class ReleaseState(StrEnum):
@@ -54,19 +51,12 @@ class ReleaseState(StrEnum):
 release_queue = Table(
     "release_queue",
     metadata,
-    Column("pk", BigId, primary_key=True, autoincrement=True),
-    Column("peer", String(128), nullable=False),
-    Column("collection_id", String(64), nullable=False),
-    Column("object_id", String(300), nullable=False),
-    Column("type", String(250), nullable=False),
-    Column("version", BigInteger, nullable=False),  # as objects.version
-    Column("version_text", String(40), nullable=False),
+    *held_columns("uq_release_version"),
     Column("state", String(16), nullable=False),
     Column("queued_at", BigInteger, nullable=False),
     Column("decided_at", BigInteger),
     Column("decided_by", String(128)),
     Column("reason", Text),
-    UniqueConstraint("peer", "collection_id", "object_id", "version", name="uq_release_version"),
 )
 
 
@@ -83,31 +73,14 @@ release_cursors = Table(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Queued:
-    """A version that egress let through for a peer, waiting for (or past) its release."""
-
-    object_id: str
-    type: str
-    version: int
-    version_text: str
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.object_id, self.version)
+# A version that egress let through for a peer, waiting for (or past) its release.
+Queued = HeldVersion
 
 
 @dataclass(frozen=True)
-class Entry:
+class Entry(HeldRow):
     """One row of the queue, with the stored body of its version (None once deleted)."""
 
-    pk: int
-    peer: str
-    collection_id: str
-    object_id: str
-    type: str
-    version: int
-    version_text: str
     state: ReleaseState
     queued_at: int
     decided_at: int | None
@@ -115,57 +88,25 @@ class Entry:
     reason: str | None
     body: str | None
 
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.object_id, self.version)
-
 
 def states(
     connection: Connection, peer: str, collection_id: str, keys: Iterable[tuple[str, int]]
 ) -> dict[tuple[str, int], ReleaseState]:
     """The release state of each (object id, version) queued for the peer."""
-    wanted = sorted(set(keys))
-    found: dict[tuple[str, int], ReleaseState] = {}
-    for start in range(0, len(wanted), _IN_CHUNK):
-        chunk = wanted[start : start + _IN_CHUNK]
-        statement = select(
-            release_queue.c.object_id, release_queue.c.version, release_queue.c.state
-        ).where(
-            release_queue.c.peer == peer,
-            release_queue.c.collection_id == collection_id,
-            tuple_(release_queue.c.object_id, release_queue.c.version).in_(chunk),
-        )
-        for object_id, version, state in connection.execute(statement):
-            found[(object_id, version)] = ReleaseState(state)
-    return found
+    q = release_queue
+    statement = select(q.c.object_id, q.c.version, q.c.state)
+    rows = rows_of_keys(connection, statement, q, peer, collection_id, keys)
+    return {(row.object_id, row.version): ReleaseState(row.state) for row in rows}
 
 
 def enqueue(
     connection: Connection, peer: str, collection_id: str, versions: Sequence[Queued]
 ) -> int:
     """Queue the versions not queued yet as pending; return how many were new."""
-    known = states(connection, peer, collection_id, (v.key for v in versions))
-    now = now_micros()
-    rows, seen = [], set(known)
-    for version in versions:
-        if version.key in seen:
-            continue
-        seen.add(version.key)
-        rows.append(
-            {
-                "peer": peer,
-                "collection_id": collection_id,
-                "object_id": version.object_id,
-                "type": version.type,
-                "version": version.version,
-                "version_text": version.version_text,
-                "state": ReleaseState.PENDING.value,
-                "queued_at": now,
-            }
-        )
-    if rows:
-        connection.execute(release_queue.insert(), rows)
-    return len(rows)
+    pending = {"state": ReleaseState.PENDING.value, "queued_at": now_micros()}
+    return hold_new(
+        connection, release_queue, peer, collection_id, versions, [pending] * len(versions)
+    )
 
 
 def entries(
@@ -179,44 +120,21 @@ def entries(
 ) -> list[Entry]:
     """Queue rows, oldest first, each with the stored body of its version."""
     q, o = release_queue, objects_table
-    statement = (
-        select(*q.c, o.c.body)
-        .select_from(
-            q.outerjoin(
-                o,
-                (o.c.collection_id == q.c.collection_id)
-                & (o.c.object_id == q.c.object_id)
-                & (o.c.version == q.c.version),
-            )
+    joined = select(*q.c, o.c.body).select_from(
+        q.outerjoin(
+            o,
+            (o.c.collection_id == q.c.collection_id)
+            & (o.c.object_id == q.c.object_id)
+            & (o.c.version == q.c.version),
         )
-        .order_by(q.c.pk)
     )
-    if peer is not None:
-        statement = statement.where(q.c.peer == peer)
-    if collection_id is not None:
-        statement = statement.where(q.c.collection_id == collection_id)
+    statement = narrowed(
+        joined, q, peer=peer, collection_id=collection_id, pks=pks, object_ids=object_ids
+    )
     if state is not None:
         statement = statement.where(q.c.state == state.value)
-    if object_ids is not None:
-        statement = statement.where(q.c.object_id.in_(sorted(set(object_ids))))
-    if pks is not None:
-        statement = statement.where(q.c.pk.in_(sorted(set(pks))))
     return [
-        Entry(
-            pk=row.pk,
-            peer=row.peer,
-            collection_id=row.collection_id,
-            object_id=row.object_id,
-            type=row.type,
-            version=row.version,
-            version_text=row.version_text,
-            state=ReleaseState(row.state),
-            queued_at=row.queued_at,
-            decided_at=row.decided_at,
-            decided_by=row.decided_by,
-            reason=row.reason,
-            body=row.body,
-        )
+        Entry(**{**row._mapping, "state": ReleaseState(row.state)})
         for row in connection.execute(statement)
     ]
 

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select, tuple_, update
 
 from node.timestamps import now_micros
 
+from .engine import select_in
 from .schema import dead_letters, peer_dependencies, sync_state
 
 
@@ -138,20 +139,12 @@ def acknowledged_dependencies(
     connection: Connection, peer: str, mapping: str, keys: Iterable[DependencyKey]
 ) -> set[DependencyKey]:
     """Which of ``keys`` the peer has acknowledged for this mapping already."""
-    wanted = sorted(set(keys))
-    found: set[DependencyKey] = set()
     table = peer_dependencies
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        rows = connection.execute(
-            select(table.c.object_id, table.c.version).where(
-                table.c.peer == peer,
-                table.c.mapping == mapping,
-                tuple_(table.c.object_id, table.c.version).in_(chunk),
-            )
-        )
-        found.update((row.object_id, row.version) for row in rows)
-    return found
+    statement = select(table.c.object_id, table.c.version).where(
+        table.c.peer == peer, table.c.mapping == mapping
+    )
+    key = tuple_(table.c.object_id, table.c.version)
+    return {(row.object_id, row.version) for row in select_in(connection, statement, key, keys)}
 
 
 def record_dependencies(
