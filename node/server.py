@@ -502,6 +502,7 @@ class NodeServer(BaseApplication):
             "timeout": server.timeout,
             "graceful_timeout": 10,
             "accesslog": "-",
+            "logger_class": "node.access_log.AccessLogger",
             "errorlog": "-",
             "loglevel": "info",
             "proc_name": f"taxii-node[{self._config.name}]",
