@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -78,9 +79,19 @@ def worker_exited(pid: int) -> None:
 
 
 class RequestMetrics:
-    """Requests by endpoint, method and status, and latency by endpoint."""
+    """Requests by endpoint, method and status, and latency by endpoint.
+
+    The labelled children are looked up once per label values and kept:
+    prometheus_client's ``labels()`` takes a lock and validates the values on
+    every call, which cost as much as counting itself.  Methods are whatever
+    clients send, so the kept children are bounded (``_MAX_CHILDREN``).
+    """
+
+    _MAX_CHILDREN = 1_000
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
         self.requests = Counter(
             "taxii_node_http_requests",
             "HTTP requests answered, by endpoint, method and status",
@@ -96,8 +107,26 @@ class RequestMetrics:
         )
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, method, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        key = (endpoint, method, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = _kept(
+                self._counters, key, self.requests.labels(endpoint, method, str(status))
+            )
+        histogram = self._histograms.get(endpoint)
+        if histogram is None:
+            histogram = _kept(self._histograms, endpoint, self.latency.labels(endpoint))
+        counter.inc()
+        histogram.observe(seconds)
+
+
+def _kept(children: dict, key: Any, child: Any) -> Any:
+    """``child`` remembered under ``key`` (all forgotten past RequestMetrics._MAX_CHILDREN;
+    prometheus_client keeps its own, so the figures stay whole)."""
+    if len(children) >= RequestMetrics._MAX_CHILDREN:
+        children.clear()
+    children[key] = child
+    return child
 
 
 class StoreCollector:
