@@ -56,8 +56,12 @@ def from_micros(micros: int) -> str:
     """Render microseconds since the epoch as a TAXII timestamp with 6 fractional digits."""
     seconds, fraction = divmod(micros, 1_000_000)
     moment = datetime.fromtimestamp(seconds, UTC)
-    # %Y does not pad years before 1000 to four digits ("1-01-01"): pad explicitly.
-    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S") + f".{fraction:06d}Z"
+    # Fields rather than strftime: a third of the cost on the read path (two per page),
+    # and %Y does not pad years before 1000 to four digits ("1-01-01").
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+        f"{moment.minute:02d}:{moment.second:02d}.{fraction:06d}Z"
+    )
 
 
 def now_micros() -> int:

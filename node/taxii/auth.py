@@ -125,7 +125,7 @@ class Authenticator:
         if not authorization and certificate is not None:
             return self._by_certificate(certificate, source)
         scheme, name, secret = _credentials(authorization)
-        cache_key = (f"{scheme}:{name}", hmac.new(self._key, secret.encode(), "sha256").digest())
+        cache_key = (f"{scheme}:{name}", hmac.digest(self._key, secret.encode(), "sha256"))
         account = self._cached(cache_key)
         if account is None:
             account = self._remember(cache_key, self._verify(scheme, name, secret, source))
