@@ -44,7 +44,7 @@ from sqlalchemy import Connection
 from node import jsoncodec
 from node.recall import RecallMode, recall_reason
 from node.store import audit, objects, recalls
-from node.store.audit import AuditRecord, Direction
+from node.store.audit import Action, AuditRecord, Direction
 from node.store.objects import ObjectQuery
 from node.store.schema import objects_table
 
@@ -117,7 +117,7 @@ def _audit_queued(
         connection,
         [
             AuditRecord(
-                action="recall-queued",
+                action=Action.RECALL_QUEUED,
                 direction=Direction.PUSH,
                 object_id=recall["id"],
                 version=recall["modified"],
@@ -223,7 +223,7 @@ def _audit_honoured(
         connection,
         [
             AuditRecord(
-                action="recall-" + result.action,
+                action=Action(f"recall-{result.action}"),
                 direction=Direction(direction),
                 object_id=result.object_id,
                 version=recall.get("modified"),

@@ -51,6 +51,16 @@ class Action(StrEnum):
     PUBLISHED = "published"
     LOGIN = "login"
     LOGIN_FAILED = "login-failed"
+    QUARANTINED = "quarantined"  # held for review on arrival (ingress quarantine = true)
+    QUARANTINE_ACCEPTED = "quarantine-accepted"
+    QUARANTINE_REJECTED = "quarantine-rejected"
+    RELEASE_APPROVED = "release-approved"  # egress release = "approval"
+    RELEASE_REJECTED = "release-rejected"
+    RECALL_QUEUED = "recall-queued"  # a recall waits to be sent to a peer
+    RECALL_PURGED = "recall-purged"  # a peer's recall, honoured here (operations.recalls)
+    RECALL_REVOKED = "recall-revoked"
+    RECALL_REFUSED = "recall-refused"
+    RECALL_IGNORED = "recall-ignored"
 
 
 class Direction(StrEnum):

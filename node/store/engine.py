@@ -14,10 +14,12 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, create_engine, event, exc
 from sqlalchemy.engine import make_url
+
+from node.errors import InvalidValue
 
 _WRITE_OPTION = "taxii_node_write"
 _RETURNED_AT = "taxii_node_returned_at"
@@ -109,6 +111,7 @@ def in_values(
 # SQLite before 3.32 allows 999 parameters in a statement.
 IN_CHUNK = 300
 _Key = TypeVar("_Key", str, int, tuple[str, int], tuple[str, str])
+_Columns = TypeVarTuple("_Columns")
 
 
 def in_chunks(values: Iterable[_Key], size: int = IN_CHUNK) -> Iterator[list[_Key]]:
@@ -120,11 +123,11 @@ def in_chunks(values: Iterable[_Key], size: int = IN_CHUNK) -> Iterator[list[_Ke
 
 def select_in(
     connection: Connection,
-    statement: Select[Any],
+    statement: Select[*_Columns],
     key: ColumnElement[Any],
     values: Iterable[_Key],
     size: int = IN_CHUNK,
-) -> Iterator[Row[Any]]:
+) -> Iterator[Row[*_Columns]]:
     """The rows of ``statement`` whose ``key`` (a column, or a ``tuple_`` of columns) is
     one of ``values``: one statement a chunk, so any number of values fits."""
     for chunk in in_chunks(values, size):
@@ -154,7 +157,7 @@ def create_store_engine(url: str, ping_idle_seconds: float = PING_IDLE_SECONDS) 
         engine = create_engine(parsed, pool_size=5, max_overflow=10)
         ping_after_idle(engine, ping_idle_seconds)
         return engine
-    raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://...")
+    raise InvalidValue(f"unsupported store URL {url!r}: use sqlite:///PATH or postgresql://...")
 
 
 def ping_after_idle(engine: Engine, seconds: float) -> None:
@@ -196,7 +199,7 @@ def ping_after_idle(engine: Engine, seconds: float) -> None:
 def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if not database or database == ":memory:":
-        raise ValueError("the SQLite store needs a file path: sqlite:///PATH (WAL needs a file)")
+        raise InvalidValue("the SQLite store needs a file path: sqlite:///PATH (WAL needs a file)")
     _create_private_file(Path(database))
     engine = create_engine(
         url,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import (
     BigInteger,
@@ -32,6 +32,15 @@ from sqlalchemy import (
 
 from .engine import select_in
 from .schema import BigId
+
+
+class Criteria(TypedDict, total=False):
+    """Which held versions a listing covers (each one given narrows it; None: any)."""
+
+    peer: str | None
+    collection_id: str | None
+    pks: Iterable[int] | None
+    object_ids: Iterable[str] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,17 +142,11 @@ def hold_new(
     return len(rows)
 
 
-def narrowed(
-    statement: Select[Any],
-    table: Table,
-    *,
-    peer: str | None = None,
-    collection_id: str | None = None,
-    pks: Iterable[int] | None = None,
-    object_ids: Iterable[str] | None = None,
-) -> Select[Any]:
+def narrowed(statement: Select[Any], table: Table, **criteria: Unpack[Criteria]) -> Select[Any]:
     """``statement`` on ``table``, oldest first, narrowed by whichever criteria are given."""
     statement = statement.order_by(table.c.pk)
+    peer, collection_id = criteria.get("peer"), criteria.get("collection_id")
+    pks, object_ids = criteria.get("pks"), criteria.get("object_ids")
     if peer is not None:
         statement = statement.where(table.c.peer == peer)
     if collection_id is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import BigInteger, Column, Connection, Table, Text, delete, select
 
@@ -21,7 +21,7 @@ from node import jsoncodec
 from node.timestamps import now_micros
 from node.validation import version_key, version_stamp
 
-from .heldversions import HeldRow, HeldVersion, held_columns, hold_new, narrowed
+from .heldversions import Criteria, HeldRow, HeldVersion, held_columns, hold_new, narrowed
 from .schema import metadata
 
 quarantine = Table(
@@ -60,23 +60,9 @@ def hold(
     return hold_new(connection, quarantine, peer, collection_id, versions, extra)
 
 
-def held(
-    connection: Connection,
-    *,
-    peer: str | None = None,
-    collection_id: str | None = None,
-    pks: Iterable[int] | None = None,
-    object_ids: Iterable[str] | None = None,
-) -> list[Held]:
+def held(connection: Connection, **criteria: Unpack[Criteria]) -> list[Held]:
     """Held versions, oldest first."""
-    statement = narrowed(
-        select(quarantine),
-        quarantine,
-        peer=peer,
-        collection_id=collection_id,
-        pks=pks,
-        object_ids=object_ids,
-    )
+    statement = narrowed(select(quarantine), quarantine, **criteria)
     return [Held(**row._mapping) for row in connection.execute(statement)]
 
 

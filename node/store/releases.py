@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Unpack
 
 from sqlalchemy import (
     BigInteger,
@@ -37,7 +38,15 @@ from sqlalchemy import (
 
 from node.timestamps import now_micros
 
-from .heldversions import HeldRow, HeldVersion, held_columns, hold_new, narrowed, rows_of_keys
+from .heldversions import (
+    Criteria,
+    HeldRow,
+    HeldVersion,
+    held_columns,
+    hold_new,
+    narrowed,
+    rows_of_keys,
+)
 from .objects import redate
 from .schema import metadata, objects_table
 
@@ -112,11 +121,8 @@ def enqueue(
 def entries(
     connection: Connection,
     *,
-    peer: str | None = None,
-    collection_id: str | None = None,
     state: ReleaseState | None = ReleaseState.PENDING,
-    object_ids: Iterable[str] | None = None,
-    pks: Iterable[int] | None = None,
+    **criteria: Unpack[Criteria],
 ) -> list[Entry]:
     """Queue rows, oldest first, each with the stored body of its version."""
     q, o = release_queue, objects_table
@@ -128,9 +134,7 @@ def entries(
             & (o.c.version == q.c.version),
         )
     )
-    statement = narrowed(
-        joined, q, peer=peer, collection_id=collection_id, pks=pks, object_ids=object_ids
-    )
+    statement = narrowed(joined, q, **criteria)
     if state is not None:
         statement = statement.where(q.c.state == state.value)
     return [

@@ -24,11 +24,12 @@ from sqlalchemy import ColumnElement, Connection, Row, and_, func, select
 from node import jsoncodec
 from node.tlp import tlp_of
 
+from .audit import Action
+from .engine import select_in
 from .schema import audit_table, collections, dead_letters, objects_table
 
 _SCAN_CHUNK = 200  # rows read per step while filling a page after exact filters
 _MAX_SCANNED = 20_000  # rows examined at most for one page of a search
-_IN_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -224,16 +225,12 @@ def latest_of(
     connection: Connection, collection_ids: Sequence[str], object_ids: Iterable[str]
 ) -> dict[str, Found]:
     """The latest version of each of ``object_ids`` found in ``collection_ids``, by id."""
+    statement = select(*_FOUND_COLUMNS).where(
+        objects_table.c.collection_id.in_(collection_ids), _latest_only()
+    )
     found: dict[str, Found] = {}
-    ids = sorted(set(object_ids))
-    for start in range(0, len(ids), _IN_CHUNK):
-        statement = select(*_FOUND_COLUMNS).where(
-            objects_table.c.collection_id.in_(collection_ids),
-            objects_table.c.object_id.in_(ids[start : start + _IN_CHUNK]),
-            _latest_only(),
-        )
-        for row in connection.execute(statement):
-            found.setdefault(row.object_id, _found(row))
+    for row in select_in(connection, statement, objects_table.c.object_id, object_ids, 500):
+        found.setdefault(row.object_id, _found(row))
     return found
 
 
@@ -338,6 +335,10 @@ def audit_newest_first(connection: Connection, wanted: AuditFilter) -> list[dict
     return [dict(row._mapping) for row in connection.execute(statement)]
 
 
+# The audit actions that are sharing decisions about an object.
+_DECISIONS = (Action.SENT, Action.SERVED, Action.RECEIVED, Action.WITHHELD, Action.DEAD_LETTER)
+
+
 def latest_decisions(
     connection: Connection, object_id: str, limit: int = 500
 ) -> list[dict[str, Any]]:
@@ -347,7 +348,7 @@ def latest_decisions(
         select(audit_table)
         .where(
             audit_table.c.object_id == object_id,
-            audit_table.c.action.in_(("sent", "served", "received", "withheld", "dead-letter")),
+            audit_table.c.action.in_([action.value for action in _DECISIONS]),
         )
         .order_by(audit_table.c.pk.desc())
         .limit(limit)
@@ -365,7 +366,7 @@ def withheld_by_rule(connection: Connection) -> dict[tuple[str, str, str, str], 
             audit_table.c.rule,
             func.count(),
         )
-        .where(audit_table.c.action == "withheld")
+        .where(audit_table.c.action == Action.WITHHELD.value)
         .group_by(
             audit_table.c.peer,
             audit_table.c.collection_id,
@@ -407,9 +408,9 @@ def tally_audit(connection: Connection, tally: AuditTally) -> None:
     for peer, collection_id, direction, rule, action, count, last in connection.execute(statement):
         tally.records += count
         tally.last_pk = max(tally.last_pk, last)
-        if action == "login-failed":
+        if action == Action.LOGIN_FAILED:
             tally.failed_logins += count
-        elif action == "withheld":
+        elif action == Action.WITHHELD:
             tally.withheld[(peer or "", collection_id or "", direction, rule or "")] += count
 
 
@@ -417,6 +418,8 @@ def audit_totals(connection: Connection) -> tuple[int, int]:
     """(audit records, failed logins) in the whole trail."""
     total = connection.execute(select(func.count()).select_from(audit_table)).scalar_one()
     failed = connection.execute(
-        select(func.count()).select_from(audit_table).where(audit_table.c.action == "login-failed")
+        select(func.count())
+        .select_from(audit_table)
+        .where(audit_table.c.action == Action.LOGIN_FAILED.value)
     ).scalar_one()
     return total, failed

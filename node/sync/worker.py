@@ -452,13 +452,13 @@ def _tally(records: list[AuditRecord]) -> RoundResult:
     for record in records:
         if record.detail in (ALREADY_AT_PEER, ALREADY_HERE):
             tally.already_present += 1
-        elif record.action == "sent":
+        elif record.action == Action.SENT:
             tally.sent += 1
-        elif record.action == "received":
+        elif record.action == Action.RECEIVED:
             tally.received += 1
-        elif record.action == "withheld":
+        elif record.action == Action.WITHHELD:
             tally.withheld += 1
-        elif record.action == "dead-letter":
+        elif record.action == Action.DEAD_LETTER:
             tally.dead_lettered += 1
     return tally
 
@@ -481,7 +481,7 @@ def _add(result: RoundResult, counts: RoundResult) -> None:
 
 def _dependency_keys(sent: list[dict], records: list[AuditRecord]) -> list[tuple[str, str]]:
     """(id, version) of the identities and marking definitions the peer acknowledged."""
-    delivered = {(r.object_id, r.version or "") for r in records if r.action == "sent"}
+    delivered = {(r.object_id, r.version or "") for r in records if r.action == Action.SENT}
     return [
         key
         for obj in sent
