@@ -11,24 +11,18 @@ acts as the node's operator).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from node.errors import Conflict, InvalidValue, NotFound
-from node.store import accounts, audit, catalog, objects, quarantine
-from node.store.audit import AuditRecord, Direction
+from node.errors import Conflict, NotFound
+from node.store import accounts, audit, objects, quarantine
+from node.store.audit import Action, AuditRecord, Direction
 from node.store.quarantine import Held
 from node.validation import version_stamp
 
+from .holds import Selection, decision_records, rejection_reason
 
-@dataclass(frozen=True)
-class Selection:
-    peer: str | None = None
-    collection: str | None = None  # id or alias
-    pks: tuple[int, ...] = ()
-    object_ids: tuple[str, ...] = ()
-    everything: bool = False
+_RULE = "quarantine"
 
 
 def hold(
@@ -43,13 +37,13 @@ def hold(
         connection,
         [
             AuditRecord(
-                action="quarantined",
+                action=Action.QUARANTINED,
                 direction=Direction(direction),
                 object_id=item.get("id"),
                 version=version_stamp(item),
                 peer=peer,
                 collection_id=collection_id,
-                rule="quarantine",
+                rule=_RULE,
                 detail="held for review (ingress quarantine = true)",
             )
             for item in items
@@ -59,13 +53,7 @@ def hold(
 
 
 def list_held(connection: Connection, selection: Selection) -> list[Held]:
-    return quarantine.held(
-        connection,
-        peer=selection.peer,
-        collection_id=_collection_id(connection, selection.collection),
-        pks=selection.pks or None,
-        object_ids=selection.object_ids or None,
-    )
+    return quarantine.held(connection, **selection.criteria(connection))
 
 
 def accept(
@@ -84,7 +72,7 @@ def accept(
             first = outcome.failures[0]
             raise Conflict(f"cannot store {first.get('id')}: {first.get('message')}")
     quarantine.release(connection, chosen)
-    _audit(connection, chosen, "quarantine-accepted", actor, None)
+    _audit(connection, chosen, Action.QUARANTINE_ACCEPTED, actor, None)
     return chosen
 
 
@@ -97,18 +85,15 @@ def reject(
     account: str | None = None,
 ) -> list[Held]:
     """Drop the selected versions, with a reason."""
-    reason = (reason or "").strip()
-    if not reason:
-        raise InvalidValue("a rejection needs a reason (--reason)")
+    reason = rejection_reason(reason)
     chosen = _chosen(connection, selection, account)
     quarantine.release(connection, chosen)
-    _audit(connection, chosen, "quarantine-rejected", actor, reason)
+    _audit(connection, chosen, Action.QUARANTINE_REJECTED, actor, reason)
     return chosen
 
 
 def _chosen(connection: Connection, selection: Selection, account: str | None) -> list[Held]:
-    if not (selection.pks or selection.object_ids or selection.everything):
-        raise InvalidValue("say which versions: entries, --id, or --all")
+    selection.check_names_some("entries, --id")
     chosen = list_held(connection, selection)
     if not chosen:
         raise NotFound("no held version matches")
@@ -129,32 +114,10 @@ def _check_may_review(connection: Connection, name: str, collection_ids: set[str
             raise Conflict(f"{name!r} may not write to collection {collection_id}")
 
 
-def _collection_id(connection: Connection, collection: str | None) -> str | None:
-    if collection is None:
-        return None
-    found = catalog.find(connection, collection)
-    if found is None:
-        raise NotFound(f"no collection {collection!r}")
-    return found.id
-
-
 def _audit(
-    connection: Connection, chosen: Sequence[Held], action: str, actor: str, reason: str | None
+    connection: Connection, chosen: Sequence[Held], action: Action, actor: str, reason: str | None
 ) -> None:
-    audit.record(
-        connection,
-        [
-            AuditRecord(
-                action=action,
-                direction=Direction.LOCAL,
-                object_id=entry.object_id,
-                version=entry.version_text or None,
-                peer=entry.peer,
-                collection_id=entry.collection_id,
-                rule="quarantine",
-                detail=reason,
-                actor=actor,
-            )
-            for entry in chosen
-        ],
+    records = decision_records(
+        chosen, action, Direction.LOCAL, rule=_RULE, detail=reason, actor=actor
     )
+    audit.record(connection, records)

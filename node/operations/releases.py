@@ -27,22 +27,25 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from node import jsoncodec
-from node.errors import Conflict, InvalidValue, NotFound
+from node.errors import Conflict, NotFound
 from node.policy import Decision
 from node.sharing import Agreement, Position, egress
 from node.sharing.gates import AWAITING_RULE
-from node.store import accounts, audit, catalog, publishers, releases, roles
-from node.store.audit import AuditRecord, Direction
+from node.store import accounts, audit, publishers, releases, roles
+from node.store.audit import Action, Direction
 from node.store.releases import Entry, Queued, ReleaseState
 from node.timestamps import to_micros
 from node.tlp import parse_level, tlp_of
+
+from . import holds
+from .holds import decision_records, rejection_reason
 
 _MAX_REPORT_DEPTH = 8
 _IDS_CHUNK = 300
 
 
 @dataclass(frozen=True)
-class Selection:
+class Selection(holds.Selection):
     """Which queued versions an action covers (criteria are ANDed; at least one is given).
 
     ``pks`` are queue entries (``release list`` shows them); ``report`` is a
@@ -50,21 +53,14 @@ class Selection:
     ``types``, ``labels`` (any of them) and ``tlp`` (a level name) filter by content.
     """
 
-    peer: str | None = None
-    collection: str | None = None  # id or alias
-    pks: tuple[int, ...] = ()
-    object_ids: tuple[str, ...] = ()
     report: str | None = None
     types: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     tlp: str | None = None
-    everything: bool = False
 
     @property
     def narrowed(self) -> bool:
-        return bool(
-            self.pks or self.object_ids or self.report or self.types or self.labels or self.tlp
-        )
+        return super().narrowed or bool(self.report or self.types or self.labels or self.tlp)
 
 
 @dataclass(frozen=True)
@@ -190,7 +186,7 @@ def approve(
     _check_four_eyes(connection, chosen, releaser)
     releases.decide(connection, [item.entry for item in chosen], ReleaseState.APPROVED,
                     actor=releaser, reason=None)  # fmt: skip
-    _audit(connection, chosen, "release-approved", releaser, actor, None)
+    _audit(connection, chosen, Action.RELEASE_APPROVED, releaser, actor, None)
     return chosen
 
 
@@ -198,13 +194,11 @@ def reject(
     connection: Connection, selection: Selection, releaser: str, reason: str, *, actor: str
 ) -> list[QueueItem]:
     """Reject the selected pending versions, with a reason; audited, one transaction."""
-    reason = (reason or "").strip()
-    if not reason:
-        raise InvalidValue("a rejection needs a reason (--reason)")
+    reason = rejection_reason(reason)
     chosen = _chosen(connection, selection, releaser)
     releases.decide(connection, [item.entry for item in chosen], ReleaseState.REJECTED,
                     actor=releaser, reason=reason)  # fmt: skip
-    _audit(connection, chosen, "release-rejected", releaser, actor, reason)
+    _audit(connection, chosen, Action.RELEASE_REJECTED, releaser, actor, reason)
     return chosen
 
 
@@ -229,10 +223,7 @@ def check_releaser(connection: Connection, name: str) -> None:
 
 def _chosen(connection: Connection, selection: Selection, releaser: str) -> list[QueueItem]:
     check_releaser(connection, releaser)
-    if not selection.narrowed and not selection.everything:
-        raise InvalidValue(
-            "say which versions: entries, --id, --report, --type, --label, --tlp, or --all"
-        )
+    selection.check_names_some("entries, --id, --report, --type, --label, --tlp")
     chosen = [_item(connection, entry) for entry in _select(connection, selection)]
     if not chosen:
         raise NotFound("no pending version matches")
@@ -250,14 +241,8 @@ def _check_four_eyes(connection: Connection, chosen: Sequence[QueueItem], releas
 
 
 def _select(connection: Connection, selection: Selection) -> list[Entry]:
-    collection_id = _collection_id(connection, selection.collection)
     pending = releases.entries(
-        connection,
-        peer=selection.peer,
-        collection_id=collection_id,
-        state=ReleaseState.PENDING,
-        pks=selection.pks or None,
-        object_ids=selection.object_ids or None,
+        connection, state=ReleaseState.PENDING, **selection.criteria(connection)
     )
     if selection.report is not None:
         pending = _with_report(connection, pending, selection.report)
@@ -305,15 +290,6 @@ def _references(obj: dict) -> Iterable[str]:
             yield from (ref for ref in value if isinstance(ref, str))
 
 
-def _collection_id(connection: Connection, collection: str | None) -> str | None:
-    if collection is None:
-        return None
-    found = catalog.find(connection, collection)
-    if found is None:
-        raise NotFound(f"no collection {collection!r}")
-    return found.id
-
-
 def _body(entry: Entry) -> dict:
     if entry.body is None:
         return {}
@@ -343,26 +319,14 @@ def _item(connection: Connection, entry: Entry) -> QueueItem:
 def _audit(
     connection: Connection,
     chosen: Sequence[QueueItem],
-    action: str,
+    action: Action,
     releaser: str,
     actor: str,
     reason: str | None,
 ) -> None:
     detail = f"by {releaser} ({actor})" + (f": {reason}" if reason else "")
-    audit.record(
-        connection,
-        [
-            AuditRecord(
-                action=action,
-                direction=Direction.PUSH,
-                object_id=item.entry.object_id,
-                version=item.entry.version_text or None,
-                peer=item.entry.peer,
-                collection_id=item.entry.collection_id,
-                rule="release",
-                detail=detail,
-                actor=releaser,
-            )
-            for item in chosen
-        ],
+    entries = [item.entry for item in chosen]
+    records = decision_records(
+        entries, action, Direction.PUSH, rule="release", detail=detail, actor=releaser
     )
+    audit.record(connection, records)
