@@ -70,24 +70,25 @@ class NodeContext:
         return Store(self.config().store_url)
 
     @contextmanager
-    def reading(self) -> Iterator[Connection]:
-        """A read transaction on the node's (initialised) store, closed afterwards."""
+    def opened(self) -> Iterator[Store]:
+        """The node's (initialised) store, closed afterwards."""
         store = self.ready_store()
         try:
-            with store.read() as connection:
-                yield connection
+            yield store
         finally:
             store.close()
 
     @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read transaction on the node's (initialised) store, closed afterwards."""
+        with self.opened() as store, store.read() as connection:
+            yield connection
+
+    @contextmanager
     def writing(self) -> Iterator[Connection]:
         """A write transaction on the node's (initialised) store, closed afterwards."""
-        store = self.ready_store()
-        try:
-            with store.write() as connection:
-                yield connection
-        finally:
-            store.close()
+        with self.opened() as store, store.write() as connection:
+            yield connection
 
     def ready_store(self) -> Store:
         store = self.store()

@@ -33,11 +33,8 @@ def dead_letters(node: NodeContext, peer: str | None, as_json: bool) -> None:
       taxii-node --config config/node-a.toml sync dead-letters
       taxii-node --config config/node-a.toml sync dead-letters --peer node-b --json
     """
-    store = node.ready_store()
-    try:
+    with node.opened() as store:
         letters = operations.dead_letters(store, peer)
-    finally:
-        store.close()
     for letter in letters:
         if as_json:
             click.echo(json.dumps(letter.as_dict()))
@@ -79,8 +76,7 @@ def retry(
     if peer and not every:
         raise CommandError("--peer goes with --all")
     config = node.config()
-    store = node.ready_store()
-    try:
+    with node.opened() as store:
         if every:
             retried = operations.retry_all(config, store, cli_actor(), peer)
             outcomes = [(letter.pk, outcome) for letter, outcome in retried]
@@ -89,8 +85,6 @@ def retry(
             outcomes = [
                 (letter_id, operations.retry_dead_letter(config, store, letter_id, cli_actor()))
             ]
-    finally:
-        store.close()
     for pk, outcome in outcomes:
         verdict = "delivered" if outcome.delivered else "NOT delivered"
         click.echo(f"{pk}\t{outcome.object_id}: {verdict}: {outcome.message}")
@@ -110,11 +104,8 @@ def skip(node: NodeContext, letter_id: int) -> None:
     Example:
       taxii-node --config config/node-a.toml sync skip 12
     """
-    store = node.ready_store()
-    try:
+    with node.opened() as store:
         operations.skip_dead_letter(store, letter_id, cli_actor())
-    finally:
-        store.close()
     click.echo(f"dead letter {letter_id} skipped")
 
 

@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from .common import NodeContext, cli_actor
 
+if TYPE_CHECKING:
+    from node.operations.holds import Selection
+
 pass_node = click.make_pass_decorator(NodeContext)
 PASSWORD_ENV = "TAXII_NODE_PASSWORD"
+_Selection = TypeVar("_Selection", bound="Selection")
+# What a line of ``list`` shows, and the label before a column's value.
+_QUEUE_COLUMNS = ("entry", "peer", "id", "version", "tlp", "name", "published_by")
+_HELD_COLUMNS = ("entry", "peer", "id", "version", "name")
+_LABELS = {"published_by": "published by "}
 
 
 def _releaser_password(name: str) -> str:
@@ -25,31 +34,63 @@ def _releaser_password(name: str) -> str:
     return click.prompt(f"Password of {name}", hide_input=True)
 
 
-def _selection_options(command):
-    for option in reversed(
+def _with_options(options: Sequence[Callable]) -> Callable:
+    """A decorator adding ``options`` to a command, in the order ``--help`` lists them."""
+
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+def _held_options(peer_help: str, all_help: str, *content: Callable) -> Callable:
+    """The options that narrow a queue of held versions (``node.operations.holds``)."""
+    return _with_options(
         [
             click.argument("entries", nargs=-1, type=int),
-            click.option("--peer", metavar="PEER", help="Only this peer's queue."),
+            click.option("--peer", metavar="PEER", help=peer_help),
             click.option("--collection", metavar="C", help="Only this collection (id or alias)."),
             click.option("--id", "object_ids", multiple=True, metavar="ID", help="Object id."),
-            click.option("--report", metavar="ID",
-                         help="A report (or other container) and everything it references."),
-            click.option("--type", "types", multiple=True, metavar="TYPE", help="STIX type."),
-            click.option("--label", "labels", multiple=True, metavar="LABEL", help="A label."),
-            click.option("--tlp", metavar="LEVEL", help="TLP level (clear, green, amber...)."),
-            click.option("--all", "everything", is_flag=True, help="Every pending version."),
+            *content,
+            click.option("--all", "everything", is_flag=True, help=all_help),
         ]
-    ):  # fmt: skip
-        command = option(command)
-    return command
+    )
 
 
-def _selection(entries, peer, collection, object_ids, report, types, labels, tlp, everything):
-    from node.operations.releases import Selection
+_selection_options = _held_options(
+    "Only this peer's queue.",
+    "Every pending version.",
+    click.option("--report", metavar="ID",
+                 help="A report (or other container) and everything it references."),
+    click.option("--type", "types", multiple=True, metavar="TYPE", help="STIX type."),
+    click.option("--label", "labels", multiple=True, metavar="LABEL", help="A label."),
+    click.option("--tlp", metavar="LEVEL", help="TLP level (clear, green, amber...)."),
+)  # fmt: skip
+_quarantine_options = _held_options("Only what this peer sent.", "Everything held.")
 
-    return Selection(peer=peer, collection=collection, pks=tuple(entries),
-                     object_ids=tuple(object_ids), report=report, types=tuple(types),
-                     labels=tuple(labels), tlp=tlp, everything=everything)  # fmt: skip
+
+def _selection(kind: type[_Selection], entries: tuple[int, ...], **criteria) -> _Selection:
+    """The selection the options name (their names are the selection's fields)."""
+    return kind(pks=tuple(entries), **criteria)
+
+
+def _echo_rows(rows: Sequence[dict], as_json: bool, columns: Sequence[str] = ()) -> None:
+    """``rows`` as a JSON list, or a line each of their ``columns``, tab-separated."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo("\t".join(f"{_LABELS.get(name, '')}{row[name] or '-'}" for name in columns))
+
+
+def _echo_done(rows: Sequence[dict], as_json: bool, summary: str) -> None:
+    """What an action decided: the rows as JSON, or a one-line summary."""
+    if as_json:
+        _echo_rows(rows, True)
+    else:
+        click.echo(summary)
 
 
 @contextmanager
@@ -59,26 +100,26 @@ def _queue_transaction(node: NodeContext) -> Iterator:
     from node.operations import releases
     from node.sharing import Agreements
 
-    store = node.ready_store()
-    try:
+    with node.opened() as store:
         agreements = Agreements(node.config(), store)
         with store.write() as connection:
             releases.refresh(connection, agreements)
             yield connection
-    finally:
-        store.close()
 
 
-def _print_items(items, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps([item.as_dict() for item in items], indent=2))
-        return
-    for item in items:
-        row = item.as_dict()
-        click.echo(
-            f"{row['entry']}\t{row['peer']}\t{row['id']}\t{row['version'] or '-'}\t"
-            f"{row['tlp'] or '-'}\t{row['name'] or '-'}\tpublished by {row['published_by'] or '-'}"
-        )
+@contextmanager
+def _releaser_transaction(node: NodeContext, releaser: str) -> Iterator:
+    """``_queue_transaction``, once the person at the keyboard proved to be ``releaser``."""
+    from node.operations import releases
+
+    password = _releaser_password(releaser)
+    with _queue_transaction(node) as connection:
+        releases.authenticate_releaser(connection, releaser, password)
+        yield connection
+
+
+def _queue_rows(items) -> list[dict]:
+    return [item.as_dict() for item in items]
 
 
 @click.group()
@@ -112,8 +153,8 @@ def release_list(node, as_json, **criteria) -> None:
     from node.operations import releases
 
     with _queue_transaction(node) as connection:
-        items = releases.list_queue(connection, _selection(**criteria))
-    _print_items(items, as_json)
+        items = releases.list_queue(connection, _selection(releases.Selection, **criteria))
+    _echo_rows(_queue_rows(items), as_json, _QUEUE_COLUMNS)
 
 
 @release.command("approve")
@@ -131,14 +172,10 @@ def release_approve(node, releaser, as_json, **criteria) -> None:
     """
     from node.operations import releases
 
-    password = _releaser_password(releaser)
-    with _queue_transaction(node) as connection:
-        releases.authenticate_releaser(connection, releaser, password)
-        items = releases.approve(connection, _selection(**criteria), releaser, actor=cli_actor())
-    if as_json:
-        _print_items(items, True)
-    else:
-        click.echo(f"{len(items)} version(s) approved by {releaser}")
+    selection = _selection(releases.Selection, **criteria)
+    with _releaser_transaction(node, releaser) as connection:
+        items = releases.approve(connection, selection, releaser, actor=cli_actor())
+    _echo_done(_queue_rows(items), as_json, f"{len(items)} version(s) approved by {releaser}")
 
 
 @release.command("reject")
@@ -156,51 +193,18 @@ def release_reject(node, releaser, reason, as_json, **criteria) -> None:
     """
     from node.operations import releases
 
-    password = _releaser_password(releaser)
-    with _queue_transaction(node) as connection:
-        releases.authenticate_releaser(connection, releaser, password)
-        items = releases.reject(
-            connection, _selection(**criteria), releaser, reason, actor=cli_actor()
-        )
-    if as_json:
-        _print_items(items, True)
-    else:
-        click.echo(f"{len(items)} version(s) rejected by {releaser}")
+    selection = _selection(releases.Selection, **criteria)
+    with _releaser_transaction(node, releaser) as connection:
+        items = releases.reject(connection, selection, releaser, reason, actor=cli_actor())
+    _echo_done(_queue_rows(items), as_json, f"{len(items)} version(s) rejected by {releaser}")
 
 
-def _quarantine_options(command):
-    for option in reversed(
-        [
-            click.argument("entries", nargs=-1, type=int),
-            click.option("--peer", metavar="PEER", help="Only what this peer sent."),
-            click.option("--collection", metavar="C", help="Only this collection (id or alias)."),
-            click.option("--id", "object_ids", multiple=True, metavar="ID", help="Object id."),
-            click.option("--all", "everything", is_flag=True, help="Everything held."),
-        ]
-    ):
-        command = option(command)
-    return command
-
-
-def _quarantine_selection(entries, peer, collection, object_ids, everything):
-    from node.operations.quarantine import Selection
-
-    return Selection(peer=peer, collection=collection, pks=tuple(entries),
-                     object_ids=tuple(object_ids), everything=everything)  # fmt: skip
-
-
-def _print_held(held, as_json: bool) -> None:
-    rows = [
+def _held_rows(held) -> list[dict]:
+    return [
         {"entry": h.pk, "peer": h.peer, "collection": h.collection_id, "id": h.object_id,
          "type": h.type, "version": h.version_text, "name": h.obj.get("name")}
         for h in held
     ]  # fmt: skip
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['entry']}\t{row['peer']}\t{row['id']}\t{row['version'] or '-'}\t"
-                   f"{row['name'] or '-'}")  # fmt: skip
 
 
 @click.group()
@@ -232,8 +236,8 @@ def quarantine_list(node, as_json, **criteria) -> None:
     from node.operations import quarantine as operations
 
     with node.reading() as connection:
-        held = operations.list_held(connection, _quarantine_selection(**criteria))
-    _print_held(held, as_json)
+        held = operations.list_held(connection, _selection(operations.Selection, **criteria))
+    _echo_rows(_held_rows(held), as_json, _HELD_COLUMNS)
 
 
 @quarantine.command("accept")
@@ -249,12 +253,10 @@ def quarantine_accept(node, as_json, **criteria) -> None:
     """
     from node.operations import quarantine as operations
 
+    selection = _selection(operations.Selection, **criteria)
     with node.writing() as connection:
-        held = operations.accept(connection, _quarantine_selection(**criteria), actor=cli_actor())
-    if as_json:
-        _print_held(held, True)
-    else:
-        click.echo(f"{len(held)} version(s) accepted")
+        held = operations.accept(connection, selection, actor=cli_actor())
+    _echo_done(_held_rows(held), as_json, f"{len(held)} version(s) accepted")
 
 
 @quarantine.command("reject")
@@ -271,11 +273,7 @@ def quarantine_reject(node, reason, as_json, **criteria) -> None:
     """
     from node.operations import quarantine as operations
 
+    selection = _selection(operations.Selection, **criteria)
     with node.writing() as connection:
-        held = operations.reject(
-            connection, _quarantine_selection(**criteria), reason, actor=cli_actor()
-        )
-    if as_json:
-        _print_held(held, True)
-    else:
-        click.echo(f"{len(held)} version(s) rejected")
+        held = operations.reject(connection, selection, reason, actor=cli_actor())
+    _echo_done(_held_rows(held), as_json, f"{len(held)} version(s) rejected")

@@ -92,11 +92,8 @@ def sync_status(node: NodeContext, as_json: bool) -> None:
       taxii-node --config config/node-a.toml sync status
       taxii-node --config config/node-a.toml sync status --json
     """
-    store = node.ready_store()
-    try:
+    with node.opened() as store:
         states = operations.sync_status(store)
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps([state.as_dict() for state in states], indent=2))
         return
@@ -149,8 +146,7 @@ def policy_preview(node: NodeContext, peer: str, collection: str | None, as_json
     """
     config = node.config()
     config.peer(peer)
-    store = node.ready_store()
-    try:
+    with node.opened() as store:
         agreements = [a for a in Agreements(config, store) if a.peer.name == peer]
         if collection:
             agreements = [a for a in agreements if collection in (a.mapping.local,
@@ -161,8 +157,6 @@ def policy_preview(node: NodeContext, peer: str, collection: str | None, as_json
         by_rule: Counter[str] = Counter()
         for agreement in agreements:
             _preview(store, agreement, as_json, totals, by_rule)
-    finally:
-        store.close()
     if not as_json:
         rules = ", ".join(f"{rule} {count}" for rule, count in sorted(by_rule.items()))
         click.echo(f"would send {totals['send']}, would withhold {totals['withhold']}"
