@@ -10,15 +10,25 @@ it for review.  Every form carries the session's CSRF token.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sized
+
 from flask import abort, flash, g, redirect, render_template, request, url_for
+from sqlalchemy import Connection
+from werkzeug.wrappers import Response
 
 from node.errors import NodeError
 from node.operations import quarantine as quarantine_operations
 from node.operations import releases as operations
 from node.store import roles
-from node.taxii.state import node_state
+from node.store.accounts import Account
+from node.store.quarantine import Held
+from node.taxii.state import current_account, node_state
 
 from .blueprint import blueprint
+
+# The decisions each page offers, and how the outcome says it.
+_RELEASE_DECISIONS = {"approve": "approved", "reject": "rejected"}
+_QUARANTINE_DECISIONS = {"accept": "accepted", "reject": "rejected"}
 
 
 @blueprint.context_processor
@@ -30,14 +40,19 @@ def _exchange_links() -> dict:
         return {"exchange_links": {}}
     with node_state().store.read() as connection:
         releaser = roles.has_role(connection, account.name, roles.RELEASER)
-        held = quarantine_operations.list_held(connection, quarantine_operations.Selection())
-    reviewable = any(account.rights_on(h.collection_id).can_write for h in held)
+        reviewable = bool(_reviewable(connection, account))
     return {"exchange_links": {"releases": releaser, "quarantine": reviewable}}
+
+
+def _reviewable(connection: Connection, account: Account) -> list[Held]:
+    """What is held in collections the account may write to (it may review those)."""
+    held = quarantine_operations.list_held(connection, quarantine_operations.Selection())
+    return [h for h in held if account.rights_on(h.collection_id).can_write]
 
 
 def _require_releaser() -> None:
     with node_state().store.read() as connection:
-        if not roles.has_role(connection, g.account.name, roles.RELEASER):
+        if not roles.has_role(connection, current_account().name, roles.RELEASER):
             abort(403, "This page is for accounts with the role releaser.")
 
 
@@ -60,6 +75,31 @@ def _selection() -> operations.Selection:
     )
 
 
+def _decision(offered: dict[str, str], refusal: str) -> str:
+    """The decision the form asks for: one of those ``offered`` (else 400 ``refusal``)."""
+    decision = request.form.get("decision", "")
+    if decision not in offered:
+        abort(400, refusal)
+    return decision
+
+
+def _decided(page: str, outcome: str, decide: Callable[[Connection], Sized]) -> Response:
+    """Run ``decide`` in one write transaction, flash what it did (``outcome``: how many
+    versions were approved, accepted...) or why nothing changed, and go back to ``page``."""
+    try:
+        with node_state().store.write() as connection:
+            done = decide(connection)
+    except NodeError as error:
+        flash(f"Nothing changed: {error}", "error")
+    else:
+        flash(f"{len(done)} version(s) {outcome}.", "ok")
+    return redirect(url_for(page))
+
+
+def _actor() -> str:
+    return f"console:{current_account().name}"
+
+
 @blueprint.route("/releases")
 def releases_page():
     _require_releaser()
@@ -67,61 +107,45 @@ def releases_page():
     with state.store.write() as connection:
         operations.refresh(connection, state.agreements)
         items = operations.list_queue(connection, operations.Selection())
-    return render_template("releases.html", items=items, me=g.account.name)
+    return render_template("releases.html", items=items, me=current_account().name)
 
 
 @blueprint.route("/releases/decide", methods=["POST"])
 def decide_releases():
     _require_releaser()
-    decision = request.form.get("decision")
-    actor = f"console:{g.account.name}"
-    try:
-        with node_state().store.write() as connection:
-            operations.refresh(connection, node_state().agreements)
-            if decision == "approve":
-                done = operations.approve(connection, _selection(), g.account.name, actor=actor)
-            elif decision == "reject":
-                done = operations.reject(connection, _selection(), g.account.name,
-                                         request.form.get("reason", ""), actor=actor)  # fmt: skip
-            else:
-                abort(400, "Approve or reject.")
-    except NodeError as error:
-        flash(f"Nothing changed: {error}", "error")
-    else:
-        flash(f"{len(done)} version(s) {decision}d.", "ok")
-    return redirect(url_for("console.releases_page"))
+    decision = _decision(_RELEASE_DECISIONS, "Approve or reject.")
+    releaser, actor, selection = current_account().name, _actor(), _selection()
+    reason = request.form.get("reason", "")
 
+    def decide(connection: Connection) -> list[operations.QueueItem]:
+        operations.refresh(connection, node_state().agreements)
+        if decision == "approve":
+            return operations.approve(connection, selection, releaser, actor=actor)
+        return operations.reject(connection, selection, releaser, reason, actor=actor)
 
-def _reviewable() -> list:
-    account = g.account
-    with node_state().store.read() as connection:
-        held = quarantine_operations.list_held(connection, quarantine_operations.Selection())
-    return [h for h in held if account.rights_on(h.collection_id).can_write]
+    return _decided("console.releases_page", _RELEASE_DECISIONS[decision], decide)
 
 
 @blueprint.route("/quarantine")
 def quarantine_page():
-    return render_template("quarantine.html", held=_reviewable())
+    account = current_account()
+    with node_state().store.read() as connection:
+        held = _reviewable(connection, account)
+    return render_template("quarantine.html", held=held)
 
 
 @blueprint.route("/quarantine/decide", methods=["POST"])
 def decide_quarantine():
-    decision = request.form.get("decision")
     selection = quarantine_operations.Selection(pks=_entries())
-    actor = f"console:{g.account.name}"
-    try:
-        with node_state().store.write() as connection:
-            if decision == "accept":
-                done = quarantine_operations.accept(connection, selection, actor=actor,
-                                                    account=g.account.name)  # fmt: skip
-            elif decision == "reject":
-                done = quarantine_operations.reject(connection, selection,
-                                                    request.form.get("reason", ""), actor=actor,
-                                                    account=g.account.name)  # fmt: skip
-            else:
-                abort(400, "Accept or reject.")
-    except NodeError as error:
-        flash(f"Nothing changed: {error}", "error")
-    else:
-        flash(f"{len(done)} version(s) {decision}ed.", "ok")
-    return redirect(url_for("console.quarantine_page"))
+    decision = _decision(_QUARANTINE_DECISIONS, "Accept or reject.")
+    account, actor = current_account().name, _actor()
+    reason = request.form.get("reason", "")
+
+    def decide(connection: Connection) -> list[Held]:
+        if decision == "accept":
+            return quarantine_operations.accept(connection, selection, actor=actor,
+                                                account=account)  # fmt: skip
+        return quarantine_operations.reject(connection, selection, reason, actor=actor,
+                                            account=account)  # fmt: skip
+
+    return _decided("console.quarantine_page", _QUARANTINE_DECISIONS[decision], decide)
