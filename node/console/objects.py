@@ -15,6 +15,7 @@ from node.store import quarantine, search
 from node.store.catalog import Collection
 from node.store.quarantine import Held
 from node.store.search import Found, ObjectSearch, StoredVersion
+from node.taxii.negotiation import STIX_21
 from node.taxii.state import node_state
 from node.timestamps import from_micros, to_micros
 from node.tlp import TLP, TLP_BY_MARKING_ID
@@ -294,6 +295,6 @@ def object_bundle(collection_id: str, object_id: str):
     filename = object_id.replace("/", "_").replace('"', "_") + ".json"
     return Response(
         json.dumps(bundle, indent=2, ensure_ascii=False),
-        content_type="application/stix+json;version=2.1",
+        content_type=STIX_21,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

@@ -8,9 +8,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, or_, select, update
 
+from node.taxii.negotiation import STIX_21
+
 from .schema import collections
 
-DEFAULT_MEDIA_TYPES = ("application/stix+json;version=2.1",)
+DEFAULT_MEDIA_TYPES = (STIX_21,)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from . import bodies, filters
 from .auth import peer_certificate
 from .errors import TaxiiError, forbidden, not_found
 from .hosts import check_host
-from .negotiation import TAXII_21, accepts_taxii_21, is_taxii_21_body
+from .negotiation import STIX_21, TAXII_21, accepts_taxii_21, is_taxii_21_body
 from .state import current_account, node_state, set_current_account
 
 blueprint = Blueprint("taxii", __name__)
@@ -282,7 +282,7 @@ def manifest(collection_id: str) -> Response:
                 "id": object_id,
                 "date_added": from_micros(date_added),
                 "version": version,
-                "media_type": "application/stix+json;version=2.1",
+                "media_type": STIX_21,
             }
         )
         for object_id, date_added, version in entries
