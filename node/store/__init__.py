@@ -17,7 +17,13 @@ from sqlalchemy import Connection, Engine, select
 from node.timestamps import now_micros
 
 from . import schema
-from .engine import create_store_engine, read_transaction, statement_reads, write_transaction
+from .engine import (
+    create_store_engine,
+    read_transaction,
+    statement_reads,
+    write_transaction,
+    writer_turns,
+)
 from .objects import INSERTED_ROWS
 
 
@@ -28,6 +34,7 @@ class Store:
         self.url = url
         self.engine = create_store_engine(url)
         self._statistics = _Statistics(self.engine)
+        self._writer_turn = writer_turns(self.engine)
         self._before_close: list[Callable[[], None]] = []
 
     @property
@@ -57,7 +64,7 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with write_transaction(self.engine) as connection:
+        with self._writer_turn(), write_transaction(self.engine) as connection:
             connection.info.pop(INSERTED_ROWS, None)
             yield connection
             inserted = connection.info.pop(INSERTED_ROWS, 0)

@@ -9,10 +9,12 @@ timestamp (TAXII 2.1 section 3.4.2).
 
 from __future__ import annotations
 
+import fcntl
 import os
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
@@ -244,6 +246,80 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         connection.exec_driver_sql("BEGIN")
+
+
+class WriterQueue:
+    """Queues SQLite writers before BEGIN IMMEDIATE, so that each release lets the next in.
+
+    SQLite lets a writer that finds the database locked sleep and retry (its
+    busy handler sleeps 1, 2, 5, 10 ... 100 ms between tries), so while one
+    POST commits the others wake late: the lock sits free for most of a
+    waiter's sleep, and 16 threads of two gunicorn workers spent more time
+    waiting for it than writing.  Here the threads of one process wait on a
+    lock (woken at once), and the one thread per process at the head polls an
+    ``flock`` of a file beside the database every ``_POLL`` seconds, which
+    orders the processes (workers, the CLI, the sync worker).  SQLite's own
+    lock still serialises the transactions, so correctness never depends on
+    the queue: past ``_PATIENCE`` seconds in it a writer goes on to BEGIN
+    IMMEDIATE, which waits with SQLite's busy timeout and fails as before.
+
+    The lock file is opened once per process, after gunicorn's fork (an
+    ``flock`` belongs to the open file, which a forked child would share).
+    """
+
+    _POLL = 0.0005
+    _PATIENCE = 30.0
+
+    def __init__(self, database: Path) -> None:
+        self._path = database.with_name(database.name + "-writer")
+        self._pid = -1
+        self._lock = threading.RLock()
+        self._held = 0  # how deep the holding thread's turns nest
+        self._descriptor = -1
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """This thread's turn to write, after the writers ahead of it."""
+        if self._pid != os.getpid():  # a fresh process: nothing of the parent's
+            self._pid, self._lock = os.getpid(), threading.RLock()
+            self._held, self._descriptor = 0, -1
+        if not self._lock.acquire(timeout=self._PATIENCE):
+            yield
+            return
+        try:
+            if self._held == 0 and not self._lock_file():
+                yield
+                return
+            self._held += 1
+            try:
+                yield
+            finally:
+                self._held -= 1
+                if self._held == 0:
+                    fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    def _lock_file(self) -> bool:
+        if self._descriptor < 0:
+            self._descriptor = os.open(self._path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + self._PATIENCE
+        while True:
+            try:
+                fcntl.flock(self._descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(self._POLL)
+
+
+def writer_turns(engine: Engine) -> Callable[[], AbstractContextManager[None]]:
+    """What a writer of ``engine`` enters before its transaction: a ``WriterQueue``
+    turn on SQLite, nothing on PostgreSQL (which queues writers on row locks)."""
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return nullcontext
+    return WriterQueue(Path(engine.url.database)).turn
 
 
 @contextmanager
