@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from node.store import Store, accounts, catalog, objects, publishers
+from node.store import Store, accounts, catalog, objects
 from node.tlp import TLP, TLP2_MARKING_IDS
 
 COLLECTION = "4c3f3b1e-0000-4000-8000-0000000000a1"
@@ -62,9 +62,9 @@ def report(refs: list[str], *, tlp: TLP = TLP.GREEN) -> dict[str, Any]:
 def publish(store: Store, items: list[dict[str, Any]], account: str, origin: str | None = None):
     """Store ``items`` as published by ``account`` (or received from ``origin``)."""
     with store.write() as connection:
-        outcome = objects.add_objects(connection, COLLECTION, items, origin=origin)
+        publisher = account if origin is None else None
+        outcome = objects.add_objects(connection, COLLECTION, items, origin, publisher)
         assert not outcome.failures, outcome.failures
-        publishers.record(connection, COLLECTION, outcome.stored, account)
     return outcome
 
 

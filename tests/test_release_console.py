@@ -18,7 +18,7 @@ from node.app import create_app
 from node.config import load_config
 from node.operations import accounts as account_operations
 from node.operations import quarantine as quarantine_operations
-from node.store import Store, accounts, catalog, objects, publishers, releases
+from node.store import Store, accounts, catalog, objects, releases
 from node.store.catalog import Collection
 from node.store.releases import Queued, ReleaseState
 from node.validation import version_key
@@ -105,8 +105,7 @@ def _client(app, user: str):
 
 def _queue(app, obj: dict, publisher: str) -> int:
     with _store(app).write() as connection:
-        outcome = objects.add_objects(connection, ALPHA, [obj])
-        publishers.record(connection, ALPHA, outcome.stored, publisher)
+        objects.add_objects(connection, ALPHA, [obj], publisher=publisher)
         releases.enqueue(connection, "node-b", ALPHA, [
             Queued(obj["id"], obj["type"], version_key(obj), obj["modified"])])  # fmt: skip
         [entry] = releases.entries(connection, object_ids=[obj["id"]])
@@ -199,8 +198,7 @@ def _verdicts(page: str) -> dict[tuple[str, str], str]:
 
 def _publish(app, obj: dict, origin: str | None = None) -> None:
     with _store(app).write() as connection:
-        outcome = objects.add_objects(connection, ALPHA, [obj], origin=origin)
-        publishers.record(connection, ALPHA, outcome.stored, "alice")
+        objects.add_objects(connection, ALPHA, [obj], origin, None if origin else "alice")
 
 
 def _hold(app, obj: dict) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from node import jsoncodec
 from node.errors import InvalidValue
 from node.marking import Marking, marked
-from node.store import Store, audit, objects, publishers, statuses
+from node.store import Store, audit, objects, statuses
 from node.store.audit import Action, AuditRecord, Direction
 from node.timestamps import now_micros
 
@@ -58,8 +58,7 @@ def publish(store: Store, collection_id: str, items: Sequence[object], actor: st
     prepared = objects.prepare(items)
     request_timestamp = now_micros()
     with store.write() as connection:
-        outcome = objects.store_prepared(connection, collection_id, prepared)
-        publishers.record(connection, collection_id, outcome.stored, actor)
+        outcome = objects.store_prepared(connection, collection_id, prepared, publisher=actor)
         resource = statuses.record(
             connection, collection_id, request_timestamp, outcome.successes, outcome.failures
         )

@@ -174,26 +174,33 @@ def store_prepared(
     collection_id: str,
     prepared: PreparedObjects,
     origin: str | None = None,
+    publisher: str | None = None,
 ) -> AddOutcome:
     """Store prepared objects inside the caller's write transaction.
 
     Re-posting a version already stored is a success ("already present"); a
     different object under an existing (id, version) is a failure, because
     STIX forbids it and keeping either silently would hide a producer's error.
+    ``origin``: the peer the objects came from; ``publisher``: the local
+    account that publishes them (``publishers.publishers_of``), None for a peer's.
     """
     if prepared.candidates:
-        _store_new_versions(connection, collection_id, prepared, origin)
+        _store_new_versions(connection, collection_id, prepared, _Source(origin, publisher))
     return prepared.outcome
 
 
 def add_objects(
-    connection: Connection, collection_id: str, items: Sequence[object], origin: str | None = None
+    connection: Connection,
+    collection_id: str,
+    items: Sequence[object],
+    origin: str | None = None,
+    publisher: str | None = None,
 ) -> AddOutcome:
     """Validate and store ``items`` inside the caller's write transaction.
 
     Invalid objects become failures and are never stored.
     """
-    return store_prepared(connection, collection_id, prepare(items), origin)
+    return store_prepared(connection, collection_id, prepare(items), origin, publisher)
 
 
 def _storage_problem(version_text: str) -> str | None:
@@ -228,9 +235,14 @@ def _report_repeat(
 
 _INSERT_COLUMNS = (
     "collection_id", "object_id", "type", "spec_version", "version", "version_text",
-    "date_added", "body", "origin", "is_latest", "is_first",
+    "date_added", "body", "origin", "is_latest", "is_first", "publisher",
 )  # fmt: skip
 _MILLISECOND = 1_000  # microseconds
+
+
+class _Source(NamedTuple):
+    origin: str | None  # the peer a version came from
+    publisher: str | None  # the local account that published it
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,9 +258,10 @@ def _store_new_versions(
     connection: Connection,
     collection_id: str,
     prepared: PreparedObjects,
-    origin: str | None,
+    source: _Source,
 ) -> None:
     outcome = prepared.outcome
+    origin = source.origin
     last_date_added = _lock_collection(connection, collection_id)
     stored = _stored_versions(connection, collection_id, {oid for oid, _ in prepared.candidates})
     repeats = [key for key in prepared.candidates if key in stored.date_added]
@@ -266,7 +279,7 @@ def _store_new_versions(
         rows.append(
             (collection_id, key[0], obj["type"], obj.get("spec_version", "2.1"), key[1],
              candidate.version_text, date_added, candidate.body, origin,
-             latest.get(key[0]) == key[1], first.get(key[0]) == key[1])
+             latest.get(key[0]) == key[1], first.get(key[0]) == key[1], source.publisher)
         )  # fmt: skip
         outcome.stored.append(
             StoredObject(

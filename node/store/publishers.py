@@ -1,8 +1,11 @@
-"""Which account published each local version (migration 7).
+"""Which account published each local version.
 
 Four-eyes release needs it: the account that approves a version for a peer
 must not be the one that published it.  Versions received from peers have no
-publisher here (their origin is the peer).
+publisher here (their origin is the peer).  The publisher is written with the
+version's row (``objects.store_prepared(..., publisher=...)``, column
+``objects.publisher``, migration 11); migration 7 had kept it in a table of its
+own, ``legacy_publishers``, which migration 11 moves into the rows and drops.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from sqlalchemy import (
     tuple_,
 )
 
-from .engine import insert_rows, select_in
-from .objects import StoredObject
-from .schema import metadata
+from .engine import select_in
+from .schema import metadata, objects_table
 
-publishers = Table(
+# Created by migration 7 and dropped by migration 11: for those two steps only.
+legacy_publishers = Table(
     "publishers",
     metadata,
     Column("collection_id", String(64), nullable=False),
@@ -35,32 +38,13 @@ publishers = Table(
 )
 
 
-_COLUMNS = ("collection_id", "object_id", "version", "account")
-
-
-def record(
-    connection: Connection, collection_id: str, stored: Iterable[StoredObject], account: str
-) -> None:
-    """Record ``account`` as the publisher of the new versions ``stored`` (an AddOutcome's).
-
-    Straight to the driver (``engine.insert_rows``): on a POST of 100,
-    SQLAlchemy's per-row parameter handling cost more than the inserts.
-    """
-    rows = [
-        (collection_id, item.object_id, item.version, account)
-        for item in stored
-        if item.origin is None
-    ]
-    insert_rows(connection, "publishers", _COLUMNS, rows)
-
-
 def publishers_of(
     connection: Connection, collection_id: str, keys: Iterable[tuple[str, int]]
 ) -> dict[tuple[str, int], str]:
-    """The publisher of each (object id, version) that has one."""
-    p = publishers
-    statement = select(p.c.object_id, p.c.version, p.c.account).where(
-        p.c.collection_id == collection_id
+    """The publisher of each stored (object id, version) that has one."""
+    o = objects_table
+    statement = select(o.c.object_id, o.c.version, o.c.publisher).where(
+        o.c.collection_id == collection_id, o.c.publisher.is_not(None)
     )
-    rows = select_in(connection, statement, tuple_(p.c.object_id, p.c.version), keys)
-    return {(row.object_id, row.version): row.account for row in rows}
+    rows = select_in(connection, statement, tuple_(o.c.object_id, o.c.version), keys)
+    return {(row.object_id, row.version): row.publisher for row in rows}

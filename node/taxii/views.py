@@ -19,7 +19,7 @@ from node import jsoncodec
 from node.sharing import Agreement, EgressPage, Position, admit, egress, read_record, settle
 from node.sharing.egress import visible
 from node.sharing.gates import recall_deleted
-from node.store import audit, objects, publishers, statuses
+from node.store import audit, objects, statuses
 from node.store.accounts import Rights
 from node.store.audit import Action, Direction
 from node.store.catalog import Collection
@@ -404,9 +404,11 @@ def add_objects(collection_id: str) -> Response:
     # check the body are reused unless a partner's policy changed the objects.
     prepared = objects.prepare(items, envelope.texts if items is envelope.items else None)
     with state.store.write() as connection:
-        outcome = objects.store_prepared(connection, collection_id, prepared, account.peer)
-        if account.peer is None:  # four-eyes release needs who published each version
-            publishers.record(connection, collection_id, outcome.stored, account.name)
+        # Four-eyes release needs who published each local version.
+        publisher = account.name if account.peer is None else None
+        outcome = objects.store_prepared(
+            connection, collection_id, prepared, account.peer, publisher
+        )
         records = []
         if admission is not None:
             outcome.successes[:0] = admission.echoes
