@@ -6,7 +6,7 @@ answered by joining stored strings, without decoding and re-encoding them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -116,6 +116,8 @@ class _Candidate(NamedTuple):  # one per posted object: see StoredObject
     obj: dict[str, Any]
     body: str  # the JSON text to store and serve
     version_text: str
+    type: str
+    spec_version: str
 
 
 @dataclass
@@ -129,6 +131,17 @@ class PreparedObjects:
 
     candidates: dict[tuple[str, int], _Candidate] = field(default_factory=dict)
     outcome: AddOutcome = field(default_factory=AddOutcome)
+    # The newest and the oldest posted version of each id (version markers).
+    newest: dict[str, int] = field(default_factory=dict)
+    oldest: dict[str, int] = field(default_factory=dict)
+
+    def add(self, key: tuple[str, int], candidate: _Candidate) -> None:
+        self.candidates[key] = candidate
+        object_id, version = key
+        if version > self.newest.get(object_id, version - 1):
+            self.newest[object_id] = version
+        if version < self.oldest.get(object_id, version + 1):
+            self.oldest[object_id] = version
 
 
 def prepare(items: Sequence[object], texts: Sequence[str] | None = None) -> PreparedObjects:
@@ -165,7 +178,9 @@ def prepare(items: Sequence[object], texts: Sequence[str] | None = None) -> Prep
                 _detail(item, "a string holds an unpaired surrogate (\\ud800-\\udfff): not Unicode")
             )
             continue
-        prepared.candidates[key] = _Candidate(item, body, version_text)
+        prepared.add(
+            key, _Candidate(item, body, version_text, item["type"], item.get("spec_version", "2.1"))
+        )
     return prepared
 
 
@@ -266,34 +281,30 @@ def _store_new_versions(
     stored = _stored_versions(connection, collection_id, {oid for oid, _ in prepared.candidates})
     repeats = [key for key in prepared.candidates if key in stored.date_added]
     bodies = _stored_bodies(connection, collection_id, repeats) if repeats else {}
-    new = [key for key in prepared.candidates if key not in stored.date_added]
-    dates = iter(_date_added_values(last_date_added, len(new)))
-    latest, first = _new_markers(new, stored)
+    new_count = len(prepared.candidates) - len(repeats)
+    dates = iter(_date_added_values(last_date_added, new_count))
+    latest = _taking_over(prepared.newest, stored.newest, max)
+    first = _taking_over(prepared.oldest, stored.oldest, min)
     rows = []
+    publisher, successes, stored_objects = source.publisher, outcome.successes, outcome.stored
     for key, candidate in prepared.candidates.items():
         obj = candidate.obj
         if key in bodies:
             _report_repeat(outcome, jsoncodec.loads(bodies[key]), obj, stored.date_added[key])
             continue
+        object_id, version = key
         date_added = next(dates)
         rows.append(
-            (collection_id, key[0], obj["type"], obj.get("spec_version", "2.1"), key[1],
+            (collection_id, object_id, candidate.type, candidate.spec_version, version,
              candidate.version_text, date_added, candidate.body, origin,
-             latest.get(key[0]) == key[1], first.get(key[0]) == key[1], source.publisher)
+             latest.get(object_id) == version, first.get(object_id) == version, publisher)
         )  # fmt: skip
-        outcome.stored.append(
-            StoredObject(
-                key[0],
-                obj["type"],
-                candidate.version_text,
-                date_added,
-                candidate.body,
-                origin,
-                key[1],
-            )
-        )
-        outcome.successes.append(
-            {"id": key[0], "message": "added",
+        stored_objects.append(
+            StoredObject(object_id, candidate.type, candidate.version_text, date_added,
+                         candidate.body, origin, version)
+        )  # fmt: skip
+        successes.append(
+            {"id": object_id, "message": "added",
              "version": candidate.version_text or from_micros(date_added)}
         )  # _valid_detail, without finding the version again  # fmt: skip
     if rows:
@@ -323,24 +334,25 @@ def _date_added_values(last_date_added: int, count: int) -> list[int]:
     return dates
 
 
-def _new_markers(
-    new: Sequence[tuple[str, int]], stored: _StoredVersions
-) -> tuple[dict[str, int], dict[str, int]]:
-    """The new versions that become an object's latest / first one, by id.
+def _taking_over(
+    posted: dict[str, int], stored: dict[str, int], pick: Callable[[int, int], int]
+) -> dict[str, int]:
+    """The posted versions that become an object's latest (``pick=max``) or first
+    (``min``) one, by id: the envelope's newest (oldest) version of each id, where
+    no stored version is newer (older).
 
     An older version that arrives later (a sync peer catching up) takes neither
-    marker from the newer version already stored.
+    marker from the newer version already stored.  A posted version that is
+    stored already (a repeat) is the stored one, so it never takes a marker:
+    the stored extreme equals it.
     """
-    latest: dict[str, int] = {}
-    first: dict[str, int] = {}
-    for object_id, version in new:
-        newest = max(latest.get(object_id, version), stored.newest.get(object_id, version))
-        if version >= newest:
-            latest[object_id] = version
-        oldest = min(first.get(object_id, version), stored.oldest.get(object_id, version))
-        if version <= oldest:
-            first[object_id] = version
-    return latest, first
+    if not stored:
+        return posted
+    return {
+        object_id: version
+        for object_id, version in posted.items()
+        if object_id not in stored or pick(version, stored[object_id]) != stored[object_id]
+    }
 
 
 def _demote(
@@ -479,7 +491,7 @@ class _Filter:
         if "all" in versions:
             return
         alternatives = []
-        # The markers are kept at insert and delete (see _new_markers).  The
+        # The markers are kept at insert and delete (see _taking_over).  The
         # bare column is the predicate of ix_objects_latest, so both engines
         # serve a "last" page as a range of it.
         if "last" in versions:
