@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from flask import Response, abort, g, redirect, render_template, request, url_for
+from flask import Response, abort, redirect, render_template, request, url_for
 from sqlalchemy import Connection
 
 from node.sharing.verdicts import PeerVerdict, object_verdicts
@@ -16,7 +16,7 @@ from node.store.catalog import Collection
 from node.store.quarantine import Held
 from node.store.search import Found, ObjectSearch, StoredVersion
 from node.taxii.negotiation import STIX_21
-from node.taxii.state import node_state
+from node.taxii.state import current_account, node_state
 from node.timestamps import from_micros, to_micros
 from node.tlp import TLP, TLP_BY_MARKING_ID
 from node.validation import version_key
@@ -31,7 +31,8 @@ _CONTAINER_TYPES = ("report", "grouping", "note", "opinion", "observed-data")
 
 def readable_collections() -> list[Collection]:
     """The collections the signed-in account may read (admins: all)."""
-    return [c for c in node_state().collections.all() if g.account.rights_on(c.id).can_read]
+    account = current_account()
+    return [c for c in node_state().collections.all() if account.rights_on(c.id).can_read]
 
 
 def _readable(collection_id: str) -> Collection:
@@ -225,7 +226,7 @@ def tlp_badges(obj: dict) -> list[str]:
 def object_page(collection_id: str, object_id: str):
     collection = _readable(collection_id)
     readable = [c.id for c in readable_collections()]
-    reviewer = g.account.rights_on(collection_id).can_write
+    reviewer = current_account().rights_on(collection_id).can_write
     with node_state().store.read() as connection:
         versions = search.versions(connection, collection_id, object_id)
         # Quarantine holds what peers sent for review: shown to those who review it.

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from flask import abort, g, render_template, request
+from flask import abort, render_template, request
 
 from node.operations.publish import Marking, PublishError, parse_upload, publish, with_marking
 from node.store.catalog import Collection
-from node.taxii.state import node_state
+from node.taxii.state import current_account, node_state
 from node.tlp import parse_level
 
 from .blueprint import blueprint
 
 
 def writable_collections() -> list[Collection]:
-    return [c for c in node_state().collections.all() if g.account.rights_on(c.id).can_write]
+    account = current_account()
+    return [c for c in node_state().collections.all() if account.rights_on(c.id).can_write]
 
 
 def _marking() -> Marking:
@@ -43,7 +44,7 @@ def publish_page():
         items = parse_upload(upload.read(taxii.max_content_length + 1),
                              taxii.max_objects_per_envelope)  # fmt: skip
         status = publish(node_state().store, chosen, with_marking(items, _marking()),
-                         g.account.name)  # fmt: skip
+                         current_account().name)  # fmt: skip
     except PublishError as error:
         page = render_template("publish.html", collections=collections, status=None,
                                error=str(error))  # fmt: skip

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import abort, flash, g, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 
 from node.errors import NodeError
 from node.operations import sync as operations
 from node.sharing import Agreement
 from node.store import search, syncstate
 from node.store.syncstate import SyncState
-from node.taxii.state import node_state
+from node.taxii.state import current_account, node_state
 from node.timestamps import from_micros, now_micros
 
 from .blueprint import blueprint
@@ -99,7 +99,7 @@ def retry_dead_letter(pk: str):
     state = node_state()
     try:
         outcome = operations.retry_dead_letter(state.config, state.store, _letter_pk(pk),
-                                               g.account.name)  # fmt: skip
+                                               current_account().name)  # fmt: skip
     except NodeError as error:
         flash(f"Dead letter {pk}: {error}", "error")
     else:
@@ -112,7 +112,7 @@ def retry_dead_letter(pk: str):
 def skip_dead_letter(pk: str):
     require_admin()
     try:
-        operations.skip_dead_letter(node_state().store, _letter_pk(pk), g.account.name)
+        operations.skip_dead_letter(node_state().store, _letter_pk(pk), current_account().name)
     except NodeError as error:
         flash(f"Dead letter {pk}: {error}", "error")
     else:
