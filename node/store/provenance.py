@@ -18,6 +18,8 @@ from sqlalchemy import Connection
 
 from node import jsoncodec
 
+from .engine import in_chunks, placeholder
+
 _IN_CHUNK = 500
 _NOT_FROM = "(o.origin IS NULL OR o.origin <> {m})"
 _CURRENT = (
@@ -54,17 +56,13 @@ class Scan:
     current_only: bool = False  # only each object's current version
 
 
-def _marker(connection: Connection) -> str:
-    return "?" if connection.dialect.paramstyle == "qmark" else "%s"
-
-
 def scan(connection: Connection, window: Scan, limit: int) -> list[Version]:
     """Up to ``limit`` versions after ``window.after``, none from ``window.peer``.
 
     Each is flagged when it is its object's current version: the newest one
     that did not come from the peer.
     """
-    m = _marker(connection)
+    m = placeholder(connection)
     current = _CURRENT.format(m=m)
     clauses = ["o.collection_id = " + m, _NOT_FROM.format(m=m)]
     params: list[Any] = [window.collection_id, window.peer]
@@ -106,9 +104,9 @@ def current_versions(
     connection: Connection, collection_id: str, object_ids: Iterable[str], peer: str
 ) -> dict[str, Version]:
     """The current version (newest not from ``peer``) of each id that has one."""
-    m = _marker(connection)
+    m = placeholder(connection)
     found: dict[str, Version] = {}
-    for chunk in _chunks(object_ids):
+    for chunk in in_chunks(object_ids, _IN_CHUNK):
         statement = (
             "SELECT o.object_id, o.type, o.version, o.version_text, o.date_added, o.body, "
             f"o.origin FROM objects o WHERE o.collection_id = {m} "
@@ -125,9 +123,9 @@ def held_only_by(
     connection: Connection, collection_id: str, object_ids: Iterable[str], peer: str
 ) -> set[str]:
     """Those of ``object_ids`` whose every stored version came from ``peer``."""
-    m = _marker(connection)
+    m = placeholder(connection)
     held: set[str] = set()
-    for chunk in _chunks(object_ids):
+    for chunk in in_chunks(object_ids, _IN_CHUNK):
         statement = (
             f"SELECT o.object_id FROM objects o WHERE o.collection_id = {m} "
             f"AND o.object_id IN ({', '.join([m] * len(chunk))}) GROUP BY o.object_id "
@@ -143,8 +141,8 @@ def versions_of(
     connection: Connection, collection_id: str, object_ids: Iterable[str], peer: str | None
 ) -> Iterator[Version]:
     """Every stored version of ``object_ids`` (none from ``peer`` when it is given)."""
-    m = _marker(connection)
-    for chunk in _chunks(object_ids):
+    m = placeholder(connection)
+    for chunk in in_chunks(object_ids, _IN_CHUNK):
         statement = (
             "SELECT o.object_id, o.type, o.version, o.version_text, o.date_added, o.body, "
             f"o.origin FROM objects o WHERE o.collection_id = {m} "
@@ -188,9 +186,3 @@ def makers(
 def _version(row: Sequence[Any], current: bool = False) -> Version:
     object_id, kind, version, version_text, date_added, body, origin = row[:7]
     return Version(object_id, kind, version, version_text, date_added, body, origin, current)
-
-
-def _chunks(values: Iterable[str]) -> Iterator[Sequence[str]]:
-    ordered = sorted(set(values))
-    for start in range(0, len(ordered), _IN_CHUNK):
-        yield ordered[start : start + _IN_CHUNK]
