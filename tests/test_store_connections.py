@@ -10,13 +10,14 @@ the server saw.  SQLite has no connections to lose: PostgreSQL only.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 import pytest
 from sqlalchemy import Engine, create_engine, exc, text
 from sqlalchemy.engine import make_url
 
 from node.store import Store, catalog, objects
-from node.store.engine import create_store_engine, statement_reads
+from node.store.engine import create_store_engine, fetch_all, statement_reads
 from node.store.objects import ObjectQuery
 
 COLLECTION = "c0ffee00-0000-4000-8000-0000000000cc"
@@ -77,7 +78,7 @@ def test_a_page_read_opens_no_transaction(pg_url: str, observer: Engine) -> None
     try:
         with statement_reads(engine) as connection:
             objects.page_bodies(connection, ObjectQuery(COLLECTION, limit=10))
-            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            pid = fetch_all(connection, "SELECT pg_backend_pid()", ())[0][0]
             with observer.connect() as watching:
                 state = watching.execute(
                     text("SELECT state FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
@@ -119,5 +120,31 @@ def test_a_connection_lost_under_a_page_read_is_not_handed_out_again(
         assert _backend_pid(engine) != first
         with statement_reads(engine) as connection:
             assert objects.page_bodies(connection, query).bodies == []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("failure", ["in the read", "none"])
+def test_a_page_read_hands_its_connection_back_transactional(pg_url: str, failure: str) -> None:
+    """The autocommit of ``statement_reads`` ends with it, also when the read fails:
+    the pool's next holder of that connection (a writer) gets transactions."""
+    engine = create_store_engine(pg_url)
+    try:
+        with engine.connect() as connection:  # one connection in the pool, handed out again
+            first = connection.connection.dbapi_connection
+        expected = pytest.raises(RuntimeError) if failure != "none" else nullcontext()
+        with expected, statement_reads(engine) as reads:
+            assert reads.connection.dbapi_connection is first
+            assert first.autocommit
+            if failure != "none":
+                raise RuntimeError(failure)
+        with engine.connect() as connection:
+            assert connection.connection.dbapi_connection is first
+            assert not first.autocommit
+            connection.exec_driver_sql("CREATE TEMPORARY TABLE undone (x int)")
+            connection.rollback()
+            assert not connection.exec_driver_sql(
+                "SELECT count(*) FROM pg_class WHERE relname = 'undone'"
+            ).scalar_one()
     finally:
         engine.dispose()

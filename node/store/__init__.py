@@ -18,6 +18,7 @@ from node.timestamps import now_micros
 
 from . import schema
 from .engine import (
+    PooledReads,
     create_store_engine,
     read_transaction,
     statement_reads,
@@ -56,7 +57,7 @@ class Store:
             yield connection
 
     @contextmanager
-    def read_statement(self) -> Iterator[Connection]:
+    def read_statement(self) -> Iterator[PooledReads]:
         """A connection for one-statement reads (a page): no transaction around
         them (``engine.statement_reads``)."""
         with statement_reads(self.engine) as connection:

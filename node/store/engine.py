@@ -16,10 +16,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
-from typing import Any, TypeVar, TypeVarTuple
+from typing import Any, Protocol, TypeVar, TypeVarTuple
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, create_engine, event, exc
-from sqlalchemy.engine import make_url
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    PoolProxiedConnection,
+    Row,
+    Select,
+    create_engine,
+    event,
+    exc,
+)
+from sqlalchemy.engine import Dialect, make_url
 
 from node.errors import InvalidValue
 
@@ -29,12 +39,45 @@ _RETURNED_AT = "taxii_node_returned_at"
 PING_IDLE_SECONDS = 2.0
 
 
-def placeholder(connection: Connection) -> str:
+class DriverConnection(Protocol):
+    """What ``fetch_all`` and ``placeholder`` use of a connection: its dialect, its
+    pooled driver connection, and invalidating that.  A SQLAlchemy ``Connection``
+    is one; so is the lighter ``PooledReads`` of ``statement_reads``."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    @property
+    def connection(self) -> PoolProxiedConnection: ...
+
+    def invalidate(self, exception: BaseException | None = None) -> None: ...
+
+
+class PooledReads:
+    """A pooled driver connection for one-statement reads (``statement_reads``).
+
+    A SQLAlchemy ``Connection`` around it (its construction, execution
+    options, and release) cost a GET by id more than the SELECT did; reads by
+    ``fetch_all`` need only the pooled connection and the dialect.
+    """
+
+    __slots__ = ("connection", "dialect")
+
+    def __init__(self, dialect: Dialect, connection: PoolProxiedConnection) -> None:
+        self.dialect = dialect
+        self.connection = connection
+
+    def invalidate(self, exception: BaseException | None = None) -> None:
+        """The connection is lost: the pool must not hand it out again."""
+        self.connection.invalidate(exception)
+
+
+def placeholder(connection: DriverConnection) -> str:
     """The driver's parameter marker, for SQL text sent with ``exec_driver_sql``."""
     return "?" if connection.dialect.paramstyle == "qmark" else "%s"
 
 
-def fetch_all(connection: Connection, statement: str, params: tuple[Any, ...]) -> list[Any]:
+def fetch_all(connection: DriverConnection, statement: str, params: tuple[Any, ...]) -> list[Any]:
     """The rows of one SELECT in SQL text, as the driver returns them (tuples).
 
     Run on a DBAPI cursor of ``connection``, inside its transaction if it has
@@ -332,20 +375,38 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
-def statement_reads(engine: Engine) -> Iterator[Connection]:
-    """A connection for reads of one statement each, outside any transaction.
+def statement_reads(engine: Engine) -> Iterator[PooledReads]:
+    """A pooled connection for reads of one statement each (``fetch_all``), outside
+    any transaction.
 
     One statement reads one snapshot on both engines (PostgreSQL takes a
     snapshot per statement; SQLite runs a statement outside BEGIN in a read
     transaction of its own), so a page needs no BEGIN and COMMIT around it: on
-    PostgreSQL the connection is in autocommit mode, one round trip instead of
-    three.  For single SELECTs only: statements that must see one snapshot
-    together, or that write, need ``read_transaction`` or ``write_transaction``.
+    PostgreSQL the connection is in autocommit mode while it is held, one
+    round trip instead of three.  For single SELECTs only: statements that
+    must see one snapshot together, or that write, need ``read_transaction``
+    or ``write_transaction``.  The pool's checkout and checkin (and so
+    ``ping_after_idle``) apply as to any connection.
     """
-    with engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-        yield connection
+    dialect = engine.dialect
+    pooled = engine.raw_connection()
+    autocommit = dialect.name == "postgresql"
+    driver = pooled.dbapi_connection
+    assert driver is not None  # a connection fresh from the pool is open
+    try:
+        if autocommit:
+            dialect.set_isolation_level(driver, "AUTOCOMMIT")
+        yield PooledReads(dialect, pooled)
+    finally:
+        try:
+            if autocommit and pooled.is_valid:
+                # Never back into the pool in autocommit: the next holder may write.
+                dialect.reset_isolation_level(driver)
+        except Exception as error:
+            pooled.invalidate(error)
+            raise
+        finally:
+            pooled.close()
 
 
 @contextmanager

@@ -16,7 +16,14 @@ from node import jsoncodec
 from node.timestamps import from_micros, is_timestamp, now_micros, to_micros
 from node.validation import object_problem, version_stamp
 
-from .engine import fetch_all, in_values, insert_rows, placeholder, row_lock_clause
+from .engine import (
+    DriverConnection,
+    fetch_all,
+    in_values,
+    insert_rows,
+    placeholder,
+    row_lock_clause,
+)
 from .schema import MARKER_EXPRESSIONS, objects_table
 
 _IN_CHUNK = 500
@@ -464,7 +471,7 @@ class _Filter:
     Values always travel as parameters, never in the SQL text.
     """
 
-    def __init__(self, connection: Connection, query: ObjectQuery) -> None:
+    def __init__(self, connection: DriverConnection, query: ObjectQuery) -> None:
         self._marker = placeholder(connection)
         self.params: list[Any] = []
         self.clauses: list[str] = []
@@ -521,7 +528,7 @@ _BODY_COLUMNS = "o.date_added, o.body"
 
 
 def _page_statement(
-    connection: Connection, query: ObjectQuery, columns: str = _STORED_OBJECT_COLUMNS
+    connection: DriverConnection, query: ObjectQuery, columns: str = _STORED_OBJECT_COLUMNS
 ) -> tuple[str, tuple[Any, ...]]:
     where = _Filter(connection, query)
     # With match[id] the rows are the versions of a few objects, found through
@@ -535,7 +542,7 @@ def _page_statement(
     return statement, tuple(where.params)
 
 
-def page(connection: Connection, query: ObjectQuery) -> tuple[list[StoredObject], bool]:
+def page(connection: DriverConnection, query: ObjectQuery) -> tuple[list[StoredObject], bool]:
     """One page in ascending date_added order, and whether more rows follow."""
     rows = fetch_all(connection, *_page_statement(connection, query))
     more = len(rows) > query.limit
@@ -554,7 +561,7 @@ class BodyPage:
     more: bool
 
 
-def page_bodies(connection: Connection, query: ObjectQuery) -> BodyPage:
+def page_bodies(connection: DriverConnection, query: ObjectQuery) -> BodyPage:
     """``page`` reduced to what an envelope needs: two columns, no object per row.
 
     A page of 1,000 spent more time building a ``StoredObject`` per row and
