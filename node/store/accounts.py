@@ -375,8 +375,22 @@ def create_token(
     return token_id, f"{TOKEN_PREFIX}{token_id}.{secret}"
 
 
+@dataclass(frozen=True)
+class ValidToken:
+    """A token that is known, unexpired and unrevoked: whose it is, and until when."""
+
+    user: str
+    expires: int | None  # microseconds since the epoch; None: never
+
+
 def token_owner(connection: Connection, token: str, now: int) -> str | None:
     """The user a valid (known, unexpired, unrevoked) token belongs to, else None."""
+    found = valid_token(connection, token, now)
+    return found.user if found is not None else None
+
+
+def valid_token(connection: Connection, token: str, now: int) -> ValidToken | None:
+    """The token as stored, if it is valid at ``now``; None otherwise."""
     if not token.startswith(TOKEN_PREFIX) or "." not in token:
         return None
     token_id, _, secret = token[len(TOKEN_PREFIX) :].partition(".")
@@ -387,8 +401,7 @@ def token_owner(connection: Connection, token: str, now: int) -> str | None:
         return None
     if row.revoked is not None or (row.expires is not None and row.expires <= now):
         return None
-    user: str = row.user_name
-    return user
+    return ValidToken(row.user_name, row.expires)
 
 
 def list_tokens(connection: Connection, name: str | None = None) -> list[TokenInfo]:
