@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,47 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"report_{report.when}", report)
+
+
+# The modules that hold the longest tests (minutes of property runs, SIGKILL and
+# resume against OpenTAXII, three-node rounds, the demo as a process), longest
+# first.  They are started first so that pytest-xdist's workers do not all wait at
+# the end for one of them; the rest follow in their usual order.  Measured with
+# ``--durations`` (CONTRIBUTING.md); a module missing here only starts later.
+LONGEST_FIRST = (
+    "test_sharing_properties",
+    "test_opentaxii_peer",
+    "test_three_nodes",
+    "test_sync",
+    "test_cli",
+    "test_first_run",
+    "test_hostile",
+    "test_tls",
+    "test_recall",
+    "test_worker_peers",
+    "test_sharing_paths",
+    "test_multi_server",
+    "test_serving",
+    "test_validation",
+    "test_worker_topologies",
+    "test_release",
+    "test_release_console",
+    "test_console",
+    "test_console_browser",
+    "test_quarantine",
+    "test_dead_letters",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules of ``LONGEST_FIRST`` first, in that order; within a module, and for
+    the other modules, the collected order (so module-scoped fixtures stay set up
+    for a module's run of tests).  Every worker sorts the same collection the same
+    way, as pytest-xdist requires."""
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    position = {id(item): index for index, item in enumerate(items)}
+
+    def key(item: pytest.Item) -> tuple[int, int]:
+        return rank.get(Path(str(item.path)).stem, len(rank)), position[id(item)]
+
+    items.sort(key=key)
