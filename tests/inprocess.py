@@ -98,10 +98,22 @@ def _as_requests_response(
     response.encoding = get_encoding_from_headers(response.headers)
     response._content = data
     response._content_consumed = True
-    response.raw = io.BytesIO(data)
+    response.raw = _Body(data)
     response.url = request.url or ""
     response.request = request
     return response
+
+
+class _Body(io.BytesIO):
+    """The body as ``response.raw``: what urllib3's response offers the node's client
+    (``node.client`` reads a streamed answer with ``read1`` and releases the
+    connection), over bytes already in memory."""
+
+    def read1(self, size: int = -1, decode_content: bool = True) -> bytes:
+        return super().read1(size)
+
+    def release_conn(self) -> None:
+        pass
 
 
 class _Routes:

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,10 @@ class NodeFiles:
     name: str
     store_url: str
     port: int
+    # gunicorn worker processes.  One unless a test is about several (metrics summed
+    # across workers, races between workers, slots per worker): each worker imports
+    # the app, about half a second of CPU per node on this machine.
+    workers: int = 1
     extra_toml: str = ""
     taxii_toml: str = ""
     server_toml: str = ""
@@ -171,7 +176,8 @@ class NodeFiles:
         collections_dir = write_collections(self.directory / "collections")
         self.config_path.write_text(
             f'[node]\nname = "{self.name}"\n\n'
-            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nworkers = 2\nthreads = 4\n'
+            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n'
+            f"workers = {self.workers}\nthreads = 4\n"
             f"{self._transport_toml()}"
             f"{self.server_toml}\n\n"
             f'[store]\nurl = "{self.store_url}"\n\n'
@@ -283,6 +289,8 @@ def cli_in_process(
 
     with _CLI_LOCK, CliRunner().isolation(input=input, env=env) as (stdout, stderr, _):
         code = run_guarded(cli, list(argv), prog_name="taxii-node")
+        sys.stdout.flush()  # what a command wrote to sys.stdout unflushed (a process's
+        sys.stderr.flush()  # exit flushes it)
         return subprocess.CompletedProcess(
             ["taxii-node", *argv], code, stdout.getvalue().decode(), stderr.getvalue().decode()
         )
@@ -360,6 +368,39 @@ def stop_process_group(process: subprocess.Popen, grace: float = 15.0) -> None:
         process.wait()
 
 
+def start_sync_worker(node: NodeFiles, *args: str) -> subprocess.Popen:
+    """``taxii-node sync ARGS`` for ``node`` as a process of its own (tests kill it),
+    its output appended to ``sync-worker.log`` in the node's directory."""
+    log = (node.directory / "sync-worker.log").open("ab")
+    return subprocess.Popen(
+        [*taxii_node_command(), "--config", str(node.config_path), "sync", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def kill_when_partly_moved(
+    worker: subprocess.Popen, moved: Callable[[], int], total: int, timeout: float = 180.0
+) -> int:
+    """SIGKILL ``worker`` as soon as ``moved()`` (what reached the receiving side) is
+    above 0; how much had moved, which must be less than ``total``."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and worker.poll() is None:
+            if moved() > 0:
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the worker moved nothing (see sync-worker.log)")
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert worker.returncode == -signal.SIGKILL
+    count = moved()
+    assert 0 < count < total, f"{count} of {total}: the kill did not land mid-transfer"
+    return count
+
+
 def new_node(directory: Path, name: str, store_url: str | None, **kwargs) -> RunningNode:
     """An initialised node with an ``admin`` account (not yet started)."""
     url = store_url or f"sqlite:///{directory / name / 'node.db'}"
@@ -368,6 +409,15 @@ def new_node(directory: Path, name: str, store_url: str | None, **kwargs) -> Run
     node.init()
     node.add_user("admin", ADMIN_PASSWORD, admin=True)
     return node
+
+
+def serving(node: Any) -> Iterator[Any]:
+    """For module fixtures: ``node`` started, then stopped when the module is done."""
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 def random_id(object_type: str) -> str:

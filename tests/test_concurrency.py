@@ -18,13 +18,13 @@ import pytest
 import requests
 
 from node.timestamps import to_micros
-from tests.nodes import RunningNode, new_node
+from tests.nodes import RunningNode, new_node, serving
 from tests.test_taxii_api import (
     DATE_FIRST,
     DATE_LAST,
-    TAXII_21,
     indicator,
     ok,
+    post_objects,
     session,
 )
 
@@ -36,21 +36,8 @@ PAGE = 37
 
 @pytest.fixture(scope="module")
 def node(module_store_url, tmp_path_factory) -> Iterator[RunningNode]:
-    running = new_node(tmp_path_factory.mktemp("concurrency"), "busy-node", module_store_url)
-    running.start()
-    yield running
-    running.stop()
-
-
-def post_envelope(client: requests.Session, url: str, objects: list[dict]) -> dict:
-    response = client.post(
-        url + "objects/",
-        json={"objects": objects},
-        headers={"Content-Type": TAXII_21},
-        timeout=60,
-    )
-    assert response.status_code == 202, response.text
-    return response.json()
+    directory = tmp_path_factory.mktemp("concurrency")
+    yield from serving(new_node(directory, "busy-node", module_store_url, workers=2))
 
 
 class Poller:
@@ -123,7 +110,7 @@ def test_writers_and_a_poller_see_every_object_exactly_once(node):
         with ThreadPoolExecutor(WRITERS) as pool:
             statuses = list(
                 pool.map(
-                    lambda item: post_envelope(clients[item[0] % WRITERS], url, item[1]),
+                    lambda item: post_objects(clients[item[0] % WRITERS], url, item[1]),
                     enumerate(batches),
                 )
             )
@@ -164,7 +151,7 @@ def test_the_same_objects_posted_concurrently_are_stored_once(node):
 
     def post_all(client: requests.Session) -> dict:
         barrier.wait(timeout=30)
-        return post_envelope(client, url, objects)
+        return post_objects(client, url, objects)
 
     with ThreadPoolExecutor(WRITERS) as pool:
         statuses = list(pool.map(post_all, clients))
@@ -189,7 +176,7 @@ def test_conflicting_versions_posted_concurrently_keep_one(node):
 
     def post_one(index: int) -> dict:
         barrier.wait(timeout=30)
-        return post_envelope(clients[index], url, [rivals[index]])
+        return post_objects(clients[index], url, [rivals[index]])
 
     with ThreadPoolExecutor(WRITERS) as pool:
         statuses = list(pool.map(post_one, range(WRITERS)))

@@ -160,7 +160,8 @@ def ctx(module_store_urls: StoreUrls, tmp_path_factory) -> Iterator[Ctx]:
 def server_ctx(module_store_urls: StoreUrls, tmp_path_factory) -> Iterator[Ctx]:
     """The node behind a real gunicorn server, for bytes sent over a socket."""
     directory = tmp_path_factory.mktemp("hostile-server")
-    node = new_node(directory, "hostile-server", module_store_urls.new(), **NODE_OPTIONS)
+    node = new_node(directory, "hostile-server", module_store_urls.new(), workers=2,
+                    **NODE_OPTIONS)  # fmt: skip
     yield from _context(node)
 
 

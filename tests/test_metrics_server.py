@@ -28,7 +28,7 @@ def _discovery_count(text: str) -> float:
 
 
 def test_request_counts_add_up_across_worker_processes(tmp_path: Path, store_url) -> None:
-    node = new_node(tmp_path, "node-a", store_url).start()
+    node = new_node(tmp_path, "node-a", store_url, workers=2).start()
     try:
         auth = ("admin", ADMIN_PASSWORD)
         for _ in range(REQUESTS):

@@ -19,18 +19,15 @@ import pytest
 import requests
 
 from node.timestamps import to_micros
-from tests.nodes import RunningNode, new_node
-from tests.test_taxii_api import DATE_LAST, TAXII_21, indicator, ok, session
+from tests.nodes import RunningNode, new_node, serving
+from tests.test_taxii_api import DATE_LAST, indicator, ok, post_objects, session
 
 PAGE = 100
 
 
 @pytest.fixture(scope="module")
 def node(module_store_url, tmp_path_factory) -> Iterator[RunningNode]:
-    running = new_node(tmp_path_factory.mktemp("ms-polling"), "ms-node", module_store_url)
-    running.start()
-    yield running
-    running.stop()
+    yield from serving(new_node(tmp_path_factory.mktemp("ms-polling"), "ms-node", module_store_url))
 
 
 def to_millisecond(header: str) -> str:
@@ -44,14 +41,7 @@ def publish(url: str, count: int, envelope: int = 1000) -> set[str]:
     posted = set()
     for start in range(0, count, envelope):
         objects = [indicator() for _ in range(min(envelope, count - start))]
-        response = client.post(
-            url + "objects/",
-            json={"objects": objects},
-            headers={"Content-Type": TAXII_21},
-            timeout=120,
-        )
-        assert response.status_code == 202, response.text
-        assert response.json()["failure_count"] == 0
+        assert post_objects(client, url, objects, timeout=120)["failure_count"] == 0
         posted.update(obj["id"] for obj in objects)
     return posted
 

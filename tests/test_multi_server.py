@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.nodes import RunningNode, free_port, new_node
-from tests.test_taxii_api import DATE_LAST, TAXII_21, indicator, ok, session
+from tests.test_taxii_api import DATE_LAST, indicator, ok, post_objects, session
 
 PUBLISHERS_PER_SERVER = 2
 ENVELOPES_PER_PUBLISHER = 15
@@ -33,10 +33,10 @@ PAGE = 45
 @pytest.fixture(scope="module")
 def servers(module_store_url, tmp_path_factory) -> Iterator[tuple[RunningNode, RunningNode]]:
     directory = tmp_path_factory.mktemp("multi-server")
-    first = new_node(directory, "shared-node", module_store_url)
+    first = new_node(directory, "shared-node", module_store_url, workers=2)
     second = RunningNode(
         directory=directory / "second", name="shared-node", store_url=first.store_url,
-        port=free_port(),
+        port=free_port(), workers=2,
     )  # fmt: skip
     first.start()
     try:
@@ -91,14 +91,7 @@ def publish(url: str) -> set[str]:
     posted: set[str] = set()
     for _ in range(ENVELOPES_PER_PUBLISHER):
         objects = [indicator() for _ in range(ENVELOPE)]
-        response = client.post(
-            url + "objects/",
-            json={"objects": objects},
-            headers={"Content-Type": TAXII_21},
-            timeout=60,
-        )
-        assert response.status_code == 202, response.text
-        assert response.json()["success_count"] == ENVELOPE
+        assert post_objects(client, url, objects)["success_count"] == ENVELOPE
         posted.update(obj["id"] for obj in objects)
     return posted
 

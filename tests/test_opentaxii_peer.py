@@ -9,9 +9,6 @@ other side holds, read back over TAXII.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +19,7 @@ from node.config import Config, load_config
 from node.store import Store, objects, syncstate
 from node.sync.worker import SyncWorker
 from node.timestamps import to_micros
-from tests.nodes import COLLECTIONS, RunningNode, taxii_node_command
+from tests.nodes import COLLECTIONS, RunningNode, kill_when_partly_moved, start_sync_worker
 from tests.opentaxii_peer import OpenTaxiiPeer, start_opentaxii
 from tests.pair import node_syncing_with
 from tests.peer_process import MEDIA_TYPE
@@ -80,14 +77,6 @@ class NodeAndPeer:
     def dead_letters(self) -> list[dict]:
         with self.store.read() as connection:
             return syncstate.list_dead_letters(connection)
-
-    def start_worker(self) -> subprocess.Popen:
-        log = (self.node.directory / "sync-worker.log").open("ab")
-        return subprocess.Popen(
-            [*taxii_node_command(), "--config", str(self.node.config_path), "sync"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
 
     def finish_once(self) -> None:
         finish = self.node.cli("sync", "--once", "--peer", PEER)
@@ -182,25 +171,6 @@ def test_push_to_and_pull_from_opentaxii_with_versions(tmp_path, stopper):
 # --------------------------------------------------------------------------- SIGKILL
 
 
-def kill_when_partly_moved(worker: subprocess.Popen, moved, total: int) -> int:
-    """SIGKILL ``worker`` once ``moved()`` (versions on the receiving side) is above 0."""
-    deadline = time.monotonic() + 180
-    try:
-        while time.monotonic() < deadline and worker.poll() is None:
-            if moved() > 0:
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError("the worker moved nothing (see sync-worker.log)")
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
-    assert worker.returncode == -signal.SIGKILL
-    count = moved()
-    assert 0 < count < total, f"{count} of {total}: the kill did not land mid-transfer"
-    return count
-
-
 def peer_has_any(both: NodeAndPeer) -> int:
     response = requests.get(
         both.peer.collection_url("alpha") + "objects/",
@@ -219,7 +189,7 @@ def test_push_to_opentaxii_resumes_after_sigkill(tmp_path, stopper):
     shared = [author, *green_indicators(author, 1500)]
     publish(both.node.collection_url("alpha"), ADMIN, shared)
 
-    worker = both.start_worker()
+    worker = start_sync_worker(both.node)
     kill_when_partly_moved(worker, lambda: peer_has_any(both), len(shared))
     assert len(both.on_peer()) < len(shared) + 1  # killed before the end
 
@@ -235,7 +205,7 @@ def test_pull_from_opentaxii_resumes_after_sigkill(tmp_path, stopper):
     theirs = [author, *green_indicators(author, 1500, network=12)]
     publish(both.peer.collection_url("alpha"), both.peer_auth, theirs)
 
-    worker = both.start_worker()
+    worker = start_sync_worker(both.node)
     kill_when_partly_moved(worker, both.node_count, len(theirs))
 
     both.finish_once()

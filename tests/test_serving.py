@@ -1,6 +1,6 @@
 """Keep serving: hostile and unusual requests of issue 9, and collection aliases in paths.
 
-The HTTP-layer cases run in-process (``create_app(...).test_client()``) on a
+The HTTP-layer cases run in process (``tests.inprocess``: the app's test client) on a
 store of their own; what depends on gunicorn (trickling clients, requests
 without Host, redirects of non-canonical paths) runs against a real server on
 a loopback port (see the later sections).
@@ -17,21 +17,16 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
 import trustme
 from flask.testing import FlaskClient
 
-from node.app import create_app
-from node.collection_files import load_collection_files
-from node.config import load_config
-from node.store import Store, accounts, catalog
+from tests.inprocess import new_inprocess_node
 from tests.nodes import (
     ADMIN_PASSWORD,
     COLLECTIONS,
-    NodeFiles,
     RunningNode,
     free_port,
     new_node,
@@ -48,9 +43,10 @@ COLLECTION_PATH = f"/api/collections/{COLLECTIONS['gamma']}/"
 
 
 @dataclass
-class InProcessNode:
+class AdminClient:
+    """The admin's requests to an in-process node, through its app's test client."""
+
     client: FlaskClient
-    store: Store
     api_root: str = "/api/"
 
     def collection(self, alias: str, name: str | None = None) -> str:
@@ -74,25 +70,13 @@ def _headers() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory, module_store_url) -> Iterator[InProcessNode]:
-    """An app on a store of its own: a SQLite file, or a PostgreSQL database."""
-    directory = tmp_path_factory.mktemp("serving")
-    files = NodeFiles(
-        directory=directory,
-        name="serving-node",
-        store_url=module_store_url or f"sqlite:///{directory / 'node.db'}",
-        port=free_port(),
-    )
-    config = load_config(files.config_path)
-    store = Store(config.store_url)
-    store.migrate()
-    with store.write() as connection:
-        for collection in load_collection_files(Path(config.taxii.collections_dir)):
-            catalog.upsert(connection, collection)
-        accounts.add_user(connection, "admin", ADMIN_PASSWORD, is_admin=True)
-    app = create_app(config, store)
-    yield InProcessNode(app.test_client(), store)
-    store.close()
+def node(tmp_path_factory, module_store_url) -> Iterator[AdminClient]:
+    """An in-process node on a store of its own: a SQLite file, or a PostgreSQL schema."""
+    served = new_inprocess_node(tmp_path_factory.mktemp("serving"), "serving-node",
+                                module_store_url).start()  # fmt: skip
+    assert served.app is not None
+    yield AdminClient(served.app.test_client())
+    served.stop()
 
 
 def indicator(**extra) -> dict:
@@ -323,6 +307,7 @@ def server(tmp_path_factory) -> Iterator[RunningNode]:
         tmp_path_factory.mktemp("served"),
         "served-node",
         None,
+        workers=2,
         server_toml=f"timeout = {READ_TIMEOUT}\nrequest_timeout = {REQUEST_TIMEOUT}",
     )
     running.start()
@@ -617,6 +602,7 @@ def https_server(tmp_path_factory) -> Iterator[RunningNode]:
         tls_cert=cert,
         tls_key=key,
         ca_bundle=bundle,
+        workers=2,
         server_toml=f"timeout = {READ_TIMEOUT}\nrequest_timeout = {REQUEST_TIMEOUT}",
     )
     running.init()

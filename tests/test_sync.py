@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +33,8 @@ from tests.nodes import (
     PG_ENV,
     create_pg_database,
     drop_pg_database,
-    taxii_node_command,
+    kill_when_partly_moved,
+    start_sync_worker,
 )
 from tests.pair import (
     Pair,
@@ -45,9 +44,9 @@ from tests.pair import (
     start_node,
     sync_password,
 )
+from tests.sharing_objects import T0, sdo
 
 ADMIN = ("admin", ADMIN_PASSWORD)
-T0 = "2026-02-01T00:00:00.000Z"
 T1 = "2026-02-02T00:00:00.000Z"
 
 # The ids themselves are checked against the published values in test_policy.py.
@@ -75,31 +74,15 @@ A_INGRESS = {"max_tlp": "amber", "redact": ["x_partner_secret"]}
 # --------------------------------------------------------------------------- STIX objects
 
 
-def sdo(kind: str, author: dict | None, marking: str | None, **properties) -> dict:
-    obj = {
-        "type": kind,
-        "spec_version": "2.1",
-        "id": f"{kind}--{uuid.uuid4()}",
-        "created": T0,
-        "modified": T0,
-        **properties,
-    }
-    if author is not None:
-        obj["created_by_ref"] = author["id"]
-    if marking is not None:
-        obj["object_marking_refs"] = [marking]
-    return obj
-
-
 def identity(name: str, marking: str | None = None) -> dict:
-    return sdo("identity", None, marking, name=name, identity_class="organization")
+    return sdo("identity", marking, name=name, identity_class="organization")
 
 
 def indicator(author: dict, marking: str | None, value: str, **extra) -> dict:
     return sdo(
         "indicator",
-        author,
         marking,
+        author=author,
         name=f"Malicious IP {value}",
         pattern=f"[ipv4-addr:value = '{value}']",
         pattern_type="stix",
@@ -109,14 +92,14 @@ def indicator(author: dict, marking: str | None, value: str, **extra) -> dict:
 
 
 def malware(author: dict, marking: str | None, name: str) -> dict:
-    return sdo("malware", author, marking, name=name, is_family=True)
+    return sdo("malware", marking, author=author, name=name, is_family=True)
 
 
 def relationship(author: dict, marking: str | None, source: dict, target: dict) -> dict:
     return sdo(
         "relationship",
-        author,
         marking,
+        author=author,
         relationship_type="indicates",
         source_ref=source["id"],
         target_ref=target["id"],
@@ -126,8 +109,8 @@ def relationship(author: dict, marking: str | None, source: dict, target: dict) 
 def report(author: dict, marking: str | None, refs: list[dict]) -> dict:
     return sdo(
         "report",
-        author,
         marking,
+        author=author,
         name="Campaign write-up",
         published=T0,
         object_refs=[ref["id"] for ref in refs],
@@ -723,34 +706,6 @@ def count_versions(pair: Pair, node, alias: str) -> int:
         return objects.count(connection, COLLECTIONS[alias])
 
 
-def start_worker(node, *args: str) -> subprocess.Popen:
-    log = (node.directory / "sync-worker.log").open("ab")
-    return subprocess.Popen(
-        [*taxii_node_command(), "--config", str(node.config_path), "sync", *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def kill_when_partly_moved(pair: Pair, worker, node, alias: str, total: int) -> int:
-    """SIGKILL ``worker`` as soon as some (not all) versions reached ``node``; how many did."""
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline and worker.poll() is None:
-            if count_versions(pair, node, alias) > 0:
-                break
-            time.sleep(0.01)
-        else:
-            raise AssertionError("the worker moved nothing (see sync-worker.log)")
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
-    assert worker.returncode == -signal.SIGKILL
-    moved = count_versions(pair, node, alias)
-    assert 0 < moved < total, f"{moved} of {total}: the kill did not land mid-transfer"
-    return moved
-
-
 def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, stopper):
     green_only = {"max_tlp": "green"}
     pair = make_pair(
@@ -769,8 +724,8 @@ def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, st
     everything, shared = big_publication(3000)
     shared = without_builtin_markings(shared)  # node-b keeps its own TLP definitions
     publish(pair.a.collection_url("alpha"), ADMIN, everything)
-    worker = start_worker(pair.a, "--peer", "node-b")
-    kill_when_partly_moved(pair, worker, pair.b, "alpha", len(shared))
+    worker = start_sync_worker(pair.a, "--peer", "node-b")
+    kill_when_partly_moved(worker, lambda: count_versions(pair, pair.b, "alpha"), len(shared))
     finish = pair.a.cli("sync", "--once", "--peer", "node-b")
     assert "FAILED" not in finish.stdout
     assert holdings(pair.b, "alpha") == by_version(shared)
@@ -780,8 +735,8 @@ def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, st
     everything, shared = big_publication(3000)
     shared = without_builtin_markings(shared)
     publish(pair.a.collection_url("beta"), ADMIN, everything)
-    worker = start_worker(pair.b, "--peer", "node-a")
-    kill_when_partly_moved(pair, worker, pair.b, "beta", len(shared))
+    worker = start_sync_worker(pair.b, "--peer", "node-a")
+    kill_when_partly_moved(worker, lambda: count_versions(pair, pair.b, "beta"), len(shared))
     finish = pair.b.cli("sync", "--once", "--peer", "node-a")
     assert "FAILED" not in finish.stdout
     assert holdings(pair.b, "beta") == by_version(shared)

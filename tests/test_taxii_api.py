@@ -138,6 +138,21 @@ def get(client: requests.Session, url: str, **params) -> requests.Response:
     return client.get(url, params=params, timeout=30)
 
 
+def post_objects(
+    client: requests.Session, collection_url: str, objects: list[dict], timeout: float = 60.0
+) -> dict:
+    """POST ``objects`` in one envelope; the status resource of the 202 answer."""
+    response = client.post(
+        collection_url + "objects/",
+        json={"objects": objects},
+        headers={"Content-Type": TAXII_21},
+        timeout=timeout,
+    )
+    assert response.status_code == 202, response.text
+    status: dict = response.json()
+    return status
+
+
 def ok(response: requests.Response) -> dict:
     assert response.status_code == 200, response.text
     assert is_taxii(response), response.headers

@@ -23,7 +23,7 @@ from node.sharing.records import ALREADY_HERE
 from node.store import audit, objects, provenance
 from node.sync.worker import PULL_PAGES_PER_ROUND
 from node.timestamps import to_micros
-from tests.nodes import COLLECTIONS
+from tests.nodes import COLLECTIONS, start_sync_worker
 from tests.pair import Pair, make_pair, run_cli
 from tests.test_sync import (
     ADMIN,
@@ -35,7 +35,6 @@ from tests.test_sync import (
     indicator,
     peer_auth,
     publish,
-    start_worker,
 )
 
 GREEN = {"max_tlp": "green"}
@@ -380,7 +379,7 @@ def test_the_running_worker_reports_a_peer_that_is_down(tmp_path, stopper):
     pair = push_pair(tmp_path, stopper)
     author = identity("Unit A", TLP2["green"])
     publish(pair.a.collection_url("alpha"), ADMIN, [author])
-    worker = start_worker(pair.a)
+    worker = start_sync_worker(pair.a)
     stopper.append(_Terminating(worker))
     log = pair.a.directory / "sync-worker.log"
     # The author is sent; its TLP:GREEN definition is built in at node-b.
