@@ -1,9 +1,13 @@
 """The ``taxii-node`` command line, driven as a user drives it.
 
-Every test runs ``python -m node ...`` in a subprocess against a real server
-(one gunicorn node for the module, a stock medallion 3.0.0 for the
-interoperability tests) and checks what it prints and its exit code: 0 all
-done, 1 some objects failed, 2 a usage or connection error in one line.
+Every test runs a ``taxii-node`` command through its entry point (``run``:
+the CLI's ``run_guarded`` in this process, as ``tests.nodes.cli_in_process``)
+against a node (one in-process node for the module, a stock medallion 3.0.0
+for the interoperability tests) and checks what it prints and its exit code:
+0 all done, 1 some objects failed, 2 a usage or connection error in one line.
+What is about the process itself runs ``python -m node`` (``run_process``):
+``--help`` in a real process, the memory bound of ``publish``, ``watch``
+against a real gunicorn server until Ctrl-C, and the demo.
 
 The module's node has a small ``max_content_length`` (publish must split its
 envelopes) and a small ``max_page_size`` (get, collections and watch must
@@ -31,6 +35,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import click
 import pytest
@@ -40,14 +45,20 @@ from click.testing import CliRunner
 
 from node.cli import cli
 from tests import medallion_peer
+from tests.inprocess import InProcessNode, new_inprocess_node
 from tests.medallion_peer import start_medallion
 from tests.nodes import (
+    NodeFiles,
     RunningNode,
+    cli_in_process,
     free_port,
     new_node,
     random_id,
+    serving,
     taxii_node_command,
 )
+
+NodeT = TypeVar("NodeT", bound=NodeFiles)
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_CONTENT_LENGTH = 20_000
@@ -104,6 +115,14 @@ def write_json(path: Path, document: object) -> Path:
 
 
 def run(*args: str, password: str | None = None, user: str | None = None, input=None):
+    """``taxii-node ARGS`` in this process, the password in TAXII_NODE_PASSWORD (and no
+    other TAXII_NODE_ variable than it and TAXII_NODE_USER)."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("TAXII_NODE_")}
+    env.update(TAXII_NODE_PASSWORD=password, TAXII_NODE_USER=user)
+    return cli_in_process(*args, input=input, env=env)
+
+
+def run_process(*args: str, password: str | None = None, user: str | None = None, input=None):
     """``python -m node ARGS`` with the password in TAXII_NODE_PASSWORD."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAXII_NODE_")}
     if password is not None:
@@ -120,7 +139,7 @@ def run(*args: str, password: str | None = None, user: str | None = None, input=
     )
 
 
-def as_alice(node: RunningNode, *args: str, input=None, password: str = ALICE_PASSWORD):
+def as_alice(node: NodeFiles, *args: str, input=None, password: str = ALICE_PASSWORD):
     return run("--config", str(node.config_path), *args, "--user", "alice",
                password=password, input=input)  # fmt: skip
 
@@ -140,7 +159,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     return lines[0]
 
 
-def fetch(node: RunningNode, collection: str, *args: str) -> list[dict]:
+def fetch(node: NodeFiles, collection: str, *args: str) -> list[dict]:
     """Objects that ``get`` returns (as alice, on stdout)."""
     result = as_alice(node, "get", "--collection", collection, *args)
     assert result.returncode == 0, result.stderr
@@ -149,7 +168,7 @@ def fetch(node: RunningNode, collection: str, *args: str) -> list[dict]:
     return document["objects"]
 
 
-def present_ids(node: RunningNode, collection: str, ids: list[str]) -> set[str]:
+def present_ids(node: NodeFiles, collection: str, ids: list[str]) -> set[str]:
     """Which of ``ids`` the collection holds: one ``get`` of all of it (every page)."""
     return set(ids) & {obj["id"] for obj in fetch(node, collection)}
 
@@ -168,13 +187,26 @@ def listening(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory) -> Iterator[RunningNode]:
-    running = new_node(
+def node(tmp_path_factory) -> Iterator[InProcessNode]:
+    running = new_inprocess_node(
         tmp_path_factory.mktemp("cli"),
         "cli-node",
         None,
         taxii_toml=f"max_content_length = {MAX_CONTENT_LENGTH}\nmax_page_size = {MAX_PAGE_SIZE}",
     )
+    yield from serving(with_cli_accounts(running))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[RunningNode]:
+    """The same node behind gunicorn, for a ``watch`` process that polls it."""
+    running = new_node(tmp_path_factory.mktemp("cli-server"), "cli-server", None,
+                       taxii_toml=f"max_page_size = {MAX_PAGE_SIZE}")  # fmt: skip
+    yield from serving(with_cli_accounts(running))
+
+
+def with_cli_accounts(running: NodeT) -> NodeT:
+    """The extra collections, and accounts alice (all) and partial (some)."""
     collections_dir = running.directory / "collections"
     for alias, collection_id in EXTRA_COLLECTIONS.items():
         (collections_dir / f"{alias}.toml").write_text(
@@ -185,9 +217,7 @@ def node(tmp_path_factory) -> Iterator[RunningNode]:
                      write=("alpha", "beta", "gamma", "counted", "live"))  # fmt: skip
     running.add_user("partial", PARTIAL_PASSWORD, read=("beta", "counted"),
                      write=("gamma", "counted"))  # fmt: skip
-    running.start()
-    yield running
-    running.stop()
+    return running
 
 
 @pytest.fixture(scope="module")
@@ -512,11 +542,11 @@ def test_watch_once_with_state_prints_only_new_objects(node, tmp_path):
     assert again.returncode == 0 and again.stdout == ""
 
 
-def test_watch_prints_objects_as_they_are_published(node, tmp_path):
+def test_watch_prints_objects_as_they_are_published(server, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAXII_NODE_")}
     env["TAXII_NODE_PASSWORD"] = ALICE_PASSWORD
     process = subprocess.Popen(
-        [*taxii_node_command(), "--config", str(node.config_path), "watch", "-c", "live",
+        [*taxii_node_command(), "--config", str(server.config_path), "watch", "-c", "live",
          "--user", "alice", "--interval", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
@@ -545,7 +575,7 @@ def test_watch_prints_objects_as_they_are_published(node, tmp_path):
         for round_number in range(2):
             objects = [indicator(), malware()]
             path = write_json(tmp_path / f"round{round_number}.json", bundle(objects))
-            assert as_alice(node, "publish", "-c", "live", str(path)).returncode == 0
+            assert as_alice(server, "publish", "-c", "live", str(path)).returncode == 0
             assert read(2) == [o["id"] for o in objects]
         time.sleep(0.6)  # three more polls: nothing is printed twice
         assert lines.empty()
@@ -604,7 +634,7 @@ def test_client_commands_against_medallion(tmp_path):
 
 def test_user_commands(node):
     def user(*args: str, input: str | None = None):
-        return node.cli("user", *args, input=input, check=False)
+        return node.cli_in_process("user", *args, input=input, check=False)
 
     added = user("add", "bob", "--password-stdin", "--read", "alpha", "--write", "beta",
                  input="bob-password-1\n")  # fmt: skip
@@ -647,13 +677,13 @@ def test_user_commands(node):
 
 
 def test_init_is_idempotent(node):
-    before = node.cli("user", "list").stdout
-    again = node.cli("init", check=False)
+    before = node.cli_in_process("user", "list").stdout
+    again = node.cli_in_process("init", check=False)
     assert again.returncode == 0, again.stderr
     assert "collection updated: alpha" in again.stdout
     assert "migrated" not in again.stdout
     assert "store ready" in again.stdout
-    assert node.cli("user", "list").stdout == before
+    assert node.cli_in_process("user", "list").stdout == before
 
 
 def _walk(command: click.Command, path: list[str]) -> Iterator[list[str]]:
@@ -681,7 +711,7 @@ def test_help_has_an_example(path):
 
 
 def test_help_exits_0_in_a_real_process():
-    result = run("user", "add", "-h")
+    result = run_process("user", "add", "-h")
     assert result.returncode == 0, result.stderr
     assert "Example" in result.stdout and "--password-stdin" in result.stdout
 

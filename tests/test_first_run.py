@@ -1,8 +1,11 @@
 """What a newcomer and an analyst meet first (issue 12), driven as they drive it.
 
-Commands run as ``python -m node ...`` subprocesses against a real node on a
-loopback port; the demo and ``pair-up`` run as ``tools/demo.py`` on ports and
-folders of their own.  Each test names the point of the walk-through it keeps.
+Commands run through the CLI's entry point in this process (``run``, as
+``tests.nodes.cli_in_process``) against an in-process node; what is about the
+process or needs a socket runs ``python -m node`` against a real gunicorn node
+(a port in use, progress on a terminal, start-up imports); the demo and
+``pair-up`` run as ``tools/demo.py`` on ports and folders of their own.  Each
+test names the point of the walk-through it keeps.
 """
 
 from __future__ import annotations
@@ -28,7 +31,16 @@ import pytest
 import requests
 
 from node.config import parse_config
-from tests.nodes import RunningNode, free_port, new_node, taxii_node_command
+from tests.inprocess import InProcessNode, new_inprocess_node
+from tests.nodes import (
+    NodeFiles,
+    RunningNode,
+    cli_in_process,
+    free_port,
+    new_node,
+    serving,
+    taxii_node_command,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "bundle.json"
@@ -46,11 +58,12 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def run(*args: str, input: str | None = None, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*taxii_node_command(), *args], input=input, capture_output=True,
-                          text=True, timeout=120, env=_env(**env))  # fmt: skip
+    """``taxii-node ARGS`` in this process, with no TAXII_NODE_ variable but ``env``."""
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("TAXII_NODE_")}
+    return cli_in_process(*args, input=input, env={**unset, **env})
 
 
-def as_alice(node: RunningNode, *args: str, url: str | None = None) -> subprocess.CompletedProcess:
+def as_alice(node: NodeFiles, *args: str, url: str | None = None) -> subprocess.CompletedProcess:
     return run(*args, "--url", url or node.base_url + "/", "--user", "alice",
                TAXII_NODE_PASSWORD=ALICE)  # fmt: skip
 
@@ -77,7 +90,7 @@ def write(path: Path, objects: list[dict]) -> Path:
     return path
 
 
-def stored(node: RunningNode, object_id: str) -> list[dict]:
+def stored(node: NodeFiles, object_id: str) -> list[dict]:
     response = requests.get(
         f"{node.collection_url('alpha')}objects/{object_id}/",
         auth=("alice", ALICE),
@@ -89,12 +102,18 @@ def stored(node: RunningNode, object_id: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory) -> Iterator[RunningNode]:
-    running = new_node(tmp_path_factory.mktemp("first-run"), "first-run", None)
+def node(tmp_path_factory) -> Iterator[InProcessNode]:
+    running = new_inprocess_node(tmp_path_factory.mktemp("first-run"), "first-run", None)
     running.add_user("alice", ALICE, read=("alpha", "beta"), write=("alpha", "beta"))
-    running.start()
-    yield running
-    running.stop()
+    yield from serving(running)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[RunningNode]:
+    """A node behind gunicorn: its port is in use, and a ``publish`` process reaches it."""
+    running = new_node(tmp_path_factory.mktemp("first-run-server"), "first-run-server", None)
+    running.add_user("alice", ALICE, read=("alpha",), write=("alpha",))
+    yield from serving(running)
 
 
 # --------------------------------------------------------------------------- URLs, tokens
@@ -112,7 +131,7 @@ def test_client_commands_take_the_base_url_the_discovery_url_or_an_api_root(node
 
 
 def test_client_commands_authenticate_with_an_api_token(node) -> None:
-    secret = node.cli("token", "create", "alice", "--expires", "1d").stdout.strip()
+    secret = node.cli_in_process("token", "create", "alice", "--expires", "1d").stdout.strip()
     url = node.base_url + "/"
     by_variable = run("collections", "--url", url, "--token-env", "MY_TOKEN", MY_TOKEN=secret)
     assert by_variable.returncode == 0, by_variable.stderr
@@ -127,12 +146,12 @@ def test_client_commands_authenticate_with_an_api_token(node) -> None:
 
 
 def test_user_list_and_token_list_print_json(node) -> None:
-    users = json.loads(node.cli("user", "list", "--json").stdout)
+    users = json.loads(node.cli_in_process("user", "list", "--json").stdout)
     alice = next(user for user in users if user["name"] == "alice")
     assert alice == {"name": "alice", "role": "analyst", "rights": {"alpha": "rw", "beta": "rw"},
                      "certificate": None}  # fmt: skip
-    node.cli("token", "create", "alice", "--label", "listed")
-    tokens = json.loads(node.cli("token", "list", "alice", "--json").stdout)
+    node.cli_in_process("token", "create", "alice", "--label", "listed")
+    tokens = json.loads(node.cli_in_process("token", "list", "alice", "--json").stdout)
     listed = [token for token in tokens if token["label"] == "listed"]
     assert len(listed) == 1 and listed[0]["state"] == "valid" and listed[0]["user_name"] == "alice"
     assert "tnk_" not in json.dumps(tokens)
@@ -147,13 +166,13 @@ def test_a_locked_account_is_unlocked_by_an_administrator(node) -> None:
                   TAXII_NODE_PASSWORD="locked-password-1")  # fmt: skip
     message = one_line_error(refused, "429", "taxii-node user unlock NAME")
     assert "is the server running" not in message
-    unlocked = node.cli("user", "unlock", "locked")
+    unlocked = node.cli_in_process("user", "unlock", "locked")
     assert "user locked unlocked (5 recent failed login(s) forgotten)" in unlocked.stdout
     again = run("collections", "--url", url, "--user", "locked",
                 TAXII_NODE_PASSWORD="locked-password-1")  # fmt: skip
     assert again.returncode == 0, again.stderr
-    records = [json.loads(line) for line in node.cli("audit", "--json", "--limit", "0").stdout
-               .splitlines()]  # fmt: skip
+    audit = node.cli_in_process("audit", "--json", "--limit", "0").stdout
+    records = [json.loads(line) for line in audit.splitlines()]
     assert any(r["action"] == "user-unlocked" and r["object_id"] == "locked" for r in records)
 
 
@@ -236,14 +255,14 @@ def test_get_to_a_file_counts_what_it_wrote_and_warns_about_unknown_types(node, 
     assert "warning" not in custom.stderr
 
 
-def test_publish_shows_progress_on_a_terminal(node, tmp_path) -> None:
+def test_publish_shows_progress_on_a_terminal(server, tmp_path) -> None:
     path = write(tmp_path / "progress.json", [indicator() for _ in range(40)])
     controller, terminal = pty.openpty()
     # A terminal of 100 columns, as a person's (a new pseudo-terminal has none).
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     try:
         process = subprocess.Popen(
-            [*taxii_node_command(), "publish", "-c", "alpha", "--url", node.api_root,
+            [*taxii_node_command(), "publish", "-c", "alpha", "--url", server.api_root,
              "--user", "alice", str(path)],
             stdout=subprocess.PIPE, stderr=terminal, text=True,
             env=_env(TAXII_NODE_PASSWORD=ALICE),
@@ -267,9 +286,9 @@ def test_publish_shows_progress_on_a_terminal(node, tmp_path) -> None:
 # --------------------------------------------------------------------------- operator errors
 
 
-def test_serve_on_a_port_in_use_is_one_line(node) -> None:
-    result = node.cli("serve", check=False)
-    one_line_error(result, f"127.0.0.1:{node.port} is in use", str(node.config_path))
+def test_serve_on_a_port_in_use_is_one_line(server) -> None:
+    result = server.cli("serve", check=False)
+    one_line_error(result, f"127.0.0.1:{server.port} is in use", str(server.config_path))
     assert "Retrying" not in result.stdout + result.stderr
 
 
@@ -279,15 +298,16 @@ def test_config_naming_a_folder_is_one_line(node, tmp_path) -> None:
 
 
 def test_every_expected_error_is_one_error_line(node) -> None:
-    one_line_error(node.cli("user", "add", "alice", "--password-stdin", input="long-enough\n",
-                            check=False), "already exists")  # fmt: skip
-    one_line_error(node.cli("user", "frobnicate", check=False), "No such command")
-    one_line_error(node.cli("publish", check=False), "Missing argument")
+    cli = node.cli_in_process
+    one_line_error(cli("user", "add", "alice", "--password-stdin", input="long-enough\n",
+                       check=False), "already exists")  # fmt: skip
+    one_line_error(cli("user", "frobnicate", check=False), "No such command")
+    one_line_error(cli("publish", check=False), "Missing argument")
     bare = run()  # no command at all: the help, not an error line
     assert bare.returncode == 2 and "Commands:" in bare.stdout and "error" not in bare.stderr
-    one_line_error(node.cli("token", "revoke", "nope", check=False), "no token 'nope'")
-    one_line_error(node.cli("user", "add", "x", "--password-stdin", "--cert-fingerprint", "zz",
-                            input="long-enough\n", check=False), "SHA-256")  # fmt: skip
+    one_line_error(cli("token", "revoke", "nope", check=False), "no token 'nope'")
+    one_line_error(cli("user", "add", "x", "--password-stdin", "--cert-fingerprint", "zz",
+                       input="long-enough\n", check=False), "SHA-256")  # fmt: skip
 
 
 def test_store_files_are_private_and_named_for_the_node(tmp_path) -> None:
