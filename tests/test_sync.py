@@ -31,6 +31,7 @@ from tests.nodes import (
     ADMIN_PASSWORD,
     COLLECTIONS,
     PG_ENV,
+    RunningNode,
     create_pg_database,
     drop_pg_database,
     kill_when_partly_moved,
@@ -721,26 +722,24 @@ def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, st
     stopper.append(pair)
 
     # Mid-push: node A's worker is killed while it posts batches to node B.
+    _kill_mid_transfer_then_finish(pair, pair.a, "alpha")
+    # Mid-pull: node B's worker is killed while it pages through node A's collection.
+    _kill_mid_transfer_then_finish(pair, pair.b, "beta")
+
+
+def _kill_mid_transfer_then_finish(pair: Pair, runner: RunningNode, alias: str) -> None:
+    """3,000 versions published on A's ``alias``; ``runner``'s worker process SIGKILLed
+    once B holds some; then ``sync --once``: B holds each shared version once."""
     everything, shared = big_publication(3000)
     shared = without_builtin_markings(shared)  # node-b keeps its own TLP definitions
-    publish(pair.a.collection_url("alpha"), ADMIN, everything)
-    worker = start_sync_worker(pair.a, "--peer", "node-b")
-    kill_when_partly_moved(worker, lambda: count_versions(pair, pair.b, "alpha"), len(shared))
-    finish = pair.a.cli("sync", "--once", "--peer", "node-b")
+    publish(pair.a.collection_url(alias), ADMIN, everything)
+    peer = pair.other(runner).name
+    worker = start_sync_worker(runner, "--peer", peer)
+    kill_when_partly_moved(worker, lambda: count_versions(pair, pair.b, alias), len(shared))
+    finish = runner.cli("sync", "--once", "--peer", peer)
     assert "FAILED" not in finish.stdout
-    assert holdings(pair.b, "alpha") == by_version(shared)
-    assert count_versions(pair, pair.b, "alpha") == len(shared)
-
-    # Mid-pull: node B's worker is killed while it pages through node A's collection.
-    everything, shared = big_publication(3000)
-    shared = without_builtin_markings(shared)
-    publish(pair.a.collection_url("beta"), ADMIN, everything)
-    worker = start_sync_worker(pair.b, "--peer", "node-a")
-    kill_when_partly_moved(worker, lambda: count_versions(pair, pair.b, "beta"), len(shared))
-    finish = pair.b.cli("sync", "--once", "--peer", "node-a")
-    assert "FAILED" not in finish.stdout
-    assert holdings(pair.b, "beta") == by_version(shared)
-    assert count_versions(pair, pair.b, "beta") == len(shared)
+    assert holdings(pair.b, alias) == by_version(shared)
+    assert count_versions(pair, pair.b, alias) == len(shared)
 
 
 # --------------------------------------------------------------------------- medallion

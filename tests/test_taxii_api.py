@@ -12,14 +12,13 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
 from node.timestamps import from_micros, to_micros
 from tests.inprocess import new_inprocess_node
-from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, RunningNode, random_id
+from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, RunningNode, random_id, serving
 
 TAXII_21 = "application/taxii+json;version=2.1"
 STIX_21 = "application/stix+json;version=2.1"
@@ -50,13 +49,9 @@ def node(module_store_url, tmp_path_factory) -> Iterator[RunningNode]:
         "outsider": {"read": ("beta",), "write": ("beta",)},
         "nobody": {},
     }
-    with ThreadPoolExecutor(len(users)) as pool:  # one CLI process each
-        futures = [pool.submit(running.add_user, name, PASSWORD, **r) for name, r in users.items()]
-        for future in futures:
-            future.result()
-    running.start()
-    yield running
-    running.stop()
+    for name, rights in users.items():
+        running.add_user(name, PASSWORD, **rights)
+    yield from serving(running)
 
 
 def session(user: str = "admin", password: str | None = None) -> requests.Session:

@@ -15,7 +15,7 @@ import stix2
 from stix2 import Filter, TAXIICollectionSink, TAXIICollectionSource, TAXIICollectionStore
 from taxii2client.v21 import ApiRoot, Collection, Server, as_pages
 
-from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, RunningNode, new_node, random_id
+from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, RunningNode, new_node, random_id, serving
 from tests.test_taxii_api import TAXII_21, indicator, ipv4, malware
 
 PAGE_SIZE = 10
@@ -30,9 +30,7 @@ def node(module_store_url, tmp_path_factory) -> Iterator[RunningNode]:
         module_store_url,
         taxii_toml=f"max_page_size = {PAGE_SIZE}",
     )
-    running.start()
-    yield running
-    running.stop()
+    yield from serving(running)
 
 
 def collection(node: RunningNode, alias: str) -> Collection:
