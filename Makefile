@@ -12,7 +12,11 @@ OPENTAXII_STAMP   := $(OPENTAXII_VENV)/.opentaxii-$(OPENTAXII_VERSION)
 PYTEST_ARGS ?=
 # Parallel test workers (pytest-xdist). Most test time is spent waiting on real
 # servers and databases, so more workers than this machine's 2 cores pay off.
+# Tests are handed out one at a time (--maxschedchunk 1), the modules with the
+# longest tests first (tests/conftest.py LONGEST_FIRST): xdist's default hands
+# each worker a quarter of its share at once, and one worker got them all.
 TEST_WORKERS ?= 4
+XDIST_ARGS := -n $(TEST_WORKERS) --dist load --maxschedchunk 1
 
 .PHONY: help install opentaxii run demo test lint format bench pair pair-up clean screenshots
 
@@ -54,7 +58,7 @@ format: $(STAMP)
 
 test: lint opentaxii
 	@start=$$(date +%s); \
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/python -m pytest $(XDIST_ARGS) $(PYTEST_ARGS); status=$$?; \
 	echo "make test: pytest took $$(( $$(date +%s) - start )) s with $(TEST_WORKERS) workers"; \
 	exit $$status
 

@@ -109,7 +109,9 @@ def pytest_runtest_makereport(item, call):
 # The modules that hold the longest tests (minutes of property runs, SIGKILL and
 # resume against OpenTAXII, three-node rounds, the demo as a process), longest
 # first.  They are started first so that pytest-xdist's workers do not all wait at
-# the end for one of them; the rest follow in their usual order.  Measured with
+# the end for one of them; the rest follow in their usual order.  This pays only
+# when tests are handed out one at a time (``make test``: ``--maxschedchunk 1``);
+# in xdist's default chunks the first worker gets all of these.  Measured with
 # ``--durations`` (CONTRIBUTING.md); a module missing here only starts later.
 LONGEST_FIRST = (
     "test_sharing_properties",
