@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import Connection
@@ -56,6 +57,7 @@ from .gates import EgressGates
 _MAX_CLOSURE = 50_000
 _NOTHING: dict[str, Any] = {}  # the decoded object of a row served from the cache
 _NO_FIRST: dict[str, int] = {}
+_NOTHING_REMEMBERED: Mapping[int, Any] = MappingProxyType({})
 _MAX_CHUNK = 5_000
 
 
@@ -129,7 +131,15 @@ class EgressPage:
         return [item.decision for item in self.items]
 
 
-_Entries = list[tuple[provenance.Version, dict[str, Any], Decision | None, "Outgoing | None"]]
+# A version examined: decoded (``_NOTHING`` when remembered), its decision (None when the
+# version filter skips it) and, when the cache knew the decision, the item it makes.
+_Entry = tuple[provenance.Version, dict[str, Any], Decision | None, "Outgoing | None"]
+_Entries = list[_Entry]
+
+
+# A remembered decision, as the entry a scan makes of it: the version (its body left out,
+# flagged current), nothing decoded, the decision (its object left out) and the item.
+Remembered = tuple[provenance.Version, dict[str, Any], Decision, Outgoing]
 
 
 class DecisionCache:
@@ -137,23 +147,32 @@ class DecisionCache:
 
     Such a version's decision depends only on its (immutable) text and the mapping's
     rules, as long as it is its object's current version, which every scan checks
-    again; so a partner re-reading a collection costs the rows, not the policy.  Keyed
-    by (peer, collection, date_added); emptied when it reaches ``size`` entries.
+    again; so a partner re-reading a collection costs the rows, not the policy.  A
+    (collection, date_added) names one stored row for good (date_added only grows;
+    a released version takes a new one), so entries are kept by peer and collection,
+    then date_added; all are dropped when they reach ``size``.
     """
 
     def __init__(self, size: int = 200_000) -> None:
         self._size = size
-        self._entries: dict[tuple[str, str, int], Outgoing] = {}
+        self._count = 0
+        self._tables: dict[tuple[str, str], dict[int, Remembered]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str, int]) -> Outgoing | None:
-        return self._entries.get(key)
+    def table(self, peer: str, collection_id: str) -> Mapping[int, Remembered]:
+        """What is remembered for the peer in the collection, by date_added (read
+        without the lock: a reader sees an entry whole or not at all)."""
+        return self._tables.get((peer, collection_id), _NOTHING_REMEMBERED)
 
-    def put(self, key: tuple[str, str, int], item: Outgoing) -> None:
+    def put(self, peer: str, collection_id: str, remembered: Remembered) -> None:
         with self._lock:
-            if len(self._entries) >= self._size:
-                self._entries.clear()
-            self._entries[key] = item
+            if self._count >= self._size:
+                self._tables = {}
+                self._count = 0
+            table = self._tables.setdefault((peer, collection_id), {})
+            added = remembered[0].date_added
+            self._count += added not in table
+            table[added] = remembered
 
 
 def egress(
@@ -211,13 +230,17 @@ def _supersede_row_decisions(page: EgressPage) -> None:
     travelling = {(item.object_id, item.decision.version) for item in page.dependencies}
     if not travelling:
         return
-    kept = []
+    ids = {object_id for object_id, _ in travelling}
+    dropped = {
+        id(d) for d in page.decisions
+        if d.object_id in ids and not d.allowed and (d.object_id, d.version) in travelling
+    }  # fmt: skip
+    if not dropped:
+        return
     for decision in page.decisions:
-        if not decision.allowed and (decision.object_id, decision.version) in travelling:
+        if id(decision) in dropped:
             page.withheld[str(decision.rule)] -= 1
-            continue
-        kept.append(decision)
-    page.decisions = kept
+    page.decisions = [d for d in page.decisions if id(d) not in dropped]
     page.withheld += Counter()  # drop zero counts
 
 
@@ -306,63 +329,56 @@ class _Run:
         after = self.position.after
         chunk = _first_chunk(limit, scan_limit)
         examined = 0
+        rows, decisions, withheld = page.rows, page.decisions, page.withheld
         while True:
-            versions = provenance.scan(self.connection, replace(self.window, after=after), chunk)
-            for version, obj, decision, known in self._gated(self._decide(versions)):
-                full = limit is not None and len(page.rows) >= limit
-                if full and decision is not None and decision.allowed:
-                    page.more = True
-                    page.resume_after = version.date_added - 1
-                    return page
-                page.resume_after = version.date_added
+            entries, scanned, last = self._entries(after, chunk)
+            for version, obj, decision, known in self._gated(entries):
                 if decision is None:
+                    page.resume_after = version.date_added
                     continue
-                if known is not None:
-                    page.decisions.append(decision)
-                    if decision.allowed:
-                        page.rows.append(known)
-                    else:
-                        page.withheld[str(decision.rule)] += 1
-                    continue
-                self._record(page, version, obj, decision)
-            examined += len(versions)
-            if len(versions) < chunk:
+                if decision.allowed:
+                    if limit is not None and len(rows) >= limit:
+                        page.more = True
+                        page.resume_after = version.date_added - 1
+                        return page
+                    rows.append(
+                        known if known is not None else self._outgoing(version, obj, decision)
+                    )
+                else:
+                    withheld[str(decision.rule)] += 1
+                decisions.append(decision)
+                page.resume_after = version.date_added
+            examined += scanned
+            if scanned < chunk or last is None:
                 return page
             if scan_limit is not None and examined >= scan_limit:
                 page.more = True
                 return page
-            after = versions[-1].date_added
+            after = last
             chunk = _next_chunk(limit, len(page.rows), scan_limit, examined)
 
     def _gated(self, entries: _Entries) -> _Entries:
         """``entries`` with the gates applied to their decisions (``gates``: release,
         onward sharing, recalls), remembered decisions included."""
-        chosen = [i for i, entry in enumerate(entries) if entry[2] is not None]
-        if not chosen:
+        before = [entry[2] for entry in entries if entry[2] is not None]
+        if not before:
             return entries
-        before = [entries[i][2] for i in chosen]
-        after = self.gates.apply([entries[i][0] for i in chosen], before)  # type: ignore[arg-type]
+        after = self.gates.apply([entry[0] for entry in entries if entry[2] is not None], before)
+        changed = [
+            k for k, (old, new) in enumerate(zip(before, after, strict=True)) if new is not old
+        ]
+        if not changed:
+            return entries
+        chosen = [i for i, entry in enumerate(entries) if entry[2] is not None]
         gated = list(entries)
-        for index, old, new in zip(chosen, before, after, strict=True):
-            if new is old:
-                continue
+        for k in changed:
+            index, old, new = chosen[k], before[k], after[k]
             version, obj, _, known = entries[index]
-            assert old is not None
             kept = None
             if known is not None and new.allowed and old.allowed and new.obj is old.obj:
                 kept = replace(known, decision=new)
             gated[index] = (version, obj, new, kept)
         return gated
-
-    def _record(
-        self, page: EgressPage, version: provenance.Version, obj: dict[str, Any], decision: Decision
-    ) -> None:
-        if not decision.allowed:
-            page.withheld[str(decision.rule)] += 1
-            page.decisions.append(decision)
-            return
-        page.decisions.append(decision)
-        page.rows.append(self._outgoing(version, obj, decision))
 
     def _outgoing(
         self, version: provenance.Version, obj: dict[str, Any], decision: Decision
@@ -375,23 +391,60 @@ class _Run:
             frozenset(self.policy.dependencies([decision])),
         )
 
-    def _decide(
-        self, versions: list[provenance.Version]
-    ) -> list[tuple[provenance.Version, dict[str, Any], Decision | None, Outgoing | None]]:
+    def _entries(self, after: int | None, chunk: int) -> tuple[_Entries, int, int | None]:
+        """The next ``chunk`` stored versions after ``after``, each decoded with its
+        decision (see ``_decide``), how many rows were scanned and the date_added of the
+        last one.
+
+        With a cache, the rows are found by their date_added and flags alone, and only
+        those it does not know are fetched whole (most of a re-read collection is known).
+        """
+        window = replace(self.window, after=after)
+        if self.cache is None or self.filter.first:
+            versions = provenance.scan(self.connection, window, chunk)
+            last = versions[-1].date_added if versions else None
+            return self._decide(versions), len(versions), last
+        heads = provenance.scan_heads(self.connection, window, chunk)
+        entries, missing = self._remembered(heads, self.cache)
+        if not missing:  # every entry is one
+            return cast(_Entries, entries), len(heads), heads[-1][0] if heads else None
+        fetched = provenance.at(self.connection, window, missing)
+        fresh = [fetched[added] for added in missing if added in fetched]  # date_added order
+        decided = {entry[0].date_added: entry for entry in self._decide(fresh)}
+        merged = [
+            entry if entry is not None else decided.get(head[0])
+            for head, entry in zip(heads, entries, strict=True)
+        ]
+        return [entry for entry in merged if entry is not None], len(heads), heads[-1][0]
+
+    def _remembered(
+        self, heads: list[tuple[int, int, int]], cache: DecisionCache
+    ) -> tuple[list[_Entry | None], list[int]]:
+        """The entry of each row (``provenance.scan_heads``) that the cache knows (a
+        current version the version filter selects), None for the others, and the
+        date_added of those others."""
+        table = cache.table(self.peer, self.agreement.collection_id)
+        every_current = self.filter.all or self.filter.last
+        selects, states = self.filter.selects, self.states
+        entries: list[_Entry | None] = []
+        missing: list[int] = []
+        for added, current, oldest in heads:
+            entry = table.get(added) if current else None
+            if entry is not None and (every_current or selects(entry[0], _NO_FIRST)):
+                if entry[0].oldest is not (oldest == 1):  # an older version came, or went
+                    entry = (entry[0]._replace(oldest=oldest == 1), *entry[1:])
+                states[entry[0].object_id] = entry[2]
+                entries.append(entry)
+            else:
+                entries.append(None)
+                missing.append(added)
+        return entries, missing
+
+    def _decide(self, versions: list[provenance.Version]) -> _Entries:
         """Each version, decoded, with its decision (None when the version filter skips
-        it) and, when the cache knew the decision, the item it makes (nothing decoded)."""
+        it); the fourth item, the cached item of a remembered version, is None here."""
         if not versions:
             return []
-        remembered = self._remembered(versions)
-        if remembered:
-            fresh = [v for v in versions if v.date_added not in remembered]
-            decided = {entry[0].date_added: entry for entry in self._decide(fresh)}
-            answers = []
-            for v in versions:
-                item = remembered.get(v.date_added)
-                answers.append(decided[v.date_added] if item is None else (v, _NOTHING,
-                               item.decision, item))  # fmt: skip
-            return answers
         objs = [_decoded(version.body) for version in versions]
         for version, obj in zip(versions, objs, strict=True):
             if version.current:
@@ -404,24 +457,6 @@ class _Run:
             (version, obj, decision if self.filter.selects(version, first) else None, None)
             for version, obj, decision in zip(versions, objs, decisions, strict=True)
         ]
-
-    def _remembered(self, versions: list[provenance.Version]) -> dict[int, Outgoing]:
-        """Cached items of current versions the version filter selects (by date_added)."""
-        if self.cache is None or self.filter.first:
-            return {}
-        found = {}
-        lookup, selects = self.cache.get, self.filter.selects
-        peer, collection_id = self.peer, self.agreement.collection_id
-        for version in versions:
-            if version.current and selects(version, _NO_FIRST):
-                item = lookup((peer, collection_id, version.date_added))
-                if item is not None:
-                    found[version.date_added] = item
-                    self.states[version.object_id] = item.decision
-        return found
-
-    def _key(self, version: provenance.Version) -> tuple[str, str, int]:
-        return (self.peer, self.agreement.collection_id, version.date_added)
 
     def _decided_rows(
         self, versions: list[provenance.Version], objs: list[dict[str, Any]]
@@ -455,7 +490,9 @@ class _Run:
             decision.object_id, decision.version, decision.allowed, decision.rule,
             decision.detail, None,
         )  # fmt: skip
-        self.cache.put(self._key(version), replace(item, decision=light))
+        bare = version._replace(body="")
+        remembered = (bare, _NOTHING, light, replace(item, decision=light))
+        self.cache.put(self.peer, self.agreement.collection_id, remembered)
 
     def _versions_decided(self, objs: list[dict[str, Any]]) -> list[Decision]:
         """Decisions on ``objs``, judged with the current versions of all they reach."""

@@ -95,12 +95,17 @@ class EgressGates:
     def recalled_from_peer(self, object_ids: Iterable[str]) -> set[str]:
         """Those of ``object_ids`` with a recall queued for the peer (one query for the
         whole call when none ever was, as on most mappings)."""
+        if not self._recall_ever_queued():
+            return set()
+        return recalls.queued_ids(self.connection, self.peer, self.collection_id, object_ids)
+
+    def _recall_ever_queued(self) -> bool:
+        """Whether a recall of anything in the collection was ever queued for the peer
+        (asked once per egress call)."""
         if self._any_recall_queued is None:
             self._any_recall_queued = recalls.any_queued(self.connection, self.peer,
                                                          self.collection_id)  # fmt: skip
-        if not self._any_recall_queued:
-            return set()
-        return recalls.queued_ids(self.connection, self.peer, self.collection_id, object_ids)
+        return self._any_recall_queued
 
     def recalled_here(self, object_ids: Iterable[str]) -> set[str]:
         """Those of ``object_ids`` their origin recalled here (one query for the whole
@@ -115,18 +120,22 @@ class EgressGates:
         self, versions: Sequence[provenance.Version], decisions: Sequence[Decision]
     ) -> list[Decision]:
         """``decisions`` (the policy's, one per version) with the gates applied."""
-        ids = {v.object_id for v in versions}
-        recalled_here = self.recalled_here(ids)
-        recalled_from_peer = self.recalled_from_peer(ids)
-        gated: list[Decision] = []
-        for version, decision in zip(versions, decisions, strict=True):
+        # (The ids are listed only when something in the collection was ever recalled.)
+        recalled_here = self.recalled_here(v.object_id for v in versions)
+        recalled_from_peer = self.recalled_from_peer(v.object_id for v in versions)
+        recalled = recalled_here | recalled_from_peer
+        gated = list(decisions)
+        # Most versions meet none of these gates: only the recalled and the foreign are visited.
+        for index in [
+            i for i, v in enumerate(versions) if v.origin is not None or v.object_id in recalled
+        ]:
+            version, decision = versions[index], gated[index]
             if version.object_id in recalled_here:
-                decision = _withheld(decision, RECALLED_RULE, "recalled here by its origin")
+                gated[index] = _withheld(decision, RECALLED_RULE, "recalled here by its origin")
             elif version.object_id in recalled_from_peer:
-                decision = _withheld(decision, RECALL_SENT_RULE, _RECALL_SENT)
+                gated[index] = _withheld(decision, RECALL_SENT_RULE, _RECALL_SENT)
             elif decision.allowed and version.origin is not None:
-                decision = self._onward(decision, version.origin)
-            gated.append(decision)
+                gated[index] = self._onward(decision, version.origin)
         if self.rules.release == "approval":
             self._release_gate(versions, gated)
         self._recall_withdrawn(versions, gated)
@@ -154,10 +163,15 @@ class EgressGates:
         """A current version now withheld, of an object the peer received: the peer gets a
         recall of what it holds in its place (unless a recall of it is queued for the
         peer already: a DELETE's, or one relayed from the origin, which a revoked
-        version stored here on ``recalls = "revoke"`` would otherwise repeat)."""
+        version stored here on ``recalls = "revoke"`` would otherwise repeat).
+
+        A recall repeats the stored version the peer holds, older than the current one
+        (``recalls.recall_for``), so an object whose current version is also its oldest
+        stored one (most objects: one version) has nothing to recall and costs no
+        audit query."""
         withdrawn = [
             i for i, (v, d) in enumerate(zip(versions, gated, strict=True))
-            if v.current and not d.allowed and d.rule not in _HOLDING_RULES
+            if v.current and not v.oldest and not d.allowed and d.rule not in _HOLDING_RULES
         ]  # fmt: skip
         if not withdrawn:
             return
@@ -227,7 +241,9 @@ class EgressGates:
         self, after: int | None, up_to: int | None, ids: Sequence[str], types: Sequence[str]
     ) -> list[QueuedRecall]:
         """Recalls a DELETE queued for the peer, in ``(after, up_to]`` of date_added."""
-        found = []
+        found: list[QueuedRecall] = []
+        if not self._recall_ever_queued():
+            return found
         for queued in recalls.outgoing(self.connection, self.peer, self.collection_id, after,
                                        up_to, ids):  # fmt: skip
             if types and queued.object_id.partition("--")[0] not in types:

@@ -11,14 +11,14 @@ it (STIX 2.1 section 3.6).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
 from node import jsoncodec
 
-from .engine import in_chunks, placeholder
+from .engine import fetch_all, in_chunks, placeholder
 
 _IN_CHUNK = 500
 _NOT_FROM = "(o.origin IS NULL OR o.origin <> {m})"
@@ -41,6 +41,9 @@ class Version(NamedTuple):
     body: str
     origin: str | None
     current: bool = False  # the newest version not from the peer in question
+    # The oldest version stored (of any origin; the store's ``is_first`` marker), so no
+    # older one is: False where a query does not say (the cautious answer).
+    oldest: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,20 +59,14 @@ class Scan:
     current_only: bool = False  # only each object's current version
 
 
-def scan(connection: Connection, window: Scan, limit: int) -> list[Version]:
-    """Up to ``limit`` versions after ``window.after``, none from ``window.peer``.
-
-    Each is flagged when it is its object's current version: the newest one
-    that did not come from the peer.
-    """
-    m = placeholder(connection)
-    current = _CURRENT.format(m=m)
+def _window_clauses(m: str, window: Scan) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (and their parameters) of the versions ``window`` selects."""
     clauses = ["o.collection_id = " + m, _NOT_FROM.format(m=m)]
     params: list[Any] = [window.collection_id, window.peer]
     if window.current_only:
         # The store's newest version, when not the peer's (excluded above), is current;
         # only older versions need the subquery.  Every row is then current.
-        clauses.append(f"(o.is_latest OR o.version = {current})")
+        clauses.append(f"(o.is_latest OR o.version = {_CURRENT.format(m=m)})")
         params.append(window.peer)
     if window.after is not None:
         clauses.append(f"o.date_added > {m}")
@@ -82,20 +79,78 @@ def scan(connection: Connection, window: Scan, limit: int) -> list[Version]:
         if values:
             clauses.append(f"{column} IN ({', '.join([m] * len(values))})")
             params.extend(values)
-    flag = (
-        "o.version"
-        if window.current_only
-        else f"CASE WHEN o.is_latest THEN o.version ELSE {current} END"
-    )
-    head = [] if window.current_only else [window.peer]
+    return clauses, params
+
+
+def _current_flag(m: str, window: Scan) -> tuple[str, list[Any]]:
+    """SQL that is 1 for a row that is its object's current version, else 0."""
+    if window.current_only:
+        return "1", []
+    # CASE evaluates in order: the subquery runs for older versions only.
+    current = _CURRENT.format(m=m)
+    return f"CASE WHEN o.is_latest THEN 1 WHEN o.version = {current} THEN 1 ELSE 0 END", [
+        window.peer
+    ]
+
+
+# The columns of a Version, in its order (then the current flag and the is_first marker).
+_VERSION_COLUMNS = "o.object_id, o.type, o.version, o.version_text, o.date_added, o.body, o.origin"
+_FIRST_FLAG = "CASE WHEN o.is_first THEN 1 ELSE 0 END"
+
+
+def scan(connection: Connection, window: Scan, limit: int) -> list[Version]:
+    """Up to ``limit`` versions after ``window.after``, none from ``window.peer``.
+
+    Each is flagged when it is its object's current version: the newest one
+    that did not come from the peer, and when it is the oldest version stored.
+    """
+    m = placeholder(connection)
+    flag, head = _current_flag(m, window)
+    clauses, params = _window_clauses(m, window)
     statement = (
-        "SELECT o.object_id, o.type, o.version, o.version_text, o.date_added, o.body, o.origin, "
-        f"{flag} FROM objects o WHERE {' AND '.join(clauses)} "
-        f"ORDER BY o.date_added LIMIT {int(limit)}"
+        f"SELECT {_VERSION_COLUMNS}, {flag}, {_FIRST_FLAG} FROM objects o "
+        f"WHERE {' AND '.join(clauses)} ORDER BY o.date_added LIMIT {int(limit)}"
     )
-    rows = connection.exec_driver_sql(statement, (*head, *params)).fetchall()
+    return _versions(fetch_all(connection, statement, (*head, *params)))
+
+
+def scan_heads(connection: Connection, window: Scan, limit: int) -> list[tuple[int, int, int]]:
+    """The rows ``scan`` would return, reduced to (date_added, current, oldest), the flags
+    1 or 0: for a reader that knows most rows by their date_added already (egress's
+    remembered decisions), the other columns cost more to fetch than finding the rows."""
+    m = placeholder(connection)
+    flag, head = _current_flag(m, window)
+    clauses, params = _window_clauses(m, window)
+    statement = (
+        f"SELECT o.date_added, {flag}, {_FIRST_FLAG} FROM objects o "
+        f"WHERE {' AND '.join(clauses)} ORDER BY o.date_added LIMIT {int(limit)}"
+    )
+    return fetch_all(connection, statement, (*head, *params))
+
+
+def at(connection: Connection, window: Scan, added: Sequence[int]) -> dict[int, Version]:
+    """The versions of ``window``'s collection, none from its peer, stored at the
+    date_added values ``added`` (rows ``scan_heads`` found), flagged as ``scan`` flags
+    them, the current flag read again (a row may have stopped being current since, even
+    in a window of current versions); a row deleted since is absent."""
+    m = placeholder(connection)
+    flag, head = _current_flag(m, replace(window, current_only=False))
+    found: dict[int, Version] = {}
+    for start in range(0, len(added), _IN_CHUNK):
+        chunk = added[start : start + _IN_CHUNK]
+        statement = (
+            f"SELECT {_VERSION_COLUMNS}, {flag}, {_FIRST_FLAG} FROM objects o "
+            f"WHERE o.collection_id = {m} AND {_NOT_FROM.format(m=m)} "
+            f"AND o.date_added IN ({', '.join([m] * len(chunk))})"
+        )
+        params = (*head, window.collection_id, window.peer, *chunk)
+        found.update((v.date_added, v) for v in _versions(fetch_all(connection, statement, params)))
+    return found
+
+
+def _versions(rows: Sequence[Sequence[Any]]) -> list[Version]:
     return [
-        Version(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7] == row[2])
+        Version(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7] == 1, row[8] == 1)
         for row in rows
     ]
 
@@ -114,7 +169,7 @@ def current_versions(
             f"AND o.version = {_CURRENT.format(m=m)}"
         )
         params = (collection_id, *chunk, peer, peer)
-        for row in connection.exec_driver_sql(statement, params):
+        for row in fetch_all(connection, statement, params):
             found[row[0]] = _version(row, current=True)
     return found
 

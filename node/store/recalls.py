@@ -35,7 +35,7 @@ from node.recall import recall_version
 from node.timestamps import now_micros, to_micros
 
 from .audit import Action
-from .engine import select_in
+from .engine import fetch_all, placeholder, select_in
 from .objects import allocate_date_added
 from .schema import BigId, audit_table, metadata, objects_table
 
@@ -214,9 +214,11 @@ def outgoing(
 
 def any_queued(connection: Connection, peer: str, collection_id: str) -> bool:
     """Whether a recall of anything in the collection was ever queued for the peer."""
-    o = recall_outbox
-    statement = select(o.c.pk).where(o.c.peer == peer, o.c.collection_id == collection_id)
-    return connection.execute(statement.limit(1)).first() is not None
+    m = placeholder(connection)
+    statement = (
+        f"SELECT 1 FROM {recall_outbox.name} WHERE peer = {m} AND collection_id = {m} LIMIT 1"
+    )
+    return bool(fetch_all(connection, statement, (peer, collection_id)))
 
 
 def queued_ids(
@@ -258,9 +260,11 @@ def record_recalled(
 
 
 def any_recalled(connection: Connection, collection_id: str) -> bool:
-    """Whether anything in the collection was ever recalled here by its origin."""
-    statement = select(recalled.c.object_id).where(recalled.c.collection_id == collection_id)
-    return connection.execute(statement.limit(1)).first() is not None
+    """Whether anything in the collection was ever recalled here by its origin (asked
+    by every egress call: SQL text, without building a statement each time)."""
+    where = f"collection_id = {placeholder(connection)}"
+    statement = f"SELECT 1 FROM {recalled.name} WHERE {where} LIMIT 1"
+    return bool(fetch_all(connection, statement, (collection_id,)))
 
 
 def recalled_ids(connection: Connection, collection_id: str, object_ids: Iterable[str]) -> set[str]:
