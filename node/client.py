@@ -30,7 +30,7 @@ import urllib3
 
 from node import jsoncodec
 from node.errors import ConfigError, RemoteError
-from node.taxii.negotiation import TAXII_21
+from node.mediatypes import TAXII_21
 
 if TYPE_CHECKING:
     from node.config import Config

@@ -110,23 +110,22 @@ class RequestMetrics:
         key = (endpoint, method, status)
         counter = self._counters.get(key)
         if counter is None:
-            counter = _kept(
+            counter = self._kept(
                 self._counters, key, self.requests.labels(endpoint, method, str(status))
             )
         histogram = self._histograms.get(endpoint)
         if histogram is None:
-            histogram = _kept(self._histograms, endpoint, self.latency.labels(endpoint))
+            histogram = self._kept(self._histograms, endpoint, self.latency.labels(endpoint))
         counter.inc()
         histogram.observe(seconds)
 
-
-def _kept(children: dict, key: Any, child: Any) -> Any:
-    """``child`` remembered under ``key`` (all forgotten past RequestMetrics._MAX_CHILDREN;
-    prometheus_client keeps its own, so the figures stay whole)."""
-    if len(children) >= RequestMetrics._MAX_CHILDREN:
-        children.clear()
-    children[key] = child
-    return child
+    def _kept(self, children: dict, key: Any, child: Any) -> Any:
+        """``child`` remembered under ``key`` (all forgotten past ``_MAX_CHILDREN``;
+        prometheus_client keeps its own, so the figures stay whole)."""
+        if len(children) >= self._MAX_CHILDREN:
+            children.clear()
+        children[key] = child
+        return child
 
 
 class StoreCollector:

@@ -29,7 +29,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from node import metrics
 from node.config import Config, ConfigError, ServerConfig
 from node.errors import BodyTimeout
-from node.taxii.negotiation import TAXII_21
+from node.mediatypes import TAXII_21
 
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 

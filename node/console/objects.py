@@ -10,12 +10,12 @@ from urllib.parse import urlsplit
 from flask import Response, abort, redirect, render_template, request, url_for
 from sqlalchemy import Connection
 
+from node.mediatypes import STIX_21
 from node.sharing.verdicts import PeerVerdict, object_verdicts
 from node.store import quarantine, search
 from node.store.catalog import Collection
 from node.store.quarantine import Held
 from node.store.search import Found, ObjectSearch, StoredVersion
-from node.taxii.negotiation import STIX_21
 from node.taxii.state import current_account, node_state
 from node.timestamps import from_micros, to_micros
 from node.tlp import TLP, TLP_BY_MARKING_ID

@@ -230,17 +230,15 @@ def _supersede_row_decisions(page: EgressPage) -> None:
     travelling = {(item.object_id, item.decision.version) for item in page.dependencies}
     if not travelling:
         return
-    ids = {object_id for object_id, _ in travelling}
-    dropped = {
-        id(d) for d in page.decisions
-        if d.object_id in ids and not d.allowed and (d.object_id, d.version) in travelling
-    }  # fmt: skip
+    dropped = [
+        d for d in page.decisions if not d.allowed and (d.object_id, d.version) in travelling
+    ]
     if not dropped:
         return
-    for decision in page.decisions:
-        if id(decision) in dropped:
-            page.withheld[str(decision.rule)] -= 1
-    page.decisions = [d for d in page.decisions if id(d) not in dropped]
+    for decision in dropped:
+        page.withheld[str(decision.rule)] -= 1
+    gone = {id(decision) for decision in dropped}
+    page.decisions = [d for d in page.decisions if id(d) not in gone]
     page.withheld += Counter()  # drop zero counts
 
 
@@ -360,19 +358,15 @@ class _Run:
     def _gated(self, entries: _Entries) -> _Entries:
         """``entries`` with the gates applied to their decisions (``gates``: release,
         onward sharing, recalls), remembered decisions included."""
-        before = [entry[2] for entry in entries if entry[2] is not None]
-        if not before:
-            return entries
-        after = self.gates.apply([entry[0] for entry in entries if entry[2] is not None], before)
-        changed = [
-            k for k, (old, new) in enumerate(zip(before, after, strict=True)) if new is not old
-        ]
-        if not changed:
-            return entries
         chosen = [i for i, entry in enumerate(entries) if entry[2] is not None]
+        if not chosen:
+            return entries
+        before = [cast(Decision, entries[i][2]) for i in chosen]
+        after = self.gates.apply([entries[i][0] for i in chosen], before)
         gated = list(entries)
-        for k in changed:
-            index, old, new = chosen[k], before[k], after[k]
+        for index, old, new in zip(chosen, before, after, strict=True):
+            if new is old:
+                continue
             version, obj, _, known = entries[index]
             kept = None
             if known is not None and new.allowed and old.allowed and new.obj is old.obj:

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, or_, select, update
 
-from node.taxii.negotiation import STIX_21
+from node.mediatypes import STIX_21
 
 from .schema import collections
 

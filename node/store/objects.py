@@ -207,7 +207,7 @@ def store_prepared(
     account that publishes them (``publishers.publishers_of``), None for a peer's.
     """
     if prepared.candidates:
-        _store_new_versions(connection, collection_id, prepared, _Source(origin, publisher))
+        _store_new_versions(connection, collection_id, prepared, origin, publisher)
     return prepared.outcome
 
 
@@ -262,11 +262,6 @@ _INSERT_COLUMNS = (
 _MILLISECOND = 1_000  # microseconds
 
 
-class _Source(NamedTuple):
-    origin: str | None  # the peer a version came from
-    publisher: str | None  # the local account that published it
-
-
 @dataclass(frozen=True, slots=True)
 class _StoredVersions:
     """What the store holds of the posted ids: enough to detect repeats and move markers."""
@@ -280,10 +275,10 @@ def _store_new_versions(
     connection: Connection,
     collection_id: str,
     prepared: PreparedObjects,
-    source: _Source,
+    origin: str | None,
+    publisher: str | None,
 ) -> None:
     outcome = prepared.outcome
-    origin = source.origin
     last_date_added = _lock_collection(connection, collection_id)
     stored = _stored_versions(connection, collection_id, {oid for oid, _ in prepared.candidates})
     repeats = [key for key in prepared.candidates if key in stored.date_added]
@@ -293,7 +288,7 @@ def _store_new_versions(
     latest = _taking_over(prepared.newest, stored.newest, max)
     first = _taking_over(prepared.oldest, stored.oldest, min)
     rows = []
-    publisher, successes, stored_objects = source.publisher, outcome.successes, outcome.stored
+    successes, stored_objects = outcome.successes, outcome.stored
     for key, candidate in prepared.candidates.items():
         obj = candidate.obj
         if key in bodies:

@@ -104,25 +104,23 @@ def scan(connection: Connection, window: Scan, limit: int) -> list[Version]:
     Each is flagged when it is its object's current version: the newest one
     that did not come from the peer, and when it is the oldest version stored.
     """
-    m = placeholder(connection)
-    flag, head = _current_flag(m, window)
-    clauses, params = _window_clauses(m, window)
-    statement = (
-        f"SELECT {_VERSION_COLUMNS}, {flag}, {_FIRST_FLAG} FROM objects o "
-        f"WHERE {' AND '.join(clauses)} ORDER BY o.date_added LIMIT {int(limit)}"
-    )
-    return _versions(fetch_all(connection, statement, (*head, *params)))
+    return _versions(_scanned(connection, window, limit, _VERSION_COLUMNS))
 
 
 def scan_heads(connection: Connection, window: Scan, limit: int) -> list[tuple[int, int, int]]:
     """The rows ``scan`` would return, reduced to (date_added, current, oldest), the flags
     1 or 0: for a reader that knows most rows by their date_added already (egress's
     remembered decisions), the other columns cost more to fetch than finding the rows."""
+    return _scanned(connection, window, limit, "o.date_added")
+
+
+def _scanned(connection: Connection, window: Scan, limit: int, columns: str) -> list[Any]:
+    """``columns``, then the current and oldest flags, of the rows ``window`` selects."""
     m = placeholder(connection)
     flag, head = _current_flag(m, window)
     clauses, params = _window_clauses(m, window)
     statement = (
-        f"SELECT o.date_added, {flag}, {_FIRST_FLAG} FROM objects o "
+        f"SELECT {columns}, {flag}, {_FIRST_FLAG} FROM objects o "
         f"WHERE {' AND '.join(clauses)} ORDER BY o.date_added LIMIT {int(limit)}"
     )
     return fetch_all(connection, statement, (*head, *params))
@@ -136,8 +134,7 @@ def at(connection: Connection, window: Scan, added: Sequence[int]) -> dict[int, 
     m = placeholder(connection)
     flag, head = _current_flag(m, replace(window, current_only=False))
     found: dict[int, Version] = {}
-    for start in range(0, len(added), _IN_CHUNK):
-        chunk = added[start : start + _IN_CHUNK]
+    for chunk in in_chunks(added, _IN_CHUNK):
         statement = (
             f"SELECT {_VERSION_COLUMNS}, {flag}, {_FIRST_FLAG} FROM objects o "
             f"WHERE o.collection_id = {m} AND {_NOT_FROM.format(m=m)} "
@@ -163,8 +160,7 @@ def current_versions(
     found: dict[str, Version] = {}
     for chunk in in_chunks(object_ids, _IN_CHUNK):
         statement = (
-            "SELECT o.object_id, o.type, o.version, o.version_text, o.date_added, o.body, "
-            f"o.origin FROM objects o WHERE o.collection_id = {m} "
+            f"SELECT {_VERSION_COLUMNS} FROM objects o WHERE o.collection_id = {m} "
             f"AND o.object_id IN ({', '.join([m] * len(chunk))}) AND {_NOT_FROM.format(m=m)} "
             f"AND o.version = {_CURRENT.format(m=m)}"
         )
@@ -199,8 +195,7 @@ def versions_of(
     m = placeholder(connection)
     for chunk in in_chunks(object_ids, _IN_CHUNK):
         statement = (
-            "SELECT o.object_id, o.type, o.version, o.version_text, o.date_added, o.body, "
-            f"o.origin FROM objects o WHERE o.collection_id = {m} "
+            f"SELECT {_VERSION_COLUMNS} FROM objects o WHERE o.collection_id = {m} "
             f"AND o.object_id IN ({', '.join([m] * len(chunk))})"
         )
         params: tuple[Any, ...] = (collection_id, *chunk)

@@ -14,7 +14,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import RequestRedirect
 
-from .negotiation import TAXII_21
+from node.mediatypes import TAXII_21
 
 log = logging.getLogger(__name__)
 

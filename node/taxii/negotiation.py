@@ -8,9 +8,7 @@ them, so the node parses Accept properly.
 
 from __future__ import annotations
 
-TAXII_MEDIA = "application/taxii+json"
-TAXII_21 = "application/taxii+json;version=2.1"
-STIX_21 = "application/stix+json;version=2.1"  # STIX 2.1 content (TAXII 2.1 section 1.6.8)
+from node.mediatypes import TAXII_MEDIA
 
 
 def _media_ranges(header: str) -> list[tuple[str, dict[str, str]]]:

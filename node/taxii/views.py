@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from flask import Blueprint, Response, g, request
 
 from node import jsoncodec
+from node.mediatypes import STIX_21, TAXII_21
 from node.sharing import Agreement, EgressPage, Position, admit, egress, read_record, settle
 from node.sharing.egress import visible
 from node.sharing.gates import recall_deleted
@@ -30,7 +31,7 @@ from . import bodies, filters
 from .auth import peer_certificate
 from .errors import TaxiiError, forbidden, not_found
 from .hosts import check_host
-from .negotiation import STIX_21, TAXII_21, accepts_taxii_21, is_taxii_21_body
+from .negotiation import accepts_taxii_21, is_taxii_21_body
 from .state import current_account, node_state, set_current_account
 
 blueprint = Blueprint("taxii", __name__)
