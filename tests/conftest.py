@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from node.store import Store, catalog
+from node.store.catalog import Collection
 from tests.nodes import (
     PG_ENV,
     REQUIRE_PG_ENV,
@@ -31,6 +33,17 @@ def _pg_base_url() -> str | None:
                     "not reachable")  # fmt: skip
     pytest.skip(f"no PostgreSQL reachable at {PG_ENV}={url!r}")
     return None
+
+
+def migrated_store(store_url: str | None, directory: Path, *collections: Collection) -> Store:
+    """A migrated store holding ``collections``: at ``store_url`` (a PostgreSQL store of
+    the ``store_url`` fixtures), or a SQLite file in ``directory`` when that is None."""
+    store = Store(store_url or f"sqlite:///{directory / 'node.db'}")
+    store.migrate()
+    with store.write() as connection:
+        for collection in collections:
+            catalog.upsert(connection, collection)
+    return store
 
 
 @pytest.fixture

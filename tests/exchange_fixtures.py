@@ -5,19 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from node.store import Store, accounts, catalog, objects
+from node.store import Store, accounts, objects
+from node.store.catalog import Collection
 from node.tlp import TLP, TLP2_MARKING_IDS
+from tests.conftest import migrated_store
 
 COLLECTION = "4c3f3b1e-0000-4000-8000-0000000000a1"
 ALIAS = "shared"
 
 
 def open_store(store_url: str | None, path) -> Store:
-    store = Store(store_url or f"sqlite:///{path / 'node.db'}")
-    store.migrate()
-    with store.write() as connection:
-        catalog.upsert(connection, catalog.Collection(id=COLLECTION, alias=ALIAS, title="Shared"))
-    return store
+    return migrated_store(store_url, path, Collection(id=COLLECTION, alias=ALIAS, title="Shared"))
 
 
 def indicator(

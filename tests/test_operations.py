@@ -19,12 +19,13 @@ from node.errors import AlreadyExists, Conflict, InvalidValue, NodeError, NotFou
 from node.operations import accounts as operations
 from node.operations import tokens as token_operations
 from node.operations.accounts import CertificateBinding, NewAccount
-from node.store import Store, accounts, audit, catalog
+from node.store import Store, accounts, audit
 from node.store.audit import AuditQueue
 from node.store.catalog import Collection
 from node.store.schema import login_failures
 from node.taxii.auth import MAX_FAILURES, Authenticator
 from node.taxii.errors import TaxiiError
+from tests.conftest import migrated_store
 
 ACTOR = "test:operator"
 SHARED = Collection(id="6f1f0a9a-1111-4c3e-9a41-00000000000a", alias="shared", title="Shared")
@@ -35,11 +36,7 @@ FINGERPRINT = "ab" * 32
 @pytest.fixture
 def store(store_url: str | None, tmp_path: Path) -> Iterator[Store]:
     """A migrated store with two collections: SQLite, and PostgreSQL when reachable."""
-    store = Store(store_url or f"sqlite:///{tmp_path / 'node.db'}")
-    store.migrate()
-    with store.write() as connection:
-        catalog.upsert(connection, SHARED)
-        catalog.upsert(connection, OTHER)
+    store = migrated_store(store_url, tmp_path, SHARED, OTHER)
     yield store
     store.close()
 

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from node.store import Store, catalog, objects, publishers
+from node.store import Store, objects, publishers
+from node.store.catalog import Collection
 from node.store.objects import ObjectQuery
 from node.timestamps import to_micros
+from tests.conftest import migrated_store
 
 COLLECTION = "c0ffee00-0000-4000-8000-0000000000aa"
 T1, T2 = "2026-01-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z"
@@ -25,10 +27,7 @@ T1, T2 = "2026-01-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z"
 
 @pytest.fixture
 def store(store_url: str | None, tmp_path: Path) -> Iterator[Store]:
-    opened = Store(store_url or f"sqlite:///{tmp_path / 'store.db'}")
-    opened.migrate()
-    with opened.write() as connection:
-        catalog.upsert(connection, catalog.Collection(id=COLLECTION, title="publishers"))
+    opened = migrated_store(store_url, tmp_path, Collection(id=COLLECTION, title="publishers"))
     yield opened
     opened.close()
 

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from node.store import Store, catalog, objects, schema
+from node.store import Store, objects, schema
+from node.store.catalog import Collection
 from node.store.objects import ObjectQuery
 from node.timestamps import to_micros
+from tests.conftest import migrated_store
 
 COLLECTION = "c0ffee00-0000-4000-8000-000000000001"
 OTHER = "c0ffee00-0000-4000-8000-000000000002"
@@ -27,11 +29,12 @@ T1, T2, T3 = "2026-01-01T00:00:00.000Z", "2026-02-01T00:00:00.000Z", "2026-03-01
 
 @pytest.fixture
 def store(store_url: str | None, tmp_path: Path) -> Iterator[Store]:
-    opened = Store(store_url or f"sqlite:///{tmp_path / 'store.db'}")
-    opened.migrate()
-    with opened.write() as connection:
-        catalog.upsert(connection, catalog.Collection(id=COLLECTION, title="versions"))
-        catalog.upsert(connection, catalog.Collection(id=OTHER, title="other"))
+    opened = migrated_store(
+        store_url,
+        tmp_path,
+        Collection(id=COLLECTION, title="versions"),
+        Collection(id=OTHER, title="other"),
+    )
     yield opened
     opened.close()
 
