@@ -33,7 +33,14 @@ from typing import Any, Final
 
 from node.timestamps import to_micros
 
-__all__ = ["STIX_TYPES", "object_problem", "validate_all", "version_key", "version_stamp"]
+__all__ = [
+    "STIX_TYPES",
+    "object_problem",
+    "validate_all",
+    "version_key",
+    "version_micros",
+    "version_stamp",
+]
 
 # A value check returns None or a phrase about the value ("must be a string,
 # got 5"); the caller puts the property name in front.  Checks never build the
@@ -1212,6 +1219,10 @@ def object_problem(obj: object) -> str | None:
     return None
 
 
+# STIX 2.1 section 3.6: the properties a version is told apart by, the first set one deciding.
+_VERSION_PROPERTIES: Final = ("modified", "created")
+
+
 def version_stamp(obj: Any) -> str | None:
     """The version of a STIX object: its ``modified``, else its ``created``, else None.
 
@@ -1223,11 +1234,28 @@ def version_stamp(obj: Any) -> str | None:
     """
     if not isinstance(obj, dict):
         return None
-    for name in ("modified", "created"):
+    for name in _VERSION_PROPERTIES:
         value = obj.get(name)
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def version_micros(obj: dict[str, Any]) -> int | None:
+    """The version the store keys an unvalidated object by, as microseconds since epoch.
+
+    0 for an object with neither ``modified`` nor ``created`` (an SCO: one
+    version); None when the property that decides (``modified``, else
+    ``created``, as in ``version_stamp``) is set but is not a STIX timestamp,
+    so that no stored version can match it.
+    """
+    value = next((obj[name] for name in _VERSION_PROPERTIES if obj.get(name)), None)
+    if value is None:
+        return 0
+    try:
+        return to_micros(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def version_key(obj: dict[str, Any]) -> int:

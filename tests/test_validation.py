@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from stix2 import v21
 
 from node.timestamps import to_micros
-from node.validation import object_problem, validate_all, version_key
+from node.validation import object_problem, validate_all, version_key, version_micros
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CORPORA = ("capec-2.1.json", "ics-attack-17.1.json", "ics-attack-18.0.json")
@@ -909,6 +909,21 @@ def test_version_key_orders_mixed_precision() -> None:
     c = changed("indicator", modified="2024-01-01T00:00:00.500000Z")
     assert version_key(a) < version_key(b)
     assert version_key(a) == version_key(c) == 1_704_067_200_500_000
+
+
+def test_version_micros_keys_unvalidated_objects_as_the_store_does() -> None:
+    """Ingress looks held versions up by this key before validating what a peer sent."""
+    indicator = valid("indicator")
+    assert version_micros(indicator) == version_key(indicator) == to_micros(indicator["modified"])
+    marking = valid("marking-statement")
+    assert version_micros(marking) == to_micros(marking["created"])
+    assert version_micros(valid("ipv4-addr")) == 0
+    assert version_micros({"modified": "", "created": T1}) == to_micros(T1)
+    assert version_micros({"modified": None}) == 0
+    # Set but not a timestamp: no stored version may match, not even the created one.
+    assert version_micros({"modified": "yesterday"}) is None
+    assert version_micros({"modified": 1_704_067_200, "created": T1}) is None
+    assert version_micros({"created": ["2024"]}) is None
 
 
 def test_validate_all_splits_and_keeps_order() -> None:

@@ -41,7 +41,7 @@ from node.store.audit import Action, AuditRecord, Direction
 from node.store.objects import AddOutcome
 from node.timestamps import to_micros
 from node.tlp import TLP_BY_MARKING_ID, tlp_marking_definitions
-from node.validation import object_problem, version_stamp
+from node.validation import object_problem, version_micros, version_stamp
 
 from .agreements import Agreement
 from .egress import stored_version_visible, visible
@@ -96,7 +96,9 @@ def admit(
     held = _held_from_elsewhere(connection, collection_id, peer, items)
     for item in items:
         stored = (
-            held.get((str(item.get("id")), _micros(item) or 0)) if isinstance(item, dict) else None
+            held.get((str(item.get("id")), version_micros(item) or 0))
+            if isinstance(item, dict)
+            else None
         )
         if isinstance(item, dict) and is_recall(item):
             admission.recalls.append(item)
@@ -262,14 +264,3 @@ def _detail(item: dict[str, Any], message: str) -> dict[str, Any]:
     if version is not None:
         detail["version"] = version
     return detail
-
-
-def _micros(item: dict[str, Any]) -> int | None:
-    """A version as the store keys it (0 for an SCO without timestamps); None if invalid."""
-    version = item.get("modified") or item.get("created")
-    if version is None:
-        return 0
-    try:
-        return to_micros(version) if isinstance(version, str) else None
-    except ValueError:
-        return None
