@@ -379,6 +379,22 @@ def test_export_is_a_stix_bundle(analyst) -> None:
     assert [o["id"] for o in bundle["objects"]] == [INDICATOR]
 
 
+def test_the_layout_shows_the_signed_in_account_and_its_sections(app, admin, analyst) -> None:
+    """base.html reads the account the session signed in (the context processor's
+    ``account``): who is signed in, and the operator sections for admins only."""
+    operator = _text(admin.get("/ui/collections"))
+    assert '<span class="who">admin (' in operator
+    assert 'href="/ui/audit"' in operator and 'href="/ui/sharing"' in operator
+    page = _text(analyst.get("/ui/collections"))
+    assert '<span class="who">analyst (' in page
+    assert 'href="/ui/audit"' not in page and 'href="/ui/sharing"' not in page
+    assert analyst.get("/ui/sign-in").headers["Location"].endswith("/ui/")  # signed in already
+    signed_out = _text(app.test_client().get("/ui/sign-in"))
+    assert 'class="who"' not in signed_out and "Sign out" not in signed_out
+    refused = analyst.get("/ui/objects", query_string={"q": "\x00"})  # before the session
+    assert refused.status_code == 400 and 'class="who"' not in _text(refused)
+
+
 def test_analysts_cannot_open_the_operator_pages(analyst) -> None:
     for url in ("/ui/sharing", "/ui/audit", "/ui/sharing/preview?peer=node-b&collection=" + ALPHA):
         assert analyst.get(url).status_code == 403, url

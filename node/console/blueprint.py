@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from node.taxii.state import node_state
+from node.taxii.state import node_state, set_current_account, signed_in_account
 
-from .session import check_csrf, csrf_token, current_account, secure_headers
+from .session import check_csrf, csrf_token, secure_headers, session_account
 
 blueprint = Blueprint(
     "console",
@@ -29,9 +29,11 @@ def _session_and_csrf():
     if _holds_nul():
         # PostgreSQL refuses NUL in text (a 500); no stored id, name or value has one.
         abort(400, "A value in the request holds a NUL character.")
-    g.account = current_account()
+    account = session_account()
+    if account is not None:
+        set_current_account(account)
     check_csrf()
-    if g.account is None and request.endpoint not in _OPEN_ENDPOINTS:
+    if account is None and request.endpoint not in _OPEN_ENDPOINTS:
         return redirect(url_for("console.sign_in", next=request.full_path.rstrip("?")))
     return None
 
@@ -58,6 +60,7 @@ _SECTIONS = {"collections_page": "collections", "objects_page": "objects",
 def _template_helpers() -> dict:
     endpoint = (request.endpoint or "").partition(".")[2]
     return {
+        "account": signed_in_account(),  # None on the sign-in and error pages
         "csrf_token": csrf_token,
         "node_name": node_state().config.name,
         "active": _SECTIONS.get(endpoint, ""),

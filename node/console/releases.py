@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sized
 
-from flask import abort, flash, g, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import Connection
 from werkzeug.wrappers import Response
 
@@ -22,7 +22,7 @@ from node.operations import releases as operations
 from node.store import roles
 from node.store.accounts import Account
 from node.store.quarantine import Held
-from node.taxii.state import current_account, node_state
+from node.taxii.state import current_account, node_state, signed_in_account
 
 from .blueprint import blueprint
 
@@ -35,7 +35,7 @@ _QUARANTINE_DECISIONS = {"accept": "accepted", "reject": "rejected"}
 def _exchange_links() -> dict:
     """Which of the two queues the navigation offers: Releases to releasers, Quarantine
     when something the account may review is held."""
-    account = g.get("account")
+    account = signed_in_account()
     if account is None:
         return {"exchange_links": {}}
     with node_state().store.read() as connection:

@@ -19,7 +19,7 @@ import hmac
 import secrets
 import time
 
-from flask import Flask, Request, Response, abort, g, request, session
+from flask import Flask, Request, Response, abort, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from sqlalchemy.exc import IntegrityError
 
@@ -27,7 +27,7 @@ from node.store import Store, accounts
 from node.store.accounts import Account
 from node.taxii.auth import peer_certificate
 from node.taxii.errors import TaxiiError
-from node.taxii.state import node_state
+from node.taxii.state import current_account, node_state
 
 SESSION_KEY_SETTING = "console_session_key"
 COOKIE_NAME = "taxii_node_console"
@@ -124,8 +124,9 @@ def sign_out() -> None:
     session.clear()
 
 
-def current_account() -> Account | None:
-    """The signed-in account, or None (no session, expired, removed, password changed)."""
+def session_account() -> Account | None:
+    """The account this request's session cookie signs in, or None (no session,
+    expired, account removed or a partner's, password changed)."""
     name = session.get("user")
     if not isinstance(name, str):
         return None
@@ -167,7 +168,7 @@ def check_csrf() -> None:
 
 
 def require_admin() -> None:
-    if not g.account.is_admin:
+    if not current_account().is_admin:
         abort(403, "This page is for administrators.")
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import abort, g, redirect, render_template, request, url_for
+from flask import abort, redirect, render_template, request, url_for
+
+from node.taxii.state import signed_in_account
 
 from . import session as sessions
 from .blueprint import blueprint
@@ -19,7 +21,7 @@ def _safe_next(target: str) -> str:
 @blueprint.route("/sign-in", methods=["GET", "POST"])
 def sign_in():
     if request.method == "GET":
-        if g.account is not None:
+        if signed_in_account() is not None:
             return redirect(url_for("console.home"))
         return render_template("sign_in.html", message="", user="",
                                next=request.args.get("next", ""))  # fmt: skip

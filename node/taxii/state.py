@@ -98,7 +98,14 @@ def current_account() -> Account:
     Typed access to ``flask.g``: a view that runs without the blueprint's
     authentication hook is a programming error, not an anonymous caller.
     """
-    account = g.get("account")
-    if not isinstance(account, Account):
+    account = signed_in_account()
+    if account is None:
         raise RuntimeError("no authenticated account for this request")
     return account
+
+
+def signed_in_account() -> Account | None:
+    """The caller of this request, or None where there may be none: the console's
+    sign-in and error pages, and the page layout they share with every other page."""
+    account = g.get("account")
+    return account if isinstance(account, Account) else None
