@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,6 +162,26 @@ def sign_in(page, base_url: str) -> None:
     page.wait_for_url(re.compile(r"/ui/collections$"))
 
 
+def assert_page_shows(page, *needles: str, seconds: float = 10.0) -> None:
+    """Assert the page's HTML holds every needle, once the navigation a click started
+    has loaded: right after a click, ``page.content()`` may still be the old page, or
+    empty while the new one commits."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    html = ""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            html = page.content()
+        except PlaywrightError:  # navigating: the document is being replaced
+            html = ""
+        if all(needle in html for needle in needles):
+            return
+        time.sleep(0.1)
+    missing = [needle for needle in needles if needle not in html]
+    raise AssertionError(f"{page.url} does not show {missing}")
+
+
 def publish(page, tmp_path: Path) -> None:
     path = tmp_path / "campaign.json"
     path.write_text(json.dumps(bundle()))
@@ -169,7 +190,7 @@ def publish(page, tmp_path: Path) -> None:
     page.get_by_label("STIX 2.1 bundle").set_input_files(str(path))
     page.get_by_label("Add a TLP marking").select_option("green")
     page.get_by_role("button", name="Validate and publish").click()
-    assert "6 succeeded, 0 failed" in page.content()
+    assert_page_shows(page, "6 succeeded, 0 failed")
 
 
 def relax_ingress(pair: Pair) -> None:
@@ -207,7 +228,7 @@ def test_an_analyst_day_in_the_console(pair: Pair, page, tmp_path: Path) -> None
     # The dead letter: node-b refused the tool; after its operator relaxes the
     # ingress policy, a retry delivers it.
     page.get_by_role("link", name="Sharing").click()
-    assert TOOL in page.content() and "types.deny" in page.content()
+    assert_page_shows(page, TOOL, "types.deny")
     _save_screenshot(page, "console-sharing.png")
     relax_ingress(pair)
     page.get_by_role("button", name=re.compile(r"^Retry dead letter")).click()
@@ -218,12 +239,12 @@ def test_an_analyst_day_in_the_console(pair: Pair, page, tmp_path: Path) -> None
 
     # The audit: the retry, and the withholding, newest first; the chain intact.
     page.get_by_role("link", name="Audit").click()
-    assert "Chain intact" in page.content()
+    assert_page_shows(page, "Chain intact")
     first_row = page.locator("table.audit tbody tr").first.inner_text()
     assert "dead-letter-retried" in first_row
     page.get_by_label("Rule").fill("tlp.max")
     page.get_by_role("button", name="Filter").click()
-    assert MALWARE in page.content()
+    assert_page_shows(page, MALWARE)
 
     # A form posted without its CSRF token is refused, even with a valid session.
     forged = page.request.post(f"{base}/ui/sign-out", form={"user": "admin"})
