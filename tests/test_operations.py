@@ -17,10 +17,11 @@ from sqlalchemy import select
 
 from node.errors import AlreadyExists, Conflict, InvalidValue, NodeError, NotFound
 from node.operations import accounts as operations
+from node.operations import audit as audit_operations
 from node.operations import tokens as token_operations
 from node.operations.accounts import CertificateBinding, NewAccount
 from node.store import Store, accounts, audit
-from node.store.audit import AuditQueue
+from node.store.audit import AuditFilter, AuditQueue, AuditRecord, Direction
 from node.store.catalog import Collection
 from node.store.schema import login_failures
 from node.taxii.auth import MAX_FAILURES, Authenticator
@@ -154,6 +155,38 @@ def test_tokens_are_created_listed_and_revoked_with_audit(store: Store) -> None:
         token_operations.parse_expiry("3x")
     actions = [a for a, _, _ in _audit_actions(store)]
     assert actions == ["user-added", "token-created", "token-revoked"]
+
+
+def test_the_audit_reads_the_cli_and_console_share(store: Store) -> None:
+    with store.write() as connection:
+        for at, peer, action in (
+            (10, "node-b", "sent"),
+            (20, "node-c", "sent"),
+            (30, "node-b", "withheld"),
+            (40, "node-b", "sent"),
+        ):
+            record = AuditRecord(
+                action=action, direction=Direction.PUSH, peer=peer, object_id=f"indicator-{at}"
+            )
+            audit.record(connection, [record], at=at)
+    with store.read() as connection:
+
+        def objects(**wanted) -> list[str]:
+            rows = audit_operations.entries(connection, AuditFilter(**wanted))
+            return [row["object_id"] for row in rows]
+
+        assert objects() == ["indicator-40", "indicator-30", "indicator-20", "indicator-10"]
+        assert objects(limit=2, oldest_first=True) == ["indicator-10", "indicator-20"]
+        assert objects(peer="node-b", since=20, limit=None) == ["indicator-40", "indicator-30"]
+        assert objects(action="sent", until=30) == ["indicator-20", "indicator-10"]
+        newest = audit_operations.entries(connection, AuditFilter(limit=1))[0]
+        assert objects(before_pk=newest["pk"], limit=1) == ["indicator-30"]
+        unchecked = audit_operations.summary(connection, verify_up_to=3)
+        checked = audit_operations.summary(connection, verify_up_to=4)
+        verification = audit_operations.verify(connection)
+    assert (unchecked.records, unchecked.verification) == (4, None)
+    assert checked.verification == verification and verification.ok
+    assert checked.head == unchecked.head == verification.head == newest["hash"]
 
 
 def test_store_errors_are_node_errors_and_invalid_values_are_value_errors() -> None:

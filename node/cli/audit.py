@@ -50,7 +50,8 @@ def audit_command(ctx, node: NodeContext, peer, since, limit, oldest_first, as_j
       taxii-node --config config/node-a.toml audit --json --limit 0 > audit.jsonl
       taxii-node --config config/node-a.toml audit verify
     """
-    from node.store import audit
+    from node.operations import audit as operations
+    from node.store.audit import AuditFilter
     from node.timestamps import from_micros, to_micros
 
     if ctx.invoked_subcommand is not None:
@@ -60,8 +61,8 @@ def audit_command(ctx, node: NodeContext, peer, since, limit, oldest_first, as_j
     except ValueError as exc:
         raise CommandError(f"--since: {exc}") from None
     with node.reading() as connection:
-        rows = audit.entries(connection, peer=peer, since=since_micros, limit=limit or None,
-                             newest_first=not oldest_first)  # fmt: skip
+        rows = operations.entries(connection, AuditFilter(peer=peer or "", since=since_micros,
+                                  limit=limit or None, oldest_first=oldest_first))  # fmt: skip
     for row in rows:
         row["at"] = from_micros(row["at"])
     if as_json:
@@ -86,10 +87,10 @@ def audit_verify(ctx, node: NodeContext) -> None:
     Example:
       taxii-node --config config/node-a.toml audit verify
     """
-    from node.store import audit
+    from node.operations import audit as operations
 
     with node.reading() as connection:
-        result = audit.verify(connection)
+        result = operations.verify(connection)
     if result.ok:
         click.echo(f"audit chain intact: {result.records} records, head {result.head}")
         return

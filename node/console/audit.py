@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import abort, render_template, request
 
-from node.store import audit, search
-from node.store.search import AuditFilter
+from node.operations import audit as audit_operations
+from node.store.audit import AuditFilter
 from node.taxii.state import node_state
 from node.timestamps import from_micros, to_micros
 
@@ -48,16 +48,15 @@ def _filter() -> AuditFilter:
 def audit_page():
     require_admin()
     wanted = _filter()
+    verify_up_to = None if request.args.get("verify") else AUTO_VERIFY_RECORDS
     with node_state().store.read() as connection:
-        rows = search.audit_newest_first(connection, wanted)
-        total, _ = search.audit_totals(connection)
-        automatic = total <= AUTO_VERIFY_RECORDS
-        verification = audit.verify(connection) if automatic or request.args.get("verify") else None
-        head = audit.head(connection)
+        rows = audit_operations.entries(connection, wanted)
+        chain = audit_operations.summary(connection, verify_up_to=verify_up_to)
     next_args = None
     if len(rows) == PAGE_SIZE:
         next_args = {**known_args(AUDIT_KEYS), "before": rows[-1]["pk"]}
     return render_template("audit.html", rows=rows, args=request.args, next_args=next_args,
                            filters=known_args(AUDIT_KEYS),
-                           verification=verification, head=head, total=total,
+                           verification=chain.verification, head=chain.head,
+                           total=chain.records,
                            from_micros=from_micros)  # fmt: skip

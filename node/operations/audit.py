@@ -1,11 +1,15 @@
-"""The audit record every operation appends for the change it made."""
+"""The audit trail: the record every operation appends for the change it made, and
+the reads the command line and the console show (the listing, the chain's state)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from sqlalchemy import Connection
 
-from node.store import audit
-from node.store.audit import AuditRecord, Direction
+from node.store import audit, search
+from node.store.audit import AuditFilter, AuditRecord, Direction, Verification
 
 
 def record_change(
@@ -24,3 +28,29 @@ def record_change(
             )
         ],
     )
+
+
+def entries(connection: Connection, wanted: AuditFilter) -> list[dict[str, Any]]:
+    """The records ``wanted`` (``at`` in microseconds), as the CLI lists and exports
+    them and the console pages through them."""
+    return audit.matching(connection, wanted)
+
+
+def verify(connection: Connection) -> Verification:
+    """Recompute the hash chain from its first record to the recorded head."""
+    return audit.verify(connection)
+
+
+@dataclass(frozen=True)
+class ChainSummary:
+    records: int
+    head: str  # the recorded head hash
+    verification: Verification | None  # None: not checked (see ``summary``)
+
+
+def summary(connection: Connection, *, verify_up_to: int | None = None) -> ChainSummary:
+    """The trail's size and head, its chain verified when it holds at most
+    ``verify_up_to`` records (None: whatever its size; verifying reads every record)."""
+    records, _ = search.audit_totals(connection)
+    checked = verify_up_to is None or records <= verify_up_to
+    return ChainSummary(records, audit.head(connection), verify(connection) if checked else None)

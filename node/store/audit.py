@@ -175,6 +175,45 @@ def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
     insert_rows(connection, "audit", _COLUMNS, [tuple(row[c] for c in _COLUMNS) for row in rows])
 
 
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit records to read.  The text filters match exactly, empty for any;
+    ``since`` and ``until`` (microseconds) bound ``at``, both included."""
+
+    peer: str = ""
+    action: str = ""
+    rule: str = ""
+    object_id: str = ""
+    since: int | None = None
+    until: int | None = None
+    before_pk: int | None = None  # keyset position: pk of the last row shown (newest first)
+    limit: int | None = 100  # None: every record that matches
+    oldest_first: bool = False  # the oldest ``limit``, oldest first; else the newest, newest first
+
+
+def matching(connection: Connection, wanted: AuditFilter) -> list[dict[str, Any]]:
+    """The audit rows ``wanted``, as dicts of the table's columns."""
+    pk = audit_table.c.pk
+    statement = select(audit_table).order_by(pk if wanted.oldest_first else pk.desc())
+    if wanted.limit is not None:
+        statement = statement.limit(wanted.limit)
+    for column, value in (
+        (audit_table.c.peer, wanted.peer),
+        (audit_table.c.action, wanted.action),
+        (audit_table.c.rule, wanted.rule),
+        (audit_table.c.object_id, wanted.object_id),
+    ):
+        if value:
+            statement = statement.where(column == value)
+    if wanted.since is not None:
+        statement = statement.where(audit_table.c.at >= wanted.since)
+    if wanted.until is not None:
+        statement = statement.where(audit_table.c.at <= wanted.until)
+    if wanted.before_pk is not None:
+        statement = statement.where(pk < wanted.before_pk)
+    return [dict(row._mapping) for row in connection.execute(statement)]
+
+
 def entries(
     connection: Connection,
     *,
@@ -183,17 +222,10 @@ def entries(
     limit: int | None = 1000,
     newest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """Audit rows as dicts: the oldest ``limit`` oldest first, or the newest newest first."""
-    statement = select(audit_table).order_by(
-        audit_table.c.pk.desc() if newest_first else audit_table.c.pk
-    )
-    if limit is not None:
-        statement = statement.limit(limit)
-    if peer is not None:
-        statement = statement.where(audit_table.c.peer == peer)
-    if since is not None:
-        statement = statement.where(audit_table.c.at >= since)
-    return [dict(row._mapping) for row in connection.execute(statement)]
+    """Audit rows as dicts: the oldest ``limit`` oldest first, or the newest newest
+    first (``matching`` by peer and time, for tools and tests)."""
+    wanted = AuditFilter(peer=peer or "", since=since, limit=limit, oldest_first=not newest_first)
+    return matching(connection, wanted)
 
 
 def head(connection: Connection) -> str:

@@ -303,38 +303,6 @@ def dead_letter_counts(connection: Connection) -> dict[tuple[str, str], int]:
 # -- the audit trail, for people ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class AuditFilter:
-    peer: str = ""
-    action: str = ""
-    rule: str = ""
-    object_id: str = ""
-    since: int | None = None
-    until: int | None = None
-    before_pk: int | None = None  # keyset position: pk of the last row shown
-    limit: int = 100
-
-
-def audit_newest_first(connection: Connection, wanted: AuditFilter) -> list[dict[str, Any]]:
-    """Audit records matching ``wanted``, newest first."""
-    statement = select(audit_table).order_by(audit_table.c.pk.desc()).limit(wanted.limit)
-    for column, value in (
-        (audit_table.c.peer, wanted.peer),
-        (audit_table.c.action, wanted.action),
-        (audit_table.c.rule, wanted.rule),
-        (audit_table.c.object_id, wanted.object_id),
-    ):
-        if value:
-            statement = statement.where(column == value)
-    if wanted.since is not None:
-        statement = statement.where(audit_table.c.at >= wanted.since)
-    if wanted.until is not None:
-        statement = statement.where(audit_table.c.at <= wanted.until)
-    if wanted.before_pk is not None:
-        statement = statement.where(audit_table.c.pk < wanted.before_pk)
-    return [dict(row._mapping) for row in connection.execute(statement)]
-
-
 # The audit actions that are sharing decisions about an object.
 _DECISIONS = (Action.SENT, Action.SERVED, Action.RECEIVED, Action.WITHHELD, Action.DEAD_LETTER)
 
