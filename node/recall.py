@@ -23,8 +23,20 @@ _MILLISECOND = 1_000
 
 
 class RecallMode(StrEnum):
+    """What a mapping's ``ingress.recalls`` asks for (stored in ``recalled.action``)."""
+
     PURGE = "purge"
     REVOKE = "revoke"
+
+
+class RecallOutcome(StrEnum):
+    """What a node did with a recall it received: the sender's status message says
+    ``recall <outcome>`` and the audit action is ``recall-<outcome>``."""
+
+    PURGED = "purged"  # from the object's origin, every version removed
+    REVOKED = "revoked"  # from the object's origin, the revoked version stored
+    REFUSED = "refused"  # from a peer that is not the object's origin
+    IGNORED = "ignored"  # nothing of the object is held here
 
 
 @cache

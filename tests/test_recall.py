@@ -9,13 +9,19 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import text
 
 from node import recall as recall_module
+from node.config import MappingConfig, PeerConfig
 from node.operations import recalls as operations
-from node.recall import EXTENSION_ID, RecallMode, recall_version
+from node.policy import Rules
+from node.recall import EXTENSION_ID, RecallMode, RecallOutcome, recall_version
+from node.sharing import Agreement
+from node.sharing.gates import divert
+from node.sharing.ingress import Admission
 from node.store import Store, audit, objects, recalls
-from node.store.audit import AuditRecord
-from node.store.objects import ObjectQuery
+from node.store.audit import AuditRecord, Direction
+from node.store.objects import AddOutcome, ObjectQuery
 from node.timestamps import to_micros
 from node.tlp import TLP, TLP2_MARKING_IDS
 from node.validation import object_problem
@@ -159,6 +165,53 @@ def test_a_recall_repeats_only_what_the_peer_received(store: Store) -> None:
     assert recall is not None and never is None
     assert recall["object_refs"] == [sent_ref["id"]] and "x_internal" not in recall
     assert recall["revoked"] is True and object_problem(recall) is None
+
+
+def _agreement_with(peer: str, recalls_mode: str) -> Agreement:
+    """The peer's mapping of the collection, honouring its recalls in ``recalls_mode``."""
+    ingress = {"recalls": recalls_mode}
+    mapping = MappingConfig(local=COLLECTION, remote="shared", ingress=ingress)
+    config = PeerConfig(name=peer, api_root="http://127.0.0.1:9/api/", user="node-x",
+                        mappings=(mapping,))  # fmt: skip
+    rules = Rules.from_config(ingress, direction="ingress", where="test")
+    return Agreement(peer=config, mapping=mapping, collection_id=COLLECTION, ingress=rules,
+                     egress=Rules.from_config({}, direction="egress", where="test"))  # fmt: skip
+
+
+def test_recall_outcomes_keep_the_names_stored_and_sent(store: Store) -> None:
+    """The outcomes are an enum; what the store holds (audit and ``recalled``) and the
+    status the sending peer reads are the same strings as before."""
+    assert [o.value for o in RecallOutcome] == ["purged", "revoked", "refused", "ignored"]
+    purged, revoked, refused, ignored = (indicator() for _ in range(4))
+    publish(store, [purged, revoked, refused], "-", origin="node-a")
+    cases = ((purged, "node-a", "purge"), (revoked, "node-a", "revoke"),
+             (refused, "node-c", "purge"), (ignored, "node-a", "purge"))  # fmt: skip
+    outcome = AddOutcome()
+    with store.write() as connection:
+        for obj, peer, mode in cases:
+            admission = Admission(recalls=[recall_version(obj, "withdrawn")])
+            divert(connection, _agreement_with(peer, mode), admission, outcome,
+                   Direction.RECEIVE, [])  # fmt: skip
+    sent = {d["id"]: d["message"] for d in outcome.successes}
+    assert sent == {purged["id"]: "recall purged", revoked["id"]: "recall revoked",
+                    ignored["id"]: "recall ignored"}  # fmt: skip
+    assert [(d["id"], d["message"]) for d in outcome.failures] == [
+        (refused["id"], "recall refused")
+    ]
+    assert '"message": "recall purged"' in json.dumps(outcome.successes)
+    with store.read() as connection:
+        audited = connection.execute(
+            text("SELECT object_id, action, direction, rule FROM audit WHERE rule = 'recall'")
+        ).all()
+        kept = dict(connection.execute(text("SELECT object_id, action FROM recalled")).all())
+    assert {row.object_id: tuple(row[1:]) for row in audited} == {
+        purged["id"]: ("recall-purged", "receive", "recall"),
+        revoked["id"]: ("recall-revoked", "receive", "recall"),
+        refused["id"]: ("recall-refused", "receive", "recall"),
+        ignored["id"]: ("recall-ignored", "receive", "recall"),
+    }
+    assert kept == {purged["id"]: "purge", revoked["id"]: "revoke"}
+    assert all(type(value) is str for row in audited for value in row)
 
 
 # --------------------------------------------------------------------------- across HTTP

@@ -26,11 +26,15 @@ _RULE = "quarantine"
 
 
 def hold(
-    connection: Connection, peer: str, collection_id: str, items: Sequence[dict], direction: str
+    connection: Connection,
+    peer: str,
+    collection_id: str,
+    items: Sequence[dict],
+    direction: Direction,
 ) -> int:
     """Hold ``items`` (valid objects ingress let through) from ``peer``; audited per version.
 
-    ``direction``: "pull" (our worker fetched them) or "receive" (the peer posted them).
+    ``direction``: PULL (our worker fetched them) or RECEIVE (the peer posted them).
     """
     held = quarantine.hold(connection, peer, collection_id, items)
     audit.record(
@@ -38,7 +42,7 @@ def hold(
         [
             AuditRecord(
                 action=Action.QUARANTINED,
-                direction=Direction(direction),
+                direction=direction,
                 object_id=item.get("id"),
                 version=version_stamp(item),
                 peer=peer,

@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from node import jsoncodec
-from node.recall import RecallMode, recall_reason
+from node.recall import RecallMode, RecallOutcome, recall_reason
 from node.store import audit, objects, recalls
 from node.store.audit import Action, AuditRecord, Direction
 from node.store.objects import ObjectQuery
@@ -123,7 +123,7 @@ def _audit_queued(
                 version=recall["modified"],
                 peer=peer,
                 collection_id=collection_id,
-                rule="recall",
+                rule=recalls.RECALL_RULE,
                 detail=reason,
             )
         ],
@@ -136,8 +136,17 @@ class Honoured:
 
     object_id: str
     done: bool
-    action: str  # purged, revoked, refused, ignored
+    action: RecallOutcome
     detail: str
+
+
+# The audit action of each outcome.
+_AUDIT_ACTIONS = {
+    RecallOutcome.PURGED: Action.RECALL_PURGED,
+    RecallOutcome.REVOKED: Action.RECALL_REVOKED,
+    RecallOutcome.REFUSED: Action.RECALL_REFUSED,
+    RecallOutcome.IGNORED: Action.RECALL_IGNORED,
+}
 
 
 def honour(
@@ -146,7 +155,7 @@ def honour(
     collection_id: str,
     recall: dict[str, Any],
     mode: RecallMode,
-    direction: str,
+    direction: Direction,
     onward: Mapping[str, frozenset[str]],
 ) -> Honoured:
     """Act on a recall from ``peer``, in the caller's write transaction; audited.
@@ -157,10 +166,12 @@ def honour(
     object_id = recall["id"]
     origins = _origins(connection, collection_id, object_id)
     if not origins:
-        result = Honoured(object_id, False, "ignored", "nothing of the object is held here")
+        result = Honoured(
+            object_id, False, RecallOutcome.IGNORED, "nothing of the object is held here"
+        )
     elif origins != {peer}:
         held_from = ", ".join(sorted("this node" if o is None else str(o) for o in origins))
-        result = Honoured(object_id, False, "refused",
+        result = Honoured(object_id, False, RecallOutcome.REFUSED,
                           f"recall from {peer}, but the object came from {held_from}")  # fmt: skip
     else:
         result = _act(connection, peer, collection_id, recall, mode, onward)
@@ -184,13 +195,13 @@ def _act(
         query = ObjectQuery(collection_id=collection_id, limit=1, ids=(object_id,),
                             versions=("all",))  # fmt: skip
         removed = objects.delete(connection, query)
-        recalls.record_recalled(connection, collection_id, object_id, peer, mode.value)
-        return Honoured(object_id, True, "purged",
+        recalls.record_recalled(connection, collection_id, object_id, peer, mode)
+        return Honoured(object_id, True, RecallOutcome.PURGED,
                         f"{removed} version(s) purged: {reason}{passed}")  # fmt: skip
     outcome = objects.add_objects(connection, collection_id, [recall], origin=peer)
-    recalls.record_recalled(connection, collection_id, object_id, peer, mode.value)
+    recalls.record_recalled(connection, collection_id, object_id, peer, mode)
     stored = "revoked version stored" if outcome.stored else "already revoked"
-    return Honoured(object_id, True, "revoked", f"{stored}: {reason}{passed}")
+    return Honoured(object_id, True, RecallOutcome.REVOKED, f"{stored}: {reason}{passed}")
 
 
 def _relay(
@@ -217,19 +228,19 @@ def _audit_honoured(
     collection_id: str,
     recall: dict[str, Any],
     result: Honoured,
-    direction: str,
+    direction: Direction,
 ) -> None:
     audit.record(
         connection,
         [
             AuditRecord(
-                action=Action(f"recall-{result.action}"),
-                direction=Direction(direction),
+                action=_AUDIT_ACTIONS[result.action],
+                direction=direction,
                 object_id=result.object_id,
                 version=recall.get("modified"),
                 peer=peer,
                 collection_id=collection_id,
-                rule="recall",
+                rule=recalls.RECALL_RULE,
                 detail=result.detail,
             )
         ],

@@ -41,8 +41,9 @@ from node import jsoncodec
 from node.operations import quarantine
 from node.operations import recalls as recall_operations
 from node.policy import DEPENDENCY_TYPES, Decision
-from node.recall import RecallMode
+from node.recall import RecallMode, RecallOutcome
 from node.store import provenance, recalls, releases
+from node.store.audit import Direction
 from node.store.releases import ReleaseState
 from node.timestamps import to_micros
 from node.validation import version_stamp
@@ -282,7 +283,7 @@ def divert(
     agreement: Agreement,
     admission: Admission,
     outcome: AddOutcome,
-    direction: str,
+    direction: Direction,
     agreements: Iterable[Agreement],
 ) -> set[tuple[str, str]]:
     """Hold the admission's quarantined versions and honour its recalls (audited by the
@@ -303,8 +304,9 @@ def divert(
         done = recall_operations.honour(connection, peer, collection_id, recall, mode, direction,
                                         onward)  # fmt: skip
         detail = {"id": done.object_id, "version": recall.get("modified"),
-                  "message": f"recall {done.action}"}  # fmt: skip
-        (outcome.successes if done.action != "refused" else outcome.failures).append(detail)
+                  "message": f"recall {done.action.value}"}  # fmt: skip
+        refused = done.action is RecallOutcome.REFUSED
+        (outcome.failures if refused else outcome.successes).append(detail)
     return diverted
 
 

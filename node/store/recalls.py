@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 
 from node import jsoncodec
-from node.recall import recall_version
+from node.recall import RecallMode, recall_version
 from node.timestamps import now_micros, to_micros
 
 from .audit import Action
@@ -67,7 +67,7 @@ recalled = Table(
     Column("collection_id", String(64), nullable=False),
     Column("object_id", String(300), nullable=False),
     Column("origin", String(128), nullable=False),
-    Column("action", String(16), nullable=False),  # purge or revoke
+    Column("action", String(16), nullable=False),  # a RecallMode: purge or revoke
     Column("at", BigInteger, nullable=False),
     PrimaryKeyConstraint("collection_id", "object_id"),
 )
@@ -240,7 +240,7 @@ def listed(connection: Connection, peer: str | None = None) -> list[Outgoing]:
 
 
 def record_recalled(
-    connection: Connection, collection_id: str, object_id: str, origin: str, action: str
+    connection: Connection, collection_id: str, object_id: str, origin: str, action: RecallMode
 ) -> None:
     """Remember that ``origin`` recalled the object here (so it is never passed on)."""
     connection.execute(
@@ -253,7 +253,7 @@ def record_recalled(
             collection_id=collection_id,
             object_id=object_id,
             origin=origin,
-            action=action,
+            action=action.value,
             at=now_micros(),
         )
     )
