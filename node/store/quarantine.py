@@ -24,7 +24,7 @@ from node.validation import version_key, version_stamp
 from .heldversions import Criteria, HeldRow, HeldVersion, held_columns, hold_new, narrowed
 from .schema import metadata
 
-quarantine = Table(
+quarantine_table = Table(
     "quarantine",
     metadata,
     *held_columns("uq_quarantine"),
@@ -57,12 +57,12 @@ def hold(
         for item in items
     ]
     extra = [{"body": jsoncodec.dumps(item), "received_at": now} for item in items]
-    return hold_new(connection, quarantine, peer, collection_id, versions, extra)
+    return hold_new(connection, quarantine_table, peer, collection_id, versions, extra)
 
 
 def held(connection: Connection, **criteria: Unpack[Criteria]) -> list[Held]:
     """Held versions, oldest first."""
-    statement = narrowed(select(quarantine), quarantine, **criteria)
+    statement = narrowed(select(quarantine_table), quarantine_table, **criteria)
     return [Held(**row._mapping) for row in connection.execute(statement)]
 
 
@@ -71,4 +71,5 @@ def release(connection: Connection, chosen: Iterable[Held]) -> int:
     pks = [entry.pk for entry in chosen]
     if not pks:
         return 0
-    return connection.execute(delete(quarantine).where(quarantine.c.pk.in_(pks))).rowcount
+    statement = delete(quarantine_table).where(quarantine_table.c.pk.in_(pks))
+    return connection.execute(statement).rowcount

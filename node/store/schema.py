@@ -334,7 +334,7 @@ def _create_exchange_tables(connection: Connection) -> None:
             roles.account_roles,
             publishers.legacy_publishers,
             releases.release_queue,
-            quarantine.quarantine,
+            quarantine.quarantine_table,
             recalls.recall_outbox,
             recalls.recalled,
         ],
