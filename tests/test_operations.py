@@ -13,14 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from node.errors import AlreadyExists, Conflict, InvalidValue, NodeError, NotFound
 from node.operations import accounts as operations
 from node.operations import audit as audit_operations
+from node.operations import sync as sync_operations
 from node.operations import tokens as token_operations
 from node.operations.accounts import CertificateBinding, NewAccount
-from node.store import Store, accounts, audit
+from node.store import Store, accounts, audit, syncstate
 from node.store.audit import AuditFilter, AuditQueue, AuditRecord, Direction
 from node.store.catalog import Collection
 from node.store.schema import login_failures
@@ -187,6 +188,23 @@ def test_the_audit_reads_the_cli_and_console_share(store: Store) -> None:
     assert (unchecked.records, unchecked.verification) == (4, None)
     assert checked.verification == verification and verification.ok
     assert checked.head == unchecked.head == verification.head == newest["hash"]
+
+
+def test_sync_lanes_read_back_as_directions_and_are_stored_as_before(store: Store) -> None:
+    with store.write() as connection:
+        state = syncstate.load(connection, "node-b", "shared<->shared", Direction.PULL)
+        state.remote_cursor = "2026-01-01T00:00:00.000Z"
+        syncstate.save(connection, state)
+        refused = [{"id": "indicator--1", "version": "x", "message": "no"}]
+        syncstate.add_dead_letters(connection, "node-b", "shared<->shared", Direction.PUSH, refused)
+        stored = connection.execute(text("SELECT direction FROM sync_state")).scalars().all()
+        lettered = connection.execute(text("SELECT direction FROM dead_letters")).scalars().all()
+    assert (stored, lettered) == (["pull"], ["push"])
+    [status] = sync_operations.sync_status(store)
+    [letter] = sync_operations.dead_letters(store)
+    assert status.direction is Direction.PULL and letter.direction is Direction.PUSH
+    assert (status.cursor, status.dead_letters_waiting) == ("2026-01-01T00:00:00.000Z", 0)
+    assert status.as_dict()["direction"] == "pull" and f"{letter.direction}" == "push"
 
 
 def test_store_errors_are_node_errors_and_invalid_values_are_value_errors() -> None:

@@ -10,6 +10,7 @@ from node.errors import NodeError
 from node.operations import sync as operations
 from node.sharing import Agreement
 from node.store import search, syncstate
+from node.store.audit import Direction
 from node.store.syncstate import SyncState
 from node.taxii.state import current_account, node_state
 from node.timestamps import from_micros, now_micros
@@ -50,7 +51,8 @@ def _mapping_views() -> list[MappingView]:
         for agreement in state.agreements:
             key = agreement.mapping.key
             mapping = agreement.mapping
-            directions = [d for d, on in (("push", mapping.pushes), ("pull", mapping.pulls)) if on]
+            lanes = ((Direction.PUSH, mapping.pushes), (Direction.PULL, mapping.pulls))
+            directions = [d for d, on in lanes if on]
             states = [syncstate.load(connection, agreement.peer.name, key, d) for d in directions]
             by_rule: dict[str, int] = {}
             for (peer, collection_id, direction, rule), n in withheld.items():

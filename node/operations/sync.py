@@ -41,7 +41,7 @@ class DeadLetter:
     pk: int
     peer: str
     mapping: str
-    direction: str  # push: the peer refused it; pull: this node did
+    direction: Direction  # PUSH: the peer refused it; PULL: this node did
     object_id: str
     version: str | None
     answer: str  # the receiving side's answer, the last time
@@ -55,7 +55,7 @@ class DeadLetter:
             pk=row["pk"],
             peer=row["peer"],
             mapping=row["mapping"],
-            direction=row["direction"],
+            direction=Direction(row["direction"]),
             object_id=row["object_id"],
             version=row["version"],
             answer=row["reason"],
@@ -135,7 +135,7 @@ def retry_dead_letter(config: Config, store: Store, pk: int, actor: str) -> Retr
         if mapping is None:
             raise NotFound(f"peer {letter['peer']!r} has no mapping {letter['mapping']!r}")
         obj = None
-        if letter["direction"] == "push":
+        if letter["direction"] == Direction.PUSH:
             obj = _stored_version(store, mapping.agreement.collection_id, letter)
             if obj is None:
                 raise NotFound(f"{letter['object_id']} is no longer stored here; skip it")
@@ -195,7 +195,7 @@ def _outcome(letter: dict, result: RoundResult) -> RetryOutcome:
     if result.dead_lettered:
         return RetryOutcome(object_id, False, "refused again (the dead letter records why)")
     if result.sent or result.received:
-        verb = "sent to" if letter["direction"] == "push" else "received from"
+        verb = "sent to" if letter["direction"] == Direction.PUSH else "received from"
         return RetryOutcome(object_id, True, f"{verb} {letter['peer']}")
     if result.withheld:
         return RetryOutcome(object_id, False, "the policy now withholds it (see the audit)")
@@ -211,7 +211,7 @@ class DirectionStatus:
 
     peer: str
     mapping: str
-    direction: str
+    direction: Direction
     cursor: str | None  # push: our last date_added handled; pull: the peer's
     last_attempt: str | None
     last_success: str | None
@@ -242,7 +242,7 @@ def sync_status(store: Store) -> list[DirectionStatus]:
 
 
 def _direction_status(state: syncstate.SyncState, now: int, waiting: dict) -> DirectionStatus:
-    if state.direction == "push":
+    if state.direction is Direction.PUSH:
         cursor = from_micros(state.cursor) if state.cursor else None
     else:
         cursor = state.remote_cursor

@@ -11,10 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, select, tuple_, update
+from sqlalchemy import Connection, Row, select, tuple_, update
 
 from node.timestamps import now_micros
 
+from .audit import Direction
 from .engine import select_in
 from .schema import dead_letters, peer_dependencies, sync_state
 
@@ -23,7 +24,7 @@ from .schema import dead_letters, peer_dependencies, sync_state
 class SyncState:
     peer: str
     mapping: str
-    direction: str  # push or pull
+    direction: Direction  # PUSH or PULL: which way our worker moves objects
     cursor: int = 0  # push: the last local date_added handled
     remote_cursor: str | None = None  # pull: the peer's X-TAXII-Date-Added-Last
     last_success: int | None = None
@@ -36,7 +37,7 @@ class SyncState:
     already_present: int = 0  # versions the receiving side held already
 
 
-def load(connection: Connection, peer: str, mapping: str, direction: str) -> SyncState:
+def load(connection: Connection, peer: str, mapping: str, direction: Direction) -> SyncState:
     row = connection.execute(
         select(sync_state).where(
             sync_state.c.peer == peer,
@@ -46,7 +47,12 @@ def load(connection: Connection, peer: str, mapping: str, direction: str) -> Syn
     ).first()
     if row is None:
         return SyncState(peer=peer, mapping=mapping, direction=direction)
-    return SyncState(**{f.name: getattr(row, f.name) for f in fields(SyncState)})
+    return _state(row)
+
+
+def _state(row: Row[Any]) -> SyncState:
+    values = {f.name: getattr(row, f.name) for f in fields(SyncState)}
+    return SyncState(**{**values, "direction": Direction(row.direction)})
 
 
 def save(connection: Connection, state: SyncState) -> None:
@@ -62,11 +68,15 @@ def save(connection: Connection, state: SyncState) -> None:
 
 def all_states(connection: Connection) -> list[SyncState]:
     rows = connection.execute(select(sync_state).order_by(sync_state.c.peer, sync_state.c.mapping))
-    return [SyncState(**{f.name: getattr(row, f.name) for f in fields(SyncState)}) for row in rows]
+    return [_state(row) for row in rows]
 
 
 def add_dead_letters(
-    connection: Connection, peer: str, mapping: str, direction: str, failures: list[dict[str, Any]]
+    connection: Connection,
+    peer: str,
+    mapping: str,
+    direction: Direction,
+    failures: list[dict[str, Any]],
 ) -> None:
     """Record versions the peer (or this node, on pull) refused, with the answer given.
 

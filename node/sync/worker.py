@@ -62,7 +62,7 @@ PROBE_AFTER_SECONDS = 10.0
 class RoundResult:
     peer: str
     mapping: str
-    direction: str
+    direction: Direction  # PUSH or PULL
     sent: int = 0
     received: int = 0
     withheld: int = 0
@@ -149,9 +149,9 @@ class MappingSync:
         thread); cursors still advance strictly in order, each after the peer
         acknowledged its batch.
         """
-        result = RoundResult(self.peer, self.key, "push")
+        result = RoundResult(self.peer, self.key, Direction.PUSH)
         with self.store.read() as connection:
-            state = syncstate.load(connection, self.peer, self.key, "push")
+            state = syncstate.load(connection, self.peer, self.key, Direction.PUSH)
         try:
             remote_id = self.remote_collection()
             if self._max_content_length is None:
@@ -246,11 +246,11 @@ class MappingSync:
         delivery: Delivery = sending.result()  # re-raises the sender's RemoteError
         failures = delivery.failures
         records = self._push_records(batch.decisions, delivery)
-        tally = _tally(records)
+        tally = _tally(records, Direction.PUSH)
         acknowledged = _dependency_keys([obj for obj, _ in batch.to_send], records)
         with self.store.write() as connection:
             audit.record(connection, records)
-            syncstate.add_dead_letters(connection, self.peer, self.key, "push", failures)
+            syncstate.add_dead_letters(connection, self.peer, self.key, Direction.PUSH, failures)
             syncstate.record_dependencies(connection, self.peer, self.key, acknowledged)
             state.cursor = batch.last_date_added
             _count(state, tally)
@@ -315,7 +315,7 @@ class MappingSync:
     def redeliver(self, batch: list[dict]) -> RoundResult:
         """Push ``batch`` again now, under egress policy, without moving the cursor
         (a dead letter retried by an operator).  Refusals become dead letters again."""
-        result = RoundResult(self.peer, self.key, "push")
+        result = RoundResult(self.peer, self.key, Direction.PUSH)
         outgoing: list[tuple[dict, str]] = []
         decisions: list[Decision] = []
         try:
@@ -332,14 +332,16 @@ class MappingSync:
             result.error = str(exc)
             return result
         records = self._push_records(decisions, delivery)
-        tally = _tally(records)
+        tally = _tally(records, Direction.PUSH)
         with self.store.write() as connection:
             audit.record(connection, records)
-            syncstate.add_dead_letters(connection, self.peer, self.key, "push", delivery.failures)
+            syncstate.add_dead_letters(
+                connection, self.peer, self.key, Direction.PUSH, delivery.failures
+            )
             syncstate.record_dependencies(
                 connection, self.peer, self.key, _dependency_keys([o for o, _ in outgoing], records)
             )
-            state = syncstate.load(connection, self.peer, self.key, "push")
+            state = syncstate.load(connection, self.peer, self.key, Direction.PUSH)
             _count(state, tally)
             syncstate.save(connection, state)
         _add(result, tally)
@@ -350,9 +352,9 @@ class MappingSync:
     def pull(self) -> RoundResult:
         """Fetch the peer's versions added after the pull cursor, under ingress policy
         (at most ``PULL_PAGES_PER_ROUND`` pages: the next round goes on)."""
-        result = RoundResult(self.peer, self.key, "pull")
+        result = RoundResult(self.peer, self.key, Direction.PULL)
         with self.store.read() as connection:
-            state = syncstate.load(connection, self.peer, self.key, "pull")
+            state = syncstate.load(connection, self.peer, self.key, Direction.PULL)
         try:
             remote_id = self.remote_collection()
             # A ``next`` token continues the request that returned it: every page of the
@@ -382,7 +384,7 @@ class MappingSync:
     def refetch(self, object_id: str, version: str | None) -> RoundResult:
         """Pull one version again now, under ingress policy, without moving the cursor
         (a dead letter retried by an operator).  Refusals become dead letters again."""
-        result = RoundResult(self.peer, self.key, "pull")
+        result = RoundResult(self.peer, self.key, Direction.PULL)
         params = {"match[id]": object_id, "match[version]": version or "last"}
         try:
             remote_id = self.remote_collection()
@@ -392,7 +394,7 @@ class MappingSync:
             return result
         with self.store.write() as connection:
             counts = self._ingest(connection, page.objects, result)
-            state = syncstate.load(connection, self.peer, self.key, "pull")
+            state = syncstate.load(connection, self.peer, self.key, Direction.PULL)
             _count(state, counts)
             syncstate.save(connection, state)
         return result
@@ -424,8 +426,10 @@ class MappingSync:
             agreements=self.agreements,
         )
         audit.record(connection, records)
-        syncstate.add_dead_letters(connection, self.peer, self.key, "pull", outcome.failures)
-        page = _tally(records)
+        syncstate.add_dead_letters(
+            connection, self.peer, self.key, Direction.PULL, outcome.failures
+        )
+        page = _tally(records, Direction.PULL)
         page.already_present += len(admission.echoes)  # ours served back, built-in TLP
         _add(result, page)
         return page
@@ -445,10 +449,10 @@ class MappingSync:
             syncstate.save(connection, fresh)
 
 
-def _tally(records: list[AuditRecord]) -> RoundResult:
+def _tally(records: list[AuditRecord], direction: Direction) -> RoundResult:
     """The counts of a batch's decision records: sent and received count versions that
     were new at the receiving side, already present ones are counted apart."""
-    tally = RoundResult("", "", "")
+    tally = RoundResult("", "", direction)
     for record in records:
         if record.detail in (ALREADY_AT_PEER, ALREADY_HERE):
             tally.already_present += 1
@@ -584,8 +588,8 @@ class SyncWorker:
         rounds: list[tuple[Lane, Callable[[], RoundResult]]] = []
         for mapping in self.mappings:
             config = mapping.agreement.mapping
-            carried = (("push", config.worker_pushes, mapping.push),
-                       ("pull", config.worker_pulls, mapping.pull))  # fmt: skip
+            carried = ((Direction.PUSH, config.worker_pushes, mapping.push),
+                       (Direction.PULL, config.worker_pulls, mapping.pull))  # fmt: skip
             for direction, carries, run in carried:
                 if carries:
                     name = f"{mapping.peer} {mapping.key} {direction}"
