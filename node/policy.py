@@ -457,7 +457,7 @@ def _is_tlp_definition(obj: Mapping[str, Any]) -> bool:
     )
 
 
-def _link_refs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+def _link_refs(obj: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """(property path, id) of every object ``obj`` refers to besides its author and markings.
 
     First the properties a relationship, sighting or container is about (any value
@@ -467,19 +467,30 @@ def _link_refs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     section 3.1), and a language-content's ``object_ref``, a malware's
     ``sample_refs``, a file's ``parent_directory_ref`` or an archive extension's
     ``contains_refs`` name an object as a relationship's ``target_ref`` does.
+
+    A list, walked in one loop over the top-level properties: this runs for every
+    object of every batch a partner posts or our worker pushes, and most properties
+    are strings that name nothing (``_embedded_refs`` is entered only for ``*_ref``
+    strings' ids and for nested values).
     """
     kind = obj.get("type", "")
     properties = ("object_refs",) if kind in CONTAINER_TYPES else _LINK_PROPERTIES.get(kind, ())
+    found: list[tuple[str, Any]] = []
     for name in properties:
         value = obj.get(name)
         if isinstance(value, list):
-            for index, ref in enumerate(value):
-                yield f"{name}[{index}]", ref
+            found.extend((f"{name}[{index}]", ref) for index, ref in enumerate(value))
         elif value is not None:
-            yield name, value
+            found.append((name, value))
     for name, value in obj.items():
-        if name not in properties and name not in _DEPENDENCY_PROPERTIES:
-            yield from _embedded_refs(name, name, value)
+        if name in properties or name in _DEPENDENCY_PROPERTIES:
+            continue
+        if isinstance(value, str):
+            if name.endswith("_ref") and _STIX_ID.match(value):
+                found.append((name, value))
+        elif isinstance(value, dict | list):
+            found.extend(_embedded_refs(name, name, value))
+    return found
 
 
 # The author and markings: dependencies, judged by _named_dependencies.
@@ -857,6 +868,8 @@ class _Batch:
         self.withheld: dict[str, Decision] = {}  # id -> a withheld version's decision
         self.protected: set[str] = set()  # ids with a version withheld by a protective rule
         self.stored: dict[str, _Stored] = {}
+        # Each object's _link_refs, walked once: the checks below read them up to three times.
+        self.links = [_link_refs(obj) for obj in objs]
         for position, decision in enumerate(self.decisions):
             self.positions.setdefault(decision.object_id, []).append(position)
             if not decision.allowed:
@@ -881,8 +894,9 @@ class _Batch:
         if not decision.allowed:
             return decision
         verdict = self._author_verdict(obj)
-        if verdict is None and self._is_linking(obj):
-            verdict = self._link_verdict(obj)
+        links = _link_refs(obj)
+        if verdict is None and self._is_linking(obj, links):
+            verdict = self._link_verdict(obj, links)
         if verdict is not None:
             return _withheld(obj, verdict.rule, verdict.detail)
         return self._trim(decision, obj)
@@ -901,13 +915,15 @@ class _Batch:
         """
         referrers: dict[str, list[int]] = {}
         checks: list[tuple[int, bool, bool]] = []  # (position, authored, linking)
+        links = self.links
         for position, obj in enumerate(self.objs):
-            authored, linking = _has_dependency_refs(obj), self._is_linking(obj)
+            authored = _has_dependency_refs(obj)
+            linking = self._is_linking(obj, links[position])
             if not (authored or linking):
                 continue
             checks.append((position, authored, linking))
             named = _named_dependencies(obj) if authored else iter(())
-            for ref in {ref for _path, ref in (*named, *_link_refs(obj)) if isinstance(ref, str)}:
+            for ref in {ref for _path, ref in (*named, *links[position]) if isinstance(ref, str)}:
                 referrers.setdefault(ref, []).append(position)
         kinds = {position: (authored, linking) for position, authored, linking in checks}
         pending = [position for position, _, _ in reversed(checks)]  # popped in input order
@@ -932,7 +948,7 @@ class _Batch:
         verdict = self._author_verdict(obj) if authored else None
         if verdict is not None:
             self._withhold(position, verdict, protect=True)
-        elif linking and (verdict := self._link_verdict(obj)) is not None:
+        elif linking and (verdict := self._link_verdict(obj, self.links[position])) is not None:
             self._withhold(position, verdict)
         else:
             return None
@@ -954,18 +970,20 @@ class _Batch:
                 return _Verdict(problem.rule, f"{path} {ref} {problem.detail}")
         return None
 
-    def _is_linking(self, obj: Mapping[str, Any]) -> bool:
+    def _is_linking(self, obj: Mapping[str, Any], links: list[tuple[str, Any]]) -> bool:
+        """Whether ``obj`` is about other objects (its type, or ``links``: its ``_link_refs``)."""
         kind = obj.get("type")
-        if kind in _LINK_PROPERTIES or kind in CONTAINER_TYPES:
-            return True
-        return next(_link_refs(obj), None) is not None
+        return kind in _LINK_PROPERTIES or kind in CONTAINER_TYPES or bool(links)
 
-    def _link_verdict(self, obj: Mapping[str, Any]) -> _Verdict | None:
-        """Why an object must now be withheld for what it links to, if it must: any link
-        but a container's ``object_refs`` withholds it; those are trimmed (``reports``)."""
+    def _link_verdict(
+        self, obj: Mapping[str, Any], links: list[tuple[str, Any]]
+    ) -> _Verdict | None:
+        """Why an object must now be withheld for what it links to (``links``, its
+        ``_link_refs``), if it must: any link but a container's ``object_refs`` withholds
+        it; those are trimmed (``reports``)."""
         listing = obj.get("type") in CONTAINER_TYPES
         refs: list[tuple[str, Any]] = []
-        for path, ref in _link_refs(obj):
+        for path, ref in links:
             if listing and path.startswith("object_refs["):
                 refs.append((path, ref))
                 continue

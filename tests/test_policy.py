@@ -798,7 +798,9 @@ class TestContainers:
         checks = []
         check = policy._Batch._link_verdict
         monkeypatch.setattr(
-            policy._Batch, "_link_verdict", lambda batch, obj: checks.append(1) or check(batch, obj)
+            policy._Batch,
+            "_link_verdict",
+            lambda batch, *args: checks.append(1) or check(batch, *args),
         )
         chain = [malware(tlp="amber")]
         for _ in range(300):
