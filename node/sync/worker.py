@@ -146,8 +146,12 @@ class MappingSync:
         """Send local versions added since the push cursor, under egress policy.
 
         Batch N+1 is read and decided while batch N is on the wire (one sender
-        thread); cursors still advance strictly in order, each after the peer
-        acknowledged its batch.
+        thread), and batch N's audit and cursor are committed while batch N+1 is
+        on the wire; cursors still advance strictly in order, each after the peer
+        acknowledged its batch.  Batch N+1 leaves only once the peer acknowledged
+        batch N; if batch N's commit then fails, both are sent again by the next
+        round, and the peer answers "already present" (as after a crash between a
+        delivery and its commit).
         """
         result = RoundResult(self.peer, self.key, Direction.PUSH)
         with self.store.read() as connection:
@@ -189,11 +193,15 @@ class MappingSync:
             while not self.stop.is_set():
                 batch = self._prepare_push(after, sent_dependencies)
                 if in_flight is not None:
-                    self._commit_push(state, *in_flight, result)
+                    in_flight[0].result()  # delivered, or its RemoteError: N+1 is not sent
+                sending = None
+                if batch is not None:
+                    sending = sender.submit(self._send, remote_id, batch.to_send, poster)
+                if in_flight is not None:
+                    self._commit_push(state, *in_flight, result)  # while N+1 is on the wire
                     in_flight = None
-                if batch is None:
+                if batch is None or sending is None:
                     return batches
-                sending = sender.submit(self._send, remote_id, batch.to_send, poster)
                 in_flight, batches = (sending, batch), batches + 1
                 after = batch.last_date_added
                 if not batch.more:
