@@ -2,7 +2,10 @@
 objects (the default), a page of objects, or one object by id.
 
 Run with ``.venv/bin/python bench/profile_ingest.py [--request post|page|object]
-[--limit N] [--envelopes N] [--store sqlite|postgresql]``.
+[--limit N] [--envelopes N] [--size N] [--as-peer] [--store sqlite|postgresql]``.
+``--as-peer`` posts as a partner's sync account (the receiving side of a push:
+ingress admission, one audit record per received version), ``--size`` sets the
+objects per envelope (a sync push sends up to 1,000).
 The app is built in-process (``create_app``) and driven by Flask's test
 client, so gunicorn and the socket are left out; what remains is split by
 where its CPU time went (cProfile on the process CPU clock: on a shared,
@@ -53,6 +56,7 @@ CATEGORIES = (
     ("validation (node/validation.py, patterns)", ("node/validation", "stix2patterns", "antlr")),
     ("JSON (orjson, jsoncodec, request body checks)", ("jsoncodec", "orjson", "json/", "bodies")),
     ("status resource", ("store/statuses",)),
+    ("policy rules (node/policy.py, tlp)", ("node/policy", "node/tlp")),
     ("audit trail and publishers", ("store/audit", "store/publishers", "sharing")),
     ("store: ingest and pages (node/store/objects.py)", ("store/objects", "timestamps")),
     ("database driver (sqlite3 / psycopg)", ("sqlite3", "psycopg")),
@@ -92,9 +96,30 @@ def categorise(profile: cProfile.Profile) -> Counter[str]:
 Environ = dict[str, Any]
 
 
-def _environ(method: str, path: str, query: str = "", body: bytes = b"") -> Environ:
+PEER = "partner"
+PEER_PASSWORD = "partner-password"
+PEER_TOML = f"""
+[[peers]]
+name = "{PEER}"
+api_root = "http://127.0.0.1:9/api/"
+user = "profiled"
+password_env = "PROFILE_INGEST_UNUSED"
+account = "{PEER}"
+
+[[peers.mappings]]
+local = "alpha"
+remote = "alpha"
+direction = "pull"
+"""
+ADMIN = ("admin", ADMIN_PASSWORD)
+
+
+def _environ(
+    method: str, path: str, query: str = "", body: bytes = b"", who: tuple[str, str] = ADMIN
+) -> Environ:
     """A WSGI environ as gunicorn would hand the app (built before the clock starts)."""
-    credentials = base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
+    user, password = who
+    credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
     headers = {"Authorization": f"Basic {credentials}", "Accept": MEDIA_TYPE}
     if body:
         headers["Content-Type"] = MEDIA_TYPE
@@ -120,12 +145,17 @@ def _call(app: Callable[..., Iterable[bytes]], environ: Environ) -> tuple[str, b
 
 def _requests(args: argparse.Namespace, app, path: str) -> tuple[str, list[Environ]]:
     """(what is measured, the environs of the requests to measure and profile)."""
-    items = synthetic_objects(100 * (args.envelopes + 5), seed=77)
-    bodies = [orjson.dumps({"objects": items[i : i + 100]}) for i in range(0, len(items), 100)]
+    size = args.size
+    who = (PEER, PEER_PASSWORD) if args.as_peer else ADMIN
+    items = synthetic_objects(size * (args.envelopes + 5), seed=77)
+    bodies = [orjson.dumps({"objects": items[i : i + size]}) for i in range(0, len(items), size)]
     for body in bodies[:5]:  # warm: password check, statement caches
-        assert _call(app, _environ("POST", path, body=body))[0].startswith("202")
+        assert _call(app, _environ("POST", path, body=body, who=who))[0].startswith("202")
     if args.request == "post":
-        return "POST of an envelope of 100", [_environ("POST", path, body=b) for b in bodies[5:]]
+        by = f" by the sync account of {PEER}" if args.as_peer else ""
+        return f"POST of an envelope of {size}{by}", [
+            _environ("POST", path, body=b, who=who) for b in bodies[5:]
+        ]
     for body in bodies[5:]:  # the collection to read from
         assert _call(app, _environ("POST", path, body=body))[0].startswith("202")
     if args.request == "object":
@@ -146,8 +176,16 @@ def main() -> int:
     parser.add_argument("--request", choices=("post", "page", "object"), default="post")
     parser.add_argument("--limit", type=int, default=100, help="page size of --request page")
     parser.add_argument("--envelopes", type=int, default=60)
+    parser.add_argument("--size", type=int, default=100, help="objects per POST envelope")
+    parser.add_argument("--as-peer", action="store_true", help="POST as a partner's account")
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="measure CPU only (to run under a sampler such as py-spy)",
+    )
     parser.add_argument("--top", type=int, default=0, help="also print the N costliest functions")
+    parser.add_argument("--sort", default="tottime", help="order of --top (pstats: cumulative)")
     args = parser.parse_args()
     with ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="taxii-node-profile-"))
@@ -156,10 +194,13 @@ def main() -> int:
             url = stack.enter_context(pg_database(os.environ.get(PG_ENV)))
             if url is None:
                 return 2
-        node = new_node(Path(tmp), "profiled", url)
+        node = new_node(Path(tmp), "profiled", url, extra_toml=PEER_TOML if args.as_peer else "")
+        if args.as_peer:
+            node.add_user(PEER, PEER_PASSWORD, read=("alpha",), write=("alpha",), peer=PEER)
         app = create_app(load_config(node.config_path)).wsgi_app
         label, environs = _requests(args, app, f"/api/collections/{COLLECTIONS['alpha']}/objects/")
-        measured, profiled = environs[: len(environs) // 2], environs[len(environs) // 2 :]
+        half = len(environs) if args.no_profile else len(environs) // 2
+        measured, profiled = environs[:half], environs[half:]
         spent = 0.0
         for environ in measured:
             started = time.process_time()
@@ -172,8 +213,11 @@ def main() -> int:
             profile.enable()
             _call(app, environ)
             profile.disable()
+    if args.no_profile:
+        print(f"{label} ({args.store}), in-process: {cpu_ms:.2f} ms CPU")
+        return 0
     if args.top:
-        pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+        pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
     totals = categorise(profile)
     total = sum(totals.values())
     print(f"{label} ({args.store}), in-process: {cpu_ms:.2f} ms CPU")
