@@ -22,9 +22,9 @@ from node.operations import sync as sync_operations
 from node.operations import tokens as token_operations
 from node.operations.accounts import CertificateBinding, NewAccount
 from node.store import Store, accounts, audit, syncstate
-from node.store.audit import AuditFilter, AuditQueue, AuditRecord, Direction
+from node.store.audit import Action, AuditFilter, AuditQueue, AuditRecord, Direction
 from node.store.catalog import Collection
-from node.store.schema import login_failures
+from node.store.schema import audit_table, login_failures
 from node.taxii.auth import MAX_FAILURES, Authenticator
 from node.taxii.errors import TaxiiError
 from tests.conftest import migrated_store
@@ -205,6 +205,15 @@ def test_sync_lanes_read_back_as_directions_and_are_stored_as_before(store: Stor
     assert status.direction is Direction.PULL and letter.direction is Direction.PUSH
     assert (status.cursor, status.dead_letters_waiting) == ("2026-01-01T00:00:00.000Z", 0)
     assert status.as_dict()["direction"] == "pull" and f"{letter.direction}" == "push"
+
+
+def test_every_audit_action_is_named_once_and_fits_its_column() -> None:
+    values = [action.value for action in Action]
+    assert len(set(values)) == len(values)
+    assert max(map(len, values)) <= audit_table.c.action.type.length
+    admin = {a for a in values if a.startswith(("user-", "rights-", "role-", "password-"))}
+    assert admin == {"user-added", "user-removed", "user-unlocked", "rights-granted",
+                     "role-granted", "role-removed", "password-changed"}  # fmt: skip
 
 
 def test_store_errors_are_node_errors_and_invalid_values_are_value_errors() -> None:

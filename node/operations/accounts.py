@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from node.errors import InvalidValue, NotFound
 from node.store import accounts, catalog, roles
 from node.store.accounts import Account
+from node.store.audit import Action
 
 from .audit import record_change
 
@@ -90,7 +91,7 @@ def add_account(
     readable = collection_ids(connection, new.read)
     writable = collection_ids(connection, new.write)
     accounts.add_user(connection, new.name, new.password, is_admin=new.is_admin, peer=new.peer)
-    record_change(connection, actor, "user-added", new.name,
+    record_change(connection, actor, Action.USER_ADDED, new.name,
                   f"role {new.role}; read {list(new.read)}; write {list(new.write)}")  # fmt: skip
     if new.certificate.bound:
         bind_certificate(connection, new.name, new.certificate, actor=actor)
@@ -111,7 +112,7 @@ def grant(
     _loaded(connection, name)
     readable = collection_ids(connection, read)
     writable = collection_ids(connection, write)
-    record_change(connection, actor, "rights-granted", name, f"read {list(read)}; "
+    record_change(connection, actor, Action.RIGHTS_GRANTED, name, f"read {list(read)}; "
                   f"write {list(write)}")  # fmt: skip
     _grant_all(connection, name, readable, writable)
     return _loaded(connection, name)
@@ -126,19 +127,19 @@ def set_role(connection: Connection, name: str, role: str, *, granted: bool, act
     else:
         changed = roles.remove_role(connection, name, role)
     if changed:
-        action = "role-granted" if granted else "role-removed"
+        action = Action.ROLE_GRANTED if granted else Action.ROLE_REMOVED
         record_change(connection, actor, action, name, f"role {role}")
     return changed
 
 
 def set_password(connection: Connection, name: str, password: str, *, actor: str) -> None:
     accounts.set_password(connection, name, check_password(password))
-    record_change(connection, actor, "password-changed", name)
+    record_change(connection, actor, Action.PASSWORD_CHANGED, name)
 
 
 def remove_account(connection: Connection, name: str, *, actor: str) -> None:
     accounts.remove_user(connection, name)
-    record_change(connection, actor, "user-removed", name)
+    record_change(connection, actor, Action.USER_REMOVED, name)
 
 
 def unlock(connection: Connection, name: str, *, actor: str) -> int:
@@ -146,7 +147,9 @@ def unlock(connection: Connection, name: str, *, actor: str) -> int:
     return how many failures were forgotten."""
     _loaded(connection, name)
     forgotten = accounts.clear_login_failures(connection, name)
-    record_change(connection, actor, "user-unlocked", name, f"{forgotten} failed login(s) cleared")
+    record_change(
+        connection, actor, Action.USER_UNLOCKED, name, f"{forgotten} failed login(s) cleared"
+    )
     return forgotten
 
 
@@ -157,7 +160,7 @@ def bind_certificate(
     accounts.bind_certificate(
         connection, name, fingerprint=binding.fingerprint, subject=binding.subject
     )
-    action = "certificate-bound" if binding.bound else "certificate-unbound"
+    action = Action.CERTIFICATE_BOUND if binding.bound else Action.CERTIFICATE_UNBOUND
     record_change(connection, actor, action, name, binding.describe())
 
 

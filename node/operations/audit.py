@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import Connection
 
 from node.store import audit, search
-from node.store.audit import AuditFilter, AuditRecord, Direction, Verification
+from node.store.audit import Action, AuditFilter, AuditRecord, Direction, Verification
 
 
 def record_change(
-    connection: Connection, actor: str, action: str, subject: str, detail: str = ""
+    connection: Connection, actor: str, action: Action, subject: str, detail: str = ""
 ) -> None:
     """Record an administrative change of ``subject`` (an account) made by ``actor``."""
     audit.record(

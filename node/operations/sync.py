@@ -22,7 +22,7 @@ from node.policy import Decision
 from node.sharing import Agreement, Position, egress
 from node.sharing.verdicts import State, state_of
 from node.store import Store, audit, objects, search, syncstate
-from node.store.audit import AuditRecord, Direction
+from node.store.audit import Action, AuditRecord, Direction
 from node.sync.worker import RoundResult, SyncWorker
 from node.timestamps import from_micros, now_micros
 
@@ -82,7 +82,7 @@ def _dead_letter(store: Store, pk: int) -> dict:
     return letter
 
 
-def _manual_record(letter: dict, action: str, actor: str, detail: str) -> AuditRecord:
+def _manual_record(letter: dict, action: Action, actor: str, detail: str) -> AuditRecord:
     return AuditRecord(
         action=action,
         direction=Direction.ADMIN,
@@ -103,7 +103,7 @@ def skip_dead_letter(store: Store, pk: int, actor: str) -> None:
             raise NotFound(f"no dead letter {pk} (retried or skipped already?)")
         audit.record(
             connection,
-            [_manual_record(letter, "dead-letter-skipped", actor, f"was: {letter['reason']}")],
+            [_manual_record(letter, Action.DEAD_LETTER_SKIPPED, actor, f"was: {letter['reason']}")],
         )
 
 
@@ -149,7 +149,7 @@ def retry_dead_letter(config: Config, store: Store, pk: int, actor: str) -> Retr
     with store.write() as connection:
         if result.ok and not result.dead_lettered:  # delivered, withheld or held already
             syncstate.remove_dead_letter(connection, pk)
-        audit.record(connection, [_manual_record(letter, "dead-letter-retried", actor,
+        audit.record(connection, [_manual_record(letter, Action.DEAD_LETTER_RETRIED, actor,
                                                  outcome.message)])  # fmt: skip
     return outcome
 

@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 from node.errors import InvalidValue
 from node.store import accounts
 from node.store.accounts import TokenInfo
+from node.store.audit import Action
 from node.timestamps import from_micros, now_micros
 
 from .audit import record_change
@@ -42,14 +43,16 @@ def create_token(
 ) -> NewToken:
     token_id, secret = accounts.create_token(connection, name, expires=expires, label=label)
     until = from_micros(expires) if expires is not None else "never"
-    record_change(connection, actor, "token-created", name, f"token {token_id}, expires {until}")
+    record_change(
+        connection, actor, Action.TOKEN_CREATED, name, f"token {token_id}, expires {until}"
+    )
     return NewToken(token_id, name, secret, expires)
 
 
 def revoke_token(connection: Connection, token_id: str, *, actor: str) -> str:
     """Revoke a token; return its user."""
     owner = accounts.revoke_token(connection, token_id)
-    record_change(connection, actor, "token-revoked", owner, f"token {token_id}")
+    record_change(connection, actor, Action.TOKEN_REVOKED, owner, f"token {token_id}")
     return owner
 
 

@@ -61,6 +61,21 @@ class Action(StrEnum):
     RECALL_REVOKED = "recall-revoked"
     RECALL_REFUSED = "recall-refused"
     RECALL_IGNORED = "recall-ignored"
+    # Changes an operator made (direction ADMIN), from the CLI or the console
+    # (node.operations): the record's object_id is the account (or dead letter's object).
+    USER_ADDED = "user-added"
+    USER_REMOVED = "user-removed"
+    USER_UNLOCKED = "user-unlocked"
+    RIGHTS_GRANTED = "rights-granted"
+    ROLE_GRANTED = "role-granted"
+    ROLE_REMOVED = "role-removed"
+    PASSWORD_CHANGED = "password-changed"
+    CERTIFICATE_BOUND = "certificate-bound"
+    CERTIFICATE_UNBOUND = "certificate-unbound"
+    TOKEN_CREATED = "token-created"
+    TOKEN_REVOKED = "token-revoked"
+    DEAD_LETTER_SKIPPED = "dead-letter-skipped"
+    DEAD_LETTER_RETRIED = "dead-letter-retried"
 
 
 class Direction(StrEnum):
@@ -77,7 +92,7 @@ class Direction(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    action: str  # an Action, or an admin action name (user-added, token-created, ...)
+    action: Action
     direction: Direction
     object_id: str | None = None
     version: str | None = None

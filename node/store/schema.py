@@ -150,11 +150,11 @@ audit_table = Table(
     Column("pk", BigId, primary_key=True, autoincrement=True),
     Column("at", BigInteger, nullable=False),
     Column("peer", String(128)),
-    Column("direction", String(16), nullable=False),  # push, pull, local
+    Column("direction", String(16), nullable=False),  # an audit.Direction
     Column("collection_id", String(64)),
     Column("object_id", String(300)),
     Column("version", String(40)),
-    Column("action", String(32), nullable=False),  # sent, received, withheld, ...
+    Column("action", String(32), nullable=False),  # an audit.Action
     Column("rule", String(64)),
     Column("detail", Text),
     Column("actor", String(128)),  # the account that acted, for logins and admin changes
@@ -170,7 +170,7 @@ sync_state = Table(
     metadata,
     Column("peer", String(128), nullable=False),
     Column("mapping", String(300), nullable=False),  # "local<->remote"
-    Column("direction", String(8), nullable=False),  # push or pull
+    Column("direction", String(8), nullable=False),  # Direction.PUSH or PULL
     Column("cursor", BigInteger, nullable=False, default=0),  # push: local date_added
     Column("remote_cursor", String(40)),  # pull: the peer's X-TAXII-Date-Added-Last
     Column("last_success", BigInteger),
