@@ -116,7 +116,12 @@ class Verification:
 
 
 def _digest(previous: str, row: dict[str, Any]) -> str:
-    payload = jsoncodec.dumps([previous, *(row[name] for name in _FIELDS)])
+    return _chained(previous, tuple(row[name] for name in _FIELDS))
+
+
+def _chained(previous: str, fields: tuple[Any, ...]) -> str:
+    """The hash of a record whose ``_FIELDS`` are ``fields``, following ``previous``."""
+    payload = jsoncodec.dumps([previous, *fields])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -158,21 +163,21 @@ def record(connection: Connection, records: Iterable[AuditRecord], at: int | Non
     head = _lock_head(connection)
     rows = []
     for r in records:
-        row = {
-            "at": at,
-            "actor": r.actor,
-            "peer": r.peer,
-            "direction": r.direction,
-            "collection_id": r.collection_id,
-            "object_id": r.object_id,
-            "version": r.version,
-            "action": r.action,
-            "rule": r.rule,
-            "detail": r.detail,
-        }
-        row["prev_hash"] = head
-        head = row["hash"] = _digest(head, row)
-        rows.append(row)
+        fields = (
+            at,
+            r.actor,
+            r.peer,
+            r.direction,
+            r.collection_id,
+            r.object_id,
+            r.version,
+            r.action,
+            r.rule,
+            r.detail,
+        )  # fmt: skip (the order of _FIELDS)
+        digest = _chained(head, fields)
+        rows.append((*fields, head, digest))
+        head = digest
     _insert(connection, rows)
     marker = placeholder(connection)
     connection.exec_driver_sql(
@@ -183,11 +188,11 @@ def record(connection: Connection, records: Iterable[AuditRecord], at: int | Non
 _COLUMNS = (*_FIELDS, "prev_hash", "hash")
 
 
-def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Straight to the driver (``engine.insert_rows``): a sync batch appends a
-    thousand records, and SQLAlchemy's per-row parameter handling would cost
-    more than the inserts."""
-    insert_rows(connection, "audit", _COLUMNS, [tuple(row[c] for c in _COLUMNS) for row in rows])
+def _insert(connection: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Rows in ``_COLUMNS`` order, straight to the driver (``engine.insert_rows``): a
+    sync batch appends a thousand records, and SQLAlchemy's per-row parameter
+    handling would cost more than the inserts."""
+    insert_rows(connection, "audit", _COLUMNS, rows)
 
 
 @dataclass(frozen=True)

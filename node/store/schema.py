@@ -393,6 +393,13 @@ def _keep_publishers_in_objects(connection: Connection) -> None:
     legacy_publishers.drop(connection)
 
 
+def _drop_audit_actor_index(connection: Connection) -> None:
+    """Migration 3's ``ix_audit_actor`` served the count of failed logins, which
+    migration 6 moved to a table of its own; no query reads the audit by actor
+    since, and every audit record (a thousand per sync batch) paid for the index."""
+    connection.execute(text("DROP INDEX IF EXISTS ix_audit_actor"))
+
+
 # Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "objects, collections, statuses, accounts", _create_base_tables),
@@ -410,6 +417,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (10, "release queue cursors (upkeep from the last version decided)",
      _create_release_cursors),
     (11, "publishers of versions kept in their objects rows", _keep_publishers_in_objects),
+    (12, "no index of the audit by actor (unused since migration 6)", _drop_audit_actor_index),
 ]  # fmt: skip
 
 LATEST_VERSION = MIGRATIONS[-1][0]
