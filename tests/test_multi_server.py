@@ -6,7 +6,8 @@ through one, the other, or both in turn (a ``next`` token issued by one server
 continued at the other): every poller must see every object exactly once
 (TAXII 2.1 section 3.4.2), which holds only if ``date_added`` grows in commit
 order across processes, not only across the threads of one.  SQLite (one file
-in WAL mode, two servers) is checked the same way.
+in WAL mode, two servers) is checked the same way, and so is the audit chain
+(one line, verifiable, whichever server appended each record).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from itertools import cycle
 import pytest
 import requests
 
+from node.store import Store, audit
+from node.store.audit import Action
 from tests.nodes import RunningNode, free_port, new_node
 from tests.test_taxii_api import DATE_LAST, indicator, ok, post_objects, session
 
@@ -138,3 +141,28 @@ def test_a_next_token_from_one_server_continues_at_the_other(servers):
     served = [obj["id"] for obj in body["objects"] + rest["objects"]]
     assert len(served) == len(set(served)) == 14
     assert set(served) <= posted
+
+
+def test_the_audit_chain_stays_one_line_under_posts_through_both_servers(servers):
+    """Every POST appends its record under the chain head's lock: with publishers on
+    both servers at once, into two collections (whose writer locks do not order them),
+    the chain stays linear and verifies, one record per POST."""
+    store = Store(servers[0].store_url)
+    try:
+        before = _published_records(store)
+        urls = [server.collection_url(alias) for server in servers for alias in ("beta", "gamma")]
+        with ThreadPoolExecutor(len(urls)) as pool:
+            list(pool.map(publish, urls))
+        with store.read() as connection:
+            verification = audit.verify(connection)
+        assert verification.ok, verification.reason
+        posts = len(urls) * ENVELOPES_PER_PUBLISHER
+        assert _published_records(store) - before == posts
+    finally:
+        store.close()
+
+
+def _published_records(store: Store) -> int:
+    with store.read() as connection:
+        rows = audit.entries(connection, limit=None)
+    return sum(row["action"] == Action.PUBLISHED for row in rows)
