@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -580,6 +582,45 @@ def test_a_read_of_a_non_canonical_path_is_redirected_with_a_location(server):
         assert response.headers["Location"].endswith("/api/collections/")
         followed = session.get(server.base_url + "/api//collections/", timeout=30)
         assert followed.status_code == 200 and followed.json()["collections"]
+
+
+def test_sigterm_answers_the_request_in_flight_then_the_server_exits_cleanly(tmp_path):
+    """SIGTERM is the graceful stop (``RunningNode.stop`` uses Ctrl-C's quick one): a
+    POST whose body is still arriving when it comes is answered and stored, then the
+    server exits 0."""
+    running = new_node(tmp_path, "stopping-node", None)
+    running.start()
+    assert running.process is not None
+    try:
+        envelope = json.dumps({"objects": [indicator()]}).encode()
+        half = len(envelope) // 2
+        post = (
+            f"POST /api/collections/{COLLECTIONS['alpha']}/objects/ HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{running.port}\r\nAccept: {TAXII_21}\r\n"
+            f"Content-Type: {TAXII_21}\r\nAuthorization: {_headers()['Authorization']}\r\n"
+            f"Connection: close\r\nContent-Length: {len(envelope)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", running.port), timeout=30) as sock:
+            # A first request answered on this connection: the worker has accepted it.
+            get = (
+                f"GET /taxii2/ HTTP/1.1\r\nHost: 127.0.0.1:{running.port}\r\n"
+                f"Accept: {TAXII_21}\r\nAuthorization: {_headers()['Authorization']}\r\n\r\n"
+            )
+            sock.sendall(get.encode())
+            first = http.client.HTTPResponse(sock)
+            first.begin()
+            first.read()
+            assert first.status == 200
+            sock.sendall(post + envelope[:half])
+            os.killpg(running.process.pid, signal.SIGTERM)
+            sock.sendall(envelope[half:])
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            assert response.status == 202
+            assert json.loads(response.read())["success_count"] == 1
+        assert running.process.wait(timeout=30) == 0
+    finally:
+        running.stop()
 
 
 # --------------------------------------------------------------------------- TLS set-up
