@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask
 
@@ -19,6 +21,35 @@ from node.taxii.state import EXTENSION, CollectionCache, NodeState
 from node.taxii.views import blueprint
 
 log = logging.getLogger(__name__)
+
+
+class NodeFlask(Flask):
+    """Flask, deciding once per function whether a view or hook is ``async def``.
+
+    Flask asks ``inspect.iscoroutinefunction`` of the view and of every
+    before- and after-request hook on every request (``ensure_sync``), five
+    times for a GET; the answer never changes for a function, so it is kept.
+    Functions registered for one request (``after_this_request``) are not
+    kept once ``_MAX_KEPT`` are, so the table stays bounded.
+    """
+
+    _MAX_KEPT = 512
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._synchronous: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            return self._synchronous[func]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable callable: ask every time, as Flask does
+            return super().ensure_sync(func)
+        synchronous = super().ensure_sync(func)
+        if len(self._synchronous) < self._MAX_KEPT:
+            self._synchronous[func] = synchronous
+        return synchronous
 
 
 class StoreNotReady(RuntimeError):
@@ -38,7 +69,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
             f"run 'taxii-node --config {config.path} init'"
         )
     key = store.setting("pagination_key")
-    app = Flask("node")
+    app = NodeFlask("node")
     queued_audit = AuditQueue(store)  # partner reads and logins: no write in the request
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.strict_slashes = True

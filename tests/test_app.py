@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from flask import after_this_request
 
 from node.app import StoreNotReady, create_app
 from node.config import load_config
@@ -89,3 +90,41 @@ def test_migrations_are_idempotent_and_versioned(tmp_path: Path) -> None:
     assert [step.split(":")[0] for step in first] == [str(v) for v, _, _ in MIGRATIONS]
     assert store.migrate() == []
     assert store.is_current()
+
+
+def test_functions_of_one_request_run_for_that_request_only(tmp_path: Path) -> None:
+    """``NodeFlask`` keeps the async check of each function: a function registered for
+    one request (``after_this_request``) still runs once, for its own request, and
+    the kept table stays bounded however many such functions there were."""
+    app = _app(new_node(tmp_path, "node-a", None))
+
+    @app.route("/stamped/<number>")
+    def stamped(number: str):
+        @after_this_request
+        def stamp(response):
+            response.headers["X-Stamp"] = number
+            return response
+
+        return "ok"
+
+    client = app.test_client()
+    for number in range(app._MAX_KEPT + 20):
+        assert client.get(f"/stamped/{number}").headers.getlist("X-Stamp") == [str(number)]
+    assert len(app._synchronous) <= app._MAX_KEPT
+
+
+def test_async_functions_are_still_wrapped(tmp_path: Path, monkeypatch) -> None:
+    """The kept answer for an ``async def`` is Flask's own wrapper, asked for once."""
+    app = _app(new_node(tmp_path, "node-a", None))
+    wrapped: list[object] = []
+    monkeypatch.setattr(app, "async_to_sync", lambda func: wrapped.append(func) or "wrapper")
+
+    async def view() -> str:
+        return "ok"
+
+    def plain() -> str:
+        return "ok"
+
+    assert app.ensure_sync(view) == app.ensure_sync(view) == "wrapper"
+    assert wrapped == [view]
+    assert app.ensure_sync(plain) is plain
