@@ -49,19 +49,23 @@ def _take_api_root(_endpoint: str | None, values: dict | None) -> None:
 
 @blueprint.before_request
 def _authenticate_and_negotiate() -> None:
-    check_host(request.environ)
+    # The headers straight from the WSGI environ (RFC 3875 4.1.18 names them
+    # HTTP_*), as request.headers would find them, without its lookup per header.
+    environ = request.environ
+    check_host(environ)
     account = node_state().authenticator.authenticate(
-        request.headers.get("Authorization"),
-        request.remote_addr or "",
-        peer_certificate(request.environ),
+        environ.get("HTTP_AUTHORIZATION"),
+        environ.get("REMOTE_ADDR") or "",
+        peer_certificate(environ),
     )
     set_current_account(account)
-    if not accepts_taxii_21(request.headers.get("Accept")):
+    accept = environ.get("HTTP_ACCEPT")
+    if not accepts_taxii_21(accept):
         raise TaxiiError(
             406,
             "Not Acceptable",
             f"this server answers {TAXII_21}; the Accept header "
-            f"{request.headers.get('Accept', '')[:100]!r} does not admit it",
+            f"{(accept or '')[:100]!r} does not admit it",
         )
     _check_path(request.view_args or {})
 
