@@ -1,0 +1,43 @@
+"""STIX timestamps <-> integer microseconds: the rendering is the calendar's, both ways."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.timestamps import from_micros, to_micros
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FIRST = to_micros("0001-01-01T00:00:00Z")
+_LAST = to_micros("9999-12-31T23:59:59.999999Z")
+
+
+def _by_datetime(micros: int) -> str:
+    moment = _EPOCH + timedelta(microseconds=micros)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@given(st.integers(min_value=_FIRST, max_value=_LAST))
+def test_rendering_is_the_calendar_date_and_parses_back(micros: int) -> None:
+    rendered = from_micros(micros)
+    assert rendered == _by_datetime(micros)
+    assert to_micros(rendered) == micros
+
+
+def test_the_ends_of_the_range_and_the_epoch() -> None:
+    assert from_micros(_FIRST) == "0001-01-01T00:00:00.000000Z"
+    assert from_micros(_LAST) == "9999-12-31T23:59:59.999999Z"
+    assert from_micros(0) == "1970-01-01T00:00:00.000000Z"
+    assert from_micros(-1) == "1969-12-31T23:59:59.999999Z"
+
+
+def test_renderings_of_one_second_keep_their_own_fraction() -> None:
+    """The part up to the seconds is remembered; the fraction never is."""
+    second = to_micros("2026-12-02T13:00:00Z")
+    assert [from_micros(second + n) for n in (5, 0, 999_999)] == [
+        "2026-12-02T13:00:00.000005Z",
+        "2026-12-02T13:00:00.000000Z",
+        "2026-12-02T13:00:00.999999Z",
+    ]
