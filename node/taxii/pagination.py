@@ -21,9 +21,13 @@ from .errors import bad_request
 _SIGNATURE_BYTES = 16
 
 
+# json.dumps with separators builds an encoder per call; the text is the same.
+_CANONICAL = json.JSONEncoder(separators=(",", ":"))
+
+
 def fingerprint(scope: str, params: Iterable[tuple[str, str]]) -> str:
     """A digest of the endpoint and the filters that a token is valid for."""
-    canonical = json.dumps([scope, sorted(params)], separators=(",", ":"))
+    canonical = _CANONICAL.encode([scope, sorted(params)])
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
