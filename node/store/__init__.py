@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from sqlalchemy import Connection, Engine, select
 
@@ -56,12 +56,10 @@ class Store:
         with read_transaction(self.engine) as connection:
             yield connection
 
-    @contextmanager
-    def read_statement(self) -> Iterator[PooledReads]:
+    def read_statement(self) -> AbstractContextManager[PooledReads]:
         """A connection for one-statement reads (a page): no transaction around
         them (``engine.statement_reads``)."""
-        with statement_reads(self.engine) as connection:
-            yield connection
+        return statement_reads(self.engine)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
