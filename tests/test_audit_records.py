@@ -2,7 +2,9 @@
 JSON list [previous hash, at, actor, peer, direction, collection, object, version,
 action, rule, detail], so a chain written by any release verifies under any other (and
 an export can be checked without the node); migration 12 drops an index no query
-reads, and a chain written before it still verifies."""
+reads, and a chain written before it still verifies.  Records are appended in one
+statement with the head's update (a POST's few) or by COPY (a sync batch's many, on
+PostgreSQL): both give the same chain."""
 
 from __future__ import annotations
 
@@ -51,8 +53,10 @@ def test_each_record_hashes_the_previous_hash_and_its_fields(
             audit.record(connection, [RECEIVED, LOGIN], at=1_764_669_600_000_000)
         with store.write() as connection:
             audit.record(connection, [RECEIVED])
+        with store.write() as connection:  # a sync batch's size (PostgreSQL: by COPY)
+            audit.record(connection, [LOGIN] * 12)
         rows = _rows(store)
-        assert [row["action"] for row in rows] == ["received", "login", "received"]
+        assert [row["action"] for row in rows] == ["received", "login", "received"] + ["login"] * 12
         previous = GENESIS
         for row in rows:
             assert row["prev_hash"] == previous

@@ -434,8 +434,9 @@ def add_objects(collection_id: str) -> Response:
             refused + outcome.failures,
             owner=account.name,
         )
-        audit.record(connection, [_publication_record(collection_id, outcome, refused, resource)])
-        audit.record(connection, records)
+        # One append: the chain head's lock is taken once, as late as possible.
+        publication = _publication_record(collection_id, outcome, refused, resource)
+        audit.record(connection, [publication, *records])
     _purge_old_statuses()
     return _json(resource, status=202)
 
