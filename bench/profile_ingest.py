@@ -47,6 +47,7 @@ from bench.bench_node import synthetic_objects  # noqa: E402
 from bench.bench_platform import pg_database  # noqa: E402
 from node.app import create_app  # noqa: E402
 from node.config import load_config  # noqa: E402
+from node.taxii.state import EXTENSION  # noqa: E402
 from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, PG_ENV, new_node  # noqa: E402
 
 MEDIA_TYPE = "application/taxii+json;version=2.1"
@@ -197,7 +198,11 @@ def main() -> int:
         node = new_node(Path(tmp), "profiled", url, extra_toml=PEER_TOML if args.as_peer else "")
         if args.as_peer:
             node.add_user(PEER, PEER_PASSWORD, read=("alpha",), write=("alpha",), peer=PEER)
-        app = create_app(load_config(node.config_path)).wsgi_app
+        flask_app = create_app(load_config(node.config_path))
+        # Closed before the database goes (queued audit records, a partner's logins,
+        # are written at close).
+        stack.callback(flask_app.extensions[EXTENSION].store.close)
+        app = flask_app.wsgi_app
         label, environs = _requests(args, app, f"/api/collections/{COLLECTIONS['alpha']}/objects/")
         half = len(environs) if args.no_profile else len(environs) // 2
         measured, profiled = environs[:half], environs[half:]
