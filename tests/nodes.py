@@ -350,13 +350,11 @@ class RunningNode(NodeFiles):
         raise AssertionError(f"server did not start:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
-        """Ctrl-C (SIGINT): gunicorn's quick shutdown, the server's documented other
-        stop.  SIGTERM's graceful one waits out kept-alive connections (up to 2 s)
-        and the worker's 1 s poll; no test here is about in-flight requests at a
-        stop, and those about stopping (``serve`` under Ctrl-C and SIGTERM) signal
-        their own process."""
+        """SIGTERM, the graceful stop (tests/test_serving.py).  Not Ctrl-C's quick
+        one: gunicorn's worker then hangs in about one stop in ten, until the
+        arbiter kills it 10 s later (graceful_timeout)."""
         if self.process is not None:
-            stop_process_group(self.process, signal.SIGINT)
+            stop_process_group(self.process)
         self.process = None
 
 

@@ -585,9 +585,9 @@ def test_a_read_of_a_non_canonical_path_is_redirected_with_a_location(server):
 
 
 def test_sigterm_answers_the_request_in_flight_then_the_server_exits_cleanly(tmp_path):
-    """SIGTERM is the graceful stop (``RunningNode.stop`` uses Ctrl-C's quick one): a
-    POST whose body is still arriving when it comes is answered and stored, then the
-    server exits 0."""
+    """SIGTERM is the graceful stop (``RunningNode.stop`` too): a POST whose body is
+    still arriving when it comes is answered and stored, then the server exits 0.
+    Ctrl-C's quick stop would reset the connection."""
     running = new_node(tmp_path, "stopping-node", None)
     running.start()
     assert running.process is not None
