@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -41,3 +42,28 @@ def test_renderings_of_one_second_keep_their_own_fraction() -> None:
         "2026-12-02T13:00:00.000000Z",
         "2026-12-02T13:00:00.999999Z",
     ]
+
+
+def test_a_timestamp_parses_the_same_when_seen_again() -> None:
+    """to_micros remembers what it parsed: the second answer is the first."""
+    value = "2026-12-02T10:00:00.123456789Z"
+    moment = datetime(2026, 12, 2, 10, 0, 0, 123456, tzinfo=UTC) - _EPOCH
+    expected = (moment.days * 86_400 + moment.seconds) * 1_000_000 + moment.microseconds
+    assert to_micros(value) == to_micros(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["2026-02-29T00:00:00Z", "2026-12-02T10:00:00", "\uff12026-12-02T10:00:00Z", "x"]
+)
+def test_an_invalid_timestamp_fails_every_time(value: str) -> None:
+    """A failure is never remembered as a value."""
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            to_micros(value)
+
+
+@pytest.mark.parametrize("value", [None, 1_764_669_600, ["2026-12-02T10:00:00Z"]])
+def test_a_value_that_is_not_a_string_fails_with_a_value_error(value: object) -> None:
+    """Not a TypeError of the memo's hashing (a list is unhashable)."""
+    with pytest.raises(ValueError, match="must be a string"):
+        to_micros(value)  # type: ignore[arg-type]
