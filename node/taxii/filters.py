@@ -15,7 +15,7 @@ from node.store.objects import ObjectQuery
 from node.timestamps import to_micros
 
 from .errors import bad_request
-from .pagination import TokenSigner, fingerprint
+from .pagination import RequestFingerprint, TokenSigner
 
 OBJECTS = frozenset(
     {"added_after", "limit", "next", "match[id]", "match[type]", "match[version]",
@@ -102,14 +102,14 @@ def parse_query(
     signer: TokenSigner,
     object_id: str | None = None,
     default_version: str = "last",
-) -> tuple[ObjectQuery, str]:
+) -> tuple[ObjectQuery, RequestFingerprint]:
     """(query, fingerprint) for one request; the fingerprint signs its ``next`` tokens.
 
     Parameters the endpoint does not define are ignored, as servers do with
     filters they do not support (3.4.1).
     """
     present = {name: args[name] for name in allowed if name in args}
-    request_fingerprint = fingerprint(
+    request_fingerprint = RequestFingerprint(
         f"{scope}:{collection_id}:{object_id or ''}",
         [(k, v) for k, v in present.items() if k not in ("limit", "next")],
     )

@@ -25,10 +25,26 @@ _SIGNATURE_BYTES = 16
 _CANONICAL = json.JSONEncoder(separators=(",", ":"))
 
 
-def fingerprint(scope: str, params: Iterable[tuple[str, str]]) -> str:
-    """A digest of the endpoint and the filters that a token is valid for."""
-    canonical = _CANONICAL.encode([scope, sorted(params)])
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+class RequestFingerprint:
+    """A digest of the endpoint and the filters that a token is valid for.
+
+    Computed when a token is issued or checked, not for every request: a GET
+    by id or the last page of a poll issues none.
+    """
+
+    __slots__ = ("_digest", "_params", "_scope")
+
+    def __init__(self, scope: str, params: Iterable[tuple[str, str]]) -> None:
+        self._scope = scope
+        self._params = list(params)
+        self._digest: str | None = None
+
+    @property
+    def digest(self) -> str:
+        if self._digest is None:
+            canonical = _CANONICAL.encode([self._scope, sorted(self._params)])
+            self._digest = hashlib.sha256(canonical.encode()).hexdigest()[:32]
+        return self._digest
 
 
 class TokenSigner:
@@ -38,11 +54,11 @@ class TokenSigner:
     def _sign(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
 
-    def issue(self, position: int, request_fingerprint: str) -> str:
-        payload = json.dumps({"p": position, "f": request_fingerprint}).encode()
+    def issue(self, position: int, request_fingerprint: RequestFingerprint) -> str:
+        payload = json.dumps({"p": position, "f": request_fingerprint.digest}).encode()
         return _encode(payload) + "." + _encode(self._sign(payload))
 
-    def position(self, token: str, request_fingerprint: str) -> int:
+    def position(self, token: str, request_fingerprint: RequestFingerprint) -> int:
         """The date_added after which the next page starts; 400 for a bad token."""
         try:
             encoded_payload, encoded_signature = token.split(".")
@@ -53,7 +69,7 @@ class TokenSigner:
         if not hmac.compare_digest(signature, self._sign(payload)):
             raise bad_request("the 'next' token was not issued by this server")
         data = json.loads(payload)
-        if data.get("f") != request_fingerprint:
+        if data.get("f") != request_fingerprint.digest:
             raise bad_request(
                 "the 'next' token belongs to a different request: keep the endpoint and "
                 "filters of the request that returned it"

@@ -32,7 +32,8 @@ from .auth import peer_certificate
 from .errors import TaxiiError, forbidden, not_found
 from .hosts import check_host
 from .negotiation import accepts_taxii_21, is_taxii_21_body
-from .state import current_account, node_state, set_current_account
+from .pagination import RequestFingerprint
+from .state import NodeState, current_account, node_state, set_current_account
 
 blueprint = Blueprint("taxii", __name__)
 
@@ -53,7 +54,8 @@ def _authenticate_and_negotiate() -> None:
     # HTTP_*), as request.headers would find them, without its lookup per header.
     environ = request.environ
     check_host(environ)
-    account = node_state().authenticator.authenticate(
+    state = node_state()
+    account = state.authenticator.authenticate(
         environ.get("HTTP_AUTHORIZATION"),
         environ.get("REMOTE_ADDR") or "",
         peer_certificate(environ),
@@ -67,26 +69,26 @@ def _authenticate_and_negotiate() -> None:
             f"this server answers {TAXII_21}; the Accept header "
             f"{(accept or '')[:100]!r} does not admit it",
         )
-    _check_path(request.view_args or {})
+    _check_path(state, g.api_root, request.view_args or {})
 
 
-def _check_path(values: dict) -> None:
+def _check_path(state: NodeState, api_root: str | None, values: dict) -> None:
     """404 for another API root; a collection named by its alias becomes its id.
 
     The alias property of a collection (TAXII 2.1, 5.2.1) is what clients'
     settings often hold (OpenCTI, MISP), so ``/{api-root}/collections/{alias}/``
     works like the id on every endpoint.  The views see the id only.
     """
-    names = [g.api_root, *values.values()]
     # PostgreSQL refuses NUL in text (a DataError, so a 500): no stored id has one.
-    if any(isinstance(name, str) and "\x00" in name for name in names):
-        raise not_found("no resource has a NUL character in its name")
-    if g.api_root is not None and g.api_root != node_state().config.taxii.api_root:
-        raise not_found(f"no API root {g.api_root!r}")
+    for name in (api_root, *values.values()):
+        if isinstance(name, str) and "\x00" in name:
+            raise not_found("no resource has a NUL character in its name")
+    if api_root is not None and api_root != state.config.taxii.api_root:
+        raise not_found(f"no API root {api_root!r}")
     named = values.get("collection_id")
     if named is not None:
         g.collection_named = named
-        found = node_state().collections.find(named)
+        found = state.collections.find(named)
         values["collection_id"] = found.id if found is not None else named
 
 
@@ -160,7 +162,7 @@ def _rows_date_headers(rows: Sequence[StoredObject], after: int | None) -> dict[
     return _date_headers(rows[0].date_added, rows[-1].date_added, after)
 
 
-def _page_fields(last: int | None, more: bool, request_fingerprint: str) -> str:
+def _page_fields(last: int | None, more: bool, request_fingerprint: RequestFingerprint) -> str:
     """``more`` and ``next`` (3.5), the token resuming after the page's last date_added."""
     if not more or last is None:
         return '"more":false'
@@ -169,7 +171,9 @@ def _page_fields(last: int | None, more: bool, request_fingerprint: str) -> str:
     return f'"more":true,"next":{json.dumps(token)}'
 
 
-def _rows_page_fields(rows: Sequence[StoredObject], more: bool, request_fingerprint: str) -> str:
+def _rows_page_fields(
+    rows: Sequence[StoredObject], more: bool, request_fingerprint: RequestFingerprint
+) -> str:
     return _page_fields(rows[-1].date_added if rows else None, more, request_fingerprint)
 
 
@@ -189,9 +193,10 @@ def _query(collection_id: str, scope: str, allowed: frozenset[str], **extra):
         signer=state.signer,
         **extra,
     )
-    if current_account().peer is not None:
+    peer = current_account().peer
+    if peer is not None:
         # A partner never gets back the versions it sent us (no echo).
-        query = dataclasses.replace(query, exclude_origin=current_account().peer)
+        query = dataclasses.replace(query, exclude_origin=peer)
     return query, request_fingerprint
 
 
@@ -308,7 +313,9 @@ def _objects_envelope(fields: str, texts: Sequence[str]) -> str:
     return body + "}"
 
 
-def _objects_response(collection_id: str, query, request_fingerprint: str, endpoint: str):
+def _objects_response(
+    collection_id: str, query, request_fingerprint: RequestFingerprint, endpoint: str
+):
     """(envelope, headers, whether any object matched) for objects/ and objects/<id>/."""
     if current_account().peer is not None:
         served = _peer_page(collection_id, query, endpoint)
@@ -368,7 +375,7 @@ def _peer_page(collection_id: str, query, endpoint: str) -> EgressPage:
     return page
 
 
-def _peer_page_fields(page: EgressPage, request_fingerprint: str) -> str:
+def _peer_page_fields(page: EgressPage, request_fingerprint: RequestFingerprint) -> str:
     """``more``/``next`` from what the peer is served: the token resumes just before
     the next version it may see, past the withheld ones already examined."""
     return _page_fields(page.resume_after, page.more, request_fingerprint)
