@@ -323,20 +323,109 @@ def user_add_args(
     return args
 
 
+# TAXII_NODE_TEST_ZYGOTE=0: every test server a ``python -m node`` process of its own,
+# instead of a fork of tests/zygote.py (which saves each one a second of imports).
+ZYGOTE_ENV = "TAXII_NODE_TEST_ZYGOTE"
+
+
+class ForkedProcess:
+    """A server forked by the zygote: the part of ``subprocess.Popen`` the harness
+    uses (``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``, ``kill``).
+    Its exit code comes from the zygote, its parent."""
+
+    def __init__(self, zygote: _Zygote, pid: int) -> None:
+        self._zygote, self.pid = zygote, pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self._zygote.exits.get(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        with self._zygote.changed:
+            if not self._zygote.changed.wait_for(lambda: self.poll() is not None, timeout):
+                raise subprocess.TimeoutExpired([f"forked server {self.pid}"], timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class _Zygote:
+    """This test process's tests/zygote.py, started on first use; its ``exited``
+    reports kept in ``exits`` (pid -> exit code) by a reader thread."""
+
+    _lock = threading.Lock()
+    _instance: _Zygote | None = None
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parent.parent,
+            start_new_session=True,
+        )
+        self.exits: dict[int, int] = {}
+        self.changed = threading.Condition()
+        self._started: list[int] = []
+        self._requests = threading.Lock()
+        threading.Thread(target=self._read, name="zygote reader", daemon=True).start()
+
+    @classmethod
+    def get(cls) -> _Zygote:
+        with cls._lock:
+            if cls._instance is None or cls._instance.process.poll() is not None:
+                cls._instance = cls()
+            return cls._instance
+
+    def fork(self, argv: list[str], log: Path) -> ForkedProcess:
+        request = {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "log": str(log)}
+        assert self.process.stdin is not None
+        with self._requests:  # one request answered at a time: the answer is its pid
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+            with self.changed:
+                if not self.changed.wait_for(lambda: self._started, timeout=60):
+                    raise AssertionError("the test zygote did not fork a server")
+                pid = self._started.pop()
+        return ForkedProcess(self, pid)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            message = json.loads(line)
+            with self.changed:
+                if "started" in message:
+                    self._started.append(message["started"])
+                else:
+                    self.exits[message["exited"]] = message["returncode"]
+                self.changed.notify_all()
+
+
 @dataclass
 class RunningNode(NodeFiles):
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen | ForkedProcess | None = None
     log_path: Path | None = None
 
     def start(self, timeout: float = 30.0) -> RunningNode:
         self.log_path = self.directory / f"{self.name}-server.log"
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*taxii_node_command(), "--config", str(self.config_path), "serve"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        argv = ["taxii-node", "--config", str(self.config_path), "serve"]
+        if os.environ.get(ZYGOTE_ENV) == "0":
+            self.process = subprocess.Popen(
+                [*taxii_node_command(), *argv[1:]],
+                stdout=self.log_path.open("ab"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        else:
+            self.process = _Zygote.get().fork(argv, self.log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -359,7 +448,9 @@ class RunningNode(NodeFiles):
 
 
 def stop_process_group(
-    process: subprocess.Popen, sig: signal.Signals = signal.SIGTERM, grace: float = 15.0
+    process: subprocess.Popen | ForkedProcess,
+    sig: signal.Signals = signal.SIGTERM,
+    grace: float = 15.0,
 ) -> None:
     """``sig`` to the process group a server was started in (``start_new_session``),
     SIGKILL after ``grace`` seconds; nothing when it has exited already."""
