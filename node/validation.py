@@ -25,6 +25,7 @@ the offending value (truncated), because the server hands it to the client.
 
 from __future__ import annotations
 
+import functools
 import re
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
@@ -210,6 +211,13 @@ def _identifier_type(value: object) -> str | None:
     """
     if not isinstance(value, str) or len(value) < _MIN_IDENTIFIER_LENGTH:
         return None
+    return _type_of_identifier(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _type_of_identifier(value: str) -> str | None:
+    """``_identifier_type`` of a string, remembered: the identifiers an envelope names
+    again and again (its authors, its marking definitions) are checked once."""
     split = len(value) - _UUID_LENGTH
     if value[split - 2 : split] != _SEPARATOR or _UUID.fullmatch(value, split) is None:
         return None
