@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, TypeVarTuple
+from typing import Any, Protocol, TypeVar, TypeVarTuple, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -92,7 +92,8 @@ def fetch_all(connection: DriverConnection, statement: str, params: tuple[Any, .
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(statement, params)
-        return list(cursor.fetchall())
+        # A list already in sqlite3 and psycopg (the DBAPI types say Sequence): no copy.
+        return cast("list[Any]", cursor.fetchall())
     except connection.dialect.loaded_dbapi.Error as error:
         lost = connection.dialect.is_disconnect(error, dbapi_connection.dbapi_connection, cursor)
         if lost:
