@@ -34,8 +34,6 @@ from node.mediatypes import TAXII_21
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 
 
-# What ends a request's head (RFC 9112, 2.1; gunicorn also takes bare LF).
-_HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
 # Heads are gathered without a thread up to this size; a larger one is left to
 # gunicorn's parser, which refuses it (431) or reads the rest under the deadline.
 _MAX_GATHERED_HEAD = 64 * 1024
@@ -47,6 +45,12 @@ _PROMPT_WAIT = 0.1
 # How long a closing connection is read (and discarded) before it is closed.
 _LINGER_SECONDS = 2.0
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def _head_complete(held: bytes) -> bool:
+    """Whether ``held`` contains the end of a request's head (RFC 9112, 2.1: an empty
+    line; gunicorn also takes bare LF)."""
+    return b"\r\n\r\n" in held or b"\n\n" in held
 
 
 class TaxiiThreadWorker(ThreadWorker):
@@ -167,7 +171,7 @@ class TaxiiThreadWorker(ThreadWorker):
             conn.request_started = time.monotonic()
         if not held:
             return False if closed else gthread._DEFER
-        if closed or len(held) >= _MAX_GATHERED_HEAD or any(end in held for end in _HEAD_ENDS):
+        if closed or len(held) >= _MAX_GATHERED_HEAD or _head_complete(held):
             return None
         if time.monotonic() >= conn.request_started + self.request_timeout:
             self._send(conn.sock, 408, "Request Timeout", self._late_description())
@@ -305,7 +309,7 @@ def _read_available(sock, held: bytes, limit: int) -> tuple[bytes, bool]:
     prior = sock.gettimeout()
     sock.setblocking(False)
     try:
-        while len(held) < limit and not any(end in held for end in _HEAD_ENDS):
+        while len(held) < limit and not _head_complete(held):
             try:
                 chunk = sock.recv(limit - len(held))
             except _WOULD_BLOCK:
