@@ -409,6 +409,20 @@ class _Zygote:
                 self.changed.notify_all()
 
 
+def taxii_node_process(args: list[str], log_path: Path) -> subprocess.Popen | ForkedProcess:
+    """``taxii-node ARGS`` in a new session, its output appended to ``log_path``: a
+    fork of the zygote, or with TAXII_NODE_TEST_ZYGOTE=0 a ``python -m node``."""
+    if os.environ.get(ZYGOTE_ENV) == "0":
+        return subprocess.Popen(
+            [*taxii_node_command(), *args],
+            stdout=log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    log_path.touch()  # there on return, as Popen's stdout file is
+    return _Zygote.get().fork(["taxii-node", *args], log_path)
+
+
 @dataclass
 class RunningNode(NodeFiles):
     process: subprocess.Popen | ForkedProcess | None = None
@@ -416,16 +430,9 @@ class RunningNode(NodeFiles):
 
     def start(self, timeout: float = 30.0) -> RunningNode:
         self.log_path = self.directory / f"{self.name}-server.log"
-        argv = ["taxii-node", "--config", str(self.config_path), "serve"]
-        if os.environ.get(ZYGOTE_ENV) == "0":
-            self.process = subprocess.Popen(
-                [*taxii_node_command(), *argv[1:]],
-                stdout=self.log_path.open("ab"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        else:
-            self.process = _Zygote.get().fork(argv, self.log_path)
+        self.process = taxii_node_process(
+            ["--config", str(self.config_path), "serve"], self.log_path
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -464,19 +471,19 @@ def stop_process_group(
         process.wait()
 
 
-def start_sync_worker(node: NodeFiles, *args: str) -> subprocess.Popen:
+def start_sync_worker(node: NodeFiles, *args: str) -> subprocess.Popen | ForkedProcess:
     """``taxii-node sync ARGS`` for ``node`` as a process of its own (tests kill it),
     its output appended to ``sync-worker.log`` in the node's directory."""
-    log = (node.directory / "sync-worker.log").open("ab")
-    return subprocess.Popen(
-        [*taxii_node_command(), "--config", str(node.config_path), "sync", *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    return taxii_node_process(
+        ["--config", str(node.config_path), "sync", *args], node.directory / "sync-worker.log"
     )
 
 
 def kill_when_partly_moved(
-    worker: subprocess.Popen, moved: Callable[[], int], total: int, timeout: float = 180.0
+    worker: subprocess.Popen | ForkedProcess,
+    moved: Callable[[], int],
+    total: int,
+    timeout: float = 180.0,
 ) -> int:
     """SIGKILL ``worker`` as soon as ``moved()`` (what reached the receiving side) is
     above 0; how much had moved, which must be less than ``total``."""

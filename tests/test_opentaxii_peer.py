@@ -17,7 +17,7 @@ import requests
 
 from node.config import Config, load_config
 from node.store import Store, objects, syncstate
-from node.sync.worker import SyncWorker
+from node.sync.worker import PULL_PAGE, PUSH_BATCH, SyncWorker
 from node.timestamps import to_micros
 from tests.nodes import COLLECTIONS, RunningNode, kill_when_partly_moved, start_sync_worker
 from tests.opentaxii_peer import OpenTaxiiPeer, start_opentaxii
@@ -186,7 +186,8 @@ def peer_has_any(both: NodeAndPeer) -> int:
 def test_push_to_opentaxii_resumes_after_sigkill(tmp_path, stopper):
     both = node_with_opentaxii(tmp_path, stopper, direction="push")
     author = identity("Bulk producer", TLP2["green"])
-    shared = [author, *green_indicators(author, 1500)]
+    # A batch and a bit: the kill lands while the second batch is on its way.
+    shared = [author, *green_indicators(author, PUSH_BATCH + 200)]
     publish(both.node.collection_url("alpha"), ADMIN, shared)
 
     worker = start_sync_worker(both.node)
@@ -202,7 +203,8 @@ def test_push_to_opentaxii_resumes_after_sigkill(tmp_path, stopper):
 def test_pull_from_opentaxii_resumes_after_sigkill(tmp_path, stopper):
     both = node_with_opentaxii(tmp_path, stopper, direction="pull")
     author = identity("OpenTAXII producer", TLP2["green"])
-    theirs = [author, *green_indicators(author, 1500, network=12)]
+    # A page and a bit: the kill lands while the second page is on its way.
+    theirs = [author, *green_indicators(author, PULL_PAGE + 200, network=12)]
     publish(both.peer.collection_url("alpha"), both.peer_auth, theirs)
 
     worker = start_sync_worker(both.node)

@@ -23,7 +23,7 @@ import stix2
 
 from node.config import load_config
 from node.store import Store, audit, objects, syncstate
-from node.sync.worker import SyncWorker
+from node.sync.worker import PULL_PAGE, PUSH_BATCH, SyncWorker
 from node.timestamps import to_micros
 from node.tlp import TLP, TLP2_MARKING_IDS, tlp_marking_definitions, tlp_of
 from tests.medallion_peer import MEDIA_TYPE, start_medallion
@@ -728,9 +728,11 @@ def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, st
 
 
 def _kill_mid_transfer_then_finish(pair: Pair, runner: RunningNode, alias: str) -> None:
-    """3,000 versions published on A's ``alias``; ``runner``'s worker process SIGKILLed
-    once B holds some; then ``sync --once``: B holds each shared version once."""
-    everything, shared = big_publication(3000)
+    """Two push batches' (or pull pages') worth of versions published on A's ``alias``;
+    ``runner``'s worker process SIGKILLed once B holds some, so before the second
+    has landed (kill_when_partly_moved checks); then ``sync --once``: B holds each
+    shared version once."""
+    everything, shared = big_publication(2 * max(PUSH_BATCH, PULL_PAGE))
     shared = without_builtin_markings(shared)  # node-b keeps its own TLP definitions
     publish(pair.a.collection_url(alias), ADMIN, everything)
     peer = pair.other(runner).name
