@@ -41,10 +41,10 @@ from node import jsoncodec
 from node.policy import (
     PROTECTIVE_RULES,
     Decision,
+    PerObject,
     Policy,
     Rule,
     extension_definition_ids,
-    linked_ids,
 )
 from node.store import provenance
 from node.store.objects import ObjectQuery
@@ -303,6 +303,8 @@ class _Run:
         self.peer = agreement.peer.name
         self.position = position
         self.policy = Policy(agreement.egress)
+        # What each decoded object names, found once per call (rows, closure, dependencies).
+        self.references = PerObject(lambda obj: _references(obj, self.policy))
         self.gates = EgressGates(connection, agreement)
         self.filter = _VersionFilter(position.versions)
         self.window = provenance.Scan(
@@ -461,7 +463,7 @@ class _Run:
         decided: list[Decision | None] = [None] * len(objs)
         linked: list[int] = []
         for index, (version, obj) in enumerate(zip(versions, objs, strict=True)):
-            if version.current and not _references(obj):
+            if version.current and not self.references(obj):
                 decision = self.policy.decide(obj)
                 decided[index] = decision
                 self.states[version.object_id] = decision
@@ -522,7 +524,7 @@ class _Run:
 
     def _closure(self, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The current versions of ``objs``' objects and of all they reference, transitively."""
-        refs = [_references(obj) for obj in objs]
+        refs = [self.references(obj) for obj in objs]
         self._resolve_closure(objs, refs)
         reached: dict[str, dict[str, Any]] = {}
         pending = [obj.get("id") for obj in objs]
@@ -537,7 +539,7 @@ class _Run:
             if current is not None:
                 reached[object_id] = current
                 if id(current) not in followed:
-                    pending.extend(_references(current))
+                    pending.extend(self.references(current))
         return list(reached.values())
 
     def _resolve_closure(
@@ -551,7 +553,7 @@ class _Run:
         are withheld on egress's default ``unresolved_refs = "withhold"``).
         """
         if refs is None:
-            refs = [_references(obj) for obj in objs]
+            refs = [self.references(obj) for obj in objs]
         pending = {ref for found in refs for ref in found}
         pending.update(obj["id"] for obj in objs if isinstance(obj.get("id"), str))
         while pending and len(self.current) < _MAX_CLOSURE:
@@ -566,7 +568,7 @@ class _Run:
             for object_id, version in found.items():
                 obj = _decoded(version.body)
                 self.current[object_id] = obj
-                pending.update(_references(obj))
+                pending.update(self.references(obj))
             missing = wanted - found.keys()
             self._add_builtin_markings(missing)
             missing -= self.current.keys()
@@ -644,9 +646,9 @@ def _keeps_back(rule: str) -> bool:
     return rule in PROTECTIVE_RULES or rule == Rule.REF_WITHHELD
 
 
-def _references(obj: dict[str, Any]) -> list[str]:
+def _references(obj: Mapping[str, Any], policy: Policy) -> list[str]:
     """Ids ``obj`` names that egress must resolve: its author, non-TLP markings, the
-    extension definitions it uses and every link (``policy.linked_ids``:
+    extension definitions it uses and every link (``Policy.linked_ids``:
     relationships, sightings, containers, and any other ``*_ref``/``*_refs``
     property).  TLP definitions are left out: they
     are never withheld and always available (``node.tlp``)."""
@@ -662,7 +664,7 @@ def _references(obj: dict[str, Any]) -> list[str]:
         if isinstance(marking, str) and marking.lower() not in TLP_BY_MARKING_ID:
             refs.append(marking)
     refs.extend(extension_definition_ids(obj))
-    refs.extend(linked_ids(obj))
+    refs.extend(policy.linked_ids(obj))
     return refs
 
 
