@@ -472,7 +472,8 @@ def _link_refs(obj: Mapping[str, Any]) -> list[tuple[str, Any]]:
     A list, walked in one loop over the top-level properties: this runs for every
     object of every batch a partner posts or our worker pushes, and most properties
     are strings that name nothing (``_embedded_refs`` is entered only for ``*_ref``
-    strings' ids and for nested values).
+    strings' ids and for nested values, and a list under a name that is no reference,
+    such as ``labels``, only for its nested values).
     """
     kind = obj.get("type", "")
     properties = ("object_refs",) if kind in CONTAINER_TYPES else _LINK_PROPERTIES.get(kind, ())
@@ -489,9 +490,17 @@ def _link_refs(obj: Mapping[str, Any]) -> list[tuple[str, Any]]:
         if isinstance(value, str):
             if name.endswith("_ref") and _STIX_ID.match(value):
                 found.append((name, value))
-        elif isinstance(value, dict | list):
+        elif isinstance(value, dict) or name.endswith(_REFERENCE_SUFFIXES):
             found.extend(_embedded_refs(name, name, value))
+        elif isinstance(value, list):  # as _embedded_refs walks it, without a generator
+            for index, item in enumerate(value):
+                if isinstance(item, _NESTED):
+                    found.extend(_embedded_refs(f"{name}[{index}]", "", item))
     return found
+
+
+_NESTED = (dict, list)
+_REFERENCE_SUFFIXES = ("_ref", "_refs")
 
 
 # The author and markings: dependencies, judged by _named_dependencies.
@@ -514,7 +523,7 @@ def _embedded_refs(path: str, name: str, value: Any) -> Iterator[tuple[str, str]
                 yield from _embedded_refs(f"{path}.{key}", key, item)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            if isinstance(item, dict | list):
+            if isinstance(item, _NESTED):
                 yield from _embedded_refs(f"{path}[{index}]", "", item)
 
 

@@ -95,9 +95,10 @@ def admit(
     candidates: list[dict[str, Any]] = []
     held = _held_from_elsewhere(connection, collection_id, peer, items)
     for item in items:
+        # (a push of new objects holds none of them: no version parsed per item then)
         stored = (
             held.get((str(item.get("id")), version_micros(item) or 0))
-            if isinstance(item, dict)
+            if held and isinstance(item, dict)
             else None
         )
         if isinstance(item, dict) and is_recall(item):
