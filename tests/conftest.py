@@ -23,6 +23,7 @@ from tests.nodes import (
     create_pg_database,
     drop_pg_database,
     pg_available,
+    tearing_down,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +127,14 @@ def _store_url(kind: str) -> Iterator[str | None]:
         yield urls.new()
     finally:
         urls.drop_all()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Fixtures torn down (a module's too, after its last test) kill their servers
+    rather than stop them gracefully: tests.nodes.tearing_down."""
+    with tearing_down():
+        yield
 
 
 @pytest.hookimpl(hookwrapper=True)

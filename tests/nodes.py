@@ -7,6 +7,7 @@ operator would run it.  Tests talk to it over HTTP with real clients.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -385,8 +386,8 @@ class _Zygote:
                 cls._instance = cls()
             return cls._instance
 
-    def fork(self, argv: list[str], log: Path) -> ForkedProcess:
-        request = {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd(), "log": str(log)}
+    def fork(self, argv: list[str], log: Path, env: dict[str, str]) -> ForkedProcess:
+        request = {"argv": argv, "env": env, "cwd": os.getcwd(), "log": str(log)}
         assert self.process.stdin is not None
         with self._requests:  # one request answered at a time: the answer is its pid
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
@@ -411,16 +412,22 @@ class _Zygote:
 
 def taxii_node_process(args: list[str], log_path: Path) -> subprocess.Popen | ForkedProcess:
     """``taxii-node ARGS`` in a new session, its output appended to ``log_path``: a
-    fork of the zygote, or with TAXII_NODE_TEST_ZYGOTE=0 a ``python -m node``."""
+    fork of the zygote, or with TAXII_NODE_TEST_ZYGOTE=0 a ``python -m node``.
+
+    Its temporary files (``serve``'s metrics directory) go in the log's folder,
+    the test's: a server killed at teardown (``RunningNode.stop``) leaves them
+    there, not in /tmp."""
+    env = {**os.environ, "TMPDIR": str(log_path.parent)}
     if os.environ.get(ZYGOTE_ENV) == "0":
         return subprocess.Popen(
             [*taxii_node_command(), *args],
             stdout=log_path.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
     log_path.touch()  # there on return, as Popen's stdout file is
-    return _Zygote.get().fork(["taxii-node", *args], log_path)
+    return _Zygote.get().fork(["taxii-node", *args], log_path, env)
 
 
 @dataclass
@@ -446,12 +453,31 @@ class RunningNode(NodeFiles):
         raise AssertionError(f"server did not start:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
-        """SIGTERM, the graceful stop (tests/test_serving.py).  Not Ctrl-C's quick
-        one: gunicorn's worker then hangs in about one stop in ten, until the
-        arbiter kills it 10 s later (graceful_timeout)."""
+        """In a test, SIGTERM: the graceful stop (tests/test_serving.py), for a peer
+        that goes down.  Not Ctrl-C's quick one: gunicorn's worker then hangs in
+        about one stop in ten, until the arbiter kills it 10 s later
+        (graceful_timeout).  At teardown (``tearing_down``), SIGKILL: nothing is
+        asserted of a stop there, and a graceful one spent 1-2 s in the worker's
+        and the arbiter's interpreter shutdown."""
         if self.process is not None:
-            stop_process_group(self.process)
+            stop_process_group(
+                self.process, signal.SIGKILL if _TEARDOWN.is_set() else signal.SIGTERM
+            )
         self.process = None
+
+
+_TEARDOWN = threading.Event()
+
+
+@contextlib.contextmanager
+def tearing_down() -> Iterator[None]:
+    """While a test's fixtures are torn down (tests/conftest.py): servers stopped
+    then are killed (``RunningNode.stop``)."""
+    _TEARDOWN.set()
+    try:
+        yield
+    finally:
+        _TEARDOWN.clear()
 
 
 def stop_process_group(
