@@ -93,7 +93,8 @@ def admit(
     collection_id = agreement.collection_id
     admission = Admission()
     candidates: list[dict[str, Any]] = []
-    held = _held_from_elsewhere(connection, collection_id, peer, items)
+    stored_versions = _stored_versions(connection, collection_id, items)
+    held = _held_from_elsewhere(stored_versions, peer)
     for item in items:
         # (a push of new objects holds none of them: no version parsed per item then)
         stored = (
@@ -116,7 +117,7 @@ def admit(
     rules = agreement.ingress
     decisions = Policy(rules, local_resolver(connection, collection_id)).apply(candidates)
     if not rules.accept_foreign_versions:
-        decisions = _creator_only(connection, collection_id, peer, decisions)
+        decisions = _creator_only(stored_versions, peer, decisions)
     admission.decisions = decisions
     for decision in decisions:
         if decision.allowed and decision.obj is not None:
@@ -178,34 +179,45 @@ def local_resolver(connection: Connection, collection_id: str) -> Resolver:
     return resolve
 
 
+def _stored_versions(
+    connection: Connection, collection_id: str, items: Sequence[object]
+) -> list[provenance.Version]:
+    """Every stored version of the items' objects, whatever their origin: read once per
+    batch for both the echoes (``_held_from_elsewhere``) and the creator check
+    (``_creator_only``), which read the same rows."""
+    ids = {
+        item["id"] for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)
+    }
+    return list(provenance.versions_of(connection, collection_id, ids, None))
+
+
 def _held_from_elsewhere(
-    connection: Connection, collection_id: str, peer: str, items: Sequence[object]
+    stored_versions: list[provenance.Version], peer: str
 ) -> dict[tuple[str, int], str]:
-    """The stored text of each item's (id, version) that came from elsewhere than ``peer``.
+    """The stored text of each (id, version) of ``stored_versions`` (``_stored_versions``)
+    that came from elsewhere than ``peer``.
 
     A peer that does not record origins (medallion) serves back what we pushed
     to it, redacted or trimmed by our egress policy: our own version coming
     home, not a conflicting one; the local copy stands.  What a peer's account
     posts is an echo only when it is the very version we hold (and may see).
     """
-    ids = {
-        item["id"] for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)
-    }
     return {
         (version.object_id, version.version): version.body
-        for version in provenance.versions_of(connection, collection_id, ids, None)
+        for version in stored_versions
         if version.origin != peer
     }
 
 
 def _creator_only(
-    connection: Connection, collection_id: str, peer: str, decisions: list[Decision]
+    stored_versions: list[provenance.Version], peer: str, decisions: list[Decision]
 ) -> list[Decision]:
-    """Refuse new versions of objects the peer did not make (STIX 2.1 section 3.6)."""
-    allowed = [d for d in decisions if d.allowed and d.obj is not None]
-    if not allowed:
+    """Refuse new versions of objects the peer did not make (STIX 2.1 section 3.6);
+    ``stored_versions``: every stored version of the batch's objects."""
+    allowed = {d.object_id for d in decisions if d.allowed and d.obj is not None}
+    if not allowed or not stored_versions:
         return decisions
-    held = provenance.makers(connection, collection_id, {d.object_id for d in allowed})
+    held = provenance.makers(v for v in stored_versions if v.object_id in allowed)
     checked = []
     for decision in decisions:
         makers = held.get(decision.object_id)

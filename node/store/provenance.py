@@ -215,13 +215,12 @@ class Makers:
     authors: frozenset[str | None]
 
 
-def makers(
-    connection: Connection, collection_id: str, object_ids: Iterable[str]
-) -> dict[str, Makers]:
-    """The makers of each of ``object_ids`` held in the collection (absent ids are left out)."""
+def makers(versions: Iterable[Version]) -> dict[str, Makers]:
+    """The makers of each object of ``versions`` (``versions_of`` with no peer left out:
+    every stored version of the objects), by id."""
     origins: dict[str, set[str | None]] = {}
     authors: dict[str, set[str | None]] = {}
-    for version in versions_of(connection, collection_id, object_ids, None):
+    for version in versions:
         origins.setdefault(version.object_id, set()).add(version.origin)
         author = jsoncodec.loads(version.body).get("created_by_ref")
         authors.setdefault(version.object_id, set()).add(
