@@ -345,10 +345,20 @@ class ForkedProcess:
 
     def wait(self, timeout: float | None = None) -> int:
         with self._zygote.changed:
-            if not self._zygote.changed.wait_for(lambda: self.poll() is not None, timeout):
-                raise subprocess.TimeoutExpired([f"forked server {self.pid}"], timeout or 0)
-        assert self.returncode is not None
+            ended = self._zygote.changed.wait_for(
+                lambda: self.poll() is not None or self._zygote.gone, timeout
+            )
+        if not ended:
+            raise subprocess.TimeoutExpired([f"forked server {self.pid}"], timeout or 0)
+        if self.returncode is None:  # the zygote died: nobody will report this exit
+            self.kill_orphan()
+            raise AssertionError(f"the test zygote died; server {self.pid}'s exit is unknown")
         return self.returncode
+
+    def kill_orphan(self) -> None:
+        """SIGKILL the server if it still runs without its zygote (nothing else would)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
@@ -374,6 +384,7 @@ class _Zygote:
             start_new_session=True,
         )
         self.exits: dict[int, int] = {}
+        self.gone = False  # the zygote ended: exits not yet reported never will be
         self.changed = threading.Condition()
         self._started: list[int] = []
         self._requests = threading.Lock()
@@ -390,11 +401,16 @@ class _Zygote:
         request = {"argv": argv, "env": env, "cwd": os.getcwd(), "log": str(log)}
         assert self.process.stdin is not None
         with self._requests:  # one request answered at a time: the answer is its pid
-            self.process.stdin.write(json.dumps(request).encode() + b"\n")
-            self.process.stdin.flush()
+            try:
+                self.process.stdin.write(json.dumps(request).encode() + b"\n")
+                self.process.stdin.flush()
+            except BrokenPipeError:
+                raise AssertionError("the test zygote died before it forked a server") from None
             with self.changed:
-                if not self.changed.wait_for(lambda: self._started, timeout=60):
+                if not self.changed.wait_for(lambda: self._started or self.gone, timeout=60):
                     raise AssertionError("the test zygote did not fork a server")
+                if not self._started:
+                    raise AssertionError("the test zygote died before it forked a server")
                 pid = self._started.pop()
         return ForkedProcess(self, pid)
 
@@ -408,6 +424,9 @@ class _Zygote:
                 else:
                     self.exits[message["exited"]] = message["returncode"]
                 self.changed.notify_all()
+        with self.changed:
+            self.gone = True
+            self.changed.notify_all()
 
 
 def taxii_node_process(args: list[str], log_path: Path) -> subprocess.Popen | ForkedProcess:
