@@ -832,6 +832,25 @@ class TestDependencies:
         assert shared["id"] in decisions[US].detail
         assert "unmarked" in decisions[US].detail
 
+    def test_each_object_is_walked_for_references_once_per_policy(self, monkeypatch):
+        """A batch is decided, its dependencies named and an object decided again by
+        one Policy (as egress does): each object's properties are walked for links
+        once, and what the walks found still decides (a withheld target withholds
+        the relationship; the author travels as a dependency)."""
+        from node import policy
+
+        walked: list[int] = []
+        walk = policy._link_refs
+        monkeypatch.setattr(policy, "_link_refs", lambda obj: walked.append(id(obj)) or walk(obj))
+        shared, secret = indicator(created_by_ref=US), malware(tlp="amber")
+        batch = [shared, secret, relationship(shared, secret), relationship(shared, shared)]
+        deciding = egress()
+        decisions = deciding.apply(batch)
+        assert [d.allowed for d in decisions] == [True, False, False, True]
+        assert deciding.dependencies(decisions) == {US, TLP2["green"]}
+        assert deciding.apply(batch) == decisions
+        assert sorted(walked) == sorted(id(obj) for obj in batch)
+
     def test_identity_nobody_allowed_references_stays_withheld(self):
         author = identity(US)
         secret = indicator(tlp="amber", created_by_ref=US)

@@ -23,7 +23,7 @@ from node.sharing.egress import DecisionCache, EgressPage, Position, egress
 from node.sharing.gates import RECALL_RULE
 from node.sync.worker import MappingSync
 from tests.sharing_node import PEER, SharingNode
-from tests.sharing_objects import GREEN, RED, at, indicator, version
+from tests.sharing_objects import GREEN, RED, at, identity, indicator, relationship, version
 from tests.test_sharing_paths import RecordingPeer
 
 POSITIONS = (
@@ -107,3 +107,24 @@ def test_a_recall_is_served_in_place_of_a_remembered_withheld_version(node: Shar
     assert recall.decision.rule == RECALL_RULE
     body = json.loads(recall.body)
     assert (body["id"], body["revoked"], body["name"]) == (sent["id"], True, sent["name"])
+
+
+def test_one_egress_call_walks_each_decoded_object_once(
+    node: SharingNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's batch finds what each version names to resolve it, decides it with
+    the current versions it reaches and names what travels with it: each decoded
+    object's properties are walked for links once in the call."""
+    from node import policy
+
+    walked: list[int] = []
+    walk = policy._link_refs
+    monkeypatch.setattr(policy, "_link_refs", lambda obj: walked.append(id(obj)) or walk(obj))
+    author = identity(GREEN)
+    first, second = indicator(GREEN, 1, author=author), indicator(GREEN, 2, author=author)
+    node.add([author, first, second, relationship(GREEN, first, second)])
+    node.add([version(first, at(10))])
+    with node.store.read() as connection:
+        page = egress(connection, node.agreement, Position(scan_limit=1000), set())
+    assert len(page.rows) == 5 and all(d.allowed for d in page.decisions)
+    assert walked and len(walked) == len(set(walked))
