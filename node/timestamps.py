@@ -38,7 +38,14 @@ def to_micros(value: str) -> int:
     """
     if not isinstance(value, str):
         raise ValueError(f"timestamp must be a string, got {type(value).__name__}")
+    if len(value) > _LONGEST_REMEMBERED:  # a valid one, with many fractional digits
+        return _parsed.__wrapped__(value)
     return _parsed(value)
+
+
+# Timestamps longer than this (more than 18 fractional digits: valid, and never seen
+# in practice) are parsed each time, so the cache holds no client-sized strings.
+_LONGEST_REMEMBERED = 40
 
 
 @functools.lru_cache(maxsize=8192)

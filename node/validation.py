@@ -61,6 +61,9 @@ _UUID: Final = re.compile(
 _UUID_LENGTH: Final = 36
 _SEPARATOR: Final = "--"
 _MIN_IDENTIFIER_LENGTH: Final = 3 + len(_SEPARATOR) + _UUID_LENGTH
+# A type name has at most 250 characters (STIX 2.1 section 2.9, ``_TYPE_NAME``):
+# a longer string is no identifier, and is never kept in ``_type_of_identifier``'s cache.
+_MAX_IDENTIFIER_LENGTH: Final = 250 + len(_SEPARATOR) + _UUID_LENGTH
 # STIX 2.1 3.1 / 11.1: a-z, 0-9 and '-', 3-250 characters.  The stix2 library
 # and the OASIS JSON schemas also require a leading letter; none may end in '-'.
 _TYPE_NAME: Final = re.compile(r"[a-z][a-z0-9-]{1,248}[a-z0-9]")
@@ -209,7 +212,9 @@ def _identifier_type(value: object) -> str | None:
     Slicing the fixed-length UUID off the end avoids the backtracking a single
     regular expression needs to find the '--' inside a hyphenated type.
     """
-    if not isinstance(value, str) or len(value) < _MIN_IDENTIFIER_LENGTH:
+    if not isinstance(value, str) or not (
+        _MIN_IDENTIFIER_LENGTH <= len(value) <= _MAX_IDENTIFIER_LENGTH
+    ):
         return None
     return _type_of_identifier(value)
 

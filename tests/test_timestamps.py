@@ -67,3 +67,14 @@ def test_a_value_that_is_not_a_string_fails_with_a_value_error(value: object) ->
     """Not a TypeError of the memo's hashing (a list is unhashable)."""
     with pytest.raises(ValueError, match="must be a string"):
         to_micros(value)  # type: ignore[arg-type]
+
+
+def test_a_long_valid_timestamp_parses_without_being_remembered() -> None:
+    """A client's long fraction is parsed, not kept: the cache holds no client-sized strings."""
+    from node.timestamps import _parsed
+
+    value = "2026-12-02T10:00:00.123456" + "7" * 10_000 + "Z"
+    expected = to_micros("2026-12-02T10:00:00.123456Z")
+    _parsed.cache_clear()
+    assert to_micros(value) == expected
+    assert _parsed.cache_info().currsize == 0

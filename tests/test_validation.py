@@ -1137,3 +1137,21 @@ def test_agreement_on_corpus_sample() -> None:
 def test_agreement_on_mutated_objects(obj: dict[Any, Any]) -> None:
     if object_problem(obj) is None:
         assert _stix2_accepts(obj) is None
+
+
+def test_an_overlong_identifier_is_refused_and_not_remembered() -> None:
+    """A type name has at most 250 characters (STIX 2.1 section 2.9): the 250-character
+    type is an identifier, a longer one is not, and the longer string is not kept in
+    the identifier check's cache (a client could fill it with 10 MB strings)."""
+    from node.validation import _type_of_identifier
+
+    uuid_part = "00000000-0000-4000-8000-000000000001"
+    kind = "x-" + "a" * 248
+    longest = {"type": kind, "spec_version": "2.1", "id": f"{kind}--{uuid_part}",
+               "created": "2026-01-01T00:00:00Z", "modified": "2026-01-01T00:00:00Z"}  # fmt: skip
+    assert object_problem(longest) is None
+    over = "x-" + "a" * 249
+    refs = {**longest, "created_by_ref": f"{over}--{uuid_part}"}
+    _type_of_identifier.cache_clear()
+    assert "must be an identifier" in (object_problem(refs) or "")
+    assert _type_of_identifier.cache_info().currsize == 1  # the object's own id only

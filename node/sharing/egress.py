@@ -304,7 +304,8 @@ class _Run:
         self.position = position
         self.policy = Policy(agreement.egress)
         # What each decoded object names, found once per call (rows, closure, dependencies).
-        self.references = PerObject(lambda obj: _references(obj, self.policy))
+        policy = self.policy  # not ``self``: a closure over the run would make a cycle
+        self.references = PerObject(lambda obj: _references(obj, policy))
         self.gates = EgressGates(connection, agreement)
         self.filter = _VersionFilter(position.versions)
         self.window = provenance.Scan(
