@@ -12,6 +12,8 @@ import re
 import time
 from datetime import UTC, datetime
 
+from node.memo import short_texts
+
 # RFC 3339 as STIX 2.1 (section 3.2) restricts it: UTC only, "Z" suffix,
 # optional fractional seconds.  TAXII filters (3.4.2) use the same form.
 # ASCII digits only, and \Z: "$" would also accept a trailing newline.
@@ -38,17 +40,12 @@ def to_micros(value: str) -> int:
     """
     if not isinstance(value, str):
         raise ValueError(f"timestamp must be a string, got {type(value).__name__}")
-    if len(value) > _LONGEST_REMEMBERED:  # a valid one, with many fractional digits
-        return _parsed.__wrapped__(value)
     return _parsed(value)
 
 
-# Timestamps longer than this (more than 18 fractional digits: valid, and never seen
-# in practice) are parsed each time, so the cache holds no client-sized strings.
-_LONGEST_REMEMBERED = 40
-
-
-@functools.lru_cache(maxsize=8192)
+# Timestamps longer than 40 characters (more than 18 fractional digits: valid, and
+# never seen in practice) are parsed each time (node.memo).
+@short_texts(size=8192, longest=40)
 def _parsed(value: str) -> int:
     """``to_micros`` of a string, remembered (a failure raises and is not).
 

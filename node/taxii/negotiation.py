@@ -8,13 +8,13 @@ them, so the node parses Accept properly.
 
 from __future__ import annotations
 
-import functools
-
 from node.mediatypes import TAXII_MEDIA
+from node.memo import short_texts
 
 # Clients send the same few Accept and Content-Type values on every request:
-# each answer is a function of the header's text alone, so it is remembered.
-_REMEMBERED = 256
+# each answer is a function of the header's text alone, so it is remembered
+# (for texts of at most 200 characters: node.memo).
+_remembered = short_texts(size=256, longest=200)
 
 
 def _media_ranges(header: str) -> list[tuple[str, dict[str, str]]]:
@@ -39,7 +39,7 @@ def _quality(params: dict[str, str]) -> float:
         return 0.0
 
 
-@functools.lru_cache(maxsize=_REMEMBERED)
+@_remembered
 def accepts_taxii_21(header: str | None) -> bool:
     """True when an Accept header admits TAXII 2.1 JSON.
 
@@ -57,7 +57,7 @@ def accepts_taxii_21(header: str | None) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=_REMEMBERED)
+@_remembered
 def is_taxii_21_body(content_type: str | None) -> bool:
     """True when a request body is declared as TAXII 2.1 JSON (versionless allowed)."""
     if not content_type:
