@@ -261,7 +261,10 @@ def test_an_analyst_day_in_the_console(pair: Pair, page, tmp_path: Path) -> None
 def test_the_console_reads_in_a_narrow_window_with_the_keyboard(pair: Pair, narrow_page):
     page = narrow_page
     page.goto(f"{pair.a.base_url}/ui/sign-in")
-    page.keyboard.type("admin")  # the user name field has the focus
+    # The user name field takes the focus by itself (autofocus), once the page is
+    # ready: under load, keys typed before that were lost.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'user'")
+    page.keyboard.type("admin")
     page.keyboard.press("Tab")
     page.keyboard.type(ADMIN_PASSWORD)
     page.keyboard.press("Enter")
