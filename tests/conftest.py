@@ -25,8 +25,11 @@ from tests.nodes import (
     pg_available,
     tearing_down,
 )
+from tests.passwords import hash_cheaply
 
 ROOT = Path(__file__).resolve().parent.parent
+
+hash_cheaply()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,6 +126,33 @@ def test_unknown_user_and_wrong_password_look_the_same(node: InProcessNode) -> N
     wrong = _get(node, "/taxii2/", auth=("mallory", "whatever"))
     assert unknown.status_code == wrong.status_code == 401
     assert unknown.json() == wrong.json()
+
+
+def test_passwords_are_hashed_at_the_node_cost_and_checked_at_their_own() -> None:
+    """A node process (not the test harness, which hashes cheaply: tests/passwords.py)
+    hashes at scrypt n=2**14, r=8, p=1; a hash made at another cost still checks."""
+    script = (
+        "from node.store import accounts\n"
+        "made = accounts.hash_password('pw-1')\n"
+        "print(made.rsplit('$', 2)[0])\n"
+        "print(accounts.password_matches('pw-1', made), accounts.password_matches('pw-2', made))\n"
+        "print(accounts._dummy_hash().rsplit('$', 2)[0])\n"
+        "accounts.PASSWORD_COST = accounts.ScryptCost(n=2, r=1, p=1)\n"
+        "print(accounts.password_matches('pw-1', made))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.stdout.splitlines() == [
+        "scrypt$16384$8$1",
+        "True False",
+        "scrypt$16384$8$1",
+        "True",
+    ]
 
 
 def test_peer_role_reaches_only_its_mapped_collections(node: InProcessNode) -> None:

@@ -9,7 +9,8 @@ per test process: ``tests.nodes``) and forks a child for each server, which
 then runs the same command line (``node.cli.main`` with the server's argv,
 environment and working directory) as ``python -m node`` runs it: gunicorn's
 arbiter and its workers, signals, exit code.  Nothing of the node runs here
-before the fork; prometheus_client's multiprocess mode is chosen again by
+before the fork (new passwords are hashed cheaply, as in the test process:
+tests/passwords.py); prometheus_client's multiprocess mode is chosen again by
 ``serve`` (node.metrics.enable_multiprocess), as it is in a fresh process.
 
 Protocol, JSON lines: a request on stdin ``{"argv", "env", "cwd", "log"}`` is
@@ -31,6 +32,9 @@ def main() -> None:
     import node.app
     import node.cli
     import node.server  # noqa: F401
+    from tests.passwords import hash_cheaply
+
+    hash_cheaply()  # as in the test process that asks for these servers
 
     pending = b""
     while True:

@@ -28,7 +28,23 @@ from node.timestamps import now_micros
 
 from .schema import api_tokens, grants, login_failures, users
 
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+@dataclass(frozen=True)
+class ScryptCost:
+    """scrypt's work factors: ``n`` (CPU and memory, a power of 2), ``r`` (block
+    size) and ``p`` (parallelism); memory is ``128 * n * r`` bytes."""
+
+    n: int
+    r: int
+    p: int
+
+
+# The cost new passwords are hashed at: 16 MiB and about 60 ms of CPU a hash on a
+# 2-core machine, the parameters the scrypt paper recommends for interactive
+# logins.  A stored hash names the parameters it was made with, and is checked
+# with those, so raising the cost here leaves existing passwords valid.  The test
+# harness lowers it for the hundreds of accounts it creates (tests/conftest.py).
+PASSWORD_COST = ScryptCost(n=2**14, r=8, p=1)
 
 
 @dataclass(frozen=True)
@@ -79,11 +95,10 @@ class Account:
 
 
 def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = _scrypt(password, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
-    return "$".join(
-        ["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P), _b64(salt), _b64(digest)]
-    )
+    """``scrypt$n$r$p$salt$digest`` at ``PASSWORD_COST``, with a fresh salt."""
+    cost, salt = PASSWORD_COST, secrets.token_bytes(16)
+    digest = _scrypt(password, salt, cost.n, cost.r, cost.p)
+    return "$".join(["scrypt", str(cost.n), str(cost.r), str(cost.p), _b64(salt), _b64(digest)])
 
 
 def password_matches(password: str, stored_hash: str | None) -> bool:
@@ -104,8 +119,10 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
 
 
 def _dummy_hash() -> str:
-    # Same parameters as real hashes, so the work matches.
-    return "scrypt$16384$8$1$" + _b64(b"\0" * 16) + "$" + _b64(b"\0" * 32)
+    """A hash no password matches, at the cost new hashes are made at, so that
+    checking an unknown user's password takes as long as a known one's."""
+    cost = PASSWORD_COST
+    return f"scrypt${cost.n}${cost.r}${cost.p}$" + _b64(b"\0" * 16) + "$" + _b64(b"\0" * 32)
 
 
 def _b64(raw: bytes) -> str:
