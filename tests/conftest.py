@@ -20,8 +20,7 @@ from node.store.catalog import Collection
 from tests.nodes import (
     PG_ENV,
     REQUIRE_PG_ENV,
-    create_pg_database,
-    drop_pg_database,
+    PgStorePool,
     pg_available,
     tearing_down,
 )
@@ -80,31 +79,52 @@ def stopper() -> Iterator[list]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request, tmp_path) -> Iterator[str | None]:
-    """None for a SQLite file chosen by the harness, else the URL of a fresh PostgreSQL
-    store (a schema of its own: tests.nodes.create_pg_database)."""
-    yield from _store_url(request.param)
+    """None for a SQLite file chosen by the harness, else the URL of an empty,
+    migrated PostgreSQL store (a schema of its own: tests.nodes.PgStorePool)."""
+    urls = _store_urls(request, request.param)
+    try:
+        yield urls.new()
+    finally:
+        urls.drop_all()
 
 
 class StoreUrls:
     """Fresh stores of one kind for a module: ``new()`` gives None (a SQLite file the
-    harness picks) or the URL of a new PostgreSQL store, dropped at teardown."""
+    harness picks) or the URL of an empty, migrated PostgreSQL store of ``pool``,
+    given back to it at teardown."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, pool: PgStorePool | None = None) -> None:
         self.kind = kind
-        self._created: list[str] = []
-        self._base = _pg_base_url() if kind == "postgresql" else None
+        self._taken: list[str] = []
+        self._pool = pool
 
     def new(self) -> str | None:
-        if self._base is None:
+        if self._pool is None:
             return None
-        url = create_pg_database(self._base)
-        self._created.append(url)
+        url = self._pool.take()
+        self._taken.append(url)
         return url
 
     def drop_all(self) -> None:
-        for url in self._created:
-            assert self._base is not None
-            drop_pg_database(self._base, url)
+        for url in self._taken:
+            assert self._pool is not None
+            self._pool.give_back(url)
+
+
+@pytest.fixture(scope="session")
+def pg_store_pool() -> Iterator[PgStorePool]:
+    """This test process's migrated PostgreSQL stores (tests.nodes.PgStorePool)."""
+    pool = PgStorePool(_pg_base_url() or "")
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def _store_urls(request: pytest.FixtureRequest, kind: str) -> StoreUrls:
+    if kind != "postgresql":
+        return StoreUrls(kind)
+    return StoreUrls(kind, request.getfixturevalue("pg_store_pool"))
 
 
 @pytest.fixture(
@@ -112,7 +132,7 @@ class StoreUrls:
 )
 def module_store_urls(request) -> Iterator[StoreUrls]:
     """For modules that run more than one node per store kind."""
-    urls = StoreUrls(request.param)
+    urls = _store_urls(request, request.param)
     try:
         yield urls
     finally:
@@ -122,14 +142,6 @@ def module_store_urls(request) -> Iterator[StoreUrls]:
 @pytest.fixture(scope="module")
 def module_store_url(module_store_urls: StoreUrls) -> str | None:
     return module_store_urls.new()
-
-
-def _store_url(kind: str) -> Iterator[str | None]:
-    urls = StoreUrls(kind)
-    try:
-        yield urls.new()
-    finally:
-        urls.drop_all()
 
 
 @pytest.hookimpl(hookwrapper=True)
