@@ -23,6 +23,9 @@ from node.errors import ConfigError
 from node.tomlreader import first_unknown_key
 
 ENV_STORE_URL = "TAXII_NODE_STORE_URL"
+# The most versions a peer's ``batch`` may name: a push batch is decided and held in
+# memory at once (envelopes are split further by size, ``node.client``).
+MAX_PEER_BATCH = 10_000
 
 __all__ = ["ENV_STORE_URL", "Config", "ConfigError", "PeerConfig", "load_config"]
 
@@ -143,6 +146,9 @@ class PeerConfig:
     password_file: Path | None = None
     account: str | None = None  # local account the partner's worker reads us with
     timeout: float = 30.0
+    # Versions decided per push envelope, and the ``limit`` asked per pull page: a
+    # slow peer (a server that takes seconds per 100 objects) may need fewer.
+    batch: int = 1000
     ca_bundle: Path | None = None  # CA(s) the peer's server certificate must chain to
     client_cert: Path | None = None  # our client certificate for mutual TLS (PEM)
     client_key: Path | None = None  # its key, unless client_cert holds both
@@ -388,7 +394,7 @@ def _peers(reader: _Reader, peers: Any) -> list[PeerConfig]:
 
 def _peer(reader: _Reader, table: Mapping[str, Any], where: str) -> PeerConfig:
     keys = {"name", "api_root", "user", "password_env", "password_file", "account", "timeout"}
-    keys |= {"ca_bundle", "client_cert", "client_key"}
+    keys |= {"batch", "ca_bundle", "client_cert", "client_key"}
     reader.check_keys(table, keys | {"mappings"}, where)
     name = reader.string(table, "name", where, required=True)
     where = f"peer {name!r}"
@@ -416,6 +422,7 @@ def _peer(reader: _Reader, table: Mapping[str, Any], where: str) -> PeerConfig:
         password_file=reader.resolve(password_file) if password_file else None,
         account=reader.string(table, "account", where, default="") or None,
         timeout=float(reader.number(table, "timeout", where, 30.0)),
+        batch=reader.integer(table, "batch", where, 1000, low=1, high=MAX_PEER_BATCH),
         ca_bundle=ca_bundle,
         client_cert=client_cert,
         client_key=client_key,

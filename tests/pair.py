@@ -61,6 +61,7 @@ def peer_toml(
     mappings: MappingSpec,
     remote_names: Mapping[str, str] | None = None,
     timeout: float = 10.0,
+    batch: int | None = None,
 ) -> str:
     """A ``[[peers]]`` table with one ``[[peers.mappings]]`` per local collection alias."""
     lines = [
@@ -71,6 +72,8 @@ def peer_toml(
         f"password_file = {toml_value(str(password_file))}",
         f"timeout = {timeout}",
     ]
+    if batch is not None:
+        lines.append(f"batch = {batch}")
     if account:
         lines.append(f"account = {toml_value(account)}")
     for alias, spec in mappings.items():
@@ -226,6 +229,7 @@ def node_syncing_with(
     mappings: MappingSpec,
     remote_names: Mapping[str, str],
     timeout: float = 10.0,
+    batch: int | None = None,
 ) -> RunningNode:
     """Node A, initialised and serving on loopback, with a ``[[peers]]`` table
     for ``peer``: a third-party server (tests/peer_process.py) that has one
@@ -241,6 +245,7 @@ def node_syncing_with(
         mappings=mappings,
         remote_names=remote_names,
         timeout=timeout,
+        batch=batch,
     )
     node = loopback_node(
         directory=tmp_path / "node-a",
@@ -288,10 +293,12 @@ def make_pair(
     b: MappingSpec,
     taxii: Mapping[str, str] | None = None,
     start: bool = True,
+    batch: int | None = None,
 ) -> Pair:
     """node-a and node-b, initialised, with their accounts, started unless ``start`` is False.
 
-    ``taxii`` maps a node name to extra ``[taxii]`` lines (e.g. ``max_content_length``).
+    ``taxii`` maps a node name to extra ``[taxii]`` lines (e.g. ``max_content_length``);
+    ``batch`` is each peer table's ``batch`` (the workers' push batch and pull page).
     """
     ports = {name: free_port() for name in NAMES}
     while ports["node-a"] == ports["node-b"]:
@@ -312,6 +319,7 @@ def make_pair(
             password_file=password_file,
             account=other,
             mappings=specs[name],
+            batch=batch,
         )
         node_dir = directory / name
         nodes[name] = loopback_node(

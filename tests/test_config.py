@@ -182,6 +182,9 @@ def test_check_reports_a_misspelled_key_in_one_line(tmp_path):
         ("interval = 2", "interval = 0", "interval: expected a positive number"),
         ("interval = 2", 'interval = 2\negress = "amber"', "egress must be a table"),
         ('name = "partner"', 'name = "partner"\ntimeout = -1', "timeout: expected a positive"),
+        ('name = "partner"', 'name = "partner"\nbatch = 0', "batch: 0 is outside 1..10000"),
+        ('name = "partner"', 'name = "partner"\nbatch = 10001', "batch: 10001 is outside"),
+        ('name = "partner"', 'name = "partner"\nbatch = "50"', "batch: expected an integer"),
     ],
 )
 def test_a_bad_value_names_the_key(tmp_path, old, new, expected):

@@ -17,7 +17,7 @@ import requests
 
 from node.config import Config, load_config
 from node.store import Store, objects, syncstate
-from node.sync.worker import PULL_PAGE, PUSH_BATCH, SyncWorker
+from node.sync.worker import SyncWorker
 from node.timestamps import to_micros
 from tests.nodes import COLLECTIONS, RunningNode, kill_when_partly_moved, start_sync_worker
 from tests.opentaxii_peer import OpenTaxiiPeer, start_opentaxii
@@ -83,6 +83,12 @@ class NodeAndPeer:
         assert "FAILED" not in finish.stdout, finish.stdout
 
 
+# The node's push batch and pull page at OpenTAXII (``[[peers]] batch``): OpenTAXII
+# takes about a second per 200 objects, so the tests that must span several batches
+# (SIGKILL mid-transfer) move a few hundred objects, not a few thousand.
+BATCH = 100
+
+
 def node_with_opentaxii(tmp_path: Path, stopper: list, direction: str = "both") -> NodeAndPeer:
     peer = start_opentaxii(tmp_path / "opentaxii", ["alpha"])
     stopper.append(peer)
@@ -93,6 +99,7 @@ def node_with_opentaxii(tmp_path: Path, stopper: list, direction: str = "both") 
         mappings={"alpha": {"direction": direction, "egress": GREEN_ONLY}},
         remote_names={"alpha": peer.collections["alpha"]},
         timeout=60.0,
+        batch=BATCH,
     )
     stopper.append(node)
     config = load_config(node.config_path)
@@ -186,8 +193,8 @@ def peer_has_any(both: NodeAndPeer) -> int:
 def test_push_to_opentaxii_resumes_after_sigkill(tmp_path, stopper):
     both = node_with_opentaxii(tmp_path, stopper, direction="push")
     author = identity("Bulk producer", TLP2["green"])
-    # A batch and a bit: the kill lands while the second batch is on its way.
-    shared = [author, *green_indicators(author, PUSH_BATCH + 200)]
+    # Three batches: the kill lands once the first has, while the second is on its way.
+    shared = [author, *green_indicators(author, 3 * BATCH)]
     publish(both.node.collection_url("alpha"), ADMIN, shared)
 
     worker = start_sync_worker(both.node)
@@ -203,8 +210,8 @@ def test_push_to_opentaxii_resumes_after_sigkill(tmp_path, stopper):
 def test_pull_from_opentaxii_resumes_after_sigkill(tmp_path, stopper):
     both = node_with_opentaxii(tmp_path, stopper, direction="pull")
     author = identity("OpenTAXII producer", TLP2["green"])
-    # A page and a bit: the kill lands while the second page is on its way.
-    theirs = [author, *green_indicators(author, PULL_PAGE + 200, network=12)]
+    # Three pages: the kill lands once the first is stored, while the second is read.
+    theirs = [author, *green_indicators(author, 3 * BATCH, network=12)]
     publish(both.peer.collection_url("alpha"), both.peer_auth, theirs)
 
     worker = start_sync_worker(both.node)

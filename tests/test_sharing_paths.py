@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from node import jsoncodec
-from node.sharing import ingress
+from node.client import ObjectPage
+from node.sharing import Agreement, ingress
 from node.store.audit import AuditQueue
 from node.sync.worker import MappingSync
 from tests.nodes import COLLECTIONS
@@ -461,3 +463,72 @@ def test_an_object_using_a_withheld_extension_definition_is_withheld(make_node) 
         assert secret["id"] not in json.dumps(objs)
         assert ids(objs) == {author["id"], fine["id"], shared["id"], alone["id"], GREEN}
     assert node.get(f"objects/{leaking['id']}/").status_code == 404
+
+
+# ---------------------------------------------------------------- [[peers]] batch
+
+
+class EnvelopeCounter(RecordingPeer):
+    """A partner that records how many indicators each envelope it is posted holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.indicators_per_envelope: list[int] = []
+
+    def post_serialized(self, collection_id: str, texts: list[str], poll_seconds: float = 60.0):
+        objs = [jsoncodec.loads(text) for text in texts]
+        self.indicators_per_envelope.append(sum(obj["type"] == "indicator" for obj in objs))
+        return super().post_serialized(collection_id, texts, poll_seconds)
+
+
+class PagingPeer(RecordingPeer):
+    """A partner whose collection holds ``objects``, served ``limit`` at a time, each
+    ``limit`` the pull round asked for recorded."""
+
+    def __init__(self, objects: list[dict]) -> None:
+        super().__init__()
+        self.objects = objects
+        self.limits: list[int] = []
+
+    def objects_page(
+        self, collection_id: str, *, added_after: str | None, next_token: str | None, limit: int
+    ) -> ObjectPage:
+        self.limits.append(limit)
+        start = int(next_token or 0)
+        end = min(start + limit, len(self.objects))
+        more = end < len(self.objects)
+        return ObjectPage(self.objects[start:end], more, str(end) if more else None, at(end))
+
+
+def with_batch(node: SharingNode, batch: int) -> Agreement:
+    """The node's agreement with its peer, with ``[[peers]] batch = batch``."""
+    return replace(node.agreement, peer=replace(node.agreement.peer, batch=batch))
+
+
+def test_a_push_round_decides_and_sends_batch_versions_at_a_time(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    node.add([indicator(GREEN, value) for value in range(7)])
+    peer = EnvelopeCounter()
+    result = MappingSync(node.store, with_batch(node, 3), peer).push()  # type: ignore[arg-type]
+    assert result.ok, result.error
+    assert peer.indicators_per_envelope == [3, 3, 1]
+    assert len({obj["id"] for obj in peer.sent if obj["type"] == "indicator"}) == 7
+    node.close()
+
+
+def test_a_pull_round_asks_for_pages_of_batch_versions(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(5)]
+    peer = PagingPeer(theirs)
+    result = MappingSync(node.store, with_batch(node, 2), peer).pull()  # type: ignore[arg-type]
+    assert result.ok, result.error
+    assert peer.limits == [2, 2, 2]
+    stored = {row["object_id"] for row in node.rows() if row["origin"] == PEER}
+    assert stored == {obj["id"] for obj in theirs}
+    node.close()
+
+
+def test_the_default_batch_is_a_thousand(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    assert node.agreement.peer.batch == 1000
+    node.close()

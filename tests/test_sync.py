@@ -23,7 +23,7 @@ import stix2
 
 from node.config import load_config
 from node.store import Store, audit, objects, syncstate
-from node.sync.worker import PULL_PAGE, PUSH_BATCH, SyncWorker
+from node.sync.worker import SyncWorker
 from node.timestamps import to_micros
 from node.tlp import TLP, TLP2_MARKING_IDS, tlp_marking_definitions, tlp_of
 from tests.medallion_peer import MEDIA_TYPE, start_medallion
@@ -683,6 +683,11 @@ def test_peer_down_leaves_cursors_and_catches_up_without_loss(tmp_path, stopper)
 # --------------------------------------------------------------------------- SIGKILL
 
 
+# The pair's ``[[peers]] batch`` in the SIGKILL test: several batches in a few
+# hundred objects.
+SIGKILL_BATCH = 100
+
+
 def big_publication(count: int) -> tuple[list[dict], list[dict]]:
     """(everything, what a max_tlp=green egress shares): one object in ten is TLP:RED."""
     author = identity("Bulk producer", TLP2["green"])
@@ -718,6 +723,7 @@ def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, st
         # Each side's direction matches its partner's: a node refuses writes to a
         # collection its own mapping does not pull (and reads it does not push).
         b={"alpha": {"direction": "pull"}, "beta": {"direction": "pull"}},
+        batch=SIGKILL_BATCH,
     )
     stopper.append(pair)
 
@@ -728,11 +734,11 @@ def test_sigkill_mid_push_and_mid_pull_loses_and_duplicates_nothing(tmp_path, st
 
 
 def _kill_mid_transfer_then_finish(pair: Pair, runner: RunningNode, alias: str) -> None:
-    """Two push batches' (or pull pages') worth of versions published on A's ``alias``;
-    ``runner``'s worker process SIGKILLed once B holds some, so before the second
-    has landed (kill_when_partly_moved checks); then ``sync --once``: B holds each
+    """Four push batches' (or pull pages') worth of versions published on A's ``alias``;
+    ``runner``'s worker process SIGKILLed once B holds some, so before the last has
+    landed (kill_when_partly_moved checks); then ``sync --once``: B holds each
     shared version once."""
-    everything, shared = big_publication(2 * max(PUSH_BATCH, PULL_PAGE))
+    everything, shared = big_publication(4 * SIGKILL_BATCH)
     shared = without_builtin_markings(shared)  # node-b keeps its own TLP definitions
     publish(pair.a.collection_url(alias), ADMIN, everything)
     peer = pair.other(runner).name

@@ -47,11 +47,10 @@ from .schedule import Backoff, Lane, Schedule
 
 log = logging.getLogger(__name__)
 
-PUSH_BATCH = 1000
-PULL_PAGE = 1000
-# A pull round reads at most this many pages (100,000 versions), then ends with its
-# cursor saved: a peer whose paging never ends (``more`` true with a fresh ``next``
-# on every page) cannot keep the worker from every other lane; the next round goes on.
+# A pull round reads at most this many pages (100,000 versions at the default
+# ``batch``), then ends with its cursor saved: a peer whose paging never ends
+# (``more`` true with a fresh ``next`` on every page) cannot keep the worker from
+# every other lane; the next round goes on.
 PULL_PAGES_PER_ROUND = 100
 # A push round with nothing to send asks the peer's API root when the peer has not
 # answered for this long, so that a peer that is down is reported, not "ok".
@@ -211,9 +210,10 @@ class MappingSync:
         return batches
 
     def _prepare_push(self, after: int, sent_dependencies: set[str]) -> _PushBatch | None:
-        """The next batch: the one egress decision on at most PUSH_BATCH stored versions
-        (never the peer's own: no echo), the cursor moving past the withheld ones."""
-        position = Position(after=after, scan_limit=PUSH_BATCH)
+        """The next batch: the one egress decision on at most the peer's ``batch`` of
+        stored versions (never the peer's own: no echo), the cursor moving past the
+        withheld ones."""
+        position = Position(after=after, scan_limit=self.agreement.peer.batch)
         with self.store.read() as connection:
             page = egress(connection, self.agreement, position, sent_dependencies)
             if page.resume_after is None:
@@ -306,7 +306,7 @@ class MappingSync:
             params = {
                 "match[id]": ",".join(suspects[start : start + 50]),
                 "match[version]": "all",
-                "limit": PULL_PAGE,
+                "limit": self.agreement.peer.batch,
             }
             try:
                 page = self._call(lambda params=params: self.client.page(remote_id, params))
@@ -375,7 +375,10 @@ class MappingSync:
                     break
                 page = self._call(
                     lambda token=next_token: self.client.objects_page(
-                        remote_id, added_after=added_after, next_token=token, limit=PULL_PAGE
+                        remote_id,
+                        added_after=added_after,
+                        next_token=token,
+                        limit=self.agreement.peer.batch,
                     )
                 )
                 cursor = _safe_resume_point(page, previous_last)
