@@ -37,7 +37,7 @@ $(BIN)/python:
 # where pip took 30 (a fresh clone's make test, every CI run); pip installs uv.
 # --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set (the CI
 # machine) no process writes .pyc files, and each of the hundreds of processes the
-# tests start compiled the libraries it imported again (pytest took 270 s, not 200).
+# tests start would compile the libraries it imports again.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test]'

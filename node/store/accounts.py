@@ -43,7 +43,7 @@ class ScryptCost:
 # 2-core machine, the parameters the scrypt paper recommends for interactive
 # logins.  A stored hash names the parameters it was made with, and is checked
 # with those, so raising the cost here leaves existing passwords valid.  The test
-# harness lowers it for the hundreds of accounts it creates (tests/conftest.py).
+# harness lowers it for the hundreds of accounts it creates (tests/passwords.py).
 PASSWORD_COST = ScryptCost(n=2**14, r=8, p=1)
 
 

@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 # (``more`` true with a fresh ``next`` on every page) cannot keep the worker from
 # every other lane; the next round goes on.
 PULL_PAGES_PER_ROUND = 100
+# The page size of the check whether refused versions are held by the peer after all:
+# every version of 50 ids in one page, whatever the peer's ``batch`` (the check reads
+# one page per 50 ids).
+SUSPECTS_LIMIT = 1000
 # A push round with nothing to send asks the peer's API root when the peer has not
 # answered for this long, so that a peer that is down is reported, not "ok".
 PROBE_AFTER_SECONDS = 10.0
@@ -306,7 +310,7 @@ class MappingSync:
             params = {
                 "match[id]": ",".join(suspects[start : start + 50]),
                 "match[version]": "all",
-                "limit": self.agreement.peer.batch,
+                "limit": SUSPECTS_LIMIT,
             }
             try:
                 page = self._call(lambda params=params: self.client.page(remote_id, params))
