@@ -93,8 +93,7 @@ class StoreUrls:
     harness picks) or the URL of an empty, migrated PostgreSQL store of ``pool``,
     given back to it at teardown."""
 
-    def __init__(self, kind: str, pool: PgStorePool | None = None) -> None:
-        self.kind = kind
+    def __init__(self, pool: PgStorePool | None = None) -> None:
         self._taken: list[str] = []
         self._pool = pool
 
@@ -123,8 +122,8 @@ def pg_store_pool() -> Iterator[PgStorePool]:
 
 def _store_urls(request: pytest.FixtureRequest, kind: str) -> StoreUrls:
     if kind != "postgresql":
-        return StoreUrls(kind)
-    return StoreUrls(kind, request.getfixturevalue("pg_store_pool"))
+        return StoreUrls()
+    return StoreUrls(request.getfixturevalue("pg_store_pool"))
 
 
 @pytest.fixture(

@@ -125,10 +125,8 @@ def drop_pg_database(base_url: str, url: str) -> None:
     """Drop the store made by ``create_pg_database``, ending any session still in it."""
     import psycopg
 
-    name = _schema_name(url)
     with psycopg.connect(base_url, autocommit=True) as connection:
-        _end_sessions(connection, name)
-        connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        _drop_schema(connection, _schema_name(url))
 
 
 class PgStorePool:
@@ -192,12 +190,12 @@ class PgStorePool:
                 return
             finally:
                 connection.execute("SET lock_timeout = 0")
-        connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        _drop_schema(connection, name)
 
     def close(self) -> None:
         """Drop the stores waiting for reuse (at the end of the test process)."""
         while self._free:
-            drop_pg_database(self.base_url, self._free.pop())
+            _drop_schema(self._session(), _schema_name(self._free.pop()))
         if self._connection is not None:
             self._connection.close()
 
@@ -241,6 +239,12 @@ class PgStorePool:
 def _schema_name(url: str) -> str:
     (name,) = parse_qs(urlsplit(url).query)["application_name"]
     return name
+
+
+def _drop_schema(connection, name: str) -> None:
+    """Drop the store in schema ``name``, ending any session still in it."""
+    _end_sessions(connection, name)
+    connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def _end_sessions(connection, name: str) -> None:
