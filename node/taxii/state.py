@@ -19,6 +19,7 @@ from node.store import Store, catalog
 from node.store.accounts import Account
 from node.store.audit import AuditQueue
 from node.store.catalog import Collection
+from node.taxii.priority import PublishersFirst
 
 from .auth import Authenticator
 from .pagination import TokenSigner
@@ -80,6 +81,7 @@ class NodeState:
     read_audit: AuditQueue  # partner reads, audited without a write lock in the request
     decisions: DecisionCache = field(default_factory=DecisionCache)  # partner reads
     last_status_purge: float = field(default=0.0)
+    publishers_first: PublishersFirst = field(default_factory=PublishersFirst)
 
 
 def node_state() -> NodeState:

@@ -53,8 +53,10 @@ def _authenticate_and_negotiate() -> None:
     # The headers straight from the WSGI environ (RFC 3875 4.1.18 names them
     # HTTP_*), as request.headers would find them, without its lookup per header.
     environ = request.environ
-    check_host(environ)
     state = node_state()
+    if environ["REQUEST_METHOD"] in ("GET", "HEAD"):
+        state.publishers_first.wait_to_read()
+    check_host(environ)
     account = state.authenticator.authenticate(
         environ.get("HTTP_AUTHORIZATION"),
         environ.get("REMOTE_ADDR") or "",
@@ -401,6 +403,13 @@ def add_objects(collection_id: str) -> Response:
         )
     state = node_state()
     body = bodies.read_body(state.config.taxii.max_content_length, state.config.server.timeout)
+    # Reads wait for the CPU-heavy part only, never for a client's upload.
+    with state.publishers_first.publishing():
+        return _publish(state, collection_id, body)
+
+
+def _publish(state: NodeState, collection_id: str, body: bytes) -> Response:
+    """Validate, admit and store one envelope; its status resource (5.5, 4.3)."""
     envelope = bodies.envelope_objects(body, state.config.taxii.max_objects_per_envelope)
     account = current_account()
     admission = None
