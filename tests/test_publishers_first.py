@@ -18,7 +18,7 @@ from node.store import objects
 from node.taxii.priority import READ_WAIT_LIMIT, PublishersFirst
 from node.taxii.state import EXTENSION, NodeState
 from tests.inprocess import new_inprocess_node
-from tests.test_serving import TAXII_21, AdminClient, _headers, indicator, objects_of
+from tests.test_serving import TAXII_21, AdminClient, admin_headers, indicator, objects_of
 
 PROMPT = 10.0  # seconds within which what does not wait has certainly finished
 SETTLE = 0.3  # seconds in which what waits would have finished had it not waited
@@ -175,7 +175,7 @@ def test_a_refused_post_never_counts_as_a_publication(served, monkeypatch):
     monkeypatch.setattr(state.publishers_first, "publishing", counted)
     path = client.collection("alpha") + "objects/"
     wrong_type = client.client.post(
-        path, data="{}", headers={**_headers(), "Content-Type": "application/json"}
+        path, data="{}", headers={**admin_headers(), "Content-Type": "application/json"}
     )
     assert wrong_type.status_code == 415
     anonymous = client.client.post(

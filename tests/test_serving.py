@@ -56,17 +56,18 @@ class AdminClient:
         return f"{self.api_root}collections/{name or COLLECTIONS[alias]}/"
 
     def get(self, path: str, **kwargs):
-        return self.client.get(path, headers=_headers(), **kwargs)
+        return self.client.get(path, headers=admin_headers(), **kwargs)
 
     def post(self, path: str, body: bytes | str | dict):
         data = json.dumps(body) if isinstance(body, dict) else body
-        return self.client.post(path, data=data, headers={**_headers(), "Content-Type": TAXII_21})
+        headers = {**admin_headers(), "Content-Type": TAXII_21}
+        return self.client.post(path, data=data, headers=headers)
 
     def delete(self, path: str, **kwargs):
-        return self.client.delete(path, headers=_headers(), **kwargs)
+        return self.client.delete(path, headers=admin_headers(), **kwargs)
 
 
-def _headers() -> dict[str, str]:
+def admin_headers() -> dict[str, str]:
     token = base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
     return {"Authorization": f"Basic {token}", "Accept": TAXII_21}
 
@@ -382,7 +383,8 @@ class Tricklers:
 def head_of(path: str, port: int, extra: str = "") -> bytes:
     return (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: {TAXII_21}\r\n"
-        f"Authorization: {_headers()['Authorization']}\r\n{extra}X-Padding: {'p' * 200}\r\n\r\n"
+        f"Authorization: {admin_headers()['Authorization']}\r\n"
+        f"{extra}X-Padding: {'p' * 200}\r\n\r\n"
     ).encode()
 
 
@@ -414,7 +416,7 @@ def test_trickling_bodies_take_at_most_half_the_threads(server):
     head = (
         f"POST {COLLECTION_PATH}objects/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
         f"Accept: {TAXII_21}\r\nContent-Type: {TAXII_21}\r\n"
-        f"Authorization: {_headers()['Authorization']}\r\n"
+        f"Authorization: {admin_headers()['Authorization']}\r\n"
         f"Content-Length: {len(envelope)}\r\n\r\n"
     ).encode()
     with Tricklers(server.port, b"", TRICKLERS, TRICKLE_EVERY) as slow:
@@ -447,7 +449,7 @@ def post_in_two_pieces(
     head = (
         f"POST /api/collections/{COLLECTIONS['alpha']}/objects/ HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{port}\r\nAccept: {TAXII_21}\r\nContent-Type: {TAXII_21}\r\n"
-        f"Authorization: {_headers()['Authorization']}\r\nConnection: close\r\n"
+        f"Authorization: {admin_headers()['Authorization']}\r\nConnection: close\r\n"
         f"Content-Length: {len(envelope)}\r\n\r\n"
     ).encode()
     half = len(envelope) // 2
@@ -479,7 +481,7 @@ def test_a_stalled_body_is_told_how_long_the_server_waited(server):
     head = (
         f"POST /api/collections/{COLLECTIONS['alpha']}/objects/ HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{server.port}\r\nAccept: {TAXII_21}\r\nContent-Type: {TAXII_21}\r\n"
-        f"Authorization: {_headers()['Authorization']}\r\nContent-Length: 1000\r\n\r\n"
+        f"Authorization: {admin_headers()['Authorization']}\r\nContent-Length: 1000\r\n\r\n"
     ).encode()
     status, _headers_seen, body = raw_exchange(server.port, head + b'{"objects": [')
     assert status == 408
@@ -501,7 +503,7 @@ def raw_exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
 def discovery_request(host_lines: str, protocol: str = "HTTP/1.1") -> bytes:
     return (
         f"GET /taxii2/ {protocol}\r\n{host_lines}Accept: {TAXII_21}\r\n"
-        f"Authorization: {_headers()['Authorization']}\r\nConnection: close\r\n\r\n"
+        f"Authorization: {admin_headers()['Authorization']}\r\nConnection: close\r\n\r\n"
     ).encode()
 
 
@@ -597,14 +599,14 @@ def test_sigterm_answers_the_request_in_flight_then_the_server_exits_cleanly(tmp
         post = (
             f"POST /api/collections/{COLLECTIONS['alpha']}/objects/ HTTP/1.1\r\n"
             f"Host: 127.0.0.1:{running.port}\r\nAccept: {TAXII_21}\r\n"
-            f"Content-Type: {TAXII_21}\r\nAuthorization: {_headers()['Authorization']}\r\n"
+            f"Content-Type: {TAXII_21}\r\nAuthorization: {admin_headers()['Authorization']}\r\n"
             f"Connection: close\r\nContent-Length: {len(envelope)}\r\n\r\n"
         ).encode()
         with socket.create_connection(("127.0.0.1", running.port), timeout=30) as sock:
             # A first request answered on this connection: the worker has accepted it.
             get = (
                 f"GET /taxii2/ HTTP/1.1\r\nHost: 127.0.0.1:{running.port}\r\n"
-                f"Accept: {TAXII_21}\r\nAuthorization: {_headers()['Authorization']}\r\n\r\n"
+                f"Accept: {TAXII_21}\r\nAuthorization: {admin_headers()['Authorization']}\r\n\r\n"
             )
             sock.sendall(get.encode())
             first = http.client.HTTPResponse(sock)

@@ -19,10 +19,10 @@ from node.store import Store, catalog
 from node.store.accounts import Account
 from node.store.audit import AuditQueue
 from node.store.catalog import Collection
-from node.taxii.priority import PublishersFirst
 
 from .auth import Authenticator
 from .pagination import TokenSigner
+from .priority import PublishersFirst
 
 EXTENSION = "taxii_node"
 
