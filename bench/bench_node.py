@@ -94,8 +94,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from node.config import ServerConfig  # noqa: E402
 from tests.medallion_peer import start_medallion  # noqa: E402
 from tests.nodes import ADMIN_PASSWORD, new_node  # noqa: E402
+
+# Benchmarked nodes run as deployed (the config's default worker processes),
+# not as the test harness starts them (one worker, to save the tests' CPU).
+NODE_WORKERS = ServerConfig().workers
 
 SHARED_DATA = REPO.parent / "shared" / "data"
 MEDIA_TYPE = "application/taxii+json;version=2.1"
@@ -357,7 +362,7 @@ class Server:
 
 @contextmanager
 def running_node(workdir: Path, name: str) -> Iterator[Server]:
-    node = new_node(workdir, f"node-{name}", None)
+    node = new_node(workdir, f"node-{name}", None, workers=NODE_WORKERS)
     try:
         node.start(timeout=60)
         assert node.process is not None
@@ -786,7 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     corpora, corpus_names = ([], []) if args.no_shared else shared_corpora()
     print(
-        f"taxii-node benchmark: SQLite store, gunicorn 2 workers x 4 threads; client "
+        f"taxii-node benchmark: SQLite store, gunicorn {NODE_WORKERS} workers x 4 threads; client "
         f"{POST_THREADS} POST threads, envelopes of {ENVELOPE_SIZE}, pages of {PAGE_SIZE}, "
         f"{GET_IDS} GETs by id; {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
     )

@@ -26,6 +26,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
+from bench.bench_node import NODE_WORKERS  # noqa: E402
 from node.tlp import TLP, TLP2_MARKING_IDS  # noqa: E402
 from tests.nodes import ADMIN_PASSWORD, new_node  # noqa: E402
 
@@ -89,7 +90,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sharing-") as directory:
-        node = new_node(Path(directory), "node-a", None, extra_toml=PEER_TOML)
+        node = new_node(Path(directory), "node-a", None, extra_toml=PEER_TOML, workers=NODE_WORKERS)
         node.add_user("node-b", PEER_PASSWORD, read=("alpha",), write=("alpha",), peer="node-b")
         node.start()
         try:

@@ -45,7 +45,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from bench_node import synthetic_objects  # noqa: E402
+from bench_node import NODE_WORKERS, synthetic_objects  # noqa: E402
 
 from tests.nodes import (  # noqa: E402
     ADMIN_PASSWORD,
@@ -97,6 +97,7 @@ def make_pair(workdir: Path) -> tuple[RunningNode, RunningNode]:
             name=name,
             store_url=f"sqlite:///{workdir / name / 'node.db'}",
             port=ports[name],
+            workers=NODE_WORKERS,
             extra_toml=_peer_toml(other, roots[other], secret, direction),
         )
         node.init()
