@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
 from node.config import Config
 from node.console import register_console
-from node.metrics import register_metrics
+from node.metrics import multiprocess_directory, register_metrics
 from node.sharing import Agreements
 from node.store import Store
 from node.store.audit import AuditQueue
 from node.taxii.auth import Authenticator
 from node.taxii.errors import register_error_handlers
 from node.taxii.pagination import TokenSigner
+from node.taxii.priority import PUBLICATIONS_FILE, OtherProcesses, PublishersFirst
 from node.taxii.state import EXTENSION, CollectionCache, NodeState
 from node.taxii.views import blueprint
 
@@ -52,6 +54,15 @@ class NodeFlask(Flask):
         return synchronous
 
 
+def _publishers_first() -> PublishersFirst:
+    """One gate for the worker processes of a ``serve``, through the directory it
+    gives them (``serve``); a gate of this process alone otherwise."""
+    directory = multiprocess_directory()
+    if directory is None:
+        return PublishersFirst()
+    return PublishersFirst(others=OtherProcesses(Path(directory) / PUBLICATIONS_FILE))
+
+
 class StoreNotReady(RuntimeError):
     """The store has not been initialised, or needs migrating: run ``taxii-node init``."""
 
@@ -83,6 +94,7 @@ def create_app(config: Config, store: Store | None = None) -> Flask:
         agreements=Agreements(config, store),
         collections=CollectionCache(store, ttl=config.server.auth_cache_seconds),
         read_audit=queued_audit,
+        publishers_first=_publishers_first(),
     )
     register_error_handlers(app)
     register_metrics(app, config, store)

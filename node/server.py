@@ -531,8 +531,10 @@ def _child_exit(_server, worker) -> None:
 def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT.
 
-    The worker processes count requests into a metrics directory of this
-    server's own (prometheus_client's multiprocess mode), removed at exit.
+    The worker processes count requests into a directory of this server's
+    own (prometheus_client's multiprocess mode), removed at exit; it also
+    holds the file through which they let each other's publications go first
+    (``node.taxii.priority``).
     """
     check_tls(config)
     with tempfile.TemporaryDirectory(prefix="taxii-node-metrics-") as directory:

@@ -1,21 +1,28 @@
-"""Publishers first: reads of a server process wait to start while a POST of objects runs in it.
+"""Publishers first: reads wait to start while a POST of objects runs in the server.
 
-The gate itself (``node.taxii.priority``) is tested with threads; its use by
-the views on an in-process node, where a publication is held open by the
+The gate itself (``node.taxii.priority``) is tested with threads, and across
+processes with a second process that publishes; its use by the views on an
+in-process node, where a publication is held open by the
 test so that what waits and what does not is observable.  The rates it buys
 are a benchmark's (``bench/bench_platform.py`` part 3), not a test's.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
+from node.app import _publishers_first
+from node.metrics import MULTIPROCESS_ENV
 from node.store import objects
-from node.taxii.priority import READ_WAIT_LIMIT, PublishersFirst
+from node.taxii.priority import PUBLICATIONS_FILE, READ_WAIT_LIMIT, OtherProcesses, PublishersFirst
 from node.taxii.state import EXTENSION, NodeState
 from tests.inprocess import new_inprocess_node
 from tests.test_serving import TAXII_21, AdminClient, admin_headers, indicator, objects_of
@@ -89,6 +96,98 @@ def test_a_failed_publication_releases_the_reads():
 def test_the_default_bound_is_a_fraction_of_a_second():
     assert PublishersFirst().max_wait == READ_WAIT_LIMIT
     assert 0 < READ_WAIT_LIMIT <= 1
+
+
+# --------------------------------------------------------------------------- across processes
+
+
+def publish_in_this_process(path: str, started, release) -> None:
+    """A second worker process of the server: publishes until ``release`` has a message."""
+    gate = PublishersFirst(others=OtherProcesses(Path(path)))
+    with gate.publishing():
+        started.send("publishing")
+        release.poll(PROMPT * 6)
+
+
+@contextmanager
+def publisher_process(path: Path) -> Iterator[tuple[multiprocessing.Process, Callable[[], None]]]:
+    """(the process, what ends its publication), once its publication has begun.
+
+    Pipes rather than multiprocessing Events: setting an Event that a killed
+    process was waiting on blocks for ever.
+    """
+    context = multiprocessing.get_context("spawn")
+    started_there, started = context.Pipe()
+    release, release_there = context.Pipe()
+    process = context.Process(
+        target=publish_in_this_process, args=(str(path), started_there, release_there)
+    )
+    process.start()
+    try:
+        assert started.poll(PROMPT * 3), "the publishing process did not start"
+        yield process, lambda: release.send("done")
+    finally:
+        if process.is_alive():
+            release.send("done")
+        process.join(PROMPT)
+        if process.is_alive():
+            process.kill()
+
+
+def test_a_read_waits_for_a_publication_in_another_process(tmp_path):
+    path = tmp_path / PUBLICATIONS_FILE
+    gate = PublishersFirst(max_wait=3_600, others=OtherProcesses(path))
+    with publisher_process(path) as (_process, release):
+        assert gate.others is not None and gate.others.publishing()
+        assert gate.running == 0  # nothing of this process's own
+        done, _ = in_thread(gate.wait_to_read)
+        assert not done.wait(SETTLE)
+        release()
+        assert done.wait(PROMPT)
+    assert not gate.others.publishing()
+
+
+def test_a_publisher_killed_halfway_delays_no_read(tmp_path):
+    """The kernel drops a dead process's locks: nothing is left announced."""
+    path = tmp_path / PUBLICATIONS_FILE
+    gate = PublishersFirst(max_wait=3_600, others=OtherProcesses(path))
+    with publisher_process(path) as (process, _release):
+        done, _ = in_thread(gate.wait_to_read)
+        assert not done.wait(SETTLE)
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+        assert done.wait(PROMPT)
+        assert gate.others is not None and not gate.others.publishing()
+
+
+def test_a_process_sees_only_the_other_processes_announcements(tmp_path):
+    """Its own publications are its count, which wakes its reads (no polling)."""
+    others = OtherProcesses(tmp_path / PUBLICATIONS_FILE)
+    gate = PublishersFirst(max_wait=3_600, others=others)
+    with gate.publishing():
+        assert not others.publishing()
+        done, _ = in_thread(gate.wait_to_read)
+        assert not done.wait(SETTLE)
+    assert done.wait(PROMPT)
+
+
+def test_without_its_file_the_gate_is_this_process_alone(tmp_path):
+    """A priority, never a condition of serving: a missing directory refuses nothing."""
+    others = OtherProcesses(tmp_path / "gone" / PUBLICATIONS_FILE)
+    gate = PublishersFirst(max_wait=3_600, others=others)
+    with gate.publishing():
+        assert not others.publishing()
+    done, _ = in_thread(gate.wait_to_read)
+    assert done.wait(PROMPT)
+
+
+def test_the_worker_processes_of_a_serve_share_one_gate(tmp_path, monkeypatch):
+    """``serve`` gives its workers a directory; an app built without one gates itself."""
+    monkeypatch.delenv(MULTIPROCESS_ENV, raising=False)
+    assert _publishers_first().others is None
+    monkeypatch.setenv(MULTIPROCESS_ENV, str(tmp_path))
+    others = _publishers_first().others
+    assert others is not None and others.path == tmp_path / PUBLICATIONS_FILE
 
 
 # --------------------------------------------------------------------------- in the views
