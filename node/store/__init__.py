@@ -19,6 +19,7 @@ from node.timestamps import now_micros
 from . import schema
 from .engine import (
     PooledReads,
+    after_writes,
     create_store_engine,
     read_transaction,
     statement_reads,
@@ -36,6 +37,7 @@ class Store:
         self.engine = create_store_engine(url)
         self._statistics = _Statistics(self.engine)
         self._writer_turn = writer_turns(self.engine)
+        self._after_write = after_writes(self.engine)
         self._before_close: list[Callable[[], None]] = []
 
     @property
@@ -69,6 +71,7 @@ class Store:
             inserted = connection.info.pop(INSERTED_ROWS, 0)
         if inserted:
             self._statistics.inserted(inserted)
+        self._after_write()
 
     def setting(self, key: str, default: str | None = None) -> str | None:
         """A node-wide setting; stores ``default`` when the key is absent."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -280,6 +281,7 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WalCheckpoints.AUTOMATIC_PAGES}")
     cursor.close()
 
 
@@ -356,6 +358,57 @@ class WriterQueue:
                 if time.monotonic() > deadline:
                     return False
                 time.sleep(self._POLL)
+
+
+class WalCheckpoints:
+    """Checkpoints SQLite's write-ahead log after writes, outside the writers' queue.
+
+    SQLite checkpoints by itself in the commit that takes the log past its
+    ``wal_autocheckpoint`` (1,000 pages by default, every ten or twenty POSTs
+    of 100 objects): inside that writer's turn of the ``WriterQueue``, so
+    every writer queued behind it waited too, 10 to 20 ms each time at
+    100,000 objects (one thread posting in-process: a POST's mean wall time
+    5.7-7.7 ms with those checkpoints, 4.0-4.4 ms without).  Here each process
+    checkpoints after every ``EVERY``-th of its own write transactions, once
+    the turn is over, in PASSIVE mode (it never waits for readers or
+    writers, and others write meanwhile); connections keep SQLite's own
+    checkpoint at ``AUTOMATIC_PAGES`` as the bound for writes that do not
+    pass through ``Store.write`` (migrations).
+    """
+
+    EVERY = 16
+    AUTOMATIC_PAGES = 10_000  # 40 MB of log at SQLite's 4 KB pages
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._writes = 0
+
+    def after_write(self) -> None:
+        """Called after each write transaction has ended (and its turn with it)."""
+        with self._lock:
+            self._writes += 1
+            if self._writes < self.EVERY:
+                return
+            self._writes = 0
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        # On the driver's connection: SQLAlchemy would BEGIN first, and a
+        # checkpoint inside a transaction cannot pass that transaction's snapshot.
+        with suppress(exc.DBAPIError, sqlite3.Error), self._engine.connect() as connection:
+            dbapi_connection = connection.connection.dbapi_connection
+            assert dbapi_connection is not None
+            dbapi_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def after_writes(engine: Engine) -> Callable[[], None]:
+    """What ``Store.write`` calls after each write transaction: a ``WalCheckpoints``
+    count on a SQLite file, nothing on PostgreSQL (which checkpoints by itself,
+    outside every transaction)."""
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return lambda: None
+    return WalCheckpoints(engine).after_write
 
 
 def writer_turns(engine: Engine) -> Callable[[], AbstractContextManager[None]]:
