@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy import Connection
+
 from node import jsoncodec
 from node.errors import InvalidValue
 from node.marking import Marking, marked
 from node.store import Store, audit, objects, statuses
 from node.store.audit import Action, AuditRecord, Direction
+from node.store.objects import AddOutcome
 from node.timestamps import now_micros
 
 
@@ -59,21 +62,47 @@ def publish(store: Store, collection_id: str, items: Sequence[object], actor: st
     request_timestamp = now_micros()
     with store.write() as connection:
         outcome = objects.store_prepared(connection, collection_id, prepared, publisher=actor)
-        resource = statuses.record(
-            connection, collection_id, request_timestamp, outcome.successes, outcome.failures
+        return record_publication(
+            connection, collection_id, request_timestamp, outcome, actor=actor, source="console"
         )
-        audit.record(
-            connection,
-            [
-                AuditRecord(
-                    action=Action.PUBLISHED,
-                    direction=Direction.LOCAL,
-                    actor=actor,
-                    collection_id=collection_id,
-                    detail=f"console, status {resource['id']}: {len(outcome.stored)} new, "
-                    f"{len(outcome.successes) - len(outcome.stored)} already present, "
-                    f"{len(outcome.failures)} failed",
-                )
-            ],
-        )
+
+
+def record_publication(
+    connection: Connection,
+    collection_id: str,
+    request_timestamp: int,
+    outcome: AddOutcome,
+    *,
+    actor: str,
+    peer: str | None = None,
+    refused: Sequence[dict] = (),
+    owner: str | None = None,
+    source: str | None = None,
+    decisions: Sequence[AuditRecord] = (),
+) -> dict:
+    """The status resource of one stored publication (TAXII 2.1 section 4.3.1) and
+    its audit record, in the caller's write transaction; returns the resource.
+
+    ``refused``: failures decided before storage (the envelope's, a partner's
+    policy); ``owner``: the account that may read the status besides admins;
+    ``decisions``: a partner's POST's one record per received version, appended
+    with the publication's so that the chain head's lock is taken once, as late
+    as possible.
+    """
+    resource = statuses.record(
+        connection, collection_id, request_timestamp, outcome.successes,
+        [*refused, *outcome.failures], owner=owner,
+    )  # fmt: skip
+    already = len(outcome.successes) - len(outcome.stored)
+    publication = AuditRecord(
+        action=Action.PUBLISHED,
+        direction=Direction.RECEIVE if peer else Direction.LOCAL,
+        actor=actor,
+        peer=peer,
+        collection_id=collection_id,
+        detail=f"{f'{source}, ' if source else ''}status {resource['id']}: "
+        f"{len(outcome.stored)} new, {already} already present, "
+        f"{len(outcome.failures) + len(refused)} failed",
+    )
+    audit.record(connection, [publication, *decisions])
     return resource

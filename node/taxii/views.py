@@ -17,6 +17,7 @@ from flask import Blueprint, Response, g, request
 
 from node import jsoncodec
 from node.mediatypes import STIX_21, TAXII_21
+from node.operations.publish import record_publication
 from node.sharing import Agreement, EgressPage, Position, admit, egress, read_record, settle
 from node.sharing.egress import visible
 from node.sharing.gates import recall_deleted
@@ -442,34 +443,12 @@ def _publish(state: NodeState, collection_id: str, body: bytes) -> Response:
                 to_peer=True,
                 agreements=state.agreements,
             )
-        resource = statuses.record(
-            connection,
-            collection_id,
-            request_timestamp,
-            outcome.successes,
-            refused + outcome.failures,
-            owner=account.name,
-        )
-        # One append: the chain head's lock is taken once, as late as possible.
-        publication = _publication_record(collection_id, outcome, refused, resource)
-        audit.record(connection, [publication, *records])
+        resource = record_publication(
+            connection, collection_id, request_timestamp, outcome, actor=account.name,
+            peer=account.peer, refused=refused, owner=account.name, decisions=records,
+        )  # fmt: skip
     _purge_old_statuses()
     return _json(resource, status=202)
-
-
-def _publication_record(collection_id: str, outcome, refused: list, resource: dict):
-    """One record per POST (a peer's POST also has one record per decision)."""
-    account = current_account()
-    return audit.AuditRecord(
-        action=Action.PUBLISHED,
-        direction=Direction.RECEIVE if account.peer else Direction.LOCAL,
-        actor=account.name,
-        peer=account.peer,
-        collection_id=collection_id,
-        detail=f"status {resource['id']}: {len(outcome.stored)} new, "
-        f"{len(outcome.successes) - len(outcome.stored)} already present, "
-        f"{len(outcome.failures) + len(refused)} failed",
-    )
 
 
 def _purge_old_statuses() -> None:
