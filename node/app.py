@@ -18,7 +18,12 @@ from node.store.audit import AuditQueue
 from node.taxii.auth import Authenticator
 from node.taxii.errors import register_error_handlers
 from node.taxii.pagination import TokenSigner
-from node.taxii.priority import PUBLICATIONS_FILE, OtherProcesses, PublishersFirst
+from node.taxii.priority import (
+    ACROSS_PROCESSES,
+    PUBLICATIONS_FILE,
+    OtherProcesses,
+    PublishersFirst,
+)
 from node.taxii.state import EXTENSION, CollectionCache, NodeState
 from node.taxii.views import blueprint
 
@@ -56,9 +61,9 @@ class NodeFlask(Flask):
 
 def _publishers_first() -> PublishersFirst:
     """One gate for the worker processes of a ``serve``, through the directory it
-    gives them (``serve``); a gate of this process alone otherwise."""
+    gives them (``serve``, on Linux); a gate of this process alone otherwise."""
     directory = multiprocess_directory()
-    if directory is None:
+    if directory is None or not ACROSS_PROCESSES:
         return PublishersFirst()
     return PublishersFirst(others=OtherProcesses(Path(directory) / PUBLICATIONS_FILE))
 

@@ -22,7 +22,13 @@ import pytest
 from node.app import _publishers_first
 from node.metrics import MULTIPROCESS_ENV
 from node.store import objects
-from node.taxii.priority import PUBLICATIONS_FILE, READ_WAIT_LIMIT, OtherProcesses, PublishersFirst
+from node.taxii.priority import (
+    ACROSS_PROCESSES,
+    PUBLICATIONS_FILE,
+    READ_WAIT_LIMIT,
+    OtherProcesses,
+    PublishersFirst,
+)
 from node.taxii.state import EXTENSION, NodeState
 from tests.inprocess import new_inprocess_node
 from tests.test_serving import TAXII_21, AdminClient, admin_headers, indicator, objects_of
@@ -100,6 +106,10 @@ def test_the_default_bound_is_a_fraction_of_a_second():
 
 # --------------------------------------------------------------------------- across processes
 
+linux_only = pytest.mark.skipif(
+    not ACROSS_PROCESSES, reason="record locks are read with Linux's struct flock"
+)
+
 
 def publish_in_this_process(path: str, started, release) -> None:
     """A second worker process of the server: publishes until ``release`` has a message."""
@@ -134,6 +144,7 @@ def publisher_process(path: Path) -> Iterator[tuple[multiprocessing.Process, Cal
             process.kill()
 
 
+@linux_only
 def test_a_read_waits_for_a_publication_in_another_process(tmp_path):
     path = tmp_path / PUBLICATIONS_FILE
     gate = PublishersFirst(max_wait=3_600, others=OtherProcesses(path))
@@ -147,6 +158,7 @@ def test_a_read_waits_for_a_publication_in_another_process(tmp_path):
     assert not gate.others.publishing()
 
 
+@linux_only
 def test_a_publisher_killed_halfway_delays_no_read(tmp_path):
     """The kernel drops a dead process's locks: nothing is left announced."""
     path = tmp_path / PUBLICATIONS_FILE
@@ -160,6 +172,7 @@ def test_a_publisher_killed_halfway_delays_no_read(tmp_path):
         assert gate.others is not None and not gate.others.publishing()
 
 
+@linux_only
 def test_a_process_sees_only_the_other_processes_announcements(tmp_path):
     """Its own publications are its count, which wakes its reads (no polling)."""
     others = OtherProcesses(tmp_path / PUBLICATIONS_FILE)
@@ -171,6 +184,7 @@ def test_a_process_sees_only_the_other_processes_announcements(tmp_path):
     assert done.wait(PROMPT)
 
 
+@linux_only
 def test_without_its_file_the_gate_is_this_process_alone(tmp_path):
     """A priority, never a condition of serving: a missing directory refuses nothing."""
     others = OtherProcesses(tmp_path / "gone" / PUBLICATIONS_FILE)
@@ -181,6 +195,7 @@ def test_without_its_file_the_gate_is_this_process_alone(tmp_path):
     assert done.wait(PROMPT)
 
 
+@linux_only
 def test_the_worker_processes_of_a_serve_share_one_gate(tmp_path, monkeypatch):
     """``serve`` gives its workers a directory; an app built without one gates itself."""
     monkeypatch.delenv(MULTIPROCESS_ENV, raising=False)

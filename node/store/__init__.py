@@ -95,8 +95,8 @@ class Store:
         self.engine.dispose()
 
 
-# Every column a query filters or orders by; the JSON text is only ever
-# matched by LIKE (the console's search), which no statistics of it would help.
+# Every column but the JSON text, which is only ever matched by LIKE (the
+# console's search), where no statistics of it would help.
 _ANALYZE = "ANALYZE objects ({})".format(
     ", ".join(column.name for column in schema.objects_table.columns if column.name != "body")
 )
@@ -105,8 +105,8 @@ _ANALYZE = "ANALYZE objects ({})".format(
 class _Statistics:
     """Keeps PostgreSQL's statistics of ``objects`` current as a collection grows.
 
-    The planner chooses indexes from them: a table it last saw small is
-    planned as small (a page or an existence check by the first index on
+    The planner chooses indexes from them: a table never analysed is planned
+    as small (a page or an existence check by the first index on
     collection_id, i.e. a scan of the collection).  Autovacuum would analyse
     it (migration 5 lowers the table's thresholds), but autovacuum may be off
     or behind during a bulk publication, so each process analyses the table

@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -43,7 +44,9 @@ OTHER_PROCESS_POLL: Final = 0.002
 PUBLICATIONS_FILE: Final = "publications.lock"
 
 # struct flock of Linux (64-bit off_t): l_type, l_whence, l_start, l_len, l_pid.
+# Other systems order its fields differently: there the gate stays per process.
 _FLOCK = "hhqqi4x"
+ACROSS_PROCESSES: Final = sys.platform == "linux"
 
 
 class OtherProcesses:
