@@ -64,7 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.bench_node import envelopes, p95, synthetic_objects  # noqa: E402
+from bench.bench_node import NODE_WORKERS, envelopes, p95, synthetic_objects  # noqa: E402
 from node.store import Store, objects  # noqa: E402
 from tests.nodes import (  # noqa: E402
     ADMIN_PASSWORD,
@@ -80,7 +80,8 @@ from tests.nodes import (  # noqa: E402
 )
 
 MEDIA_TYPE = "application/taxii+json;version=2.1"
-WORKERS, THREADS = 2, 8
+# The node's deployed process count for every server, each with 8 threads.
+WORKERS, THREADS = NODE_WORKERS, 8
 POST_THREADS = 4
 GET_IDS = 300
 ALIAS = "alpha"

@@ -123,7 +123,6 @@ class _Statistics:
     """
 
     _MINIMUM = 1_000
-    _GROWTH = 1.0  # of the table's estimated rows, inserted since the last ANALYZE
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -147,7 +146,8 @@ class _Statistics:
                 "SELECT reltuples FROM pg_class WHERE oid = 'objects'::regclass"
             ).scalar()
             connection.commit()
-        self._threshold = max(self._MINIMUM, int((estimate or 0) * self._GROWTH))
+        # The next ANALYZE once this process has inserted as many rows again.
+        self._threshold = max(self._MINIMUM, int(estimate or 0))
 
 
 __all__ = ["Store"]

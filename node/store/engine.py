@@ -406,7 +406,7 @@ def after_writes(engine: Engine) -> Callable[[], None]:
     """What ``Store.write`` calls after each write transaction: a ``WalCheckpoints``
     count on a SQLite file, nothing on PostgreSQL (which checkpoints by itself,
     outside every transaction)."""
-    if engine.dialect.name != "sqlite" or not engine.url.database:
+    if _sqlite_file(engine) is None:
         return lambda: None
     return WalCheckpoints(engine).after_write
 
@@ -414,9 +414,17 @@ def after_writes(engine: Engine) -> Callable[[], None]:
 def writer_turns(engine: Engine) -> Callable[[], AbstractContextManager[None]]:
     """What a writer of ``engine`` enters before its transaction: a ``WriterQueue``
     turn on SQLite, nothing on PostgreSQL (which queues writers on row locks)."""
-    if engine.dialect.name != "sqlite" or not engine.url.database:
+    database = _sqlite_file(engine)
+    if database is None:
         return nullcontext
-    return WriterQueue(Path(engine.url.database)).turn
+    return WriterQueue(database).turn
+
+
+def _sqlite_file(engine: Engine) -> Path | None:
+    """The database file of a SQLite engine; None for PostgreSQL (or SQLite in memory)."""
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return None
+    return Path(engine.url.database)
 
 
 @contextmanager

@@ -46,6 +46,8 @@ PUBLICATIONS_FILE: Final = "publications.lock"
 # struct flock of Linux (64-bit off_t): l_type, l_whence, l_start, l_len, l_pid.
 # Other systems order its fields differently: there the gate stays per process.
 _FLOCK = "hhqqi4x"
+# "Would a write lock of the whole file conflict?": the question F_GETLK asks.
+_WRITE_LOCK_PROBE = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
 ACROSS_PROCESSES: Final = sys.platform == "linux"
 
 
@@ -85,9 +87,8 @@ class OtherProcesses:
 
     def publishing(self) -> bool:
         """Whether a process other than this one holds its announcement now."""
-        probe = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
         try:
-            answer = fcntl.fcntl(self._opened(), fcntl.F_GETLK, probe)
+            answer = fcntl.fcntl(self._opened(), fcntl.F_GETLK, _WRITE_LOCK_PROBE)
         except OSError:
             return False
         return bool(struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK)
