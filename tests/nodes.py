@@ -452,15 +452,21 @@ ZYGOTE_ENV = "TAXII_NODE_TEST_ZYGOTE"
 class ForkedProcess:
     """A server forked by the zygote: the part of ``subprocess.Popen`` the harness
     uses (``pid``, ``returncode``, ``poll``, ``wait``, ``send_signal``, ``kill``).
-    Its exit code comes from the zygote, its parent."""
+    Its exit code comes from the zygote, its parent.
 
-    def __init__(self, zygote: _Zygote, pid: int) -> None:
-        self._zygote, self.pid = zygote, pid
+    A pid is used again once its process has exited, so a server is known by its
+    pid and by how many servers had that pid before it (``nth``): the zygote
+    reports each pid's exits in the order of its forks."""
+
+    def __init__(self, zygote: _Zygote, pid: int, nth: int = 0) -> None:
+        self._zygote, self.pid, self._nth = zygote, pid, nth
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            self.returncode = self._zygote.exits.get(self.pid)
+            exits = self._zygote.exits.get(self.pid, ())
+            if len(exits) > self._nth:
+                self.returncode = exits[self._nth]
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -490,7 +496,8 @@ class ForkedProcess:
 
 class _Zygote:
     """This test process's tests/zygote.py, started on first use; its ``exited``
-    reports kept in ``exits`` (pid -> exit code) by a reader thread."""
+    reports kept in ``exits`` (pid -> the exit codes of the servers that had it, in
+    order) by a reader thread."""
 
     _lock = threading.Lock()
     _instance: _Zygote | None = None
@@ -503,7 +510,8 @@ class _Zygote:
             cwd=Path(__file__).resolve().parent.parent,
             start_new_session=True,
         )
-        self.exits: dict[int, int] = {}
+        self.exits: dict[int, list[int]] = {}
+        self._forks: dict[int, int] = {}  # pid -> servers forked with it so far
         self.gone = False  # the zygote ended: exits not yet reported never will be
         self.changed = threading.Condition()
         self._started: list[int] = []
@@ -532,7 +540,9 @@ class _Zygote:
                 if not self._started:
                     raise AssertionError("the test zygote died before it forked a server")
                 pid = self._started.pop()
-        return ForkedProcess(self, pid)
+                nth = self._forks.get(pid, 0)
+                self._forks[pid] = nth + 1
+        return ForkedProcess(self, pid, nth)
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -542,7 +552,7 @@ class _Zygote:
                 if "started" in message:
                     self._started.append(message["started"])
                 else:
-                    self.exits[message["exited"]] = message["returncode"]
+                    self.exits.setdefault(message["exited"], []).append(message["returncode"])
                 self.changed.notify_all()
         with self.changed:
             self.gone = True
