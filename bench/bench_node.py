@@ -95,6 +95,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from node.config import ServerConfig  # noqa: E402
+from node.mediatypes import TAXII_21 as MEDIA_TYPE  # noqa: E402
 from tests.medallion_peer import start_medallion  # noqa: E402
 from tests.nodes import ADMIN_PASSWORD, new_node  # noqa: E402
 
@@ -103,7 +104,6 @@ from tests.nodes import ADMIN_PASSWORD, new_node  # noqa: E402
 NODE_WORKERS = ServerConfig().workers
 
 SHARED_DATA = REPO.parent / "shared" / "data"
-MEDIA_TYPE = "application/taxii+json;version=2.1"
 ENVELOPE_SIZE = 100
 PAGE_SIZE = 100
 POST_THREADS = 4

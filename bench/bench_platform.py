@@ -65,6 +65,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.bench_node import NODE_WORKERS, envelopes, p95, synthetic_objects  # noqa: E402
+from node.mediatypes import TAXII_21 as MEDIA_TYPE  # noqa: E402
 from node.store import Store, objects  # noqa: E402
 from tests.nodes import (  # noqa: E402
     ADMIN_PASSWORD,
@@ -79,7 +80,6 @@ from tests.nodes import (  # noqa: E402
     stop_process_group,
 )
 
-MEDIA_TYPE = "application/taxii+json;version=2.1"
 # The node's deployed process count for every server, each with 8 threads.
 WORKERS, THREADS = NODE_WORKERS, 8
 POST_THREADS = 4

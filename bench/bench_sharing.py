@@ -27,10 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
 from bench.bench_node import NODE_WORKERS  # noqa: E402
+from node.mediatypes import TAXII_21 as MEDIA_TYPE  # noqa: E402
 from node.tlp import TLP, TLP2_MARKING_IDS  # noqa: E402
 from tests.nodes import ADMIN_PASSWORD, new_node  # noqa: E402
 
-MEDIA_TYPE = "application/taxii+json;version=2.1"
 PEER_PASSWORD = "bench-peer-password"
 TARGET_RATIO = 0.5
 PEER_TOML = """

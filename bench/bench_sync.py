@@ -47,6 +47,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from bench_node import NODE_WORKERS, synthetic_objects  # noqa: E402
 
+from node.mediatypes import TAXII_21 as MEDIA_TYPE  # noqa: E402
 from tests.nodes import (  # noqa: E402
     ADMIN_PASSWORD,
     COLLECTIONS,
@@ -55,7 +56,6 @@ from tests.nodes import (  # noqa: E402
     taxii_node_command,
 )
 
-MEDIA_TYPE = "application/taxii+json;version=2.1"
 ENVELOPE = 1000
 TARGET_RATE = 3_000.0
 TARGET_SHARE = 0.6  # of A's solo POST rate

@@ -47,10 +47,9 @@ from bench.bench_node import synthetic_objects  # noqa: E402
 from bench.bench_platform import pg_database  # noqa: E402
 from node.app import create_app  # noqa: E402
 from node.config import load_config  # noqa: E402
+from node.mediatypes import TAXII_21 as MEDIA_TYPE  # noqa: E402
 from node.taxii.state import EXTENSION  # noqa: E402
 from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, PG_ENV, new_node  # noqa: E402
-
-MEDIA_TYPE = "application/taxii+json;version=2.1"
 
 # (label, substring of the file path); the first match wins.
 CATEGORIES = (
