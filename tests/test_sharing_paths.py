@@ -17,8 +17,9 @@ import pytest
 from node import jsoncodec
 from node.client import ObjectPage
 from node.sharing import Agreement, ingress
-from node.store.audit import AuditQueue
-from node.sync.worker import MappingSync
+from node.store import syncstate
+from node.store.audit import AuditQueue, Direction
+from node.sync.worker import MappingSync, SyncWorker
 from tests.nodes import COLLECTIONS
 from tests.sharing_node import ALPHA, PEER, SharingNode
 from tests.sharing_objects import (
@@ -531,4 +532,79 @@ def test_a_pull_round_asks_for_pages_of_batch_versions(tmp_path: Path) -> None:
 def test_the_default_batch_is_a_thousand(tmp_path: Path) -> None:
     node = SharingNode(tmp_path / "a", None)
     assert node.agreement.peer.batch == 1000
+    node.close()
+
+
+# ---------------------------------------------------------------- malformed objects
+
+# Values of the kinds the ingress rules read (type, markings, labels) that no valid
+# STIX object holds: each is refused by validation, alone, on both paths.
+MALFORMED = {
+    "type-list": {"type": ["indicator"]},
+    "type-object": {"type": {"indicator": 1}},
+    "markings-number": {"object_marking_refs": 5},
+    "markings-true": {"object_marking_refs": True},
+    "granular-number": {"granular_markings": 5},
+    "labels-number": {"labels": 5},
+    "labels-nested-list": {"labels": [["phishing"]]},
+    "labels-objects": {"labels": [{"phishing": 1}]},
+}
+
+
+@pytest.mark.parametrize("broken", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_partners_malformed_object_is_refused_alone_when_posted(make_node, broken) -> None:
+    node = make_node(ingress={"labels_deny": ["phishing"]})
+    bad, good = {**indicator(GREEN, 1), **broken}, indicator(GREEN, 2)
+    status = node.post([bad, good], account=PEER)
+    assert status["success_count"] == 1, status
+    (failure,) = status["failures"]
+    assert failure["id"] == bad["id"]
+    assert failure["message"] != ingress.REFUSED  # validation's own words, about its object
+    assert {row["object_id"] for row in node.rows()} == {good["id"]}
+
+
+@pytest.mark.parametrize("broken", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_partners_malformed_object_is_dead_lettered_alone_when_pulled(make_node, broken) -> None:
+    node = make_node(ingress={"labels_deny": ["phishing"]})
+    bad, good = {**indicator(GREEN, 1), **broken}, indicator(GREEN, 2)
+    peer = PagingPeer([bad, good])
+    result = MappingSync(node.store, node.agreement, peer).pull()  # type: ignore[arg-type]
+    assert result.ok, result.error
+    assert {row["object_id"] for row in node.rows()} == {good["id"]}
+    with node.store.read() as connection:
+        letters = syncstate.list_dead_letters(connection)
+    assert [letter["object_id"] for letter in letters] == [bad["id"]]
+    # The cursor moved past the page: the next round does not stall on it.
+    with node.store.read() as connection:
+        state = syncstate.load(connection, PEER, node.agreement.mapping.key, Direction.PULL)
+    assert state.remote_cursor == at(2)
+
+
+class BrokenPeer(PagingPeer):
+    """A peer client that fails as no peer should make it fail (a defect on our side)."""
+
+    def objects_page(self, *args, **kwargs) -> ObjectPage:
+        raise RuntimeError("an error no round expects")
+
+    def post_serialized(self, *args, **kwargs):
+        raise RuntimeError("an error no round expects")
+
+
+def test_an_unexpected_error_fails_its_round_not_the_worker(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("UNUSED", "a password never sent")
+    node = SharingNode(tmp_path / "a", None)
+    node.add([indicator(GREEN)])
+    worker = SyncWorker(node.config, node.store)
+    (mapping,) = worker.mappings
+    mapping.client = BrokenPeer([])  # type: ignore[assignment]
+    mapping._remote_id, mapping._max_content_length = "remote-alpha", 10_000_000
+    results = worker.run_once()
+    assert {result.direction for result in results} == {Direction.PUSH, Direction.PULL}
+    for result in results:
+        assert result.error == "internal error: RuntimeError: an error no round expects"
+        with node.store.read() as connection:
+            state = syncstate.load(connection, PEER, mapping.key, result.direction)
+        assert state.last_error == result.error  # what `taxii-node sync status` shows
+        assert state.cursor == 0 and state.remote_cursor is None  # nothing skipped
+    worker.close()
     node.close()

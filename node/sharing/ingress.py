@@ -6,6 +6,10 @@ the peer's own account, status messages that reveal nothing egress withholds.
 
 Besides the mapping's ingress policy:
 
+* **malformed items** (not valid STIX 2.1) never reach the policy, whose rules
+  read valid objects only: they go on to the store, whose validation refuses
+  each with its message, as for any publisher, and their valid siblings are
+  decided and stored;
 * **echoes**: a version this node already holds from elsewhere (ours, served
   back by a peer that does not record origins) is "already present", not a
   conflicting version;
@@ -75,7 +79,7 @@ class Admission:
     """What to store of one batch from a peer, and why the rest is not stored."""
 
     accepted: list[Any] = field(default_factory=list)  # objects to store (malformed items too:
-    # the store's validation reports them)
+    # the store's validation reports them; policy only ever sees valid STIX objects)
     refused: list[dict[str, Any]] = field(default_factory=list)  # status failures
     echoes: list[dict[str, Any]] = field(
         default_factory=list
@@ -105,9 +109,11 @@ def admit(
         if isinstance(item, dict) and is_recall(item):
             admission.recalls.append(item)
         elif not isinstance(item, dict):
-            admission.accepted.append(item)
+            admission.accepted.append(item)  # the store's validation refuses it
         elif str(item.get("id", "")).lower() in TLP_BY_MARKING_ID:
             admission.echoes.append(_detail(item, ALREADY_PRESENT))
+        elif object_problem(item) is not None:
+            admission.accepted.append(item)  # policy judges valid STIX only: as above
         elif stored is None or (to_peer and jsoncodec.loads(stored) != item):
             candidates.append(item)  # a different version under a held one: see _creator_only
         elif not to_peer or _version_visible(connection, agreement, _detail(item, "")):

@@ -167,7 +167,7 @@ class MappingSync:
                 self._confirm_peer_answers()
         except RemoteError as exc:
             result.error = str(exc)
-        self._record_attempt(state, result)
+        self.record_attempt(state, result)
         return result
 
     def _poster(self, remote_id: str) -> EnvelopePoster:
@@ -393,7 +393,7 @@ class MappingSync:
                 previous_last = page.date_added_last
         except RemoteError as exc:
             result.error = str(exc)
-        self._record_attempt(state, result)
+        self.record_attempt(state, result)
         return result
 
     def refetch(self, object_id: str, version: str | None) -> RoundResult:
@@ -451,7 +451,7 @@ class MappingSync:
 
     # -- bookkeeping ------------------------------------------------------------
 
-    def _record_attempt(self, state, result: RoundResult) -> None:
+    def record_attempt(self, state, result: RoundResult) -> None:
         now = now_micros()
         with self.store.write() as connection:
             fresh = syncstate.load(connection, state.peer, state.mapping, state.direction)
@@ -553,6 +553,34 @@ def _failure(obj: dict, message: str) -> dict:
             "message": message}  # fmt: skip
 
 
+def _guarded(
+    mapping: MappingSync, direction: Direction, run: Callable[[], RoundResult]
+) -> Callable[[], RoundResult]:
+    """``run``, with any error it did not expect (a store that is down, a defect)
+    turned into a failed round: logged with its traceback, recorded as the
+    direction's last error where the store allows, and backed off like a peer's
+    failure, so that one mapping's trouble never stops the others or the worker.
+    Nothing of the failed batch was committed (each batch commits with its cursor),
+    so the next round starts again from the cursor."""
+
+    def guarded() -> RoundResult:
+        try:
+            return run()
+        except Exception as exc:
+            log.exception("%s %s %s: round failed", mapping.peer, mapping.key, direction)
+            result = RoundResult(mapping.peer, mapping.key, direction)
+            result.error = f"internal error: {type(exc).__name__}: {exc}"[:500]
+            try:
+                with mapping.store.read() as connection:
+                    state = syncstate.load(connection, mapping.peer, mapping.key, direction)
+                mapping.record_attempt(state, result)
+            except Exception:
+                log.exception("could not record the failed round")
+            return result
+
+    return guarded
+
+
 class SyncWorker:
     """Runs every mapping of every (or one) peer: once, or until stopped."""
 
@@ -608,7 +636,7 @@ class SyncWorker:
             for direction, carries, run in carried:
                 if carries:
                     name = f"{mapping.peer} {mapping.key} {direction}"
-                    rounds.append((Lane(name, config.interval), run))
+                    rounds.append((Lane(name, config.interval), _guarded(mapping, direction, run)))
         return rounds
 
     def run_forever(self, on_result: Callable[[RoundResult, bool], None] | None = None) -> None:
