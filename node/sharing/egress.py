@@ -121,6 +121,9 @@ class EgressPage:
     more: bool = False
     resume_after: int | None = None  # where the next page starts; None: nothing examined
     withheld: Counter[str] = field(default_factory=Counter)  # by rule
+    # The date_added of each scanned version decided, in the order of the first
+    # ``decisions`` (a page that ends early drops those past its end).
+    decided_at: list[int] = field(default_factory=list)
 
     @property
     def items(self) -> list[Outgoing]:
@@ -202,26 +205,43 @@ def egress(
 
 
 def _add_queued_recalls(run: _Run, page: EgressPage) -> None:
-    """Recalls a DELETE queued for the peer, served in the collection's date_added order
-    (see ``gates``): in the window this page covers, or past its end when it is the last."""
+    """Recalls a DELETE queued for the peer, served among the rows in the collection's
+    date_added order (see ``gates``): those in the window the scan covered, or past its
+    end when it reached the end of the collection; with a ``limit``, the page ends at
+    the first item that does not fit, and the next page starts there, so that no recall
+    and no row is skipped whichever comes first."""
     position = run.position
     if not ({"all", "last"} & set(position.versions)):
         return
     up_to = page.resume_after if page.more else None
-    found = run.gates.queued_recalls(position.after, up_to, position.ids, position.types)
-    room = None if position.limit is None or page.more else position.limit - len(page.rows)
-    if room is not None and len(found) > room:
-        found, page.more = found[: max(0, room)], True
+    bound = None if position.limit is None else position.limit + 1
+    found = run.gates.queued_recalls(position.after, up_to, position.ids, position.types, bound)
     if not found:
         return
-    for queued in found:
-        page.decisions.append(queued.decision)
-        page.rows.append(
-            Outgoing(queued.decision, queued.body, queued.date_added, queued.decision.version)
-        )
-    page.rows.sort(key=lambda row: row.date_added or 0)
-    if not page.more:
-        page.resume_after = max(page.resume_after or 0, found[-1].date_added)
+    recalls = [Outgoing(q.decision, q.body, q.date_added, q.decision.version) for q in found]
+    merged = sorted(page.rows + recalls, key=lambda row: row.date_added or 0)
+    if position.limit is not None and len(merged) > position.limit:
+        _end_before(page, merged[position.limit].date_added or 0)
+        merged = merged[: position.limit]
+    else:
+        last = max(page.resume_after or 0, recalls[-1].date_added or 0)
+        page.resume_after = page.resume_after if page.more else last
+    page.rows = merged
+    queued = {id(recall) for recall in recalls}
+    page.decisions.extend(row.decision for row in merged if id(row) in queued)
+
+
+def _end_before(page: EgressPage, cut: int) -> None:
+    """End ``page`` just before date_added ``cut``: what the scan decided from there on
+    is decided again by the next page (so neither served nor counted withheld here)."""
+    kept = [(d, at) for d, at in zip(page.decisions, page.decided_at, strict=True) if at < cut]
+    for decision, at in zip(page.decisions, page.decided_at, strict=True):
+        if at >= cut and not decision.allowed:
+            page.withheld[str(decision.rule)] -= 1
+    page.withheld += Counter()  # drop zero counts
+    page.decisions = [d for d, _ in kept]
+    page.decided_at = [at for _, at in kept]
+    page.more, page.resume_after = True, cut - 1
 
 
 def _supersede_row_decisions(page: EgressPage) -> None:
@@ -348,6 +368,7 @@ class _Run:
                 else:
                     withheld[str(decision.rule)] += 1
                 decisions.append(decision)
+                page.decided_at.append(version.date_added)
                 page.resume_after = version.date_added
             examined += scanned
             if scanned < chunk or last is None:

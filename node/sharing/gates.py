@@ -239,16 +239,20 @@ class EgressGates:
         return held
 
     def queued_recalls(
-        self, after: int | None, up_to: int | None, ids: Sequence[str], types: Sequence[str]
+        self,
+        after: int | None,
+        up_to: int | None,
+        ids: Sequence[str],
+        types: Sequence[str],
+        limit: int | None = None,
     ) -> list[QueuedRecall]:
-        """Recalls a DELETE queued for the peer, in ``(after, up_to]`` of date_added."""
+        """Recalls a DELETE queued for the peer, in ``(after, up_to]`` of date_added (the
+        first ``limit`` of them), of the objects ``ids`` and ``types`` select."""
         found: list[QueuedRecall] = []
         if not self._recall_ever_queued():
             return found
         for queued in recalls.outgoing(self.connection, self.peer, self.collection_id, after,
-                                       up_to, ids):  # fmt: skip
-            if types and queued.object_id.partition("--")[0] not in types:
-                continue
+                                       up_to, ids, types, limit):  # fmt: skip
             recall = jsoncodec.loads(queued.body)
             decision = Decision(queued.object_id, queued.version_text, True, RECALL_RULE,
                                 f"recall after deletion: {queued.reason}", recall)  # fmt: skip

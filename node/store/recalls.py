@@ -194,8 +194,11 @@ def outgoing(
     after: int | None = None,
     up_to: int | None = None,
     object_ids: Iterable[str] = (),
+    types: Iterable[str] = (),
+    limit: int | None = None,
 ) -> list[Outgoing]:
-    """The peer's recalls with ``after < date_added <= up_to``, in date_added order."""
+    """The peer's recalls with ``after < date_added <= up_to`` (the first ``limit``), in
+    date_added order; of ``object_ids`` and of objects of ``types`` when given."""
     o = recall_outbox
     statement = (
         select(o)
@@ -209,6 +212,13 @@ def outgoing(
     ids = sorted(set(object_ids))
     if ids:
         statement = statement.where(o.c.object_id.in_(ids))
+    prefixes = sorted({f"{name}--" for name in types})
+    if prefixes:
+        statement = statement.where(
+            or_(*(o.c.object_id.startswith(prefix, autoescape=True) for prefix in prefixes))
+        )
+    if limit is not None:
+        statement = statement.limit(limit)
     return [Outgoing(**row._mapping) for row in connection.execute(statement)]
 
 
