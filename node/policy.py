@@ -973,7 +973,8 @@ class _Batch:
         while pending:
             position = pending.pop()
             queued.discard(position)
-            if not self.decisions[position].allowed:
+            decision = self.decisions[position]
+            if not decision.allowed and not self._is_promotable(position, decision):
                 continue
             withheld = self._check_links(position, *kinds[position])
             if withheld is None:
@@ -985,13 +986,20 @@ class _Batch:
 
     def _check_links(self, position: int, authored: bool, linking: bool) -> str | None:
         """Withhold the object at ``position`` if its author, markings or links now say so;
-        the id withheld, or None."""
+        the id withheld, or None.
+
+        Also checked: an identity or marking definition withheld by a selective rule,
+        which travels when an allowed object names it (``_promote_dependencies``).  If
+        what it names is withheld, it may not travel either (it would name what policy
+        keeps back), and neither may the objects that name it.
+        """
         obj = self.objs[position]
+        dependency = not self.decisions[position].allowed  # (see _withhold_broken_links)
         verdict = self._author_verdict(obj) if authored else None
         if verdict is not None:
             self._withhold(position, verdict, protect=True)
         elif linking and (verdict := self._link_verdict(obj, self.links[position])) is not None:
-            self._withhold(position, verdict)
+            self._withhold(position, verdict, protect=dependency)
         else:
             return None
         return self.decisions[position].object_id
@@ -1133,10 +1141,13 @@ class _Batch:
         self.decisions[position] = self.policy._promoted(self.objs[position], verdict, referrer)
 
     def _is_promotable(self, position: int, decision: Decision) -> bool:
+        """Whether the version at ``position`` is a dependency that travels when an allowed
+        object names it: withheld by a selective rule, and naming nothing withheld."""
         return (
             not decision.allowed
             and decision.rule not in PROTECTIVE_RULES
             and self.objs[position].get("type") in DEPENDENCY_TYPES
+            and decision.object_id not in self.protected
         )
 
     # ----------------------------------------------------------------- bookkeeping
@@ -1148,6 +1159,7 @@ class _Batch:
         if protect:
             # Withheld for the author it names: it cannot travel as a dependency either.
             self.protected.add(decision.object_id)
+            self.withheld[decision.object_id] = decision  # report this reason
 
     def _record_withheld(self, decision: Decision) -> None:
         self.withheld.setdefault(decision.object_id, decision)

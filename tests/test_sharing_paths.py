@@ -310,6 +310,37 @@ def test_objects_by_a_withheld_author_are_withheld(make_node) -> None:
     assert node.get(f"objects/{by_informant['id']}/").status_code == 404
 
 
+def _statement(**extra) -> dict:
+    return {"type": "marking-definition", "spec_version": "2.1", "created": T0,
+            "id": f"marking-definition--{uuid.uuid4()}", "definition_type": "statement",
+            "definition": {"statement": "Copyright"}, **extra}  # fmt: skip
+
+
+@pytest.mark.parametrize("middle_kind", ["identity", "marking"])
+@pytest.mark.parametrize("named_by", ["created_by_ref", "x_source_ref"])
+def test_a_dependency_naming_a_withheld_object_never_travels(
+    make_node, middle_kind, named_by
+) -> None:
+    """An unmarked identity or statement marking (withheld on its own, travelling as a
+    dependency) that names a TLP:RED identity, as author or in any reference property,
+    would name it: it stays back, and so do the objects that need it."""
+    node = make_node()  # unmarked = "withhold", the default
+    informant = identity(RED)
+    if middle_kind == "identity":
+        middle = identity(None, **{named_by: informant["id"]})
+        shared = indicator(GREEN, 4, created_by_ref=middle["id"])
+    else:
+        middle = _statement(**{named_by: informant["id"]})
+        shared = {**indicator(GREEN, 4), "object_marking_refs": [GREEN, middle["id"]]}
+    plain = indicator(GREEN, 5)
+    node.add([informant, middle, shared, plain])
+    for objs in (served(node), pushed(node)):
+        assert ids(objs) == {plain["id"], GREEN}
+        assert informant["id"] not in json.dumps(objs)
+    for tail in (f"objects/{shared['id']}/", f"objects/{middle['id']}/"):
+        assert node.get(tail).status_code == 404
+
+
 # ---------------------------------------------------------------- 7. collisions
 
 
