@@ -4,6 +4,7 @@ that received the object, and honouring it only from the object's origin."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from node.tlp import TLP, TLP2_MARKING_IDS
 from node.validation import object_problem
 from tests.exchange_fixtures import COLLECTION, indicator, open_store, publish, report
 from tests.nodes import ADMIN_PASSWORD
-from tests.pair import sync_password
+from tests.pair import Pair, make_pair, sync_password
 from tests.triangle import ALPHA, TAXII, Triangle, make_triangle
 
 
@@ -333,3 +334,76 @@ def test_a_recall_forged_by_a_peer_that_is_not_the_origin_changes_nothing(
                    if r["action"] == "recall-refused"]  # fmt: skip
         assert recalls.recalled_ids(connection, ALPHA, [shared["id"]]) == set()
     assert [r["object_id"] for r in refused] == [shared["id"]]
+
+
+# ------------------------------------------------------------ a partner that pulls
+
+
+@pytest.fixture
+def pulling(tmp_path: Path, store_url: str | None) -> Iterator[Pair]:
+    """node-a and node-b, each worker pulling the other's alpha (no push at all)."""
+    started = make_pair(tmp_path, (store_url, None), a={"alpha": {"worker": "pull"}},
+                        b={"alpha": {"worker": "pull"}})  # fmt: skip
+    yield started
+    started.stop()
+
+
+def _post_to_a(pair: Pair, objs: list[dict]) -> None:
+    response = requests.post(
+        f"{pair.a.collection_url('alpha')}objects/", data=json.dumps({"objects": objs}),
+        auth=("admin", ADMIN_PASSWORD), headers={"Accept": TAXII, "Content-Type": TAXII},
+        timeout=30,
+    )  # fmt: skip
+    assert response.status_code == 202 and response.json()["success_count"] == len(objs)
+
+
+def _on_b(pair: Pair, object_id: str) -> list[dict]:
+    response = requests.get(
+        f"{pair.b.collection_url('alpha')}objects/{object_id}/", params={"match[version]": "all"},
+        auth=("admin", ADMIN_PASSWORD), headers={"Accept": TAXII}, timeout=30,
+    )  # fmt: skip
+    if response.status_code == 404:
+        return []
+    assert response.status_code == 200, response.text
+    found: list[dict] = response.json().get("objects", [])
+    return found
+
+
+def _served_to_b(pair: Pair, obj: dict, timeout: float = 15.0) -> None:
+    """Wait until A's audit shows B's sync account was served ``obj`` (A's server writes
+    the records of partner reads in the background, within a second)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with pair.store(pair.a).read() as connection:
+            received = recalls.versions_delivered(connection, ALPHA, obj["id"])
+        if to_micros(obj["modified"]) in received.get("node-b", set()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"A's audit never showed {obj['id']} served to node-b")
+
+
+def test_a_deletion_is_recalled_from_a_partner_that_pulled_the_object(pulling: Pair) -> None:
+    shared = indicator(name="pulled then deleted")
+    _post_to_a(pulling, [shared])
+    pulling.run_once(pulling.b)
+    assert _on_b(pulling, shared["id"])
+    _served_to_b(pulling, shared)
+    response = requests.delete(
+        f"{pulling.a.collection_url('alpha')}objects/{shared['id']}/",
+        auth=("admin", ADMIN_PASSWORD), headers={"Accept": TAXII}, timeout=30,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    pulling.run_once(pulling.b)
+    assert _on_b(pulling, shared["id"]) == []  # B's worker pulled the recall and purged
+
+
+def test_raised_to_red_is_recalled_from_a_partner_that_pulled_the_object(pulling: Pair) -> None:
+    shared = indicator(name="pulled then raised")
+    _post_to_a(pulling, [shared])
+    pulling.run_once(pulling.b)
+    assert _on_b(pulling, shared["id"])
+    _served_to_b(pulling, shared)
+    red = {**shared, "modified": "2026-03-01T00:00:00.000Z", "object_marking_refs": [RED]}
+    _post_to_a(pulling, [red])
+    pulling.run_once(pulling.b)
+    assert _on_b(pulling, shared["id"]) == []

@@ -362,19 +362,29 @@ def test_collision_with_a_withheld_version_reads_as_any_refusal(make_node) -> No
 
 def test_partner_reads_are_audited_without_a_write_in_the_request(make_node) -> None:
     node = make_node()
-    node.add([indicator(GREEN), indicator(RED, 2)])
+    shared = indicator(GREEN)
+    node.add([shared, indicator(RED, 2)])
     node.get("")  # the login (audited once per auth cache period) is not a read
     state = node.app.extensions["taxii_node"]
     state.read_audit = AuditQueue(node.store, interval=3600)  # writes only when flushed
     with node.store.read() as connection:
         before = connection.exec_driver_sql("SELECT COUNT(*) FROM audit").scalar()
-    assert node.get("objects/").status_code == 200
+    for _ in range(2):  # the same versions read twice
+        assert node.get("objects/").status_code == 200
     with node.store.read() as connection:
         during = connection.exec_driver_sql("SELECT COUNT(*) FROM audit").scalar()
     assert during == before
-    (record,) = [r for r in node.audit_rows() if r["action"] == "served"]
-    assert record["peer"] == PEER and record["collection_id"] == ALPHA
-    assert "served 2 version(s), withheld 1 (tlp:red-never-leaves: 1)" in record["detail"]
+    served = [r for r in node.audit_rows() if r["action"] == "served"]
+    requests = [r for r in served if r["object_id"] is None]
+    assert len(requests) == 2
+    for record in requests:
+        assert record["peer"] == PEER and record["collection_id"] == ALPHA
+        assert "served 2 version(s), withheld 1 (tlp:red-never-leaves: 1)" in record["detail"]
+    # One record of each version of content served (what a recall must reach), once.
+    delivered = [(r["object_id"], r["version"], r["peer"]) for r in served if r["object_id"]]
+    assert sorted(delivered) == sorted(
+        [(shared["id"], shared["modified"], PEER), (GREEN, "2022-10-01T00:00:00.000Z", PEER)]
+    )
 
 
 def test_partner_read_proceeds_while_a_publisher_holds_the_write_lock(tmp_path: Path) -> None:

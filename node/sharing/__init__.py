@@ -14,7 +14,7 @@ Nothing here knows about HTTP: the TAXII layer passes the calling peer in.
 from .agreements import Agreement, Agreements
 from .egress import EgressPage, Outgoing, Position, egress
 from .ingress import Admission, admit, settle
-from .records import decision_records, read_record
+from .records import RecentDeliveries, decision_records, read_record, served_records
 
 __all__ = [
     "Admission",
@@ -23,9 +23,11 @@ __all__ = [
     "EgressPage",
     "Outgoing",
     "Position",
+    "RecentDeliveries",
     "admit",
     "decision_records",
     "egress",
     "read_record",
+    "served_records",
     "settle",
 ]

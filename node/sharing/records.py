@@ -3,13 +3,16 @@
 The worker's push and pull, and a partner's POST, audit one record per
 decision, in the transaction that commits what the decision was about.  A
 partner's reads are audited once per request (what it asked, how many versions
-it was served and how many were withheld, by rule), through
-``node.store.audit.AuditQueue``: a read must not take the store's write lock,
-which would queue behind publishers and block them.
+it was served and how many were withheld, by rule), and once per version of
+content it was served ("served", as the push records "sent": what a recall
+must reach, ``node.store.recalls``), through ``node.store.audit.AuditQueue``:
+a read must not take the store's write lock, which would queue behind
+publishers and block them.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
@@ -17,6 +20,7 @@ from typing import Any
 
 from node.policy import Decision
 from node.store.audit import Action, AuditRecord, Direction
+from node.store.recalls import RECALL_RULE
 
 ALREADY_PRESENT = "already present"  # a status success (TAXII 2.1 section 4.3.1) for a
 # version the receiving side held already, as this node's store answers it
@@ -114,3 +118,53 @@ def read_record(
         collection_id=collection_id,
         detail=detail + (f" ({rules})" if rules else ""),
     )
+
+
+def served_records(
+    peer: str, account: str, collection_id: str, decisions: Iterable[Decision]
+) -> list[AuditRecord]:
+    """A "served" record per version of content a partner's read delivered (its rows and
+    the dependencies that travelled with them; recalls are not content it received)."""
+    return [
+        AuditRecord(
+            action=Action.SERVED,
+            direction=Direction.SERVE,
+            object_id=decision.object_id,
+            version=decision.version,
+            peer=peer,
+            actor=account,
+            collection_id=collection_id,
+            rule=str(decision.rule),
+        )
+        for decision in decisions
+        if decision.allowed and str(decision.rule) != RECALL_RULE
+    ]
+
+
+class RecentDeliveries:
+    """The versions each peer was lately served by this process, so that a partner
+    re-reading a collection adds no "served" record for what it was served already.
+
+    Only an optimisation: a version served again after the table was cleared (past
+    ``size`` entries), or by another server process, is recorded again, and the
+    recipients a recall looks for stay the same.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._seen: set[tuple[str, str, str, str | None]] = set()
+        self._lock = threading.Lock()
+
+    def new(self, records: list[AuditRecord]) -> list[AuditRecord]:
+        """Those of ``records`` not served lately; from now on they are."""
+        fresh = []
+        with self._lock:
+            if len(self._seen) + len(records) > self._size:
+                self._seen.clear()
+            for record in records:
+                key = (record.peer or "", record.collection_id or "", record.object_id or "",
+                       record.version)  # fmt: skip
+                if key not in self._seen:
+                    self._seen.add(key)
+                    fresh.append(record)
+        return fresh

@@ -332,11 +332,14 @@ class AuditQueue:
         self._closed = False
 
     def put(self, record: AuditRecord) -> None:
+        self.put_all([record])
+
+    def put_all(self, records: list[AuditRecord]) -> None:
         with self._lock:
             if self._closed:
-                log.warning("the store is closed; audit record not written: %s", record)
+                log.warning("the store is closed; audit records not written: %s", records)
                 return
-            self._pending.append(record)
+            self._pending.extend(records)
             if self._thread is None:
                 self._start()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from flask import current_app, g
 
 from node.config import Config
-from node.sharing import Agreements
+from node.sharing import Agreements, RecentDeliveries
 from node.sharing.egress import DecisionCache
 from node.store import Store, catalog
 from node.store.accounts import Account
@@ -80,6 +80,7 @@ class NodeState:
     collections: CollectionCache
     read_audit: AuditQueue  # partner reads, audited without a write lock in the request
     decisions: DecisionCache = field(default_factory=DecisionCache)  # partner reads
+    deliveries: RecentDeliveries = field(default_factory=RecentDeliveries)  # partner reads
     last_status_purge: float = field(default=0.0)
     publishers_first: PublishersFirst = field(default_factory=PublishersFirst)
 

@@ -18,7 +18,16 @@ from flask import Blueprint, Response, g, request
 from node import jsoncodec
 from node.mediatypes import STIX_21, TAXII_21
 from node.operations.publish import record_publication
-from node.sharing import Agreement, EgressPage, Position, admit, egress, read_record, settle
+from node.sharing import (
+    Agreement,
+    EgressPage,
+    Position,
+    admit,
+    egress,
+    read_record,
+    served_records,
+    settle,
+)
 from node.sharing.egress import visible
 from node.sharing.gates import recall_deleted
 from node.store import audit, objects, statuses
@@ -321,7 +330,7 @@ def _objects_response(
 ):
     """(envelope, headers, whether any object matched) for objects/ and objects/<id>/."""
     if current_account().peer is not None:
-        served = _peer_page(collection_id, query, endpoint)
+        served = _peer_page(collection_id, query, endpoint, delivers=True)
         fields = _peer_page_fields(served, request_fingerprint)
         texts = [item.body for item in served.items]
         return (
@@ -354,10 +363,12 @@ def _agreement(collection_id: str) -> Agreement:
     return node_state().agreements.for_peer(peer, collection_id)
 
 
-def _peer_page(collection_id: str, query, endpoint: str) -> EgressPage:
+def _peer_page(collection_id: str, query, endpoint: str, *, delivers: bool = False) -> EgressPage:
     """The page a peer's account gets: what egress lets through for its agreement.
 
-    Served without a write transaction; the read is audited once, in the background.
+    Served without a write transaction; audited in the background: the read once,
+    and, when it ``delivers`` content (objects, not manifests or version lists),
+    each version served, so that a recall reaches a partner that pulls.
     """
     state = node_state()
     account = current_account()
@@ -366,15 +377,20 @@ def _peer_page(collection_id: str, query, endpoint: str) -> EgressPage:
             connection, _agreement(collection_id), Position.of(query), cache=state.decisions
         )
     asked = request.query_string.decode("utf-8", "replace")[:500]
-    state.read_audit.put(
+    peer = account.peer or ""
+    records = [
         read_record(
-            account.peer or "",
+            peer,
             account.name,
             collection_id,
             f"GET {endpoint}" + (f"?{asked}" if asked else ""),
             page.decisions,
         )
-    )
+    ]
+    if delivers:
+        served = served_records(peer, account.name, collection_id, page.served_decisions)
+        records.extend(state.deliveries.new(served))
+    state.read_audit.put_all(records)
     return page
 
 
