@@ -31,6 +31,7 @@ import urllib3
 from node import jsoncodec
 from node.errors import ConfigError, RemoteError
 from node.mediatypes import TAXII_21
+from node.timestamps import to_micros
 
 if TYPE_CHECKING:
     from node.config import Config
@@ -263,8 +264,10 @@ class TaxiiClient:
     def collection_id(self, name: str) -> str:
         """Resolve a collection named by id or alias on the server."""
         for collection in self.collections():
-            if name in (collection.get("id"), collection.get("alias")):
-                return collection["id"]
+            if not isinstance(collection, dict) or not isinstance(collection.get("id"), str):
+                continue  # (not a collection resource, 5.2: nothing to resolve to)
+            if name in (collection["id"], collection.get("alias")):
+                return str(collection["id"])
         raise RemoteError(
             f"the server has no collection {name!r} visible to this account", transient=False
         )
@@ -299,8 +302,8 @@ class TaxiiClient:
             objects=objects if isinstance(objects, list) else [],
             more=more and bool(token),
             next=token if isinstance(token, str) else None,
-            date_added_last=response.headers.get("X-TAXII-Date-Added-Last"),
-            date_added_first=response.headers.get("X-TAXII-Date-Added-First"),
+            date_added_last=_timestamp_header(response, "X-TAXII-Date-Added-Last"),
+            date_added_first=_timestamp_header(response, "X-TAXII-Date-Added-First"),
         )
 
     def pages(
@@ -331,16 +334,65 @@ class TaxiiClient:
         url = f"{self.api_root}collections/{collection_id}/objects/"
         body = envelope_body(texts)
         response = self._request("POST", url, data=body, headers={"Content-Type": TAXII_21})
-        status = self._json(response)
+        status = _status(self._json(response), url)
         deadline = time.monotonic() + poll_seconds
         delay = 0.2
-        while status.get("status") != "complete" and status.get("pending_count", 0) > 0:
+        while status.get("status") != "complete" and status["pending_count"] > 0:
             if time.monotonic() > deadline:
                 raise RemoteError(f"status {status.get('id')} still pending", transient=True)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-            status = self._json(self._request("GET", f"{self.api_root}status/{status.get('id')}/"))
+            status_url = f"{self.api_root}status/{status.get('id')}/"
+            status = _status(self._json(self._request("GET", status_url)), status_url)
         return status
+
+
+def _timestamp_header(response: requests.Response, name: str) -> str | None:
+    """A date header (TAXII 2.1 section 3.3.1), or None when it is absent or not a
+    timestamp: what a worker may keep as a cursor and send back as ``added_after``."""
+    value = response.headers.get(name)
+    if value is None:
+        return None
+    try:
+        to_micros(value)
+    except ValueError:
+        return None
+    return value
+
+
+def _status(document: dict, url: str) -> dict:
+    """A status resource (TAXII 2.1 section 4.3.1) as the worker reads it: counts that
+    are integers, and success and failure entries naming an object by a string id and
+    (when given) a string version.  Any other answer is the peer's error (RemoteError):
+    what it stored of the envelope cannot be told, so the round fails and its cursor
+    stays, and the operator sees why."""
+    pending = document.get("pending_count", 0)
+    if pending is None:
+        pending = 0
+    if not isinstance(pending, int) or isinstance(pending, bool):
+        raise RemoteError(
+            f"{url}: a status whose pending_count is {pending!r:.40}", transient=False
+        )
+    entries: dict[str, list[dict]] = {}
+    for key in ("successes", "failures", "pendings"):
+        listed = document.get(key, [])
+        if listed is None:
+            listed = []
+        if not isinstance(listed, list) or not all(_status_entry(item) for item in listed):
+            raise RemoteError(f"{url}: a status whose {key} are not status details",
+                              transient=False)  # fmt: skip
+        entries[key] = listed
+    return {**document, **entries, "pending_count": pending}
+
+
+def _status_entry(item: Any) -> bool:
+    """Whether ``item`` is a status detail (4.3.1): an object id and maybe a version."""
+    return (
+        isinstance(item, dict)
+        and isinstance(item.get("id"), str)
+        and isinstance(item.get("version", ""), str)
+        and isinstance(item.get("message", ""), str)
+    )
 
 
 def _default_api_root(discovery_url: str, document: dict) -> str:

@@ -109,15 +109,23 @@ class _AnsweringServer:
     """A real HTTP server on loopback whose every answer is ``body`` (JSON), sent in
     ``pieces`` parts ``pause`` seconds apart (a server trickling bytes)."""
 
-    def __init__(self, body: bytes, pieces: int = 1, pause: float = 0.0) -> None:
+    def __init__(
+        self, body: bytes, pieces: int = 1, pause: float = 0.0, headers: dict | None = None
+    ) -> None:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args) -> None:  # quiet
                 pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.do_GET()
 
             def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/taxii+json;version=2.1")
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 step = -(-len(body) // pieces)
                 for start in range(0, len(body), step):
@@ -164,3 +172,53 @@ def test_an_answer_larger_than_the_limit_is_refused(answering) -> None:
     with pytest.raises(RemoteError, match="larger than 4096 bytes"):
         client.api_root_information()
     assert TaxiiClient(server.api_root).api_root_information()["title"] == "x" * 5000
+
+
+# A status resource (TAXII 2.1 section 4.3.1) as a hostile or broken peer may answer.
+_STATUS = {"id": "s1", "status": "complete", "total_count": 1, "success_count": 1,
+           "successes": [{"id": "indicator--1", "version": "2026-01-01T00:00:00.000Z"}],
+           "failure_count": 0, "failures": [], "pending_count": 0}  # fmt: skip
+_BROKEN_STATUSES = {
+    "pending-count-text": {**_STATUS, "status": "pending", "pending_count": "3"},
+    "failures-not-a-list": {**_STATUS, "failures": {"id": "indicator--1"}},
+    "successes-not-a-list": {**_STATUS, "successes": "all"},
+    "failure-id-a-list": {**_STATUS, "failures": [{"id": ["indicator--1"]}]},
+    "failure-version-an-object": {**_STATUS, "failures": [{"id": "x", "version": {}}]},
+    "failure-a-string": {**_STATUS, "failures": ["indicator--1"]},
+}
+
+
+@pytest.mark.parametrize("status", _BROKEN_STATUSES.values(), ids=_BROKEN_STATUSES.keys())
+def test_a_status_of_the_wrong_shape_is_the_peers_error(answering, status) -> None:
+    """What the peer stored cannot be told from such an answer: a RemoteError (the
+    round fails, its cursor stays), never an exception of ours."""
+    server = answering(json.dumps(status).encode())
+    client = TaxiiClient(server.api_root)
+    with pytest.raises(RemoteError, match="a status whose"):
+        client.post_serialized("c", ['{"id": "indicator--1"}'], poll_seconds=1)
+
+
+def test_a_status_of_the_right_shape_is_read(answering) -> None:
+    server = answering(json.dumps({**_STATUS, "pending_count": None}).encode())
+    status = TaxiiClient(server.api_root).post_serialized("c", ['{"id": "indicator--1"}'])
+    assert status["successes"] == _STATUS["successes"] and status["pending_count"] == 0
+
+
+@pytest.mark.parametrize("value", ["Tue, 01 Dec 2026 00:00:00 GMT", "", "yesterday"])
+def test_date_headers_that_are_not_timestamps_are_not_kept(answering, value) -> None:
+    """A cursor the worker would send back as added_after is a timestamp or nothing."""
+    envelope = json.dumps({"more": False, "objects": []}).encode()
+    good = "2026-12-01T00:00:00.000Z"
+    headers = {"X-TAXII-Date-Added-First": good, "X-TAXII-Date-Added-Last": value}
+    page = TaxiiClient(answering(envelope, headers=headers).api_root).page("c", {})
+    assert (page.date_added_first, page.date_added_last) == (good, None)
+
+
+def test_collection_entries_that_are_not_collections_are_passed_over(answering) -> None:
+    listing = {
+        "collections": ["alpha", {"alias": "alpha"}, {"id": ["x"]}, {"id": "c1", "alias": "alpha"}]
+    }
+    client = TaxiiClient(answering(json.dumps(listing).encode()).api_root)
+    assert client.collection_id("alpha") == "c1"
+    with pytest.raises(RemoteError, match="no collection 'beta'"):
+        client.collection_id("beta")

@@ -11,6 +11,7 @@ import json
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -692,3 +693,40 @@ def test_queued_recalls_and_rows_are_paged_in_order_whatever_the_limit(make_node
         (first["id"], False), (middle["id"], False),
         (gone_1["id"], True), (gone_2["id"], True), (last["id"], False),
     ]  # fmt: skip
+
+
+class RefusingPeer(RecordingPeer):
+    """Refuses the objects ``refuse`` names, writing each failure as ``write`` says."""
+
+    def __init__(self, refuse: dict[str, Any]) -> None:
+        super().__init__()
+        self.refuse = refuse  # id -> the version its failure gives (None: no version)
+
+    def post_serialized(self, collection_id: str, texts: list[str], poll_seconds: float = 60.0):
+        super().post_serialized(collection_id, texts, poll_seconds)
+        failures = [{"id": object_id, "message": "no"} | ({"version": v} if v else {})
+                    for object_id, v in self.refuse.items()]  # fmt: skip
+        return {"failures": failures, "successes": []}
+
+    def page(self, collection_id: str, params: dict) -> ObjectPage:
+        return ObjectPage([], False, None, None)  # it holds none of them
+
+
+def test_a_refusal_naming_the_version_in_another_form_is_a_dead_letter(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    seconds, unversioned, fine = indicator(GREEN, 1), indicator(GREEN, 2), indicator(GREEN, 3)
+    node.add([seconds, unversioned, fine])
+    peer = RefusingPeer({seconds["id"]: "2026-01-01T00:00:00Z", unversioned["id"]: None,
+                         "indicator--0e0c0d7e-3c8e-4ab0-9c55-7a4a4c5b1e42": T0})  # fmt: skip
+    result = MappingSync(node.store, node.agreement, peer).push()  # type: ignore[arg-type]
+    assert result.ok, result.error
+    assert (result.sent, result.dead_lettered) == (2, 2)  # fine and the GREEN definition
+    with node.store.read() as connection:
+        letters = syncstate.list_dead_letters(connection)
+    assert sorted((r["object_id"], r["version"]) for r in letters) == sorted(
+        [(seconds["id"], seconds["modified"]), (unversioned["id"], unversioned["modified"])]
+    )  # as stored here, so that `sync retry` finds them; nothing for what was not sent
+    actions = {r["object_id"]: r["action"] for r in node.audit_rows() if r["object_id"]}
+    assert actions[seconds["id"]] == actions[unversioned["id"]] == "dead-letter"
+    assert actions[fine["id"]] == "sent"
+    node.close()

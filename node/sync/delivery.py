@@ -44,8 +44,11 @@ class Delivery:
     already_present: set[tuple[str, str]] = field(default_factory=set)  # (id, version)
 
     def add_status(self, status: dict) -> None:
-        failures = status.get("failures")
-        self.failures.extend(f for f in failures or () if isinstance(f, dict))
+        """Add a status resource's answers (``client._status`` checked their shape); of a
+        failure, only what names the object and the peer's words are kept."""
+        for failure in status.get("failures") or ():
+            self.failures.append({key: failure[key] for key in ("id", "version", "message")
+                                  if key in failure})  # fmt: skip
         self.already_present |= already_present_keys(status.get("successes") or ())
 
 

@@ -287,6 +287,7 @@ class MappingSync:
             )
         )
         delivery = poster.deliver(envelopes)
+        delivery.failures = _as_sent(to_send, delivery.failures)
         delivery.failures.extend(oversized)
         delivery.failures, held = self._not_already_held(remote_id, to_send, delivery.failures)
         delivery.already_present |= held
@@ -546,6 +547,39 @@ def _safe_resume_point(page: ObjectPage, previous_last: str | None) -> str | Non
     except ValueError:
         pass
     return None
+
+
+def _as_sent(sent: list[dict], failures: list[dict]) -> list[dict]:
+    """The peer's failures, each naming a version as we sent it.
+
+    A peer may write the version of a refused object in another form (the same
+    instant without milliseconds: STIX 2.1 section 3.2 allows any precision) or
+    leave it out; its failure then names every version of that id we sent.  A
+    failure naming nothing we sent is the peer's noise: it is logged, and no dead
+    letter is made of it.
+    """
+    versions: dict[str, list[tuple[str, int | None]]] = {}
+    for obj in sent:
+        text = _version_text(obj)
+        versions.setdefault(str(obj.get("id")), []).append((text, _micros_or_none(text)))
+    named: list[dict] = []
+    for failure in failures:
+        ours = versions.get(str(failure.get("id")), [])
+        given = failure.get("version")
+        if given:
+            micros = _micros_or_none(str(given))
+            ours = [(text, at) for text, at in ours if text == given or (at and at == micros)]
+        if not ours:
+            log.warning("the peer refused something not sent: %.200s", failure)
+        named.extend({**failure, "version": text or None} for text, _at in ours)
+    return named
+
+
+def _micros_or_none(text: str) -> int | None:
+    try:
+        return to_micros(text) if text else None
+    except ValueError:
+        return None
 
 
 def _failure(obj: dict, message: str) -> dict:
