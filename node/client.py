@@ -201,6 +201,7 @@ class TaxiiClient:
                     raise RemoteError(
                         f"{request}: the answer is larger than {self._max_answer_bytes} bytes",
                         transient=False,
+                        too_much=True,
                     )
                 if time.monotonic() > deadline:
                     raise RemoteError(
@@ -222,6 +223,12 @@ class TaxiiClient:
             raise RemoteError(
                 f"{response.request.method} {response.url}: the answer is not JSON",
                 transient=True,
+            ) from None
+        except RecursionError:
+            raise RemoteError(
+                f"{response.request.method} {response.url}: the answer nests too deeply to read",
+                transient=False,
+                too_much=True,
             ) from None
         if not isinstance(document, dict):
             raise RemoteError(f"{response.url}: unexpected answer {document!r:.80}", transient=True)
@@ -296,12 +303,12 @@ class TaxiiClient:
         response = self._request("GET", url, params=params)
         envelope = self._json(response)
         objects = envelope.get("objects", [])
-        more = bool(envelope.get("more", False))
+        more = envelope.get("more") is True
         token = envelope.get("next")
         return ObjectPage(
             objects=objects if isinstance(objects, list) else [],
-            more=more and bool(token),
-            next=token if isinstance(token, str) else None,
+            more=more,
+            next=token if isinstance(token, str) and token else None,
             date_added_last=_timestamp_header(response, "X-TAXII-Date-Added-Last"),
             date_added_first=_timestamp_header(response, "X-TAXII-Date-Added-First"),
         )
@@ -309,7 +316,8 @@ class TaxiiClient:
     def pages(
         self, collection_id: str, params: dict, endpoint: str = "objects"
     ) -> Iterator[ObjectPage]:
-        """Every page of one request, in order, following ``next`` (3.5).
+        """Every page of one request, in order, following ``next`` (3.5); a server that
+        says ``more`` without a ``next`` ends it there.
 
         Each follow-up repeats the first request's filters, ``limit`` included
         (medallion 3.0.0 answers 500 to a ``next`` without ``limit``).
@@ -318,7 +326,7 @@ class TaxiiClient:
         while True:
             page = self.page(collection_id, query, endpoint)
             yield page
-            if not page.more:
+            if not page.more or page.next is None:
                 return
             query = {**params, "next": page.next}
 

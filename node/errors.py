@@ -62,13 +62,18 @@ class RemoteError(NodeError):
     """A TAXII server could not be reached or answered with an error.
 
     ``transient`` is true for what may succeed if tried again (network errors,
-    timeouts, 5xx, 408, 429); ``status`` is the HTTP status, when there was one.
+    timeouts, 5xx, 408, 429); ``status`` is the HTTP status, when there was one;
+    ``too_much`` is true when the answer could not be read for its size or depth
+    (a page with fewer objects may be readable).
     """
 
-    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, transient: bool, status: int | None = None, too_much: bool = False
+    ) -> None:
         super().__init__(message)
         self.transient = transient
         self.status = status
+        self.too_much = too_much
 
 
 class BodyTimeout(TimeoutError):

@@ -17,9 +17,11 @@ import pytest
 
 from node import jsoncodec
 from node.client import ObjectPage
+from node.errors import RemoteError
 from node.sharing import Agreement, ingress
 from node.store import audit, syncstate
 from node.store.audit import Action, AuditQueue, AuditRecord, Direction
+from node.sync import worker as worker_module
 from node.sync.worker import MappingSync, SyncWorker
 from tests.nodes import COLLECTIONS
 from tests.sharing_node import ALPHA, PEER, SharingNode
@@ -729,4 +731,129 @@ def test_a_refusal_naming_the_version_in_another_form_is_a_dead_letter(tmp_path:
     actions = {r["object_id"]: r["action"] for r in node.audit_rows() if r["object_id"]}
     assert actions[seconds["id"]] == actions[unversioned["id"]] == "dead-letter"
     assert actions[fine["id"]] == "sent"
+    node.close()
+
+
+# ---------------------------------------------------------------- how a peer pages
+
+
+class DatedPeer(RecordingPeer):
+    """A partner's collection of ``objects`` added at ``added`` (their date_added), served
+    in date_added order after ``added_after``: with ``next`` tokens or without (TAXII
+    2.1 makes them optional), with the date headers or without."""
+
+    def __init__(self, objects: list[dict], added: list[str], *, tokens: bool,
+                 headers: bool = True, too_large_above: int | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.rows = sorted(zip(added, objects, strict=True), key=lambda row: row[0])
+        self.tokens, self.headers = tokens, headers
+        self.too_large_above = too_large_above  # a limit above which the answer is too large
+        self.requests: list[tuple[str | None, str | None, int]] = []
+
+    def objects_page(
+        self, collection_id: str, *, added_after: str | None, next_token: str | None, limit: int
+    ) -> ObjectPage:
+        self.requests.append((added_after, next_token, limit))
+        if self.too_large_above is not None and limit > self.too_large_above:
+            raise RemoteError("the answer is larger than 268435456 bytes", transient=False,
+                              too_much=True)  # fmt: skip
+        after = [row for row in self.rows if added_after is None or row[0] > added_after]
+        start = int(next_token or 0)
+        page = after[start : start + limit]
+        more = start + limit < len(after)
+        token = str(start + limit) if more and self.tokens else None
+        first, last = (page[0][0], page[-1][0]) if page and self.headers else (None, None)
+        return ObjectPage([obj for _, obj in page], more, token, last, first)
+
+
+def _stored_from_peer(node: SharingNode) -> set[str]:
+    return {row["object_id"] for row in node.rows() if row["origin"] == PEER}
+
+
+def _pull_rounds(node: SharingNode, peer: RecordingPeer, rounds: int, batch: int) -> MappingSync:
+    mapping = MappingSync(node.store, with_batch(node, batch), peer)  # type: ignore[arg-type]
+    for _ in range(rounds):
+        result = mapping.pull()
+        assert result.ok, result.error
+    return mapping
+
+
+@pytest.mark.parametrize("tokens", [True, False], ids=["next-tokens", "added-after-only"])
+def test_a_pull_loses_nothing_of_versions_added_at_one_instant(tmp_path: Path, tokens) -> None:
+    """Pages of 2 over 7 versions, 4 added at one instant: whether the peer gives next
+    tokens or pages by added_after alone, every version is stored."""
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(7)]
+    added = [at(1), at(2), at(3), at(3), at(3), at(3), at(4)]
+    peer = DatedPeer(theirs, added, tokens=tokens)
+    _pull_rounds(node, peer, 1, batch=2)
+    assert _stored_from_peer(node) == {obj["id"] for obj in theirs}
+    with node.store.read() as connection:
+        state = syncstate.load(connection, PEER, node.agreement.mapping.key, Direction.PULL)
+    assert state.remote_cursor == at(4)
+    node.close()
+
+
+def test_a_peer_adding_more_than_a_page_at_one_instant_is_paged_past_it(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(6)]
+    peer = DatedPeer(theirs, [at(1)] * 5 + [at(2)], tokens=False)
+    _pull_rounds(node, peer, 1, batch=2)
+    assert _stored_from_peer(node) == {obj["id"] for obj in theirs}
+    assert max(limit for _, _, limit in peer.requests) == 8  # doubled until past at(1)
+    node.close()
+
+
+def test_a_peer_without_date_headers_is_paged_to_the_end_over_rounds(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(worker_module, "PULL_PAGES_PER_ROUND", 3)
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(8)]
+    peer = DatedPeer(theirs, [at(n) for n in range(8)], tokens=True, headers=False)
+    mapping = _pull_rounds(node, peer, 2, batch=1)
+    assert len(_stored_from_peer(node)) == 6  # 3 pages a round, the second went on
+    assert peer.requests[3] == (None, "3", 1)  # from the first round's last next token
+    _pull_rounds(node, peer, 1, batch=1)  # a fresh worker: from the committed cursor
+    mapping.pull()
+    assert _stored_from_peer(node) == {obj["id"] for obj in theirs}
+    node.close()
+
+
+def test_a_slow_peer_gives_way_to_the_other_lanes(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(worker_module, "PULL_SECONDS_PER_ROUND", 0.0)
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(3)]
+    peer = DatedPeer(theirs, [at(n) for n in range(3)], tokens=True)
+    mapping = _pull_rounds(node, peer, 1, batch=1)
+    assert len(peer.requests) == 1  # the round's time was up after one page
+    for _ in range(2):
+        mapping.pull()
+    assert _stored_from_peer(node) == {obj["id"] for obj in theirs}
+    assert [token for _, token, _ in peer.requests] == [None, "1", "2"]
+    node.close()
+
+
+def test_a_page_too_large_to_read_is_asked_for_in_halves(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(5)]
+    peer = DatedPeer(theirs, [at(n) for n in range(5)], tokens=True, too_large_above=2)
+    _pull_rounds(node, peer, 1, batch=8)
+    assert _stored_from_peer(node) == {obj["id"] for obj in theirs}
+    assert [limit for _, _, limit in peer.requests[:3]] == [8, 4, 2]
+    node.close()
+
+
+def test_a_cursor_a_bad_date_header_left_is_replaced(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    key = node.agreement.mapping.key
+    with node.store.write() as connection:
+        state = syncstate.load(connection, PEER, key, Direction.PULL)
+        state.remote_cursor = "Tue, 01 Dec 2026 00:00:00 GMT"  # (kept before the client checked)
+        syncstate.save(connection, state)
+    theirs = [indicator(GREEN, 1)]
+    mapping = MappingSync(node.store, node.agreement, DatedPeer(theirs, [at(1)], tokens=True))  # type: ignore[arg-type]
+    assert mapping.pull().ok
+    with node.store.read() as connection:
+        assert syncstate.load(connection, PEER, key, Direction.PULL).remote_cursor == at(1)
     node.close()

@@ -39,7 +39,7 @@ from node.sharing import (
 from node.sharing.records import ALREADY_AT_PEER, ALREADY_HERE, already_present
 from node.store import Store, audit, objects, syncstate
 from node.store.audit import Action, AuditRecord, Direction
-from node.timestamps import now_micros, to_micros
+from node.timestamps import from_micros, now_micros, to_micros
 from node.validation import version_stamp
 
 from .delivery import Delivery, EnvelopePoster
@@ -48,10 +48,16 @@ from .schedule import Backoff, Lane, Schedule
 log = logging.getLogger(__name__)
 
 # A pull round reads at most this many pages (100,000 versions at the default
-# ``batch``), then ends with its cursor saved: a peer whose paging never ends
-# (``more`` true with a fresh ``next`` on every page) cannot keep the worker from
-# every other lane; the next round goes on.
+# ``batch``) or for this many seconds, then ends with its cursor saved: a peer
+# whose paging never ends (``more`` true with a fresh ``next`` on every page), or
+# that answers slowly, cannot keep the worker from every other lane; the next
+# round goes on where this one stopped.
 PULL_PAGES_PER_ROUND = 100
+PULL_SECONDS_PER_ROUND = 15.0
+# Paging by ``added_after`` alone (a peer that says ``more`` without a ``next``), a
+# page of versions all added at one instant is asked for again with twice the limit,
+# up to this many, to get past that instant.
+PULL_LIMIT_MAX = 10_000
 # The page size of the check whether refused versions are held by the peer after all:
 # every version of 50 ids in one page, whatever the peer's ``batch`` (the check reads
 # one page per 50 ids).
@@ -125,6 +131,9 @@ class MappingSync:
         self.stop = stop or threading.Event()
         self._remote_id: str | None = None
         self._max_content_length: int | None = None
+        # Where the last pull round stopped, for the next round of this worker: (the
+        # cursor it had committed, the position of its next page).
+        self._pull_resume: tuple[str | None, _PullPosition] | None = None
 
     @property
     def peer(self) -> str:
@@ -363,39 +372,90 @@ class MappingSync:
     # -- pull -----------------------------------------------------------------
 
     def pull(self) -> RoundResult:
-        """Fetch the peer's versions added after the pull cursor, under ingress policy
-        (at most ``PULL_PAGES_PER_ROUND`` pages: the next round goes on)."""
+        """Fetch the peer's versions added after the pull cursor, under ingress policy.
+
+        Each page is committed with the cursor it makes safe (``_commit_point``).  A
+        round stops after ``PULL_PAGES_PER_ROUND`` pages or ``PULL_SECONDS_PER_ROUND``;
+        the next round of this worker goes on from where it stopped (the same ``next``
+        token), so that progress does not rest on the peer's date headers; a worker
+        started afresh goes on from the committed cursor.
+        """
         result = RoundResult(self.peer, self.key, Direction.PULL)
         with self.store.read() as connection:
             state = syncstate.load(connection, self.peer, self.key, Direction.PULL)
+        resume, self._pull_resume = self._pull_resume, None
         try:
             remote_id = self.remote_collection()
-            # A ``next`` token continues the request that returned it: every page of the
-            # round repeats the first page's added_after, though the cursor moves per page.
-            added_after = state.remote_cursor
-            next_token: str | None = None
-            previous_last: str | None = None
+            position: _PullPosition | None = (
+                resume[1]
+                if resume is not None and resume[0] == state.remote_cursor
+                else _PullPosition(_usable(state.remote_cursor), None, self.agreement.peer.batch)
+            )
+            started = time.monotonic()
             for _ in range(PULL_PAGES_PER_ROUND):
-                if self.stop.is_set():
+                if position is None or self.stop.is_set():
                     break
-                page = self._call(
-                    lambda token=next_token: self.client.objects_page(
-                        remote_id,
-                        added_after=added_after,
-                        next_token=token,
-                        limit=self.agreement.peer.batch,
-                    )
-                )
-                cursor = _safe_resume_point(page, previous_last)
-                self._store_page(state, page.objects, cursor, result)
-                if not page.more:
+                page = self._fetch(remote_id, position)
+                self._store_page(state, page.objects, _commit_point(page, state.remote_cursor),
+                                 result)  # fmt: skip
+                position = self._next_position(page, position)
+                if time.monotonic() - started > PULL_SECONDS_PER_ROUND:
                     break
-                next_token = page.next
-                previous_last = page.date_added_last
+            if position is not None:
+                self._pull_resume = (state.remote_cursor, position)
         except RemoteError as exc:
             result.error = str(exc)
         self.record_attempt(state, result)
         return result
+
+    def _fetch(self, remote_id: str, position: _PullPosition) -> ObjectPage:
+        """The page at ``position``; asked for again with half the limit, down to one
+        version, while the peer's answer is too large or too deep to read."""
+        limit = position.limit
+        while True:
+            try:
+                return self._call(
+                    lambda limit=limit: self.client.objects_page(
+                        remote_id,
+                        added_after=position.added_after,
+                        next_token=position.next_token,
+                        limit=limit,
+                    )
+                )
+            except RemoteError as exc:
+                if not exc.too_much or limit == 1:
+                    raise
+                limit //= 2
+
+    def _next_position(self, page: ObjectPage, position: _PullPosition) -> _PullPosition | None:
+        """Where the page after ``page`` is, or None at the end of the collection.
+
+        The peer's ``next`` token when it gives one (TAXII 2.1 section 3.4.3); else
+        (``next`` is optional) ``added_after`` just before the page's
+        ``X-TAXII-Date-Added-Last``, so that versions added at that instant and not
+        yet served are not skipped (those served are served again and stored once).
+        """
+        if not page.more:
+            return None
+        batch = self.agreement.peer.batch
+        if page.next is not None:
+            return _PullPosition(position.added_after, page.next, batch)
+        if page.date_added_last is None:
+            raise RemoteError(
+                "the peer answers more: true without a next token or an "
+                "X-TAXII-Date-Added-Last header: it cannot be paged further",
+                transient=False,
+            )
+        basis = just_before(page.date_added_last)
+        if basis != position.added_after or position.next_token is not None:
+            return _PullPosition(basis, None, batch)
+        if position.limit >= PULL_LIMIT_MAX:
+            raise RemoteError(
+                f"the peer pages without next tokens and added more than {PULL_LIMIT_MAX} "
+                f"versions at {page.date_added_last}: they cannot be paged past",
+                transient=False,
+            )
+        return _PullPosition(basis, None, min(PULL_LIMIT_MAX, position.limit * 2))
 
     def refetch(self, object_id: str, version: str | None) -> RoundResult:
         """Pull one version again now, under ingress policy, without moving the cursor
@@ -526,27 +586,49 @@ def _exactly(obj: dict) -> Position:
     return Position(ids=(obj["id"],), versions=(key,))
 
 
-def _safe_resume_point(page: ObjectPage, previous_last: str | None) -> str | None:
-    """The pull cursor that may be committed with this page, or None to keep the old one.
+@dataclass(frozen=True)
+class _PullPosition:
+    """Where a pull's next page is: the request's ``added_after`` and the peer's
+    ``next`` token within it, with the page's ``limit``."""
 
-    Resuming with ``added_after=T`` skips everything added at T.  Some servers
-    give many objects one date_added (medallion 3.0.0 gives a whole POST one),
-    so a page may end inside such a group.  A page's own -Last is therefore
-    safe only at the end of the collection (``more`` false); otherwise the
-    previous page's -Last is, once this page is seen to start after it.  The
-    objects of this page are committed either way: a resume re-reads them and
-    stores nothing twice.
+    added_after: str | None
+    next_token: str | None
+    limit: int
+
+
+def _usable(cursor: str | None) -> str | None:
+    """A pull cursor to send as ``added_after``: None (from the start: what is held
+    already is stored once) for one that is not a timestamp, which a peer's bad date
+    header left before the client checked them."""
+    return cursor if cursor is not None and _micros_or_none(cursor) is not None else None
+
+
+def just_before(timestamp: str) -> str:
+    """The instant a microsecond before ``timestamp``: ``added_after`` that takes in
+    everything added at ``timestamp`` (TAXII 2.1 section 3.4.1 keeps what was added
+    strictly after)."""
+    return from_micros(to_micros(timestamp) - 1)
+
+
+def _commit_point(page: ObjectPage, cursor: str | None) -> str | None:
+    """The pull cursor that may be committed with this page, or None to keep ``cursor``.
+
+    Everything the peer added up to the cursor is stored.  The peer serves versions
+    in date_added order, so once a page is stored everything added before its
+    ``X-TAXII-Date-Added-Last`` is: the cursor may move to just before it.  Not to
+    it: some servers give many versions one date_added (medallion 3.0.0 gives a
+    whole POST one), and a page may end inside such a group; resuming at the group
+    reads it again and stores nothing twice.  At the end of the collection (``more``
+    false) the page's Last itself.  A cursor never moves back.
     """
-    if not page.more:
-        return page.date_added_last
-    if previous_last is None or page.date_added_first is None:
+    last = page.date_added_last
+    if last is None:
         return None
-    try:
-        if to_micros(page.date_added_first) > to_micros(previous_last):
-            return previous_last
-    except ValueError:
-        pass
-    return None
+    candidate = last if not page.more else just_before(last)
+    held = _micros_or_none(cursor or "")  # (one a peer's bad header left: replaced)
+    if held is not None and to_micros(candidate) <= held:
+        return None
+    return candidate
 
 
 def _as_sent(sent: list[dict], failures: list[dict]) -> list[dict]:
