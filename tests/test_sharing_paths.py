@@ -168,12 +168,61 @@ def test_creator_rule_applies_to_pulled_versions(make_node) -> None:
     assert [d.rule for d in admission.decisions] == ["versions.creator-only"]
 
 
-def test_creator_refusal_of_a_withheld_object_reads_as_any_refusal(make_node) -> None:
+def _shape(status: dict) -> dict:
+    """A status as a partner could compare two: without its own id, timestamps, the
+    object ids and versions it chose."""
+    entries = {key: sorted(entry.get("message", "") for entry in status.get(key, []))
+               for key in ("successes", "failures", "pendings")}  # fmt: skip
+    counts = {key: status[key] for key in status if key.endswith("_count")}
+    return {"status": status["status"], **counts, **entries}
+
+
+def _ipv4(value: str, marking: str) -> dict:
+    key = json.dumps({"value": value}, separators=(",", ":"))
+    namespace = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")  # STIX 2.1 section 2.9
+    return {"type": "ipv4-addr", "spec_version": "2.1", "value": value,
+            "id": f"ipv4-addr--{uuid.uuid5(namespace, key)}",
+            "object_marking_refs": [marking]}  # fmt: skip
+
+
+def test_a_partner_posting_under_a_withheld_id_is_answered_as_for_an_unknown_one(
+    make_node,
+) -> None:
+    """Whatever a partner posts under the id of an object withheld from it (a new
+    version, the same one again, other content under it, an SCO whose id it derived
+    from a value), the answers are those an id we never held gets: they do not tell
+    it that we hold the object.  Nothing of it is stored; the audit says why."""
     node = make_node()
-    secret = indicator(RED)
-    node.add([secret])
-    status = node.post([version(secret, at(3), object_marking_refs=[GREEN])], account=PEER)
-    assert status["failures"][0]["message"] == ingress.REFUSED
+    secret, secret_address = indicator(RED), _ipv4("198.51.100.3", RED)
+    node.add([secret, secret_address])
+    unknown = indicator(GREEN, 7)
+
+    def probes(base: dict, address: dict) -> list[list[dict]]:
+        newer = version(base, at(3), object_marking_refs=[GREEN])
+        return [
+            [newer],
+            [newer],  # the same again
+            [{**newer, "name": "other content"}],  # another content, same version
+            [version(base, at(4), object_marking_refs=[GREEN])],  # a newer one still
+            [{**base, "object_marking_refs": [GREEN], "name": "a guess"}],  # base version
+            [address],
+            [address],
+        ]
+
+    guessed, other = _ipv4("198.51.100.3", GREEN), _ipv4("198.51.100.9", GREEN)
+    held = [node.post(batch, account=PEER) for batch in probes(secret, guessed)]
+    absent = [node.post(batch, account=PEER) for batch in probes(unknown, other)]
+    assert [_shape(status) for status in held] == [_shape(status) for status in absent]
+    assert _shape(held[0])["successes"] == ["added"] and _shape(held[1])["successes"] == [
+        "already present"
+    ]
+    # Nothing of the probes was stored over what we hold, and the audit has the truth.
+    versions = node.get(f"objects/{secret['id']}/versions/", account="admin").json["versions"]
+    assert versions == [secret["modified"]]
+    refused = [r for r in node.audit_rows() if r["object_id"] == secret["id"]]
+    assert refused and all(r["action"] == "withheld" for r in refused), refused
+    kept = node.client.get(f"/api/status/{held[0]['id']}/", headers=node.headers(PEER)).json
+    assert _shape(kept) == _shape(held[0])  # the status resource answers the same
 
 
 # ---------------------------------------------------------------- 3. letter case
@@ -347,15 +396,13 @@ def test_a_dependency_naming_a_withheld_object_never_travels(
 # ---------------------------------------------------------------- 7. collisions
 
 
-def test_collision_with_a_withheld_version_reads_as_any_refusal(make_node) -> None:
+def test_a_collision_is_told_to_an_analyst_not_to_the_partner(make_node) -> None:
     node = make_node()
     secret = indicator(RED)
     node.add([secret])
     same_version = {**secret, "object_marking_refs": [GREEN], "name": "guess"}
     status = node.post([same_version], account=PEER)
-    assert status["failures"][0]["message"] == ingress.REFUSED
     assert "already stored" not in json.dumps(status)
-    # An analyst still learns why.
     mine = node.post([same_version], account="alice")
     assert mine["failures"][0]["message"] == ingress.COLLISION
 

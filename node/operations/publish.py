@@ -79,6 +79,7 @@ def record_publication(
     owner: str | None = None,
     source: str | None = None,
     decisions: Sequence[AuditRecord] = (),
+    concealed: int = 0,
 ) -> dict:
     """The status resource of one stored publication (TAXII 2.1 section 4.3.1) and
     its audit record, in the caller's write transaction; returns the resource.
@@ -87,13 +88,16 @@ def record_publication(
     policy); ``owner``: the account that may read the status besides admins;
     ``decisions``: a partner's POST's one record per received version, appended
     with the publication's so that the chain head's lock is taken once, as late
-    as possible.
+    as possible; ``concealed``: how many of ``outcome``'s successes are refusals
+    answered to a partner as if stored (``node.sharing.ingress.conceal``), which
+    the audit counts as failed.
     """
     resource = statuses.record(
         connection, collection_id, request_timestamp, outcome.successes,
         [*refused, *outcome.failures], owner=owner,
     )  # fmt: skip
-    already = len(outcome.successes) - len(outcome.stored)
+    already = len(outcome.successes) - len(outcome.stored) - concealed
+    hidden = f" ({concealed} answered as stored)" if concealed else ""
     publication = AuditRecord(
         action=Action.PUBLISHED,
         direction=Direction.RECEIVE if peer else Direction.LOCAL,
@@ -102,7 +106,7 @@ def record_publication(
         collection_id=collection_id,
         detail=f"{f'{source}, ' if source else ''}status {resource['id']}: "
         f"{len(outcome.stored)} new, {already} already present, "
-        f"{len(outcome.failures) + len(refused)} failed",
+        f"{len(outcome.failures) + len(refused) + concealed} failed{hidden}",
     )
     audit.record(connection, [publication, *decisions])
     return resource

@@ -13,7 +13,7 @@ Nothing here knows about HTTP: the TAXII layer passes the calling peer in.
 
 from .agreements import Agreement, Agreements
 from .egress import EgressPage, Outgoing, Position, egress
-from .ingress import Admission, admit, settle
+from .ingress import Admission, admit, conceal, settle
 from .records import RecentDeliveries, decision_records, read_record, served_records
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Position",
     "RecentDeliveries",
     "admit",
+    "conceal",
     "decision_records",
     "egress",
     "read_record",

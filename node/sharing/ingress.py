@@ -40,10 +40,10 @@ from sqlalchemy import Connection
 from node import jsoncodec
 from node.policy import PROTECTIVE_RULES, Decision, Policy, Rule
 from node.recall import is_recall
-from node.store import objects, provenance
+from node.store import concealed, objects, provenance
 from node.store.audit import Action, AuditRecord, Direction
 from node.store.objects import AddOutcome
-from node.timestamps import to_micros
+from node.timestamps import from_micros, now_micros, to_micros
 from node.tlp import TLP_BY_MARKING_ID, tlp_marking_definitions
 from node.validation import object_problem, version_micros, version_stamp
 
@@ -159,9 +159,9 @@ def settle(
     diverted = divert(connection, agreement, admission, outcome, direction, agreements)
     if to_peer:
         for failure in outcome.failures:
-            if failure.get("message") == COLLISION and not _version_visible(
-                connection, agreement, failure
-            ):
+            if failure.get("message") != COLLISION or _posted_by_it(connection, agreement, failure):
+                continue  # (its own version: it knows what it posted)
+            if not _version_visible(connection, agreement, failure):
                 failure["message"] = REFUSED
     records = decision_records(
         agreement.peer.name,
@@ -246,6 +246,56 @@ def _creator_only(
     return checked
 
 
+def conceal(
+    connection: Connection,
+    agreement: Agreement,
+    items: Sequence[object],
+    refused: list[dict[str, Any]],
+    outcome: AddOutcome,
+) -> int:
+    """Answer the refusals of a peer's POST that rest on what it may not see (worded
+    ``REFUSED``) as if the versions were stored, in ``refused`` (the policy's) and
+    ``outcome`` (the store's): see ``node.store.concealed``.  Returns how many were.
+
+    Without this, a partner could learn that we hold an object withheld from it by
+    posting one with its id: an unknown id is added, a withheld one refused.
+    """
+    hidden = [f for f in (*refused, *outcome.failures) if f.get("message") == REFUSED]
+    if not hidden:
+        return 0
+    posted: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for item in items:
+        if isinstance(item, dict):
+            posted.setdefault((item.get("id"), version_stamp(item)), item)
+    keys: dict[int, tuple[str, int, str]] = {}
+    for failure in hidden:
+        item = posted.get((failure.get("id"), failure.get("version") or None))
+        if item is not None and isinstance(item.get("id"), str):
+            version = version_micros(item)
+            if version is not None:
+                keys[id(failure)] = (item["id"], version, concealed.digest(item))
+    answers = concealed.answer(connection, agreement.peer.name, agreement.collection_id,
+                               keys.values(), now_micros())  # fmt: skip
+    answered = {
+        id(f)
+        for f in hidden
+        if id(f) in keys and answers[keys[id(f)][:2]][0] is not concealed.Answer.CONFLICT
+    }
+    for failure in hidden:
+        if id(failure) in keys and id(failure) not in answered:
+            failure["message"] = COLLISION  # as for a version it posted itself
+            continue
+        if id(failure) not in answered:
+            continue
+        kind, at = answers[keys[id(failure)][:2]]
+        message = "added" if kind is concealed.Answer.ADDED else ALREADY_PRESENT
+        label = failure.get("version") or from_micros(at)  # (an SCO: labelled as stored)
+        outcome.successes.append({"id": failure["id"], "message": message, "version": label})
+    refused[:] = [f for f in refused if id(f) not in answered]
+    outcome.failures[:] = [f for f in outcome.failures if id(f) not in answered]
+    return len(answered)
+
+
 def _describe_makers(makers: provenance.Makers) -> str:
     origins = sorted("this node" if o is None else f"peer {o}" for o in makers.origins)
     authors = sorted(a or "no created_by_ref" for a in makers.authors)
@@ -256,9 +306,34 @@ def _refusal(connection: Connection, agreement: Agreement, decision: Decision) -
     """The status message a peer's account gets for a refused version."""
     if decision.rule in _OWN_RULES:
         return f"refused by ingress policy ({decision.rule}): {decision.detail}"
-    if decision.rule == Rule.CREATOR_ONLY and visible(connection, agreement, decision.object_id):
+    if decision.rule == Rule.CREATOR_ONLY and (
+        visible(connection, agreement, decision.object_id)
+        or _only_its_own(connection, agreement, decision.object_id)
+    ):
         return CREATOR_ONLY
     return REFUSED
+
+
+def _posted_by_it(connection: Connection, agreement: Agreement, failure: dict[str, Any]) -> bool:
+    """Whether the stored version a failure names came from the agreement's peer."""
+    object_id, version = failure.get("id"), failure.get("version")
+    if not isinstance(object_id, str) or not isinstance(version, str):
+        return False
+    try:
+        micros = to_micros(version)
+    except ValueError:
+        return False
+    others = provenance.versions_of(connection, agreement.collection_id, [object_id],
+                                    agreement.peer.name)  # fmt: skip
+    return all(other.version != micros for other in others)
+
+
+def _only_its_own(connection: Connection, agreement: Agreement, object_id: str) -> bool:
+    """Whether every version stored of the object came from the agreement's peer, which
+    posted them: a refusal about them tells it nothing it does not know."""
+    others = provenance.versions_of(connection, agreement.collection_id, [object_id],
+                                    agreement.peer.name)  # fmt: skip
+    return next(others, None) is None
 
 
 def _version_visible(connection: Connection, agreement: Agreement, failure: dict[str, Any]) -> bool:

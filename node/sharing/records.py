@@ -135,6 +135,7 @@ def served_records(
             actor=account,
             collection_id=collection_id,
             rule=str(decision.rule),
+            detail=decision.detail,
         )
         for decision in decisions
         if decision.allowed and str(decision.rule) != RECALL_RULE

@@ -400,6 +400,12 @@ def _drop_audit_actor_index(connection: Connection) -> None:
     connection.execute(text("DROP INDEX IF EXISTS ix_audit_actor"))
 
 
+def _create_concealed_versions(connection: Connection) -> None:
+    from . import concealed
+
+    metadata.create_all(connection, tables=[concealed.concealed])
+
+
 # Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "objects, collections, statuses, accounts", _create_base_tables),
@@ -418,6 +424,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
      _create_release_cursors),
     (11, "publishers of versions kept in their objects rows", _keep_publishers_in_objects),
     (12, "no index of the audit by actor (unused since migration 6)", _drop_audit_actor_index),
+    (13, "versions a partner posted that were refused for what it may not see",
+     _create_concealed_versions),
 ]  # fmt: skip
 
 LATEST_VERSION = MIGRATIONS[-1][0]

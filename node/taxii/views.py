@@ -23,6 +23,7 @@ from node.sharing import (
     EgressPage,
     Position,
     admit,
+    conceal,
     egress,
     read_record,
     served_records,
@@ -447,7 +448,7 @@ def _publish(state: NodeState, collection_id: str, body: bytes) -> Response:
         outcome = objects.store_prepared(
             connection, collection_id, prepared, account.peer, publisher
         )
-        records = []
+        records, concealed = [], 0
         if admission is not None:
             outcome.successes[:0] = admission.echoes
             records = settle(
@@ -459,9 +460,12 @@ def _publish(state: NodeState, collection_id: str, body: bytes) -> Response:
                 to_peer=True,
                 agreements=state.agreements,
             )
+            concealed = conceal(connection, _agreement(collection_id), envelope.items, refused,
+                                outcome)  # fmt: skip
         resource = record_publication(
             connection, collection_id, request_timestamp, outcome, actor=account.name,
             peer=account.peer, refused=refused, owner=account.name, decisions=records,
+            concealed=concealed,
         )  # fmt: skip
     _purge_old_statuses()
     return _json(resource, status=202)
