@@ -904,3 +904,21 @@ def test_a_cursor_a_bad_date_header_left_is_replaced(tmp_path: Path) -> None:
     with node.store.read() as connection:
         assert syncstate.load(connection, PEER, key, Direction.PULL).remote_cursor == at(1)
     node.close()
+
+
+@pytest.mark.parametrize("unresolved", ["share", "withhold"])
+def test_a_partners_link_to_a_withheld_object_reads_as_one_to_an_unknown_object(
+    make_node, unresolved
+) -> None:
+    node = make_node(ingress={"unresolved_refs": unresolved})
+    secret = indicator(RED)
+    node.add([secret])
+    theirs = malware(GREEN)
+    node.post([theirs], account=PEER)
+    to_secret = relationship(GREEN, theirs, secret)
+    to_unknown = relationship(GREEN, theirs, indicator(GREEN, 8))
+    answers = [_shape(node.post([link], account=PEER)) for link in (to_secret, to_unknown)]
+    assert answers[0] == answers[1]
+    assert answers[0]["successes" if unresolved == "share" else "failures"]
+    stored = {row["object_id"] for row in node.rows()}
+    assert (to_unknown["id"] in stored) == (to_secret["id"] in stored) == (unresolved == "share")

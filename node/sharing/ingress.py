@@ -121,7 +121,10 @@ def admit(
         else:
             admission.refused.append(_detail(item, REFUSED))
     rules = agreement.ingress
-    decisions = Policy(rules, local_resolver(connection, collection_id)).apply(candidates)
+    resolver = local_resolver(connection, collection_id)
+    if to_peer:
+        resolver = _as_the_peer_sees(connection, agreement, resolver)
+    decisions = Policy(rules, resolver).apply(candidates)
     if not rules.accept_foreign_versions:
         decisions = _creator_only(stored_versions, peer, decisions)
     admission.decisions = decisions
@@ -183,6 +186,22 @@ def local_resolver(connection: Connection, collection_id: str) -> Resolver:
         return found if found is not None else builtin.get(object_id.lower())
 
     return resolve
+
+
+def _as_the_peer_sees(connection: Connection, agreement: Agreement, resolve: Resolver) -> Resolver:
+    """``resolve``, finding only what the peer may see or posted itself: the objects
+    of its POST that reference one withheld from it are judged as if referencing an
+    unknown object (``unresolved_refs``), so the answer does not tell it we hold it."""
+
+    def resolve_visible(object_id: str) -> dict[str, Any] | None:
+        found = resolve(object_id)
+        if found is None or str(found.get("id", "")).lower() in TLP_BY_MARKING_ID:
+            return found
+        if _only_its_own(connection, agreement, object_id):
+            return found
+        return found if visible(connection, agreement, object_id) else None
+
+    return resolve_visible
 
 
 def _stored_versions(
@@ -249,6 +268,7 @@ def _creator_only(
 def conceal(
     connection: Connection,
     agreement: Agreement,
+    admission: Admission,
     items: Sequence[object],
     refused: list[dict[str, Any]],
     outcome: AddOutcome,
@@ -258,9 +278,16 @@ def conceal(
     ``outcome`` (the store's): see ``node.store.concealed``.  Returns how many were.
 
     Without this, a partner could learn that we hold an object withheld from it by
-    posting one with its id: an unknown id is added, a withheld one refused.
+    posting one with its id: an unknown id is added, a withheld one refused.  A
+    reference to a withheld object is refused as one to an unknown object is under
+    ``unresolved_refs = "withhold"``: those refusals already read alike and stay.
     """
     hidden = [f for f in (*refused, *outcome.failures) if f.get("message") == REFUSED]
+    if agreement.ingress.unresolved_refs == "withhold":
+        references = {str(Rule.REF_WITHHELD), str(Rule.REF_UNRESOLVED)}
+        by_reference = {(d.object_id, d.version or None) for d in admission.decisions
+                        if str(d.rule) in references}  # fmt: skip
+        hidden = [f for f in hidden if (f.get("id"), f.get("version") or None) not in by_reference]
     if not hidden:
         return 0
     posted: dict[tuple[Any, Any], dict[str, Any]] = {}

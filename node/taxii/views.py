@@ -460,8 +460,8 @@ def _publish(state: NodeState, collection_id: str, body: bytes) -> Response:
                 to_peer=True,
                 agreements=state.agreements,
             )
-            concealed = conceal(connection, _agreement(collection_id), envelope.items, refused,
-                                outcome)  # fmt: skip
+            concealed = conceal(connection, _agreement(collection_id), admission, envelope.items,
+                                refused, outcome)  # fmt: skip
         resource = record_publication(
             connection, collection_id, request_timestamp, outcome, actor=account.name,
             peer=account.peer, refused=refused, owner=account.name, decisions=records,
