@@ -87,6 +87,9 @@ class Admission:
     decisions: list[Decision] = field(default_factory=list)
     held: list[dict[str, Any]] = field(default_factory=list)  # to quarantine instead of storing
     recalls: list[dict[str, Any]] = field(default_factory=list)  # recalls to honour (gates)
+    # The id() of the items found valid here, for the store not to check them again
+    # (``objects.prepare``): what policy changes is a new object, checked there.
+    valid: set[int] = field(default_factory=set)
 
 
 def admit(
@@ -114,12 +117,14 @@ def admit(
             admission.echoes.append(_detail(item, ALREADY_PRESENT))
         elif object_problem(item) is not None:
             admission.accepted.append(item)  # policy judges valid STIX only: as above
-        elif stored is None or (to_peer and jsoncodec.loads(stored) != item):
-            candidates.append(item)  # a different version under a held one: see _creator_only
-        elif not to_peer or _version_visible(connection, agreement, _detail(item, "")):
-            admission.echoes.append(_detail(item, ALREADY_PRESENT))
         else:
-            admission.refused.append(_detail(item, REFUSED))
+            admission.valid.add(id(item))
+            if stored is None or (to_peer and jsoncodec.loads(stored) != item):
+                candidates.append(item)  # a different version under a held one: _creator_only
+            elif not to_peer or _version_visible(connection, agreement, _detail(item, "")):
+                admission.echoes.append(_detail(item, ALREADY_PRESENT))
+            else:
+                admission.refused.append(_detail(item, REFUSED))
     rules = agreement.ingress
     resolver = local_resolver(connection, collection_id)
     if to_peer:

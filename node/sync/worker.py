@@ -490,7 +490,7 @@ class MappingSync:
         collection_id = self.agreement.collection_id
         admission = admit(connection, self.agreement, items, to_peer=False)
         outcome = objects.add_objects(
-            connection, collection_id, admission.accepted, origin=self.peer
+            connection, collection_id, admission.accepted, origin=self.peer, valid=admission.valid
         )
         records = settle(
             connection,

@@ -441,7 +441,11 @@ def _publish(state: NodeState, collection_id: str, body: bytes) -> Response:
     request_timestamp = now_micros()
     # Validation and JSON before taking the writer lock; the texts serialised to
     # check the body are reused unless a partner's policy changed the objects.
-    prepared = objects.prepare(items, envelope.texts if items is envelope.items else None)
+    prepared = objects.prepare(
+        items,
+        envelope.texts if items is envelope.items else None,
+        admission.valid if admission is not None else frozenset(),
+    )
     with state.store.write() as connection:
         # Four-eyes release needs who published each local version.
         publisher = account.name if account.peer is None else None
