@@ -382,28 +382,23 @@ def _served_to_b(pair: Pair, obj: dict, timeout: float = 15.0) -> None:
     raise AssertionError(f"A's audit never showed {obj['id']} served to node-b")
 
 
-def test_a_deletion_is_recalled_from_a_partner_that_pulled_the_object(pulling: Pair) -> None:
-    shared = indicator(name="pulled then deleted")
+@pytest.mark.parametrize("withdrawal", ["deleted", "raised to RED"])
+def test_a_withdrawal_is_recalled_from_a_partner_that_pulled_the_object(
+    pulling: Pair, withdrawal: str
+) -> None:
+    shared = indicator(name=f"pulled then {withdrawal}")
     _post_to_a(pulling, [shared])
     pulling.run_once(pulling.b)
     assert _on_b(pulling, shared["id"])
     _served_to_b(pulling, shared)
-    response = requests.delete(
-        f"{pulling.a.collection_url('alpha')}objects/{shared['id']}/",
-        auth=("admin", ADMIN_PASSWORD), headers={"Accept": TAXII}, timeout=30,
-    )  # fmt: skip
-    assert response.status_code == 200, response.text
+    if withdrawal == "deleted":
+        response = requests.delete(
+            f"{pulling.a.collection_url('alpha')}objects/{shared['id']}/",
+            auth=("admin", ADMIN_PASSWORD), headers={"Accept": TAXII}, timeout=30,
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+    else:
+        _post_to_a(pulling, [{**shared, "modified": "2026-03-01T00:00:00.000Z",
+                              "object_marking_refs": [RED]}])  # fmt: skip
     pulling.run_once(pulling.b)
     assert _on_b(pulling, shared["id"]) == []  # B's worker pulled the recall and purged
-
-
-def test_raised_to_red_is_recalled_from_a_partner_that_pulled_the_object(pulling: Pair) -> None:
-    shared = indicator(name="pulled then raised")
-    _post_to_a(pulling, [shared])
-    pulling.run_once(pulling.b)
-    assert _on_b(pulling, shared["id"])
-    _served_to_b(pulling, shared)
-    red = {**shared, "modified": "2026-03-01T00:00:00.000Z", "object_marking_refs": [RED]}
-    _post_to_a(pulling, [red])
-    pulling.run_once(pulling.b)
-    assert _on_b(pulling, shared["id"]) == []

@@ -31,7 +31,7 @@ the stored object is one the peer may see anyway.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -348,35 +348,40 @@ def _refusal(connection: Connection, agreement: Agreement, decision: Decision) -
 
 def _posted_by_it(connection: Connection, agreement: Agreement, failure: dict[str, Any]) -> bool:
     """Whether the stored version a failure names came from the agreement's peer."""
-    object_id, version = failure.get("id"), failure.get("version")
-    if not isinstance(object_id, str) or not isinstance(version, str):
+    key = _failure_key(failure)
+    if key is None:
         return False
-    try:
-        micros = to_micros(version)
-    except ValueError:
-        return False
-    others = provenance.versions_of(connection, agreement.collection_id, [object_id],
-                                    agreement.peer.name)  # fmt: skip
-    return all(other.version != micros for other in others)
+    return all(other.version != key[1] for other in _from_others(connection, agreement, key[0]))
 
 
 def _only_its_own(connection: Connection, agreement: Agreement, object_id: str) -> bool:
     """Whether every version stored of the object came from the agreement's peer, which
     posted them: a refusal about them tells it nothing it does not know."""
-    others = provenance.versions_of(connection, agreement.collection_id, [object_id],
-                                    agreement.peer.name)  # fmt: skip
-    return next(others, None) is None
+    return next(_from_others(connection, agreement, object_id), None) is None
+
+
+def _from_others(
+    connection: Connection, agreement: Agreement, object_id: str
+) -> Iterator[provenance.Version]:
+    """The stored versions of the object that did not come from the agreement's peer."""
+    return provenance.versions_of(connection, agreement.collection_id, [object_id],
+                                  agreement.peer.name)  # fmt: skip
 
 
 def _version_visible(connection: Connection, agreement: Agreement, failure: dict[str, Any]) -> bool:
+    key = _failure_key(failure)
+    return key is not None and stored_version_visible(connection, agreement, *key)
+
+
+def _failure_key(failure: dict[str, Any]) -> tuple[str, int] | None:
+    """(object id, version as stored) of a status failure, None if it names none."""
     object_id, version = failure.get("id"), failure.get("version")
     if not isinstance(object_id, str) or not isinstance(version, str):
-        return False
+        return None
     try:
-        micros = to_micros(version)
+        return object_id, to_micros(version)
     except ValueError:
-        return False
-    return stored_version_visible(connection, agreement, object_id, micros)
+        return None
 
 
 def _reviewable(obj: dict[str, Any]) -> bool:
