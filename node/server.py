@@ -504,6 +504,8 @@ class NodeServer(BaseApplication):
             "threads": server.threads,
             "worker_class": "node.server.TaxiiThreadWorker",
             "timeout": server.timeout,
+            # gunicorn's largest: a filter of 100 ids (taxii.filters) is about 5 kB.
+            "limit_request_line": 8190,
             "graceful_timeout": 10,
             "accesslog": "-",
             "logger_class": "node.access_log.AccessLogger",

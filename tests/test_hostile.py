@@ -572,6 +572,8 @@ def stalled(context: Ctx, chunked: bool, waited: bool = True) -> Reply:
 
 UNDERSCORE_ID = "indicator--________-____-____-____-____________"
 
+_HUNDRED_IDS = ",".join(f"indicator--{uuid.uuid4()}" for _ in range(100))
+
 CATALOGUE: list[Case] = [
     # -- nesting
     Case("json.nested-arrays-100000", post(b"[" * 100_000), 400),
@@ -953,6 +955,11 @@ CATALOGUE: list[Case] = [
         "http.150-headers",
         raw_request("GET", lambda c: c.path(), [f"X-Junk-{i}: a" for i in range(150)]),
         431,
+    ),
+    Case(  # the most match[id] values a filter takes (100) fit in a request line
+        "http.request-line-of-100-ids",
+        raw_request("GET", lambda c: c.path(rest=f"objects/?match[id]={_HUNDRED_IDS}")),
+        200,
     ),
     Case(
         "http.request-line-of-9-kB",
