@@ -156,16 +156,16 @@ class RecentDeliveries:
         self._seen: set[tuple[str, str, str, str | None]] = set()
         self._lock = threading.Lock()
 
-    def new(self, records: list[AuditRecord]) -> list[AuditRecord]:
-        """Those of ``records`` not served lately; from now on they are."""
+    def new(self, peer: str, collection_id: str, decisions: list[Decision]) -> list[Decision]:
+        """Those of ``decisions`` not served to the peer lately; from now on they are."""
         fresh = []
         with self._lock:
-            if len(self._seen) + len(records) > self._size:
+            if len(self._seen) + len(decisions) > self._size:
                 self._seen.clear()
-            for record in records:
-                key = (record.peer or "", record.collection_id or "", record.object_id or "",
-                       record.version)  # fmt: skip
-                if key not in self._seen:
-                    self._seen.add(key)
-                    fresh.append(record)
+            seen = self._seen
+            for decision in decisions:
+                key = (peer, collection_id, decision.object_id, decision.version)
+                if key not in seen:
+                    seen.add(key)
+                    fresh.append(decision)
         return fresh

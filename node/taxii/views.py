@@ -389,8 +389,8 @@ def _peer_page(collection_id: str, query, endpoint: str, *, delivers: bool = Fal
         )
     ]
     if delivers:
-        served = served_records(peer, account.name, collection_id, page.served_decisions)
-        records.extend(state.deliveries.new(served))
+        fresh = state.deliveries.new(peer, collection_id, page.served_decisions)
+        records.extend(served_records(peer, account.name, collection_id, fresh))
     state.read_audit.put_all(records)
     return page
 
