@@ -375,7 +375,7 @@ def _status(document: dict, url: str) -> dict:
     what it stored of the envelope cannot be told, so the round fails and its cursor
     stays, and the operator sees why."""
     pending = document.get("pending_count", 0)
-    if pending is None:
+    if pending is None and document.get("status") == "complete":
         pending = 0
     if not isinstance(pending, int) or isinstance(pending, bool):
         raise RemoteError(

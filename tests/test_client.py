@@ -180,6 +180,7 @@ _STATUS = {"id": "s1", "status": "complete", "total_count": 1, "success_count": 
            "failure_count": 0, "failures": [], "pending_count": 0}  # fmt: skip
 _BROKEN_STATUSES = {
     "pending-count-text": {**_STATUS, "status": "pending", "pending_count": "3"},
+    "pending-count-missing-while-pending": {**_STATUS, "status": "pending", "pending_count": None},
     "failures-not-a-list": {**_STATUS, "failures": {"id": "indicator--1"}},
     "successes-not-a-list": {**_STATUS, "successes": "all"},
     "failure-id-a-list": {**_STATUS, "failures": [{"id": ["indicator--1"]}]},

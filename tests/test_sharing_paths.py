@@ -665,6 +665,9 @@ def test_a_partners_malformed_object_is_dead_lettered_alone_when_pulled(make_nod
     with node.store.read() as connection:
         letters = syncstate.list_dead_letters(connection)
     assert [letter["object_id"] for letter in letters] == [bad["id"]]
+    assert result.dead_lettered == 1  # counted, and audited with validation's reason
+    (record,) = [r for r in node.audit_rows() if r["object_id"] == bad["id"]]
+    assert record["action"] == "dead-letter" and record["detail"] == letters[0]["reason"]
     # The cursor moved past the page: the next round does not stall on it.
     with node.store.read() as connection:
         state = syncstate.load(connection, PEER, node.agreement.mapping.key, Direction.PULL)

@@ -501,6 +501,7 @@ class MappingSync:
             to_peer=False,
             agreements=self.agreements,
         )
+        records += self._undecided_dead_letters(records, outcome.failures)
         audit.record(connection, records)
         syncstate.add_dead_letters(
             connection, self.peer, self.key, Direction.PULL, outcome.failures
@@ -509,6 +510,27 @@ class MappingSync:
         page.already_present += len(admission.echoes)  # ours served back, built-in TLP
         _add(result, page)
         return page
+
+    def _undecided_dead_letters(
+        self, records: list[AuditRecord], failures: list[dict]
+    ) -> list[AuditRecord]:
+        """A dead-letter record for each failure no decision accounts for (an object the
+        store's validation refused before any policy saw it), so that the audit and the
+        counts agree with the dead letters."""
+        decided = {(r.object_id, r.version or None) for r in records}
+        return [
+            AuditRecord(
+                action=Action.DEAD_LETTER,
+                direction=Direction.PULL,
+                object_id=str(f.get("id") or "") or None,
+                version=f.get("version") or None,
+                peer=self.peer,
+                collection_id=self.agreement.collection_id,
+                detail=str(f.get("message", "")),
+            )
+            for f in failures
+            if (f.get("id"), f.get("version") or None) not in decided
+        ]
 
     # -- bookkeeping ------------------------------------------------------------
 
