@@ -854,19 +854,22 @@ def test_a_peer_adding_more_than_a_page_at_one_instant_is_paged_past_it(tmp_path
     node.close()
 
 
-def test_a_peer_without_date_headers_is_paged_to_the_end_over_rounds(
-    tmp_path: Path, monkeypatch
+@pytest.mark.parametrize("same_instant", [False, True], ids=["no-date-headers", "one-instant"])
+def test_a_pull_that_stops_early_goes_on_in_the_next_run(
+    tmp_path: Path, monkeypatch, same_instant
 ) -> None:
+    """A round stops after its pages; the next one, in a new worker (``sync --once``
+    runs), goes on with the same next token, whether the peer sends no date headers or
+    gives every version one date_added (no cursor could move past them)."""
     monkeypatch.setattr(worker_module, "PULL_PAGES_PER_ROUND", 3)
     node = SharingNode(tmp_path / "a", None)
     theirs = [indicator(GREEN, value) for value in range(8)]
-    peer = DatedPeer(theirs, [at(n) for n in range(8)], tokens=True, headers=False)
-    mapping = _pull_rounds(node, peer, 2, batch=1)
-    assert len(_stored_from_peer(node)) == 6  # 3 pages a round, the second went on
-    assert peer.requests[3] == (None, "3", 1)  # from the first round's last next token
-    _pull_rounds(node, peer, 1, batch=1)  # a fresh worker: from the committed cursor
-    mapping.pull()
-    assert _stored_from_peer(node) == {obj["id"] for obj in theirs}
+    added = [at(1)] * 8 if same_instant else [at(n) for n in range(8)]
+    peer = DatedPeer(theirs, added, tokens=True, headers=same_instant)
+    for expected in (3, 6, 8):
+        _pull_rounds(node, peer, 1, batch=1)  # a new MappingSync each time
+        assert len(_stored_from_peer(node)) == expected
+    assert [token for _, token, _ in peer.requests[2:4]] == ["2", "3"]
     node.close()
 
 

@@ -183,6 +183,9 @@ sync_state = Table(
     # Versions the receiving side already held (migration 9): counted apart from
     # ``sent`` and ``received``, which count versions that were new there.
     Column("already_present", BigInteger, nullable=False, default=0),
+    # Where a pull round that stopped early goes on (migration 14): the peer's next
+    # token, as JSON with the cursor it belongs to (node.sync.worker).
+    Column("pull_resume", Text),
     PrimaryKeyConstraint("peer", "mapping", "direction"),
 )
 
@@ -406,6 +409,10 @@ def _create_concealed_versions(connection: Connection) -> None:
     metadata.create_all(connection, tables=[concealed.concealed])
 
 
+def _add_pull_resume(connection: Connection) -> None:
+    _add_columns(connection, "sync_state", {"pull_resume": "TEXT"})
+
+
 # Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "objects, collections, statuses, accounts", _create_base_tables),
@@ -426,6 +433,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (12, "no index of the audit by actor (unused since migration 6)", _drop_audit_actor_index),
     (13, "versions a partner posted that were refused for what it may not see",
      _create_concealed_versions),
+    (14, "where a pull round that stopped early goes on", _add_pull_resume),
 ]  # fmt: skip
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -35,6 +35,7 @@ class SyncState:
     withheld: int = 0
     dead_lettered: int = 0
     already_present: int = 0  # versions the receiving side held already
+    pull_resume: str | None = None  # pull: where a round that stopped early goes on
 
 
 def load(connection: Connection, peer: str, mapping: str, direction: Direction) -> SyncState:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from node import jsoncodec
 from node.client import ObjectPage, RemoteError, TaxiiClient, split_envelopes
 from node.config import Config, PeerConfig
 from node.policy import DEPENDENCY_TYPES, Decision
@@ -131,9 +132,6 @@ class MappingSync:
         self.stop = stop or threading.Event()
         self._remote_id: str | None = None
         self._max_content_length: int | None = None
-        # Where the last pull round stopped, for the next round of this worker: (the
-        # cursor it had committed, the position of its next page).
-        self._pull_resume: tuple[str | None, _PullPosition] | None = None
 
     @property
     def peer(self) -> str:
@@ -383,13 +381,11 @@ class MappingSync:
         result = RoundResult(self.peer, self.key, Direction.PULL)
         with self.store.read() as connection:
             state = syncstate.load(connection, self.peer, self.key, Direction.PULL)
-        resume, self._pull_resume = self._pull_resume, None
+        resume, state.pull_resume = _PullPosition.resuming(state), None
         try:
             remote_id = self.remote_collection()
-            position: _PullPosition | None = (
-                resume[1]
-                if resume is not None and resume[0] == state.remote_cursor
-                else _PullPosition(_usable(state.remote_cursor), None, self.agreement.peer.batch)
+            position: _PullPosition | None = resume or _PullPosition(
+                _usable(state.remote_cursor), None, self.agreement.peer.batch
             )
             started = time.monotonic()
             for _ in range(PULL_PAGES_PER_ROUND):
@@ -402,7 +398,7 @@ class MappingSync:
                 if time.monotonic() - started > PULL_SECONDS_PER_ROUND:
                     break
             if position is not None:
-                self._pull_resume = (state.remote_cursor, position)
+                state.pull_resume = position.resume_text(state.remote_cursor)
         except RemoteError as exc:
             result.error = str(exc)
         self.record_attempt(state, result)
@@ -539,6 +535,7 @@ class MappingSync:
         with self.store.write() as connection:
             fresh = syncstate.load(connection, state.peer, state.mapping, state.direction)
             fresh.last_attempt = now
+            fresh.pull_resume = state.pull_resume
             if result.ok:
                 fresh.last_success = now
                 fresh.last_error = None
@@ -616,6 +613,29 @@ class _PullPosition:
     added_after: str | None
     next_token: str | None
     limit: int
+
+    def resume_text(self, cursor: str | None) -> str:
+        """This position, kept with the pull state for the next round (another run of
+        the worker included): valid while the committed cursor is ``cursor``."""
+        return jsoncodec.dumps({"cursor": cursor, "added_after": self.added_after,
+                                "next": self.next_token, "limit": self.limit})  # fmt: skip
+
+    @classmethod
+    def resuming(cls, state: syncstate.SyncState) -> _PullPosition | None:
+        """Where the last round stopped, unless the cursor has moved since (or the
+        text is not one ``resume_text`` wrote)."""
+        try:
+            kept = jsoncodec.loads(state.pull_resume or "null")
+        except ValueError:
+            return None
+        if not isinstance(kept, dict) or kept.get("cursor") != state.remote_cursor:
+            return None
+        after, token, limit = kept.get("added_after"), kept.get("next"), kept.get("limit")
+        if not isinstance(limit, int) or limit < 1:
+            return None
+        if not all(isinstance(value, str | None) for value in (after, token)):
+            return None
+        return cls(after, token, limit)
 
 
 def _usable(cursor: str | None) -> str | None:
