@@ -190,7 +190,8 @@ def test_an_object_the_peer_answers_500_is_dead_lettered_and_the_rest_delivered(
 def test_a_peer_whose_paging_never_ends_does_not_hold_the_worker(tmp_path, stopper):
     """A partner's server answering ``more`` with a fresh ``next`` forever kept the pull
     round (and so every other lane of the worker) running: a round reads at most
-    PULL_PAGES_PER_ROUND pages, and the next round goes on from the cursor."""
+    PULL_PAGES_PER_ROUND pages.  The next round goes on with the last token; the
+    peer, fixed, refuses it (400), and the round goes on from the cursor instead."""
     pair = make_pair(tmp_path, a={"alpha": {"direction": "pull"}},
                      b={"alpha": {"direction": "push", "egress": GREEN}})  # fmt: skip
     stopper.append(pair)

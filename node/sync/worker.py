@@ -382,16 +382,24 @@ class MappingSync:
         with self.store.read() as connection:
             state = syncstate.load(connection, self.peer, self.key, Direction.PULL)
         resume, state.pull_resume = _PullPosition.resuming(state), None
+        fresh = _PullPosition(_usable(state.remote_cursor), None, self.agreement.peer.batch)
         try:
             remote_id = self.remote_collection()
-            position: _PullPosition | None = resume or _PullPosition(
-                _usable(state.remote_cursor), None, self.agreement.peer.batch
-            )
+            position: _PullPosition | None = resume or fresh
             started = time.monotonic()
             for _ in range(PULL_PAGES_PER_ROUND):
                 if position is None or self.stop.is_set():
                     break
-                page = self._fetch(remote_id, position)
+                try:
+                    page = self._fetch(remote_id, position)
+                except RemoteError as exc:
+                    if position is not resume or exc.transient:
+                        raise
+                    # The peer no longer takes the kept token (expired, or its paging
+                    # changed): from the cursor, which every stored page moved.
+                    log.info("%s %s: paging again from the cursor: %s", self.peer, self.key, exc)
+                    position = resume = fresh
+                    page = self._fetch(remote_id, position)
                 self._store_page(state, page.objects, _commit_point(page, state.remote_cursor),
                                  result)  # fmt: skip
                 position = self._next_position(page, position)
