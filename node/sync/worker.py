@@ -374,9 +374,10 @@ class MappingSync:
 
         Each page is committed with the cursor it makes safe (``_commit_point``).  A
         round stops after ``PULL_PAGES_PER_ROUND`` pages or ``PULL_SECONDS_PER_ROUND``;
-        the next round of this worker goes on from where it stopped (the same ``next``
-        token), so that progress does not rest on the peer's date headers; a worker
-        started afresh goes on from the committed cursor.
+        the next round, of this worker or of another run (the position is kept with
+        the pull state), goes on from where it stopped with the same ``next`` token,
+        so that progress does not rest on the peer's date headers; from the committed
+        cursor when the peer no longer takes that token.
         """
         result = RoundResult(self.peer, self.key, Direction.PULL)
         with self.store.read() as connection:
