@@ -169,12 +169,20 @@ def test_creator_rule_applies_to_pulled_versions(make_node) -> None:
 
 
 def _shape(status: dict) -> dict:
-    """A status as a partner could compare two: without its own id, timestamps, the
-    object ids and versions it chose."""
-    entries = {key: sorted(entry.get("message", "") for entry in status.get(key, []))
+    """A status as a partner could compare two: in order, without its own id and
+    timestamp, the object ids it chose, and the date_added labels of SCOs by their
+    form only (whole milliseconds or not: each POST's last date_added is on one)."""
+    entries = {key: [(entry.get("message", ""), _label(entry.get("version")))
+                     for entry in status.get(key, [])]
                for key in ("successes", "failures", "pendings")}  # fmt: skip
     counts = {key: status[key] for key in status if key.endswith("_count")}
     return {"status": status["status"], **counts, **entries}
+
+
+def _label(version: str | None) -> str | None:
+    if version is None or version.startswith("2026-01-01T00:00:"):  # at(n): chosen here
+        return version
+    return f"date_added label, whole ms: {version.endswith('000Z')}"
 
 
 def _ipv4(value: str, marking: str) -> dict:
@@ -185,14 +193,16 @@ def _ipv4(value: str, marking: str) -> dict:
             "object_marking_refs": [marking]}  # fmt: skip
 
 
+@pytest.mark.parametrize("foreign", [False, True], ids=["creator-only", "foreign-versions"])
 def test_a_partner_posting_under_a_withheld_id_is_answered_as_for_an_unknown_one(
-    make_node,
+    make_node, foreign
 ) -> None:
     """Whatever a partner posts under the id of an object withheld from it (a new
-    version, the same one again, other content under it, an SCO whose id it derived
-    from a value), the answers are those an id we never held gets: they do not tell
-    it that we hold the object.  Nothing of it is stored; the audit says why."""
-    node = make_node()
+    version, the same one again, other content under it, repeats within one envelope,
+    an SCO whose id it derived from a value), the answers are those an id we never
+    held gets: they do not tell it that we hold the object.  Nothing of it is stored,
+    ``accept_foreign_versions`` or not; the audit says why."""
+    node = make_node(ingress={"accept_foreign_versions": foreign})
     secret, secret_address = indicator(RED), _ipv4("198.51.100.3", RED)
     node.add([secret, secret_address])
     unknown = indicator(GREEN, 7)
@@ -207,20 +217,25 @@ def test_a_partner_posting_under_a_withheld_id_is_answered_as_for_an_unknown_one
             [{**base, "object_marking_refs": [GREEN], "name": "a guess"}],  # base version
             [address],
             [address],
+            [{**address, "x_note": "other content"}],
+            [version(base, at(5)), version(base, at(5))],  # repeated in one envelope
+            [version(base, at(6)), version(base, at(6), name="other")],
+            [address, address],
         ]
 
     guessed, other = _ipv4("198.51.100.3", GREEN), _ipv4("198.51.100.9", GREEN)
     held = [node.post(batch, account=PEER) for batch in probes(secret, guessed)]
     absent = [node.post(batch, account=PEER) for batch in probes(unknown, other)]
     assert [_shape(status) for status in held] == [_shape(status) for status in absent]
-    assert _shape(held[0])["successes"] == ["added"] and _shape(held[1])["successes"] == [
-        "already present"
-    ]
+    assert [message for message, _ in _shape(held[0])["successes"]] == ["added"]
+    assert [message for message, _ in _shape(held[1])["successes"]] == ["already present"]
     # Nothing of the probes was stored over what we hold, and the audit has the truth.
     versions = node.get(f"objects/{secret['id']}/versions/", account="admin").json["versions"]
     assert versions == [secret["modified"]]
     refused = [r for r in node.audit_rows() if r["object_id"] == secret["id"]]
     assert refused and all(r["action"] == "withheld" for r in refused), refused
+    held_address = node.get(f"objects/{secret_address['id']}/", account="admin").json
+    assert held_address["objects"] == [secret_address]
     kept = node.client.get(f"/api/status/{held[0]['id']}/", headers=node.headers(PEER)).json
     assert _shape(kept) == _shape(held[0])  # the status resource answers the same
 

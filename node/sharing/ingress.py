@@ -42,8 +42,8 @@ from node.policy import PROTECTIVE_RULES, Decision, Policy, Rule
 from node.recall import is_recall
 from node.store import concealed, objects, provenance
 from node.store.audit import Action, AuditRecord, Direction
-from node.store.objects import AddOutcome
-from node.timestamps import from_micros, now_micros, to_micros
+from node.store.objects import AddOutcome, allocate_date_added
+from node.timestamps import from_micros, to_micros
 from node.tlp import TLP_BY_MARKING_ID, tlp_marking_definitions
 from node.validation import object_problem, version_micros, version_stamp
 
@@ -132,6 +132,8 @@ def admit(
     decisions = Policy(rules, resolver).apply(candidates)
     if not rules.accept_foreign_versions:
         decisions = _creator_only(stored_versions, peer, decisions)
+    else:
+        decisions = _none_over_hidden(connection, agreement, stored_versions, decisions)
     admission.decisions = decisions
     for decision in decisions:
         if decision.allowed and decision.obj is not None:
@@ -295,37 +297,106 @@ def conceal(
         hidden = [f for f in hidden if (f.get("id"), f.get("version") or None) not in by_reference]
     if not hidden:
         return 0
-    posted: dict[tuple[Any, Any], dict[str, Any]] = {}
-    for item in items:
-        if isinstance(item, dict):
-            posted.setdefault((item.get("id"), version_stamp(item)), item)
-    keys: dict[int, tuple[str, int, str]] = {}
-    for failure in hidden:
-        item = posted.get((failure.get("id"), failure.get("version") or None))
-        if item is not None and isinstance(item.get("id"), str):
-            version = version_micros(item)
-            if version is not None:
-                keys[id(failure)] = (item["id"], version, concealed.digest(item))
-    answers = concealed.answer(connection, agreement.peer.name, agreement.collection_id,
-                               keys.values(), now_micros())  # fmt: skip
-    answered = {
-        id(f)
-        for f in hidden
-        if id(f) in keys and answers[keys[id(f)][:2]][0] is not concealed.Answer.CONFLICT
-    }
-    for failure in hidden:
-        if id(failure) in keys and id(failure) not in answered:
-            failure["message"] = COLLISION  # as for a version it posted itself
-            continue
-        if id(failure) not in answered:
-            continue
-        kind, at = answers[keys[id(failure)][:2]]
-        message = "added" if kind is concealed.Answer.ADDED else ALREADY_PRESENT
-        label = failure.get("version") or from_micros(at)  # (an SCO: labelled as stored)
-        outcome.successes.append({"id": failure["id"], "message": message, "version": label})
+    answered = _Concealment(connection, agreement, items).answer(
+        hidden, outcome, repeats_at=len(admission.echoes)
+    )
     refused[:] = [f for f in refused if id(f) not in answered]
     outcome.failures[:] = [f for f in outcome.failures if id(f) not in answered]
     return len(answered)
+
+
+class _Concealment:
+    """Answers for one POST's refusals as the store answers what it stores: the first
+    time a version is "added" (an SCO labelled by the date_added an insert would take,
+    ``objects.allocate_date_added``), then "already present" for the same content and
+    the collision for other content, in later POSTs (``node.store.concealed``) as
+    within one envelope (``objects._report_repeat``)."""
+
+    def __init__(self, connection: Connection, agreement: Agreement, items: Sequence[object]):
+        self.connection, self.peer = connection, agreement.peer.name
+        self.collection_id = agreement.collection_id
+        self.posted: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+        for item in items:
+            if isinstance(item, dict):
+                self.posted.setdefault((item.get("id"), version_stamp(item)), []).append(item)
+
+    def answer(
+        self, hidden: list[dict[str, Any]], outcome: AddOutcome, repeats_at: int
+    ) -> set[int]:
+        """Turn ``hidden`` (failures, in envelope order) into the store's answers: the
+        ids of those that became successes (the others now read as collisions).  The
+        store reports repeats within an envelope before what it stores: they go in at
+        ``repeats_at`` of the successes (after the echoes)."""
+        firsts: dict[tuple[str, int], tuple[dict[str, Any], str]] = {}
+        answers: list[tuple[dict[str, Any], tuple[str, int], str]] = []
+        for failure in hidden:
+            queue = self.posted.get((failure.get("id"), failure.get("version") or None))
+            item = queue.pop(0) if queue else None
+            version = version_micros(item) if item is not None else None
+            if item is None or version is None or not isinstance(item.get("id"), str):
+                continue
+            key, content = (item["id"], version), concealed.digest(item)
+            answers.append((failure, key, content))
+            firsts.setdefault(key, (failure, content))
+        held = concealed.known(self.connection, self.peer, self.collection_id,
+                               [key[0] for key in firsts])  # fmt: skip
+        new = [key for key in firsts if key not in held]
+        labels = dict(zip(new, self._labels(new), strict=True))
+        concealed.remember(self.connection, self.peer, self.collection_id,
+                           [(*key, firsts[key][1], labels[key]) for key in new])  # fmt: skip
+        became: set[int] = set()
+        repeats: list[dict[str, Any]] = []
+        for failure, key, content in answers:
+            first_failure, first_content = firsts[key]
+            if failure is first_failure and key in labels:
+                message, label = "added", labels[key]
+                same = True
+            elif failure is first_failure:
+                same, label = held[key][0] == content, held[key][1]
+                message = ALREADY_PRESENT
+            else:  # a repeat within the envelope, labelled as the store labels one
+                same, label, message = first_content == content, None, ALREADY_PRESENT
+            detail = {"id": key[0], "message": message if same else COLLISION}
+            shown = failure.get("version") or (from_micros(label) if label else None)
+            if shown:
+                detail["version"] = shown
+            if same:
+                (outcome.successes if failure is first_failure else repeats).append(detail)
+                became.add(id(failure))
+            else:
+                failure.clear()
+                failure.update(detail)
+        outcome.successes[repeats_at:repeats_at] = repeats
+        return became
+
+    def _labels(self, keys: list[tuple[str, int]]) -> list[int]:
+        """The date_added labels of new answers: taken from the collection's own
+        sequence for those without a version (the SCOs the labels show), as inserts."""
+        unversioned = [key for key in keys if key[1] == 0]
+        taken = iter(allocate_date_added(self.connection, self.collection_id, len(unversioned)))
+        return [next(taken) if key[1] == 0 else 0 for key in keys]
+
+
+def _none_over_hidden(
+    connection: Connection,
+    agreement: Agreement,
+    stored_versions: list[provenance.Version],
+    decisions: list[Decision],
+) -> list[Decision]:
+    """With ``accept_foreign_versions``: still refuse a version of an object whose
+    stored versions include ones withheld from the peer (it would become the latest
+    version of an object it may not see); the refusal reads as the creator rule's."""
+    others = {v.object_id for v in stored_versions if v.origin != agreement.peer.name}
+    checked = []
+    for decision in decisions:
+        oid = decision.object_id
+        if decision.allowed and oid in others and not visible(connection, agreement, oid):
+            decision = Decision(oid, decision.version, False, Rule.CREATOR_ONLY,
+                                f"{CREATOR_ONLY}: the object's versions here are withheld "
+                                "from the peer (accept_foreign_versions does not reach them)",
+                                None)  # fmt: skip
+        checked.append(decision)
+    return checked
 
 
 def _describe_makers(makers: provenance.Makers) -> str:

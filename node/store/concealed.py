@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from enum import Enum
 
 from sqlalchemy import BigInteger, Column, Connection, PrimaryKeyConstraint, String, Table, select
 
@@ -33,49 +32,39 @@ concealed = Table(
     Column("object_id", String(300), nullable=False),
     Column("version", BigInteger, nullable=False),  # as objects.version (0: an SCO's one)
     Column("digest", String(64), nullable=False),  # sha256 of the posted content
-    Column("answered_at", BigInteger, nullable=False),  # labels an unversioned SCO
+    # The date_added an insert would have given it: the label of an SCO without a
+    # version in the answers (``objects._valid_detail``), taken from the collection.
+    Column("answered_at", BigInteger, nullable=False),
     PrimaryKeyConstraint("peer", "collection_id", "object_id", "version"),
 )
-
-
-class Answer(Enum):
-    ADDED = "added"  # first seen: answered as stored
-    ALREADY = "already present"  # the same content again
-    CONFLICT = "conflict"  # another content under this id and version
 
 
 def digest(obj: dict[str, object]) -> str:
     return hashlib.sha256(jsoncodec.dumps(obj).encode()).hexdigest()
 
 
-def answer(
-    connection: Connection,
-    peer: str,
-    collection_id: str,
-    versions: Iterable[tuple[str, int, str]],
-    now: int,
-) -> dict[tuple[str, int], tuple[Answer, int]]:
-    """How to answer each (object id, version, digest) refused for what the peer may not
-    see, with the instant first answered; remembers the new ones."""
-    wanted = {(object_id, version): content for object_id, version, content in versions}
+def known(
+    connection: Connection, peer: str, collection_id: str, object_ids: Iterable[str]
+) -> dict[tuple[str, int], tuple[str, int]]:
+    """(object id, version) -> (digest, date_added label) of what was answered as stored."""
     c = concealed.c
     statement = select(c.object_id, c.version, c.digest, c.answered_at).where(
         c.peer == peer, c.collection_id == collection_id
     )
-    known = {
+    return {
         (row.object_id, row.version): (row.digest, row.answered_at)
-        for row in select_in(connection, statement, c.object_id, {oid for oid, _ in wanted})
+        for row in select_in(connection, statement, c.object_id, set(object_ids))
     }
-    answers: dict[tuple[str, int], tuple[Answer, int]] = {}
-    new = []
-    for key, content in wanted.items():
-        if key in known:
-            seen, at = known[key]
-            answers[key] = (Answer.ALREADY if seen == content else Answer.CONFLICT, at)
-        else:
-            answers[key] = (Answer.ADDED, now)
-            new.append({"peer": peer, "collection_id": collection_id, "object_id": key[0],
-                        "version": key[1], "digest": content, "answered_at": now})  # fmt: skip
-    if new:
-        connection.execute(concealed.insert(), new)
-    return answers
+
+
+def remember(
+    connection: Connection, peer: str, collection_id: str, rows: list[tuple[str, int, str, int]]
+) -> None:
+    """Keep (object id, version, digest, date_added label) as answered stored."""
+    if rows:
+        connection.execute(
+            concealed.insert(),
+            [{"peer": peer, "collection_id": collection_id, "object_id": object_id,
+              "version": version, "digest": content, "answered_at": label}
+             for object_id, version, content, label in rows],
+        )  # fmt: skip
