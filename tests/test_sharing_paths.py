@@ -943,3 +943,24 @@ def test_a_partners_link_to_a_withheld_object_reads_as_one_to_an_unknown_object(
     assert answers[0]["successes" if unresolved == "share" else "failures"]
     stored = {row["object_id"] for row in node.rows()}
     assert (to_unknown["id"] in stored) == (to_secret["id"] in stored) == (unresolved == "share")
+
+
+class IgnoringPeer(DatedPeer):
+    """Pages without next tokens and ignores added_after and limit: the first two
+    versions, always, and more."""
+
+    def objects_page(self, collection_id: str, *, added_after, next_token, limit) -> ObjectPage:
+        page = super().objects_page(collection_id, added_after=None, next_token=None, limit=2)
+        self.requests[-1] = (added_after, next_token, limit)
+        return page
+
+
+def test_a_peer_ignoring_added_after_fails_the_round_saying_so(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(3)]
+    peer = IgnoringPeer(theirs, [at(n) for n in range(3)], tokens=False)
+    result = MappingSync(node.store, with_batch(node, 2), peer).pull()  # type: ignore[arg-type]
+    assert result.error is not None and "cannot be paged further" in result.error
+    assert len(peer.requests) == 2  # no loop: the second answer showed it
+    assert len(_stored_from_peer(node)) == 2  # what it served is stored
+    node.close()

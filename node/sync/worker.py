@@ -452,6 +452,14 @@ class MappingSync:
                 transient=False,
             )
         basis = just_before(page.date_added_last)
+        asked = _micros_or_none(position.added_after or "")
+        first = page.date_added_first or page.date_added_last
+        if asked is not None and to_micros(first) <= asked:
+            raise RemoteError(
+                f"the peer answered added_after={position.added_after} with versions added "
+                f"from {first}, and gives no next token: it cannot be paged further",
+                transient=False,
+            )
         if basis != position.added_after or position.next_token is not None:
             return _PullPosition(basis, None, batch)
         if position.limit >= PULL_LIMIT_MAX:
