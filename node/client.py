@@ -31,7 +31,7 @@ import urllib3
 from node import jsoncodec
 from node.errors import ConfigError, RemoteError
 from node.mediatypes import TAXII_21
-from node.timestamps import to_micros
+from node.timestamps import is_timestamp
 
 if TYPE_CHECKING:
     from node.config import Config
@@ -359,13 +359,7 @@ def _timestamp_header(response: requests.Response, name: str) -> str | None:
     """A date header (TAXII 2.1 section 3.3.1), or None when it is absent or not a
     timestamp: what a worker may keep as a cursor and send back as ``added_after``."""
     value = response.headers.get(name)
-    if value is None:
-        return None
-    try:
-        to_micros(value)
-    except ValueError:
-        return None
-    return value
+    return value if is_timestamp(value) else None
 
 
 def _status(document: dict, url: str) -> dict:

@@ -40,7 +40,7 @@ from node.sharing import (
 from node.sharing.records import ALREADY_AT_PEER, ALREADY_HERE, already_present
 from node.store import Store, audit, objects, syncstate
 from node.store.audit import Action, AuditRecord, Direction
-from node.timestamps import from_micros, now_micros, to_micros
+from node.timestamps import from_micros, is_timestamp, now_micros, to_micros
 from node.validation import version_stamp
 
 from .delivery import Delivery, EnvelopePoster
@@ -452,7 +452,7 @@ class MappingSync:
                 transient=False,
             )
         basis = just_before(page.date_added_last)
-        asked = _micros_or_none(position.added_after or "")
+        asked = _micros_or_none(position.added_after)
         first = page.date_added_first or page.date_added_last
         if asked is not None and to_micros(first) <= asked:
             raise RemoteError(
@@ -659,7 +659,7 @@ def _usable(cursor: str | None) -> str | None:
     """A pull cursor to send as ``added_after``: None (from the start: what is held
     already is stored once) for one that is not a timestamp, which a peer's bad date
     header left before the client checked them."""
-    return cursor if cursor is not None and _micros_or_none(cursor) is not None else None
+    return cursor if is_timestamp(cursor) else None
 
 
 def just_before(timestamp: str) -> str:
@@ -684,7 +684,7 @@ def _commit_point(page: ObjectPage, cursor: str | None) -> str | None:
     if last is None:
         return None
     candidate = last if not page.more else just_before(last)
-    held = _micros_or_none(cursor or "")  # (one a peer's bad header left: replaced)
+    held = _micros_or_none(cursor)  # (one a peer's bad header left: replaced)
     if held is not None and to_micros(candidate) <= held:
         return None
     return candidate
@@ -716,11 +716,8 @@ def _as_sent(sent: list[dict], failures: list[dict]) -> list[dict]:
     return named
 
 
-def _micros_or_none(text: str) -> int | None:
-    try:
-        return to_micros(text) if text else None
-    except ValueError:
-        return None
+def _micros_or_none(text: str | None) -> int | None:
+    return to_micros(text) if text is not None and is_timestamp(text) else None
 
 
 def _failure(obj: dict, message: str) -> dict:
