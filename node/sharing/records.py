@@ -120,6 +120,32 @@ def read_record(
     )
 
 
+def undecided_dead_letters(
+    peer: str,
+    collection_id: str,
+    direction: Direction,
+    records: list[AuditRecord],
+    failures: Iterable[dict[str, Any]],
+) -> list[AuditRecord]:
+    """A dead-letter record for each failure no record of ``records`` accounts for (an
+    object the store's validation refused before any policy saw it), so that a round's
+    audit and counts agree with its dead letters."""
+    decided = {(r.object_id, r.version or None) for r in records}
+    return [
+        AuditRecord(
+            action=Action.DEAD_LETTER,
+            direction=direction,
+            object_id=str(f.get("id") or "") or None,
+            version=f.get("version") or None,
+            peer=peer,
+            collection_id=collection_id,
+            detail=str(f.get("message", "")),
+        )
+        for f in failures
+        if (f.get("id"), f.get("version") or None) not in decided
+    ]
+
+
 def served_records(
     peer: str, account: str, collection_id: str, decisions: Iterable[Decision]
 ) -> list[AuditRecord]:

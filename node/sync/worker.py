@@ -37,7 +37,12 @@ from node.sharing import (
     egress,
     settle,
 )
-from node.sharing.records import ALREADY_AT_PEER, ALREADY_HERE, already_present
+from node.sharing.records import (
+    ALREADY_AT_PEER,
+    ALREADY_HERE,
+    already_present,
+    undecided_dead_letters,
+)
 from node.store import Store, audit, objects, syncstate
 from node.store.audit import Action, AuditRecord, Direction
 from node.timestamps import from_micros, is_timestamp, now_micros, to_micros
@@ -514,7 +519,9 @@ class MappingSync:
             to_peer=False,
             agreements=self.agreements,
         )
-        records += self._undecided_dead_letters(records, outcome.failures)
+        records += undecided_dead_letters(
+            self.peer, collection_id, Direction.PULL, records, outcome.failures
+        )
         audit.record(connection, records)
         syncstate.add_dead_letters(
             connection, self.peer, self.key, Direction.PULL, outcome.failures
@@ -523,27 +530,6 @@ class MappingSync:
         page.already_present += len(admission.echoes)  # ours served back, built-in TLP
         _add(result, page)
         return page
-
-    def _undecided_dead_letters(
-        self, records: list[AuditRecord], failures: list[dict]
-    ) -> list[AuditRecord]:
-        """A dead-letter record for each failure no decision accounts for (an object the
-        store's validation refused before any policy saw it), so that the audit and the
-        counts agree with the dead letters."""
-        decided = {(r.object_id, r.version or None) for r in records}
-        return [
-            AuditRecord(
-                action=Action.DEAD_LETTER,
-                direction=Direction.PULL,
-                object_id=str(f.get("id") or "") or None,
-                version=f.get("version") or None,
-                peer=self.peer,
-                collection_id=self.agreement.collection_id,
-                detail=str(f.get("message", "")),
-            )
-            for f in failures
-            if (f.get("id"), f.get("version") or None) not in decided
-        ]
 
     # -- bookkeeping ------------------------------------------------------------
 
