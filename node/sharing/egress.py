@@ -223,9 +223,8 @@ def _add_queued_recalls(run: _Run, page: EgressPage) -> None:
     if position.limit is not None and len(merged) > position.limit:
         _end_before(page, merged[position.limit].date_added or 0)
         merged = merged[: position.limit]
-    else:
-        last = max(page.resume_after or 0, recalls[-1].date_added or 0)
-        page.resume_after = page.resume_after if page.more else last
+    elif not page.more:
+        page.resume_after = max(page.resume_after or 0, recalls[-1].date_added or 0)
     page.rows = merged
     queued = {id(recall) for recall in recalls}
     page.decisions.extend(row.decision for row in merged if id(row) in queued)
@@ -234,13 +233,15 @@ def _add_queued_recalls(run: _Run, page: EgressPage) -> None:
 def _end_before(page: EgressPage, cut: int) -> None:
     """End ``page`` just before date_added ``cut``: what the scan decided from there on
     is decided again by the next page (so neither served nor counted withheld here)."""
-    kept = [(d, at) for d, at in zip(page.decisions, page.decided_at, strict=True) if at < cut]
+    decisions, decided_at = [], []
     for decision, at in zip(page.decisions, page.decided_at, strict=True):
-        if at >= cut and not decision.allowed:
+        if at < cut:
+            decisions.append(decision)
+            decided_at.append(at)
+        elif not decision.allowed:
             page.withheld[str(decision.rule)] -= 1
     page.withheld += Counter()  # drop zero counts
-    page.decisions = [d for d, _ in kept]
-    page.decided_at = [at for _, at in kept]
+    page.decisions, page.decided_at = decisions, decided_at
     page.more, page.resume_after = True, cut - 1
 
 
