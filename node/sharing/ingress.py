@@ -137,7 +137,7 @@ def admit(
     admission.decisions = decisions
     for decision in decisions:
         if decision.allowed and decision.obj is not None:
-            if rules.quarantine and _reviewable(decision.obj):
+            if rules.quarantine and _reviewable(decision.obj, admission.valid):
                 admission.held.append(decision.obj)
             else:
                 admission.accepted.append(decision.obj)
@@ -455,9 +455,11 @@ def _failure_key(failure: dict[str, Any]) -> tuple[str, int] | None:
         return None
 
 
-def _reviewable(obj: dict[str, Any]) -> bool:
-    """Quarantine holds valid objects (the TLP definitions never get here: see ``admit``)."""
-    return object_problem(obj) is None
+def _reviewable(obj: dict[str, Any], valid: set[int]) -> bool:
+    """Quarantine holds valid objects (the TLP definitions never get here: see ``admit``);
+    ``valid``: the ``id()`` of the posted objects already found so (``Admission.valid``),
+    so that only what policy changed (a redacted copy) is checked again."""
+    return id(obj) in valid or object_problem(obj) is None
 
 
 def _detail(item: dict[str, Any], message: str) -> dict[str, Any]:
