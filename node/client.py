@@ -388,12 +388,12 @@ def _status(document: dict, url: str) -> dict:
 
 
 def _status_entry(item: Any) -> bool:
-    """Whether ``item`` is a status detail (4.3.1): an object id and maybe a version."""
+    """Whether ``item`` is a status detail (4.3.1): an object id and maybe a version and
+    a message (a null one read as none: servers write absent properties so)."""
     return (
         isinstance(item, dict)
         and isinstance(item.get("id"), str)
-        and isinstance(item.get("version", ""), str)
-        and isinstance(item.get("message", ""), str)
+        and all(isinstance(item.get(key), str | None) for key in ("version", "message"))
     )
 
 

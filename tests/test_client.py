@@ -200,9 +200,11 @@ def test_a_status_of_the_wrong_shape_is_the_peers_error(answering, status) -> No
 
 
 def test_a_status_of_the_right_shape_is_read(answering) -> None:
-    server = answering(json.dumps({**_STATUS, "pending_count": None}).encode())
+    nulls = [{"id": "indicator--2", "version": None, "message": None}]
+    server = answering(json.dumps({**_STATUS, "pending_count": None, "failures": nulls}).encode())
     status = TaxiiClient(server.api_root).post_serialized("c", ['{"id": "indicator--1"}'])
     assert status["successes"] == _STATUS["successes"] and status["pending_count"] == 0
+    assert status["failures"] == nulls
 
 
 @pytest.mark.parametrize("value", ["Tue, 01 Dec 2026 00:00:00 GMT", "", "yesterday"])

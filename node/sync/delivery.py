@@ -47,8 +47,9 @@ class Delivery:
         """Add a status resource's answers (``client._status`` checked their shape); of a
         failure, only what names the object and the peer's words are kept."""
         for failure in status.get("failures") or ():
-            self.failures.append({key: failure[key] for key in ("id", "version", "message")
-                                  if key in failure})  # fmt: skip
+            kept = {key: failure[key] for key in ("id", "version") if failure.get(key)}
+            kept["message"] = failure.get("message") or "no reason given"
+            self.failures.append(kept)
         self.already_present |= already_present_keys(status.get("successes") or ())
 
 
