@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import errno
 import html
+import json
 import os
 import re
 import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
@@ -60,6 +61,9 @@ class ObjectPage:
     next: str | None
     date_added_last: str | None
     date_added_first: str | None = None
+    # The ids (or "" where none could be read) of versions on the page nested too
+    # deeply to read: left out of ``objects``, so the rest of the page is still read.
+    unreadable: list[str] = field(default_factory=list)
 
 
 def envelope_body(texts: Iterable[str]) -> bytes:
@@ -216,9 +220,12 @@ class TaxiiClient:
         response._content_consumed = True
         response.raw.release_conn()
 
-    def _json(self, response: requests.Response) -> dict:
+    def _json(self, response: requests.Response, text: bytes | None = None) -> dict:
+        """The answer's JSON object (``text`` instead of the body when given), parsed as
+        the standard library does: what the peer wrote, NaN included, for validation to
+        judge object by object."""
         try:
-            document = response.json()
+            document = response.json() if text is None else json.loads(text)
         except ValueError:
             raise RemoteError(
                 f"{response.request.method} {response.url}: the answer is not JSON",
@@ -301,7 +308,7 @@ class TaxiiClient:
         """One page of ``objects`` or ``manifest`` with the given TAXII filters."""
         url = f"{self.api_root}collections/{collection_id}/{endpoint}/"
         response = self._request("GET", url, params=params)
-        envelope = self._json(response)
+        envelope, unreadable = self._page_json(response)
         objects = envelope.get("objects", [])
         more = envelope.get("more") is True
         token = envelope.get("next")
@@ -311,7 +318,31 @@ class TaxiiClient:
             next=token if isinstance(token, str) and token else None,
             date_added_last=_timestamp_header(response, "X-TAXII-Date-Added-Last"),
             date_added_first=_timestamp_header(response, "X-TAXII-Date-Added-First"),
+            unreadable=unreadable,
         )
+
+    def _page_json(self, response: requests.Response) -> tuple[dict, list[str]]:
+        """A page's envelope, and the ids of its versions nested too deeply to read.
+
+        Parsers stop at about 1,000 levels, and one such version would otherwise make
+        the whole page unreadable, down to a page of that one version (which no limit
+        could get past).  Those versions are cut out of the text first
+        (``jsoncodec.cut_deep_items``: a bracket scan, no recursion) when that is
+        what stops the parse.
+        """
+        try:
+            return self._json(response), []
+        except RemoteError as exc:
+            if not exc.too_much:
+                raise
+            cut, markers = jsoncodec.cut_deep_items(response.content, jsoncodec.MAX_DEPTH)
+            if not markers:
+                raise
+        envelope = self._json(response, cut)
+        objects = envelope.get("objects")
+        if isinstance(objects, list):
+            envelope["objects"] = [o for o in objects if not (isinstance(o, str) and o in markers)]
+        return envelope, list(markers.values())
 
     def pages(
         self, collection_id: str, params: dict, endpoint: str = "objects"

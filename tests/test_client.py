@@ -225,3 +225,31 @@ def test_collection_entries_that_are_not_collections_are_passed_over(answering) 
     assert client.collection_id("alpha") == "c1"
     with pytest.raises(RemoteError, match="no collection 'beta'"):
         client.collection_id("beta")
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_a_version_nested_too_deeply_to_read_is_named_and_the_rest_of_the_page_read(
+    answering,
+) -> None:
+    """Parsers stop at about 1,000 levels: one such version must not make its whole
+    page unreadable (down to a page of that version alone, no limit could pass it)."""
+    deep_id = "indicator--0e0c0d7e-3c8e-4ab0-9c55-7a4a4c5b1e42"
+    fine = [{"id": f"indicator--{n}", "type": "indicator"} for n in (1, 2)]
+    body = (
+        '{"more": false, "objects": [' + json.dumps(fine[0])
+        + f', {{"type": "indicator", "id": "{deep_id}", "x": {_nested(5000)}}}, '
+        + json.dumps(fine[1]) + "]}"
+    ).encode()  # fmt: skip
+    page = TaxiiClient(answering(body).api_root).page("c", {})
+    assert page.objects == fine
+    assert page.unreadable == [deep_id]
+
+
+def test_an_envelope_nested_too_deeply_outside_its_objects_is_too_much(answering) -> None:
+    body = ('{"more": false, "x": ' + _nested(5000) + ', "objects": []}').encode()
+    with pytest.raises(RemoteError, match="nests too deeply") as raised:
+        TaxiiClient(answering(body).api_root).page("c", {})
+    assert raised.value.too_much

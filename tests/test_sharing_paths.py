@@ -22,7 +22,7 @@ from node.sharing import Agreement, ingress
 from node.store import audit, syncstate
 from node.store.audit import Action, AuditQueue, AuditRecord, Direction
 from node.sync import worker as worker_module
-from node.sync.worker import MappingSync, SyncWorker
+from node.sync.worker import MappingSync, SyncWorker, just_before
 from tests.nodes import COLLECTIONS
 from tests.sharing_node import ALPHA, PEER, SharingNode
 from tests.sharing_objects import (
@@ -911,6 +911,89 @@ def test_a_page_too_large_to_read_is_asked_for_in_halves(tmp_path: Path) -> None
     _pull_rounds(node, peer, 1, batch=8)
     assert _stored_from_peer(node) == {obj["id"] for obj in theirs}
     assert [limit for _, _, limit in peer.requests[:3]] == [8, 4, 2]
+    node.close()
+
+
+class FailingPeer(DatedPeer):
+    """Answers its requests numbered in ``failing`` (from 1) with a transient error."""
+
+    def __init__(self, *args, failing: set[int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.failing = failing
+
+    def objects_page(self, collection_id: str, *, added_after, next_token, limit) -> ObjectPage:
+        if len(self.requests) + 1 in self.failing:
+            self.requests.append((added_after, next_token, limit))
+            raise RemoteError("HTTP 503: busy", transient=True, status=503)
+        return super().objects_page(
+            collection_id, added_after=added_after, next_token=next_token, limit=limit
+        )
+
+
+def _pulls(node: SharingNode, peer: DatedPeer, rounds: int) -> list[bool]:
+    """Whether each of ``rounds`` pull rounds (pages of 2, no retries) succeeded."""
+    mapping = MappingSync(node.store, with_batch(node, 2), peer, retries=1)  # type: ignore[arg-type]
+    return [mapping.pull().ok for _ in range(rounds)]
+
+
+def test_a_round_that_failed_goes_on_at_the_page_that_failed(tmp_path: Path) -> None:
+    """The next round asks again for the page that failed, with its token, not from
+    the cursor: a peer serving versions out of date_added order (here the second page
+    holds versions added before the first page's Last) loses nothing to a failure."""
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(4)]
+    peer = FailingPeer(theirs, [at(5), at(6), at(1), at(2)], tokens=True, failing={2})
+    peer.rows = peer.rows[2:] + peer.rows[:2]  # served: at(5), at(6), at(1), at(2)
+    assert _pulls(node, peer, 2) == [False, True]
+    assert _stored_from_peer(node) == {obj["id"] for obj in theirs}
+    assert [token for _, token, _ in peer.requests] == [None, "2", "2"]
+    node.close()
+
+
+def test_a_token_that_fails_twice_running_is_dropped_for_the_cursor(tmp_path: Path) -> None:
+    """A peer that answers 5xx to a token for good does not hold the pull on it."""
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(4)]
+    peer = FailingPeer(theirs, [at(n) for n in range(4)], tokens=True, failing={2, 3})
+    assert _pulls(node, peer, 3) == [False, False, True]
+    assert _stored_from_peer(node) == {obj["id"] for obj in theirs}
+    cursor = just_before(at(1))  # after the first page
+    assert [(after, token) for after, token, _ in peer.requests] == [
+        (None, None), (None, "2"), (None, "2"), (cursor, None), (cursor, "2")
+    ]  # fmt: skip
+    node.close()
+
+
+class DeepPeer(DatedPeer):
+    """Serves, with its versions, one it wrote nested too deeply to read."""
+
+    deep_id = "indicator--0e0c0d7e-3c8e-4ab0-9c55-7a4a4c5b1e42"
+
+    def objects_page(self, collection_id: str, *, added_after, next_token, limit) -> ObjectPage:
+        page = super().objects_page(
+            collection_id, added_after=added_after, next_token=next_token, limit=limit
+        )
+        return replace(page, unreadable=[self.deep_id] if next_token is None else [])
+
+
+def test_a_version_too_deep_to_read_is_a_dead_letter_and_the_pull_goes_on(
+    tmp_path: Path,
+) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(3)]
+    peer = DeepPeer(theirs, [at(n) for n in range(3)], tokens=True)
+    result = MappingSync(node.store, with_batch(node, 2), peer).pull()  # type: ignore[arg-type]
+    assert result.ok, result.error
+    assert (result.received, result.dead_lettered) == (3, 1)
+    assert _stored_from_peer(node) == {obj["id"] for obj in theirs}
+    with node.store.read() as connection:
+        letters = syncstate.list_dead_letters(connection)
+        state = syncstate.load(connection, PEER, node.agreement.mapping.key, Direction.PULL)
+    assert [(r["object_id"], r["direction"]) for r in letters] == [(DeepPeer.deep_id, "pull")]
+    assert "nested deeper than 254 levels" in letters[0]["reason"]
+    assert state.remote_cursor == at(2)  # past it
+    audited = [r for r in node.audit_rows() if r["object_id"] == DeepPeer.deep_id]
+    assert [r["action"] for r in audited] == ["dead-letter"]
     node.close()
 
 

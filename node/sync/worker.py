@@ -381,17 +381,19 @@ class MappingSync:
         round stops after ``PULL_PAGES_PER_ROUND`` pages or ``PULL_SECONDS_PER_ROUND``;
         the next round, of this worker or of another run (the position is kept with
         the pull state), goes on from where it stopped with the same ``next`` token,
-        so that progress does not rest on the peer's date headers; from the committed
-        cursor when the peer no longer takes that token.
+        so that progress does not rest on the peer's date headers; a round that failed
+        also goes on at the page that failed.  From the committed cursor when the peer
+        no longer takes that token, or failed it twice running.
         """
         result = RoundResult(self.peer, self.key, Direction.PULL)
         with self.store.read() as connection:
             state = syncstate.load(connection, self.peer, self.key, Direction.PULL)
         resume, state.pull_resume = _PullPosition.resuming(state), None
         fresh = _PullPosition(_usable(state.remote_cursor), None, self.agreement.peer.batch)
+        position: _PullPosition | None = resume or fresh
+        resume_failed = False
         try:
             remote_id = self.remote_collection()
-            position: _PullPosition | None = resume or fresh
             started = time.monotonic()
             for _ in range(PULL_PAGES_PER_ROUND):
                 if position is None or self.stop.is_set():
@@ -399,22 +401,28 @@ class MappingSync:
                 try:
                     page = self._fetch(remote_id, position)
                 except RemoteError as exc:
-                    if position is not resume or exc.transient:
+                    if position is not resume:
+                        raise
+                    if exc.transient:
+                        resume_failed = True  # twice running: from the cursor next time
                         raise
                     # The peer no longer takes the kept token (expired, or its paging
                     # changed): from the cursor, which every stored page moved.
                     log.info("%s %s: paging again from the cursor: %s", self.peer, self.key, exc)
                     position = resume = fresh
                     page = self._fetch(remote_id, position)
-                self._store_page(state, page.objects, _commit_point(page, state.remote_cursor),
-                                 result)  # fmt: skip
+                self._store_page(state, page, _commit_point(page, state.remote_cursor), result)
                 position = self._next_position(page, position)
                 if time.monotonic() - started > PULL_SECONDS_PER_ROUND:
                     break
-            if position is not None:
-                state.pull_resume = position.resume_text(state.remote_cursor)
         except RemoteError as exc:
             result.error = str(exc)
+        if position is not None and not resume_failed:
+            # Also after a failure: the next round asks for the page that failed, with
+            # its token, rather than from the cursor (which moved only as far as the
+            # date headers showed it safe to); unless that page was already asked for
+            # again, so that a token the peer answers 5xx to for good is dropped.
+            state.pull_resume = position.resume_text(state.remote_cursor)
         self.record_attempt(state, result)
         return result
 
@@ -487,26 +495,26 @@ class MappingSync:
             result.error = str(exc)
             return result
         with self.store.write() as connection:
-            counts = self._ingest(connection, page.objects, result)
+            counts = self._ingest(connection, page, result)
             state = syncstate.load(connection, self.peer, self.key, Direction.PULL)
             _count(state, counts)
             syncstate.save(connection, state)
         return result
 
-    def _store_page(self, state, items: list, date_added_last: str | None, result) -> None:
+    def _store_page(self, state, page: ObjectPage, date_added_last: str | None, result) -> None:
         with self.store.write() as connection:
-            counts = self._ingest(connection, items, result)
+            counts = self._ingest(connection, page, result)
             if date_added_last:
                 state.remote_cursor = date_added_last
             _count(state, counts)
             syncstate.save(connection, state)
 
-    def _ingest(self, connection, items: list, result: RoundResult) -> RoundResult:
-        """Store what the one ingress decision accepts of ``items``, audit every decision
-        and dead-letter what the store refuses; the counts go into a fresh
-        ``RoundResult`` that is also added to ``result``."""
+    def _ingest(self, connection, page: ObjectPage, result: RoundResult) -> RoundResult:
+        """Store what the one ingress decision accepts of the page's objects, audit every
+        decision and dead-letter what the store refuses and what could not be read; the
+        counts go into a fresh ``RoundResult`` that is also added to ``result``."""
         collection_id = self.agreement.collection_id
-        admission = admit(connection, self.agreement, items, to_peer=False)
+        admission = admit(connection, self.agreement, page.objects, to_peer=False)
         outcome = objects.add_objects(
             connection, collection_id, admission.accepted, origin=self.peer, valid=admission.valid
         )
@@ -519,17 +527,16 @@ class MappingSync:
             to_peer=False,
             agreements=self.agreements,
         )
+        failures = outcome.failures + [_unreadable(object_id) for object_id in page.unreadable]
         records += undecided_dead_letters(
-            self.peer, collection_id, Direction.PULL, records, outcome.failures
+            self.peer, collection_id, Direction.PULL, records, failures
         )
         audit.record(connection, records)
-        syncstate.add_dead_letters(
-            connection, self.peer, self.key, Direction.PULL, outcome.failures
-        )
-        page = _tally(records, Direction.PULL)
-        page.already_present += len(admission.echoes)  # ours served back, built-in TLP
-        _add(result, page)
-        return page
+        syncstate.add_dead_letters(connection, self.peer, self.key, Direction.PULL, failures)
+        counts = _tally(records, Direction.PULL)
+        counts.already_present += len(admission.echoes)  # ours served back, built-in TLP
+        _add(result, counts)
+        return counts
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -639,6 +646,15 @@ class _PullPosition:
         if not all(isinstance(value, str | None) for value in (after, token)):
             return None
         return cls(after, token, limit)
+
+
+def _unreadable(object_id: str) -> dict[str, str]:
+    """The failure of a version the peer served nested too deeply to read."""
+    return {
+        "id": object_id,
+        "message": f"the peer served it nested deeper than {jsoncodec.MAX_DEPTH} levels "
+        "of JSON: it could not be read",
+    }
 
 
 def _usable(cursor: str | None) -> str | None:
