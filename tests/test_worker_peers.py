@@ -22,7 +22,7 @@ import requests
 from node.sharing.records import ALREADY_HERE
 from node.store import audit, objects, provenance
 from node.sync.worker import PULL_PAGES_PER_ROUND
-from node.timestamps import to_micros
+from node.timestamps import from_micros, now_micros, to_micros
 from tests.nodes import COLLECTIONS, start_sync_worker
 from tests.pair import Pair, make_pair, run_cli
 from tests.test_sync import (
@@ -249,6 +249,86 @@ def _cli(pair: Pair, *args: str):
     from node.cli import cli
 
     return CliRunner().invoke(cli, ["--config", str(pair.a.config_path), *args])
+
+
+# --------------------------------------------------------------------------- cursors
+
+
+def test_a_push_cursor_set_back_to_the_start_sends_again_without_duplicates(tmp_path, stopper):
+    """After a peer restored an old backup, the operator moves the push cursor back:
+    what the peer still holds is already present, what it lost is sent again."""
+    pair = push_pair(tmp_path, stopper)
+    author = identity("Unit A", TLP2["green"])
+    objs = [author, *(indicator(author, TLP2["green"], f"192.0.2.{i}") for i in range(3))]
+    publish(pair.a.collection_url("alpha"), ADMIN, objs)
+    [push] = pair.run_once(pair.a)
+    assert push.ok and push.sent == 4
+    lane = ("alpha<->alpha", "push")
+    assert pair.states(pair.a)[lane].cursor > 0
+
+    said = run_cli(pair.a, "sync", "set-cursor", "node-b", "alpha", "push")
+    assert said == "node-b alpha<->alpha push: cursor start\n"
+    assert pair.states(pair.a)[lane].cursor == 0
+    [again] = pair.run_once(pair.a)
+    assert again.ok and again.sent == 0 and again.already_present >= 4
+    assert holdings(pair.b) == by_version(objs)
+    assert pair.states(pair.a)[lane].cursor > 0
+
+    (record,) = [r for r in audit_rows(pair, pair.a) if r["action"] == "cursor-set"]
+    assert (record["peer"], record["rule"], record["direction"]) == ("node-b", "push", "admin")
+    assert re.fullmatch(r"alpha<->alpha: 20\S+Z -> start", record["detail"]), record["detail"]
+    assert record["actor"].startswith("cli:")
+
+
+def test_a_pull_cursor_moved_forward_passes_over_and_back_fetches_again(tmp_path, stopper):
+    pair = make_pair(tmp_path, a={"alpha": {"direction": "pull"}},
+                     b={"alpha": {"direction": "push", "egress": GREEN}})  # fmt: skip
+    stopper.append(pair)
+    author = identity("Unit B", TLP2["green"])
+    skipped = indicator(author, TLP2["green"], "192.0.2.7")
+    publish(pair.b.collection_url("alpha"), ADMIN, [author, skipped])
+    time.sleep(0.01)
+    after = from_micros(now_micros())
+
+    said = run_cli(pair.a, "sync", "set-cursor", "node-b", "alpha<->alpha", "pull", "--to", after)
+    assert said == f"node-b alpha<->alpha pull: cursor {after}\n"
+    [pull] = pair.run_once(pair.a)
+    assert pull.ok and pull.received == 0
+    assert (skipped["id"], skipped["modified"]) not in holdings(pair.a)
+    later = indicator(author, TLP2["green"], "192.0.2.8")
+    publish(pair.b.collection_url("alpha"), ADMIN, [later])
+    [pull] = pair.run_once(pair.a)
+    assert pull.ok and (later["id"], later["modified"]) in holdings(pair.a)
+
+    run_cli(pair.a, "sync", "set-cursor", "node-b", "alpha", "pull")
+    [pull] = pair.run_once(pair.a)
+    assert pull.ok
+    assert {(o["id"], o["modified"]) for o in (author, skipped, later)} <= set(holdings(pair.a))
+    details = [r["detail"] for r in audit_rows(pair, pair.a) if r["action"] == "cursor-set"]
+    assert details[0] == f"alpha<->alpha: start -> {after}"
+    assert details[1].endswith("-> start") and len(details) == 2
+
+
+def test_set_cursor_refuses_what_it_cannot_do_and_changes_nothing(tmp_path, stopper):
+    pair = push_pair(tmp_path, stopper)
+    publish(pair.a.collection_url("alpha"), ADMIN, [identity("Unit A", TLP2["green"])])
+    [push] = pair.run_once(pair.a)
+    assert push.ok
+    before = pair.states(pair.a)[("alpha<->alpha", "push")].cursor
+    cases = [
+        (("node-c", "alpha", "push"), "error: no peer 'node-c'"),
+        (("node-b", "omega", "push"), "error: peer 'node-b' has no mapping 'omega'"),
+        (("node-b", "alpha", "pull"), "error: the worker does not pull on node-b alpha<->alpha"),
+        (("node-b", "alpha", "push", "--to", "yesterday"), "error: --to 'yesterday': "),
+        (("node-b", "alpha", "push", "--to", "2999-01-01T00:00:00Z"), "is in the future"),
+        (("node-b", "alpha", "sideways"), "Invalid value"),
+    ]
+    for args, message in cases:
+        refused = pair.a.cli_in_process("sync", "set-cursor", *args, check=False)
+        assert refused.returncode == 2, (args, refused)
+        assert message in refused.stderr, (args, refused.stderr)
+    assert pair.states(pair.a)[("alpha<->alpha", "push")].cursor == before
+    assert not [r for r in audit_rows(pair, pair.a) if r["action"] == "cursor-set"]
 
 
 # --------------------------------------------------------------------------- counts

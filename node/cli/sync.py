@@ -14,11 +14,12 @@ from node.client import check_peer_tls
 from node.operations import sync as operations
 from node.operations.sync import preview
 from node.sharing import Agreements
+from node.store.audit import Direction
 from node.sync.health import configure_logging, describe, log_round
 from node.sync.worker import SyncWorker
 
 from . import deadletters
-from .common import EXIT_FAILURES, CommandError, NodeContext
+from .common import EXIT_FAILURES, CommandError, NodeContext, cli_actor
 
 pass_node = click.make_pass_decorator(NodeContext)
 log = logging.getLogger("node.sync")
@@ -114,6 +115,40 @@ def sync_status(node: NodeContext, as_json: bool) -> None:
     waiting = sum(state.dead_letters_waiting for state in states)
     if waiting:
         click.echo(f"dead letters: {waiting} waiting (taxii-node sync dead-letters)")
+
+
+@sync.command("set-cursor")
+@click.argument("peer")
+@click.argument("mapping")
+@click.argument("direction", type=click.Choice(["push", "pull"]))
+@click.option("--to", "to", metavar="TIMESTAMP",
+              help="RFC 3339 timestamp (push: our date_added; pull: the peer's). "
+                   "Default: the start.")  # fmt: skip
+@pass_node
+def set_cursor(node: NodeContext, peer: str, mapping: str, direction: str,
+               to: str | None) -> None:  # fmt: skip
+    """Move one lane's cursor (audited): the next round goes on after it.
+
+    MAPPING is as `sync status` prints it (local<->remote) or its local
+    collection.  Back, or to the start, to send or fetch again what was added
+    after it (a store restored from a backup, a peer that lost data): what the
+    other side holds is counted as already present, never stored twice.
+    Forward, to pass over a version the peer serves that cannot be read:
+    nothing added in between crosses in that direction.  Stop the worker
+    first: a round in flight commits its own cursor.
+
+    \b
+    Examples:
+      taxii-node --config config/node-a.toml sync set-cursor node-b 'alpha<->alpha' pull
+      taxii-node --config config/node-a.toml sync set-cursor node-b alpha push \\
+          --to 2026-11-30T00:00:00Z
+    """
+    config = node.config()
+    with node.opened() as store:
+        state = operations.set_cursor(
+            config, store, peer, mapping, Direction(direction), to, cli_actor()
+        )
+    click.echo(f"{state.peer} {state.mapping} {state.direction}: cursor {state.cursor or 'start'}")
 
 
 for _command in deadletters.COMMANDS:

@@ -1,5 +1,5 @@
 """Operator actions on the exchange: dead letters listed, retried or skipped, the
-sync status, the policy preview.
+sync status and its cursors, the policy preview.
 
 A dead letter is an object version the receiving side refused (the peer on
 push, this node on pull), after the worker's retries.  Retrying it sends (or
@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.config import Config
-from node.errors import NotFound
+from node.errors import ConfigError, NotFound
 from node.policy import Decision
 from node.sharing import Agreement, Position, egress
 from node.sharing.verdicts import State, state_of
 from node.store import Store, audit, objects, search, syncstate
 from node.store.audit import Action, AuditRecord, Direction
 from node.sync.worker import RoundResult, SyncWorker
-from node.timestamps import from_micros, now_micros
+from node.timestamps import from_micros, now_micros, to_micros
 
 
 @dataclass(frozen=True)
@@ -263,6 +263,72 @@ def _direction_status(state: syncstate.SyncState, now: int, waiting: dict) -> Di
         dead_lettered=state.dead_lettered,
         dead_letters_waiting=waiting.get((state.peer, state.mapping, state.direction), 0),
     )
+
+
+def set_cursor(
+    config: Config, store: Store, peer: str, mapping: str, direction: Direction,
+    to: str | None, actor: str,
+) -> DirectionStatus:  # fmt: skip
+    """Move one lane's cursor to ``to`` (an RFC 3339 timestamp; None: the start).
+
+    Back, to send or fetch again what lies after it (after a store was restored
+    from a backup, or the peer lost data): what the other side holds already is
+    "already present", never a duplicate.  Forward, to pass over what lies
+    between (a version the peer serves that cannot be read): nothing between
+    crosses in that direction, which is why it is audited, with the cursor it
+    replaced.  The round after it starts there, not where a round that stopped
+    early would have gone on.  A round in flight commits its own cursor at its
+    next page: run this with the worker stopped.
+    """
+    lane = _configured_lane(config, peer, mapping, direction)
+    micros = _cursor_instant(to)
+    with store.write() as connection:
+        state = syncstate.load(connection, peer, lane.key, direction)
+        before = _direction_status(state, now_micros(), {}).cursor
+        if direction is Direction.PUSH:
+            state.cursor = micros or 0
+        else:
+            state.remote_cursor = from_micros(micros) if micros is not None else None
+        state.pull_resume = None
+        syncstate.save(connection, state)
+        record = AuditRecord(
+            action=Action.CURSOR_SET,
+            direction=Direction.ADMIN,
+            peer=peer,
+            rule=str(direction),
+            detail=f"{lane.key}: {before or 'start'} -> {to or 'start'}",
+            actor=actor,
+        )
+        audit.record(connection, [record])
+    return _direction_status(state, now_micros(), {})
+
+
+def _configured_lane(config: Config, peer: str, mapping: str, direction: Direction):
+    """The mapping ``mapping`` of ``peer`` (its key, or its local collection), whose
+    worker runs ``direction``; NotFound or ConfigError saying what is not so."""
+    configured = next((p for p in config.peers if p.name == peer), None)
+    if configured is None:
+        raise NotFound(f"no peer {peer!r} in {config.path}")
+    lane = next((m for m in configured.mappings if mapping in (m.key, m.local)), None)
+    if lane is None:
+        keys = ", ".join(m.key for m in configured.mappings) or "none"
+        raise NotFound(f"peer {peer!r} has no mapping {mapping!r} (mappings: {keys})")
+    runs = lane.worker_pushes if direction is Direction.PUSH else lane.worker_pulls
+    if not runs:
+        raise ConfigError(f"the worker does not {direction} on {peer} {lane.key}")
+    return lane
+
+
+def _cursor_instant(to: str | None) -> int | None:
+    if to is None:
+        return None
+    try:
+        micros = to_micros(to)
+    except ValueError as exc:
+        raise ConfigError(f"--to {to!r}: {exc}") from None
+    if micros > now_micros():
+        raise ConfigError(f"--to {to!r} is in the future")
+    return micros
 
 
 # -- policy preview ---------------------------------------------------------------

@@ -76,6 +76,7 @@ class Action(StrEnum):
     TOKEN_REVOKED = "token-revoked"
     DEAD_LETTER_SKIPPED = "dead-letter-skipped"
     DEAD_LETTER_RETRIED = "dead-letter-retried"
+    CURSOR_SET = "cursor-set"  # an operator moved a sync lane's cursor
 
 
 class Direction(StrEnum):
