@@ -21,8 +21,9 @@ from node.errors import RemoteError
 from node.sharing import Agreement, ingress
 from node.store import audit, syncstate
 from node.store.audit import Action, AuditQueue, AuditRecord, Direction
-from node.sync import worker as worker_module
-from node.sync.worker import MappingSync, SyncWorker, just_before
+from node.sync import pull as pull_module
+from node.sync.pull import just_before
+from node.sync.worker import MappingSync, SyncWorker
 from tests.nodes import COLLECTIONS
 from tests.sharing_node import ALPHA, PEER, SharingNode
 from tests.sharing_objects import (
@@ -878,7 +879,7 @@ def test_a_pull_that_stops_early_goes_on_in_the_next_run(
     """A round stops after its pages; the next one, in a new worker (``sync --once``
     runs), goes on with the same next token, whether the peer sends no date headers or
     gives every version one date_added (no cursor could move past them)."""
-    monkeypatch.setattr(worker_module, "PULL_PAGES_PER_ROUND", 3)
+    monkeypatch.setattr(pull_module, "PULL_PAGES_PER_ROUND", 3)
     node = SharingNode(tmp_path / "a", None)
     theirs = [indicator(GREEN, value) for value in range(8)]
     added = [at(1)] * 8 if same_instant else [at(n) for n in range(8)]
@@ -891,7 +892,7 @@ def test_a_pull_that_stops_early_goes_on_in_the_next_run(
 
 
 def test_a_slow_peer_gives_way_to_the_other_lanes(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(worker_module, "PULL_SECONDS_PER_ROUND", 0.0)
+    monkeypatch.setattr(pull_module, "PULL_SECONDS_PER_ROUND", 0.0)
     node = SharingNode(tmp_path / "a", None)
     theirs = [indicator(GREEN, value) for value in range(3)]
     peer = DatedPeer(theirs, [at(n) for n in range(3)], tokens=True)

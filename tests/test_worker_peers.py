@@ -21,7 +21,7 @@ import requests
 
 from node.sharing.records import ALREADY_HERE
 from node.store import audit, objects, provenance
-from node.sync.worker import PULL_PAGES_PER_ROUND
+from node.sync.pull import PULL_PAGES_PER_ROUND
 from node.timestamps import from_micros, now_micros, to_micros
 from tests.nodes import COLLECTIONS, start_sync_worker
 from tests.pair import Pair, make_pair, run_cli

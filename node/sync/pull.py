@@ -1,0 +1,287 @@
+"""Pull rounds: the peer's versions added after the cursor, under ingress policy.
+
+Each page is committed with the cursor it makes safe; cursors are the peer's
+``date_added`` values, never this machine's clock (TAXII 2.1 sections 3.4.2 and 3.5).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from node import jsoncodec
+from node.client import ObjectPage, RemoteError
+from node.sharing import admit, settle
+from node.sharing.records import undecided_dead_letters
+from node.store import audit, objects, syncstate
+from node.store.audit import Direction
+from node.timestamps import from_micros, is_timestamp, to_micros
+
+from .rounds import (
+    MappingRounds,
+    RoundResult,
+    add_counts,
+    count_in_state,
+    count_records,
+    micros_or_none,
+)
+
+log = logging.getLogger(__name__)
+
+# A pull round reads at most this many pages (100,000 versions at the default
+# ``batch``) or for this many seconds, then ends with its cursor saved: a peer
+# whose paging never ends (``more`` true with a fresh ``next`` on every page), or
+# that answers slowly, cannot keep the worker from every other lane; the next
+# round goes on where this one stopped.
+PULL_PAGES_PER_ROUND = 100
+PULL_SECONDS_PER_ROUND = 15.0
+# Paging by ``added_after`` alone (a peer that says ``more`` without a ``next``), a
+# page of versions all added at one instant is asked for again with twice the limit,
+# up to this many, to get past that instant.
+PULL_LIMIT_MAX = 10_000
+
+
+class Pulling(MappingRounds):
+    """The pull direction of a mapping."""
+
+    def pull(self) -> RoundResult:
+        """Fetch the peer's versions added after the pull cursor, under ingress policy.
+
+        Each page is committed with the cursor it makes safe (``_commit_point``).  A
+        round stops after ``PULL_PAGES_PER_ROUND`` pages or ``PULL_SECONDS_PER_ROUND``;
+        the next round, of this worker or of another run (the position is kept with
+        the pull state), goes on from where it stopped with the same ``next`` token,
+        so that progress does not rest on the peer's date headers; a round that failed
+        also goes on at the page that failed.  From the committed cursor when the peer
+        no longer takes that token, or failed it twice running.
+        """
+        result = RoundResult(self.peer, self.key, Direction.PULL)
+        with self.store.read() as connection:
+            state = syncstate.load(connection, self.peer, self.key, Direction.PULL)
+        resume, state.pull_resume = _PullPosition.resuming(state), None
+        fresh = _PullPosition(_usable(state.remote_cursor), None, self.agreement.peer.batch)
+        position: _PullPosition | None = resume or fresh
+        resume_failed = False
+        try:
+            remote_id = self.remote_collection()
+            started = time.monotonic()
+            for _ in range(PULL_PAGES_PER_ROUND):
+                if position is None or self.stop.is_set():
+                    break
+                try:
+                    page = self._fetch(remote_id, position)
+                except RemoteError as exc:
+                    if position is not resume:
+                        raise
+                    if exc.transient:
+                        resume_failed = True  # twice running: from the cursor next time
+                        raise
+                    # The peer no longer takes the kept token (expired, or its paging
+                    # changed): from the cursor, which every stored page moved.
+                    log.info("%s %s: paging again from the cursor: %s", self.peer, self.key, exc)
+                    position = resume = fresh
+                    page = self._fetch(remote_id, position)
+                self._store_page(state, page, _commit_point(page, state.remote_cursor), result)
+                position = self._next_position(page, position)
+                if time.monotonic() - started > PULL_SECONDS_PER_ROUND:
+                    break
+        except RemoteError as exc:
+            result.error = str(exc)
+        if position is not None and not resume_failed:
+            # Also after a failure: the next round asks for the page that failed, with
+            # its token, rather than from the cursor (which moved only as far as the
+            # date headers showed it safe to); unless that page was already asked for
+            # again, so that a token the peer answers 5xx to for good is dropped.
+            state.pull_resume = position.resume_text(state.remote_cursor)
+        self.record_attempt(state, result)
+        return result
+
+    def _fetch(self, remote_id: str, position: _PullPosition) -> ObjectPage:
+        """The page at ``position``; asked for again with half the limit, down to one
+        version, while the peer's answer is too large or too deep to read."""
+        limit = position.limit
+        while True:
+            try:
+                return self._call(
+                    lambda limit=limit: self.client.objects_page(
+                        remote_id,
+                        added_after=position.added_after,
+                        next_token=position.next_token,
+                        limit=limit,
+                    )
+                )
+            except RemoteError as exc:
+                if not exc.too_much or limit == 1:
+                    raise
+                limit //= 2
+
+    def _next_position(self, page: ObjectPage, position: _PullPosition) -> _PullPosition | None:
+        """Where the page after ``page`` is, or None at the end of the collection.
+
+        The peer's ``next`` token when it gives one (TAXII 2.1 section 3.4.3); else
+        (``next`` is optional) ``added_after`` just before the page's
+        ``X-TAXII-Date-Added-Last``, so that versions added at that instant and not
+        yet served are not skipped (those served are served again and stored once).
+        """
+        if not page.more:
+            return None
+        batch = self.agreement.peer.batch
+        if page.next is not None:
+            return _PullPosition(position.added_after, page.next, batch)
+        if page.date_added_last is None:
+            raise RemoteError(
+                "the peer answers more: true without a next token or an "
+                "X-TAXII-Date-Added-Last header: it cannot be paged further",
+                transient=False,
+            )
+        basis = just_before(page.date_added_last)
+        asked = micros_or_none(position.added_after)
+        first = page.date_added_first or page.date_added_last
+        if asked is not None and to_micros(first) <= asked:
+            raise RemoteError(
+                f"the peer answered added_after={position.added_after} with versions added "
+                f"from {first}, and gives no next token: it cannot be paged further",
+                transient=False,
+            )
+        if basis != position.added_after or position.next_token is not None:
+            return _PullPosition(basis, None, batch)
+        if position.limit >= PULL_LIMIT_MAX:
+            raise RemoteError(
+                f"the peer pages without next tokens and added more than {PULL_LIMIT_MAX} "
+                f"versions at {page.date_added_last}: they cannot be paged past",
+                transient=False,
+            )
+        return _PullPosition(basis, None, min(PULL_LIMIT_MAX, position.limit * 2))
+
+    def refetch(self, object_id: str, version: str | None) -> RoundResult:
+        """Pull one version again now, under ingress policy, without moving the cursor
+        (a dead letter retried by an operator).  Refusals become dead letters again."""
+        result = RoundResult(self.peer, self.key, Direction.PULL)
+        params = {"match[id]": object_id, "match[version]": version or "last"}
+        try:
+            remote_id = self.remote_collection()
+            page = self._call(lambda: self.client.page(remote_id, params))
+        except RemoteError as exc:
+            result.error = str(exc)
+            return result
+        with self.store.write() as connection:
+            counts = self._ingest(connection, page, result)
+            state = syncstate.load(connection, self.peer, self.key, Direction.PULL)
+            count_in_state(state, counts)
+            syncstate.save(connection, state)
+        return result
+
+    def _store_page(self, state, page: ObjectPage, date_added_last: str | None, result) -> None:
+        with self.store.write() as connection:
+            counts = self._ingest(connection, page, result)
+            if date_added_last:
+                state.remote_cursor = date_added_last
+            count_in_state(state, counts)
+            syncstate.save(connection, state)
+
+    def _ingest(self, connection, page: ObjectPage, result: RoundResult) -> RoundResult:
+        """Store what the one ingress decision accepts of the page's objects, audit every
+        decision and dead-letter what the store refuses and what could not be read; the
+        counts go into a fresh ``RoundResult`` that is also added to ``result``."""
+        collection_id = self.agreement.collection_id
+        admission = admit(connection, self.agreement, page.objects, to_peer=False)
+        outcome = objects.add_objects(
+            connection, collection_id, admission.accepted, origin=self.peer, valid=admission.valid
+        )
+        records = settle(
+            connection,
+            self.agreement,
+            admission,
+            outcome,
+            Direction.PULL,
+            to_peer=False,
+            agreements=self.agreements,
+        )
+        failures = outcome.failures + [_unreadable(object_id) for object_id in page.unreadable]
+        records += undecided_dead_letters(
+            self.peer, collection_id, Direction.PULL, records, failures
+        )
+        audit.record(connection, records)
+        syncstate.add_dead_letters(connection, self.peer, self.key, Direction.PULL, failures)
+        counts = count_records(records, Direction.PULL)
+        counts.already_present += len(admission.echoes)  # ours served back, built-in TLP
+        add_counts(result, counts)
+        return counts
+
+
+@dataclass(frozen=True)
+class _PullPosition:
+    """Where a pull's next page is: the request's ``added_after`` and the peer's
+    ``next`` token within it, with the page's ``limit``."""
+
+    added_after: str | None
+    next_token: str | None
+    limit: int
+
+    def resume_text(self, cursor: str | None) -> str:
+        """This position, kept with the pull state for the next round (another run of
+        the worker included): valid while the committed cursor is ``cursor``."""
+        return jsoncodec.dumps({"cursor": cursor, "added_after": self.added_after,
+                                "next": self.next_token, "limit": self.limit})  # fmt: skip
+
+    @classmethod
+    def resuming(cls, state: syncstate.SyncState) -> _PullPosition | None:
+        """Where the last round stopped, unless the cursor has moved since (or the
+        text is not one ``resume_text`` wrote)."""
+        try:
+            kept = jsoncodec.loads(state.pull_resume or "null")
+        except ValueError:
+            return None
+        if not isinstance(kept, dict) or kept.get("cursor") != state.remote_cursor:
+            return None
+        after, token, limit = kept.get("added_after"), kept.get("next"), kept.get("limit")
+        if not isinstance(limit, int) or limit < 1:
+            return None
+        if not all(isinstance(value, str | None) for value in (after, token)):
+            return None
+        return cls(after, token, limit)
+
+
+def _unreadable(object_id: str) -> dict[str, str]:
+    """The failure of a version the peer served nested too deeply to read."""
+    return {
+        "id": object_id,
+        "message": f"the peer served it nested deeper than {jsoncodec.MAX_DEPTH} levels "
+        "of JSON: it could not be read",
+    }
+
+
+def _usable(cursor: str | None) -> str | None:
+    """A pull cursor to send as ``added_after``: None (from the start: what is held
+    already is stored once) for one that is not a timestamp, which a peer's bad date
+    header left before the client checked them."""
+    return cursor if is_timestamp(cursor) else None
+
+
+def just_before(timestamp: str) -> str:
+    """The instant a microsecond before ``timestamp``: ``added_after`` that takes in
+    everything added at ``timestamp`` (TAXII 2.1 section 3.4.1 keeps what was added
+    strictly after)."""
+    return from_micros(to_micros(timestamp) - 1)
+
+
+def _commit_point(page: ObjectPage, cursor: str | None) -> str | None:
+    """The pull cursor that may be committed with this page, or None to keep ``cursor``.
+
+    Everything the peer added up to the cursor is stored.  The peer serves versions
+    in date_added order, so once a page is stored everything added before its
+    ``X-TAXII-Date-Added-Last`` is: the cursor may move to just before it.  Not to
+    it: some servers give many versions one date_added (medallion 3.0.0 gives a
+    whole POST one), and a page may end inside such a group; resuming at the group
+    reads it again and stores nothing twice.  At the end of the collection (``more``
+    false) the page's Last itself.  A cursor never moves back.
+    """
+    last = page.date_added_last
+    if last is None:
+        return None
+    candidate = last if not page.more else just_before(last)
+    held = micros_or_none(cursor)  # (one a peer's bad header left: replaced)
+    if held is not None and to_micros(candidate) <= held:
+        return None
+    return candidate

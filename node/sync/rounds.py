@@ -1,0 +1,152 @@
+"""What push and pull rounds of one mapping share: the round's result and its
+counts, retries of transient peer errors, the peer's collection, and the record of
+each attempt that ``taxii-node sync status`` shows."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from node.client import RemoteError, TaxiiClient
+from node.sharing import Agreement
+from node.sharing.records import ALREADY_AT_PEER, ALREADY_HERE
+from node.store import Store, syncstate
+from node.store.audit import Action, AuditRecord, Direction
+from node.timestamps import is_timestamp, now_micros, to_micros
+from node.validation import version_stamp
+
+from .schedule import Backoff
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundResult:
+    peer: str
+    mapping: str
+    direction: Direction  # PUSH or PULL
+    sent: int = 0
+    received: int = 0
+    withheld: int = 0
+    dead_lettered: int = 0
+    already_present: int = 0  # versions the receiving side held already
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def with_retries(call, attempts: int, stop: threading.Event | None = None):
+    """Run ``call``, retrying transient peer errors with backoff; re-raise the last."""
+    backoff = Backoff(cap=8.0)
+    for attempt in range(attempts):
+        try:
+            return call()
+        except RemoteError as exc:
+            if not exc.transient or attempt == attempts - 1 or (stop and stop.is_set()):
+                raise
+            log.warning("transient peer error, retrying: %s", exc)
+            backoff.wait(stop)
+    raise AssertionError("unreachable")
+
+
+class MappingRounds:
+    """What push and pull of one mapping of one peer share."""
+
+    def __init__(
+        self,
+        store: Store,
+        agreement: Agreement,
+        client: TaxiiClient,
+        *,
+        retries: int = 4,
+        stop: threading.Event | None = None,
+        agreements: Sequence[Agreement] = (),
+    ) -> None:
+        self.store = store
+        self.agreement = agreement
+        # The node's agreements: a recall honoured on a pull is relayed to their peers
+        # that the object was passed on to (node.operations.recalls).
+        self.agreements = tuple(agreements) or (agreement,)
+        self.client = client
+        self.retries = retries
+        self.stop = stop or threading.Event()
+        self._remote_id: str | None = None
+        self._max_content_length: int | None = None
+
+    @property
+    def peer(self) -> str:
+        return self.agreement.peer.name
+
+    @property
+    def key(self) -> str:
+        return self.agreement.mapping.key
+
+    def _call(self, call):
+        return with_retries(call, self.retries, self.stop)
+
+    def remote_collection(self) -> str:
+        if self._remote_id is None:
+            name = self.agreement.mapping.remote
+            self._remote_id = self._call(lambda: self.client.collection_id(name))
+        return self._remote_id
+
+    # -- bookkeeping ------------------------------------------------------------
+
+    def record_attempt(self, state, result: RoundResult) -> None:
+        now = now_micros()
+        with self.store.write() as connection:
+            fresh = syncstate.load(connection, state.peer, state.mapping, state.direction)
+            fresh.last_attempt = now
+            fresh.pull_resume = state.pull_resume
+            if result.ok:
+                fresh.last_success = now
+                fresh.last_error = None
+            else:
+                fresh.last_error = result.error
+            syncstate.save(connection, fresh)
+
+
+def count_records(records: list[AuditRecord], direction: Direction) -> RoundResult:
+    """The counts of a batch's decision records: sent and received count versions that
+    were new at the receiving side, already present ones are counted apart."""
+    tally = RoundResult("", "", direction)
+    for record in records:
+        if record.detail in (ALREADY_AT_PEER, ALREADY_HERE):
+            tally.already_present += 1
+        elif record.action == Action.SENT:
+            tally.sent += 1
+        elif record.action == Action.RECEIVED:
+            tally.received += 1
+        elif record.action == Action.WITHHELD:
+            tally.withheld += 1
+        elif record.action == Action.DEAD_LETTER:
+            tally.dead_lettered += 1
+    return tally
+
+
+def count_in_state(state: syncstate.SyncState, counts: RoundResult) -> None:
+    state.sent += counts.sent
+    state.received += counts.received
+    state.already_present += counts.already_present
+    state.withheld += counts.withheld
+    state.dead_lettered += counts.dead_lettered
+
+
+def add_counts(result: RoundResult, counts: RoundResult) -> None:
+    result.sent += counts.sent
+    result.received += counts.received
+    result.already_present += counts.already_present
+    result.withheld += counts.withheld
+    result.dead_lettered += counts.dead_lettered
+
+
+def version_text(obj: dict) -> str:
+    return version_stamp(obj) or ""
+
+
+def micros_or_none(text: str | None) -> int | None:
+    return to_micros(text) if text is not None and is_timestamp(text) else None
