@@ -18,12 +18,14 @@ import pytest
 from node import jsoncodec
 from node.client import ObjectPage
 from node.errors import RemoteError
+from node.operations import sync as sync_operations
 from node.sharing import Agreement, ingress
 from node.store import audit, syncstate
 from node.store.audit import Action, AuditQueue, AuditRecord, Direction
 from node.sync import pull as pull_module
 from node.sync.pull import just_before
 from node.sync.worker import MappingSync, SyncWorker
+from node.timestamps import from_micros, to_micros
 from tests.nodes import COLLECTIONS
 from tests.sharing_node import ALPHA, PEER, SharingNode
 from tests.sharing_objects import (
@@ -1049,4 +1051,94 @@ def test_a_peer_ignoring_added_after_fails_the_round_saying_so(tmp_path: Path) -
     assert result.error is not None and "cannot be paged further" in result.error
     assert len(peer.requests) == 2  # no loop: the second answer showed it
     assert len(_stored_from_peer(node)) == 2  # what it served is stored
+    node.close()
+
+
+# ---------------------------------------------------------------- an operator moves a cursor
+
+
+class CursorMovingPeer(PagingPeer):
+    """A partner that answers a round's first request only after ``move`` ran (an
+    operator's ``sync set-cursor`` while the worker's round is in flight), and records
+    where each page was asked for."""
+
+    def __init__(self, objects: list[dict], move) -> None:
+        super().__init__(objects)
+        self.move = move
+        self.asked: list[tuple[str | None, str | None]] = []
+
+    def _moved_once(self) -> None:
+        move, self.move = self.move, None
+        if move is not None:
+            move()
+
+    def objects_page(self, collection_id: str, **where) -> ObjectPage:
+        self._moved_once()
+        self.asked.append((where["added_after"], where["next_token"]))
+        return super().objects_page(collection_id, **where)
+
+    def post_serialized(self, collection_id: str, texts: list[str], poll_seconds: float = 60.0):
+        self._moved_once()
+        return super().post_serialized(collection_id, texts, poll_seconds)
+
+
+def _move_cursor(node: SharingNode, direction: Direction, to: str | None):
+    return lambda: sync_operations.set_cursor(
+        node.config, node.store, PEER, "alpha", direction, to, "cli:operator"
+    )
+
+
+def _lane(node: SharingNode, direction: Direction) -> syncstate.SyncState:
+    with node.store.read() as connection:
+        return syncstate.load(connection, PEER, node.agreement.mapping.key, direction)
+
+
+def test_a_pull_cursor_moved_during_a_round_is_not_overwritten(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(6)]
+    operators = from_micros(to_micros(at(4)))
+    peer = CursorMovingPeer(theirs, _move_cursor(node, Direction.PULL, operators))
+    sync = MappingSync(node.store, with_batch(node, 2), peer)  # type: ignore[arg-type]
+
+    result = sync.pull()
+    assert result.ok, result.error
+    assert peer.asked == [(None, None)]  # the round stopped at its first commit
+    state = _lane(node, Direction.PULL)
+    assert (state.remote_cursor, state.pull_resume, state.cursor_moves) == (operators, None, 1)
+    # The page that was in flight passed ingress and is stored and counted.
+    assert result.received == 2 and state.received == 2
+    stored = {row["object_id"] for row in node.rows() if row["origin"] == PEER}
+    assert stored == {obj["id"] for obj in theirs[:2]}
+
+    again = sync.pull()  # the next round starts at the operator's cursor
+    assert again.ok and peer.asked[1] == (operators, None)
+    assert _lane(node, Direction.PULL).cursor_moves == 1
+    node.close()
+
+
+def test_a_push_cursor_moved_during_a_round_is_not_overwritten(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    node.add([indicator(GREEN, value) for value in range(3)])
+    before = MappingSync(node.store, with_batch(node, 1), RecordingPeer()).push()  # type: ignore[arg-type]
+    assert before.ok and before.sent == 4  # with the TLP:GREEN definition
+    end = _lane(node, Direction.PUSH).cursor
+    assert end > 0
+    node.add([indicator(GREEN, value) for value in range(3, 6)])
+
+    peer = CursorMovingPeer([], _move_cursor(node, Direction.PUSH, None))  # back to the start
+    sync = MappingSync(node.store, with_batch(node, 1), peer)  # type: ignore[arg-type]
+    result = sync.push()
+    assert result.ok, result.error
+    state = _lane(node, Direction.PUSH)
+    assert (state.cursor, state.cursor_moves) == (0, 1)
+    # What crossed before the round stopped (a batch, and the one on the wire behind
+    # it) is audited as sent, though the cursor stays where the operator put it.
+    sent = [r for r in node.audit_rows() if r["action"] == "sent" and r["direction"] == "push"]
+    crossed = {obj["id"] for obj in peer.sent}
+    assert 1 <= len(crossed) <= 2 and crossed <= {r["object_id"] for r in sent}
+    assert result.sent == len(crossed) and state.sent == before.sent + len(crossed)
+
+    again = sync.push()  # from the start: everything again
+    assert again.ok and {o["id"] for o in peer.sent} == {row["object_id"] for row in node.rows()}
+    assert _lane(node, Direction.PUSH).cursor >= end
     node.close()

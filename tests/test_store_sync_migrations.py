@@ -1,6 +1,7 @@
-"""Migrations 13 and 14 on a store made before them (both stores): the table of
-versions a partner posted that were answered as stored, and the pull position kept
-between runs; sync state already recorded is kept."""
+"""Migrations 13 to 15 on a store made before them (both stores): the table of
+versions a partner posted that were answered as stored, the pull position kept
+between runs, and the count of operators' cursor moves; sync state already
+recorded is kept."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ def _downgrade_to_version_12(store: Store) -> None:
     with store.write() as connection:
         connection.execute(text("DROP TABLE concealed_versions"))
         connection.execute(text("ALTER TABLE sync_state DROP COLUMN pull_resume"))
-        connection.execute(text("DELETE FROM schema_version WHERE version IN (13, 14)"))
+        connection.execute(text("ALTER TABLE sync_state DROP COLUMN cursor_moves"))
+        connection.execute(text("DELETE FROM schema_version WHERE version IN (13, 14, 15)"))
 
 
-def test_migrations_13_and_14_add_their_table_and_column(
+def test_migrations_13_to_15_add_their_table_and_columns(
     store_url: str | None, tmp_path: Path
 ) -> None:
     store = migrated_store(store_url, tmp_path)
@@ -34,12 +36,12 @@ def test_migrations_13_and_14_add_their_table_and_column(
             ))  # fmt: skip
         assert not store.is_current()
         applied = store.migrate()
-        assert [step.split(":")[0] for step in applied] == ["13", "14"]
+        assert [step.split(":")[0] for step in applied] == ["13", "14", "15"]
         assert "concealed_versions" in inspect(store.engine).get_table_names()
         with store.read() as connection:
             state = syncstate.load(connection, "node-b", "a<->a", Direction.PULL)
-        assert (state.remote_cursor, state.received, state.pull_resume) == (
-            "2026-01-01T00:00:00.000Z", 7, None,
+        assert (state.remote_cursor, state.received, state.pull_resume, state.cursor_moves) == (
+            "2026-01-01T00:00:00.000Z", 7, None, 0,
         )  # fmt: skip
         state.pull_resume = '{"cursor": null}'
         with store.write() as connection:

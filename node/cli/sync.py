@@ -134,8 +134,8 @@ def set_cursor(node: NodeContext, peer: str, mapping: str, direction: str,
     after it (a store restored from a backup, a peer that lost data): what the
     other side holds is counted as already present, never stored twice.
     Forward, to pass over a version the peer serves that cannot be read:
-    nothing added in between crosses in that direction.  Stop the worker
-    first: a round in flight commits its own cursor.
+    nothing added in between crosses in that direction.  A round of the
+    running worker in flight stops at its next commit, committing nothing more.
 
     \b
     Examples:

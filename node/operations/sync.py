@@ -277,8 +277,8 @@ def set_cursor(
     between (a version the peer serves that cannot be read): nothing between
     crosses in that direction, which is why it is audited, with the cursor it
     replaced.  The round after it starts there, not where a round that stopped
-    early would have gone on.  A round in flight commits its own cursor at its
-    next page: run this with the worker stopped.
+    early would have gone on; a round in flight stops at its next commit,
+    committing nothing more.
     """
     lane = _configured_lane(config, peer, mapping, direction)
     micros = _cursor_instant(to)
@@ -290,6 +290,7 @@ def set_cursor(
         else:
             state.remote_cursor = from_micros(micros) if micros is not None else None
         state.pull_resume = None
+        state.cursor_moves += 1  # a round in flight commits nothing more (commit_progress)
         syncstate.save(connection, state)
         record = AuditRecord(
             action=Action.CURSOR_SET,

@@ -184,8 +184,11 @@ sync_state = Table(
     # ``sent`` and ``received``, which count versions that were new there.
     Column("already_present", BigInteger, nullable=False, default=0),
     # Where a pull round that stopped early goes on (migration 14): the peer's next
-    # token, as JSON with the cursor it belongs to (node.sync.worker).
+    # token, as JSON with the cursor it belongs to (node.sync.pull).
     Column("pull_resume", Text),
+    # How many times an operator moved the cursor (migration 15, `sync set-cursor`):
+    # a round that loaded the state before a move commits nothing after it.
+    Column("cursor_moves", BigInteger, nullable=False, default=0),
     PrimaryKeyConstraint("peer", "mapping", "direction"),
 )
 
@@ -413,6 +416,10 @@ def _add_pull_resume(connection: Connection) -> None:
     _add_columns(connection, "sync_state", {"pull_resume": "TEXT"})
 
 
+def _add_cursor_moves(connection: Connection) -> None:
+    _add_columns(connection, "sync_state", {"cursor_moves": "BIGINT NOT NULL DEFAULT 0"})
+
+
 # Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "objects, collections, statuses, accounts", _create_base_tables),
@@ -434,6 +441,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (13, "versions a partner posted that were refused for what it may not see",
      _create_concealed_versions),
     (14, "where a pull round that stopped early goes on", _add_pull_resume),
+    (15, "operator moves of sync cursors, counted", _add_cursor_moves),
 ]  # fmt: skip
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -36,6 +36,7 @@ class SyncState:
     dead_lettered: int = 0
     already_present: int = 0  # versions the receiving side held already
     pull_resume: str | None = None  # pull: where a round that stopped early goes on
+    cursor_moves: int = 0  # times an operator moved the cursor (sync set-cursor)
 
 
 def load(connection: Connection, peer: str, mapping: str, direction: Direction) -> SyncState:

@@ -19,9 +19,11 @@ from node.store.audit import Direction
 from node.timestamps import from_micros, is_timestamp, to_micros
 
 from .rounds import (
+    CursorMoved,
     MappingRounds,
     RoundResult,
     add_counts,
+    commit_progress,
     count_in_state,
     count_records,
     micros_or_none,
@@ -88,6 +90,10 @@ class Pulling(MappingRounds):
                     break
         except RemoteError as exc:
             result.error = str(exc)
+        except CursorMoved:
+            log.info("%s %s pull: the cursor was moved; the next round starts there",
+                     self.peer, self.key)  # fmt: skip
+            position = None
         if position is not None and not resume_failed:
             # Also after a failure: the next round asks for the page that failed, with
             # its token, rather than from the cursor (which moved only as far as the
@@ -166,24 +172,27 @@ class Pulling(MappingRounds):
             result.error = str(exc)
             return result
         with self.store.write() as connection:
-            counts = self._ingest(connection, page, result)
+            counts = self._ingest(connection, page)
             state = syncstate.load(connection, self.peer, self.key, Direction.PULL)
             count_in_state(state, counts)
             syncstate.save(connection, state)
+        add_counts(result, counts)
         return result
 
     def _store_page(self, state, page: ObjectPage, date_added_last: str | None, result) -> None:
         with self.store.write() as connection:
-            counts = self._ingest(connection, page, result)
+            counts = self._ingest(connection, page)
             if date_added_last:
                 state.remote_cursor = date_added_last
-            count_in_state(state, counts)
-            syncstate.save(connection, state)
+            going_on = commit_progress(connection, state, counts)
+        add_counts(result, counts)
+        if not going_on:
+            raise CursorMoved  # (the page is stored: it passed ingress like any other)
 
-    def _ingest(self, connection, page: ObjectPage, result: RoundResult) -> RoundResult:
+    def _ingest(self, connection, page: ObjectPage) -> RoundResult:
         """Store what the one ingress decision accepts of the page's objects, audit every
         decision and dead-letter what the store refuses and what could not be read; the
-        counts go into a fresh ``RoundResult`` that is also added to ``result``."""
+        counts, for the caller to add once the transaction commits."""
         collection_id = self.agreement.collection_id
         admission = admit(connection, self.agreement, page.objects, to_peer=False)
         outcome = objects.add_objects(
@@ -206,7 +215,6 @@ class Pulling(MappingRounds):
         syncstate.add_dead_letters(connection, self.peer, self.key, Direction.PULL, failures)
         counts = count_records(records, Direction.PULL)
         counts.already_present += len(admission.echoes)  # ours served back, built-in TLP
-        add_counts(result, counts)
         return counts
 
 

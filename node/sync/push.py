@@ -23,9 +23,11 @@ from node.validation import version_stamp
 
 from .delivery import Delivery, EnvelopePoster
 from .rounds import (
+    CursorMoved,
     MappingRounds,
     RoundResult,
     add_counts,
+    commit_progress,
     count_in_state,
     count_records,
     micros_or_none,
@@ -79,6 +81,9 @@ class Pushing(MappingRounds):
                 self._confirm_peer_answers()
         except RemoteError as exc:
             result.error = str(exc)
+        except CursorMoved:
+            log.info("%s %s push: the cursor was moved; the next round starts there",
+                     self.peer, self.key)  # fmt: skip
         self.record_attempt(state, result)
         return result
 
@@ -113,16 +118,20 @@ class Pushing(MappingRounds):
                 if batch is not None:
                     sending = sender.submit(self._send, remote_id, batch.to_send, poster)
                 if in_flight is not None:
-                    self._commit_push(state, *in_flight, result)  # while N+1 is on the wire
+                    going_on = self._commit_push(state, *in_flight, result)  # N+1 on the wire
                     in_flight = None
+                    if not going_on:
+                        if sending is not None and batch is not None:
+                            self._commit_push(state, sending, batch, result)  # audited too
+                        raise CursorMoved
                 if batch is None or sending is None:
                     return batches
                 in_flight, batches = (sending, batch), batches + 1
                 after = batch.last_date_added
                 if not batch.more:
                     break
-            if in_flight is not None:
-                self._commit_push(state, *in_flight, result)
+            if in_flight is not None and not self._commit_push(state, *in_flight, result):
+                raise CursorMoved
         return batches
 
     def _prepare_push(self, after: int, sent_dependencies: set[str]) -> _PushBatch | None:
@@ -166,7 +175,9 @@ class Pushing(MappingRounds):
         )
         return already_present(records, delivery.already_present, ALREADY_AT_PEER)
 
-    def _commit_push(self, state, sending: Future, batch: _PushBatch, result) -> None:
+    def _commit_push(self, state, sending: Future, batch: _PushBatch, result) -> bool:
+        """Audit what the peer made of ``batch`` and move the cursor past it; False if an
+        operator moved the cursor meanwhile (the audit is committed, the cursor stays)."""
         delivery: Delivery = sending.result()  # re-raises the sender's RemoteError
         failures = delivery.failures
         records = self._push_records(batch.decisions, delivery)
@@ -177,9 +188,9 @@ class Pushing(MappingRounds):
             syncstate.add_dead_letters(connection, self.peer, self.key, Direction.PUSH, failures)
             syncstate.record_dependencies(connection, self.peer, self.key, acknowledged)
             state.cursor = batch.last_date_added
-            count_in_state(state, tally)
-            syncstate.save(connection, state)
+            going_on = commit_progress(connection, state, tally)
         add_counts(result, tally)
+        return going_on
 
     def _send(
         self, remote_id: str, outgoing: list[tuple[dict, str]], poster: EnvelopePoster

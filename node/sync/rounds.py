@@ -97,17 +97,44 @@ class MappingRounds:
     # -- bookkeeping ------------------------------------------------------------
 
     def record_attempt(self, state, result: RoundResult) -> None:
+        """The round's attempt (and where a pull goes on), onto the state as stored now;
+        a resume point only while the cursor is the one the round started from."""
         now = now_micros()
         with self.store.write() as connection:
             fresh = syncstate.load(connection, state.peer, state.mapping, state.direction)
             fresh.last_attempt = now
-            fresh.pull_resume = state.pull_resume
+            if fresh.cursor_moves == state.cursor_moves:
+                fresh.pull_resume = state.pull_resume
             if result.ok:
                 fresh.last_success = now
                 fresh.last_error = None
             else:
                 fresh.last_error = result.error
             syncstate.save(connection, fresh)
+
+
+class CursorMoved(Exception):
+    """An operator moved the lane's cursor (``sync set-cursor``) while a round ran: the
+    round stops, and the next starts at the operator's cursor."""
+
+
+def commit_progress(connection, state: syncstate.SyncState, counts: RoundResult) -> bool:
+    """Add ``counts`` to the state as stored now and save the round's cursor and resume
+    point with them, in the transaction that commits what they cover; False, and the
+    cursor left as it is, if an operator moved it since the round loaded the state.
+
+    Onto the stored state, so that counts another writer added meanwhile (an
+    operator's retry of a dead letter) are kept.  The batch or page itself is
+    committed either way: what crossed is stored and audited.
+    """
+    stored = syncstate.load(connection, state.peer, state.mapping, state.direction)
+    count_in_state(stored, counts)
+    moved = stored.cursor_moves != state.cursor_moves
+    if not moved:
+        stored.cursor, stored.remote_cursor = state.cursor, state.remote_cursor
+        stored.pull_resume = state.pull_resume
+    syncstate.save(connection, stored)
+    return not moved
 
 
 def count_records(records: list[AuditRecord], direction: Direction) -> RoundResult:
