@@ -85,6 +85,12 @@ def is_recall(obj: object) -> bool:
     )
 
 
+# A recall's reason is kept in the audit and in the revoked version stored: a
+# partner's is cut to this many characters.
+REASON_LENGTH = 500
+
+
 def recall_reason(obj: dict[str, Any]) -> str:
-    reason = obj["extensions"][EXTENSION_ID].get("reason")
-    return reason if isinstance(reason, str) else ""
+    extension = obj["extensions"][EXTENSION_ID]
+    reason = extension.get("reason") if isinstance(extension, dict) else None
+    return reason[:REASON_LENGTH] if isinstance(reason, str) else ""

@@ -19,6 +19,7 @@ from node import jsoncodec
 from node.client import ObjectPage
 from node.errors import RemoteError
 from node.operations import sync as sync_operations
+from node.recall import EXTENSION_ID
 from node.sharing import Agreement, ingress
 from node.store import audit, syncstate
 from node.store.audit import Action, AuditQueue, AuditRecord, Direction
@@ -1141,4 +1142,108 @@ def test_a_push_cursor_moved_during_a_round_is_not_overwritten(tmp_path: Path) -
     again = sync.push()  # from the start: everything again
     assert again.ok and {o["id"] for o in peer.sent} == {row["object_id"] for row in node.rows()}
     assert _lane(node, Direction.PUSH).cursor >= end
+    node.close()
+
+
+# ---------------------------------------------------------------- recalls a partner sends
+
+
+def _recall_of(obj: dict, modified: str = at(30), **content) -> dict:
+    """A recall of ``obj`` as a peer's node writes one (``node.recall``), with ``content``."""
+    extension = {"extension_type": "property-extension", "action": "purge", "reason": "x"}
+    return {**obj, **content, "modified": modified, "revoked": True,
+            "extensions": {EXTENSION_ID: extension}}  # fmt: skip
+
+
+def _answers(status: dict) -> list[tuple[str, str, str | None]]:
+    """(outcome, id, message) of each object a status resource names."""
+    return sorted((kind, d["id"], d.get("message")) for kind in ("successes", "failures")
+                  for d in status.get(kind, []))  # fmt: skip
+
+
+def test_a_recall_of_an_object_withheld_from_the_partner_reads_as_of_an_unknown_id(
+    tmp_path: Path,
+) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    secret, ours = indicator(RED), indicator(GREEN)
+    node.add([secret, ours])
+    unknown = indicator(GREEN)  # never stored
+    held = node.post([_recall_of(secret)], account=PEER)
+    never = node.post([_recall_of(unknown)], account=PEER)
+    assert _answers(held) == [("successes", secret["id"], "recall ignored")]
+    assert _answers(never) == [("successes", unknown["id"], "recall ignored")]
+    # An object it may see (ours) it knows we hold: refused, as before.
+    seen = node.post([_recall_of(ours)], account=PEER)
+    assert _answers(seen) == [("failures", ours["id"], "recall refused")]
+    actions = {r["object_id"]: r["action"] for r in node.audit_rows() if r["rule"] == "recall"}
+    assert actions == {secret["id"]: "recall-refused", unknown["id"]: "recall-ignored",
+                       ours["id"]: "recall-refused"}  # fmt: skip
+    assert {row["object_id"] for row in node.rows()} >= {secret["id"], ours["id"]}
+    node.close()
+
+
+def _malformed_recalls() -> dict[str, dict]:
+    base = _recall_of(indicator(GREEN))
+    no_id = {key: value for key, value in base.items() if key != "id"}
+    return {"no id": no_id, "id a list": {**base, "id": ["x"]}, "id a number": {**base, "id": 5},
+            "modified an object": {**base, "modified": {"a": 1}},
+            "extension a string": {**base, "extensions": {EXTENSION_ID: "purge"}}}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(_malformed_recalls()))
+def test_a_malformed_recall_a_partner_posts_fails_alone(tmp_path: Path, case: str) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    good, bad = indicator(GREEN), _malformed_recalls()[case]
+    response = node.client.post(
+        node.url("objects/"), data=json.dumps({"objects": [good, bad]}),
+        headers=node.headers(PEER, **{"Content-Type": "application/taxii+json;version=2.1"}),
+    )  # fmt: skip
+    assert response.status_code == 202, response.get_data(as_text=True)
+    status = response.get_json()
+    assert (status["success_count"], status["failure_count"]) == (1, 1)
+    assert {row["object_id"] for row in node.rows()} == {good["id"]}
+    node.close()
+
+
+def test_a_malformed_recall_pulled_is_dead_lettered_and_the_page_stored(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    good = [indicator(GREEN, value) for value in range(3)]
+    bad = _malformed_recalls()["no id"]
+    peer = PagingPeer([good[0], bad, good[1], good[2]])
+    result = MappingSync(node.store, node.agreement, peer).pull()  # type: ignore[arg-type]
+    assert result.ok, result.error
+    assert (result.received, result.dead_lettered) == (3, 1)
+    assert {row["object_id"] for row in node.rows() if row["origin"] == PEER} == {
+        obj["id"] for obj in good
+    }
+    assert _lane(node, Direction.PULL).remote_cursor == at(4)  # not stalled on it
+    node.close()
+
+
+@pytest.mark.parametrize("path", ["posted", "pulled"])
+def test_a_revoked_version_kept_holds_nothing_ingress_would_refuse(tmp_path: Path, path) -> None:
+    """Under ``recalls = "revoke"`` the version stored is the one held, revoked: a
+    recall's own content (here RED, a denied label, a redacted property) is never
+    stored, as ingress policy never judged it."""
+    ingress = {"recalls": "revoke", "max_tlp": "amber", "redact": ["x_secret"],
+               "labels_deny": ["bad"]}  # fmt: skip
+    node = SharingNode(tmp_path / "a", None, ingress=ingress)
+    theirs = indicator(GREEN)
+    recall = _recall_of(theirs, labels=["bad"], x_secret="s", object_marking_refs=[RED],
+                        name="changed")  # fmt: skip
+    if path == "posted":
+        assert node.post([theirs], account=PEER)["success_count"] == 1
+        assert _answers(node.post([recall], account=PEER)) == [
+            ("successes", theirs["id"], "recall revoked")
+        ]
+    else:
+        peer = PagingPeer([theirs, recall])
+        assert MappingSync(node.store, node.agreement, peer).pull().ok  # type: ignore[arg-type]
+    versions = sorted((json.loads(r["body"]) for r in node.rows()), key=lambda o: o["modified"])
+    assert [v["modified"] for v in versions] == [theirs["modified"], at(30)]
+    kept = versions[-1]
+    assert kept["revoked"] is True and kept["extensions"][EXTENSION_ID]["reason"] == "x"
+    assert {key: value for key, value in kept.items() if key not in ("modified", "revoked",
+            "extensions")} == {key: value for key, value in theirs.items()
+                               if key not in ("modified", "extensions")}  # fmt: skip
     node.close()

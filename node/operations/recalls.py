@@ -12,8 +12,11 @@ that peer afterwards.
 Receiving side.  :func:`honour` acts on a recall only when it comes from the
 object's origin (the peer every held version came from); any other recall is
 refused and audited.  It purges every version (``recalls = "purge"``, the
-default) or stores the revoked version (``"revoke"``), records the recall and
-audits it; the object is never passed on again.
+default) or stores a revoked version (``"revoke"``), records the recall and
+audits it; the object is never passed on again.  The revoked version is the
+latest held one with ``revoked: true``, the recall's ``modified`` and reason:
+nothing else of the recall's content is stored, which ingress policy (and
+quarantine) never judged.
 
 Onward recalls.  A node that passed the object on (mapping egress ``onward =
 "allow"``) relays the recall it honoured, in the same transaction and before
@@ -42,7 +45,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from node import jsoncodec
-from node.recall import RecallMode, RecallOutcome, recall_reason
+from node.recall import RecallMode, RecallOutcome, recall_reason, recall_version
 from node.store import audit, objects, recalls
 from node.store.audit import Action, AuditRecord, Direction
 from node.store.objects import ObjectQuery
@@ -198,7 +201,10 @@ def _act(
         recalls.record_recalled(connection, collection_id, object_id, peer, mode)
         return Honoured(object_id, True, RecallOutcome.PURGED,
                         f"{removed} version(s) purged: {reason}{passed}")  # fmt: skip
-    outcome = objects.add_objects(connection, collection_id, [recall], origin=peer)
+    modified = recall.get("modified")
+    revoked = recall_version(objects.latest(connection, collection_id, object_id) or recall,
+                             reason, modified if isinstance(modified, str) else None)  # fmt: skip
+    outcome = objects.add_objects(connection, collection_id, [revoked], origin=peer)
     recalls.record_recalled(connection, collection_id, object_id, peer, mode)
     stored = "revoked version stored" if outcome.stored else "already revoked"
     return Honoured(object_id, True, RecallOutcome.REVOKED, f"{stored}: {reason}{passed}")

@@ -31,7 +31,7 @@ of stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -289,11 +289,17 @@ def divert(
     outcome: AddOutcome,
     direction: Direction,
     agreements: Iterable[Agreement],
+    hidden: Callable[[str], bool] | None = None,
 ) -> set[tuple[str, str]]:
     """Hold the admission's quarantined versions and honour its recalls (audited by the
     operations; a recall honoured is relayed to the other peers of ``agreements`` it was
     passed on to), reporting both in ``outcome`` as the peer's status shows them;
-    returns the (id, version) of the versions held, which are not "received"."""
+    returns the (id, version) of the versions held, which are not "received".
+
+    A recall refused because the object came from elsewhere would tell the peer's
+    account that this node holds it: where ``hidden`` says the peer may not see the
+    object, its status gets the answer an unknown id gets ("recall ignored"); the
+    audit keeps "recall-refused"."""
     peer, collection_id = agreement.peer.name, agreement.collection_id
     diverted: set[tuple[str, str]] = set()
     if admission.held:
@@ -307,9 +313,12 @@ def divert(
     for recall in admission.recalls:
         done = recall_operations.honour(connection, peer, collection_id, recall, mode, direction,
                                         onward)  # fmt: skip
+        answer = done.action
+        if answer is RecallOutcome.REFUSED and hidden is not None and hidden(done.object_id):
+            answer = RecallOutcome.IGNORED
         detail = {"id": done.object_id, "version": recall.get("modified"),
-                  "message": f"recall {done.action.value}"}  # fmt: skip
-        refused = done.action is RecallOutcome.REFUSED
+                  "message": f"recall {answer.value}"}  # fmt: skip
+        refused = answer is RecallOutcome.REFUSED
         (outcome.failures if refused else outcome.successes).append(detail)
     return diverted
 

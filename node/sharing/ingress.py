@@ -109,14 +109,14 @@ def admit(
             if held and isinstance(item, dict)
             else None
         )
-        if isinstance(item, dict) and is_recall(item):
-            admission.recalls.append(item)
-        elif not isinstance(item, dict):
+        if not isinstance(item, dict):
             admission.accepted.append(item)  # the store's validation refuses it
         elif str(item.get("id", "")).lower() in TLP_BY_MARKING_ID:
             admission.echoes.append(_detail(item, ALREADY_PRESENT))
         elif object_problem(item) is not None:
-            admission.accepted.append(item)  # policy judges valid STIX only: as above
+            admission.accepted.append(item)  # policy and recalls judge valid STIX only
+        elif is_recall(item):
+            admission.recalls.append(item)
         else:
             admission.valid.add(id(item))
             if stored is None or (to_peer and jsoncodec.loads(stored) != item):
@@ -166,7 +166,8 @@ def settle(
     held and recalls honoured here, in the batch's write transaction (see ``gates``);
     ``agreements`` (the node's) are the peers a recall honoured is relayed to.  Echoes
     (``admission.echoes``) were not stored and have no record of their own."""
-    diverted = divert(connection, agreement, admission, outcome, direction, agreements)
+    hidden = (lambda object_id: not visible(connection, agreement, object_id)) if to_peer else None
+    diverted = divert(connection, agreement, admission, outcome, direction, agreements, hidden)
     if to_peer:
         for failure in outcome.failures:
             if failure.get("message") != COLLISION or _posted_by_it(connection, agreement, failure):
