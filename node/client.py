@@ -28,6 +28,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from requests.auth import HTTPBasicAuth
 
 from node import jsoncodec
 from node.errors import ConfigError, RemoteError
@@ -146,7 +147,9 @@ class TaxiiClient:
         if token is not None:
             self._session.headers["Authorization"] = f"Bearer {token}"
         elif user is not None:
-            self._session.auth = (user, password or "")
+            # As UTF-8 bytes: requests would send text as ISO-8859-1 (RFC 7617 asks
+            # for UTF-8), and fails on characters outside it.
+            self._session.auth = HTTPBasicAuth(user.encode(), (password or "").encode())
         # The versioned media type: medallion 3.0.0 refuses the versionless one.
         self._session.headers["Accept"] = TAXII_21
 
@@ -170,7 +173,7 @@ class TaxiiClient:
         try:
             response = self._session.request(
                 method, url, timeout=self._timeout, verify=self._verify, cert=self._cert,
-                stream=True, **kwargs,
+                stream=True, allow_redirects=False, **kwargs,
             )  # fmt: skip
             self._read_answer(response, f"{method} {url}")
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
@@ -180,6 +183,16 @@ class TaxiiClient:
         except OSError as exc:  # requests: an unreadable ca_bundle or client_cert
             raise RemoteError(f"{method} {url}: {exc}", transient=False) from None
         self._last_answer = time.monotonic()
+        if 300 <= response.status_code < 400:
+            # Never followed: a peer's redirect would send our envelopes (and offer our
+            # client certificate) to any address it names, https down to http included.
+            where = response.headers.get("Location", "nowhere")
+            raise RemoteError(
+                f"{method} {url}: HTTP {response.status_code}: redirected to {where:.200}, "
+                "not followed (configure the address it names if it is the peer's)",
+                transient=False,
+                status=response.status_code,
+            )
         if response.status_code >= 400:
             raise RemoteError(
                 f"{method} {url}: HTTP {response.status_code}: {_error_text(response)}",

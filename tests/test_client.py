@@ -253,3 +253,70 @@ def test_an_envelope_nested_too_deeply_outside_its_objects_is_too_much(answering
     with pytest.raises(RemoteError, match="nests too deeply") as raised:
         TaxiiClient(answering(body).api_root).page("c", {})
     assert raised.value.too_much
+
+
+class _RedirectingServer:
+    """A real HTTP server on loopback answering every request with ``status`` and a
+    Location on another loopback address, where a second server counts arrivals."""
+
+    def __init__(self, status: int) -> None:
+        self.arrivals = 0
+        outer = self
+
+        class Elsewhere(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.arrivals += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_POST = do_GET
+
+        self.elsewhere = ThreadingHTTPServer(("127.0.0.2", 0), Elsewhere)
+        target = f"http://127.0.0.2:{self.elsewhere.server_address[1]}/internal/admin?x=1"
+
+        class Redirecting(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(status)
+                self.send_header("Location", target)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+        for server in (self.server, self.elsewhere):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.api_root = f"http://127.0.0.1:{self.server.server_address[1]}/api/"
+        self.target = target
+
+    def stop(self) -> None:
+        for server in (self.server, self.elsewhere):
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_peers_redirect_is_never_followed(status: int) -> None:
+    server = _RedirectingServer(status)
+    client = TaxiiClient(server.api_root, "node-a", "secret", timeout=5)
+    try:
+        calls = (lambda: client.objects_page("c", added_after=None, next_token=None, limit=10),
+                 lambda: client.post_serialized("c", ['{"id": "x"}']))  # fmt: skip
+        for call in calls:
+            with pytest.raises(RemoteError) as raised:
+                call()
+            assert not raised.value.transient and raised.value.status == status
+            assert f"redirected to {server.target}, not followed" in str(raised.value)
+        assert server.arrivals == 0
+    finally:
+        client.close()
+        server.stop()

@@ -7,14 +7,17 @@ of a few dozen objects spans several pages.  Each test owns a collection:
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 
 import pytest
+import requests
 import stix2
 from stix2 import Filter, TAXIICollectionSink, TAXIICollectionSource, TAXIICollectionStore
 from taxii2client.v21 import ApiRoot, Collection, Server, as_pages
 
+from node.client import TaxiiClient
 from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, RunningNode, new_node, random_id, serving
 from tests.test_taxii_api import TAXII_21, indicator, ipv4, malware
 
@@ -175,3 +178,23 @@ def test_stix2_store_round_trip(node):
     assert store.get(report_target.id).name == "actor"
     found = store.query([Filter("id", "=", report_target.id)])
     assert [f.id for f in found] == [report_target.id]
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def test_a_password_with_non_ascii_characters_works_from_every_client(node):
+    """requests (so taxii2-client, stix2, MISP's push) sends Basic credentials given as
+    text in ISO-8859-1, others (and the node's own client) in UTF-8: both log in."""
+    password = "pässwörter-lang-1"
+    node.add_user("umlaut", password, read=("alpha",))
+    assert Server(node.base_url + "/taxii2/", user="umlaut", password=password).api_roots
+    assert TaxiiClient(node.api_root, "umlaut", password).collection_id("alpha")
+    utf8 = base64.b64encode(f"umlaut:{password}".encode()).decode()
+    headers = {"Authorization": f"Basic {utf8}", "Accept": TAXII_21}
+    answer = requests.get(node.api_root + "collections/", headers=headers, timeout=10)
+    assert answer.status_code == 200
+    wrong = requests.get(node.api_root + "collections/", auth=("umlaut", "passworter-lang-1"),
+                         headers={"Accept": TAXII_21}, timeout=10)  # fmt: skip
+    assert wrong.status_code == 401
+    assert 'Basic realm="taxii-node", charset="UTF-8"' in wrong.headers["WWW-Authenticate"]

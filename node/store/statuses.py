@@ -34,6 +34,7 @@ def record(
     "complete" when it is first returned and ``pending`` is always empty.
     """
     status_id = str(uuid.uuid4())
+    _name_versions(successes + failures, request_timestamp)
     # Driver SQL: one per POST, where SQLAlchemy's insert construct cost more
     # than the insert.
     markers = ", ".join([placeholder(connection)] * len(_COLUMNS))
@@ -46,6 +47,18 @@ def record(
     return _resource(
         status_id, request_timestamp, successes, failures, len(successes) + len(failures)
     )
+
+
+def _name_versions(details: list[dict[str, Any]], request_timestamp: int) -> None:
+    """Give each detail without one a ``version``, which 4.3.1 requires (MISP's push
+    reads it): an item refused before it had a version that is a timestamp (not STIX,
+    a malformed ``modified``, an SCO never stored, so with no date_added) is named by
+    the instant of the request."""
+    instant: str | None = None
+    for detail in details:
+        if not detail.get("version"):
+            instant = instant or from_micros(request_timestamp)
+            detail["version"] = instant
 
 
 def _resource(

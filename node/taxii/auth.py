@@ -93,7 +93,7 @@ def unauthorized(description: str) -> TaxiiError:
         401,
         "Unauthorized",
         description,
-        {"WWW-Authenticate": f'Basic realm="{REALM}", Bearer realm="{REALM}"'},
+        {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8", Bearer realm="{REALM}"'},
     )
 
 
@@ -268,6 +268,18 @@ def _mac(key: bytes, secret: str) -> bytes:
     return hashlib.blake2b(secret.encode(), key=key, digest_size=32).digest()
 
 
+def _basic_text(raw: bytes) -> str:
+    """The user-pass of HTTP Basic as text: UTF-8, which the challenge asks for (RFC 7617
+    section 2.1, ``charset``); else ISO-8859-1, which requests (so taxii2-client, stix2
+    and MISP's push) sends for credentials given as text, so that a password with
+    non-ASCII characters works from those clients too.  (Latin-1 bytes of such a
+    password are not valid UTF-8 unless the password is contrived to be.)"""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("iso-8859-1")
+
+
 def _credentials(authorization: str | None) -> tuple[str, str, str]:
     """(scheme, user name or token id, secret) from an Authorization header."""
     if not authorization:
@@ -282,9 +294,10 @@ def _credentials(authorization: str | None) -> tuple[str, str, str]:
     if scheme != "basic" or not value:
         raise unauthorized("use HTTP Basic authentication or a Bearer token")
     try:
-        decoded = base64.b64decode(value, validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
         raise unauthorized("malformed Basic credentials") from None
+    decoded = _basic_text(raw)
     name, separator, password = decoded.partition(":")
     # No account name holds NUL, which PostgreSQL refuses in a query (a 500).
     if not separator or not name or "\x00" in name or len(name) > 128:

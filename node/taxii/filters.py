@@ -23,6 +23,8 @@ OBJECTS = frozenset(
 )  # fmt: skip
 OBJECT = frozenset({"added_after", "limit", "next", "match[version]", "match[spec_version]"})
 VERSIONS = frozenset({"added_after", "limit", "next", "match[spec_version]"})
+# Parameters a next token is not bound to (parse_query).
+_UNBOUND = frozenset({"limit", "next", "added_after"})
 DELETE = frozenset({"match[version]", "match[spec_version]"})
 
 _ID = re.compile(
@@ -106,12 +108,17 @@ def parse_query(
     """(query, fingerprint) for one request; the fingerprint signs its ``next`` tokens.
 
     Parameters the endpoint does not define are ignored, as servers do with
-    filters they do not support (3.4.1).
+    filters they do not support (3.4.1).  A token is bound to the match filters,
+    not to ``added_after``: its own position is later than the request's
+    ``added_after`` it was issued for, and the later of the two bounds the page,
+    so a client that leaves ``added_after`` out of the follow-up requests (as
+    OpenCTI's taxii2 connector does, though 3.4.3 asks for the same query) or
+    writes it with other digits pages on where it was.
     """
     present = {name: args[name] for name in allowed if name in args}
     request_fingerprint = RequestFingerprint(
         f"{scope}:{collection_id}:{object_id or ''}",
-        [(k, v) for k, v in present.items() if k not in ("limit", "next")],
+        [(k, v) for k, v in present.items() if k not in _UNBOUND],
     )
     after = _added_after(present)
     if "next" in present:
