@@ -54,7 +54,12 @@ SPEC_VERSION: Final = "2.1"
 _SHOW_CHARS: Final = 60
 
 # STIX 2.1 2.9: "<type>--<UUID>", the UUID in canonical 8-4-4-4-12 form with the
-# RFC 4122 variant (nibble 8, 9, a or b), any version, hex digits in either case.
+# RFC 4122 variant (nibble 8, 9, a or b), any version, hex digits in either case
+# in references.  An object's own ``id`` must be in lower case (``_id_problem``):
+# RFC 4122 (section 3) writes UUIDs so and reads either case as the same UUID,
+# and the store compares ids exactly, so an upper-case spelling would store a
+# second object under one UUID (beside ours, past the creator rule and the
+# concealment of what a partner may not see).
 _UUID: Final = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}"
 )
@@ -1177,6 +1182,9 @@ def _id_problem(type_name: str, obj: dict[str, Any]) -> str | None:
         return f"'id' must be '{type_name}--<RFC 4122 UUID>', got {_show(value)}"
     if prefix != type_name:
         return f"id {_show(value)} does not match type {type_name!r}"
+    if not value.islower():  # (its type part has letters, all lower case)
+        return (f"'id' {_show(value)}: write the UUID's hex digits in lower case, as "
+                "RFC 4122 section 3 does (identifiers are compared exactly here)")  # fmt: skip
     return None
 
 

@@ -269,6 +269,27 @@ def test_red_in_any_letter_case_never_leaves(make_node, marking) -> None:
     assert node.get(f"objects/{red['id']}/").status_code == 404
 
 
+def test_an_id_spelt_in_upper_case_is_refused_not_a_second_object(make_node) -> None:
+    """The upper-case spelling of an id we hold names the same UUID (RFC 4122): stored,
+    it would be a second object beside ours, versioned past the creator rule, and the
+    answer would differ from one under a withheld id.  Validation refuses it, the
+    same way whatever we hold."""
+    node = make_node()
+    ours, secret, unknown = indicator(GREEN), indicator(RED), indicator(GREEN)
+    node.add([ours, secret])
+
+    def upper(obj: dict) -> dict:
+        kind, _, uuid_text = obj["id"].partition("--")
+        return version(obj, at(9), id=f"{kind}--{uuid_text.upper()}", revoked=True)
+
+    for obj in (ours, secret, unknown):
+        status = node.post([upper(obj)], account=PEER)
+        (outcome,) = _answers(status)
+        assert outcome[0] == "failures" and "hex digits in lower case" in outcome[2], status
+    assert sorted(row["object_id"] for row in node.rows()) == sorted([ours["id"], secret["id"]])
+    assert len(node.rows()) == 2  # no version added to ours either
+
+
 def test_ids_deny_ignores_letter_case(make_node) -> None:
     denied = indicator(GREEN)
     node = make_node(egress={"ids_deny": [denied["id"].upper().replace("INDICATOR", "indicator")]})
@@ -381,6 +402,32 @@ def test_objects_by_a_withheld_author_are_withheld(make_node) -> None:
         assert ids(objs) == {by_us["id"], ours["id"], GREEN}
         assert informant["id"] not in json.dumps(objs)
     assert node.get(f"objects/{by_informant['id']}/").status_code == 404
+
+
+def test_an_author_recalled_from_the_peer_never_travels_again(make_node) -> None:
+    """Once the peer was sent a recall of an identity (a DELETE of the version it
+    received), no older version of it follows a new object it authored: a revoked
+    object stays revoked (STIX 2.1 section 3.6)."""
+    node = make_node()
+    author = identity(GREEN)
+    renamed = version(author, at(5), name="Unit (renamed)")
+    node.add([author, renamed])
+    seen = {(o["id"], o.get("modified")) for o in served(node)}
+    assert (author["id"], renamed["modified"]) in seen
+    node.app.extensions["taxii_node"].read_audit.flush()  # what the peer was served
+    deleted = node.client.delete(
+        node.url(f"objects/{author['id']}/"), headers=node.headers("admin"),
+        query_string={"match[version]": renamed["modified"]},
+    )  # fmt: skip
+    assert deleted.status_code == 200, deleted.get_data(as_text=True)
+    recalled = [o for o in served(node) if o["id"] == author["id"]]
+    assert [o.get("revoked") for o in recalled] == [True]
+
+    later = indicator(GREEN, 9, created_by_ref=author["id"])
+    node.add([later])
+    for objs in (served(node, **{"match[type]": "indicator"}), pushed(node)):
+        assert later["id"] in ids(objs)
+        assert not [o for o in objs if o["id"] == author["id"] and not o.get("revoked")]
 
 
 def _statement(**extra) -> dict:

@@ -358,11 +358,19 @@ def test_malformed_id_is_rejected(bad_id: object) -> None:
         uuid.uuid3(uuid.NAMESPACE_DNS, "example.com"),
         uuid.UUID(SAMPLE_UUID),
         uuid.uuid5(uuid.NAMESPACE_DNS, "example.com"),
-        SAMPLE_UUID.upper(),
     ],
 )
-def test_any_uuid_version_and_case_is_accepted(good_uuid: object) -> None:
+def test_any_uuid_version_is_accepted(good_uuid: object) -> None:
     assert object_problem(changed("indicator", id=f"indicator--{good_uuid}")) is None
+
+
+@pytest.mark.parametrize("spelt", [SAMPLE_UUID.upper(), SAMPLE_UUID[:8].upper() + SAMPLE_UUID[8:]])
+def test_an_id_with_upper_case_hex_is_refused_and_a_reference_is_not(spelt: str) -> None:
+    """Upper case names the same UUID (RFC 4122 section 3) but another stored id."""
+    reason = problem_of(changed("indicator", id=f"indicator--{spelt}"))
+    assert "write the UUID's hex digits in lower case" in reason
+    author = {"created_by_ref": f"identity--{spelt}"}
+    assert object_problem(changed("indicator", **author)) is None
 
 
 # --------------------------------------------------------------------------

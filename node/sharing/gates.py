@@ -260,12 +260,13 @@ class EgressGates:
         return found
 
     def dependencies(self, travelling: list[Outgoing]) -> list[Outgoing]:
-        """Dependencies that may travel: not recalled here, and not another peer's unless
-        onward sharing is allowed."""
+        """Dependencies that may travel: not recalled here, not recalled from the peer (a
+        revoked object stays revoked: no older version of it follows a new object that
+        names it), and not another peer's unless onward sharing is allowed."""
         if not travelling:
             return travelling
         ids = {item.object_id for item in travelling}
-        recalled_here = self.recalled_here(ids)
+        recalled_here = self.recalled_here(ids) | self.recalled_from_peer(ids)
         foreign: set[str] = set()
         if self.rules.onward != "allow":
             current = provenance.current_versions(self.connection, self.collection_id, ids,
