@@ -25,6 +25,7 @@ from node.operations import releases as operations
 from node.operations.releases import Selection
 from node.policy import Rules
 from node.sharing import Agreement, Position, egress
+from node.sharing.egress import visible
 from node.sharing.gates import AWAITING_RULE, REJECTED_RULE
 from node.store import Store, audit, objects, releases
 from node.store.objects import ObjectQuery
@@ -178,6 +179,39 @@ def test_approval_is_per_version(store: Store) -> None:
     released, withheld = _offer(store, [first, second])
     assert released == {_queued(first).key}
     assert withheld == {_queued(second).key: AWAITING_RULE}
+
+
+def _view(store: Store, filters: tuple[str | int, ...], **where) -> list[tuple[str, str]]:
+    """(id, version) of the indicators the peer is served under ``match[version]``
+    ``filters`` (the marking definitions travelling with them left out)."""
+    with store.write() as connection:
+        operations.refresh(connection, [agreement()])
+        page = egress(connection, agreement(), Position(versions=filters, **where))
+    return [(d.object_id, d.version) for d in page.served_decisions
+            if d.object_id.startswith("indicator--")]  # fmt: skip
+
+
+def test_a_version_awaiting_release_leaves_the_peers_view_as_it_was(store: Store) -> None:
+    """The peer's view is the store as if what it may not see never existed: while a newer
+    version awaits release, the released one is its "last" (and "first"), as ``all``
+    and versions/ show it; a GET by id finds it.  Once released, the newer one is."""
+    first, other = indicator(), indicator()
+    publish(store, [first, other], "alice")
+    _offer(store, [first, other])
+    with store.write() as connection:
+        operations.approve(connection, Selection(everything=True), "carol", actor=ACTOR)
+    second = {**first, "modified": "2026-02-01T00:00:00.000Z", "name": "worse host"}
+    publish(store, [second], "alice")
+    released = [(first["id"], first["modified"])]
+    for filters in (("last",), ("all",), ("first",), ("first", "last")):
+        assert [k for k in _view(store, filters) if k[0] == first["id"]] == released, filters
+    assert _view(store, ("last",), ids=(first["id"],)) == released
+    assert (other["id"], other["modified"]) in _view(store, ("last",))
+    with store.write() as connection:
+        assert visible(connection, agreement(), first["id"])
+        operations.approve(connection, Selection(everything=True), "carol", actor=ACTOR)
+    assert _view(store, ("last",), ids=(first["id"],)) == [(first["id"], second["modified"])]
+    assert _view(store, ("first",), ids=(first["id"],)) == released
 
 
 def test_a_report_is_released_with_everything_it_references(store: Store) -> None:

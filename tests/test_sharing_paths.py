@@ -300,6 +300,48 @@ def test_ids_deny_ignores_letter_case(make_node) -> None:
 # ---------------------------------------------------------------- 4. existence oracle
 
 
+def _served_versions(node: SharingNode, obj: dict, **params) -> list[str | None]:
+    """The versions of ``obj`` the peer gets from objects/{id}/ under ``params``."""
+    answer = node.get(f"objects/{obj['id']}/", params=params)
+    if answer.status_code == 404:
+        return []
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return [o["modified"] for o in answer.json.get("objects", []) if o["id"] == obj["id"]]
+
+
+def test_first_is_the_oldest_version_the_peer_may_see(make_node) -> None:
+    """An older version that came from a third peer (not passed on) is not the peer's
+    "first": the first it may see is, as versions/ shows it."""
+    node = make_node()
+    theirs = indicator(GREEN, 3)
+    ours = version(theirs, at(6), name="ours")
+    node.add([theirs], origin="node-c")
+    node.add([ours])
+    listed = node.get(f"objects/{theirs['id']}/versions/").json["versions"]
+    assert listed == [ours["modified"]]
+    for filters in ("first", "last", "all", "first,last"):
+        assert _served_versions(node, theirs, **{"match[version]": filters}) == listed, filters
+    manifest = node.get("manifest/", params={"match[version]": "first"}).json["objects"]
+    assert [(m["id"], m["version"]) for m in manifest if m["id"] == ours["id"]] == [
+        (ours["id"], ours["modified"])
+    ]
+
+
+def test_last_is_the_newest_version_the_peer_may_see(make_node) -> None:
+    """A newer version from a third peer (accepted over ours, not passed on) does not hide
+    ours: "last" is ours, as ``all`` and versions/ show it."""
+    node = make_node(ingress={"accept_foreign_versions": True})
+    ours = indicator(GREEN, 3)
+    theirs = version(ours, at(6), name="from node-c")
+    node.add([ours])
+    node.add([theirs], origin="node-c")
+    listed = node.get(f"objects/{ours['id']}/versions/").json["versions"]
+    assert listed == [ours["modified"]]
+    for filters in ("last", "all", "first", "first,last"):
+        assert _served_versions(node, ours, **{"match[version]": filters}) == listed, filters
+    assert ours["id"] in ids(served(node, **{"match[version]": "last"}))
+
+
 def _twin_without(make_node, node: SharingNode, withheld: set[str]) -> SharingNode:
     """A node whose store holds ``node``'s versions except those of ``withheld``."""
     twin = make_node("twin")

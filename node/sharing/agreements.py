@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection
 
@@ -21,6 +21,9 @@ class Agreement:
     collection_id: str
     egress: Rules
     ingress: Rules
+    # Whether some peer's ingress on this collection accepts foreign versions, so that
+    # one object may hold versions of several origins (see egress's "last").
+    foreign_versions: bool = False
 
 
 class Agreements:
@@ -42,6 +45,11 @@ class Agreements:
                             'peer (use direction = "both" to push and pull)'
                         )
                     self._by_key[key] = agreement
+        mixed = {a.collection_id for a in self._by_key.values()
+                 if a.ingress.accept_foreign_versions}  # fmt: skip
+        for key, agreement in self._by_key.items():
+            if agreement.collection_id in mixed:
+                self._by_key[key] = replace(agreement, foreign_versions=True)
 
     def __iter__(self) -> Iterator[Agreement]:
         return iter(self._by_key.values())

@@ -297,8 +297,21 @@ class _VersionFilter:
         self.exact = {v for v in versions if isinstance(v, int)}
         self.only_last = not self.all and self.last and not self.first and not self.exact
 
-    def selects(self, version: provenance.Version, first: dict[str, int]) -> bool:
-        if self.all or (self.last and version.current):
+    def selects(
+        self,
+        version: provenance.Version,
+        first: Mapping[str, int],
+        last: Mapping[str, int] | None = None,
+    ) -> bool:
+        """Whether the filter takes ``version``.  ``first``: the oldest version of each
+        object in the peer's view; ``last``, when given, the newest, for an older version
+        to stand in for a current one a gate holds back (``_Run._shown``).  A current
+        version is always taken by "last": the gates decide whether it leaves."""
+        if self.all:
+            return True
+        if self.last and (
+            version.current or (last is not None and last.get(version.object_id) == version.version)
+        ):
             return True
         if self.first and first.get(version.object_id) == version.version:
             return True
@@ -329,6 +342,11 @@ class _Run:
         self.references = PerObject(lambda obj: _references(obj, policy))
         self.gates = EgressGates(connection, agreement)
         self.filter = _VersionFilter(position.versions)
+        # "last" is the current version unless a gate may hold it back while an older
+        # one leaves (a newer version awaiting release, another peer's newer version not
+        # passed on): then the scan reads every version and finds each object's last in
+        # the peer's view, as ``all`` and versions/ would show it (``_shown``).
+        self.last_in_view = self.filter.last and _gates_may_hold_current(agreement)
         self.window = provenance.Scan(
             collection_id=agreement.collection_id,
             peer=self.peer,
@@ -336,7 +354,7 @@ class _Run:
             ids=position.ids,
             types=position.types,
             spec_versions=position.spec_versions,
-            current_only=self.filter.only_last,
+            current_only=self.filter.only_last and not self.last_in_view,
         )
         self.current: dict[str, dict[str, Any]] = {}  # id -> current version, for the closure
         self.states: dict[str, Decision] = {}  # id -> decision on its current version
@@ -469,11 +487,18 @@ class _Run:
             if version.current:
                 self.current[version.object_id] = obj  # so unchanged objects keep their text
         first: dict[str, int] = {}
-        if self.filter.first:
-            first = self._first_shared({v.object_id for v in versions})
+        last: dict[str, int] | None = None
+        if self.filter.first or self.last_in_view:
+            # (for "last", only older versions need their object's view: a current
+            # version is selected, and the gates decide whether it leaves)
+            asked = {v.object_id for v in versions if self.filter.first or not v.current}
+            shown = self._shown(asked)
+            first = {object_id: oldest for object_id, (oldest, _) in shown.items()}
+            if self.last_in_view:
+                last = {object_id: newest for object_id, (_, newest) in shown.items()}
         decisions = self._decided_rows(versions, objs)
         return [
-            (version, obj, decision if self.filter.selects(version, first) else None, None)
+            (version, obj, decision if self.filter.selects(version, first, last) else None, None)
             for version, obj, decision in zip(versions, objs, decisions, strict=True)
         ]
 
@@ -528,20 +553,28 @@ class _Run:
         self.states.update((d.object_id, d) for d in currents)
         return decided
 
-    def _first_shared(self, object_ids: set[str]) -> dict[str, int]:
-        """The oldest version of each object that the peer may see (match[version]=first)."""
-        stored = list(
-            provenance.versions_of(
-                self.connection, self.agreement.collection_id, object_ids, self.peer
-            )
-        )
-        objs = [_decoded(version.body) for version in stored]
-        first: dict[str, int] = {}
-        for version, decision in zip(stored, self._versions_decided(objs), strict=True):
+    def _shown(self, object_ids: set[str]) -> dict[str, tuple[int, int]]:
+        """The oldest and the newest version of each object that the peer may see, its
+        policy and the gates applied: "first" and "last" of its view (3.4.2)."""
+        if not object_ids:
+            return {}
+        stored = list(provenance.versions_of(self.connection, self.agreement.collection_id,
+                                             object_ids, self.peer))  # fmt: skip
+        newest: dict[str, int] = {}
+        oldest: dict[str, int] = {}
+        for version in stored:
+            key, number = version.object_id, version.version
+            newest[key] = max(newest.get(key, number), number)
+            oldest[key] = min(oldest.get(key, number), number)
+        flagged = [v._replace(current=v.version == newest[v.object_id],
+                              oldest=v.version == oldest[v.object_id]) for v in stored]  # fmt: skip
+        decided = self._versions_decided([_decoded(version.body) for version in flagged])
+        shown: dict[str, tuple[int, int]] = {}
+        for version, decision in zip(flagged, self.gates.apply(flagged, decided), strict=True):
             if decision.allowed:
-                known = first.get(version.object_id)
-                first[version.object_id] = min(known, version.version) if known else version.version
-        return first
+                low, high = shown.get(version.object_id, (version.version, version.version))
+                shown[version.object_id] = (min(low, version.version), max(high, version.version))
+        return shown
 
     # ----------------------------------------------------------------- closure
 
@@ -653,6 +686,15 @@ class _Run:
             return None
         decision = self.policy.decide_dependency(obj)
         return decision if decision.allowed else None
+
+
+def _gates_may_hold_current(agreement: Agreement) -> bool:
+    """Whether a gate may withhold an object's current version while an older one
+    leaves: a newer version awaiting release (or rejected), or one that came from
+    another peer and is not passed on, over one of ours (possible only where some
+    peer's ingress accepts foreign versions)."""
+    rules = agreement.egress
+    return rules.release == "approval" or (rules.onward != "allow" and agreement.foreign_versions)
 
 
 def _decoded(body: str) -> Any:
