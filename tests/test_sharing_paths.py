@@ -7,6 +7,7 @@ against a recording peer.
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from dataclasses import replace
@@ -30,6 +31,7 @@ from node.timestamps import from_micros, to_micros
 from tests.nodes import COLLECTIONS
 from tests.sharing_node import ALPHA, PEER, SharingNode
 from tests.sharing_objects import (
+    AMBER,
     GREEN,
     GREEN1,
     RED,
@@ -307,6 +309,22 @@ def _served_versions(node: SharingNode, obj: dict, **params) -> list[str | None]
         return []
     assert answer.status_code == 200, answer.get_data(as_text=True)
     return [o["modified"] for o in answer.json.get("objects", []) if o["id"] == obj["id"]]
+
+
+def test_date_added_spacing_does_not_count_red_versions_posted_alongside(make_node) -> None:
+    """Versions of one commit are a microsecond apart: stored in posted order, the gap
+    between two GREEN versions a partner receives counted the TLP:RED ones posted
+    between them.  A commit stores its versions in order of TLP level."""
+    node = make_node()
+    posted = [indicator(GREEN, 1), indicator(RED, 2), indicator(RED, 3), indicator(GREEN, 4),
+              indicator(AMBER, 5), indicator(None, 6), indicator(GREEN, 7)]  # fmt: skip
+    node.post(posted)  # one envelope, as admin
+    shared = node.get("manifest/").json["objects"]
+    added = [to_micros(entry["date_added"]) for entry in shared if entry["id"] in ids(posted)]
+    assert len(added) == 3 and [b - a for a, b in itertools.pairwise(added)] == [1, 1]
+    everything = node.get("manifest/", account="admin").json["objects"]
+    order = [entry["id"] for entry in everything]
+    assert order == [posted[i]["id"] for i in (5, 0, 3, 6, 4, 1, 2)]  # unmarked .. RED
 
 
 def test_first_is_the_oldest_version_the_peer_may_see(make_node) -> None:

@@ -6,7 +6,7 @@ answered by joining stored strings, without decoding and re-encoding them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar, cast
@@ -15,6 +15,7 @@ from sqlalchemy import Column, Connection, func, or_, select
 
 from node import jsoncodec
 from node.timestamps import from_micros, is_timestamp, now_micros, to_micros
+from node.tlp import tlp_of
 from node.validation import object_problem, version_stamp
 
 from .engine import (
@@ -292,8 +293,8 @@ def _store_new_versions(
     stored = _stored_versions(connection, collection_id, {oid for oid, _ in prepared.candidates})
     repeats = [key for key in prepared.candidates if key in stored.date_added]
     bodies = _stored_bodies(connection, collection_id, repeats) if repeats else {}
-    new_count = len(prepared.candidates) - len(repeats)
-    dates = iter(_date_added_values(last_date_added, new_count))
+    new_keys = [key for key in prepared.candidates if key not in bodies]
+    date_of = _dated(new_keys, prepared.candidates, last_date_added)
     latest = _taking_over(prepared.newest, stored.newest, max)
     first = _taking_over(prepared.oldest, stored.oldest, min)
     rows = []
@@ -304,7 +305,7 @@ def _store_new_versions(
             _report_repeat(outcome, jsoncodec.loads(bodies[key]), obj, stored.date_added[key])
             continue
         object_id, version = key
-        date_added = next(dates)
+        date_added = date_of[key]
         rows.append(
             (collection_id, object_id, candidate.type, candidate.spec_version, version,
              candidate.version_text, date_added, candidate.body, origin,
@@ -324,8 +325,30 @@ def _store_new_versions(
         marker = placeholder(connection)
         connection.exec_driver_sql(
             f"UPDATE collections SET last_date_added = {marker} WHERE id = {marker}",
-            (rows[-1][6], collection_id),
+            (max(date_of.values()), collection_id),
         )
+
+
+def _dated(
+    keys: list[tuple[str, int]], candidates: Mapping[tuple[str, int], Any], last_date_added: int
+) -> dict[tuple[str, int], int]:
+    """The date_added of each new version of one commit, in order of TLP level: unmarked,
+    CLEAR, GREEN, AMBER, AMBER+STRICT, RED (in posted order within a level).
+
+    Values within a commit are a microsecond apart, so the gap between two versions a
+    partner receives would count the versions between them that it may not see
+    (TLP:RED ones, say, posted in the same envelope).  In this order, what a TLP
+    ceiling withholds comes after all it lets through, where no gap shows it.
+    """
+    dates = _date_added_values(last_date_added, len(keys))
+    if len(keys) > 1:
+        keys = sorted(keys, key=lambda key: _level_rank(candidates[key].obj))
+    return dict(zip(keys, dates, strict=True))
+
+
+def _level_rank(obj: Mapping[str, Any]) -> int:
+    level = tlp_of(obj)
+    return -1 if level is None else int(level)
 
 
 def _date_added_values(last_date_added: int, count: int) -> list[int]:
