@@ -30,7 +30,8 @@ import requests
 from node.config import Config, ServerConfig, load_config
 from node.store import Store, syncstate
 from node.store.syncstate import SyncState
-from node.sync.worker import RoundResult, SyncWorker
+from node.sync.rounds import RoundResult
+from node.sync.worker import SyncWorker
 from tests.nodes import ADMIN_PASSWORD, RunningNode, free_port
 
 NAMES = ("node-a", "node-b")

@@ -20,7 +20,8 @@ import requests
 
 from node.config import load_config
 from node.store import Store
-from node.sync.worker import RoundResult, SyncWorker
+from node.sync.rounds import RoundResult
+from node.sync.worker import SyncWorker
 from tests.nodes import ADMIN_PASSWORD, COLLECTIONS, RunningNode, free_port
 from tests.pair import (
     MappingSpec,

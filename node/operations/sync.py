@@ -23,7 +23,8 @@ from node.sharing import Agreement, Position, egress
 from node.sharing.verdicts import State, state_of
 from node.store import Store, audit, objects, search, syncstate
 from node.store.audit import Action, AuditRecord, Direction
-from node.sync.worker import RoundResult, SyncWorker
+from node.sync.rounds import RoundResult
+from node.sync.worker import SyncWorker
 from node.timestamps import from_micros, now_micros, to_micros
 
 

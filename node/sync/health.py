@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-from node.sync.worker import RoundResult
+from node.sync.rounds import RoundResult
 
 log = logging.getLogger("node.sync")
 
