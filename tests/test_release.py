@@ -43,6 +43,9 @@ from tests.exchange_fixtures import (
 )
 from tests.nodes import ADMIN_PASSWORD
 from tests.pair import Pair, make_pair, run_cli
+from tests.sharing_node import SharingNode
+from tests.sharing_objects import GREEN
+from tests.sharing_objects import indicator as shared_indicator
 from tests.triangle import TAXII
 
 PEER = "node-b"
@@ -470,3 +473,41 @@ def test_new_egress_rules_decide_every_version_again(store: Store, decided) -> N
     _refresh(store, agreement(max_tlp="amber"))
     assert sorted(decided) == sorted([green["id"], amber["id"]])
     assert _pending(store) == {_queued(green).key, _queued(amber).key}
+
+
+# ------------------------------------------------------------ decisions belong to content
+
+
+def test_an_approval_does_not_carry_over_to_content_posted_again_under_its_version(
+    tmp_path: Path,
+) -> None:
+    """Deleted after its approval and posted again with other content under the same id
+    and version, a version waits for a decision of its own: the approval was of what
+    the releaser saw (and a releaser could otherwise release its own content under a
+    version another account published)."""
+    node = SharingNode(tmp_path / "a", None, egress={"release": "approval"})
+    try:
+        with node.store.write() as connection:
+            account_operations.set_role(connection, "admin", "releaser", granted=True,
+                                        actor=ACTOR)  # fmt: skip
+        seen = shared_indicator(GREEN, description="benign")
+        node.post([seen], account="alice")
+        with node.store.write() as connection:
+            operations.refresh(connection, [node.agreement])
+            operations.approve(connection, Selection(everything=True), "admin", actor=ACTOR)
+        assert seen in node.get("objects/").json["objects"]
+        deleted = node.client.delete(node.url(f"objects/{seen['id']}/"),
+                                     headers=node.headers("alice"))  # fmt: skip
+        assert deleted.status_code == 200
+        unseen = {**seen, "description": "never seen by a releaser"}
+        node.post([unseen], account="admin")
+        assert "never seen" not in node.get("objects/").get_data(as_text=True)
+        with node.store.write() as connection:
+            operations.refresh(connection, [node.agreement])
+            [waiting] = operations.list_queue(connection, Selection())
+            assert (waiting.entry.object_id, waiting.publisher) == (seen["id"], "admin")
+            with pytest.raises(Conflict, match="four eyes"):
+                operations.approve(connection, Selection(everything=True), "admin", actor=ACTOR)
+        assert "never seen" not in node.get("objects/").get_data(as_text=True)
+    finally:
+        node.close()

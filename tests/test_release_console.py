@@ -16,8 +16,11 @@ import pytest
 
 from node.app import create_app
 from node.config import load_config
+from node.errors import NotFound
 from node.operations import accounts as account_operations
 from node.operations import quarantine as quarantine_operations
+from node.operations import releases as release_operations
+from node.operations.releases import Selection
 from node.store import Store, accounts, catalog, objects, releases
 from node.store.catalog import Collection
 from node.store.releases import Queued, ReleaseState
@@ -152,6 +155,32 @@ def test_four_eyes_and_roles_on_the_console(app) -> None:
     alice = _client(app, "alice")
     assert alice.get("/ui/releases").status_code == 403  # not a releaser
     assert 'href="/ui/releases"' not in alice.get("/ui/objects").get_data(as_text=True)
+
+
+def test_a_releaser_sees_and_decides_only_collections_it_may_read(app) -> None:
+    """A releaser who cannot read a collection cannot inspect what waits there: its
+    queue does not list it and its decisions do not reach it, by the console or by
+    the operations the CLI calls."""
+    beta = COLLECTIONS["beta"]
+    with _store(app).write() as connection:
+        accounts.add_user(connection, "ruth", PASSWORD)
+        accounts.grant(connection, "ruth", beta, read=True, write=False)
+        account_operations.set_role(connection, "ruth", "releaser", granted=True, actor="t")
+    hidden = indicator(name="alpha-only name")
+    pk = _queue(app, hidden, "alice")
+    ruth = _client(app, "ruth")
+    page = ruth.get("/ui/releases").get_data(as_text=True)
+    assert hidden["id"] not in page and "alpha-only name" not in page
+    for form in ({"entry": str(pk)}, {"all": "1"}):
+        ruth.post("/ui/releases/decide", data={**form, "decision": "approve",
+                                               "csrf_token": _csrf(page)})  # fmt: skip
+        assert _state(app, pk) is ReleaseState.PENDING
+    with _store(app).write() as connection:
+        assert release_operations.list_queue(connection, Selection(), "ruth") == []
+        with pytest.raises(NotFound):
+            release_operations.approve(connection, Selection(pks=(pk,)), "ruth", actor="t")
+        [listed] = release_operations.list_queue(connection, Selection(), "carol")
+        assert listed.entry.pk == pk  # carol reads alpha
 
 
 def test_the_quarantine_page_accepts_for_writers_only(app) -> None:

@@ -106,7 +106,7 @@ def releases_page():
     state = node_state()
     with state.store.write() as connection:
         operations.refresh(connection, state.agreements)
-        items = operations.list_queue(connection, operations.Selection())
+        items = operations.list_queue(connection, operations.Selection(), current_account().name)
     return render_template("releases.html", items=items, me=current_account().name)
 
 

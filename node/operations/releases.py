@@ -6,7 +6,8 @@ that peer, pushed by our worker or pulled by the partner, until an account
 with the role ``releaser`` approves it.  The rules live here, once:
 
 * the releaser is an account holding the role, and is not the account that
-  published the version (four eyes);
+  published the version (four eyes); it sees and decides only the versions of
+  collections it may read;
 * a rejection gives a reason;
 * one action covers one version, a report (or any container) with everything
   it references, or everything matching a filter (type, label, TLP), and is
@@ -173,9 +174,16 @@ def _queued(decision: Decision) -> Queued:
                   decision.version)  # fmt: skip
 
 
-def list_queue(connection: Connection, selection: Selection) -> list[QueueItem]:
-    """The pending versions the selection covers (all pending ones for an empty selection)."""
-    return [_item(connection, entry) for entry in _select(connection, selection)]
+def list_queue(
+    connection: Connection, selection: Selection, releaser: str | None = None
+) -> list[QueueItem]:
+    """The pending versions the selection covers (all pending ones for an empty selection);
+    for ``releaser``, only those in collections it may read (the operator at the command
+    line, None, sees all)."""
+    entries = _select(connection, selection)
+    if releaser is not None:
+        entries = _readable_by(connection, entries, releaser)
+    return [_item(connection, entry) for entry in entries]
 
 
 def approve(
@@ -222,12 +230,22 @@ def check_releaser(connection: Connection, name: str) -> None:
 
 
 def _chosen(connection: Connection, selection: Selection, releaser: str) -> list[QueueItem]:
+    """The pending versions the selection covers in collections ``releaser`` may read: a
+    releaser decides only on what it can inspect (a version elsewhere is as unknown)."""
     check_releaser(connection, releaser)
     selection.check_names_some("entries, --id, --report, --type, --label, --tlp")
-    chosen = [_item(connection, entry) for entry in _select(connection, selection)]
+    entries = _readable_by(connection, _select(connection, selection), releaser)
+    chosen = [_item(connection, entry) for entry in entries]
     if not chosen:
         raise NotFound("no pending version matches")
     return chosen
+
+
+def _readable_by(connection: Connection, entries: list[Entry], name: str) -> list[Entry]:
+    account = accounts.load_account(connection, name)
+    if account is None:
+        return []
+    return [entry for entry in entries if account.rights_on(entry.collection_id).can_read]
 
 
 def _check_four_eyes(connection: Connection, chosen: Sequence[QueueItem], releaser: str) -> None:
