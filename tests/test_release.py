@@ -27,7 +27,7 @@ from node.policy import Rules
 from node.sharing import Agreement, Position, egress
 from node.sharing.egress import visible
 from node.sharing.gates import AWAITING_RULE, REJECTED_RULE
-from node.store import Store, audit, objects, releases
+from node.store import Store, accounts, audit, objects, releases
 from node.store.objects import ObjectQuery
 from node.store.releases import Queued, ReleaseState
 from node.timestamps import to_micros
@@ -59,6 +59,8 @@ def store(store_url: str | None, tmp_path: Path) -> Iterator[Store]:
     add_account(opened, "alice")  # publishes
     add_account(opened, "carol")  # releases
     with opened.write() as connection:
+        for name in ("alice", "carol"):  # (a releaser decides what it may read)
+            accounts.grant(connection, name, COLLECTION, read=True, write=True)
         account_operations.set_role(connection, "carol", "releaser", granted=True, actor=ACTOR)
         account_operations.set_role(connection, "alice", "releaser", granted=True, actor=ACTOR)
     yield opened
