@@ -21,6 +21,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from node.app import create_app
 from node.config import load_config
+from node.console.session import COOKIE_NAME
 from node.store import Store, accounts, audit, catalog, objects, search, syncstate
 from node.store.catalog import Collection
 from node.tlp import TLP, TLP2_MARKING_IDS
@@ -176,9 +177,14 @@ def test_sign_in_sets_a_hardened_cookie_and_sign_out_ends_the_session(app) -> No
     assert "Secure" not in cookie  # plain HTTP on loopback
     assert client.get("/ui/collections").status_code == 200
     page = _text(client.get("/ui/collections"))
+    # A copy of the cookie taken while signed in (a shared computer, a stolen cookie).
+    copy = app.test_client()
+    copy.set_cookie(COOKIE_NAME, client.get_cookie(COOKIE_NAME).value)
+    assert copy.get("/ui/collections").status_code == 200
     signed_out = client.post("/ui/sign-out", data={"csrf_token": _csrf(page)})
     assert signed_out.status_code == 302
     assert client.get("/ui/collections").status_code == 302
+    assert copy.get("/ui/collections").status_code == 302  # ended on the server too
 
 
 def test_the_cookie_is_secure_over_tls(node: NodeFiles) -> None:

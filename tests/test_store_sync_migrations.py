@@ -1,7 +1,7 @@
-"""Migrations 13 to 15 on a store made before them (both stores): the table of
+"""Migrations 13 to 16 on a store made before them (both stores): the table of
 versions a partner posted that were answered as stored, the pull position kept
-between runs, and the count of operators' cursor moves; sync state already
-recorded is kept."""
+between runs, the count of operators' cursor moves and the console sessions
+ended; sync state already recorded is kept."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ def _downgrade_to_version_12(store: Store) -> None:
         connection.execute(text("DROP TABLE concealed_versions"))
         connection.execute(text("ALTER TABLE sync_state DROP COLUMN pull_resume"))
         connection.execute(text("ALTER TABLE sync_state DROP COLUMN cursor_moves"))
-        connection.execute(text("DELETE FROM schema_version WHERE version IN (13, 14, 15)"))
+        connection.execute(text("DROP TABLE console_sessions_ended"))
+        connection.execute(text("DELETE FROM schema_version WHERE version IN (13, 14, 15, 16)"))
 
 
-def test_migrations_13_to_15_add_their_table_and_columns(
+def test_migrations_13_to_16_add_their_tables_and_columns(
     store_url: str | None, tmp_path: Path
 ) -> None:
     store = migrated_store(store_url, tmp_path)
@@ -36,8 +37,9 @@ def test_migrations_13_to_15_add_their_table_and_columns(
             ))  # fmt: skip
         assert not store.is_current()
         applied = store.migrate()
-        assert [step.split(":")[0] for step in applied] == ["13", "14", "15"]
-        assert "concealed_versions" in inspect(store.engine).get_table_names()
+        assert [step.split(":")[0] for step in applied] == ["13", "14", "15", "16"]
+        tables = inspect(store.engine).get_table_names()
+        assert {"concealed_versions", "console_sessions_ended"} <= set(tables)
         with store.read() as connection:
             state = syncstate.load(connection, "node-b", "a<->a", Direction.PULL)
         assert (state.remote_cursor, state.received, state.pull_resume, state.cursor_moves) == (

@@ -4,7 +4,9 @@ The session is Flask's signed cookie (key kept in the store, so every server
 process accepts it), ``HttpOnly``, ``SameSite=Lax`` and ``Secure`` when the
 node serves HTTPS.  It holds the account name, a fingerprint of the
 account's password hash (changing the password ends every session of the
-account), the time of the last request (idle expiry) and the CSRF token.
+account), the time of the last request (idle expiry), the CSRF token and a
+random session id, recorded when the session signs out so that a copy of the
+cookie signs nobody in afterwards (``node.store.console_sessions``).
 
 Sign-in uses the API's ``Authenticator``: the same scrypt check, the same
 throttling per account and address, the same audit records (rule
@@ -23,7 +25,7 @@ from flask import Flask, Request, Response, abort, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from sqlalchemy.exc import IntegrityError
 
-from node.store import Store, accounts
+from node.store import Store, accounts, console_sessions
 from node.store.accounts import Account
 from node.taxii.auth import peer_certificate
 from node.taxii.errors import TaxiiError
@@ -114,6 +116,7 @@ def sign_in(name: str, password: str) -> Account:
         stored_hash = accounts.password_hash_of(connection, account.name)
     session.clear()
     session["user"] = account.name
+    session["sid"] = secrets.token_urlsafe(24)
     session["pw"] = _hash_fingerprint(stored_hash)
     session["seen"] = int(time.time())
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
@@ -121,14 +124,21 @@ def sign_in(name: str, password: str) -> Account:
 
 
 def sign_out() -> None:
+    """End the session here and on the server: a copy of its cookie no longer signs in."""
+    session_id = session.get("sid")
+    if isinstance(session_id, str):
+        state = node_state()
+        idle_seconds = state.config.server.console_idle_minutes * 60
+        with state.store.write() as connection:
+            console_sessions.end(connection, session_id, int(time.time()), idle_seconds)
     session.clear()
 
 
 def session_account() -> Account | None:
     """The account this request's session cookie signs in, or None (no session,
-    expired, account removed or a partner's, password changed)."""
-    name = session.get("user")
-    if not isinstance(name, str):
+    expired, signed out, account removed or a partner's, password changed)."""
+    name, session_id = session.get("user"), session.get("sid")
+    if not isinstance(name, str) or not isinstance(session_id, str):
         return None
     state = node_state()
     idle_limit = state.config.server.console_idle_minutes * 60
@@ -139,7 +149,8 @@ def session_account() -> Account | None:
     with state.store.read() as connection:
         account = accounts.load_account(connection, name)
         stored_hash = accounts.password_hash_of(connection, name)
-    if account is None or account.peer is not None:
+        ended = console_sessions.is_ended(connection, session_id)
+    if account is None or account.peer is not None or ended:
         session.clear()
         return None
     if not hmac.compare_digest(str(session.get("pw", "")), _hash_fingerprint(stored_hash)):

@@ -420,6 +420,12 @@ def _add_cursor_moves(connection: Connection) -> None:
     _add_columns(connection, "sync_state", {"cursor_moves": "BIGINT NOT NULL DEFAULT 0"})
 
 
+def _create_ended_sessions(connection: Connection) -> None:
+    from . import console_sessions
+
+    metadata.create_all(connection, tables=[console_sessions.ended_sessions])
+
+
 # Append only; never edit a released step.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "objects, collections, statuses, accounts", _create_base_tables),
@@ -442,6 +448,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
      _create_concealed_versions),
     (14, "where a pull round that stopped early goes on", _add_pull_resume),
     (15, "operator moves of sync cursors, counted", _add_cursor_moves),
+    (16, "console sessions ended by signing out", _create_ended_sessions),
 ]  # fmt: skip
 
 LATEST_VERSION = MIGRATIONS[-1][0]
