@@ -203,9 +203,10 @@ def _act(
         recalls.record_recalled(connection, collection_id, object_id, peer, mode)
         return Honoured(object_id, True, RecallOutcome.PURGED,
                         f"{removed} version(s) purged: {reason}{passed}")  # fmt: skip
+    held = objects.latest(connection, collection_id, object_id)
+    assert held is not None  # (``honour`` found the origin's versions in this transaction)
     modified = recall.get("modified")
-    revoked = recall_version(objects.latest(connection, collection_id, object_id) or recall,
-                             reason, modified if isinstance(modified, str) else None)  # fmt: skip
+    revoked = recall_version(held, reason, modified if isinstance(modified, str) else None)
     outcome = objects.add_objects(connection, collection_id, [revoked], origin=peer)
     recalls.record_recalled(connection, collection_id, object_id, peer, mode)
     stored = "revoked version stored" if outcome.stored else "already revoked"
