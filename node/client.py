@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from node import jsoncodec
 from node.errors import ConfigError, RemoteError
 from node.mediatypes import TAXII_21
 from node.timestamps import is_timestamp
+from node.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from node.config import Config
@@ -128,6 +130,7 @@ class TaxiiClient:
         client_key: str | os.PathLike[str] | None = None,
         answer_deadline: float = ANSWER_DEADLINE_SECONDS,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        stop: threading.Event | None = None,
     ) -> None:
         self.api_root = api_root if api_root.endswith("/") else api_root + "/"
         self._timeout = timeout
@@ -152,6 +155,10 @@ class TaxiiClient:
             self._session.auth = HTTPBasicAuth(user.encode(), (password or "").encode())
         # The versioned media type: medallion 3.0.0 refuses the versionless one.
         self._session.headers["Accept"] = TAXII_21
+        # Every exchange, headers and TLS handshake included, ends by its deadline, or
+        # at once when ``stop`` is set (a worker told to stop).
+        self._stop = stop
+        self._watchdog = Watchdog(self._session, stop)
 
     def close(self) -> None:
         self._session.close()
@@ -170,18 +177,28 @@ class TaxiiClient:
         self._json(self._request("GET", self.api_root))
 
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        try:
-            response = self._session.request(
-                method, url, timeout=self._timeout, verify=self._verify, cert=self._cert,
-                stream=True, allow_redirects=False, **kwargs,
-            )  # fmt: skip
-            self._read_answer(response, f"{method} {url}")
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            # (urllib3's own errors: a timeout or a cut connection while reading the body)
-            reason = describe_transport_error(exc, self._timeout)
-            raise RemoteError(f"{method} {url}: {reason}", transient=True) from None
-        except OSError as exc:  # requests: an unreadable ca_bundle or client_cert
-            raise RemoteError(f"{method} {url}: {exc}", transient=False) from None
+        with self._watchdog.watching(self._answer_deadline) as watch:
+            try:
+                response = self._session.request(
+                    method, url, timeout=self._timeout, verify=self._verify, cert=self._cert,
+                    stream=True, allow_redirects=False, **kwargs,
+                )  # fmt: skip
+                self._read_answer(response, f"{method} {url}", watch.deadline)
+                if watch.cut is not None:  # (a cut socket can also read as the answer's end)
+                    raise self._cut(method, url, watch.cut)
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                if watch.cut is not None:
+                    raise self._cut(method, url, watch.cut) from None
+                if not isinstance(exc, requests.RequestException | urllib3.exceptions.HTTPError):
+                    # requests: an unreadable ca_bundle or client_cert
+                    raise RemoteError(f"{method} {url}: {exc}", transient=False) from None
+                # (urllib3's own errors: a timeout or a cut connection while reading the body)
+                reason = describe_transport_error(exc, self._timeout)
+                raise RemoteError(f"{method} {url}: {reason}", transient=True) from None
+            except RemoteError:
+                if watch.cut is not None:
+                    raise self._cut(method, url, watch.cut) from None
+                raise
         self._last_answer = time.monotonic()
         if 300 <= response.status_code < 400:
             # Never followed: a peer's redirect would send our envelopes (and offer our
@@ -201,14 +218,24 @@ class TaxiiClient:
             )
         return response
 
-    def _read_answer(self, response: requests.Response, request: str) -> None:
+    def _cut(self, method: str, url: str, why: str) -> RemoteError:
+        """The error of an exchange the watchdog cut (not retried at once: see RemoteError)."""
+        if why == "stop":
+            return RemoteError(f"{method} {url}: stopped", transient=True, retry_now=False)
+        return RemoteError(
+            f"{method} {url}: the answer took longer than {self._answer_deadline:g} s",
+            transient=True,
+            retry_now=False,
+        )
+
+    def _read_answer(self, response: requests.Response, request: str, deadline: float) -> None:
         """Read the body of ``response`` (streamed) within the answer deadline and size.
 
         Read as it arrives (``read1``: one read of what the socket has, never a wait
         for a full buffer), so the deadline is checked between reads however slowly
         the bytes come.  The body is then the response's content, as without streaming.
+        ``deadline`` (``time.monotonic()``) is the exchange's, from its start.
         """
-        deadline = time.monotonic() + self._answer_deadline
         chunks: list[bytes] = []
         size = 0
         try:
@@ -224,6 +251,7 @@ class TaxiiClient:
                     raise RemoteError(
                         f"{request}: the answer took longer than {self._answer_deadline:g} s",
                         transient=True,
+                        retry_now=False,
                     )
                 chunks.append(chunk)
         except BaseException:
@@ -238,7 +266,9 @@ class TaxiiClient:
         the standard library does: what the peer wrote, NaN included, for validation to
         judge object by object."""
         try:
-            document = response.json() if text is None else json.loads(text)
+            # (not response.json(): requests parses with simplejson where it is installed,
+            # as stix2 installs it, and simplejson refuses NaN)
+            document = json.loads(response.content if text is None else text)
         except ValueError:
             raise RemoteError(
                 f"{response.request.method} {response.url}: the answer is not JSON",
@@ -322,12 +352,20 @@ class TaxiiClient:
         url = f"{self.api_root}collections/{collection_id}/{endpoint}/"
         response = self._request("GET", url, params=params)
         envelope, unreadable = self._page_json(response)
-        objects = envelope.get("objects", [])
-        more = envelope.get("more") is True
+        objects, more = envelope.get("objects", []), envelope.get("more", False)
         token = envelope.get("next")
+        if objects is None:
+            objects = []
+        if not isinstance(objects, list) or not isinstance(more, bool | None):
+            # (read as a page, such an answer would move a cursor past what it held)
+            raise RemoteError(
+                f"GET {response.url}: an envelope whose objects are {type(objects).__name__} "
+                f"and more is {more!r:.20}: not a TAXII envelope (5.3)",
+                transient=False,
+            )
         return ObjectPage(
-            objects=objects if isinstance(objects, list) else [],
-            more=more,
+            objects=objects,
+            more=more is True,
             next=token if isinstance(token, str) and token else None,
             date_added_last=_timestamp_header(response, "X-TAXII-Date-Added-Last"),
             date_added_first=_timestamp_header(response, "X-TAXII-Date-Added-First"),
@@ -391,8 +429,16 @@ class TaxiiClient:
         delay = 0.2
         while status.get("status") != "complete" and status["pending_count"] > 0:
             if time.monotonic() > deadline:
-                raise RemoteError(f"status {status.get('id')} still pending", transient=True)
-            time.sleep(delay)
+                raise RemoteError(
+                    f"status {status.get('id')} still pending after {poll_seconds:g} s",
+                    transient=True,
+                    retry_now=False,
+                )
+            if self._stop is not None and self._stop.wait(delay):
+                raise RemoteError(f"status {status.get('id')}: stopped", transient=True,
+                                  retry_now=False)  # fmt: skip
+            if self._stop is None:
+                time.sleep(delay)
             delay = min(delay * 2, 5.0)
             status_url = f"{self.api_root}status/{status.get('id')}/"
             status = _status(self._json(self._request("GET", status_url)), status_url)
@@ -412,9 +458,9 @@ def _status(document: dict, url: str) -> dict:
     (when given) a string version.  Any other answer is the peer's error (RemoteError):
     what it stored of the envelope cannot be told, so the round fails and its cursor
     stays, and the operator sees why."""
-    pending = document.get("pending_count", 0)
+    pending = document.get("pending_count")
     if pending is None and document.get("status") == "complete":
-        pending = 0
+        pending = 0  # (required, 4.3.1; a complete status has none pending anyway)
     if not isinstance(pending, int) or isinstance(pending, bool):
         raise RemoteError(
             f"{url}: a status whose pending_count is {pending!r:.40}", transient=False

@@ -64,16 +64,26 @@ class RemoteError(NodeError):
     ``transient`` is true for what may succeed if tried again (network errors,
     timeouts, 5xx, 408, 429); ``status`` is the HTTP status, when there was one;
     ``too_much`` is true when the answer could not be read for its size or depth
-    (a page with fewer objects may be readable).
+    (a page with fewer objects may be readable); ``retry_now`` is false for a
+    transient error not worth retrying at once (an answer that did not arrive
+    within its deadline, a status still pending, a caller told to stop): the
+    next round tries again, so one slow peer does not hold the others for long.
     """
 
     def __init__(
-        self, message: str, *, transient: bool, status: int | None = None, too_much: bool = False
+        self,
+        message: str,
+        *,
+        transient: bool,
+        status: int | None = None,
+        too_much: bool = False,
+        retry_now: bool = True,
     ) -> None:
         super().__init__(message)
         self.transient = transient
         self.status = status
         self.too_much = too_much
+        self.retry_now = retry_now
 
 
 class BodyTimeout(TimeoutError):

@@ -1354,3 +1354,73 @@ def test_a_revoked_version_kept_holds_nothing_ingress_would_refuse(tmp_path: Pat
             "extensions")} == {key: value for key, value in theirs.items()
                                if key not in ("modified", "extensions")}  # fmt: skip
     node.close()
+
+
+# ---------------------------------------------------------------- peers that break the rules
+
+
+class LimitIgnoringPeer(PagingPeer):
+    """Answers every page with all it holds, whatever the limit."""
+
+    def objects_page(self, collection_id: str, **where) -> ObjectPage:
+        self.limits.append(where["limit"])
+        return ObjectPage(self.objects, False, None, at(59))
+
+
+def test_a_page_far_beyond_its_limit_fails_the_round_unread(tmp_path: Path) -> None:
+    """A peer ignoring limit held one round for minutes per million objects (one
+    transaction): the page is refused unread and the cursor stays."""
+    node = SharingNode(tmp_path / "a", None)
+    flood = [indicator(GREEN, value) for value in range(2 * 3 + pull_module.PAGE_SLACK + 1)]
+    result = MappingSync(node.store, with_batch(node, 3), LimitIgnoringPeer(flood)).pull()  # type: ignore[arg-type]
+    assert not result.ok and "does not keep to the limit" in str(result.error)
+    assert node.rows() == [] and _lane(node, Direction.PULL).remote_cursor is None
+    node.close()
+
+
+class FutureClockPeer(PagingPeer):
+    """Says its last version was added in 2099."""
+
+    def objects_page(self, collection_id: str, **where) -> ObjectPage:
+        page = super().objects_page(collection_id, **where)
+        return replace(page, date_added_last="2099-01-01T00:00:00.000Z")
+
+
+def test_a_date_header_in_the_future_is_no_cursor(tmp_path: Path) -> None:
+    """Committed, 2099 would have skipped everything the peer adds until then."""
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(2)]
+    result = MappingSync(node.store, node.agreement, FutureClockPeer(theirs)).pull()  # type: ignore[arg-type]
+    assert result.ok and result.received == 2
+    assert _lane(node, Direction.PULL).remote_cursor is None
+    node.close()
+
+
+class MovingCollectionPeer(PagingPeer):
+    """Re-creates its collection under a new id after the first round."""
+
+    def __init__(self, objects: list[dict]) -> None:
+        super().__init__(objects)
+        self.current = "remote-alpha"
+        self.looked_up = 0
+
+    def collection_id(self, name: str) -> str:
+        self.looked_up += 1
+        return self.current
+
+    def objects_page(self, collection_id: str, **where) -> ObjectPage:
+        if collection_id != self.current:
+            raise RemoteError("GET objects/: HTTP 404: no such collection", transient=False,
+                              status=404)  # fmt: skip
+        return super().objects_page(collection_id, **where)
+
+
+def test_a_collection_the_peer_recreated_is_found_again(tmp_path: Path) -> None:
+    node = SharingNode(tmp_path / "a", None)
+    peer = MovingCollectionPeer([indicator(GREEN, 1)])
+    sync = MappingSync(node.store, node.agreement, peer)  # type: ignore[arg-type]
+    assert sync.pull().ok
+    peer.current = "remote-alpha-2"
+    assert not sync.pull().ok  # its old id: 404
+    assert sync.pull().ok and peer.looked_up == 2
+    node.close()

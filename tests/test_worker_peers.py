@@ -25,6 +25,7 @@ from node.sync.pull import PULL_PAGES_PER_ROUND
 from node.timestamps import from_micros, now_micros, to_micros
 from tests.nodes import COLLECTIONS, start_sync_worker
 from tests.pair import Pair, make_pair, run_cli
+from tests.test_client import _TricklingServer
 from tests.test_sync import (
     ADMIN,
     MARKINGS,
@@ -492,6 +493,25 @@ def test_the_running_worker_reports_a_peer_that_is_down(tmp_path, stopper):
     assert not [line for line in lines if idle in line]
     failures = [line for line in lines if "FAILED" in line]
     assert all(" WARNING " in line and len(line) < 400 for line in failures)
+
+
+def test_sigterm_stops_a_worker_waiting_on_a_trickling_peer(tmp_path, stopper):
+    """A peer sending its headers a byte at a time held the worker (and SIGTERM) for ever:
+    every exchange has a deadline, and stopping cuts the one under way."""
+    pair = push_pair(tmp_path, stopper)
+    trickling = _TricklingServer()
+    stopper.append(trickling)
+    config = pair.a.config_path
+    config.write_text(config.read_text().replace(pair.b.base_url + "/api/", trickling.api_root))
+    assert trickling.api_root in config.read_text()
+    worker = start_sync_worker(pair.a)
+    stopper.append(_Terminating(worker))
+    time.sleep(3)  # the first round is waiting on the peer's headers
+    assert worker.poll() is None
+    stopped = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=30)
+    assert time.monotonic() - stopped < 10
 
 
 class _Terminating:

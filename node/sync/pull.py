@@ -16,7 +16,7 @@ from node.sharing import admit, settle
 from node.sharing.records import undecided_dead_letters
 from node.store import audit, objects, syncstate
 from node.store.audit import Direction
-from node.timestamps import from_micros, is_timestamp, to_micros
+from node.timestamps import from_micros, is_timestamp, now_micros, to_micros
 
 from .rounds import (
     CursorMoved,
@@ -42,6 +42,12 @@ PULL_SECONDS_PER_ROUND = 15.0
 # page of versions all added at one instant is asked for again with twice the limit,
 # up to this many, to get past that instant.
 PULL_LIMIT_MAX = 10_000
+# A page may hold this many versions beyond twice its limit (dependencies travelling
+# with the page's objects) before the peer is taken not to keep to limits.
+PAGE_SLACK = 100
+# A peer's X-TAXII-Date-Added-Last this far ahead of our clock is no cursor: a lying
+# or broken header would move the cursor past everything the peer adds until then.
+FUTURE_SKEW_MICROS = 5 * 60 * 1_000_000
 
 
 class Pulling(MappingRounds):
@@ -89,7 +95,7 @@ class Pulling(MappingRounds):
                 if time.monotonic() - started > PULL_SECONDS_PER_ROUND:
                     break
         except RemoteError as exc:
-            result.error = str(exc)
+            result.error = self._failed(exc)
         except CursorMoved:
             log.info("%s %s pull: the cursor was moved; the next round starts there",
                      self.peer, self.key)  # fmt: skip
@@ -109,18 +115,34 @@ class Pulling(MappingRounds):
         limit = position.limit
         while True:
             try:
-                return self._call(
-                    lambda limit=limit: self.client.objects_page(
-                        remote_id,
-                        added_after=position.added_after,
-                        next_token=position.next_token,
-                        limit=limit,
-                    )
+                return self._within_limit(
+                    limit,
+                    self._call(
+                        lambda limit=limit: self.client.objects_page(
+                            remote_id,
+                            added_after=position.added_after,
+                            next_token=position.next_token,
+                            limit=limit,
+                        )
+                    ),
                 )
             except RemoteError as exc:
                 if not exc.too_much or limit == 1:
                     raise
                 limit //= 2
+
+    def _within_limit(self, limit: int, page: ObjectPage) -> ObjectPage:
+        """``page``, unless it holds far more than ``limit`` versions: a peer that ignores
+        the limit (3.4.3: a server returns at most that many) would have one round ingest
+        a whole page of up to 256 MB in one transaction, for hours.  Some more are
+        expected: a taxii-node sends the identities and markings a page needs with it."""
+        if len(page.objects) > 2 * limit + PAGE_SLACK:
+            raise RemoteError(
+                f"the peer answered {len(page.objects)} versions to limit={limit}: "
+                "it does not keep to the limit",
+                transient=False,
+            )
+        return page
 
     def _next_position(self, page: ObjectPage, position: _PullPosition) -> _PullPosition | None:
         """Where the page after ``page`` is, or None at the end of the collection.
@@ -169,7 +191,7 @@ class Pulling(MappingRounds):
             remote_id = self.remote_collection()
             page = self._call(lambda: self.client.page(remote_id, params))
         except RemoteError as exc:
-            result.error = str(exc)
+            result.error = self._failed(exc)
             return result
         with self.store.write() as connection:
             counts = self._ingest(connection, page)
@@ -287,6 +309,10 @@ def _commit_point(page: ObjectPage, cursor: str | None) -> str | None:
     """
     last = page.date_added_last
     if last is None:
+        return None
+    if to_micros(last) > now_micros() + FUTURE_SKEW_MICROS:
+        log.warning("the peer's X-TAXII-Date-Added-Last %s is ahead of this clock by more "
+                    "than 5 minutes: the pull cursor stays", last)  # fmt: skip
         return None
     candidate = last if not page.more else just_before(last)
     held = micros_or_none(cursor)  # (one a peer's bad header left: replaced)

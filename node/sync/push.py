@@ -80,7 +80,7 @@ class Pushing(MappingRounds):
             if self._push_batches(state, remote_id, self._poster(remote_id), result) == 0:
                 self._confirm_peer_answers()
         except RemoteError as exc:
-            result.error = str(exc)
+            result.error = self._failed(exc)
         except CursorMoved:
             log.info("%s %s push: the cursor was moved; the next round starts there",
                      self.peer, self.key)  # fmt: skip
@@ -265,7 +265,7 @@ class Pushing(MappingRounds):
                 remote_id = self.remote_collection()
                 delivery = self._send(remote_id, outgoing, self._poster(remote_id))
         except RemoteError as exc:
-            result.error = str(exc)
+            result.error = self._failed(exc)
             return result
         records = self._push_records(decisions, delivery)
         tally = count_records(records, Direction.PUSH)

@@ -46,7 +46,8 @@ def with_retries(call, attempts: int, stop: threading.Event | None = None):
         try:
             return call()
         except RemoteError as exc:
-            if not exc.transient or attempt == attempts - 1 or (stop and stop.is_set()):
+            last = attempt == attempts - 1 or (stop is not None and stop.is_set())
+            if not exc.transient or not exc.retry_now or last:
                 raise
             log.warning("transient peer error, retrying: %s", exc)
             backoff.wait(stop)
@@ -87,6 +88,13 @@ class MappingRounds:
 
     def _call(self, call):
         return with_retries(call, self.retries, self.stop)
+
+    def _failed(self, exc: RemoteError) -> str:
+        """The round's error for ``exc``; after a 404 the peer's collection is looked up
+        again next round (an alias now naming another collection, one re-created)."""
+        if exc.status == 404:
+            self._remote_id = None
+        return str(exc)
 
     def remote_collection(self) -> str:
         if self._remote_id is None:

@@ -38,6 +38,10 @@ from .schedule import Lane, Schedule
 
 log = logging.getLogger(__name__)
 
+# A peer's answer must arrive whole within this many seconds (the CLI's client allows
+# more): a peer that trickles its answers holds the worker's other lanes meanwhile.
+ANSWER_SECONDS = 60.0
+
 
 class MappingSync(Pushing, Pulling):
     """Push and pull for one mapping of one peer (one remote collection id, looked up once)."""
@@ -109,6 +113,8 @@ class SyncWorker:
                 ca_bundle=peer.ca_bundle,
                 client_cert=peer.client_cert,
                 client_key=peer.client_key,
+                answer_deadline=ANSWER_SECONDS,
+                stop=self.stop,
             )
         return self._clients[peer.name]
 

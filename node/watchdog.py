@@ -1,0 +1,129 @@
+"""A deadline on a whole HTTP exchange, headers and TLS handshake included.
+
+``requests`` bounds each socket read (``timeout``), never the exchange: a server
+that sends a byte of its headers (or of its TLS handshake) every few seconds
+holds the caller for ever, and a worker that was told to stop (SIGTERM) waits
+with it.  The connections of a :class:`Watchdog`'s session register their
+sockets with the request under way on their thread; past the request's
+deadline, or once ``stop`` is set, the watchdog shuts those sockets down, which
+ends the read blocked on them with an error the caller turns into its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+
+_POLL_SECONDS = 0.25
+_current = threading.local()  # .watch: the _Watch of the request under way on this thread
+
+
+class _Watch:
+    """One request: its deadline, its sockets, and whether the watchdog cut them."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.sockets: list[socket.socket] = []
+        self.cut: str | None = None  # why: "deadline" or "stop"
+
+    def register(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            self.sockets.append(sock)
+
+
+def _register(sock: Any) -> None:
+    watch = getattr(_current, "watch", None)
+    if watch is not None and isinstance(sock, socket.socket):
+        watch.register(sock)
+
+
+class _Watched:
+    """Registers the connection's socket with the request under way (a new one as it is
+    made, before any TLS handshake; a kept-alive one as a request starts on it)."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()  # type: ignore[misc]
+        _register(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        _register(getattr(self, "sock", None))
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _Pool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _TLSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Adapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
+
+
+class Watchdog:
+    """Cuts the connections of a session's requests past their deadline or on ``stop``."""
+
+    def __init__(self, session: requests.Session, stop: threading.Event | None = None) -> None:
+        adapter = _Adapter()
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        self._stop = stop
+        self._watches: set[_Watch] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watching(self, seconds: float) -> Iterator[_Watch]:
+        """Watch the request made inside the block (on this thread) for ``seconds``."""
+        watch = _Watch(time.monotonic() + seconds)
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="http-watchdog",
+                                                daemon=True)  # fmt: skip
+                self._thread.start()
+        _current.watch = watch
+        try:
+            yield watch
+        finally:
+            _current.watch = None
+            with self._lock:
+                self._watches.discard(watch)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(_POLL_SECONDS)
+            with self._lock:
+                if not self._watches:
+                    self._thread = None
+                    return
+                watches = list(self._watches)
+            now, stopping = time.monotonic(), self._stop is not None and self._stop.is_set()
+            for watch in watches:
+                if watch.cut is None and (stopping or now > watch.deadline):
+                    watch.cut = "stop" if stopping else "deadline"
+                    for sock in watch.sockets:
+                        with contextlib.suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
