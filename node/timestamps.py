@@ -32,6 +32,11 @@ def is_timestamp(value: object) -> bool:
     return True
 
 
+def micros_or_none(text: str | None) -> int | None:
+    """``to_micros`` of a timestamp; None for None or anything else (a peer's odd value)."""
+    return to_micros(text) if text is not None and is_timestamp(text) else None
+
+
 def to_micros(value: str) -> int:
     """Parse a STIX timestamp into microseconds since the epoch.
 

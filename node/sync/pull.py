@@ -16,18 +16,9 @@ from node.sharing import admit, settle
 from node.sharing.records import undecided_dead_letters
 from node.store import audit, objects, syncstate
 from node.store.audit import Direction
-from node.timestamps import from_micros, is_timestamp, now_micros, to_micros
+from node.timestamps import from_micros, is_timestamp, micros_or_none, now_micros, to_micros
 
-from .rounds import (
-    CursorMoved,
-    MappingRounds,
-    RoundResult,
-    add_counts,
-    commit_progress,
-    count_in_state,
-    count_records,
-    micros_or_none,
-)
+from .rounds import CursorMoved, MappingRounds, RoundResult, commit_progress, count_in_state
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +189,7 @@ class Pulling(MappingRounds):
             state = syncstate.load(connection, self.peer, self.key, Direction.PULL)
             count_in_state(state, counts)
             syncstate.save(connection, state)
-        add_counts(result, counts)
+        result.add(counts)
         return result
 
     def _store_page(self, state, page: ObjectPage, date_added_last: str | None, result) -> None:
@@ -207,7 +198,7 @@ class Pulling(MappingRounds):
             if date_added_last:
                 state.remote_cursor = date_added_last
             going_on = commit_progress(connection, state, counts)
-        add_counts(result, counts)
+        result.add(counts)
         if not going_on:
             raise CursorMoved  # (the page is stored: it passed ingress like any other)
 
@@ -235,7 +226,7 @@ class Pulling(MappingRounds):
         )
         audit.record(connection, records)
         syncstate.add_dead_letters(connection, self.peer, self.key, Direction.PULL, failures)
-        counts = count_records(records, Direction.PULL)
+        counts = RoundResult.of_records(records, Direction.PULL)
         counts.already_present += len(admission.echoes)  # ours served back, built-in TLP
         return counts
 

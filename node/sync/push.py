@@ -18,7 +18,7 @@ from node.sharing import EgressPage, Position, decision_records, egress
 from node.sharing.records import ALREADY_AT_PEER, already_present
 from node.store import audit, syncstate
 from node.store.audit import Action, AuditRecord, Direction
-from node.timestamps import to_micros
+from node.timestamps import micros_or_none, to_micros
 from node.validation import version_stamp
 
 from .delivery import Delivery, EnvelopePoster
@@ -26,11 +26,8 @@ from .rounds import (
     CursorMoved,
     MappingRounds,
     RoundResult,
-    add_counts,
     commit_progress,
     count_in_state,
-    count_records,
-    micros_or_none,
     version_text,
     with_retries,
 )
@@ -181,7 +178,7 @@ class Pushing(MappingRounds):
         delivery: Delivery = sending.result()  # re-raises the sender's RemoteError
         failures = delivery.failures
         records = self._push_records(batch.decisions, delivery)
-        tally = count_records(records, Direction.PUSH)
+        tally = RoundResult.of_records(records, Direction.PUSH)
         acknowledged = _dependency_keys([obj for obj, _ in batch.to_send], records)
         with self.store.write() as connection:
             audit.record(connection, records)
@@ -189,7 +186,7 @@ class Pushing(MappingRounds):
             syncstate.record_dependencies(connection, self.peer, self.key, acknowledged)
             state.cursor = batch.last_date_added
             going_on = commit_progress(connection, state, tally)
-        add_counts(result, tally)
+        result.add(tally)
         return going_on
 
     def _send(
@@ -268,7 +265,7 @@ class Pushing(MappingRounds):
             result.error = self._failed(exc)
             return result
         records = self._push_records(decisions, delivery)
-        tally = count_records(records, Direction.PUSH)
+        tally = RoundResult.of_records(records, Direction.PUSH)
         with self.store.write() as connection:
             audit.record(connection, records)
             syncstate.add_dead_letters(
@@ -280,7 +277,7 @@ class Pushing(MappingRounds):
             state = syncstate.load(connection, self.peer, self.key, Direction.PUSH)
             count_in_state(state, tally)
             syncstate.save(connection, state)
-        add_counts(result, tally)
+        result.add(tally)
         return result
 
 

@@ -14,7 +14,7 @@ from node.sharing import Agreement
 from node.sharing.records import ALREADY_AT_PEER, ALREADY_HERE
 from node.store import Store, syncstate
 from node.store.audit import Action, AuditRecord, Direction
-from node.timestamps import is_timestamp, now_micros, to_micros
+from node.timestamps import now_micros
 from node.validation import version_stamp
 
 from .schedule import Backoff
@@ -37,6 +37,31 @@ class RoundResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @classmethod
+    def of_records(cls, records: list[AuditRecord], direction: Direction) -> RoundResult:
+        """The counts of a batch's decision records: sent and received count versions that
+        were new at the receiving side, already present ones are counted apart."""
+        tally = cls("", "", direction)
+        for record in records:
+            if record.detail in (ALREADY_AT_PEER, ALREADY_HERE):
+                tally.already_present += 1
+            elif record.action == Action.SENT:
+                tally.sent += 1
+            elif record.action == Action.RECEIVED:
+                tally.received += 1
+            elif record.action == Action.WITHHELD:
+                tally.withheld += 1
+            elif record.action == Action.DEAD_LETTER:
+                tally.dead_lettered += 1
+        return tally
+
+    def add(self, counts: RoundResult) -> None:
+        self.sent += counts.sent
+        self.received += counts.received
+        self.already_present += counts.already_present
+        self.withheld += counts.withheld
+        self.dead_lettered += counts.dead_lettered
 
 
 def with_retries(call, attempts: int, stop: threading.Event | None = None):
@@ -145,24 +170,6 @@ def commit_progress(connection, state: syncstate.SyncState, counts: RoundResult)
     return not moved
 
 
-def count_records(records: list[AuditRecord], direction: Direction) -> RoundResult:
-    """The counts of a batch's decision records: sent and received count versions that
-    were new at the receiving side, already present ones are counted apart."""
-    tally = RoundResult("", "", direction)
-    for record in records:
-        if record.detail in (ALREADY_AT_PEER, ALREADY_HERE):
-            tally.already_present += 1
-        elif record.action == Action.SENT:
-            tally.sent += 1
-        elif record.action == Action.RECEIVED:
-            tally.received += 1
-        elif record.action == Action.WITHHELD:
-            tally.withheld += 1
-        elif record.action == Action.DEAD_LETTER:
-            tally.dead_lettered += 1
-    return tally
-
-
 def count_in_state(state: syncstate.SyncState, counts: RoundResult) -> None:
     state.sent += counts.sent
     state.received += counts.received
@@ -171,17 +178,5 @@ def count_in_state(state: syncstate.SyncState, counts: RoundResult) -> None:
     state.dead_lettered += counts.dead_lettered
 
 
-def add_counts(result: RoundResult, counts: RoundResult) -> None:
-    result.sent += counts.sent
-    result.received += counts.received
-    result.already_present += counts.already_present
-    result.withheld += counts.withheld
-    result.dead_lettered += counts.dead_lettered
-
-
 def version_text(obj: dict) -> str:
     return version_stamp(obj) or ""
-
-
-def micros_or_none(text: str | None) -> int | None:
-    return to_micros(text) if text is not None and is_timestamp(text) else None
