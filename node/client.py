@@ -261,14 +261,29 @@ class TaxiiClient:
         response._content_consumed = True
         response.raw.release_conn()
 
-    def _json(self, response: requests.Response, text: bytes | None = None) -> dict:
-        """The answer's JSON object (``text`` instead of the body when given), parsed as
-        the standard library does: what the peer wrote, NaN included, for validation to
-        judge object by object."""
+    def _json(
+        self,
+        response: requests.Response,
+        text: bytes | None = None,
+        constants: list[str] | None = None,
+    ) -> dict:
+        """The answer's JSON object (``text`` instead of the body when given), parsed by
+        the standard library, which reads NaN and Infinity (not JSON, but some servers
+        write them); with ``constants``, each of those is read as ``NON_FINITE`` and its
+        name added there, for the page reader to set apart the objects holding one
+        (stored, a NaN would become null: the object changed)."""
+
+        def non_finite(name: str) -> _NonFinite:
+            assert constants is not None
+            constants.append(name)
+            return NON_FINITE
+
+        hook = non_finite if constants is not None else None
         try:
             # (not response.json(): requests parses with simplejson where it is installed,
-            # as stix2 installs it, and simplejson refuses NaN)
-            document = json.loads(response.content if text is None else text)
+            # as stix2 installs it, and simplejson refuses NaN: the whole page unreadable)
+            document = json.loads(response.content if text is None else text,
+                                  parse_constant=hook)  # fmt: skip
         except ValueError:
             raise RemoteError(
                 f"{response.request.method} {response.url}: the answer is not JSON",
@@ -381,18 +396,22 @@ class TaxiiClient:
         (``jsoncodec.cut_deep_items``: a bracket scan, no recursion) when that is
         what stops the parse.
         """
+        seen: list[str] = []
         try:
-            return self._json(response), []
+            envelope = self._json(response, constants=seen)
+            return _set_apart_non_finite(envelope, []) if seen else (envelope, [])
         except RemoteError as exc:
             if not exc.too_much:
                 raise
             cut, markers = jsoncodec.cut_deep_items(response.content, jsoncodec.MAX_DEPTH)
             if not markers:
                 raise
-        envelope = self._json(response, cut)
+        envelope = self._json(response, cut, constants=seen)
         objects = envelope.get("objects")
         if isinstance(objects, list):
             envelope["objects"] = [o for o in objects if not (isinstance(o, str) and o in markers)]
+        if seen:
+            return _set_apart_non_finite(envelope, list(markers.values()))
         return envelope, list(markers.values())
 
     def pages(
@@ -443,6 +462,39 @@ class TaxiiClient:
             status_url = f"{self.api_root}status/{status.get('id')}/"
             status = _status(self._json(self._request("GET", status_url)), status_url)
         return status
+
+
+class _NonFinite:
+    """NaN, Infinity or -Infinity as a page holds it (``TaxiiClient._json``)."""
+
+
+NON_FINITE = _NonFinite()
+
+
+def _set_apart_non_finite(envelope: dict, unreadable: list[str]) -> tuple[dict, list[str]]:
+    """The envelope without the objects that hold NaN or Infinity anywhere, their ids added
+    to ``unreadable`` (walked only when the parser met one: nearly no page holds one)."""
+    objects = envelope.get("objects")
+    if not isinstance(objects, list):
+        return envelope, unreadable
+    kept = []
+    for obj in objects:
+        if _holds_non_finite(obj):
+            object_id = obj.get("id") if isinstance(obj, dict) else None
+            unreadable.append(object_id if isinstance(object_id, str) else "")
+        else:
+            kept.append(obj)
+    return {**envelope, "objects": kept}, unreadable
+
+
+def _holds_non_finite(value: Any) -> bool:
+    if value is NON_FINITE:
+        return True
+    if isinstance(value, dict):
+        return any(_holds_non_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_non_finite(item) for item in value)
+    return False
 
 
 def _timestamp_header(response: requests.Response, name: str) -> str | None:

@@ -28,22 +28,55 @@ _current = threading.local()  # .watch: the _Watch of the request under way on t
 
 
 class _Watch:
-    """One request: its deadline, its sockets, and whether the watchdog cut them."""
+    """One request: its deadline, its sockets, and whether the watchdog cut them.
+
+    Each socket is kept as a duplicate of its descriptor: TLS wraps a new connection's
+    socket (taking over its descriptor, so the original object can no longer be shut
+    down), and a shutdown through any descriptor of a socket cuts the connection.
+    """
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.sockets: list[socket.socket] = []
         self.cut: str | None = None  # why: "deadline" or "stop"
+        self._lock = threading.Lock()
 
-    def register(self, sock: socket.socket | None) -> None:
-        if sock is not None:
-            self.sockets.append(sock)
+    def register(self, sock: socket.socket) -> None:
+        try:
+            duplicate = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        except OSError:
+            return
+        with self._lock:
+            self.sockets.append(duplicate)
+            cut = self.cut is not None
+        if cut:  # (made after the cut: a slow connect)
+            _shut(duplicate)
+
+    def cut_now(self, why: str) -> None:
+        with self._lock:
+            if self.cut is not None:
+                return
+            self.cut = why
+            sockets = list(self.sockets)
+        for sock in sockets:
+            _shut(sock)
+
+    def close(self) -> None:
+        with self._lock:
+            sockets, self.sockets = self.sockets, []
+        for sock in sockets:
+            sock.close()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _register(sock: Any) -> None:
     watch = getattr(_current, "watch", None)
     if watch is not None and isinstance(sock, socket.socket):
-        watch.register(sock)
+        watch.register(sock)  # (an SSLSocket is one: its descriptor is duplicated)
 
 
 class _Watched:
@@ -76,10 +109,20 @@ class _TLSPool(urllib3.HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
 
 
+_POOLS = {"http": _Pool, "https": _TLSPool}
+
+
 class _Adapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        """Connections through an HTTP(S)_PROXY are watched too."""
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if hasattr(manager, "pool_classes_by_scheme"):
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
 
 
 class Watchdog:
@@ -111,6 +154,7 @@ class Watchdog:
             _current.watch = None
             with self._lock:
                 self._watches.discard(watch)
+            watch.close()
 
     def _run(self) -> None:
         while True:
@@ -123,7 +167,4 @@ class Watchdog:
             now, stopping = time.monotonic(), self._stop is not None and self._stop.is_set()
             for watch in watches:
                 if watch.cut is None and (stopping or now > watch.deadline):
-                    watch.cut = "stop" if stopping else "deadline"
-                    for sock in watch.sockets:
-                        with contextlib.suppress(OSError):
-                            sock.shutdown(socket.SHUT_RDWR)
+                    watch.cut_now("stop" if stopping else "deadline")

@@ -394,13 +394,15 @@ def test_stop_ends_an_exchange_under_way() -> None:
         server.stop()
 
 
-def test_a_page_with_nan_is_read_for_validation_to_judge(answering) -> None:
+def test_objects_holding_nan_or_infinity_are_set_apart_and_the_page_read(answering) -> None:
     """requests would parse with simplejson (installed with stix2), which refuses NaN: the
-    whole page was unreadable, every round.  The stdlib reads it; validation refuses
-    the one object."""
-    body = b'{"more": false, "objects": [{"id": "x--1", "confidence": NaN}, {"id": "x--2"}]}'
+    whole page was unreadable, every round.  Stored, a NaN would become null (the object
+    changed): each object holding one is set apart, by id, and the rest read."""
+    body = (b'{"more": false, "objects": [{"id": "x--1", "confidence": NaN}, {"id": "x--2"},'
+            b' {"id": "x--3", "x_deep": {"a": [1, -Infinity]}}]}')  # fmt: skip
     page = TaxiiClient(answering(body).api_root).page("c", {})
-    assert [obj["id"] for obj in page.objects] == ["x--1", "x--2"]
+    assert [obj["id"] for obj in page.objects] == ["x--2"]
+    assert page.unreadable == ["x--1", "x--3"]
 
 
 @pytest.mark.parametrize("envelope", [{"objects": {"a": 1}}, {"objects": [], "more": "true"},
@@ -419,3 +421,57 @@ def test_a_pending_status_without_pending_count_is_the_peers_error(answering) ->
     client = TaxiiClient(answering(json.dumps(pending).encode()).api_root)
     with pytest.raises(RemoteError, match="pending_count is None"):
         client.post_serialized("c", ['{"id": "indicator--1"}'])
+
+
+class _SilentServer:
+    """Accepts TCP connections and never answers (a TLS handshake that does not come)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.held.append(self.listener.accept()[0])
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+
+
+def test_a_tls_handshake_that_does_not_come_ends_by_the_deadline() -> None:
+    server = _SilentServer()
+    client = TaxiiClient(f"https://127.0.0.1:{server.port}/api/", timeout=30.0,
+                         answer_deadline=1.0)  # fmt: skip
+    try:
+        started = time.monotonic()
+        with pytest.raises(RemoteError, match=r"took longer than 1 s"):
+            client.api_root_information()
+        assert time.monotonic() - started < 5
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_an_exchange_through_a_proxy_is_watched_too(monkeypatch) -> None:
+    trickling = _TricklingServer()
+    monkeypatch.setenv("HTTP_PROXY", trickling.api_root.removesuffix("api/"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = TaxiiClient("http://127.0.0.3:9/api/", timeout=30.0, answer_deadline=1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RemoteError, match=r"took longer than 1 s"):
+            client.api_root_information()
+        assert time.monotonic() - started < 5
+    finally:
+        client.close()
+        trickling.stop()

@@ -132,6 +132,12 @@ def test_revoke_mode_keeps_the_revoked_version(store: Store) -> None:
     with store.write() as connection:
         operations.honour(connection, "node-a", COLLECTION, recall, RecallMode.REVOKE, "pull", {})
     assert _versions(store, received["id"]) == [received["modified"], recall["modified"]]
+    # The same recall received again (a page read again, a batch resent): revoked already.
+    with store.write() as connection:
+        again = operations.honour(connection, "node-a", COLLECTION, recall, RecallMode.REVOKE,
+                                  "pull", {})  # fmt: skip
+    assert again.action is RecallOutcome.REVOKED and again.detail.startswith("already revoked")
+    assert _versions(store, received["id"]) == [received["modified"], recall["modified"]]
 
 
 @pytest.mark.parametrize("origin", ["node-a", None])

@@ -18,11 +18,12 @@ import pytest
 
 from node import jsoncodec
 from node.client import ObjectPage
+from node.config import load_config
 from node.errors import RemoteError
 from node.operations import sync as sync_operations
 from node.recall import EXTENSION_ID
-from node.sharing import Agreement, ingress
-from node.store import audit, syncstate
+from node.sharing import Agreement, Agreements, ingress
+from node.store import audit, provenance, syncstate
 from node.store.audit import Action, AuditQueue, AuditRecord, Direction
 from node.sync import pull as pull_module
 from node.sync.pull import just_before
@@ -1424,3 +1425,43 @@ def test_a_collection_the_peer_recreated_is_found_again(tmp_path: Path) -> None:
     assert not sync.pull().ok  # its old id: 404
     assert sync.pull().ok and peer.looked_up == 2
     node.close()
+
+
+class RedirectingPeer(RecordingPeer):
+    """Answers every POST with a redirect (as ``TaxiiClient`` reports one)."""
+
+    def post_serialized(self, collection_id: str, texts: list[str], poll_seconds: float = 60.0):
+        raise RemoteError("POST objects/: HTTP 307: redirected to http://127.0.0.9/, not followed",
+                          transient=False, status=307)  # fmt: skip
+
+
+def test_a_redirect_on_post_fails_the_round_and_blames_no_object(tmp_path: Path) -> None:
+    """A 3xx is about the address: halving the envelope made every object a dead letter
+    and moved the cursor past them, the round reported ok."""
+    node = SharingNode(tmp_path / "a", None)
+    node.add([indicator(GREEN, value) for value in range(4)])
+    result = MappingSync(node.store, node.agreement, RedirectingPeer()).push()  # type: ignore[arg-type]
+    assert not result.ok and "HTTP 307" in str(result.error)
+    assert result.dead_lettered == 0 and _lane(node, Direction.PUSH).cursor == 0
+    with node.store.read() as connection:
+        assert syncstate.list_dead_letters(connection) == []
+    node.close()
+
+
+def test_a_foreign_version_stored_keeps_last_in_the_peers_view_after_the_config_changes(
+    make_node,
+) -> None:
+    """Versions of several origins stay stored when ``accept_foreign_versions`` is turned
+    off: the store remembers that they may exist, so "last" still answers from the
+    versions the peer may see."""
+    node = make_node(ingress={"accept_foreign_versions": True})
+    ours = indicator(GREEN, 3)
+    node.add([ours])
+    assert node.post([version(ours, at(6), name="node-b's")], account=PEER)["success_count"] == 1
+    with node.store.read() as connection:
+        assert provenance.collections_with_foreign_versions(connection) == {ALPHA}
+    assert (
+        Agreements(load_config(make_node("plain").config_path), node.store)
+        .find(PEER, ALPHA)
+        .foreign_versions
+    )  # type: ignore[union-attr]

@@ -135,7 +135,8 @@ def set_cursor(node: NodeContext, peer: str, mapping: str, direction: str,
     other side holds is counted as already present, never stored twice.
     Forward, to pass over a version the peer serves that cannot be read:
     nothing added in between crosses in that direction.  A round of the
-    running worker in flight stops at its next commit, committing nothing more.
+    running worker in flight stops at its next commit (what crossed is audited)
+    and leaves the cursor where this puts it.
 
     \b
     Examples:

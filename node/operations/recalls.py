@@ -205,11 +205,13 @@ def _act(
                         f"{removed} version(s) purged: {reason}{passed}")  # fmt: skip
     held = objects.latest(connection, collection_id, object_id)
     assert held is not None  # (``honour`` found the origin's versions in this transaction)
-    modified = recall.get("modified")
-    revoked = recall_version(held, reason, modified if isinstance(modified, str) else None)
-    outcome = objects.add_objects(connection, collection_id, [revoked], origin=peer)
+    stored = "already revoked"  # (a recall received again: a revoked object stays so)
+    if held.get("revoked") is not True:
+        modified = recall.get("modified")
+        revoked = recall_version(held, reason, modified if isinstance(modified, str) else None)
+        objects.add_objects(connection, collection_id, [revoked], origin=peer)
+        stored = "revoked version stored"
     recalls.record_recalled(connection, collection_id, object_id, peer, mode)
-    stored = "revoked version stored" if outcome.stored else "already revoked"
     return Honoured(object_id, True, RecallOutcome.REVOKED, f"{stored}: {reason}{passed}")
 
 

@@ -278,8 +278,8 @@ def set_cursor(
     between (a version the peer serves that cannot be read): nothing between
     crosses in that direction, which is why it is audited, with the cursor it
     replaced.  The round after it starts there, not where a round that stopped
-    early would have gone on; a round in flight stops at its next commit,
-    committing nothing more.
+    early would have gone on; a round in flight stops at its next commit, which
+    stores and audits what crossed but leaves the cursor where this puts it.
     """
     lane = _configured_lane(config, peer, mapping, direction)
     micros = _cursor_instant(to)

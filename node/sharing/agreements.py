@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 
 from node.config import Config, ConfigError, Flow, MappingConfig, PeerConfig
 from node.policy import Rules
-from node.store import Store, catalog
+from node.store import Store, catalog, provenance
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,9 @@ class Agreement:
     collection_id: str
     egress: Rules
     ingress: Rules
-    # Whether some peer's ingress on this collection accepts foreign versions, so that
-    # one object may hold versions of several origins (see egress's "last").
+    # Whether some peer's ingress on this collection accepts foreign versions, or ever
+    # did (``provenance.note_foreign_versions``), so that one object may hold versions
+    # of several origins (see egress's "last").
     foreign_versions: bool = False
 
 
@@ -45,8 +46,9 @@ class Agreements:
                             'peer (use direction = "both" to push and pull)'
                         )
                     self._by_key[key] = agreement
-        mixed = {a.collection_id for a in self._by_key.values()
-                 if a.ingress.accept_foreign_versions}  # fmt: skip
+            mixed = provenance.collections_with_foreign_versions(connection)
+        mixed |= {a.collection_id for a in self._by_key.values()
+                  if a.ingress.accept_foreign_versions}  # fmt: skip
         for key, agreement in self._by_key.items():
             if agreement.collection_id in mixed:
                 self._by_key[key] = replace(agreement, foreign_versions=True)

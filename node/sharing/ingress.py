@@ -168,6 +168,8 @@ def settle(
     (``admission.echoes``) were not stored and have no record of their own."""
     hidden = (lambda object_id: not visible(connection, agreement, object_id)) if to_peer else None
     diverted = divert(connection, agreement, admission, outcome, direction, agreements, hidden)
+    if agreement.ingress.accept_foreign_versions and outcome.stored:
+        provenance.note_foreign_versions(connection, agreement.collection_id)
     if to_peer:
         for failure in outcome.failures:
             if failure.get("message") != COLLISION or _posted_by_it(connection, agreement, failure):

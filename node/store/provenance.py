@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from node import jsoncodec
 
@@ -235,3 +235,28 @@ def makers(versions: Iterable[Version]) -> dict[str, Makers]:
 def _version(row: Sequence[Any], current: bool = False) -> Version:
     object_id, kind, version, version_text, date_added, body, origin = row[:7]
     return Version(object_id, kind, version, version_text, date_added, body, origin, current)
+
+
+# Collections where a peer's version was ever stored under ``accept_foreign_versions``
+# (settings ``foreign-versions:<collection id>``): one object there may hold versions
+# of several origins, whatever the config says now (egress's "last", see there).
+_FOREIGN_VERSIONS = "foreign-versions:"
+
+
+def note_foreign_versions(connection: Connection, collection_id: str) -> None:
+    """Record that ``collection_id`` may hold versions of several origins per object."""
+    from .schema import settings
+
+    key = _FOREIGN_VERSIONS + collection_id
+    found = connection.execute(select(settings.c.key).where(settings.c.key == key)).first()
+    if found is None:
+        connection.execute(settings.insert().values(key=key, value="1"))
+
+
+def collections_with_foreign_versions(connection: Connection) -> set[str]:
+    from .schema import settings
+
+    keys = connection.execute(
+        select(settings.c.key).where(settings.c.key.startswith(_FOREIGN_VERSIONS))
+    ).scalars()
+    return {key.removeprefix(_FOREIGN_VERSIONS) for key in keys}

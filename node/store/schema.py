@@ -187,7 +187,7 @@ sync_state = Table(
     # token, as JSON with the cursor it belongs to (node.sync.pull).
     Column("pull_resume", Text),
     # How many times an operator moved the cursor (migration 15, `sync set-cursor`):
-    # a round that loaded the state before a move commits nothing after it.
+    # a round that loaded the state before a move never moves the cursor after it.
     Column("cursor_moves", BigInteger, nullable=False, default=0),
     PrimaryKeyConstraint("peer", "mapping", "direction"),
 )

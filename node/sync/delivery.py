@@ -55,7 +55,11 @@ class Delivery:
 
 def isolatable(error: RemoteError) -> bool:
     """Whether halving the envelope can tell the objects at fault from the others."""
-    return error.status is not None and error.status not in _NOT_ABOUT_OBJECTS
+    return (
+        error.status is not None
+        and error.status >= 400  # (a redirect is about the address, never the objects)
+        and error.status not in _NOT_ABOUT_OBJECTS
+    )
 
 
 class EnvelopePoster:

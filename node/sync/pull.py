@@ -265,11 +265,12 @@ class _PullPosition:
 
 
 def _unreadable(object_id: str) -> dict[str, str]:
-    """The failure of a version the peer served nested too deeply to read."""
+    """The failure of a version the peer served in a form this node does not read."""
     return {
         "id": object_id,
         "message": f"the peer served it nested deeper than {jsoncodec.MAX_DEPTH} levels "
-        "of JSON: it could not be read",
+        "of JSON, or holding NaN or Infinity (not JSON; stored, the object would change): "
+        "it could not be read",
     }
 
 
