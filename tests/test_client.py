@@ -363,19 +363,25 @@ class _TricklingServer:
         self.listener.close()
 
 
+def _ends_within(client: TaxiiClient, server, pattern: str, seconds: float) -> RemoteError:
+    """The error ``client`` gets from ``server`` within ``seconds`` (both closed after)."""
+    try:
+        started = time.monotonic()
+        with pytest.raises(RemoteError, match=pattern) as raised:
+            client.api_root_information()
+        assert time.monotonic() - started < seconds
+        return raised.value
+    finally:
+        client.close()
+        server.stop()
+
+
 def test_headers_trickled_past_the_deadline_end_the_exchange() -> None:
     """The deadline covers the headers too: each byte arrives well within ``timeout``."""
     server = _TricklingServer()
     client = TaxiiClient(server.api_root, timeout=5.0, answer_deadline=1.0)
-    try:
-        started = time.monotonic()
-        with pytest.raises(RemoteError, match=r"took longer than 1 s") as raised:
-            client.api_root_information()
-        assert time.monotonic() - started < 5
-        assert raised.value.transient and not raised.value.retry_now
-    finally:
-        client.close()
-        server.stop()
+    error = _ends_within(client, server, r"took longer than 1 s", 5)
+    assert error.transient and not error.retry_now
 
 
 def test_stop_ends_an_exchange_under_way() -> None:
@@ -384,14 +390,7 @@ def test_stop_ends_an_exchange_under_way() -> None:
     stop = threading.Event()
     client = TaxiiClient(server.api_root, timeout=5.0, stop=stop)
     threading.Timer(0.5, stop.set).start()
-    try:
-        started = time.monotonic()
-        with pytest.raises(RemoteError, match="stopped"):
-            client.api_root_information()
-        assert time.monotonic() - started < 3
-    finally:
-        client.close()
-        server.stop()
+    _ends_within(client, server, "stopped", 3)
 
 
 def test_objects_holding_nan_or_infinity_are_set_apart_and_the_page_read(answering) -> None:
@@ -451,14 +450,7 @@ def test_a_tls_handshake_that_does_not_come_ends_by_the_deadline() -> None:
     server = _SilentServer()
     client = TaxiiClient(f"https://127.0.0.1:{server.port}/api/", timeout=30.0,
                          answer_deadline=1.0)  # fmt: skip
-    try:
-        started = time.monotonic()
-        with pytest.raises(RemoteError, match=r"took longer than 1 s"):
-            client.api_root_information()
-        assert time.monotonic() - started < 5
-    finally:
-        client.close()
-        server.stop()
+    _ends_within(client, server, r"took longer than 1 s", 5)
 
 
 def test_an_exchange_through_a_proxy_is_watched_too(monkeypatch) -> None:
@@ -467,11 +459,4 @@ def test_an_exchange_through_a_proxy_is_watched_too(monkeypatch) -> None:
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     client = TaxiiClient("http://127.0.0.3:9/api/", timeout=30.0, answer_deadline=1.0)
-    try:
-        started = time.monotonic()
-        with pytest.raises(RemoteError, match=r"took longer than 1 s"):
-            client.api_root_information()
-        assert time.monotonic() - started < 5
-    finally:
-        client.close()
-        trickling.stop()
+    _ends_within(client, trickling, r"took longer than 1 s", 5)
