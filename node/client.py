@@ -35,7 +35,7 @@ from node import jsoncodec
 from node.errors import ConfigError, RemoteError
 from node.mediatypes import TAXII_21
 from node.timestamps import is_timestamp
-from node.watchdog import Watchdog
+from node.watchdog import Watch, Watchdog
 
 if TYPE_CHECKING:
     from node.config import Config
@@ -52,6 +52,7 @@ MAX_OBJECTS_PER_ENVELOPE = 1000
 # would otherwise hold the caller (the sync worker, every lane of it) for ever.
 ANSWER_DEADLINE_SECONDS = 300.0
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
+CONNECT_SECONDS = 10.0
 _READ_BYTES = 64 * 1024
 
 Envelope = list[tuple[dict, str]]
@@ -134,6 +135,10 @@ class TaxiiClient:
     ) -> None:
         self.api_root = api_root if api_root.endswith("/") else api_root + "/"
         self._timeout = timeout
+        # Connecting cannot be cut by the watchdog (the socket is its own only once
+        # connected): a short bound, so that a peer that does not accept, or a stop,
+        # waits at most this long (name resolution is bounded by the system's resolver).
+        self._connect_timeout = min(timeout, answer_deadline, CONNECT_SECONDS)
         self._answer_deadline = answer_deadline
         self._max_answer_bytes = max_answer_bytes
         self._info: dict | None = None
@@ -180,10 +185,11 @@ class TaxiiClient:
         with self._watchdog.watching(self._answer_deadline) as watch:
             try:
                 response = self._session.request(
-                    method, url, timeout=self._timeout, verify=self._verify, cert=self._cert,
-                    stream=True, allow_redirects=False, **kwargs,
+                    method, url, timeout=(self._connect_timeout, self._timeout),
+                    verify=self._verify, cert=self._cert, stream=True, allow_redirects=False,
+                    **kwargs,
                 )  # fmt: skip
-                self._read_answer(response, f"{method} {url}", watch.deadline)
+                self._read_answer(response, f"{method} {url}", watch)
                 if watch.cut is not None:  # (a cut socket can also read as the answer's end)
                     raise self._cut(method, url, watch.cut)
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
@@ -228,14 +234,16 @@ class TaxiiClient:
             retry_now=False,
         )
 
-    def _read_answer(self, response: requests.Response, request: str, deadline: float) -> None:
+    def _read_answer(self, response: requests.Response, request: str, watch: Watch) -> None:
         """Read the body of ``response`` (streamed) within the answer deadline and size.
 
         Read as it arrives (``read1``: one read of what the socket has, never a wait
         for a full buffer), so the deadline is checked between reads however slowly
         the bytes come.  The body is then the response's content, as without streaming.
-        ``deadline`` (``time.monotonic()``) is the exchange's, from its start.
+        ``watch`` holds the exchange's deadline, from its start; it ends before the
+        connection goes back to the pool (where another request may take it up).
         """
+        deadline = watch.deadline
         chunks: list[bytes] = []
         size = 0
         try:
@@ -259,6 +267,7 @@ class TaxiiClient:
             raise
         response._content = b"".join(chunks)  # what requests' own read would have kept
         response._content_consumed = True
+        watch.finish()
         response.raw.release_conn()
 
     def _json(
@@ -488,12 +497,17 @@ def _set_apart_non_finite(envelope: dict, unreadable: list[str]) -> tuple[dict, 
 
 
 def _holds_non_finite(value: Any) -> bool:
-    if value is NON_FINITE:
-        return True
-    if isinstance(value, dict):
-        return any(_holds_non_finite(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_holds_non_finite(item) for item in value)
+    """Whether ``value`` holds ``NON_FINITE`` at any depth (walked without recursion: a
+    page may nest as deep as the parser reads)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if item is NON_FINITE:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
 
 

@@ -1,4 +1,4 @@
-"""A deadline on a whole HTTP exchange, headers and TLS handshake included.
+"""A deadline on a whole HTTP exchange once connected, headers and TLS handshake included.
 
 ``requests`` bounds each socket read (``timeout``), never the exchange: a server
 that sends a byte of its headers (or of its TLS handshake) every few seconds
@@ -7,6 +7,8 @@ with it.  The connections of a :class:`Watchdog`'s session register their
 sockets with the request under way on their thread; past the request's
 deadline, or once ``stop`` is set, the watchdog shuts those sockets down, which
 ends the read blocked on them with an error the caller turns into its own.
+Connecting is bounded by the caller's connect timeout: a socket is the
+watchdog's only once connected.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 _POLL_SECONDS = 0.25
-_current = threading.local()  # .watch: the _Watch of the request under way on this thread
+_current = threading.local()  # .watch: the Watch of the request under way on this thread
 
 
-class _Watch:
+class Watch:
     """One request: its deadline, its sockets, and whether the watchdog cut them.
 
     Each socket is kept as a duplicate of its descriptor: TLS wraps a new connection's
@@ -39,6 +41,7 @@ class _Watch:
         self.deadline = deadline
         self.sockets: list[socket.socket] = []
         self.cut: str | None = None  # why: "deadline" or "stop"
+        self.finished = False
         self._lock = threading.Lock()
 
     def register(self, sock: socket.socket) -> None:
@@ -47,14 +50,24 @@ class _Watch:
         except OSError:
             return
         with self._lock:
+            if self.finished:
+                duplicate.close()
+                return
             self.sockets.append(duplicate)
             cut = self.cut is not None
         if cut:  # (made after the cut: a slow connect)
             _shut(duplicate)
 
+    def finish(self) -> None:
+        """The answer is read: nothing to cut any more (its connection may go back to the
+        pool, where a later request takes it up)."""
+        with self._lock:
+            self.finished = True
+        self.close()
+
     def cut_now(self, why: str) -> None:
         with self._lock:
-            if self.cut is not None:
+            if self.cut is not None or self.finished:
                 return
             self.cut = why
             sockets = list(self.sockets)
@@ -133,14 +146,14 @@ class Watchdog:
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         self._stop = stop
-        self._watches: set[_Watch] = set()
+        self._watches: set[Watch] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
-    def watching(self, seconds: float) -> Iterator[_Watch]:
+    def watching(self, seconds: float) -> Iterator[Watch]:
         """Watch the request made inside the block (on this thread) for ``seconds``."""
-        watch = _Watch(time.monotonic() + seconds)
+        watch = Watch(time.monotonic() + seconds)
         with self._lock:
             self._watches.add(watch)
             if self._thread is None:

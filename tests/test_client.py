@@ -460,3 +460,14 @@ def test_an_exchange_through_a_proxy_is_watched_too(monkeypatch) -> None:
     monkeypatch.delenv("no_proxy", raising=False)
     client = TaxiiClient("http://127.0.0.3:9/api/", timeout=30.0, answer_deadline=1.0)
     _ends_within(client, trickling, r"took longer than 1 s", 5)
+
+
+def test_nan_beside_a_deeply_nested_version_is_set_apart_too(answering) -> None:
+    """The walk for NaN goes as deep as the parser does (it recursed, and failed from
+    about 450 levels: the worker's round with it)."""
+    deep = '{"id": "x--2", "x": ' + "[" * 600 + "]" * 600 + "}"
+    body = ('{"more": false, "objects": [{"id": "x--1", "c": NaN}, ' + deep +
+            ', {"id": "x--3"}]}').encode()  # fmt: skip
+    page = TaxiiClient(answering(body).api_root).page("c", {})
+    assert [obj["id"] for obj in page.objects] == ["x--2", "x--3"]
+    assert page.unreadable == ["x--1"]

@@ -1368,11 +1368,28 @@ class LimitIgnoringPeer(PagingPeer):
         return ObjectPage(self.objects, False, None, at(59))
 
 
+def test_a_taxii_node_page_with_its_dependencies_is_within_its_limit(tmp_path: Path) -> None:
+    """A taxii-node serves the identities and markings its rows need with them: a row
+    with its own author and statement marking is three objects, all read."""
+    node = SharingNode(tmp_path / "a", None)
+    page = []
+    for value in range(200):
+        author = identity(GREEN)
+        statement = {**_statement(), "object_marking_refs": [GREEN]}
+        page += [author, statement, {**indicator(GREEN, value, created_by_ref=author["id"]),
+                                     "object_marking_refs": [GREEN, statement["id"]]}]  # fmt: skip
+    peer = LimitIgnoringPeer(page)
+    result = MappingSync(node.store, with_batch(node, 200), peer).pull()  # type: ignore[arg-type]
+    assert result.ok, result.error
+    assert result.received == 600
+    node.close()
+
+
 def test_a_page_far_beyond_its_limit_fails_the_round_unread(tmp_path: Path) -> None:
     """A peer ignoring limit held one round for minutes per million objects (one
     transaction): the page is refused unread and the cursor stays."""
     node = SharingNode(tmp_path / "a", None)
-    flood = [indicator(GREEN, value) for value in range(2 * 3 + pull_module.PAGE_SLACK + 1)]
+    flood = [indicator(GREEN, value) for value in range(3 + pull_module.PAGE_SLACK + 1)]
     result = MappingSync(node.store, with_batch(node, 3), LimitIgnoringPeer(flood)).pull()  # type: ignore[arg-type]
     assert not result.ok and "does not keep to the limit" in str(result.error)
     assert node.rows() == [] and _lane(node, Direction.PULL).remote_cursor is None

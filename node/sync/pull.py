@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from node import jsoncodec
 from node.client import ObjectPage, RemoteError
+from node.policy import DEPENDENCY_TYPES
 from node.sharing import admit, settle
 from node.sharing.records import undecided_dead_letters
 from node.store import audit, objects, syncstate
@@ -33,9 +34,11 @@ PULL_SECONDS_PER_ROUND = 15.0
 # page of versions all added at one instant is asked for again with twice the limit,
 # up to this many, to get past that instant.
 PULL_LIMIT_MAX = 10_000
-# A page may hold this many versions beyond twice its limit (dependencies travelling
-# with the page's objects) before the peer is taken not to keep to limits.
+# A page may hold this many versions beyond its limit, and identities, markings and
+# extension definitions travelling with its objects up to this many per object asked
+# for, before the peer is taken not to keep to limits.
 PAGE_SLACK = 100
+DEPENDENCIES_PER_ROW = 10
 # A peer's X-TAXII-Date-Added-Last this far ahead of our clock is no cursor: a lying
 # or broken header would move the cursor past everything the peer adds until then.
 FUTURE_SKEW_MICROS = 5 * 60 * 1_000_000
@@ -126,8 +129,12 @@ class Pulling(MappingRounds):
         """``page``, unless it holds far more than ``limit`` versions: a peer that ignores
         the limit (3.4.3: a server returns at most that many) would have one round ingest
         a whole page of up to 256 MB in one transaction, for hours.  Some more are
-        expected: a taxii-node sends the identities and markings a page needs with it."""
-        if len(page.objects) > 2 * limit + PAGE_SLACK:
+        expected: a taxii-node sends the identities, markings and extension definitions
+        a page needs with it, which are counted apart."""
+        kinds = (obj.get("type") if isinstance(obj, dict) else None for obj in page.objects)
+        needed = sum(1 for kind in kinds if isinstance(kind, str) and kind in DEPENDENCY_TYPES)
+        rows = len(page.objects) - needed
+        if rows > limit + PAGE_SLACK or needed > DEPENDENCIES_PER_ROW * limit + PAGE_SLACK:
             raise RemoteError(
                 f"the peer answered {len(page.objects)} versions to limit={limit}: "
                 "it does not keep to the limit",
