@@ -497,18 +497,7 @@ def _set_apart_non_finite(envelope: dict, unreadable: list[str]) -> tuple[dict, 
 
 
 def _holds_non_finite(value: Any) -> bool:
-    """Whether ``value`` holds ``NON_FINITE`` at any depth (walked without recursion: a
-    page may nest as deep as the parser reads)."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if item is NON_FINITE:
-            return True
-        if isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
+    return jsoncodec.find_within(value, lambda item: item is NON_FINITE) is not None
 
 
 def _timestamp_header(response: requests.Response, name: str) -> str | None:

@@ -22,7 +22,7 @@ import re
 import secrets
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -110,12 +110,18 @@ def _overlong_recorder(found: list[OverlongInteger]) -> Callable[[str], int | Ov
 
 
 def overlong_integer_in(value: Any) -> OverlongInteger | None:
-    """The first ``OverlongInteger`` within a parsed value, or None (a walk
-    without recursion: the value may nest as deep as the parser allowed)."""
+    """The first ``OverlongInteger`` within a parsed value, or None."""
+    found = find_within(value, lambda item: isinstance(item, OverlongInteger))
+    return cast(OverlongInteger | None, found)
+
+
+def find_within(value: Any, matches: Callable[[Any], bool]) -> Any | None:
+    """The first item within a parsed value (itself included) that ``matches``, or None
+    (a walk without recursion: the value may nest as deep as the parser allowed)."""
     pending = [value]
     while pending:
         current = pending.pop()
-        if isinstance(current, OverlongInteger):
+        if matches(current):
             return current
         if isinstance(current, dict):
             pending.extend(current.values())
