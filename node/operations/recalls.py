@@ -46,7 +46,7 @@ from sqlalchemy import Connection
 
 from node import jsoncodec
 from node.recall import RecallMode, RecallOutcome, recall_reason, recall_version
-from node.store import audit, objects, recalls, releases
+from node.store import audit, objects, recalls
 from node.store.audit import Action, AuditRecord, Direction
 from node.store.objects import ObjectQuery
 from node.store.schema import objects_table
@@ -197,8 +197,6 @@ def _act(
     if mode is RecallMode.PURGE:
         query = ObjectQuery(collection_id=collection_id, limit=1, ids=(object_id,),
                             versions=("all",))  # fmt: skip
-        releases.forget(connection, collection_id, object_id,
-                        objects.matching_versions(connection, query))  # fmt: skip
         removed = objects.delete(connection, query)
         recalls.record_recalled(connection, collection_id, object_id, peer, mode)
         return Honoured(object_id, True, RecallOutcome.PURGED,

@@ -635,16 +635,23 @@ def delete(connection: Connection, query: ObjectQuery) -> int:
     """Delete the versions matching ``query`` (one object, 5.7); return how many.
 
     The remaining versions of the objects touched get their markers back (the
-    newest left is the latest one), under the collection's writer lock.
+    newest left is the latest one), under the collection's writer lock.  The
+    release queue's decisions on the deleted versions go with them
+    (``releases.forget``): other content posted later under the same version
+    waits for a decision of its own.
     """
+    from . import releases  # (which imports this module)
+
     _lock_collection(connection, query.collection_id)
     where = _Filter(connection, query)
-    touched = [
-        object_id
-        for (object_id,) in connection.exec_driver_sql(
-            f"SELECT DISTINCT o.object_id FROM objects o WHERE {where.sql}", tuple(where.params)
+    doomed = [
+        (object_id, version)
+        for object_id, version in connection.exec_driver_sql(
+            f"SELECT o.object_id, o.version FROM objects o WHERE {where.sql}", tuple(where.params)
         )
     ]
+    releases.forget(connection, query.collection_id, doomed)
+    touched = sorted({object_id for object_id, _ in doomed})
     statement = f"DELETE FROM objects WHERE pk IN (SELECT o.pk FROM objects o WHERE {where.sql})"
     deleted = connection.exec_driver_sql(statement, tuple(where.params)).rowcount
     _restore_markers(connection, query.collection_id, touched)

@@ -168,23 +168,23 @@ def decide(
             redate(connection, collection_id, keys)
 
 
-def forget(connection: Connection, collection_id: str, object_id: str, versions: set[int]) -> int:
-    """Drop every peer's queue rows of these stored versions, before they are deleted.
+def forget(connection: Connection, collection_id: str, keys: Sequence[tuple[str, int]]) -> None:
+    """Drop every peer's queue rows of these stored versions (object id, version), as they
+    are deleted (``objects.delete``).
 
     A decision belongs to the content a releaser saw: other content stored later under
     the same id and version (deleted, then posted again) must wait for a decision of
     its own, or an approval would let it leave unseen (and a releaser could release
     its own content under a version someone else published).  The audit keeps the
-    decisions.  Returns how many rows were dropped.
+    decisions.
     """
-    if not versions:
-        return 0
     q = release_queue
-    statement = q.delete().where(
-        q.c.collection_id == collection_id, q.c.object_id == object_id,
-        q.c.version.in_(sorted(versions)),
-    )  # fmt: skip
-    return connection.execute(statement).rowcount
+    for object_id in sorted({object_id for object_id, _ in keys}):
+        versions = sorted(version for oid, version in keys if oid == object_id)
+        connection.execute(q.delete().where(
+            q.c.collection_id == collection_id, q.c.object_id == object_id,
+            q.c.version.in_(versions),
+        ))  # fmt: skip
 
 
 def cursor(connection: Connection, peer: str, collection_id: str, rules: str) -> int | None:

@@ -31,7 +31,7 @@ from node.sharing import (
 )
 from node.sharing.egress import visible
 from node.sharing.gates import recall_deleted
-from node.store import audit, objects, releases, statuses
+from node.store import audit, objects, statuses
 from node.store.accounts import Rights
 from node.store.audit import Action, Direction
 from node.store.catalog import Collection
@@ -528,7 +528,6 @@ def delete_object(collection_id: str, object_id: str) -> Response:
         deleting = objects.matching_versions(connection, query)
         if deleting:
             recall_deleted(connection, state.agreements, collection_id, object_id, deleting)
-            releases.forget(connection, collection_id, object_id, deleting)
         deleted = objects.delete(connection, query)
         if deleted:
             audit.record(
