@@ -162,8 +162,8 @@ class TaxiiClient:
         self._session.headers["Accept"] = TAXII_21
         # Every exchange, headers and TLS handshake included, ends by its deadline, or
         # at once when ``stop`` is set (a worker told to stop).
-        self._stop = stop
-        self._watchdog = Watchdog(self._session, stop)
+        self._stop = stop or threading.Event()  # (one never set: nothing stops it)
+        self._watchdog = Watchdog(self._session, self._stop)
 
     def close(self) -> None:
         self._session.close()
@@ -192,19 +192,18 @@ class TaxiiClient:
                 self._read_answer(response, f"{method} {url}", watch)
                 if watch.cut is not None:  # (a cut socket can also read as the answer's end)
                     raise self._cut(method, url, watch.cut)
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError,
+                    RemoteError) as exc:  # fmt: skip
                 if watch.cut is not None:
                     raise self._cut(method, url, watch.cut) from None
+                if isinstance(exc, RemoteError):
+                    raise
                 if not isinstance(exc, requests.RequestException | urllib3.exceptions.HTTPError):
                     # requests: an unreadable ca_bundle or client_cert
                     raise RemoteError(f"{method} {url}: {exc}", transient=False) from None
                 # (urllib3's own errors: a timeout or a cut connection while reading the body)
                 reason = describe_transport_error(exc, self._timeout)
                 raise RemoteError(f"{method} {url}: {reason}", transient=True) from None
-            except RemoteError:
-                if watch.cut is not None:
-                    raise self._cut(method, url, watch.cut) from None
-                raise
         self._last_answer = time.monotonic()
         if 300 <= response.status_code < 400:
             # Never followed: a peer's redirect would send our envelopes (and offer our
@@ -238,12 +237,11 @@ class TaxiiClient:
         """Read the body of ``response`` (streamed) within the answer deadline and size.
 
         Read as it arrives (``read1``: one read of what the socket has, never a wait
-        for a full buffer), so the deadline is checked between reads however slowly
-        the bytes come.  The body is then the response's content, as without streaming.
-        ``watch`` holds the exchange's deadline, from its start; it ends before the
-        connection goes back to the pool (where another request may take it up).
+        for a full buffer); the watchdog cuts it past the exchange's deadline, however
+        slowly the bytes come.  The body is then the response's content, as without
+        streaming.  ``watch`` ends before the connection goes back to the pool (where
+        another request may take it up).
         """
-        deadline = watch.deadline
         chunks: list[bytes] = []
         size = 0
         try:
@@ -254,12 +252,6 @@ class TaxiiClient:
                         f"{request}: the answer is larger than {self._max_answer_bytes} bytes",
                         transient=False,
                         too_much=True,
-                    )
-                if time.monotonic() > deadline:
-                    raise RemoteError(
-                        f"{request}: the answer took longer than {self._answer_deadline:g} s",
-                        transient=True,
-                        retry_now=False,
                     )
                 chunks.append(chunk)
         except BaseException:
@@ -462,11 +454,9 @@ class TaxiiClient:
                     transient=True,
                     retry_now=False,
                 )
-            if self._stop is not None and self._stop.wait(delay):
+            if self._stop.wait(delay):
                 raise RemoteError(f"status {status.get('id')}: stopped", transient=True,
                                   retry_now=False)  # fmt: skip
-            if self._stop is None:
-                time.sleep(delay)
             delay = min(delay * 2, 5.0)
             status_url = f"{self.api_root}status/{status.get('id')}/"
             status = _status(self._json(self._request("GET", status_url)), status_url)

@@ -141,7 +141,7 @@ class _Adapter(HTTPAdapter):
 class Watchdog:
     """Cuts the connections of a session's requests past their deadline or on ``stop``."""
 
-    def __init__(self, session: requests.Session, stop: threading.Event | None = None) -> None:
+    def __init__(self, session: requests.Session, stop: threading.Event) -> None:
         adapter = _Adapter()
         session.mount("http://", adapter)
         session.mount("https://", adapter)
@@ -177,7 +177,7 @@ class Watchdog:
                     self._thread = None
                     return
                 watches = list(self._watches)
-            now, stopping = time.monotonic(), self._stop is not None and self._stop.is_set()
+            now, stopping = time.monotonic(), self._stop.is_set()
             for watch in watches:
                 if watch.cut is None and (stopping or now > watch.deadline):
                     watch.cut_now("stop" if stopping else "deadline")

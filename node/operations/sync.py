@@ -291,7 +291,7 @@ def set_cursor(
         else:
             state.remote_cursor = from_micros(micros) if micros is not None else None
         state.pull_resume = None
-        state.cursor_moves += 1  # a round in flight commits nothing more (commit_progress)
+        state.cursor_moves += 1  # a round in flight leaves the cursor alone (commit_progress)
         syncstate.save(connection, state)
         record = AuditRecord(
             action=Action.CURSOR_SET,
