@@ -703,6 +703,7 @@ class Policy:
         *,
         held_by_recipient: frozenset[str] = frozenset(),
         held_back: Mapping[str, tuple[str, str]] | None = None,
+        unreachable: Mapping[str, tuple[str, str]] | None = None,
     ) -> tuple[list[Decision], list[Decision]]:
         """Decide ``versions`` of objects whose current versions are ``current`` (egress).
 
@@ -716,12 +717,17 @@ class Policy:
         ``held_back`` (id -> rule, detail) are withheld whatever the rules say: what
         sharing holds back besides policy (awaiting release, not passed on), so that
         links to them are withheld and containers trimmed as for any withheld target.
+        Objects in ``unreachable`` (id -> rule, detail) are being decided here and will
+        not leave, for a gate's reason the caller applies to each of their versions
+        itself: links to them are withheld and containers trimmed, their own decisions
+        are the rules'.
 
         Identities and marking definitions withheld by a selective rule are not promoted
         here: they travel as dependencies (:meth:`dependencies`, :meth:`decide_dependency`).
         Returns (decisions on ``current``, decisions on ``versions``), each in input order.
         """
-        batch = _Batch(self, list(current), held=held_by_recipient, held_back=held_back)
+        batch = _Batch(self, list(current), held=held_by_recipient, held_back=held_back,
+                       unreachable=unreachable)  # fmt: skip
         batch.run(promote=False)
         by_id = {d.object_id: (obj, d) for obj, d in zip(batch.objs, batch.decisions, strict=True)}
         decided = []
@@ -898,6 +904,7 @@ class _Batch:
         objs: list[dict[str, Any]],
         held: frozenset[str] = frozenset(),
         held_back: Mapping[str, tuple[str, str]] | None = None,
+        unreachable: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.policy = policy
         self.objs = objs
@@ -916,6 +923,15 @@ class _Batch:
             self.positions.setdefault(decision.object_id, []).append(position)
             if not decision.allowed:
                 self._record_withheld(decision)
+        if unreachable:
+            self._mark_unreachable(unreachable)
+
+    def _mark_unreachable(self, unreachable: Mapping[str, tuple[str, str]]) -> None:
+        """Count these objects withheld as link targets, leaving their own decisions."""
+        for object_id, (rule, detail) in unreachable.items():
+            positions = self.positions.get(object_id)
+            if positions and object_id not in self.withheld:
+                self.withheld[object_id] = _withheld(self.objs[positions[0]], rule, detail)
 
     def _hold_back(self, held_back: Mapping[str, tuple[str, str]]) -> None:
         for position, decision in enumerate(self.decisions):

@@ -19,7 +19,7 @@ from node.app import create_app
 from node.collection_files import load_collection_files
 from node.config import load_config
 from node.sharing import Agreements
-from node.store import Store, accounts, catalog, objects
+from node.store import Store, accounts, catalog, objects, releases
 from node.store.schema import (
     MARKER_EXPRESSIONS,
     audit_table,
@@ -142,7 +142,7 @@ class SharingNode:
     def reset(self) -> None:
         with self.store.write() as connection:
             tables = (objects_table, statuses_table, audit_table, sync_state, dead_letters,
-                      peer_dependencies)  # fmt: skip
+                      peer_dependencies, releases.release_queue, releases.release_cursors)  # fmt: skip
             for table in tables:
                 connection.execute(delete(table))
             connection.execute(delete(settings).where(settings.c.key == "audit_head"))

@@ -3,7 +3,9 @@
 Hypothesis builds collections with random TLP markings (1.0 and 2.0, on the
 object or granular, identifiers in any letter case), references between
 objects (relationships, sightings, reports, notes, created_by_ref), several
-versions, and versions the partner posted.  On each store:
+versions, versions the partner posted, versions received from a third peer
+(passed on or not: ``onward``) and, on mappings with ``release = "approval"``,
+versions a releaser approved, rejected or never decided.  On each store:
 
 * ``policy preview``, a push round and the partner's pull decide the same:
   the same versions leave, with the same content;
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import pytest
 from click.testing import CliRunner
@@ -25,11 +28,14 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from node.cli import cli
+from node.operations import releases as release_operations
+from node.store import releases
+from node.store.releases import ReleaseState
 from node.sync.worker import MappingSync
 from node.timestamps import from_micros
 from node.tlp import TLP, TLP1_MARKING_IDS, TLP2_MARKING_IDS
 from tests.conftest import StoreUrls
-from tests.sharing_node import PEER, SharingNode
+from tests.sharing_node import ALPHA, PEER, SharingNode
 from tests.sharing_objects import at, identity, indicator, malware, note, relationship
 from tests.sharing_objects import report as make_report
 from tests.sharing_objects import sighting as make_sighting
@@ -38,7 +44,12 @@ from tests.test_sharing_paths import RecordingPeer
 POLICIES = (
     {},  # the egress defaults: up to GREEN, unmarked withheld, containers trimmed
     {"unmarked": "share", "max_tlp": "amber", "reports": "withhold", "redact": ["x_note"]},
+    {"release": "approval"},  # what a third peer sent is not passed on (onward = "never")
+    {"release": "approval", "onward": "allow", "unmarked": "share", "max_tlp": "amber"},
 )
+POLICY_IDS = ["defaults", "shared-amber", "release", "release-onward"]
+THIRD_PEER = "node-c"
+RELEASE_CHOICES = ("approve", "reject", "undecided")
 # A property each type has, for granular markings' selectors.
 _SELECTOR = {"identity": "name", "indicator": "name", "malware": "name",
              "relationship": "relationship_type", "sighting": "sighting_of_ref",
@@ -68,9 +79,15 @@ def markings(draw, kind: str) -> dict:
         {"marking_ref": marking, "selectors": [selector]}]}  # fmt: skip
 
 
+class Case(NamedTuple):
+    objects: list[list[dict]]  # the versions of each object, oldest first
+    partner: list[dict]  # versions the partner posted
+    origins: list[str | None]  # each object's origin: None (published here) or a third peer
+    releases: dict[tuple[str, str], str]  # (id, version) -> a releaser's RELEASE_CHOICES
+
+
 @st.composite
-def collections(draw) -> tuple[list[list[dict]], list[dict]]:
-    """(versions of each object, oldest first; versions the partner posted)."""
+def collections(draw) -> Case:
     objects: list[list[dict]] = []
     identities: list[dict] = []
     partner: list[dict] = []
@@ -106,7 +123,18 @@ def collections(draw) -> tuple[list[list[dict]], list[dict]]:
         objects.append(versions)
         if kind == "identity":
             identities.append(obj)
-    return objects, partner
+    origins = [draw(st.sampled_from([None, None, None, THIRD_PEER])) for _ in objects]
+    choices: dict[tuple[str, str], str] = {}
+    for versions in objects:
+        # A releaser approves from some version on; the older ones wait or are rejected.
+        # (Not a newer version held back over an older one released: links to such an
+        # object are judged by its newest version, the README's "known and not yet
+        # mended", so the partner's answers would show that the newer one exists.)
+        held, cut = draw(st.sampled_from(RELEASE_CHOICES[1:])), draw(st.integers(0, len(versions)))
+        for index, version in enumerate(versions):
+            key = (version["id"], version.get("modified") or version["created"])
+            choices[key] = held if index < cut else "approve"
+    return Case(objects, partner, origins, choices)
 
 
 def _build(draw, kind: str, earlier: list[dict], extra: dict) -> dict:
@@ -132,7 +160,7 @@ def _build(draw, kind: str, earlier: list[dict], extra: dict) -> dict:
 # ---------------------------------------------------------------- the stores
 
 
-@pytest.fixture(scope="module", params=range(len(POLICIES)), ids=["defaults", "shared-amber"])
+@pytest.fixture(scope="module", params=range(len(POLICIES)), ids=POLICY_IDS)
 def stores(request, tmp_path_factory, module_store_urls: StoreUrls) -> Iterator[tuple]:
     """For one policy: a node and its twin (a second store of the same kind).
 
@@ -148,14 +176,47 @@ def stores(request, tmp_path_factory, module_store_urls: StoreUrls) -> Iterator[
     twin.close()
 
 
-def _fill(node: SharingNode, objects: list[list[dict]], partner: list[dict], order) -> None:
+def _fill(node: SharingNode, case: Case, order) -> None:
+    objects = case.objects
     rounds = max(len(versions) for versions in objects)
     for k in range(rounds):
         for index in order:
             if k < len(objects[index]):
-                node.add([objects[index][k]])
-    for posted in partner:
+                node.add([objects[index][k]], origin=case.origins[index])
+    for posted in case.partner:
         node.add([posted], origin=PEER)
+    _release(node, case.releases)
+
+
+def _release(node: SharingNode, choices: dict[tuple[str, str], str]) -> None:
+    """Queue what awaits release (a no-op on other mappings) and decide it as drawn:
+    an approval re-dates its version (``node.store.releases``), as a releaser's does."""
+    with node.store.write() as connection:
+        release_operations.refresh(connection, [node.agreement])
+        pending = releases.entries(connection, peer=PEER, collection_id=ALPHA)
+        for choice, state in (
+            ("approve", ReleaseState.APPROVED),
+            ("reject", ReleaseState.REJECTED),
+        ):
+            chosen = [e for e in pending if choices.get((e.object_id, e.version_text)) == choice]
+            releases.decide(connection, chosen, state, actor="releaser", reason="drawn")
+
+
+def _copy_releases(node: SharingNode, twin: SharingNode, rows: list[dict]) -> None:
+    """Give the twin the release decisions on ``rows`` that ``node`` holds (approved
+    for what left as a row; an identity that only travelled with what names it may
+    await release or be rejected)."""
+    kept = {(row["object_id"], row["version"]) for row in rows}
+    queue = releases.release_queue
+    with node.store.read() as connection:
+        decided = [
+            {key: value for key, value in row._mapping.items() if key != "pk"}
+            for row in connection.execute(queue.select())
+            if (row.object_id, row.version) in kept
+        ]
+    if decided:
+        with twin.store.write() as connection:
+            connection.execute(queue.insert(), decided)
 
 
 # ---------------------------------------------------------------- the three deciders
@@ -246,15 +307,14 @@ def _answers(node: SharingNode, tail: str, params: dict) -> list[tuple]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(data=collections(), order=st.randoms())
-def test_one_decision_and_no_trace_of_the_withheld(stores, data, order) -> None:
-    objects, partner = data
+@given(case=collections(), order=st.randoms())
+def test_one_decision_and_no_trace_of_the_withheld(stores, case: Case, order) -> None:
     node, twin = stores
     node.reset()
     twin.reset()
-    sequence = list(range(len(objects)))
+    sequence = list(range(len(case.objects)))
     order.shuffle(sequence)
-    _fill(node, objects, partner, sequence)
+    _fill(node, case, sequence)
 
     pulled = _pulled(node)
     assert _pushed(node) == pulled
@@ -265,14 +325,14 @@ def test_one_decision_and_no_trace_of_the_withheld(stores, data, order) -> None:
     leaving = {(object_id, version) for object_id, version, _ in pulled}
     rows = node.rows()
     ours = {row["object_id"] for row in rows if row["origin"] != PEER}
-    twin.copy_rows(
-        [
-            row
-            for row in rows
-            if (row["object_id"], row["version_text"]) in leaving
-            or (row["origin"] == PEER and row["object_id"] not in ours)
-        ]
-    )
+    kept = [
+        row
+        for row in rows
+        if (row["object_id"], row["version_text"]) in leaving
+        or (row["origin"] == PEER and row["object_id"] not in ours)
+    ]
+    twin.copy_rows(kept)
+    _copy_releases(node, twin, kept)
     for tail, params in _probes(node):
         mine, theirs = _answers(node, tail, params), _answers(twin, tail, params)
         assert mine == theirs, (tail, params)
@@ -283,9 +343,9 @@ def test_the_generator_reaches_every_kind_of_case() -> None:
     seen: set[str] = set()
 
     @settings(max_examples=200, deadline=None)
-    @given(data=collections())
-    def record(data) -> None:
-        objects, partner = data
+    @given(case=collections())
+    def record(case: Case) -> None:
+        objects, partner = case.objects, case.partner
         flat = [v for versions in objects for v in versions]
         text = json.dumps(flat)
         seen.update(obj["type"] for obj in flat)
@@ -299,10 +359,14 @@ def test_the_generator_reaches_every_kind_of_case() -> None:
             seen.add("author")
         if any(ch.isupper() for ref in _marking_refs(flat) for ch in ref.partition("--")[2]):
             seen.add("upper-case")
+        if THIRD_PEER in case.origins:
+            seen.add("third-peer")
+        seen.update(set(case.releases.values()))
 
     record()
     wanted = {"identity", "indicator", "malware", "relationship", "sighting", "report", "note",
-              "granular", "versions", "partner", "author", "upper-case"}  # fmt: skip
+              "granular", "versions", "partner", "author", "upper-case", "third-peer",
+              *RELEASE_CHOICES}  # fmt: skip
     assert wanted <= seen, wanted - seen
 
 

@@ -196,7 +196,7 @@ def egress(
     run = _Run(connection, agreement, position, cache)
     page = run.scan()
     _add_queued_recalls(run, page)
-    page.dependencies = run.gates.dependencies(run.dependencies(page.rows, already_sent))
+    page.dependencies = run.dependencies(page.rows, already_sent)
     _supersede_row_decisions(page)
     page.decisions.extend(item.decision for item in page.dependencies)
     if already_sent is not None:
@@ -542,13 +542,18 @@ class _Run:
         """Decisions on ``objs``, judged with the current versions of all they reach."""
         closure = self._closure(objs)
         deciding = {obj["id"] for obj in objs if isinstance(obj.get("id"), str)}
+        held = self.gates.held_back_targets(
+            closure, unreleased=self.position.unreleased_targets_withheld
+        )
+        # The gates decide the versions being decided themselves (``_gated``, per
+        # version); as link targets, those the gates hold count as withheld already, or
+        # a report on this page would keep naming another peer's object.
         currents, decided = self.policy.apply_versions(
             closure,
             objs,
             held_by_recipient=frozenset(self.held),
-            held_back=self.gates.held_back_targets(
-                closure, deciding, unreleased=self.position.unreleased_targets_withheld
-            ),
+            held_back={k: v for k, v in held.items() if k not in deciding},
+            unreachable={k: v for k, v in held.items() if k in deciding},
         )
         self.states.update((d.object_id, d) for d in currents)
         return decided
@@ -650,13 +655,19 @@ class _Run:
 
     def dependencies(self, rows: list[Outgoing], already_sent: set[str] | None) -> list[Outgoing]:
         """Identities and marking definitions that the served rows need, at their current
-        version, unless a protective rule (or a withheld author) keeps them back."""
+        version, unless a protective rule (or a withheld author) or a gate keeps them back.
+
+        Walked in waves, each wave gated before what it needs is sought: a dependency a
+        gate holds back (another peer's identity, say) brings none of its own along, or
+        the partner would receive a marking definition that only a withheld object names.
+        """
         served = [row.decision for row in rows]
         travelling: list[Outgoing] = []
         seen = {d.object_id for d in served}
         wanted = set().union(*(row.needs for row in rows)) - seen
         seen_ids = set(seen)
         while wanted:
+            wave: list[Outgoing] = []
             for dependency_id in sorted(wanted):
                 seen.add(dependency_id)
                 if already_sent is not None and dependency_id in already_sent:
@@ -666,10 +677,10 @@ class _Run:
                     continue  # (a marking id spelt in two letter cases travels once)
                 seen_ids.add(decision.object_id)
                 needs = frozenset(self.policy.dependencies([decision]))
-                travelling.append(
-                    Outgoing(decision, jsoncodec.dumps(decision.obj), None, "", needs)
-                )
-            wanted = set().union(*(t.needs for t in travelling)) - seen
+                wave.append(Outgoing(decision, jsoncodec.dumps(decision.obj), None, "", needs))
+            wave = self.gates.dependencies(wave)
+            travelling.extend(wave)
+            wanted = set().union(*(t.needs for t in wave)) - seen
         return travelling
 
     def _dependency_decision(self, dependency_id: str) -> Decision | None:

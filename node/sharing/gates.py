@@ -194,9 +194,9 @@ class EgressGates:
                                         detail, recall)  # fmt: skip
 
     def held_back_targets(
-        self, closure: Sequence[dict[str, Any]], deciding: set[str], *, unreleased: bool = True
+        self, closure: Sequence[dict[str, Any]], *, unreleased: bool = True
     ) -> dict[str, tuple[str, str]]:
-        """Objects that ``deciding``'s objects reach and the gates hold back (id -> rule,
+        """Objects of ``closure`` (current versions) that the gates hold back (id -> rule,
         detail), so that a relationship or report never names what has not left: a version
         awaiting release, one rejected, another peer's object not passed on, or one its
         origin recalled (with ``unreleased`` False, versions awaiting release are not held
@@ -204,8 +204,7 @@ class EgressGates:
         not held back here."""
         ids = {
             obj["id"] for obj in closure
-            if isinstance(obj.get("id"), str) and obj["id"] not in deciding
-            and obj.get("type") not in DEPENDENCY_TYPES
+            if isinstance(obj.get("id"), str) and obj.get("type") not in DEPENDENCY_TYPES
         }  # fmt: skip
         if not ids:
             return {}
