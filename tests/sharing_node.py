@@ -142,7 +142,8 @@ class SharingNode:
     def reset(self) -> None:
         with self.store.write() as connection:
             tables = (objects_table, statuses_table, audit_table, sync_state, dead_letters,
-                      peer_dependencies, releases.release_queue, releases.release_cursors)  # fmt: skip
+                      peer_dependencies, releases.release_queue,
+                      releases.release_cursors)  # fmt: skip
             for table in tables:
                 connection.execute(delete(table))
             connection.execute(delete(settings).where(settings.c.key == "audit_head"))
