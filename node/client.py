@@ -447,7 +447,10 @@ class TaxiiClient:
         status = _status(self._json(response), url)
         deadline = time.monotonic() + poll_seconds
         delay = 0.2
-        while status.get("status") != "complete" and status["pending_count"] > 0:
+        # Until the status says complete, whatever its pending_count: a pending status
+        # with pending_count 0 and its objects in ``pendings`` has not said what became
+        # of them (4.3.1), and reading it as final recorded them as sent.
+        while status["status"] != "complete":
             if time.monotonic() > deadline:
                 raise RemoteError(
                     f"status {status.get('id')} still pending after {poll_seconds:g} s",
@@ -503,8 +506,14 @@ def _status(document: dict, url: str) -> dict:
     (when given) a string version.  Any other answer is the peer's error (RemoteError):
     what it stored of the envelope cannot be told, so the round fails and its cursor
     stays, and the operator sees why."""
+    state = document.get("status")
+    if state not in ("complete", "pending"):
+        raise RemoteError(
+            f"{url}: a status whose status is {state!r:.40} (4.3.1: complete or pending)",
+            transient=False,
+        )
     pending = document.get("pending_count")
-    if pending is None and document.get("status") == "complete":
+    if pending is None and state == "complete":
         pending = 0  # (required, 4.3.1; a complete status has none pending anyway)
     if not isinstance(pending, int) or isinstance(pending, bool):
         raise RemoteError(

@@ -188,6 +188,8 @@ _BROKEN_STATUSES = {
     "failure-id-a-list": {**_STATUS, "failures": [{"id": ["indicator--1"]}]},
     "failure-version-an-object": {**_STATUS, "failures": [{"id": "x", "version": {}}]},
     "failure-a-string": {**_STATUS, "failures": ["indicator--1"]},
+    "status-neither-complete-nor-pending": {**_STATUS, "status": "done"},
+    "status-missing": {k: v for k, v in _STATUS.items() if k != "status"},
 }
 
 

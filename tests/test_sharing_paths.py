@@ -63,8 +63,20 @@ class RecordingPeer:
         return 10_000_000
 
     def post_serialized(self, collection_id: str, texts: list[str], poll_seconds: float = 60.0):
-        self.sent.extend(jsoncodec.loads(text) for text in texts)
-        return {"failures": []}
+        objs = [jsoncodec.loads(text) for text in texts]
+        self.sent.extend(objs)
+        return complete_status(objs)
+
+
+def complete_status(objs: list[dict], failures: list[dict] = ()) -> dict:  # type: ignore[assignment]
+    """A complete status (TAXII 2.1 section 4.3.1): ``failures``, and every other object
+    of ``objs`` a success."""
+    refused = {failure["id"] for failure in failures}
+    successes = [{"id": obj["id"], "version": obj.get("modified") or obj.get("created")}
+                 for obj in objs if obj["id"] not in refused]  # fmt: skip
+    return {"status": "complete", "total_count": len(objs), "success_count": len(successes),
+            "failure_count": len(failures), "pending_count": 0,
+            "successes": successes, "failures": list(failures)}  # fmt: skip
 
 
 @pytest.fixture
@@ -887,7 +899,7 @@ class RefusingPeer(RecordingPeer):
         super().post_serialized(collection_id, texts, poll_seconds)
         failures = [{"id": object_id, "message": "no"} | ({"version": v} if v else {})
                     for object_id, v in self.refuse.items()]  # fmt: skip
-        return {"failures": failures, "successes": []}
+        return complete_status([jsoncodec.loads(text) for text in texts], failures)
 
     def page(self, collection_id: str, params: dict) -> ObjectPage:
         return ObjectPage([], False, None, None)  # it holds none of them

@@ -45,13 +45,24 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 class FaultyProxy:
     """Forwards requests to ``upstream``; answers 500 (an HTML page, as werkzeug does) to a
     POST whose body names one of ``poison``, and the next ``endless_pages`` GETs of
-    objects/ with an empty page that says ``more`` (a fresh ``next`` each time)."""
+    objects/ with an empty page that says ``more`` (a fresh ``next`` each time).
+
+    A POST loses the objects named in ``swallow`` on the way (the peer never sees them,
+    and its status does not name them), the next ``swallow_times`` times; with
+    ``pending`` set, the status a POST is answered with is rewritten to say pending,
+    pending_count 0, every object in ``pendings`` (the final one is the upstream's own
+    status resource, at the same id)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.poison: set[str] = set()
         self.endless_pages = 0
         self.pages_served = 0
+        self.swallow: set[str] = set()
+        self.swallow_times = 1_000_000
+        self.pending = False
+        self.posted_ids: list[str] = []
+        self.status_reads = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,10 +73,12 @@ class FaultyProxy:
                 if "/objects/" in self.path and proxy.endless_pages > 0:
                     proxy.endless_page(self)
                 else:
+                    proxy.status_reads += "/status/" in self.path
                     proxy.forward(self, None)
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = proxy.swallowed(body)
                 if any(object_id.encode() in body for object_id in proxy.poison):
                     page = b"<!doctype html>\n<title>500 Internal Server Error</title>\n<p>x</p>"
                     self.send_response(500)
@@ -91,13 +104,26 @@ class FaultyProxy:
             handler.command, self.upstream + handler.path, data=body, headers=headers,
             timeout=60, allow_redirects=False,
         )  # fmt: skip
+        content = answer.content
+        if body is not None and self.pending and answer.status_code == 202:
+            content = _said_pending(content)
         handler.send_response(answer.status_code)
         for name, value in answer.headers.items():
             if name.lower() in ("content-type", "www-authenticate") or name.startswith("X-TAXII"):
                 handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(answer.content)))
+        handler.send_header("Content-Length", str(len(content)))
         handler.end_headers()
-        handler.wfile.write(answer.content)
+        handler.wfile.write(content)
+
+    def swallowed(self, body: bytes) -> bytes:
+        """The POST body without the objects of ``swallow`` (while ``swallow_times`` lasts)."""
+        envelope = json.loads(body)
+        self.posted_ids += [obj["id"] for obj in envelope["objects"]]
+        kept = [obj for obj in envelope["objects"] if obj["id"] not in self.swallow]
+        if len(kept) == len(envelope["objects"]) or self.swallow_times <= 0:
+            return body
+        self.swallow_times -= 1
+        return json.dumps({**envelope, "objects": kept}).encode()
 
     def endless_page(self, handler: BaseHTTPRequestHandler) -> None:
         self.endless_pages -= 1
@@ -112,6 +138,18 @@ class FaultyProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _said_pending(content: bytes) -> bytes:
+    """A complete status rewritten as pending with pending_count 0 (4.3.1 allows
+    neither reading: its objects are listed in ``pendings``)."""
+    status = json.loads(content)
+    listed = status.get("successes", []) + status.get("failures", [])
+    return json.dumps({
+        "id": status["id"], "status": "pending", "total_count": status["total_count"],
+        "success_count": 0, "failure_count": 0, "pending_count": 0,
+        "pendings": [{"id": entry["id"], "version": entry.get("version")} for entry in listed],
+    }).encode()  # fmt: skip
 
 
 def push_pair(tmp_path: Path, stopper: list, **a_spec) -> Pair:
@@ -250,6 +288,71 @@ def _cli(pair: Pair, *args: str):
     from node.cli import cli
 
     return CliRunner().invoke(cli, ["--config", str(pair.a.config_path), *args])
+
+
+# --------------------------------------------------------------------------- statuses
+
+
+def test_an_object_the_peers_status_never_names_is_dead_lettered_not_audited_sent(
+    tmp_path, stopper
+):
+    """The peer loses one object of each envelope and its status (complete, counts and
+    successes short by one) says nothing of it: it is posted again, then dead-lettered
+    saying why; never audited as sent, and delivered once the peer takes it."""
+    pair = push_pair(tmp_path, stopper)
+    proxy = through_proxy(pair, stopper)
+    author = identity("Unit A", TLP2["green"])
+    kept, lost = (indicator(author, TLP2["green"], f"192.0.2.{i}") for i in (1, 2))
+    publish(pair.a.collection_url("alpha"), ADMIN, [author, kept, lost])
+    proxy.swallow = {lost["id"]}
+
+    [push] = pair.run_once(pair.a)
+    assert push.ok, push
+    assert (push.sent, push.dead_lettered) == (2, 1)
+    assert proxy.posted_ids.count(lost["id"]) == 3  # the post and two more
+    assert (lost["id"], lost["modified"]) not in holdings(pair.b)
+    (letter,) = pair.dead_letters(pair.a)
+    assert (letter["object_id"], letter["version"]) == (lost["id"], lost["modified"])
+    assert "the peer's status never accounted for it" in letter["reason"]
+    actions = [r["action"] for r in audit_rows(pair, pair.a) if r["object_id"] == lost["id"]]
+    assert actions == ["dead-letter"]
+
+    proxy.swallow = set()
+    assert f"{lost['id']}: delivered: sent to node-b" in run_cli(pair.a, "sync", "retry", "--all")
+    assert (lost["id"], lost["modified"]) in holdings(pair.b)
+
+
+def test_an_object_the_status_leaves_out_once_is_posted_again_and_sent(tmp_path, stopper):
+    pair = push_pair(tmp_path, stopper)
+    proxy = through_proxy(pair, stopper)
+    author = identity("Unit A", TLP2["green"])
+    late = indicator(author, TLP2["green"], "192.0.2.3")
+    publish(pair.a.collection_url("alpha"), ADMIN, [author, late])
+    proxy.swallow, proxy.swallow_times = {late["id"]}, 1
+
+    [push] = pair.run_once(pair.a)
+    assert push.ok and (push.sent, push.dead_lettered) == (2, 0), push
+    assert proxy.posted_ids.count(late["id"]) == 2
+    assert holdings(pair.b) == by_version([author, late])
+    (record,) = [r for r in audit_rows(pair, pair.a) if r["object_id"] == late["id"]]
+    assert record["action"] == "sent" and record["detail"] != "already present at the peer"
+
+
+def test_a_pending_status_is_followed_until_complete_whatever_its_pending_count(tmp_path, stopper):
+    """A status saying pending with pending_count 0, its objects in pendings, is no final
+    answer (4.3.1): the worker reads the status resource until it says complete."""
+    pair = push_pair(tmp_path, stopper)
+    proxy = through_proxy(pair, stopper)
+    proxy.pending = True
+    author = identity("Unit A", TLP2["green"])
+    first = indicator(author, TLP2["green"], "192.0.2.4")
+    publish(pair.a.collection_url("alpha"), ADMIN, [author, first])
+
+    [push] = pair.run_once(pair.a)
+    assert push.ok and (push.sent, push.already_present, push.dead_lettered) == (2, 1, 0), push
+    assert proxy.status_reads >= 1
+    assert len(proxy.posted_ids) == 3  # posted once: author, first, the TLP:GREEN definition
+    assert pair.dead_letters(pair.a) == []
 
 
 # --------------------------------------------------------------------------- cursors

@@ -175,3 +175,44 @@ def test_a_lane_is_due_again_after_its_interval_once_it_recovers():
     schedule.finished(lane, ok=True)
     assert lane.backoff.attempt == 0 and lane.due == clock.now + 2.0
     assert schedule.seconds_to_next() == 2.0
+
+
+class _ShortStatusPeer(ScriptedPeer):
+    """Answers with a status whose lists leave out the ``unlisted`` ids (or, with
+    ``counts_only``, a status of counts without successes)."""
+
+    def __init__(self, unlisted=(), counts_only=False) -> None:
+        super().__init__()
+        self.unlisted = set(unlisted)
+        self.counts_only = counts_only
+
+    def post(self, texts: list[str], attempts: int) -> dict:
+        status = super().post(texts, attempts)
+        listed = [s for s in status["successes"] if s["id"] not in self.unlisted]
+        counts = {"total_count": len(texts), "success_count": len(listed), "failure_count": 0}
+        return {**status, **counts, "successes": [] if self.counts_only else listed}
+
+
+def test_objects_a_status_does_not_name_are_posted_again_then_refused_saying_why():
+    envelope = _objects(8)
+    unlisted = {envelope[2][0]["id"], envelope[5][0]["id"]}
+    peer = _ShortStatusPeer(unlisted=unlisted)
+    delivery = EnvelopePoster(peer.post, attempts=4, recount_attempts=2).deliver([envelope])
+    assert {f["id"] for f in delivery.failures} == unlisted
+    assert all("never accounted for it" in f["message"] for f in delivery.failures)
+    assert all(f["version"] == "2026-01-01T00:00:00.000Z" for f in delivery.failures)
+    assert peer.posts[1:] == [sorted(unlisted)] * 2  # only they, twice more
+
+
+def test_a_complete_status_of_counts_that_add_up_accounts_for_every_object():
+    """successes are optional (4.3.1): counts that say all of the envelope was stored do."""
+    envelope = _objects(5)
+    delivery = EnvelopePoster(_ShortStatusPeer(counts_only=True).post, attempts=4).deliver(
+        [envelope]
+    )
+    assert delivery.failures == []
+    # Counts one short: which object is missing cannot be told, so none is taken as
+    # stored (the push then asks the peer which of them it holds: _not_already_held).
+    short = _ShortStatusPeer(unlisted={envelope[0][0]["id"]}, counts_only=True)
+    delivery = EnvelopePoster(short.post, attempts=4).deliver([envelope])
+    assert [f["id"] for f in delivery.failures] == [obj["id"] for obj, _ in envelope]

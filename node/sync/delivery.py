@@ -18,6 +18,14 @@ id and version); when it does not, or nothing was accepted in the round, the
 5xx is the round's error and the cursor stays.  A long run of failing posts
 is probed on the way too, so that a peer that breaks mid-round costs a few
 posts, not two per object.
+
+A status is believed only for what it says (``unaccounted``): an object its
+successes do not name as stored and its failures do not name as refused (a
+``complete`` status whose counts fall short of what was sent, lists that leave
+ids out, a ``pendings`` entry in a complete status) is posted again, in an
+envelope of the ones left over, and dead-lettered, saying so, when the peer
+still does not account for it after ``recount_attempts`` more posts: never
+audited as sent on the strength of a status that does not name it.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from dataclasses import dataclass, field
 
 from node.errors import RemoteError
 from node.sharing.records import already_present_keys
+from node.timestamps import micros_or_none
 from node.validation import version_stamp
 
 # Errors that concern the peer or our access, never the objects: retried in a later round.
@@ -42,6 +51,8 @@ class Delivery:
 
     failures: list[dict] = field(default_factory=list)  # status-details: id, version, message
     already_present: set[tuple[str, str]] = field(default_factory=set)  # (id, version)
+    # Envelopes (each a part of one posted) of the objects the status did not account for.
+    unaccounted: list[Envelope] = field(default_factory=list)
 
     def add_status(self, status: dict) -> None:
         """Add a status resource's answers (``client._status`` checked their shape); of a
@@ -66,11 +77,18 @@ class EnvelopePoster:
     """Posts envelopes for one push round (see the module docstring)."""
 
     def __init__(
-        self, post: Post, *, attempts: int, split_attempts: int = 2, probe_after: int = 16
+        self,
+        post: Post,
+        *,
+        attempts: int,
+        split_attempts: int = 2,
+        probe_after: int = 16,
+        recount_attempts: int = 2,
     ) -> None:
         self._post = post
         self._attempts = attempts
         self._split_attempts = split_attempts
+        self._recount_attempts = recount_attempts
         self._probe_after = probe_after
         self._failed_in_a_row = 0
         self._known_good: str | None = None  # the text of one object the peer accepted
@@ -83,6 +101,7 @@ class EnvelopePoster:
             error = self._try(envelope, self._attempts, delivery)
             if error is not None:
                 self._isolate(envelope, error, delivery, suspects)
+        self._post_unaccounted_again(delivery, suspects)
         if suspects and not self._peer_works():
             raise suspects[0][1]  # the peer fails, not (only) these objects
         delivery.failures.extend(_refusal(obj, error) for obj, error in suspects)
@@ -103,10 +122,33 @@ class EnvelopePoster:
                 self._failed_in_a_row = 0
             return error
         self._failed_in_a_row = 0
-        if self._known_good is None:
-            self._known_good = envelope[0][1]
         delivery.add_status(status)
+        left_over = unaccounted(envelope, status)
+        if left_over:
+            delivery.unaccounted.append(left_over)
+        if self._known_good is None and len(left_over) < len(envelope):
+            accounted = [text for obj, text in envelope if all(obj is not o for o, _ in left_over)]
+            self._known_good = accounted[0]
         return None
+
+    def _post_unaccounted_again(
+        self, delivery: Delivery, suspects: list[tuple[dict, RemoteError]]
+    ) -> None:
+        """Post again what the peer's statuses did not account for, up to
+        ``recount_attempts`` times (idempotent at the peer: same id and version);
+        what is still not accounted for then is refused, with the reason."""
+        for _ in range(self._recount_attempts):
+            left_over, delivery.unaccounted = delivery.unaccounted, []
+            if not left_over:
+                return
+            for envelope in left_over:  # (each part of an envelope that fitted)
+                error = self._try(envelope, self._split_attempts, delivery)
+                if error is not None:
+                    self._isolate(envelope, error, delivery, suspects)
+        posts = self._recount_attempts + 1
+        for envelope in delivery.unaccounted:
+            delivery.failures.extend(_unaccounted_failure(obj, posts) for obj, _ in envelope)
+        delivery.unaccounted = []
 
     def _peer_works(self) -> bool:
         """Whether the peer accepts, now, an object it accepted earlier in the round."""
@@ -140,6 +182,66 @@ class EnvelopePoster:
         for half, half_error in zip(halves, errors, strict=True):
             if half_error is not None:
                 self._isolate(half, half_error, delivery, suspects)
+
+
+def unaccounted(envelope: Envelope, status: dict) -> Envelope:
+    """The objects of ``envelope`` that ``status`` does not account for (TAXII 2.1
+    section 4.3.1): named neither by a success (stored, or held already) nor by a
+    failure.  ``pendings`` do not count: a complete status with pendings has not
+    said what became of them.
+
+    ``successes`` are optional in 4.3.1, and a status may give counts alone: it
+    then accounts for every object not named by a failure only when it is
+    complete and its counts add up to exactly what was sent, with every failure
+    it counts listed.  Entries name an object by id and, when they give one, a
+    version, in any precision (STIX 2.1 section 3.2); an entry without a version,
+    or an object without one (an SCO, which the receiver labels by its date_added),
+    is matched by id.
+    """
+    successes, failures = status.get("successes") or [], status.get("failures") or []
+    named = [entry for entry in (*successes, *failures) if isinstance(entry, dict)]
+    left_over = [(obj, text) for obj, text in envelope if not _named(obj, named)]
+    if left_over and not successes and _counts_account_for(len(envelope), status):
+        return []
+    return left_over
+
+
+def _named(obj: dict, entries: list[dict]) -> bool:
+    object_id, version = obj.get("id"), version_stamp(obj)
+    for entry in entries:
+        if entry.get("id") != object_id:
+            continue
+        given = entry.get("version")
+        if not given or not version or given == version:
+            return True
+        at = micros_or_none(str(given))
+        if at is not None and at == micros_or_none(version):
+            return True
+    return False
+
+
+def _counts_account_for(sent: int, status: dict) -> bool:
+    """Whether a complete status's counts alone say what became of all ``sent``."""
+    counts = [status.get(key) for key in ("total_count", "success_count", "failure_count")]
+    numbers = [n for n in counts if isinstance(n, int) and not isinstance(n, bool)]
+    if len(numbers) != len(counts):
+        return False
+    total, succeeded, failed = numbers
+    return (
+        status.get("status") == "complete"
+        and total == sent
+        and succeeded + failed == sent
+        and failed == len(status.get("failures") or [])
+    )
+
+
+def _unaccounted_failure(obj: dict, posts: int) -> dict:
+    return {
+        "id": obj.get("id"),
+        "version": version_stamp(obj),
+        "message": f"posted {posts} times, and the peer's status never accounted for it "
+        "(neither a success nor a failure named it: TAXII 2.1 section 4.3.1)",
+    }
 
 
 def _refusal(obj: dict, error: RemoteError) -> dict:
