@@ -384,6 +384,33 @@ def test_a_push_cursor_set_back_to_the_start_sends_again_without_duplicates(tmp_
     assert record["actor"].startswith("cli:")
 
 
+def test_a_push_cursor_set_back_sends_the_dependencies_the_peer_lost_again(tmp_path, stopper):
+    """The peer lost what node-a sent it (a backup restored from before), the author's
+    identity included.  The cursor set back to after the author (an object before it
+    the peer still held, say) sends the indicators again, and the author with them: it
+    was acknowledged once, and an acknowledged dependency otherwise never travels again."""
+    pair = push_pair(tmp_path, stopper)
+    author = identity("Unit A", TLP2["green"])
+    publish(pair.a.collection_url("alpha"), ADMIN, [author])
+    time.sleep(0.01)
+    between = from_micros(now_micros())
+    time.sleep(0.01)
+    later = [indicator(author, TLP2["green"], f"192.0.2.{i}") for i in range(2)]
+    publish(pair.a.collection_url("alpha"), ADMIN, later)
+    [push] = pair.run_once(pair.a)
+    assert push.ok and push.sent == 3
+    lost = tuple(obj["id"] for obj in [author, *later])
+    with pair.store(pair.b).write() as connection:
+        query = objects.ObjectQuery(COLLECTIONS["alpha"], limit=10, ids=lost, versions=("all",))
+        assert objects.delete(connection, query) == 3
+    assert holdings(pair.b) == {}
+
+    run_cli(pair.a, "sync", "set-cursor", "node-b", "alpha", "push", "--to", between)
+    [again] = pair.run_once(pair.a)
+    assert again.ok and (again.sent, again.dead_lettered) == (3, 0), again
+    assert holdings(pair.b) == by_version([author, *later])
+
+
 def test_a_pull_cursor_moved_forward_passes_over_and_back_fetches_again(tmp_path, stopper):
     pair = make_pair(tmp_path, a={"alpha": {"direction": "pull"}},
                      b={"alpha": {"direction": "push", "egress": GREEN}})  # fmt: skip

@@ -132,7 +132,9 @@ def set_cursor(node: NodeContext, peer: str, mapping: str, direction: str,
     MAPPING is as `sync status` prints it (local<->remote) or its local
     collection.  Back, or to the start, to send or fetch again what was added
     after it (a store restored from a backup, a peer that lost data): what the
-    other side holds is counted as already present, never stored twice.
+    other side holds is counted as already present, never stored twice.  A push
+    cursor moved also sends again the identities and marking definitions the
+    peer acknowledged on that mapping, with the first object that needs them.
     Forward, to pass over a version the peer serves that cannot be read:
     nothing added in between crosses in that direction.  A round of the
     running worker in flight stops at its next commit (what crossed is audited)

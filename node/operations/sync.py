@@ -280,6 +280,9 @@ def set_cursor(
     replaced.  The round after it starts there, not where a round that stopped
     early would have gone on; a round in flight stops at its next commit, which
     stores and audits what crossed but leaves the cursor where this puts it.
+
+    A push cursor moved (either way) also forgets every dependency the peer
+    acknowledged on this mapping (``_forget_acknowledged``).
     """
     lane = _configured_lane(config, peer, mapping, direction)
     micros = _cursor_instant(to)
@@ -288,6 +291,7 @@ def set_cursor(
         before = _direction_status(state, now_micros(), {}).cursor
         if direction is Direction.PUSH:
             state.cursor = micros or 0
+            _forget_acknowledged(connection, peer, lane.key)
         else:
             state.remote_cursor = from_micros(micros) if micros is not None else None
         state.pull_resume = None
@@ -303,6 +307,22 @@ def set_cursor(
         )
         audit.record(connection, [record])
     return _direction_status(state, now_micros(), {})
+
+
+def _forget_acknowledged(connection, peer: str, mapping: str) -> int:
+    """Forget all the identities, marking and extension definitions the peer acknowledged
+    on ``mapping``, so that they travel again with the first object that needs them.
+
+    All of them, not only those acknowledged at or after the new cursor: what is kept
+    is when the peer acknowledged a dependency, not which objects needed it, and an
+    object added after the cursor may need one acknowledged long before (an author's
+    identity sent with its first report).  A peer restored from a backup may have lost
+    any of them; sending one it holds costs one "already present", while one it lost
+    and never gets again leaves every object naming it dangling there (its
+    created_by_ref or marking unresolved).  The cursor moved forward forgets them too:
+    the cost is the same, and the set is small.
+    """
+    return syncstate.forget_dependencies(connection, peer, mapping)
 
 
 def _configured_lane(config: Config, peer: str, mapping: str, direction: Direction):
