@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +28,7 @@ from node.sharing import Agreement, Agreements, ingress
 from node.store import audit, provenance, syncstate
 from node.store.audit import Action, AuditQueue, AuditRecord, Direction
 from node.sync import pull as pull_module
+from node.sync import push as push_module
 from node.sync.pull import just_before
 from node.sync.worker import MappingSync, SyncWorker
 from node.timestamps import from_micros, to_micros
@@ -61,6 +64,10 @@ class RecordingPeer:
 
     def max_content_length(self) -> int:
         return 10_000_000
+
+    @property
+    def last_answer(self) -> float:
+        return time.monotonic()  # (it always just answered: no probe)
 
     def post_serialized(self, collection_id: str, texts: list[str], poll_seconds: float = 60.0):
         objs = [jsoncodec.loads(text) for text in texts]
@@ -759,6 +766,81 @@ def test_a_pull_round_asks_for_pages_of_batch_versions(tmp_path: Path) -> None:
     stored = {row["object_id"] for row in node.rows() if row["origin"] == PEER}
     assert stored == {obj["id"] for obj in theirs}
     node.close()
+
+
+@pytest.mark.parametrize("bound", ["batches", "seconds"])
+def test_a_push_round_is_bounded_and_the_next_goes_on_from_its_cursor(
+    tmp_path: Path, monkeypatch, bound: str
+) -> None:
+    """A push backlog is sent over several rounds, each of at most
+    PUSH_BATCHES_PER_ROUND batches (or PUSH_SECONDS_PER_ROUND: 0 here, one batch a
+    round), every version once and in order."""
+    if bound == "batches":
+        monkeypatch.setattr(push_module, "PUSH_BATCHES_PER_ROUND", 2, raising=False)
+    else:
+        monkeypatch.setattr(push_module, "PUSH_SECONDS_PER_ROUND", 0.0, raising=False)
+    per_round = 2 if bound == "batches" else 1
+    node = SharingNode(tmp_path / "a", None)
+    backlog = [indicator(GREEN, value) for value in range(5)]
+    node.add(backlog)
+    peer = EnvelopeCounter()
+    mapping = MappingSync(node.store, with_batch(node, 1), peer)  # type: ignore[arg-type]
+    rounds = []
+    for _ in range(10):
+        result = mapping.push()
+        assert result.ok, result.error
+        rounds.append(len(peer.indicators_per_envelope))
+        if result.sent == 0:
+            break
+    posts = [b - a for a, b in itertools.pairwise([0, *rounds])]
+    assert posts == ([2, 2, 1, 0] if per_round == 2 else [1, 1, 1, 1, 1, 0])
+    sent = [obj["id"] for obj in peer.sent if obj["type"] == "indicator"]
+    assert sent == [obj["id"] for obj in backlog]  # each once, in order
+    node.close()
+
+
+def test_a_push_backlog_does_not_keep_the_worker_from_its_pull_lane(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The running worker pulls from a peer while a push backlog to it is being sent: the
+    pull lane's first round comes after at most one bounded push round."""
+    monkeypatch.setattr(push_module, "PUSH_BATCHES_PER_ROUND", 2, raising=False)
+    monkeypatch.setenv("UNUSED", "a password never sent")
+    node = SharingNode(tmp_path / "a", None)
+    node.add([indicator(GREEN, value) for value in range(20)])
+    worker = SyncWorker(node.config, node.store)
+    (mapping,) = worker.mappings
+    mapping.agreement = with_batch(node, 1)
+    peer = _PullStops(worker.stop)
+    mapping.client = peer  # type: ignore[assignment]
+    mapping._remote_id, mapping._max_content_length = "remote-alpha", 10_000_000
+    runner = threading.Thread(target=worker.run_forever, daemon=True)
+    runner.start()
+    runner.join(timeout=120)
+    assert not runner.is_alive()
+    assert peer.posts_before_pull is not None and peer.posts_before_pull <= 2
+    worker.close()
+    node.close()
+
+
+class _PullStops(PagingPeer):
+    """Counts posts; the first pull records how many came before it and stops the worker."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__([])
+        self.stop = stop
+        self.posts = 0
+        self.posts_before_pull: int | None = None
+
+    def post_serialized(self, collection_id: str, texts: list[str], poll_seconds: float = 60.0):
+        self.posts += 1
+        return super().post_serialized(collection_id, texts, poll_seconds)
+
+    def objects_page(self, collection_id: str, **where) -> ObjectPage:
+        if self.posts_before_pull is None:
+            self.posts_before_pull = self.posts
+        self.stop.set()
+        return super().objects_page(collection_id, **where)
 
 
 def test_the_default_batch_is_a_thousand(tmp_path: Path) -> None:

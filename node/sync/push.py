@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 # every version of 50 ids in one page, whatever the peer's ``batch`` (the check reads
 # one page per 50 ids).
 SUSPECTS_LIMIT = 1000
+# A push round sends at most this many batches (100,000 versions at the default
+# ``batch``) or for this many seconds, then ends with its cursor committed, as a pull
+# round does (``PULL_PAGES_PER_ROUND``): a peer that acknowledges slowly, or a backlog
+# of millions, cannot keep the worker from its other lanes and peers; the next round
+# goes on from the committed cursor (each batch commits its own).
+PUSH_BATCHES_PER_ROUND = 100
+PUSH_SECONDS_PER_ROUND = 15.0
 # A push round with nothing to send asks the peer's API root when the peer has not
 # answered for this long, so that a peer that is down is reported, not "ok".
 PROBE_AFTER_SECONDS = 10.0
@@ -101,14 +108,23 @@ class Pushing(MappingRounds):
             self._call(self.client.probe)
 
     def _push_batches(self, state, remote_id: str, poster: EnvelopePoster, result) -> int:
-        """Send every batch after the cursor; return how many were sent."""
+        """Send the batches after the cursor, up to the round's bound
+        (``PUSH_BATCHES_PER_ROUND``, ``PUSH_SECONDS_PER_ROUND``); return how many were
+        sent.  Past the bound no batch is read: the one in flight is committed, and
+        the next round starts after it.  The first batch always goes (however slow
+        the round's start), so that every round moves the cursor."""
         sent_dependencies: set[str] = set()
         after = state.cursor
         batches = 0
         in_flight: tuple[Future, _PushBatch] | None = None
+        started = time.monotonic()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="push") as sender:
             while not self.stop.is_set():
-                batch = self._prepare_push(after, sent_dependencies)
+                within_bound = batches == 0 or (
+                    batches < PUSH_BATCHES_PER_ROUND
+                    and time.monotonic() - started < PUSH_SECONDS_PER_ROUND
+                )
+                batch = self._prepare_push(after, sent_dependencies) if within_bound else None
                 if in_flight is not None:
                     in_flight[0].result()  # delivered, or its RemoteError: N+1 is not sent
                 sending = None
