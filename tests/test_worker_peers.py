@@ -51,13 +51,15 @@ class FaultyProxy:
     and its status does not name them), the next ``swallow_times`` times; with
     ``pending`` set, the status a POST is answered with is rewritten to say pending,
     pending_count 0, every object in ``pendings`` (the final one is the upstream's own
-    status resource, at the same id)."""
+    status resource, at the same id).  With ``more_forever``, each page of objects/
+    says ``more``, with the same ``next`` ("again"): the same page for ever."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.poison: set[str] = set()
         self.endless_pages = 0
         self.pages_served = 0
+        self.more_forever = False
         self.swallow: set[str] = set()
         self.swallow_times = 1_000_000
         self.pending = False
@@ -100,13 +102,19 @@ class FaultyProxy:
     def forward(self, handler: BaseHTTPRequestHandler, body: bytes | None) -> None:
         names = ("Authorization", "Accept", "Content-Type")
         headers = {name: handler.headers[name] for name in names if handler.headers[name]}
+        path = handler.path
+        if self.more_forever:  # (its own token, which the upstream never issued)
+            path = path.replace("next=again&", "").replace("&next=again", "")
         answer = requests.request(
-            handler.command, self.upstream + handler.path, data=body, headers=headers,
+            handler.command, self.upstream + path, data=body, headers=headers,
             timeout=60, allow_redirects=False,
         )  # fmt: skip
         content = answer.content
         if body is not None and self.pending and answer.status_code == 202:
             content = _said_pending(content)
+        if body is None and self.more_forever and "/objects/" in handler.path:
+            content = json.dumps({**json.loads(content), "more": True, "next": "again"}).encode()
+            self.pages_served += 1
         handler.send_response(answer.status_code)
         for name, value in answer.headers.items():
             if name.lower() in ("content-type", "www-authenticate") or name.startswith("X-TAXII"):
@@ -241,11 +249,46 @@ def test_a_peer_whose_paging_never_ends_does_not_hold_the_worker(tmp_path, stopp
 
     [pull] = pair.run_once(pair.a)
     assert proxy.pages_served == PULL_PAGES_PER_ROUND
-    assert pull.ok and pull.received == 0
+    assert not pull.ok and pull.received == 0
+    assert pull.error.startswith("the peer's paging does not progress: 100 pages answered")
+    state = pair.states(pair.a)[("alpha<->alpha", "pull")]
+    assert state.last_error == pull.error  # what `sync status` shows
     proxy.endless_pages = 0  # the peer fixed its paging
     [again] = pair.run_once(pair.a)
     assert again.ok and again.received == 1
     assert (author["id"], author["modified"]) in holdings(pair.a)
+
+
+def test_a_peer_serving_the_same_page_for_ever_is_reported_and_paged_from_the_cursor(
+    tmp_path, stopper
+):
+    """Its objects, ``more`` true and the same ``next`` on every page: the worker read it
+    100 times a round, counted it already present each time and said ok."""
+    pair = make_pair(tmp_path, a={"alpha": {"direction": "pull"}},
+                     b={"alpha": {"direction": "push", "egress": GREEN}})  # fmt: skip
+    stopper.append(pair)
+    proxy = through_proxy(pair, stopper)
+    author = identity("Unit B", TLP2["green"])
+    publish(
+        pair.b.collection_url("alpha"),
+        ADMIN,
+        [author, indicator(author, TLP2["green"], "192.0.2.5")],
+    )
+    proxy.more_forever = True
+
+    [pull] = pair.run_once(pair.a)
+    assert proxy.pages_served == 2  # the page, and the same page for the same request
+    assert not pull.ok and pull.error.startswith("the peer repeats itself"), pull
+    # TLP:GREEN is built in (already present), and the page read again is all present.
+    assert (pull.received, pull.already_present) == (2, 1 + 3)
+    state = pair.states(pair.a)[("alpha<->alpha", "pull")]
+    assert state.last_error == pull.error and state.pull_resume is None
+    status = json.loads(run_cli(pair.a, "sync", "status", "--json"))
+    assert status[0]["last_error"].startswith("the peer repeats itself")
+
+    proxy.more_forever = False
+    [again] = pair.run_once(pair.a)
+    assert again.ok and again.received == 0, again
 
 
 def test_a_skipped_dead_letter_is_gone_and_audited(tmp_path, stopper):

@@ -19,7 +19,14 @@ from node.store import audit, objects, syncstate
 from node.store.audit import Direction
 from node.timestamps import from_micros, is_timestamp, micros_or_none, now_micros, to_micros
 
-from .rounds import CursorMoved, MappingRounds, RoundResult, commit_progress, count_in_state
+from .rounds import (
+    CursorMoved,
+    MappingRounds,
+    RoundResult,
+    commit_progress,
+    count_in_state,
+    version_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,7 @@ class Pulling(MappingRounds):
         fresh = _PullPosition(_usable(state.remote_cursor), None, self.agreement.peer.batch)
         position: _PullPosition | None = resume or fresh
         resume_failed = False
+        progress = _RoundProgress()
         try:
             remote_id = self.remote_collection()
             started = time.monotonic()
@@ -84,10 +92,18 @@ class Pulling(MappingRounds):
                     log.info("%s %s: paging again from the cursor: %s", self.peer, self.key, exc)
                     position = resume = fresh
                     page = self._fetch(remote_id, position)
+                cursor_before = state.remote_cursor
                 self._store_page(state, page, _commit_point(page, state.remote_cursor), result)
+                asked = position
                 position = self._next_position(page, position)
+                progress.check(page, asked, position, state.remote_cursor != cursor_before)
                 if time.monotonic() - started > PULL_SECONDS_PER_ROUND:
                     break
+            if position is not None and not self.stop.is_set():
+                result.error = progress.stalled()
+        except _Repeating as exc:
+            result.error = str(exc)
+            position = None  # (its token leads nowhere: from the cursor next round)
         except RemoteError as exc:
             result.error = self._failed(exc)
         except CursorMoved:
@@ -236,6 +252,77 @@ class Pulling(MappingRounds):
         counts = RoundResult.of_records(records, Direction.PULL)
         counts.already_present += len(admission.echoes)  # ours served back, built-in TLP
         return counts
+
+
+class _Repeating(RemoteError):
+    """The peer answered a request the round made already with nothing new."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
+class _RoundProgress:
+    """What a pull round has read of the peer's paging, to tell a peer whose paging goes
+    round in circles from one with much to send.
+
+    A page makes progress when it holds a version not served earlier in the round, or
+    moves the cursor.  Not the ``next`` token alone: medallion 3.0.0 gives every page
+    of a query one token, and a peer may hand out a fresh token for the same page.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
+        self._asked: set[_PullPosition] = set()
+        self.pages = 0
+        self.progressed = False
+
+    def check(
+        self,
+        page: ObjectPage,
+        asked: _PullPosition,
+        following: _PullPosition | None,
+        cursor_moved: bool,
+    ) -> None:
+        """Record ``page`` (the answer to ``asked``); _Repeating if it made no progress and
+        the page after it is one the round asked for already: the peer would only serve
+        the same again (the same ``next``, or the same ``added_after``)."""
+        self._asked.add(asked)
+        self.pages += 1
+        keys = {_served_key(obj) for obj in page.objects}
+        keys |= {("unreadable", object_id) for object_id in page.unreadable}
+        moved = cursor_moved or not keys <= self._seen
+        self._seen |= keys
+        self.progressed |= moved
+        if not moved and following is not None and following in self._asked:
+            token = f"next {following.next_token!r:.60}" if following.next_token else "no next"
+            raise _Repeating(
+                f"the peer repeats itself: asked again for a page it served already "
+                f"(added_after {following.added_after or '-'}, {token}), it answered more: "
+                f"true with no version it had not served in this round and no later "
+                f"X-TAXII-Date-Added-Last: its paging does not progress (TAXII 2.1 section "
+                f"3.4.3); the next round starts again from the cursor"
+            )
+
+    def stalled(self) -> str | None:
+        """The round's error when it read to its bound and no page made progress (pages
+        saying more: true that hold nothing new, each with a fresh ``next``), else None.
+        The next round goes on with the last token: a long run of versions the peer
+        withholds from us pages so too, and gets past."""
+        if self.progressed or self.pages < 2:
+            return None
+        return (
+            f"the peer's paging does not progress: {self.pages} pages answered more: true "
+            "with no version not served before in this round and no later "
+            "X-TAXII-Date-Added-Last (TAXII 2.1 section 3.4.3); the next round goes on "
+            "from the last next token"
+        )
+
+
+def _served_key(obj: object) -> tuple[str, str]:
+    """(id, version) of a served version (of anything else, its text)."""
+    if not isinstance(obj, dict):
+        return ("", repr(obj)[:200])
+    return (str(obj.get("id")), version_text(obj))
 
 
 @dataclass(frozen=True)
