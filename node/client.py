@@ -13,6 +13,8 @@ follows ``next`` (3.5) with the request's own filters.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import errno
 import html
 import json
@@ -56,6 +58,39 @@ CONNECT_SECONDS = 10.0
 _READ_BYTES = 64 * 1024
 
 Envelope = list[tuple[dict, str]]
+
+
+# A Retry-After longer than this is read as this long: a peer's header must not park a
+# lane for days (RFC 9110 section 10.2.3 sets no bound).
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
+class Throttled(RemoteError):
+    """A 429 or 503 with a Retry-After (RFC 9110 section 10.2.3): transient, and not to
+    be tried again for ``retry_after`` seconds (at most ``MAX_RETRY_AFTER_SECONDS``)."""
+
+    def __init__(self, message: str, *, status: int, retry_after: float) -> None:
+        super().__init__(message, transient=True, status=status, retry_now=False)
+        self.retry_after = retry_after
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """The seconds a Retry-After header asks to wait, between 0 and the maximum, or None
+    when there is none or it is neither a number of seconds nor an HTTP-date."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:  # (-0000: RFC 5322 for "UTC, zone unknown")
+            moment = moment.replace(tzinfo=datetime.UTC)
+        seconds = (moment - datetime.datetime.now(datetime.UTC)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -216,8 +251,13 @@ class TaxiiClient:
                 status=response.status_code,
             )
         if response.status_code >= 400:
+            text = f"{method} {url}: HTTP {response.status_code}: {_error_text(response)}"
+            wait = retry_after(response) if response.status_code in (429, 503) else None
+            if wait is not None:
+                raise Throttled(f"{text} (the server asks to wait {wait:g} s: Retry-After)",
+                                status=response.status_code, retry_after=wait)  # fmt: skip
             raise RemoteError(
-                f"{method} {url}: HTTP {response.status_code}: {_error_text(response)}",
+                text,
                 transient=response.status_code >= 500 or response.status_code in (408, 429),
                 status=response.status_code,
             )

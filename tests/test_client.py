@@ -9,6 +9,7 @@ request's filters on every page.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import socket
 import threading
@@ -24,6 +25,7 @@ from node.client import (
     ENVELOPE_OVERHEAD,
     ObjectPage,
     TaxiiClient,
+    Throttled,
     envelope_body,
     split_envelopes,
 )
@@ -112,7 +114,12 @@ class _AnsweringServer:
     ``pieces`` parts ``pause`` seconds apart (a server trickling bytes)."""
 
     def __init__(
-        self, body: bytes, pieces: int = 1, pause: float = 0.0, headers: dict | None = None
+        self,
+        body: bytes,
+        pieces: int = 1,
+        pause: float = 0.0,
+        headers: dict | None = None,
+        status: int = 200,
     ) -> None:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args) -> None:  # quiet
@@ -123,7 +130,7 @@ class _AnsweringServer:
                 self.do_GET()
 
             def do_GET(self) -> None:
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/taxii+json;version=2.1")
                 self.send_header("Content-Length", str(len(body)))
                 for name, value in (headers or {}).items():
@@ -473,3 +480,38 @@ def test_nan_beside_a_deeply_nested_version_is_set_apart_too(answering) -> None:
     page = TaxiiClient(answering(body).api_root).page("c", {})
     assert [obj["id"] for obj in page.objects] == ["x--2", "x--3"]
     assert page.unreadable == ["x--1"]
+
+
+def _http_date(seconds_from_now: float) -> str:
+    return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize(
+    ("header", "low", "high"),
+    [
+        ("120", 120, 120),
+        (_http_date(600), 590, 600),
+        (_http_date(-600), 0, 0),  # a moment past: now
+        ("86400", 3600, 3600),  # a day: an hour at most
+        (_http_date(10 * 86400), 3600, 3600),
+    ],
+    ids=["seconds", "http-date", "http-date-past", "seconds-capped", "http-date-capped"],
+)
+def test_retry_after_is_read_as_seconds_or_an_http_date(answering, status, header, low, high):
+    """RFC 9110 section 10.2.3: delay-seconds or an HTTP-date; in the error's text too."""
+    body = json.dumps({"title": "Too Many Requests", "http_status": str(status)}).encode()
+    server = answering(body, status=status, headers={"Retry-After": header})
+    with pytest.raises(Throttled) as raised:
+        TaxiiClient(server.api_root).api_root_information()
+    assert low <= raised.value.retry_after <= high
+    assert raised.value.transient and not raised.value.retry_now
+    assert f"HTTP {status}" in str(raised.value) and "Retry-After" in str(raised.value)
+
+
+def test_a_retry_after_that_says_nothing_is_an_ordinary_transient_error(answering) -> None:
+    body = json.dumps({"title": "Too Many Requests"}).encode()
+    server = answering(body, status=429, headers={"Retry-After": "soon"})
+    with pytest.raises(RemoteError) as raised:
+        TaxiiClient(server.api_root).api_root_information()
+    assert not isinstance(raised.value, Throttled) and raised.value.transient

@@ -52,7 +52,8 @@ class FaultyProxy:
     ``pending`` set, the status a POST is answered with is rewritten to say pending,
     pending_count 0, every object in ``pendings`` (the final one is the upstream's own
     status resource, at the same id).  With ``more_forever``, each page of objects/
-    says ``more``, with the same ``next`` ("again"): the same page for ever."""
+    says ``more``, with the same ``next`` ("again"): the same page for ever.  With
+    ``throttle``, objects/ GETs are answered 429 with that Retry-After."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
@@ -60,6 +61,8 @@ class FaultyProxy:
         self.endless_pages = 0
         self.pages_served = 0
         self.more_forever = False
+        self.throttle: str | None = None
+        self.throttled = 0
         self.swallow: set[str] = set()
         self.swallow_times = 1_000_000
         self.pending = False
@@ -72,7 +75,9 @@ class FaultyProxy:
                 pass
 
             def do_GET(self) -> None:
-                if "/objects/" in self.path and proxy.endless_pages > 0:
+                if "/objects/" in self.path and proxy.throttle is not None:
+                    proxy.too_many(self)
+                elif "/objects/" in self.path and proxy.endless_pages > 0:
                     proxy.endless_page(self)
                 else:
                     proxy.status_reads += "/status/" in self.path
@@ -132,6 +137,16 @@ class FaultyProxy:
             return body
         self.swallow_times -= 1
         return json.dumps({**envelope, "objects": kept}).encode()
+
+    def too_many(self, handler: BaseHTTPRequestHandler) -> None:
+        self.throttled += 1
+        page = json.dumps({"title": "Too Many Requests", "http_status": "429"}).encode()
+        handler.send_response(429)
+        handler.send_header("Content-Type", "application/taxii+json;version=2.1")
+        handler.send_header("Retry-After", str(self.throttle))
+        handler.send_header("Content-Length", str(len(page)))
+        handler.end_headers()
+        handler.wfile.write(page)
 
     def endless_page(self, handler: BaseHTTPRequestHandler) -> None:
         self.endless_pages -= 1
@@ -289,6 +304,21 @@ def test_a_peer_serving_the_same_page_for_ever_is_reported_and_paged_from_the_cu
     proxy.more_forever = False
     [again] = pair.run_once(pair.a)
     assert again.ok and again.received == 0, again
+
+
+def test_a_peer_asking_to_wait_is_not_asked_again_within_the_round(tmp_path, stopper):
+    """429 with Retry-After: 3600: one GET (the round's retries were three more within
+    seconds), the error says how long the peer asked for, and the lane waits that long."""
+    pair = make_pair(tmp_path, a={"alpha": {"direction": "pull"}},
+                     b={"alpha": {"direction": "push", "egress": GREEN}})  # fmt: skip
+    stopper.append(pair)
+    proxy = through_proxy(pair, stopper)
+    proxy.throttle = "3600"
+    [pull] = pair.run_once(pair.a)
+    assert proxy.throttled == 1
+    assert not pull.ok and pull.retry_after == 3600
+    assert "HTTP 429" in pull.error and "wait 3600 s: Retry-After" in pull.error
+    assert "Retry-After" in pair.states(pair.a)[("alpha<->alpha", "pull")].last_error
 
 
 def test_a_skipped_dead_letter_is_gone_and_audited(tmp_path, stopper):

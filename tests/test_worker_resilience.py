@@ -14,8 +14,10 @@ import json
 
 import pytest
 
+from node.client import Throttled
 from node.errors import RemoteError
 from node.sync.delivery import EnvelopePoster
+from node.sync.rounds import with_retries
 from node.sync.schedule import Backoff, Lane, Schedule
 
 
@@ -216,3 +218,55 @@ def test_a_complete_status_of_counts_that_add_up_accounts_for_every_object():
     short = _ShortStatusPeer(unlisted={envelope[0][0]["id"]}, counts_only=True)
     delivery = EnvelopePoster(short.post, attempts=4).deliver([envelope])
     assert [f["id"] for f in delivery.failures] == [obj["id"] for obj, _ in envelope]
+
+
+def test_a_lane_the_peer_asks_to_wait_is_not_due_before_its_retry_after():
+    """Retry-After: 3600 on the push lane: it waits the hour, the pull lane keeps its
+    interval meanwhile."""
+    clock = Clock()
+    push, pull = Lane("p m push", interval=1.0), Lane("p m pull", interval=1.0)
+    schedule = Schedule([push, pull], clock)
+    schedule.finished(push, ok=False, retry_after=3600.0)
+    schedule.finished(pull, ok=True)
+    assert push.due == clock.now + 3600.0 and pull.due == clock.now + 1.0
+    clock.now += 3599.0
+    assert schedule.due() == [pull]
+    clock.now += 1.0
+    assert push in schedule.due()
+
+
+def _throttled(seconds: float) -> Throttled:
+    return Throttled(f"GET x: HTTP 429: slow down (the server asks to wait {seconds:g} s: "
+                     "Retry-After)", status=429, retry_after=seconds)  # fmt: skip
+
+
+def test_a_long_retry_after_ends_the_round_at_once_a_short_one_is_waited_for():
+    calls: list[int] = []
+
+    def asked_to_wait(seconds: float):
+        def call():
+            calls.append(1)
+            if len(calls) == 1:
+                raise _throttled(seconds)
+            return "answer"
+
+        return call
+
+    with pytest.raises(Throttled, match="Retry-After"):
+        with_retries(asked_to_wait(3600.0), attempts=4)
+    assert len(calls) == 1  # not tried again within the round
+    calls.clear()
+    assert with_retries(asked_to_wait(0.0), attempts=4) == "answer" and len(calls) == 2
+
+
+def test_a_peer_asking_to_wait_has_no_envelope_halved():
+    """A 503 with Retry-After is the peer being busy, not about the objects."""
+    posts: list[int] = []
+
+    def post(texts: list[str], attempts: int) -> dict:
+        posts.append(len(texts))
+        raise Throttled("POST x: HTTP 503: busy", status=503, retry_after=600.0)
+
+    with pytest.raises(Throttled):
+        EnvelopePoster(post, attempts=4).deliver([_objects(8)])
+    assert posts == [8]

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from node.client import Throttled
 from node.errors import RemoteError
 from node.sharing.records import already_present_keys
 from node.timestamps import micros_or_none
@@ -70,6 +71,7 @@ def isolatable(error: RemoteError) -> bool:
         error.status is not None
         and error.status >= 400  # (a redirect is about the address, never the objects)
         and error.status not in _NOT_ABOUT_OBJECTS
+        and not isinstance(error, Throttled)  # (a 503 asking us to wait: the peer is busy)
     )
 
 

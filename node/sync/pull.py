@@ -105,7 +105,7 @@ class Pulling(MappingRounds):
             result.error = str(exc)
             position = None  # (its token leads nowhere: from the cursor next round)
         except RemoteError as exc:
-            result.error = self._failed(exc)
+            self._fail(result, exc)
         except CursorMoved:
             log.info("%s %s pull: the cursor was moved; the next round starts there",
                      self.peer, self.key)  # fmt: skip
@@ -205,7 +205,7 @@ class Pulling(MappingRounds):
             remote_id = self.remote_collection()
             page = self._call(lambda: self.client.page(remote_id, params))
         except RemoteError as exc:
-            result.error = self._failed(exc)
+            self._fail(result, exc)
             return result
         with self.store.write() as connection:
             counts = self._ingest(connection, page)

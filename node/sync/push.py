@@ -84,7 +84,7 @@ class Pushing(MappingRounds):
             if self._push_batches(state, remote_id, self._poster(remote_id), result) == 0:
                 self._confirm_peer_answers()
         except RemoteError as exc:
-            result.error = self._failed(exc)
+            self._fail(result, exc)
         except CursorMoved:
             log.info("%s %s push: the cursor was moved; the next round starts there",
                      self.peer, self.key)  # fmt: skip
@@ -278,7 +278,7 @@ class Pushing(MappingRounds):
                 remote_id = self.remote_collection()
                 delivery = self._send(remote_id, outgoing, self._poster(remote_id))
         except RemoteError as exc:
-            result.error = self._failed(exc)
+            self._fail(result, exc)
             return result
         records = self._push_records(decisions, delivery)
         tally = RoundResult.of_records(records, Direction.PUSH)

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from node.client import RemoteError, TaxiiClient
+from node.client import RemoteError, TaxiiClient, Throttled
 from node.sharing import Agreement
 from node.sharing.records import ALREADY_AT_PEER, ALREADY_HERE
 from node.store import Store, syncstate
@@ -33,6 +33,7 @@ class RoundResult:
     dead_lettered: int = 0
     already_present: int = 0  # versions the receiving side held already
     error: str | None = None
+    retry_after: float | None = None  # seconds the peer asked us to wait (Retry-After)
 
     @property
     def ok(self) -> bool:
@@ -64,12 +65,28 @@ class RoundResult:
         self.dead_lettered += counts.dead_lettered
 
 
+# Retries within a round back off up to this many seconds; a peer asking (Retry-After)
+# to wait up to this long is waited for within the round, a longer wait ends the round
+# and the lane's next round comes after it (``Schedule.finished``).
+RETRY_BACKOFF_CAP = 8.0
+
+
 def with_retries(call, attempts: int, stop: threading.Event | None = None):
-    """Run ``call``, retrying transient peer errors with backoff; re-raise the last."""
-    backoff = Backoff(cap=8.0)
+    """Run ``call``, retrying transient peer errors with backoff; re-raise the last.
+
+    A peer's Retry-After (RFC 9110 section 10.2.3) replaces the backoff when it is
+    short; a longer one is not waited for here (the lane's other rounds and the other
+    lanes would wait with it): the error ends the round."""
+    backoff = Backoff(cap=RETRY_BACKOFF_CAP)
     for attempt in range(attempts):
         try:
             return call()
+        except Throttled as exc:
+            last = attempt == attempts - 1 or (stop is not None and stop.is_set())
+            if last or exc.retry_after > RETRY_BACKOFF_CAP:
+                raise
+            log.warning("the peer asks to wait %g s, then retrying: %s", exc.retry_after, exc)
+            (stop or threading.Event()).wait(exc.retry_after)
         except RemoteError as exc:
             last = attempt == attempts - 1 or (stop is not None and stop.is_set())
             if not exc.transient or not exc.retry_now or last:
@@ -114,12 +131,15 @@ class MappingRounds:
     def _call(self, call):
         return with_retries(call, self.retries, self.stop)
 
-    def _failed(self, exc: RemoteError) -> str:
-        """The round's error for ``exc``; after a 404 the peer's collection is looked up
-        again next round (an alias now naming another collection, one re-created)."""
+    def _fail(self, result: RoundResult, exc: RemoteError) -> None:
+        """``exc`` as the round's error; after a 404 the peer's collection is looked up
+        again next round (an alias now naming another collection, one re-created).  A
+        peer's Retry-After goes with it, for the schedule (``Schedule.finished``)."""
         if exc.status == 404:
             self._remote_id = None
-        return str(exc)
+        result.error = str(exc)
+        if isinstance(exc, Throttled):
+            result.retry_after = exc.retry_after
 
     def remote_collection(self) -> str:
         if self._remote_id is None:

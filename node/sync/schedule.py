@@ -51,7 +51,8 @@ class Lane:
 
 class Schedule:
     """Due times of lanes: after a success a lane waits its interval; after a failure
-    at least its interval, and more with each failure in a row (up to 5 minutes)."""
+    at least its interval, and more with each failure in a row (up to 5 minutes), and
+    at least as long as the peer asked with a Retry-After (up to an hour)."""
 
     def __init__(self, lanes: Iterable[Lane], clock: Callable[[], float] = time.monotonic):
         self.lanes = list(lanes)
@@ -61,12 +62,14 @@ class Schedule:
         now = self._clock()
         return [lane for lane in self.lanes if lane.due <= now]
 
-    def finished(self, lane: Lane, ok: bool) -> None:
+    def finished(self, lane: Lane, ok: bool, retry_after: float | None = None) -> None:
+        """Set when ``lane`` is due next; after a failure no sooner than the peer's
+        ``retry_after`` (its Retry-After, already bounded by the client) either."""
         if ok:
             lane.backoff.reset()
             pause = lane.interval
         else:
-            pause = max(lane.interval, lane.backoff.delay())
+            pause = max(lane.interval, lane.backoff.delay(), retry_after or 0.0)
             lane.backoff.attempt += 1
         lane.failing = not ok
         lane.due = self._clock() + pause

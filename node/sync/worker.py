@@ -148,7 +148,7 @@ class SyncWorker:
                     break
                 was_failing = lane.failing
                 result = runs[id(lane)]()
-                schedule.finished(lane, result.ok)
+                schedule.finished(lane, result.ok, result.retry_after)
                 if on_result:
                     on_result(result, was_failing)
             self.stop.wait(max(0.05, schedule.seconds_to_next()))
