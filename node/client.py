@@ -8,11 +8,13 @@ and a clear line between errors worth retrying (network, timeouts, 5xx, 408,
 
 There is one envelope splitter (``split_envelopes``), with the size rule of the
 body that ``post_serialized`` sends, and one page iterator (``pages``), which
-follows ``next`` (3.5) with the request's own filters.
+follows ``next`` (3.5) with the request's own filters, and ``added_after`` where a
+server pages without ``next``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import email.utils
 import errno
@@ -36,7 +38,7 @@ from requests.auth import HTTPBasicAuth
 from node import jsoncodec
 from node.errors import ConfigError, RemoteError
 from node.mediatypes import TAXII_21
-from node.timestamps import is_timestamp
+from node.timestamps import from_micros, is_timestamp, to_micros
 from node.watchdog import Watch, Watchdog
 
 if TYPE_CHECKING:
@@ -60,6 +62,9 @@ _READ_BYTES = 64 * 1024
 Envelope = list[tuple[dict, str]]
 
 
+# Paging a server that gives no ``next`` (by added_after), a page of versions all added
+# at one instant is asked for again with twice the limit, up to this many.
+PAGES_LIMIT_MAX = 10_000
 # A Retry-After longer than this is read as this long: a peer's header must not park a
 # lane for days (RFC 9110 section 10.2.3 sets no bound).
 MAX_RETRY_AFTER_SECONDS = 3600.0
@@ -458,19 +463,33 @@ class TaxiiClient:
     def pages(
         self, collection_id: str, params: dict, endpoint: str = "objects"
     ) -> Iterator[ObjectPage]:
-        """Every page of one request, in order, following ``next`` (3.5); a server that
-        says ``more`` without a ``next`` ends it there.
+        """Every page of one request, in order, following ``next`` (3.5).
 
         Each follow-up repeats the first request's filters, ``limit`` included
-        (medallion 3.0.0 answers 500 to a ``next`` without ``limit``).
+        (medallion 3.0.0 answers 500 to a ``next`` without ``limit``).  A server may
+        say ``more`` without a ``next`` (3.4.3: it pages by ``added_after``): the
+        next page is then asked for by ``added_after`` just before the page's
+        X-TAXII-Date-Added-Last, so that versions added at that instant and not yet
+        served are not skipped, and those served already are left out of the page
+        that repeats them.  RemoteError, never a silent partial answer, when the
+        server gives no date to go on from or the paging does not move.
         """
         query = dict(params)
+        served: set[tuple[str, str]] = set()  # paging by date: what a page may repeat
         while True:
             page = self.page(collection_id, query, endpoint)
-            yield page
-            if not page.more or page.next is None:
+            yield _without(page, served) if served else page
+            if not page.more:
                 return
-            query = {**params, "next": page.next}
+            if page.next is not None:
+                query, served = {**params, "next": page.next}, set()
+                continue
+            after = _added_after_following(page, self.api_root)
+            if after != query.get("added_after"):
+                query, served = {**params, "added_after": after}, _version_keys(page.objects)
+            else:  # one instant fills the page: asked again with twice the limit
+                query = {**query, "limit": _doubled_limit(query, page, self.api_root)}
+                served |= _version_keys(page.objects)
 
     # -- writing --------------------------------------------------------------------
 
@@ -504,6 +523,57 @@ class TaxiiClient:
             status_url = f"{self.api_root}status/{status.get('id')}/"
             status = _status(self._json(self._request("GET", status_url)), status_url)
         return status
+
+
+def _added_after_following(page: ObjectPage, where: str) -> str:
+    """``added_after`` for the page after ``page``, which said ``more`` without ``next``:
+    a microsecond before its X-TAXII-Date-Added-Last (3.4.1 keeps what was added
+    strictly after), so that versions added at that instant and not yet served are
+    served (some servers give a whole POST one date_added)."""
+    last = page.date_added_last
+    if last is None:
+        raise RemoteError(
+            f"{where}: the server answered more: true without a next token or an "
+            "X-TAXII-Date-Added-Last header (TAXII 2.1 section 3.4.3): it cannot be "
+            "paged further, and what was read is not all",
+            transient=False,
+        )
+    return from_micros(to_micros(last) - 1)
+
+
+def _doubled_limit(query: dict, page: ObjectPage, where: str) -> int:
+    """Twice the request's limit, for a page of versions all added at one instant (the
+    sync worker does the same, up to the same bound)."""
+    try:
+        limit = int(query.get("limit") or 0)
+    except (TypeError, ValueError):
+        limit = 0
+    if not 0 < limit < PAGES_LIMIT_MAX:
+        raise RemoteError(
+            f"{where}: the server pages by added_after without next tokens, and more "
+            f"versions than a page of {limit or 'its default'} holds were added at "
+            f"{page.date_added_last}: it cannot be paged past that instant",
+            transient=False,
+        )
+    return min(PAGES_LIMIT_MAX, limit * 2)
+
+
+def _version_keys(objects: list) -> set[tuple[str, str]]:
+    """(id, version) of a page's objects or manifest records."""
+    keys = set()
+    for obj in objects:
+        if isinstance(obj, dict):
+            version = obj.get("modified") or obj.get("created") or obj.get("version") or ""
+            keys.add((str(obj.get("id")), str(version)))
+    return keys
+
+
+def _without(page: ObjectPage, served: set[tuple[str, str]]) -> ObjectPage:
+    """``page`` less the versions of ``served`` (paging by date serves them again)."""
+    kept = [obj for obj in page.objects if not (_version_keys([obj]) & served)]
+    if len(kept) == len(page.objects):
+        return page
+    return dataclasses.replace(page, objects=kept)
 
 
 class _NonFinite:

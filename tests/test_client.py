@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from hypothesis import given, settings
@@ -30,6 +34,7 @@ from node.client import (
     split_envelopes,
 )
 from node.errors import RemoteError
+from node.timestamps import to_micros
 
 _objects = st.lists(
     st.builds(
@@ -491,17 +496,18 @@ def _http_date(seconds_from_now: float) -> str:
     ("header", "low", "high"),
     [
         ("120", 120, 120),
-        (_http_date(600), 590, 600),
-        (_http_date(-600), 0, 0),  # a moment past: now
+        (600.0, 590, 600),  # (a number: an HTTP-date that many seconds from now)
+        (-600.0, 0, 0),  # a moment past: now
         ("86400", 3600, 3600),  # a day: an hour at most
-        (_http_date(10 * 86400), 3600, 3600),
+        (10 * 86400.0, 3600, 3600),
     ],
     ids=["seconds", "http-date", "http-date-past", "seconds-capped", "http-date-capped"],
 )
 def test_retry_after_is_read_as_seconds_or_an_http_date(answering, status, header, low, high):
     """RFC 9110 section 10.2.3: delay-seconds or an HTTP-date; in the error's text too."""
     body = json.dumps({"title": "Too Many Requests", "http_status": str(status)}).encode()
-    server = answering(body, status=status, headers={"Retry-After": header})
+    value = header if isinstance(header, str) else _http_date(header)
+    server = answering(body, status=status, headers={"Retry-After": value})
     with pytest.raises(Throttled) as raised:
         TaxiiClient(server.api_root).api_root_information()
     assert low <= raised.value.retry_after <= high
@@ -515,3 +521,121 @@ def test_a_retry_after_that_says_nothing_is_an_ordinary_transient_error(answerin
     with pytest.raises(RemoteError) as raised:
         TaxiiClient(server.api_root).api_root_information()
     assert not isinstance(raised.value, Throttled) and raised.value.transient
+
+
+class _DatePagingServer:
+    """A real HTTP server on loopback paging by ``added_after`` alone (TAXII 2.1 3.4.3:
+    ``more`` without ``next``), with date headers unless ``dates`` is False: objects
+    ``(id, date_added)`` in date_added order, ``limit`` at a time (at most
+    ``page_size``, as a server may cap it)."""
+
+    def __init__(
+        self, entries: list[tuple[str, str]], dates: bool = True, page_size: int = 100
+    ) -> None:
+        self.asked: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                path = urlsplit(self.path).path
+                if not path.endswith("/objects/"):  # the API root, its collections
+                    listing = {"collections": [{"id": "c", "can_read": True}]}
+                    return self.answer(listing if path.endswith("/collections/") else {})
+                query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                server.asked.append(query)
+                after = to_micros(query["added_after"]) if "added_after" in query else -1
+                rest = [(i, d) for i, d in entries if to_micros(d) > after]
+                page = rest[: min(page_size, int(query.get("limit", page_size)))]
+                objs = [{"id": i, "type": "indicator", "modified": "2026-01-01T00:00:00Z"}
+                        for i, _ in page]  # fmt: skip
+                body = json.dumps({"more": len(rest) > len(page), "objects": objs}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/taxii+json;version=2.1")
+                if dates and page:
+                    self.send_header("X-TAXII-Date-Added-First", page[0][1])
+                    self.send_header("X-TAXII-Date-Added-Last", page[-1][1])
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def answer(self, document: dict) -> None:
+                body = json.dumps(document).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/taxii+json;version=2.1")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.api_root = f"http://127.0.0.1:{self.server.server_address[1]}/api/"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def date_paging(stopper) -> Callable[..., _DatePagingServer]:
+    def start(entries: list[tuple[str, str]], **kwargs) -> _DatePagingServer:
+        server = _DatePagingServer(entries, **kwargs)
+        stopper.append(server)
+        return server
+
+    return start
+
+
+def _at(second: int) -> str:
+    return f"2026-01-01T00:00:{second:02d}.000000Z"
+
+
+def test_pages_go_on_by_added_after_where_a_server_gives_no_next(date_paging) -> None:
+    """Every version once, those added at the instant a page ends at included (an
+    instant of three versions here, split by the page's end)."""
+    entries = [(f"indicator--{n}", _at(n)) for n in range(1, 5)]
+    entries += [(f"indicator--{n}", _at(5)) for n in range(5, 8)]  # one instant
+    entries += [(f"indicator--{n}", _at(n)) for n in range(8, 11)]
+    server = date_paging(entries)
+    pages = list(TaxiiClient(server.api_root).pages("c", {"limit": 3}))
+    assert [obj["id"] for page in pages for obj in page.objects] == [i for i, _ in entries]
+    assert server.asked[1] == {"limit": "3", "added_after": "2026-01-01T00:00:02.999999Z"}
+
+
+def test_pages_without_next_or_date_say_they_cannot_go_on(date_paging) -> None:
+    server = date_paging([(f"indicator--{n}", _at(n)) for n in range(1, 5)], dates=False)
+    pages = TaxiiClient(server.api_root).pages("c", {"limit": 3})
+    assert len(next(pages).objects) == 3
+    with pytest.raises(RemoteError, match="cannot be paged further, and what was read is not"):
+        next(pages)
+
+
+def test_pages_of_one_instant_beyond_the_limit_are_asked_with_a_larger_one(
+    date_paging,
+) -> None:
+    server = date_paging([(f"indicator--{n}", _at(1)) for n in range(1, 6)])
+    pages = list(TaxiiClient(server.api_root).pages("c", {"limit": 2}))
+    assert [obj["id"] for page in pages for obj in page.objects] == [
+        f"indicator--{n}" for n in range(1, 6)
+    ]
+    # (the first request is from the start, the second from just before that instant)
+    assert [query["limit"] for query in server.asked] == ["2", "2", "4", "8"]
+
+
+def test_taxii_node_get_writes_every_version_of_a_server_paging_without_next(
+    date_paging, tmp_path
+) -> None:
+    """``taxii-node get`` stopped at the first page, exit 0, a partial bundle."""
+    entries = [(f"indicator--{n}", _at(n)) for n in range(1, 11)]
+    server = date_paging(entries, page_size=4)
+    out = tmp_path / "bundle.json"
+    env = {**os.environ, "TAXII_NODE_USER": "u", "TAXII_NODE_PASSWORD": "p"}
+    done = subprocess.run(
+        [sys.executable, "-m", "node", "get", "--url", server.api_root, "--collection", "c",
+         "-o", str(out)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [obj["id"] for obj in json.loads(out.read_text())["objects"]] == [i for i, _ in entries]
