@@ -20,6 +20,7 @@ import email.utils
 import errno
 import html
 import json
+import logging
 import os
 import re
 import socket
@@ -43,6 +44,8 @@ from node.watchdog import Watch, Watchdog
 
 if TYPE_CHECKING:
     from node.config import Config
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONTENT_LENGTH = 10 * 1024 * 1024
 # The envelope around the objects' texts in a POST body (``envelope_body``); each
@@ -108,6 +111,8 @@ class ObjectPage:
     # The ids (or "" where none could be read) of versions on the page nested too
     # deeply to read: left out of ``objects``, so the rest of the page is still read.
     unreadable: list[str] = field(default_factory=list)
+    # X-TAXII-Date-Added-Last as sent, when it was sent but is not a timestamp.
+    unreadable_date_added_last: str | None = None
 
 
 def envelope_body(texts: Iterable[str]) -> bytes:
@@ -374,8 +379,19 @@ class TaxiiClient:
         return self._info
 
     def max_content_length(self) -> int:
+        """The API root's ``max_content_length`` (4.2), or the default when it is absent
+        or not a positive integer (logged: true is no size, though Python counts a
+        bool as an integer, and it was read as one byte)."""
         value = self.api_root_information().get("max_content_length")
-        return value if isinstance(value, int) and value > 0 else DEFAULT_MAX_CONTENT_LENGTH
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        if value is not None:
+            log.warning(
+                "%s: max_content_length %.40r is not a positive integer (TAXII 2.1 section "
+                "4.2): envelopes are sized for %d bytes", self.api_root, value,
+                DEFAULT_MAX_CONTENT_LENGTH,
+            )  # fmt: skip
+        return DEFAULT_MAX_CONTENT_LENGTH
 
     # -- collections ----------------------------------------------------------------
 
@@ -431,6 +447,7 @@ class TaxiiClient:
             date_added_last=_timestamp_header(response, "X-TAXII-Date-Added-Last"),
             date_added_first=_timestamp_header(response, "X-TAXII-Date-Added-First"),
             unreadable=unreadable,
+            unreadable_date_added_last=unreadable_date_header(response, "X-TAXII-Date-Added-Last"),
         )
 
     def _page_json(self, response: requests.Response) -> tuple[dict, list[str]]:
@@ -533,12 +550,20 @@ def _added_after_following(page: ObjectPage, where: str) -> str:
     last = page.date_added_last
     if last is None:
         raise RemoteError(
-            f"{where}: the server answered more: true without a next token or an "
-            "X-TAXII-Date-Added-Last header (TAXII 2.1 section 3.4.3): it cannot be "
+            f"{where}: the server answered more: true without a next token or "
+            f"{date_header_said(page)} (TAXII 2.1 section 3.4.3): it cannot be "
             "paged further, and what was read is not all",
             transient=False,
         )
     return from_micros(to_micros(last) - 1)
+
+
+def date_header_said(page: ObjectPage) -> str:
+    """What a page without a usable X-TAXII-Date-Added-Last had instead, in words."""
+    given = page.unreadable_date_added_last
+    if given is None:
+        return "an X-TAXII-Date-Added-Last header"
+    return f"a readable X-TAXII-Date-Added-Last (it sent {given!r:.60}, not an RFC 3339 timestamp)"
 
 
 def _doubled_limit(query: dict, page: ObjectPage, where: str) -> int:
@@ -605,9 +630,41 @@ def _holds_non_finite(value: Any) -> bool:
 
 def _timestamp_header(response: requests.Response, name: str) -> str | None:
     """A date header (TAXII 2.1 section 3.3.1), or None when it is absent or not a
-    timestamp: what a worker may keep as a cursor and send back as ``added_after``."""
+    timestamp: what a worker may keep as a cursor and send back as ``added_after``.
+
+    TAXII timestamps are UTC with ``Z``; one written with an RFC 3339 offset
+    (``+00:00``, as Python's isoformat writes it) names an instant as well, and is
+    read as that instant in UTC."""
     value = response.headers.get(name)
-    return value if is_timestamp(value) else None
+    if value is None or is_timestamp(value):
+        return value
+    return _utc_of_offset(value)
+
+
+_OFFSET_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)([+-])(\d\d):(\d\d)$")
+
+
+def _utc_of_offset(value: str) -> str | None:
+    """An RFC 3339 timestamp with a numeric offset as the same instant in UTC (``Z``),
+    or None when ``value`` is not one."""
+    match = _OFFSET_TIMESTAMP.match(value.strip())
+    if match is None:
+        return None
+    local, sign, hours, minutes = match.groups()
+    if int(hours) > 23 or int(minutes) > 59:
+        return None
+    try:
+        micros = to_micros(local + "Z")
+    except ValueError:
+        return None
+    offset = (int(hours) * 60 + int(minutes)) * 60_000_000
+    return from_micros(micros - offset if sign == "+" else micros + offset)
+
+
+def unreadable_date_header(response: requests.Response, name: str) -> str | None:
+    """The header's value when it is there but not a timestamp (for error messages)."""
+    value = response.headers.get(name)
+    return value if value is not None and _timestamp_header(response, name) is None else None
 
 
 def _status(document: dict, url: str) -> dict:

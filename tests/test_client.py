@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.client import (
+    DEFAULT_MAX_CONTENT_LENGTH,
     ENVELOPE_OVERHEAD,
     ObjectPage,
     TaxiiClient,
@@ -639,3 +641,40 @@ def test_taxii_node_get_writes_every_version_of_a_server_paging_without_next(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert [obj["id"] for obj in json.loads(out.read_text())["objects"]] == [i for i, _ in entries]
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [
+        ("2026-12-01T00:00:00.000+00:00", "2026-12-01T00:00:00.000000Z"),
+        ("2026-12-01T02:00:00.5+02:00", "2026-12-01T00:00:00.500000Z"),
+        ("2026-11-30T19:00:00-05:00", "2026-12-01T00:00:00.000000Z"),
+    ],
+)
+def test_date_headers_with_an_rfc_3339_offset_are_read_as_the_instant_in_utc(
+    answering, value, read
+) -> None:
+    envelope = json.dumps({"more": False, "objects": []}).encode()
+    headers = {"X-TAXII-Date-Added-First": value, "X-TAXII-Date-Added-Last": value}
+    page = TaxiiClient(answering(envelope, headers=headers).api_root).page("c", {})
+    assert (page.date_added_first, page.date_added_last) == (read, read)
+
+
+def test_paging_on_a_date_header_that_is_no_timestamp_says_what_it_was(answering) -> None:
+    envelope = json.dumps({"more": True, "objects": [{"id": "indicator--1"}]}).encode()
+    headers = {"X-TAXII-Date-Added-Last": "Tue, 01 Dec 2026 00:00:00 GMT"}
+    pages = TaxiiClient(answering(envelope, headers=headers).api_root).pages("c", {})
+    assert next(pages).unreadable_date_added_last == "Tue, 01 Dec 2026 00:00:00 GMT"
+    with pytest.raises(RemoteError, match=r"it sent 'Tue, 01 Dec 2026 00:00:00 GMT', not an"):
+        next(pages)
+
+
+@pytest.mark.parametrize("value", [True, False, "10000000", 0, -1, 1.5])
+def test_a_max_content_length_that_is_no_positive_integer_is_the_default(
+    answering, caplog, value
+) -> None:
+    """true is not a size (a bool is no integer, though Python says it is: read as 1)."""
+    server = answering(json.dumps({"title": "x", "max_content_length": value}).encode())
+    with caplog.at_level(logging.WARNING, logger="node.client"):
+        assert TaxiiClient(server.api_root).max_content_length() == DEFAULT_MAX_CONTENT_LENGTH
+    assert "is not a positive integer" in caplog.text and repr(value) in caplog.text

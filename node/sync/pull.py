@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from node import jsoncodec
-from node.client import ObjectPage, RemoteError
+from node.client import ObjectPage, RemoteError, date_header_said
 from node.policy import DEPENDENCY_TYPES
 from node.sharing import admit, settle
 from node.sharing.records import undecided_dead_letters
@@ -173,8 +173,8 @@ class Pulling(MappingRounds):
             return _PullPosition(position.added_after, page.next, batch)
         if page.date_added_last is None:
             raise RemoteError(
-                "the peer answers more: true without a next token or an "
-                "X-TAXII-Date-Added-Last header: it cannot be paged further",
+                f"the peer answers more: true without a next token or "
+                f"{date_header_said(page)}: it cannot be paged further",
                 transient=False,
             )
         basis = just_before(page.date_added_last)
