@@ -296,11 +296,11 @@ class _RoundProgress:
         if not moved and following is not None and following in self._asked:
             token = f"next {following.next_token!r:.60}" if following.next_token else "no next"
             raise _Repeating(
-                f"the peer repeats itself: asked again for a page it served already "
-                f"(added_after {following.added_after or '-'}, {token}), it answered more: "
-                f"true with no version it had not served in this round and no later "
-                f"X-TAXII-Date-Added-Last: its paging does not progress (TAXII 2.1 section "
-                f"3.4.3); the next round starts again from the cursor"
+                "the peer repeats itself: a page saying more: true held no version it had "
+                "not served in this round and no later X-TAXII-Date-Added-Last, and sends "
+                f"us back to a page asked for already (added_after "
+                f"{following.added_after or '-'}, {token}): its paging does not progress "
+                "(TAXII 2.1 section 3.4.3); the next round starts again from the cursor"
             )
 
     def stalled(self) -> str | None:
