@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from node import jsoncodec
-from node.client import ObjectPage
+from node.client import ObjectPage, Throttled
 from node.config import load_config
 from node.errors import RemoteError
 from node.operations import sync as sync_operations
@@ -841,6 +841,50 @@ class _PullStops(PagingPeer):
             self.posts_before_pull = self.posts
         self.stop.set()
         return super().objects_page(collection_id, **where)
+
+
+class _Throttling(PagingPeer):
+    """Answers every pull 429 with Retry-After: 3600; counts the push rounds with nothing
+    to send (each asks when the peer last answered), and stops the worker at 50."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__([])
+        self.stop, self.pulls, self.push_rounds = stop, 0, 0
+
+    def objects_page(self, collection_id: str, **where) -> ObjectPage:
+        self.pulls += 1
+        raise Throttled("GET x: HTTP 429: slow down", status=429, retry_after=3600.0)
+
+    @property
+    def last_answer(self) -> float:
+        self.push_rounds += 1
+        if self.push_rounds >= 50:
+            self.stop.set()
+        return time.monotonic()
+
+
+def test_the_running_worker_asks_a_lane_again_only_after_the_peers_retry_after(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The pull lane told to wait an hour is not tried again meanwhile (its backoff alone
+    would have it tried within a second or two); the push lane of the same mapping goes
+    on at its interval: 50 rounds, at least 2.45 s."""
+    monkeypatch.setenv("UNUSED", "a password never sent")
+    node = SharingNode(tmp_path / "a", None)
+    worker = SyncWorker(node.config, node.store)
+    (mapping,) = worker.mappings
+    quick = replace(node.agreement.mapping, interval=0.05)
+    mapping.agreement = replace(node.agreement, mapping=quick)
+    peer = _Throttling(worker.stop)
+    mapping.client = peer  # type: ignore[assignment]
+    mapping._remote_id, mapping._max_content_length = "remote-alpha", 10_000_000
+    runner = threading.Thread(target=worker.run_forever, daemon=True)
+    runner.start()
+    runner.join(timeout=120)
+    assert not runner.is_alive() and peer.push_rounds == 50
+    assert peer.pulls == 1
+    worker.close()
+    node.close()
 
 
 def test_the_default_batch_is_a_thousand(tmp_path: Path) -> None:
