@@ -206,6 +206,13 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(f"{path}: cannot read the config file (permission denied)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        # TOML is UTF-8 (TOML 1.0, "Spec"); tomllib lets a decode error escape.
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}): save the config file as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     return parse_config(data, path)
 
 
@@ -402,6 +409,10 @@ def _peer(reader: _Reader, table: Mapping[str, Any], where: str) -> PeerConfig:
     if not api_root.startswith(("http://", "https://")):
         raise ConfigError(f"{reader.path}: {where} api_root: {api_root!r} is not an http(s) URL")
     password_file = reader.string(table, "password_file", where, default="")
+    if password_file and table.get("password_env"):
+        raise ConfigError(
+            f"{reader.path}: {where} set either password_file or password_env, not both"
+        )
     client_cert = reader.path_or_none(table, "client_cert", where)
     client_key = reader.path_or_none(table, "client_key", where)
     ca_bundle = reader.path_or_none(table, "ca_bundle", where)

@@ -185,6 +185,11 @@ def test_check_reports_a_misspelled_key_in_one_line(tmp_path):
         ('name = "partner"', 'name = "partner"\nbatch = 0', "batch: 0 is outside 1..10000"),
         ('name = "partner"', 'name = "partner"\nbatch = 10001', "batch: 10001 is outside"),
         ('name = "partner"', 'name = "partner"\nbatch = "50"', "batch: expected an integer"),
+        (
+            'password_env = "PARTNER_PASSWORD"',
+            'password_env = "PARTNER_PASSWORD"\npassword_file = "secret"',
+            "peer 'partner' set either password_file or password_env, not both",
+        ),
     ],
 )
 def test_a_bad_value_names_the_key(tmp_path, old, new, expected):
@@ -205,6 +210,16 @@ def test_structural_mistakes(tmp_path):
     missing = tmp_path / "nowhere.toml"
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(missing)
+
+
+def test_check_reports_a_config_file_that_is_not_utf8_in_one_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b"\xff\xfe[node]\n")
+    result = check(path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {path}: ") and "not UTF-8" in line
 
 
 def test_plain_http_only_on_loopback(tmp_path):
