@@ -686,6 +686,35 @@ def test_init_is_idempotent(node):
     assert node.cli_in_process("user", "list").stdout == before
 
 
+def bare_config(directory: Path, store_path: str) -> Path:
+    """A node config of no peers and no collections, its store at ``store_path``."""
+    path = directory / "node.toml"
+    path.write_text(
+        '[node]\nname = "bare"\n[server]\ninsecure_http = true\n'
+        f'[store]\npath = "{store_path}"\n'
+    )
+    return path
+
+
+@pytest.mark.parametrize("command", [("user", "list"), ("token", "list"), ("release", "list")])
+def test_a_read_only_command_creates_no_store_at_a_mistyped_path(tmp_path, command):
+    config = bare_config(tmp_path, "typo/data/node.db")
+    result = run("--config", str(config), *command)
+    assert_one_line_error(result, f"the store {tmp_path / 'typo/data/node.db'} does not exist yet",
+                          "init")  # fmt: skip
+    assert not (tmp_path / "typo").exists()
+    checked = run("--config", str(config), "check")
+    assert checked.returncode == 0, checked.stderr
+    assert "the store does not exist yet: run init" in checked.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+def test_init_at_a_store_path_that_cannot_be_created_is_one_error_line(tmp_path):
+    config = bare_config(tmp_path, "/proc/node.db")
+    result = run("--config", str(config), "init")
+    assert_one_line_error(result, "cannot create the store /proc/node.db")
+
+
 def _walk(command: click.Command, path: list[str]) -> Iterator[list[str]]:
     yield path
     if isinstance(command, click.Group):

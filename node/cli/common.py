@@ -91,6 +91,16 @@ class NodeContext:
             yield connection
 
     def ready_store(self) -> Store:
+        """The store, initialised and current; a SQLite file that does not exist
+        is refused, not created (a read-only command must not make a store)."""
+        from node.store.engine import missing_sqlite_file
+
+        missing = missing_sqlite_file(self.config().store_url)
+        if missing is not None:
+            raise CommandError(
+                f"the store {missing} does not exist yet: "
+                f"run 'taxii-node --config {self.config_path} init'"
+            )
         store = self.store()
         if not store.is_current():
             store.close()

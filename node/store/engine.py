@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect, make_url
 
-from node.errors import InvalidValue
+from node.errors import InvalidValue, StoreError
 
 _WRITE_OPTION = "taxii_node_write"
 _RETURNED_AT = "taxii_node_returned_at"
@@ -191,7 +191,8 @@ def row_lock_clause(connection: Connection) -> str:
 
 
 def create_store_engine(url: str, ping_idle_seconds: float = PING_IDLE_SECONDS) -> Engine:
-    """An engine for ``url`` (``sqlite:///path`` or ``postgresql://...``).
+    """An engine for ``url`` (``sqlite:///path`` or ``postgresql://...``); a SQLite
+    file that does not exist is created (``missing_sqlite_file`` tells beforehand).
 
     ``ping_idle_seconds``: see ``ping_after_idle`` (PostgreSQL only).
     """
@@ -243,6 +244,20 @@ def ping_after_idle(engine: Engine, seconds: float) -> None:
     event.listen(engine, "checkout", check)
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store ``url`` when it does not exist, else None.
+
+    Opening a store creates its file (``create_store_engine``): a read-only
+    command asks first, so that at a mistyped path it leaves no empty store
+    (and folders) behind for the next command to find.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    database = Path(parsed.database)
+    return None if database.exists() else database
+
+
 def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if not database or database == ":memory:":
@@ -267,9 +282,15 @@ def _create_private_file(database: Path) -> None:
     Another process closing its last connection would then checkpoint and
     delete the WAL that this process's connections go on writing to.
     """
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with suppress(FileExistsError):
-        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with suppress(FileExistsError):
+            os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    except OSError as error:
+        # A path the operator gave ([store] path): theirs to fix, in one line.
+        raise StoreError(
+            f"cannot create the store {database}: {error.strerror or error}"
+        ) from None
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
