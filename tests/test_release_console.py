@@ -8,6 +8,7 @@ page's sharing verdicts name the gates: "awaiting release", "quarantined".
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,3 +273,59 @@ def test_the_object_page_says_quarantined_to_reviewers(peered_app) -> None:
     assert _client(app, "reader").get(url).status_code == 404
     page = _client(app, "alice").get(url).get_data(as_text=True)
     assert set(_verdicts(page).values()) == {"quarantined"} and "only held" in page
+
+
+# --------------------------------------------------------------------------- malformed forms
+
+TOO_LARGE = "99999999999999999999999999"  # beyond any 64-bit entry number
+
+
+def _decide(client, path: str, **form: str):
+    page = client.get(path.rpartition("/")[0]).get_data(as_text=True)
+    return client.post(path, data={**form, "csrf_token": _csrf(page)})
+
+
+def _flashed_error(response) -> str:
+    """The console page's error line (a page of the layout, with its navigation)."""
+    page = response.get_data(as_text=True)
+    assert 'href="/ui/objects"' in page, page  # the console layout, not a bare error
+    [message] = re.findall(r'<p class="flash flash-error" role="status">([^<]*)</p>', page)
+    return html.unescape(message)
+
+
+def test_malformed_release_forms_get_the_queue_page_with_a_400(app) -> None:
+    waiting = indicator(name="waiting")
+    pk = _queue(app, waiting, "alice")
+    carol = _client(app, "carol")
+    purple = _decide(carol, "/ui/releases/decide", decision="approve", tlp="purple")
+    assert purple.status_code == 400
+    assert "'purple' is not a TLP level" in _flashed_error(purple)
+    huge = _decide(carol, "/ui/releases/decide", decision="approve", entry=TOO_LARGE)
+    assert huge.status_code == 400
+    assert f"no entry {TOO_LARGE}" in _flashed_error(huge)
+    assert _state(app, pk) is ReleaseState.PENDING
+
+
+def test_a_malformed_quarantine_form_gets_the_quarantine_page_with_a_400(app) -> None:
+    held = indicator(name="held")
+    with _store(app).write() as connection:
+        quarantine_operations.hold(connection, "node-b", ALPHA, [held], "pull")
+    alice = _client(app, "alice")
+    huge = _decide(alice, "/ui/quarantine/decide", decision="accept", entry=TOO_LARGE)
+    assert huge.status_code == 400
+    assert f"no entry {TOO_LARGE}" in _flashed_error(huge)
+    with _store(app).read() as connection:
+        [still] = quarantine_operations.list_held(connection, quarantine_operations.Selection())
+    assert still.object_id == held["id"]
+
+
+def test_console_refusals_name_the_form_fields_not_the_cli_flags(app) -> None:
+    pk = _queue(app, indicator(name="waiting"), "alice")
+    carol = _client(app, "carol")
+    nothing = _decide(carol, "/ui/releases/decide", decision="approve")
+    message = _flashed_error(nothing)
+    assert "tick entries" in message and "--" not in message
+    no_reason = _decide(carol, "/ui/releases/decide", decision="reject", entry=str(pk))
+    message = _flashed_error(no_reason)
+    assert "a rejection needs a reason (fill in Reason)" in message and "--" not in message
+    assert _state(app, pk) is ReleaseState.PENDING

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sized
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, make_response, redirect, render_template, request, url_for
 from sqlalchemy import Connection
 from werkzeug.wrappers import Response
 
-from node.errors import NodeError
+from node.errors import InvalidValue, NodeError
 from node.operations import quarantine as quarantine_operations
 from node.operations import releases as operations
+from node.operations.holds import CONSOLE_WORDING
 from node.store import roles
 from node.store.accounts import Account
 from node.store.quarantine import Held
@@ -57,8 +58,10 @@ def _require_releaser() -> None:
 
 
 def _entries() -> tuple[int, ...]:
+    """The ticked entries; whether such entries can exist the operations decide."""
     values = request.form.getlist("entry")
-    if not all(value.isdigit() for value in values):
+    # isascii: str.isdigit is true of digits int() refuses ("²").
+    if not all(value.isascii() and value.isdigit() for value in values):
         abort(400, "Entries are numbers.")
     return tuple(int(value) for value in values)
 
@@ -83,17 +86,27 @@ def _decision(offered: dict[str, str], refusal: str) -> str:
     return decision
 
 
-def _decided(page: str, outcome: str, decide: Callable[[Connection], Sized]) -> Response:
+def _decided(
+    page: Callable[[], str], outcome: str, decide: Callable[[Connection], Sized]
+) -> Response:
     """Run ``decide`` in one write transaction, flash what it did (``outcome``: how many
-    versions were approved, accepted...) or why nothing changed, and go back to ``page``."""
+    versions were approved, accepted...) or why nothing changed, and go back to ``page``.
+
+    A form the operations refuse as malformed (an unknown TLP level, an entry
+    number no entry can have) gets the page again with the reason, as a 400: the
+    request was wrong, not the state of the queue.
+    """
     try:
         with node_state().store.write() as connection:
             done = decide(connection)
+    except InvalidValue as error:
+        flash(f"Nothing changed: {error}", "error")
+        return make_response(page(), 400)
     except NodeError as error:
         flash(f"Nothing changed: {error}", "error")
     else:
         flash(f"{len(done)} version(s) {outcome}.", "ok")
-    return redirect(url_for(page))
+    return redirect(url_for(f"console.{page.__name__}"))
 
 
 def _actor() -> str:
@@ -120,10 +133,12 @@ def decide_releases():
     def decide(connection: Connection) -> list[operations.QueueItem]:
         operations.refresh(connection, node_state().agreements)
         if decision == "approve":
-            return operations.approve(connection, selection, releaser, actor=actor)
-        return operations.reject(connection, selection, releaser, reason, actor=actor)
+            return operations.approve(connection, selection, releaser, actor=actor,
+                                      wording=CONSOLE_WORDING)  # fmt: skip
+        return operations.reject(connection, selection, releaser, reason, actor=actor,
+                                 wording=CONSOLE_WORDING)  # fmt: skip
 
-    return _decided("console.releases_page", _RELEASE_DECISIONS[decision], decide)
+    return _decided(releases_page, _RELEASE_DECISIONS[decision], decide)
 
 
 @blueprint.route("/quarantine")
@@ -144,8 +159,9 @@ def decide_quarantine():
     def decide(connection: Connection) -> list[Held]:
         if decision == "accept":
             return quarantine_operations.accept(connection, selection, actor=actor,
-                                                account=account)  # fmt: skip
+                                                account=account,
+                                                wording=CONSOLE_WORDING)  # fmt: skip
         return quarantine_operations.reject(connection, selection, reason, actor=actor,
-                                            account=account)  # fmt: skip
+                                            account=account, wording=CONSOLE_WORDING)  # fmt: skip
 
-    return _decided("console.quarantine_page", _QUARANTINE_DECISIONS[decision], decide)
+    return _decided(quarantine_page, _QUARANTINE_DECISIONS[decision], decide)

@@ -20,6 +20,35 @@ from node.store import catalog
 from node.store.audit import Action, AuditRecord, Direction
 from node.store.heldversions import Criteria, HeldRow
 
+# The largest number a store column of ids holds (SQLite INTEGER, PostgreSQL BIGINT):
+# no row has a larger one, and the drivers refuse to bind it (OverflowError).
+MAX_STORE_INTEGER = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How a refusal names what the caller should give: the CLI's flags or the
+    console's form fields.  The rules are the operations', once; only the words
+    for the inputs are the caller's."""
+
+    release_choices: str  # what names pending versions (``check_names_some``)
+    held_choices: str  # what names quarantined versions
+    reason: str  # where a rejection's reason goes
+
+
+CLI_WORDING = Wording(
+    release_choices="entries, --id, --report, --type, --label, --tlp, or --all",
+    held_choices="entries, --id, or --all",
+    reason="--reason",
+)
+CONSOLE_WORDING = Wording(
+    release_choices=(
+        "tick entries, fill in Report id, Type, Label or TLP, or tick every pending version"
+    ),
+    held_choices="tick entries",
+    reason="fill in Reason",
+)
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -38,6 +67,7 @@ class Selection:
 
     def criteria(self, connection: Connection) -> Criteria:
         """The selection as the store lists held versions (the collection resolved)."""
+        check_entry_numbers(self.pks)
         return Criteria(
             peer=self.peer,
             collection_id=collection_id(connection, self.collection),
@@ -46,9 +76,20 @@ class Selection:
         )
 
     def check_names_some(self, choices: str) -> None:
-        """An action covers what the selection names, or everything when it says so."""
+        """An action covers what the selection names, or everything when it says so;
+        ``choices``: how the caller names the ways to say which (``Wording``)."""
         if not (self.narrowed or self.everything):
-            raise InvalidValue(f"say which versions: {choices}, or --all")
+            raise InvalidValue(f"say which versions: {choices}")
+
+
+def check_entry_numbers(pks: Iterable[int]) -> None:
+    """Entries are numbers the store can hold: a larger one (or one below 1) names no
+    entry, and binding it would fail in the driver rather than say so."""
+    for pk in pks:
+        if not 1 <= pk <= MAX_STORE_INTEGER:
+            raise InvalidValue(
+                f"no entry {pk}: entries are whole numbers from 1 to {MAX_STORE_INTEGER}"
+            )
 
 
 def collection_id(connection: Connection, collection: str | None) -> str | None:
@@ -61,11 +102,11 @@ def collection_id(connection: Connection, collection: str | None) -> str | None:
     return found.id
 
 
-def rejection_reason(reason: str | None) -> str:
+def rejection_reason(reason: str | None, wording: Wording = CLI_WORDING) -> str:
     """The reason a rejection gives, recorded in the audit trail: never empty."""
     reason = (reason or "").strip()
     if not reason:
-        raise InvalidValue("a rejection needs a reason (--reason)")
+        raise InvalidValue(f"a rejection needs a reason ({wording.reason})")
     return reason
 
 

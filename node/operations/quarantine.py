@@ -20,7 +20,7 @@ from node.store.audit import Action, AuditRecord, Direction
 from node.store.quarantine import Held
 from node.validation import version_stamp
 
-from .holds import Selection, decision_records, rejection_reason
+from .holds import CLI_WORDING, Selection, Wording, decision_records, rejection_reason
 
 _RULE = "quarantine"
 
@@ -61,10 +61,16 @@ def list_held(connection: Connection, selection: Selection) -> list[Held]:
 
 
 def accept(
-    connection: Connection, selection: Selection, *, actor: str, account: str | None = None
+    connection: Connection,
+    selection: Selection,
+    *,
+    actor: str,
+    account: str | None = None,
+    wording: Wording = CLI_WORDING,
 ) -> list[Held]:
-    """Store the selected versions in their collection, as received from their peer."""
-    chosen = _chosen(connection, selection, account)
+    """Store the selected versions in their collection, as received from their peer.
+    ``wording``: how refusals name the caller's inputs (flags, form fields)."""
+    chosen = _chosen(connection, selection, account, wording)
     by_target: dict[tuple[str, str], list[Held]] = {}
     for entry in chosen:
         by_target.setdefault((entry.peer, entry.collection_id), []).append(entry)
@@ -87,17 +93,20 @@ def reject(
     *,
     actor: str,
     account: str | None = None,
+    wording: Wording = CLI_WORDING,
 ) -> list[Held]:
     """Drop the selected versions, with a reason."""
-    reason = rejection_reason(reason)
-    chosen = _chosen(connection, selection, account)
+    reason = rejection_reason(reason, wording)
+    chosen = _chosen(connection, selection, account, wording)
     quarantine.release(connection, chosen)
     _audit(connection, chosen, Action.QUARANTINE_REJECTED, actor, reason)
     return chosen
 
 
-def _chosen(connection: Connection, selection: Selection, account: str | None) -> list[Held]:
-    selection.check_names_some("entries, --id")
+def _chosen(
+    connection: Connection, selection: Selection, account: str | None, wording: Wording
+) -> list[Held]:
+    selection.check_names_some(wording.held_choices)
     chosen = list_held(connection, selection)
     if not chosen:
         raise NotFound("no held version matches")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from node import jsoncodec
-from node.errors import Conflict, NotFound
+from node.errors import Conflict, InvalidValue, NotFound
 from node.policy import Decision
 from node.sharing import Agreement, Position, egress
 from node.sharing.gates import AWAITING_RULE
@@ -36,10 +36,10 @@ from node.store import accounts, audit, publishers, releases, roles
 from node.store.audit import Action, Direction
 from node.store.releases import Entry, Queued, ReleaseState
 from node.timestamps import to_micros
-from node.tlp import parse_level, tlp_of
+from node.tlp import TLP, parse_level, tlp_of
 
 from . import holds
-from .holds import decision_records, rejection_reason
+from .holds import CLI_WORDING, Wording, decision_records, rejection_reason
 
 _MAX_REPORT_DEPTH = 8
 _IDS_CHUNK = 300
@@ -187,10 +187,16 @@ def list_queue(
 
 
 def approve(
-    connection: Connection, selection: Selection, releaser: str, *, actor: str
+    connection: Connection,
+    selection: Selection,
+    releaser: str,
+    *,
+    actor: str,
+    wording: Wording = CLI_WORDING,
 ) -> list[QueueItem]:
-    """Approve the selected pending versions as ``releaser``; audited, one transaction."""
-    chosen = _chosen(connection, selection, releaser)
+    """Approve the selected pending versions as ``releaser``; audited, one transaction.
+    ``wording``: how refusals name the caller's inputs (flags, form fields)."""
+    chosen = _chosen(connection, selection, releaser, wording)
     _check_four_eyes(connection, chosen, releaser)
     releases.decide(connection, [item.entry for item in chosen], ReleaseState.APPROVED,
                     actor=releaser, reason=None)  # fmt: skip
@@ -199,11 +205,17 @@ def approve(
 
 
 def reject(
-    connection: Connection, selection: Selection, releaser: str, reason: str, *, actor: str
+    connection: Connection,
+    selection: Selection,
+    releaser: str,
+    reason: str,
+    *,
+    actor: str,
+    wording: Wording = CLI_WORDING,
 ) -> list[QueueItem]:
     """Reject the selected pending versions, with a reason; audited, one transaction."""
-    reason = rejection_reason(reason)
-    chosen = _chosen(connection, selection, releaser)
+    reason = rejection_reason(reason, wording)
+    chosen = _chosen(connection, selection, releaser, wording)
     releases.decide(connection, [item.entry for item in chosen], ReleaseState.REJECTED,
                     actor=releaser, reason=reason)  # fmt: skip
     _audit(connection, chosen, Action.RELEASE_REJECTED, releaser, actor, reason)
@@ -229,11 +241,13 @@ def check_releaser(connection: Connection, name: str) -> None:
         raise Conflict(f"account {name!r} does not have the role {roles.RELEASER!r}")
 
 
-def _chosen(connection: Connection, selection: Selection, releaser: str) -> list[QueueItem]:
+def _chosen(
+    connection: Connection, selection: Selection, releaser: str, wording: Wording
+) -> list[QueueItem]:
     """The pending versions the selection covers in collections ``releaser`` may read: a
     releaser decides only on what it can inspect (a version elsewhere is as unknown)."""
     check_releaser(connection, releaser)
-    selection.check_names_some("entries, --id, --report, --type, --label, --tlp")
+    selection.check_names_some(wording.release_choices)
     entries = _readable_by(connection, _select(connection, selection), releaser)
     chosen = [_item(connection, entry) for entry in entries]
     if not chosen:
@@ -264,7 +278,7 @@ def _select(connection: Connection, selection: Selection) -> list[Entry]:
     )
     if selection.report is not None:
         pending = _with_report(connection, pending, selection.report)
-    level = parse_level(selection.tlp) if selection.tlp else None
+    level = _tlp_level(selection.tlp) if selection.tlp else None
     chosen = []
     for entry in pending:
         obj = _body(entry)
@@ -276,6 +290,15 @@ def _select(connection: Connection, selection: Selection) -> list[Entry]:
             continue
         chosen.append(entry)
     return chosen
+
+
+def _tlp_level(name: str) -> TLP:
+    """The TLP level a selection names; an unknown name is the caller's mistake to fix
+    (``parse_level`` says ValueError, as configuration reading wants)."""
+    try:
+        return parse_level(name)
+    except ValueError as error:
+        raise InvalidValue(f"TLP: {error}") from None
 
 
 def _with_report(connection: Connection, pending: list[Entry], report_id: str) -> list[Entry]:
