@@ -31,7 +31,7 @@ from node.store import Store, accounts, audit, objects, releases
 from node.store.objects import ObjectQuery
 from node.store.releases import Queued, ReleaseState
 from node.timestamps import to_micros
-from node.tlp import TLP, TLP2_MARKING_IDS
+from node.tlp import TLP, TLP2_MARKING_IDS, tlp_marking_definitions
 from node.validation import version_key
 from tests.exchange_fixtures import (
     COLLECTION,
@@ -356,6 +356,34 @@ def test_nothing_leaves_before_approval_by_push_or_pull(pair: Pair, monkeypatch)
         approved = [(r["object_id"], r["actor"]) for r in audit.entries(connection, limit=None)
                     if r["action"] == "release-approved"]  # fmt: skip
     assert sorted(approved) == sorted([(pulled["id"], "carol"), (pushed["id"], "carol")])
+
+
+MARKING = "marking-definition--0b0b0b0b-2222-4222-8222-0000000000a2"
+
+
+def test_dependencies_are_never_queued_and_travel_with_what_is_released(pair: Pair,
+                                                                         monkeypatch) -> None:
+    """Identities and marking definitions posted with an indicator (the TLP definitions
+    among them) are not in the queue; approving the indicator carries them along."""
+    green, red = TLP2_MARKING_IDS[TLP.GREEN], TLP2_MARKING_IDS[TLP.RED]
+    author = {"type": "identity", "spec_version": "2.1", "id": AUTHOR, "created": T0,
+              "modified": T0, "name": "Unit A", "identity_class": "organization",
+              "object_marking_refs": [green]}  # fmt: skip
+    statement = {"type": "marking-definition", "spec_version": "2.1", "id": MARKING,
+                 "created": T0, "name": "Copyright Unit A", "definition_type": "statement",
+                 "definition": {"statement": "Copyright Unit A"}}  # fmt: skip
+    definitions = [d for d in tlp_marking_definitions() if d["id"] in (green, red)]
+    served = _released(author, "served")
+    served["object_marking_refs"] = [green, MARKING]
+    _publish_as_alice(pair, [author, statement, *definitions, served])
+    listed = json.loads(run_cli(pair.a, "release", "list", "--json"))
+    assert [row["id"] for row in listed] == [served["id"]]
+    assert red not in run_cli(pair.a, "release", "list")
+    monkeypatch.setenv("TAXII_NODE_PASSWORD", "carol-password-1")
+    run_cli(pair.a, "release", "approve", "--as", "carol", "--id", served["id"])
+    pair.run_once(pair.b)  # B pulls the approved indicator, with its author and marking
+    on_b = _on_b(pair)
+    assert {served["id"], AUTHOR, MARKING} <= on_b and red not in on_b
 
 
 def _relationship(source: dict, target: dict) -> dict:

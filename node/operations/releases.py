@@ -29,7 +29,7 @@ from sqlalchemy import Connection
 
 from node import jsoncodec
 from node.errors import Conflict, InvalidValue, NotFound
-from node.policy import Decision
+from node.policy import DEPENDENCY_TYPES, Decision
 from node.sharing import Agreement, Position, egress
 from node.sharing.gates import AWAITING_RULE
 from node.store import accounts, audit, publishers, releases, roles
@@ -125,10 +125,18 @@ def _refresh_mapping(connection: Connection, agreement: Agreement) -> int:
     decisions, reached = _decided_since(connection, agreement, after)
     if after is not None:
         decisions += _other_versions(connection, agreement, {d.object_id for d in decisions})
-    awaiting = [_queued(d) for d in decisions if d.rule == AWAITING_RULE]
+    awaiting = [_queued(d) for d in decisions if _awaits_a_releaser(d)]
     new = releases.enqueue(connection, peer, collection_id, awaiting)
     releases.save_cursor(connection, peer, collection_id, rules, max(reached, after or 0))
     return new
+
+
+def _awaits_a_releaser(decision: Decision) -> bool:
+    """Whether egress holds the version back for a releaser to decide.  Dependencies
+    (identities, marking and extension definitions) wait too, but for no releaser:
+    they leave only with an object that names them, once that is released."""
+    kind = decision.object_id.partition("--")[0]
+    return decision.rule == AWAITING_RULE and kind not in DEPENDENCY_TYPES
 
 
 def _rules_digest(agreement: Agreement) -> str:
