@@ -584,6 +584,25 @@ def test_publish_refuses_bad_uploads_clearly(analyst, store) -> None:
         assert objects.count(connection, ALPHA) == before
 
 
+def test_an_upload_over_max_content_length_names_the_limit_in_the_console_layout(
+    analyst, store, app
+) -> None:
+    limit = app.extensions["taxii_node"].config.taxii.max_content_length
+    with store.read() as connection:
+        before = objects.count(connection, ALPHA)
+    page = _text(analyst.get("/ui/publish"))
+    oversized = analyst.post("/ui/publish", content_type="multipart/form-data",
+                             data={"csrf_token": _csrf(page), "collection": ALPHA,
+                                   "bundle": (io.BytesIO(b" " * (limit + 1)), "x.json")})  # fmt: skip
+    text = _text(oversized)
+    assert oversized.status_code == 413
+    assert f"The request exceeds max_content_length ({limit} bytes)." in text
+    assert "capacity limit" not in text
+    assert 'href="/ui/objects"' in text  # the signed-in layout, navigation included
+    with store.read() as connection:
+        assert objects.count(connection, ALPHA) == before
+
+
 # -- metrics and health --------------------------------------------------------------------
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from node.taxii.state import node_state, set_current_account, signed_in_account
 
@@ -69,9 +69,31 @@ def _template_helpers() -> dict:
 
 @blueprint.errorhandler(HTTPException)
 def _error_page(error: HTTPException):
+    description = error.description
+    if isinstance(error, RequestEntityTooLarge):
+        # Werkzeug's own words ("the data value transmitted exceeds the capacity
+        # limit") name no limit; the operator's is [taxii] max_content_length.
+        description = too_large_message()
+        _sign_in_for_the_error_page()
     response = Response(
         render_template("error.html", code=error.code, name=error.name,
-                        description=error.description),
+                        description=description),
         status=error.code or 500,
     )  # fmt: skip
     return secure_headers(response)
+
+
+def _sign_in_for_the_error_page() -> None:
+    """The session's account, for the layout of an error page of a request refused
+    before the session was read (a body too large to parse for the NUL check): a
+    page with its navigation, rather than one that looks signed out."""
+    if signed_in_account() is None:
+        account = session_account()
+        if account is not None:
+            set_current_account(account)
+
+
+def too_large_message() -> str:
+    """Why a request body was refused for its size, naming the setting that bounds it."""
+    limit = node_state().config.taxii.max_content_length
+    return f"The request exceeds max_content_length ({limit} bytes)."

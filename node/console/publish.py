@@ -33,7 +33,7 @@ def publish_page():
         return render_template("publish.html", collections=collections, status=None, error="")
     taxii = node_state().config.taxii
     if (request.content_length or 0) > taxii.max_content_length:
-        abort(413, f"The upload exceeds max_content_length ({taxii.max_content_length} bytes).")
+        abort(413)  # the message is the error page's (blueprint.too_large_message)
     chosen = request.form.get("collection", "")
     if chosen not in {c.id for c in collections}:
         abort(403, "You may not write to that collection.")
