@@ -152,10 +152,29 @@ def test_tokens_are_created_listed_and_revoked_with_audit(store: Store) -> None:
     assert view.state == "revoked" and view.since
     with store.write() as connection, pytest.raises(NotFound, match="no token"):
         token_operations.revoke_token(connection, "000000000000", actor=ACTOR)
+    with (
+        store.write() as connection,
+        pytest.raises(
+            Conflict, match=f"token {created.id} of alice was already revoked at {view.since}"
+        ),
+    ):
+        token_operations.revoke_token(connection, created.id, actor=ACTOR)
+    with store.read() as connection:
+        [again] = token_operations.list_tokens(connection)
+        assert again.since == view.since  # the revocation keeps its time
+        with pytest.raises(NotFound, match="no user 'nosuch'"):
+            token_operations.list_tokens(connection, "nosuch")
     with pytest.raises(InvalidValue, match="duration"):
         token_operations.parse_expiry("3x")
     actions = [a for a, _, _ in _audit_actions(store)]
     assert actions == ["user-added", "token-created", "token-revoked"]
+
+
+@pytest.mark.parametrize("duration", ["99999999999999999999d", "3000000d", "500000w"])
+def test_a_token_expiry_after_the_year_9999_is_refused(duration: str) -> None:
+    with pytest.raises(InvalidValue, match="after the year 9999; use 'never'"):
+        token_operations.parse_expiry(duration)
+    assert token_operations.parse_expiry("2900000d") is not None  # the year 9966
 
 
 def test_the_audit_reads_the_cli_and_console_share(store: Store) -> None:
