@@ -686,12 +686,57 @@ def test_init_is_idempotent(node):
     assert node.cli_in_process("user", "list").stdout == before
 
 
+HUGE = "99999999999999999999999"  # past any 64-bit store column
+
+
+@pytest.fixture(scope="module")
+def releaser(node) -> str:
+    """rita, an account with the role releaser (password rita-password-1)."""
+    node.add_user("rita", "rita-password-1")
+    node.cli_in_process("user", "role", "rita", "releaser")
+    return "rita"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("release", "list", "--tlp", "purple"), "'purple' is not a TLP level"),
+        (("release", "approve", "--tlp", "purple", "--as", "rita"), "'purple' is not a TLP level"),
+        (("release", "approve", HUGE, "--as", "rita"), f"{HUGE} is not a number from 1 to"),
+        (("quarantine", "accept", HUGE), f"{HUGE} is not a number from 1 to"),
+        (("sync", "retry", HUGE), f"{HUGE} is not a number from 1 to"),
+        (("sync", "skip", HUGE), f"{HUGE} is not a number from 1 to"),
+        (("audit", "--limit", "99999999999999999999"), "is not a number from 0 to"),
+        (("audit", "--limit", "-5"), "-5 is not a number from 0 to"),
+        (("token", "create", "alice", "--expires", "99999999999999999999d"), "after the year 9999"),
+        (("token", "create", "alice", "--expires", "3000000d"), "after the year 9999"),
+        (("token", "list", "nosuch"), "no user 'nosuch'"),
+        (("release", "list", "--peer", "nosuch"), "no peer named 'nosuch'"),
+        (("quarantine", "list", "--peer", "nosuch"), "no peer named 'nosuch'"),
+    ],
+    ids=lambda value: " ".join(value)[:40] if isinstance(value, tuple) else None,
+)
+def test_bad_numbers_levels_and_names_are_one_line_errors(node, releaser, args, expected):
+    tokens_before = node.cli_in_process("token", "list").stdout
+    result = node.cli_in_process(*args, check=False, env={"TAXII_NODE_PASSWORD": "rita-password-1"})
+    assert_one_line_error(result, expected)
+    assert node.cli_in_process("token", "list").stdout == tokens_before
+
+
+def test_revoking_a_token_twice_says_it_was_revoked_already(node):
+    created = node.cli_in_process("token", "create", "alice", "--expires", "1d")
+    token_id = created.stderr.split()[1]
+    first = node.cli_in_process("token", "revoke", token_id)
+    assert f"token {token_id} of alice revoked" in first.stdout
+    again = node.cli_in_process("token", "revoke", token_id, check=False)
+    assert_one_line_error(again, f"token {token_id} of alice was already revoked at ")
+
+
 def bare_config(directory: Path, store_path: str) -> Path:
     """A node config of no peers and no collections, its store at ``store_path``."""
     path = directory / "node.toml"
     path.write_text(
-        '[node]\nname = "bare"\n[server]\ninsecure_http = true\n'
-        f'[store]\npath = "{store_path}"\n'
+        f'[node]\nname = "bare"\n[server]\ninsecure_http = true\n[store]\npath = "{store_path}"\n'
     )
     return path
 

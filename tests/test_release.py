@@ -361,8 +361,9 @@ def test_nothing_leaves_before_approval_by_push_or_pull(pair: Pair, monkeypatch)
 MARKING = "marking-definition--0b0b0b0b-2222-4222-8222-0000000000a2"
 
 
-def test_dependencies_are_never_queued_and_travel_with_what_is_released(pair: Pair,
-                                                                         monkeypatch) -> None:
+def test_dependencies_are_never_queued_and_travel_with_what_is_released(
+    pair: Pair, monkeypatch
+) -> None:
     """Identities and marking definitions posted with an indicator (the TLP definitions
     among them) are not in the queue; approving the indicator carries them along."""
     green, red = TLP2_MARKING_IDS[TLP.GREEN], TLP2_MARKING_IDS[TLP.RED]

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import EXIT_FAILURES, CommandError, NodeContext
+from .common import COUNT_OR_ZERO, EXIT_FAILURES, CommandError, NodeContext
 
 pass_node = click.make_pass_decorator(NodeContext)
 
@@ -30,7 +30,11 @@ def _cells(row: dict) -> list[str]:
 @click.option("--peer", metavar="NAME", help="Only records about this peer.")
 @click.option("--since", metavar="TIME", help="RFC 3339 timestamp, e.g. 2026-01-01T00:00:00Z.")
 @click.option(
-    "--limit", default=1000, show_default=True, help="At most this many records (0: all)."
+    "--limit",
+    default=1000,
+    show_default=True,
+    type=COUNT_OR_ZERO,
+    help="At most this many records (0: all).",
 )
 @click.option("--oldest-first", is_flag=True, help="The oldest records, oldest first.")
 @click.option("--json", "as_json", is_flag=True,

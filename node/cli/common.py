@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from node.store import Store
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+# The largest number a store column of ids and counts holds (SQLite INTEGER,
+# PostgreSQL BIGINT); node.operations.holds.MAX_STORE_INTEGER says the same.
+MAX_STORE_INTEGER = 2**63 - 1
 
 
 class CommandError(click.ClickException):
@@ -37,6 +40,39 @@ class CommandError(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
+
+
+class StoreNumber(click.ParamType):
+    """A whole number the store can hold (an entry, a dead letter's id, a limit), from
+    ``low`` up: a larger one names nothing stored, and binding it would fail in the
+    database driver (OverflowError) instead of saying so.
+
+    ``taxii-node sync retry`` and ``sync skip`` want it for their ids too:
+    ``click.argument("ids", nargs=-1, type=ENTRY_NUMBER)``.
+    """
+
+    name = "integer"
+
+    def __init__(self, low: int = 1) -> None:
+        self.low = low
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip(), 10)
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number", param, ctx)
+        if not self.low <= number <= MAX_STORE_INTEGER:
+            self.fail(
+                f"{number} is not a number from {self.low} to {MAX_STORE_INTEGER}", param, ctx
+            )
+        return number
+
+
+ENTRY_NUMBER = StoreNumber(1)
+COUNT_OR_ZERO = StoreNumber(0)
 
 
 def warn(message: str) -> None:

@@ -12,7 +12,7 @@ import click
 
 from node.operations import sync as operations
 
-from .common import EXIT_FAILURES, CommandError, NodeContext, cli_actor
+from .common import ENTRY_NUMBER, EXIT_FAILURES, CommandError, NodeContext, cli_actor
 
 pass_node = click.make_pass_decorator(NodeContext)
 
@@ -52,7 +52,7 @@ def dead_letters(node: NodeContext, peer: str | None, as_json: bool) -> None:
 
 
 @click.command("retry")
-@click.argument("letter_id", required=False, type=int)
+@click.argument("letter_id", required=False, type=ENTRY_NUMBER)
 @click.option("--all", "every", is_flag=True, help="Every dead letter (of --peer).")
 @click.option("--peer", metavar="NAME", help="With --all: only this peer's.")
 @pass_node
@@ -95,7 +95,7 @@ def retry(
 
 
 @click.command("skip")
-@click.argument("letter_id", type=int)
+@click.argument("letter_id", type=ENTRY_NUMBER)
 @pass_node
 def skip(node: NodeContext, letter_id: int) -> None:
     """Give a dead letter up for good (audited); the version stays where it is.

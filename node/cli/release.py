@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from .common import NodeContext, cli_actor
+from .common import ENTRY_NUMBER, NodeContext, cli_actor
 
 if TYPE_CHECKING:
     from node.operations.holds import Selection
@@ -49,7 +49,7 @@ def _held_options(peer_help: str, all_help: str, *content: Callable) -> Callable
     """The options that narrow a queue of held versions (``node.operations.holds``)."""
     return _with_options(
         [
-            click.argument("entries", nargs=-1, type=int),
+            click.argument("entries", nargs=-1, type=ENTRY_NUMBER),
             click.option("--peer", metavar="PEER", help=peer_help),
             click.option("--collection", metavar="C", help="Only this collection (id or alias)."),
             click.option("--id", "object_ids", multiple=True, metavar="ID", help="Object id."),
@@ -74,6 +74,14 @@ _quarantine_options = _held_options("Only what this peer sent.", "Everything hel
 def _selection(kind: type[_Selection], entries: tuple[int, ...], **criteria) -> _Selection:
     """The selection the options name (their names are the selection's fields)."""
     return kind(pks=tuple(entries), **criteria)
+
+
+def _check_listed_peer(node: NodeContext, peer: str | None, rows: Sequence[object]) -> None:
+    """An empty listing for ``--peer`` names a peer the config knows: a mistyped name
+    is an error, not "nothing waiting".  (Entries of a peer since removed from the
+    config still list.)"""
+    if peer and not rows:
+        node.config().peer(peer)  # ConfigError: no peer named ... (peers: ...)
 
 
 def _echo_rows(rows: Sequence[dict], as_json: bool, columns: Sequence[str] = ()) -> None:
@@ -154,6 +162,7 @@ def release_list(node, as_json, **criteria) -> None:
 
     with _queue_transaction(node) as connection:
         items = releases.list_queue(connection, _selection(releases.Selection, **criteria))
+    _check_listed_peer(node, criteria["peer"], items)
     _echo_rows(_queue_rows(items), as_json, _QUEUE_COLUMNS)
 
 
@@ -237,6 +246,7 @@ def quarantine_list(node, as_json, **criteria) -> None:
 
     with node.reading() as connection:
         held = operations.list_held(connection, _selection(operations.Selection, **criteria))
+    _check_listed_peer(node, criteria["peer"], held)
     _echo_rows(_held_rows(held), as_json, _HELD_COLUMNS)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from node.errors import InvalidValue
 from node.store import audit, search
 from node.store.audit import Action, AuditFilter, AuditRecord, Direction, Verification
 
@@ -30,9 +31,17 @@ def record_change(
     )
 
 
+# The largest LIMIT both stores take (SQLite INTEGER, PostgreSQL BIGINT).
+_MAX_LIMIT = 2**63 - 1
+
+
 def entries(connection: Connection, wanted: AuditFilter) -> list[dict[str, Any]]:
     """The records ``wanted`` (``at`` in microseconds), as the CLI lists and exports
-    them and the console pages through them."""
+    them and the console pages through them.  A limit is from 1 up (None: all): a
+    negative LIMIT means "no limit" to SQLite and an error to PostgreSQL, one past
+    64 bits an OverflowError to both."""
+    if wanted.limit is not None and not 1 <= wanted.limit <= _MAX_LIMIT:
+        raise InvalidValue(f"limit {wanted.limit}: a number from 1 to {_MAX_LIMIT} (or none)")
     return audit.matching(connection, wanted)
 
 

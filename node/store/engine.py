@@ -288,9 +288,7 @@ def _create_private_file(database: Path) -> None:
             os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     except OSError as error:
         # A path the operator gave ([store] path): theirs to fix, in one line.
-        raise StoreError(
-            f"cannot create the store {database}: {error.strerror or error}"
-        ) from None
+        raise StoreError(f"cannot create the store {database}: {error.strerror or error}") from None
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
