@@ -591,9 +591,10 @@ def test_an_upload_over_max_content_length_names_the_limit_in_the_console_layout
     with store.read() as connection:
         before = objects.count(connection, ALPHA)
     page = _text(analyst.get("/ui/publish"))
+    body = (io.BytesIO(b" " * (limit + 1)), "x.json")
     oversized = analyst.post("/ui/publish", content_type="multipart/form-data",
                              data={"csrf_token": _csrf(page), "collection": ALPHA,
-                                   "bundle": (io.BytesIO(b" " * (limit + 1)), "x.json")})  # fmt: skip
+                                   "bundle": body})  # fmt: skip
     text = _text(oversized)
     assert oversized.status_code == 413
     assert f"The request exceeds max_content_length ({limit} bytes)." in text
