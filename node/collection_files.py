@@ -76,13 +76,24 @@ def _collection(path: Path, data: dict) -> Collection:
         alias=alias,
         description=data.get("description"),
         media_types=tuple(media_types),
+        source=path,
     )
 
 
 def _check_unique(found: list[Collection], directory: Path) -> None:
+    """Ids and aliases are unique, and no alias is another collection's id: a name
+    that could mean either collection would be resolved by row order."""
     ids = [c.id for c in found]
     aliases = [c.alias for c in found if c.alias]
     for values, what in ((ids, "id"), (aliases, "alias")):
         duplicates = {v for v in values if values.count(v) > 1}
         if duplicates:
             raise ConfigError(f"{directory}: duplicate collection {what} {sorted(duplicates)}")
+    by_id = {c.id: c for c in found}
+    for collection in found:
+        other = by_id.get(collection.alias or "")
+        if other is not None and other is not collection:
+            raise ConfigError(
+                f"{collection.source}: alias {collection.alias!r} is the id of the collection "
+                f"of {other.source}; an alias must not name another collection"
+            )

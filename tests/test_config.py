@@ -262,3 +262,43 @@ def test_check_reports_a_bad_collection_file(tmp_path):
     result = check(path)
     assert result.returncode == 0, result.stderr
     assert "ok (0 peer(s))" in result.stdout
+
+
+# --------------------------------------------------------------------------- collection names
+
+
+def _taxii_node(path: Path, command: str) -> subprocess.CompletedProcess:
+    unset = {name: None for name in os.environ if name.startswith("TAXII_NODE_")}
+    return cli_in_process("--config", str(path), command, env=unset)
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    return line
+
+
+def test_a_changed_collection_id_under_a_kept_alias_is_refused_by_check_and_init(tmp_path):
+    path = write_config(tmp_path, BASE)
+    assert _taxii_node(path, "init").returncode == 0
+    old_id = "6f1f0a9a-1111-4c3e-9a41-000000000001"
+    collection_file = tmp_path / "collections" / "shared.toml"
+    collection_file.write_text(COLLECTION.replace(old_id, "6f1f0a9a-9999-4c3e-9a41-000000000009"))
+    for command in ("check", "init"):
+        line = _one_error_line(_taxii_node(path, command))
+        assert str(collection_file) in line, line
+        assert f"alias 'shared' already belongs to collection {old_id} in the store" in line
+        assert "IntegrityError" not in line
+
+
+def test_an_alias_equal_to_another_collections_id_is_refused(tmp_path):
+    path = write_config(tmp_path, BASE)
+    other = tmp_path / "collections" / "other.toml"
+    other.write_text(
+        'id = "6f1f0a9a-2222-4c3e-9a41-000000000002"\n'
+        'alias = "6f1f0a9a-1111-4c3e-9a41-000000000001"\ntitle = "Other"\n'
+    )
+    line = _one_error_line(check(path))
+    assert str(other) in line and "is the id of the collection of" in line
+    assert "shared.toml" in line

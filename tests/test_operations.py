@@ -302,3 +302,27 @@ def test_the_429_line_of_the_cli_says_what_to_do_not_that_the_server_is_down() -
     assert "taxii-node user unlock NAME" in message
     down = _remote_problem(RemoteError("GET ...: connection refused", transient=True))
     assert "is the server running" in down.format_message()
+
+
+def test_collection_names_never_mean_two_collections(store: Store) -> None:
+    """upsert refuses an alias another collection holds or that is another's id; a
+    store of an older version holding such an alias still finds by id first."""
+    from node.store import catalog
+    from node.store.schema import collections
+
+    moved = Collection(id="6f1f0a9a-1111-4c3e-9a41-00000000000c", alias="shared", title="Moved")
+    shadow = Collection(id="6f1f0a9a-1111-4c3e-9a41-00000000000d", alias=OTHER.id, title="S")
+    with store.write() as connection:
+        with pytest.raises(Conflict, match=f"alias 'shared' already belongs to .*{SHARED.id}"):
+            catalog.upsert(connection, moved)
+        with pytest.raises(Conflict, match="is the id of another collection"):
+            catalog.upsert(connection, shadow)
+    with store.write() as connection:  # as an older version let it be stored
+        connection.execute(collections.insert().values(
+            id=shadow.id, alias=shadow.alias, title=shadow.title, media_types="[]",
+            last_date_added=0))  # fmt: skip
+    with store.read() as connection:
+        found = catalog.find(connection, OTHER.id)
+        assert found is not None and found.id == OTHER.id
+        by_alias = catalog.find(connection, "shared")
+        assert by_alias is not None and by_alias.id == SHARED.id

@@ -342,13 +342,33 @@ def check(node: NodeContext) -> None:
     check_tls(config)
     check_peer_tls(config)
     if config.taxii.collections_dir:
-        load_collection_files(config.taxii.collections_dir)
+        _check_against_the_store(node, load_collection_files(config.taxii.collections_dir))
     for peer in config.peers:
         for mapping in peer.mappings:
             _check_policies(mapping)
     for warning in deployment_warnings(config):
         warn(warning)
     click.echo(f"{config.path}: ok ({len(config.peers)} peer(s))")
+
+
+def _check_against_the_store(node: NodeContext, definitions) -> None:
+    """What ``init`` would refuse of the collection files for the store as it is: an
+    alias another collection holds there (``catalog.check_names_free``).  A store
+    that does not exist yet, or is not migrated, holds none; check creates nothing."""
+    from node.store import catalog
+    from node.store.engine import missing_sqlite_file
+
+    if missing_sqlite_file(node.config().store_url) is not None:
+        return
+    store = node.store()
+    try:
+        if not store.is_current():
+            return
+        with store.read() as connection:
+            for collection in definitions:
+                catalog.check_names_free(connection, collection)
+    finally:
+        store.close()
 
 
 def _check_policies(mapping) -> None:

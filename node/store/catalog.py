@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Row, or_, select, update
+from sqlalchemy import Connection, Row, select, update
 
+from node.errors import Conflict
 from node.mediatypes import STIX_21
 
 from .schema import collections
@@ -22,6 +24,8 @@ class Collection:
     alias: str | None = None
     description: str | None = None
     media_types: tuple[str, ...] = DEFAULT_MEDIA_TYPES
+    # The collection file it was read from, for messages (not part of the definition).
+    source: Path | None = field(default=None, compare=False, repr=False)
 
     def resource(self, can_read: bool, can_write: bool) -> dict[str, Any]:
         """The collection resource of TAXII 2.1 section 5.2.1 for one caller."""
@@ -47,7 +51,9 @@ def _from_row(row: Row[Any]) -> Collection:
 
 
 def upsert(connection: Connection, collection: Collection) -> bool:
-    """Create or update a collection definition; True when it was created."""
+    """Create or update a collection definition; True when it was created.  A name
+    another collection holds is ``Conflict`` (``check_names_free``)."""
+    check_names_free(connection, collection)
     values = {
         "alias": collection.alias,
         "title": collection.title,
@@ -69,11 +75,43 @@ def all_collections(connection: Connection) -> list[Collection]:
     return [_from_row(row) for row in rows]
 
 
+def check_names_free(connection: Connection, collection: Collection) -> None:
+    """``collection``'s alias and id name no other collection in the store: an alias
+    is unique, and one equal to another collection's id (or an id equal to another's
+    alias) would make a name mean either.  ``Conflict`` names the file and the holder.
+
+    The usual cause is a collection file whose id was changed while its alias was
+    kept: the store still holds the old collection, under that alias.
+    """
+    where = f"{collection.source}: " if collection.source is not None else ""
+    names = [name for name in (collection.alias,) if name]
+    others = connection.execute(
+        select(collections.c.id, collections.c.alias).where(collections.c.id != collection.id)
+    )
+    for other_id, other_alias in others:
+        if other_alias is not None and other_alias in names:
+            raise Conflict(
+                f"{where}alias {other_alias!r} already belongs to collection {other_id} in "
+                "the store; give this collection another alias (or keep its old id)"
+            )
+        if other_id in names:
+            raise Conflict(
+                f"{where}alias {other_id!r} is the id of another collection in the store"
+            )
+        if other_alias == collection.id:
+            raise Conflict(
+                f"{where}id {collection.id} is the alias of collection {other_id} in the store"
+            )
+
+
 def find(connection: Connection, id_or_alias: str) -> Collection | None:
-    """A collection named by its id or its alias (the CLI and config accept both)."""
-    row = connection.execute(
-        select(collections).where(
-            or_(collections.c.id == id_or_alias, collections.c.alias == id_or_alias)
-        )
-    ).first()
-    return None if row is None else _from_row(row)
+    """A collection named by its id or its alias (the CLI and config accept both).
+
+    An id wins over an alias, so that the answer never depends on row order
+    (collection files refuse an alias equal to an id, stores of older versions
+    may hold one)."""
+    for column in (collections.c.id, collections.c.alias):
+        row = connection.execute(select(collections).where(column == id_or_alias)).first()
+        if row is not None:
+            return _from_row(row)
+    return None
