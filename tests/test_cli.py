@@ -676,6 +676,33 @@ def test_user_commands(node):
     assert_one_line_error(user("remove", "bob"), "no user 'bob'")  # gone
 
 
+@pytest.mark.parametrize(
+    ("name", "options", "expected"),
+    [
+        ("sync-admin", ("--admin", "--peer", "cli-peer"), "--admin and --peer exclude each other"),
+        ("", (), "the account name is empty"),
+        ("ali:ce", (), "a colon cannot be signed in with"),
+        ("ali\tce", (), "holds a control character"),
+        ("a" * 129, (), "the account name has 129 characters; at most 128"),
+    ],
+    ids=["admin-peer", "empty", "colon", "control", "long"],
+)
+def test_user_add_refuses_names_basic_auth_cannot_carry_and_admin_peers(node, name, options,
+                                                                        expected):  # fmt: skip
+    before = node.cli_in_process("user", "list").stdout
+    result = node.cli_in_process("user", "add", name, "--password-stdin", *options,
+                                 input="some-password-1\n", check=False)  # fmt: skip
+    assert_one_line_error(result, expected)
+    assert node.cli_in_process("user", "list").stdout == before
+
+
+def test_user_add_takes_a_name_of_128_characters(node):
+    name = "b" * 128
+    node.cli_in_process("user", "add", name, "--password-stdin", input="some-password-1\n")
+    assert name in node.cli_in_process("user", "list").stdout
+    node.cli_in_process("user", "remove", name)
+
+
 def test_init_is_idempotent(node):
     before = node.cli_in_process("user", "list").stdout
     again = node.cli_in_process("init", check=False)

@@ -326,3 +326,23 @@ def test_collection_names_never_mean_two_collections(store: Store) -> None:
         assert found is not None and found.id == OTHER.id
         by_alias = catalog.find(connection, "shared")
         assert by_alias is not None and by_alias.id == SHARED.id
+
+
+@pytest.mark.parametrize(
+    ("new", "expected"),
+    [
+        (NewAccount("node-b", "peer-password", is_admin=True, peer="node-b"), "cannot be an admin"),
+        (NewAccount("", "password-one"), "the account name is empty"),
+        (NewAccount("a:b", "password-one"), "a colon"),
+        (NewAccount("a\x7fb", "password-one"), "control character"),
+        (NewAccount("n" * 129, "password-one"), "at most 128"),
+    ],
+    ids=["admin-peer", "empty", "colon", "control", "long"],
+)
+def test_add_account_refuses_what_cannot_sign_in_or_must_not_be_admin(
+    store: Store, new: NewAccount, expected: str
+) -> None:
+    with store.write() as connection, pytest.raises(InvalidValue, match=expected):
+        operations.add_account(connection, new, actor=ACTOR)
+    with store.read() as connection:
+        assert accounts.load_account(connection, new.name) is None

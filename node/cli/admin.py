@@ -148,6 +148,13 @@ def user_add(
     """
     from node.operations import accounts as operations
 
+    # Before the password is asked for: nothing to type for an account refused anyway.
+    operations.check_account_name(name)
+    if admin and peer is not None:
+        raise CommandError(
+            "--admin and --peer exclude each other: a partner's sync account that is an "
+            "admin would read every collection; grant it the mapped ones (--read, --write)"
+        )
     peers = {p.name for p in node.config().peers}
     if peer is not None and peer not in peers:
         node.config().peer(peer)  # the config's own error, naming the file

@@ -8,6 +8,7 @@ fingerprint or a subject, not both.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ from node.store.audit import Action
 from .audit import record_change
 
 MIN_PASSWORD_LENGTH = 8
+# The store's column (users.name): PostgreSQL refuses a longer name, SQLite would keep it.
+MAX_NAME_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,36 @@ def check_password(password: str) -> str:
     return password
 
 
+def check_account_name(name: str) -> str:
+    """A name an account can sign in with over HTTP Basic, the same on both stores.
+
+    RFC 7617 (section 2) ends the user-id at the first colon and allows no
+    control characters; an empty name cannot be typed; a name past the store's
+    column is refused by PostgreSQL and kept by SQLite, so both refuse it here.
+    """
+    if not name:
+        raise InvalidValue("the account name is empty")
+    if ":" in name:
+        raise InvalidValue(f"account name {name!r}: a colon cannot be signed in with (HTTP Basic)")
+    if any(unicodedata.category(character) == "Cc" for character in name):
+        raise InvalidValue(f"account name {name!r} holds a control character")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidValue(
+            f"the account name has {len(name)} characters; at most {MAX_NAME_LENGTH}"
+        )
+    return name
+
+
+def check_role(new: NewAccount) -> None:
+    """A partner's sync account is never an admin: an admin reads every collection,
+    and a sync account is meant to read what its mappings share."""
+    if new.is_admin and new.peer is not None:
+        raise InvalidValue(
+            f"a sync account of peer {new.peer!r} cannot be an admin (an admin reads every "
+            "collection); grant it the collections its mappings share instead"
+        )
+
+
 def add_account(
     connection: Connection,
     new: NewAccount,
@@ -84,6 +117,8 @@ def add_account(
 
     ``known_peers``, when given, are the peers a sync account may belong to.
     """
+    check_account_name(new.name)
+    check_role(new)
     if new.peer is not None and known_peers is not None and new.peer not in known_peers:
         listed = ", ".join(sorted(known_peers)) or "none configured"
         raise NotFound(f"no peer named {new.peer!r} (peers: {listed})")
