@@ -443,3 +443,43 @@ def test_pair_up_serves_and_syncs_until_ctrl_c_then_leaves_nothing(tmp_path) -> 
     assert not any(_listening(port) for port in ports)
     workers = subprocess.run(["pgrep", "-f", str(tmp_path / "up")], capture_output=True, text=True)
     assert workers.stdout.strip() == "", "processes left behind"
+
+
+def _demo_module():
+    """tools/demo.py, imported (it is tooling, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("taxii_node_demo", ROOT / "tools" / "demo.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pair_resets_a_password_whose_secret_file_was_deleted(tmp_path, monkeypatch, capsys):
+    """``make pair`` again after var/secrets/admin-node-a was deleted: the admin account
+    exists, so it gets a new password, kept in the file that ``pair`` points to."""
+    from node.config import ENV_STORE_URL
+    from node.store import Store, accounts
+
+    monkeypatch.delenv(ENV_STORE_URL, raising=False)
+    demo = _demo_module()
+    chosen = demo.demo_pair(tmp_path, {"node-a": free_port(), "node-b": free_port()})
+    demo.pair(chosen)
+    secret = tmp_path / "secrets" / "admin-node-a"
+    old = secret.read_text().strip()
+    secret.unlink()
+    capsys.readouterr()
+    demo.pair(chosen)
+    said = capsys.readouterr().out
+    assert f"node-a: admin's password was reset, as {secret} was missing" in said
+    assert "node-b:" not in said  # its files are all there: nothing reset
+    new = secret.read_text().strip()
+    store = Store(chosen.config("node-a").store_url)
+    try:
+        with store.read() as connection:
+            stored = accounts.password_hash_of(connection, "admin")
+        assert accounts.password_matches(new, stored) and not accounts.password_matches(old, stored)
+    finally:
+        store.close()

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from node.client import TaxiiClient
@@ -77,6 +77,10 @@ class Pair:
                 handle.write(secrets.token_urlsafe(18) + "\n")
         return path.read_text().strip()
 
+    def has_secret(self, name: str) -> bool:
+        """Whether SECRETS/NAME exists: a password generated (and kept) before."""
+        return (self.secrets_dir / name).exists()
+
     def config(self, name: str) -> Config:
         return load_config(self.configs[name])
 
@@ -95,29 +99,58 @@ def pair(chosen: Pair = EXAMPLE_PAIR) -> None:
         try:
             initialise(config, store)
             with store.write() as connection:
-                _add_accounts(connection, chosen, name, config)
+                for line in _add_accounts(connection, chosen, name, config):
+                    print(line)
         finally:
             store.close()
     print(f"pair ready: admin passwords in {chosen.secrets_dir}/admin-node-a and admin-node-b")
 
 
-def _add_accounts(connection, chosen: Pair, name: str, config: Config) -> None:
+def _add_accounts(connection, chosen: Pair, name: str, config: Config) -> list[str]:
+    """Create the node's accounts; return a line for each password reset."""
     existing = {view.name for view in operations.list_accounts(connection)}
-    if "admin" not in existing:
-        admin = operations.NewAccount("admin", chosen.secret(f"admin-{name}"), is_admin=True)
-        operations.add_account(connection, admin, actor=ACTOR)
+    admin = operations.NewAccount("admin", "", is_admin=True)
+    done = [_ensure_account(connection, chosen, existing, admin, f"admin-{name}", name)]
     for peer in config.peers:
-        if peer.account and peer.account not in existing:
+        if peer.account:
             # The partner logs in here with the password its own config names, with
             # the rights to carry what our worker does not (one delivery per object).
             account = operations.NewAccount(
                 peer.account,
-                chosen.secret(f"{peer.account}-at-{name}"),
+                "",
                 peer=peer.name,
                 read=tuple(m.local for m in peer.mappings if m.pushes and not m.worker_pushes),
                 write=tuple(m.local for m in peer.mappings if m.pulls and not m.worker_pulls),
             )
-            operations.add_account(connection, account, actor=ACTOR)
+            secret = f"{peer.account}-at-{name}"
+            done.append(_ensure_account(connection, chosen, existing, account, secret, name))
+    return [line for line in done if line]
+
+
+def _ensure_account(
+    connection,
+    chosen: Pair,
+    existing: set[str],
+    new: operations.NewAccount,
+    secret_name: str,
+    node: str,
+) -> str | None:
+    """Create ``new`` with the password kept in SECRETS/``secret_name``.  An account
+    that exists already keeps its password while that file does; the file gone,
+    nobody knows the password (it was generated), so a new one is set and kept
+    there, and ``pair`` says so rather than pointing at a file that is not there."""
+    known = chosen.has_secret(secret_name)
+    password = chosen.secret(secret_name)
+    if new.name not in existing:
+        operations.add_account(connection, replace(new, password=password), actor=ACTOR)
+        return None
+    if known:
+        return None
+    operations.set_password(connection, new.name, password, actor=ACTOR)
+    return (
+        f"{node}: {new.name}'s password was reset, as {chosen.secrets_dir / secret_name} "
+        "was missing (it is kept there now)"
+    )
 
 
 # -- processes -------------------------------------------------------------------------
