@@ -27,6 +27,7 @@ from node.store.catalog import Collection
 from node.store.schema import audit_table, login_failures
 from node.taxii.auth import MAX_FAILURES, Authenticator
 from node.taxii.errors import TaxiiError
+from node.timestamps import now_micros
 from tests.conftest import migrated_store
 
 ACTOR = "test:operator"
@@ -289,6 +290,21 @@ def test_unlock_also_clears_the_failures_of_the_accounts_tokens(store: Store) ->
     with store.write() as connection:
         operations.unlock(connection, "alice", actor=ACTOR)
     assert authenticator.authenticate(f"Bearer {created.secret}", "192.0.2.1").name == "alice"
+
+
+def test_an_expired_token_is_told_it_expired_and_a_wrong_one_is_not(store: Store) -> None:
+    _add(store, NewAccount("alice", "right-password"))
+    with store.write() as connection:
+        created = token_operations.create_token(
+            connection, "alice", expires=now_micros() - 1_000_000, label=None, actor=ACTOR
+        )
+    authenticator = Authenticator(store, AuditQueue(store), ttl=0)
+    with pytest.raises(TaxiiError) as expired:
+        authenticator.authenticate(f"Bearer {created.secret}", "192.0.2.1")
+    assert (expired.value.status, str(expired.value)) == (401, "token expired")
+    with pytest.raises(TaxiiError) as wrong:  # the expiry is told only to its holder
+        authenticator.authenticate(f"Bearer tnk_{created.id}.not-the-secret", "192.0.2.1")
+    assert str(wrong.value) == "wrong token"
 
 
 def test_the_429_line_of_the_cli_says_what_to_do_not_that_the_server_is_down() -> None:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from node.store import Store, accounts, audit
 from node.store.accounts import Account
@@ -42,6 +42,9 @@ from node.store.audit import Action, AuditQueue, AuditRecord, Direction
 from node.timestamps import now_micros
 
 from .errors import TaxiiError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 REALM = "taxii-node"
 MAX_FAILURES = 5
@@ -220,11 +223,14 @@ class Authenticator:
                     {"Retry-After": str(WINDOW)},
                 )
             expires = None
+            expired = False
             if scheme == "bearer":
                 token = accounts.valid_token(connection, secret, now_micros())
                 valid = token is not None
                 if token is not None:
                     name, expires = token.user, token.expires
+                else:
+                    expired = _expired(connection, secret)
             else:
                 valid = accounts.password_matches(
                     secret, accounts.password_hash_of(connection, name)
@@ -233,7 +239,7 @@ class Authenticator:
         self._audit_login(name, source, scheme, account is not None, queued=queued)
         if account is None:
             what = "token" if scheme == "bearer" else "user name or password"
-            raise unauthorized(f"wrong {what}")
+            raise unauthorized("token expired" if expired else f"wrong {what}")
         return account, expires
 
     def _audit_login(
@@ -261,6 +267,13 @@ class Authenticator:
                     connection, name, source, at=now, keep_after=now - WINDOW * 1_000_000
                 )
             audit.record(connection, [record])
+
+
+def _expired(connection: Connection, secret: str) -> bool:
+    """Whether a Bearer secret that is not valid now is a real token that expired
+    (right secret, not revoked, valid at the epoch): its holder is told so, as
+    "token expired"; a wrong or revoked token still gets "wrong token"."""
+    return accounts.valid_token(connection, secret, 0) is not None
 
 
 def _mac(key: bytes, secret: str) -> bytes:
