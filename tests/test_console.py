@@ -604,6 +604,41 @@ def test_an_upload_over_max_content_length_names_the_limit_in_the_console_layout
         assert objects.count(connection, ALPHA) == before
 
 
+def test_a_store_busy_with_another_processs_write_gets_a_503_page(
+    node: NodeFiles, monkeypatch
+) -> None:
+    """Sign-in writes its audit record at once; while another connection holds SQLite's
+    write lock past the busy timeout, the console says the store is busy (503 and
+    Retry-After) instead of failing with a 500."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    from node.store import engine
+
+    if not node.store_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock (PostgreSQL locks rows)")
+    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    application = create_app(load_config(node.config_path))
+    holder = sqlite3.connect(make_url(node.store_url).database, isolation_level=None)
+    try:
+        client = application.test_client()
+        form = client.get("/ui/sign-in").get_data(as_text=True)
+        holder.execute("BEGIN IMMEDIATE")  # another process's write, as SQLite sees it
+        busy = client.post("/ui/sign-in", data={"user": "admin", "password": PASSWORD,
+                                                "csrf_token": _csrf(form)})  # fmt: skip
+        holder.execute("ROLLBACK")
+        assert busy.status_code == 503
+        assert busy.headers["Retry-After"] == "5"
+        assert "The store is busy" in _text(busy) and "nothing was changed" in _text(busy)
+        again = client.post("/ui/sign-in", data={"user": "admin", "password": PASSWORD,
+                                                 "csrf_token": _csrf(form)})  # fmt: skip
+        assert again.status_code == 302  # the lock released, the same form signs in
+    finally:
+        holder.close()
+        application.extensions["taxii_node"].store.close()
+
+
 # -- metrics and health --------------------------------------------------------------------
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from node.store.engine import is_store_busy
 from node.taxii.state import node_state, set_current_account, signed_in_account
 
 from .session import check_csrf, csrf_token, secure_headers, session_account
@@ -79,6 +81,28 @@ def _error_page(error: HTTPException):
         render_template("error.html", code=error.code, name=error.name,
                         description=description),
         status=error.code or 500,
+    )  # fmt: skip
+    return secure_headers(response)
+
+
+# Seconds a browser (or a person) is asked to wait before trying a busy store again.
+BUSY_RETRY_AFTER = 5
+
+
+@blueprint.errorhandler(OperationalError)
+def _store_error_page(error: OperationalError):
+    """A store busy with another process's write (SQLite's lock held past the busy
+    timeout) is a page saying so, 503 with Retry-After; any other database error is
+    raised on, to the app's handler and the log."""
+    if not is_store_busy(error):
+        raise error
+    response = Response(
+        render_template("error.html", code=503, name="Store busy",
+                        description="The store is busy with another process's write (a sync "
+                        "worker, a command, another server): nothing was changed. Try again "
+                        f"in {BUSY_RETRY_AFTER} seconds."),
+        status=503,
+        headers={"Retry-After": str(BUSY_RETRY_AFTER)},
     )  # fmt: skip
     return secure_headers(response)
 

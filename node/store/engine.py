@@ -35,6 +35,9 @@ from sqlalchemy.engine import Dialect, make_url
 from node.errors import InvalidValue, StoreError
 
 _WRITE_OPTION = "taxii_node_write"
+# How long a SQLite connection waits for another's write lock before it gives up
+# with "database is locked" (``is_store_busy``), in milliseconds.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 _RETURNED_AT = "taxii_node_returned_at"
 # Pooled PostgreSQL connections idle this long are checked before use.
 PING_IDLE_SECONDS = 2.0
@@ -265,11 +268,23 @@ def _sqlite_engine(url: str) -> Engine:
     _create_private_file(Path(database))
     engine = create_engine(
         url,
-        connect_args={"check_same_thread": False, "timeout": 30},
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
     )
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+def is_store_busy(error: BaseException) -> bool:
+    """Whether ``error`` says another connection held the SQLite write lock past the
+    busy timeout: the store is busy, not broken, and the request may be tried again
+    (an answer of 503 with Retry-After, rather than 500)."""
+    if not isinstance(error, exc.OperationalError):
+        return False
+    original = error.orig
+    return isinstance(original, sqlite3.OperationalError) and (
+        "database is locked" in str(original) or "database is busy" in str(original)
+    )
 
 
 def _create_private_file(database: Path) -> None:
@@ -299,7 +314,7 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_MS)}")
     cursor.execute(f"PRAGMA wal_autocheckpoint={WalCheckpoints.AUTOMATIC_PAGES}")
     cursor.close()
 
