@@ -106,7 +106,7 @@ def _decided(
         flash(f"Nothing changed: {error}", "error")
     else:
         flash(f"{len(done)} version(s) {outcome}.", "ok")
-    return redirect(url_for(f"console.{page.__name__}"))
+    return redirect(url_for(f"console.{page.__name__}"))  # endpoints are named for views
 
 
 def _actor() -> str:
