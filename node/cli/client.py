@@ -26,7 +26,7 @@ from node.validation import version_stamp
 from .common import EXIT_FAILURES, CommandError, NodeContext, warn
 
 if TYPE_CHECKING:
-    from node.client import TaxiiClient
+    from node.client import ObjectPage, TaxiiClient
     from node.marking import Marking
 
 pass_node = click.make_pass_decorator(NodeContext)
@@ -504,7 +504,25 @@ def collections_command(node, as_json, **options):
 def _count(client: TaxiiClient, collection: dict) -> int:
     """Objects (latest versions) in a collection, by paging its manifest."""
     pages = client.pages(collection["id"], {"limit": _PAGE_LIMIT}, endpoint="manifest")
-    return sum(len(page.objects) for page in pages)
+    return sum(len(page.objects) for page in _to_the_end(pages))
+
+
+def _to_the_end(pages: Iterable[ObjectPage]) -> Iterator[ObjectPage]:
+    """``pages``, and an error after them if the last one says ``more`` (a server that
+    answers more: true without a ``next`` token ends ``TaxiiClient.pages`` there).
+
+    A count, a bundle or a watch position made of them would otherwise pass for the
+    whole collection when it is only its first pages.
+    """
+    last: ObjectPage | None = None
+    for last in pages:
+        yield last
+    if last is not None and last.more:
+        raise RemoteError(
+            "the server answered more: true without a next token: the rest of the "
+            "collection could not be fetched",
+            transient=False,
+        )
 
 
 # -- get and watch --------------------------------------------------------------
@@ -556,7 +574,9 @@ def get(node, collection, types, ids, added_after, version, output, **options):
     """Fetch objects (following every page) and write one STIX 2.1 bundle.
 
     With -o the bundle is written to a temporary file renamed at the end (a
-    failure leaves no half bundle), and the number of objects is printed.
+    failure leaves no half bundle), and the number of objects is printed.  A
+    server whose pages cannot be followed to the end (more: true without a
+    next token) is an error, exit code 2, never a bundle of its first pages.
 
     \b
     Example:
@@ -567,7 +587,7 @@ def get(node, collection, types, ids, added_after, version, output, **options):
     client = _client(node, ServerOptions.of(options))
     try:
         collection_id = _collection(client, collection)
-        pages = client.pages(collection_id, params)
+        pages = _to_the_end(client.pages(collection_id, params))
         if output is None:
             _write_bundle(sys.stdout, pages)
             return
@@ -654,7 +674,7 @@ def _poll(
     params: dict[str, str | None] = {"match[version]": "all", "limit": _PAGE_LIMIT}
     if position:
         params["added_after"] = position
-    for page in client.pages(collection_id, params):
+    for page in _to_the_end(client.pages(collection_id, params)):
         for obj in page.objects:
             click.echo(json.dumps(obj))
         sys.stdout.flush()

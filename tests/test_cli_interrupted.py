@@ -1,0 +1,235 @@
+"""The client commands when a poll, a page or a POST does not go through to the end.
+
+``watch --state`` must resume where a restart misses nothing (killed with
+SIGKILL in the middle of a poll of a stock medallion 3.0.0, which gives every
+object of one POST the same date_added; a server that answers 503 in the middle
+of its pages), ``get`` and ``collections`` must not report the first pages of
+a collection as all of it, and ``publish`` must not report as failed what the
+server already holds.
+
+The servers are real, on loopback ports: stock medallion 3.0.0
+(``tests.medallion_peer``) and ``PagingServer``, a TAXII 2.1 server of one
+collection whose pages and failures each test scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.nodes import cli_in_process
+
+TAXII_21 = "application/taxii+json;version=2.1"
+COLLECTION = "5d0f3a5e-7b7c-4c1e-9f51-6a1c2b3d4e5f"
+USER = "watcher"
+PASSWORD = "watcher-password-1"
+T1 = "2024-01-01T00:00:01.000000Z"
+T2 = "2024-01-01T00:00:02.000000Z"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def indicator(number: int) -> dict:
+    return {
+        "type": "indicator",
+        "spec_version": "2.1",
+        "id": f"indicator--{uuid.UUID(int=number, version=4)}",
+        "created": "2024-01-01T00:00:00.000Z",
+        "modified": "2024-01-01T00:00:00.000Z",
+        "name": f"interrupted poll indicator {number}",
+        "pattern": f"[ipv4-addr:value = '198.51.100.{number % 250}']",
+        "pattern_type": "stix",
+        "valid_from": "2024-01-01T00:00:00Z",
+    }
+
+
+def ids_of(lines: str) -> list[str]:
+    return [json.loads(line)["id"] for line in lines.splitlines() if line.strip()]
+
+
+def client_env(user: str, password: str) -> dict[str, str | None]:
+    """The environment of a client command: these credentials, no other TAXII_NODE_."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("TAXII_NODE_")}
+    env.update(TAXII_NODE_USER=user, TAXII_NODE_PASSWORD=password)
+    return env
+
+
+def run(url: str, *args: str, user: str = USER, password: str = PASSWORD):
+    """``taxii-node ARGS --url URL`` in this process (``cli_in_process``)."""
+    return cli_in_process(*args, "--url", url, env=client_env(user, password))
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# --------------------------------------------------------------------------- a scripted server
+
+
+@dataclass
+class Stored:
+    """One object of ``PagingServer``'s collection and the date_added it was added at."""
+
+    obj: dict
+    date_added: str
+
+
+@dataclass
+class PagingServer:
+    """A TAXII 2.1 server of one collection, as medallion pages it: objects in
+    date_added order, at most ``page_size`` a page, later pages by a ``next`` token
+    (the index of the page's first object), ``added_after`` keeping what was added
+    strictly after (3.4.1).
+
+    ``fail_page`` answers 503 once to the page of that number (1 is the first);
+    ``without_next`` answers more: true without a next token and without date
+    headers: a server whose pages cannot be followed.
+    """
+
+    stored: list[Stored]
+    page_size: int = 20
+    fail_page: int | None = None
+    without_next: bool = False
+    served_pages: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    @property
+    def api_root(self) -> str:
+        return f"http://127.0.0.1:{self.http.server_address[1]}/api/"
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+    def answer(self, path: str, query: dict[str, str]) -> tuple[int, dict, dict[str, str]]:
+        """(status, body, headers) for a GET of ``path``."""
+        collection = {"id": COLLECTION, "title": "paged", "can_read": True, "can_write": True}
+        if path == "/api/":
+            return 200, {"title": "paging", "versions": [TAXII_21]}, {}
+        if path == "/api/collections/":
+            return 200, {"collections": [collection]}, {}
+        if path == f"/api/collections/{COLLECTION}/":
+            return 200, collection, {}
+        if path in (f"/api/collections/{COLLECTION}/objects/",
+                    f"/api/collections/{COLLECTION}/manifest/"):  # fmt: skip
+            return self.page(query)
+        return 404, {"title": "not found", "http_status": "404"}, {}
+
+    def page(self, query: dict[str, str]) -> tuple[int, dict, dict[str, str]]:
+        start = int(query.get("next", "0"))
+        number = start // self.page_size + 1
+        with self._lock:
+            if number == self.fail_page:
+                self.fail_page = None
+                return 503, {"title": "busy", "http_status": "503"}, {}
+            self.served_pages.append(number)
+        after = query.get("added_after")
+        pool = [s for s in self.stored if after is None or s.date_added > after]
+        page = pool[start : start + self.page_size]
+        more = start + self.page_size < len(pool)
+        body: dict = {"more": more, "objects": [s.obj for s in page]}
+        if self.without_next:
+            return 200, body, {}
+        if more:
+            body["next"] = str(start + self.page_size)
+        headers = {}
+        if page:
+            headers = {"X-TAXII-Date-Added-First": page[0].date_added,
+                       "X-TAXII-Date-Added-Last": page[-1].date_added}  # fmt: skip
+        return 200, body, headers
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                query = {key: values[0] for key, values in parse_qs(url.query).items()}
+                status, body, headers = server.answer(url.path, query)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": TAXII_21, **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
+@pytest.fixture
+def paging_server() -> Iterator[Callable[..., PagingServer]]:
+    started: list[PagingServer] = []
+
+    def start(stored: list[Stored], **script) -> PagingServer:
+        started.append(PagingServer(stored, **script))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def two_groups() -> tuple[list[Stored], list[str], list[str]]:
+    """30 objects added at T1 and 30 at T2 (two POSTs to medallion); their ids."""
+    first = [Stored(indicator(n), T1) for n in range(1, 31)]
+    second = [Stored(indicator(n), T2) for n in range(31, 61)]
+    return first + second, [s.obj["id"] for s in first], [s.obj["id"] for s in second]
+
+
+# --------------------------------------------------------------------------- unfollowable pages
+
+
+def test_get_does_not_pass_the_first_page_for_the_collection(tmp_path, paging_server):
+    """more: true with no next token nor date headers: no bundle is written (exit 2),
+    neither to a file nor, closed as if whole, to standard output."""
+    stored, _, _ = two_groups()
+    server = paging_server(stored, page_size=20, without_next=True)
+    output = tmp_path / "bundle.json"
+
+    result = run(server.api_root, "get", "-c", COLLECTION, "-o", str(output))
+    assert_one_line_error(result, "more")
+    assert not output.exists() and not Path(f"{output}.partial").exists()
+
+    result = run(server.api_root, "get", "-c", COLLECTION)
+    assert_one_line_error(result, "more")
+    assert not result.stdout.rstrip().endswith("]}")  # not a bundle a reader takes whole
+
+
+def test_collections_do_not_count_the_first_page_as_all(paging_server):
+    stored, _, _ = two_groups()
+    server = paging_server(stored, page_size=20, without_next=True)
+    assert_one_line_error(run(server.api_root, "collections", "--json"), "more")
+
+
+def test_watch_does_not_move_its_state_past_pages_it_could_not_follow(tmp_path, paging_server):
+    stored, _, _ = two_groups()
+    server = paging_server(stored, page_size=20, without_next=True)
+    state = tmp_path / "paged.watch"
+    result = run(server.api_root, "watch", "-c", COLLECTION, "--once", "--state", str(state))
+    assert_one_line_error(result, "more")
+    assert not state.exists()
