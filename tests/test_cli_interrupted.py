@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import uuid
@@ -26,8 +27,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
-from tests.nodes import cli_in_process
+from node.sync.pull import just_before
+from tests import medallion_peer
+from tests.medallion_peer import start_medallion
+from tests.nodes import cli_in_process, taxii_node_command
 
 TAXII_21 = "application/taxii+json;version=2.1"
 COLLECTION = "5d0f3a5e-7b7c-4c1e-9f51-6a1c2b3d4e5f"
@@ -199,6 +204,99 @@ def two_groups() -> tuple[list[Stored], list[str], list[str]]:
     first = [Stored(indicator(n), T1) for n in range(1, 31)]
     second = [Stored(indicator(n), T2) for n in range(31, 61)]
     return first + second, [s.obj["id"] for s in first], [s.obj["id"] for s in second]
+
+
+# --------------------------------------------------------------------------- watch
+
+
+def test_watch_killed_mid_poll_of_medallion_resumes_without_skipping(tmp_path):
+    """SIGKILL while a poll is printing one POST's objects (one date_added on medallion,
+    spread over many pages): the restart prints every object the killed one did not."""
+    objects = [indicator(n) for n in range(1, 601)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(medallion_peer, "MAX_PAGE_SIZE", 50)
+        peer = start_medallion(tmp_path / "medallion", {"alpha": COLLECTION})
+    with peer:
+        posted = requests.post(
+            peer.collection_url("alpha") + "objects/",
+            data=json.dumps({"objects": objects}),
+            auth=(peer.user, peer.password),
+            headers={"Accept": TAXII_21, "Content-Type": TAXII_21},
+            timeout=60,
+        )
+        assert posted.status_code == 202, posted.text
+        state = tmp_path / "alpha.watch"
+        command = ["watch", "--state", str(state), "-c", COLLECTION, "--url", peer.api_root]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TAXII_NODE_")}
+        env.update(TAXII_NODE_USER=peer.user, TAXII_NODE_PASSWORD=peer.password)
+        process = subprocess.Popen([*taxii_node_command(), *command], stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True, env=env)  # fmt: skip
+        assert process.stdout is not None
+        # The first line of page 2 is printed after page 1's position is saved; then
+        # the pipe, not read, fills (600 objects are some 200 kB) and the poll blocks
+        # in the middle: the kill comes mid-poll whatever the timing.
+        printed = [json.loads(process.stdout.readline())["id"] for _ in range(51)]
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        printed += ids_of(process.stdout.read())  # what it printed before it died
+        assert len(printed) < len(objects)
+        assert state.read_text().strip(), "page 1 was printed: its position was saved"
+
+        restarted = run(peer.api_root, *command[:-2], "--once",
+                        user=peer.user, password=peer.password)  # fmt: skip
+        assert restarted.returncode == 0, restarted.stderr
+        assert set(printed) | set(ids_of(restarted.stdout)) == {o["id"] for o in objects}
+
+
+@pytest.mark.parametrize(
+    ("fail_page", "repeated"),
+    [
+        (2, "all"),  # page 1 held only T1's objects: T1 is printed again, all of it
+        (3, "second"),  # page 2 ended at T2: only T2's objects are printed again
+    ],
+)
+def test_watch_failing_mid_poll_resumes_at_the_group_it_was_in(
+    tmp_path, paging_server, fail_page, repeated
+):
+    """A 503 in the middle of the pages ends the watch with one line; the state it left
+    takes a restart to the date_added it stopped in, not past it, and not back
+    before objects of an earlier date_added."""
+    stored, first, second = two_groups()
+    server = paging_server(stored, page_size=20, fail_page=fail_page)
+    state = tmp_path / "paged.watch"
+    watch = ("watch", "-c", COLLECTION, "--once", "--state", str(state))
+
+    failed = run(server.api_root, *watch)
+    assert_one_line_error(failed, "503")
+    assert ids_of(failed.stdout) == (first + second)[: 20 * (fail_page - 1)]
+
+    restarted = run(server.api_root, *watch)
+    assert restarted.returncode == 0, restarted.stderr
+    assert ids_of(restarted.stdout) == (first + second if repeated == "all" else second)
+    assert state.read_text().strip() == T2  # the poll ended: past everything it printed
+
+    again = run(server.api_root, *watch)
+    assert again.returncode == 0 and again.stdout == "", again.stdout + again.stderr
+
+
+def test_watch_state_is_saved_just_before_the_last_date_added_of_an_unfinished_poll(
+    tmp_path, paging_server
+):
+    stored, _, _ = two_groups()
+    server = paging_server(stored, page_size=20, fail_page=3)
+    state = tmp_path / "paged.watch"
+    failed = run(server.api_root, "watch", "-c", COLLECTION, "--once", "--state", str(state))
+    assert failed.returncode == 2
+    assert state.read_text() == just_before(T2) + "\n"
+    assert not Path(f"{state}.tmp").exists()
+
+
+def test_watch_a_state_file_that_is_not_a_timestamp_is_named(tmp_path, paging_server):
+    server = paging_server([])
+    state = tmp_path / "paged.watch"
+    state.write_text("yesterday\n")
+    result = run(server.api_root, "watch", "-c", COLLECTION, "--once", "--state", str(state))
+    assert_one_line_error(result, f"--state {state}", "'yesterday'", "not an RFC 3339")
 
 
 # --------------------------------------------------------------------------- unfollowable pages

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from node.errors import RemoteError
-from node.timestamps import is_timestamp
+from node.timestamps import is_timestamp, to_micros
 from node.validation import version_stamp
 
 from .common import EXIT_FAILURES, CommandError, NodeContext, warn
@@ -635,16 +635,18 @@ def watch(node, collection, since, state_file, interval, once, **options):
     """Subscribe: print each new object as one JSON line, until interrupted.
 
     Polls with added_after from the server's X-TAXII-Date-Added-Last, so
-    nothing is missed or repeated; with --state it resumes after a restart.
+    nothing is missed; with --state it resumes after a restart.  Delivery is
+    at least once: after a poll that did not end (Ctrl-C, kill, a server
+    error), a restart prints again the objects added at the instant of the
+    last ones printed (medallion gives every object of one POST the same
+    date_added), so a consumer should take each id and modified once.
 
     \b
     Example:
       taxii-node watch --url http://127.0.0.1:6001/ --user alice \\
           --collection shared --state var/shared.watch | my-ingester
     """
-    position = _load_position(state_file) or since
-    if position and not is_timestamp(position):
-        raise CommandError(f"--since: {position!r} is not an RFC 3339 timestamp")
+    position = _starting_position(state_file, since)
     client = _client(node, ServerOptions.of(options))
     try:
         collection_id = _collection(client, collection)
@@ -662,6 +664,16 @@ def watch(node, collection, since, state_file, interval, once, **options):
         client.close()
 
 
+def _starting_position(state_file: str | None, since: str | None) -> str | None:
+    """The position in ``state_file``, else --since; an error for one that is not a
+    timestamp (sent as added_after, it would be refused or read as anything)."""
+    saved = _load_position(state_file)
+    position, source = (saved, f"--state {state_file}") if saved else (since, "--since")
+    if position and not is_timestamp(position):
+        raise CommandError(f"{source}: {position!r} is not an RFC 3339 timestamp")
+    return position
+
+
 def _poll(
     client: TaxiiClient, collection_id: str, position: str | None, save: Callable[[str], None]
 ) -> str | None:
@@ -670,18 +682,52 @@ def _poll(
     Pages are followed with ``next`` rather than by moving ``added_after``
     page by page: servers such as medallion give every object of one POST the
     same date_added, and ``added_after`` would skip the rest of such a group.
+    After each page is printed, the position is saved where a restart misses
+    nothing (``_resume_point``).
     """
     params: dict[str, str | None] = {"match[version]": "all", "limit": _PAGE_LIMIT}
     if position:
         params["added_after"] = position
+    last_printed: str | None = None
     for page in _to_the_end(client.pages(collection_id, params)):
-        for obj in page.objects:
-            click.echo(json.dumps(obj))
-        sys.stdout.flush()
+        _print_objects(page.objects)
         if page.objects and page.date_added_last:
-            position = page.date_added_last
+            last_printed = page.date_added_last
+        resume = _resume_point(last_printed, complete=not page.more)
+        if resume is not None and _is_later(resume, position):
+            position = resume
             save(position)
     return position
+
+
+def _print_objects(objects: list[dict]) -> None:
+    """One JSON line per object, flushed: the position saved next covers them."""
+    for obj in objects:
+        click.echo(json.dumps(obj))
+    sys.stdout.flush()
+
+
+def _resume_point(last_printed: str | None, *, complete: bool) -> str | None:
+    """The added_after from which a restart misses nothing, given the date_added of the
+    last object printed: that date_added once the poll is complete; before, just
+    before it, as the sync worker's pull cursor (``node.sync.pull.just_before``).
+
+    Servers serve in date_added order, so everything added before it is printed;
+    not everything added at it: a page may end inside a group of objects that share
+    one date_added (medallion 3.0.0 gives a whole POST one), and added_after keeps
+    only what was added strictly after (TAXII 2.1 section 3.4.1).  Resuming just
+    before prints that group again: the only objects a restart repeats.
+    """
+    if last_printed is None or complete:
+        return last_printed
+    from node.sync.pull import just_before  # the store and policy: only watch needs them
+
+    return just_before(last_printed)
+
+
+def _is_later(candidate: str, position: str | None) -> bool:
+    """Whether ``candidate`` is a position past ``position`` (it never moves back)."""
+    return position is None or to_micros(candidate) > to_micros(position)
 
 
 def _load_position(state_file: str | None) -> str | None:
@@ -692,7 +738,13 @@ def _load_position(state_file: str | None) -> str | None:
 
 
 def _save_position(state_file: str, position: str) -> None:
+    """Write ``position`` to ``state_file`` whole or not at all: a temporary file,
+    synced, renamed over it (a kill or a power cut leaves the old position or the new,
+    never a truncated one that would restart from the beginning or fail)."""
     path = Path(state_file)
     temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(position + "\n")
+    with temporary.open("w") as handle:
+        handle.write(position + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     temporary.replace(path)
