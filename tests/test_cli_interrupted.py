@@ -103,13 +103,15 @@ class PagingServer:
 
     ``fail_page`` answers 503 once to the page of that number (1 is the first);
     ``without_next`` answers more: true without a next token and without date
-    headers: a server whose pages cannot be followed.
+    headers: a server whose pages cannot be followed.  ``status_of`` answers a POST
+    with the status it makes of the envelope's objects (stored nowhere).
     """
 
     stored: list[Stored]
     page_size: int = 20
     fail_page: int | None = None
     without_next: bool = False
+    status_of: Callable[[list[dict]], dict] | None = None  # a POST's status
     served_pages: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -174,7 +176,14 @@ class PagingServer:
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 query = {key: values[0] for key, values in parse_qs(url.query).items()}
-                status, body, headers = server.answer(url.path, query)
+                self.send(*server.answer(url.path, query))
+
+            def do_POST(self) -> None:
+                envelope = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                assert server.status_of is not None
+                self.send(202, server.status_of(envelope["objects"]), {})
+
+            def send(self, status: int, body: dict, headers: dict[str, str]) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 for name, value in {"Content-Type": TAXII_21, **headers}.items():
@@ -331,3 +340,47 @@ def test_watch_does_not_move_its_state_past_pages_it_could_not_follow(tmp_path, 
     result = run(server.api_root, "watch", "-c", COLLECTION, "--once", "--state", str(state))
     assert_one_line_error(result, "more")
     assert not state.exists()
+
+
+# --------------------------------------------------------------------------- publish
+
+
+def a_status(objects: list[dict], listed: list[dict], stored: int | None = None) -> dict:
+    """A complete status that lists ``listed`` as successes and counts ``stored``."""
+    return {"id": str(uuid.uuid4()), "status": "complete", "total_count": len(objects),
+            "success_count": len(listed) if stored is None else stored, "failure_count": 0,
+            "pending_count": 0,
+            "successes": [{"id": o["id"], "version": o["modified"]} for o in listed]}  # fmt: skip
+
+
+def publish_three(tmp_path: Path, server: PagingServer) -> tuple[subprocess.CompletedProcess, list]:
+    objects = [indicator(n) for n in range(1, 4)]
+    path = tmp_path / "three.json"
+    path.write_text(json.dumps({"type": "bundle", "id": f"bundle--{uuid.uuid4()}",
+                                "objects": objects}))  # fmt: skip
+    return run(server.api_root, "publish", "-c", COLLECTION, "--json", str(path)), objects
+
+
+@pytest.mark.parametrize("listed", ["the first two", "none"])
+def test_publish_names_what_the_status_does_not_account_for(tmp_path, paging_server, listed):
+    """The status counts 2 of 3 objects stored: the third is a failure (exit 1), named
+    when the successes are listed, else each of the three may be the one."""
+    server = paging_server([], status_of=lambda objects: a_status(
+        objects, objects[:2] if listed == "the first two" else [], stored=2))  # fmt: skip
+    result, objects = publish_three(tmp_path, server)
+    assert result.returncode == 1, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    failed = [item["id"] for item in summary["failed"]]
+    if listed == "the first two":
+        assert (summary["posted"], failed) == (2, [objects[2]["id"]])
+    else:
+        assert (summary["posted"], failed) == (0, [o["id"] for o in objects])
+    assert all("may not be stored" in item["message"] for item in summary["failed"])
+
+
+def test_publish_counts_successes_a_status_only_counts(tmp_path, paging_server):
+    server = paging_server([], status_of=lambda objects: a_status(objects, [], stored=3))
+    result, _ = publish_three(tmp_path, server)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout) == {"posted": 3, "already_present": 0, "invalid": [],
+                                         "failed": []}  # fmt: skip

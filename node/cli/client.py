@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,17 +321,67 @@ def _valid_objects(
             progress.advance(1)
 
 
-def _record_status(status: dict, summary: PublishSummary, sources: _Sources) -> None:
-    for success in status.get("successes", []) or []:
-        if "already" in str(success.get("message", "")).lower():
-            summary.already_present += 1
-        else:
-            summary.posted += 1
-    if "successes" not in status:
-        summary.posted += int(status.get("success_count", 0) or 0)
-    for failure in status.get("failures", []) or []:
+def _record_status(
+    status: dict, sent: list[dict], summary: PublishSummary, sources: _Sources
+) -> None:
+    """Count an envelope's status into the summary: what it stored, what it held
+    already, what it refused, and what it does not account for (``_unaccounted``)."""
+    successes = status.get("successes") or []
+    already = sum(1 for s in successes if "already" in str(s.get("message", "")).lower())
+    unaccounted = _unaccounted(status, sent)
+    # Successes may be counted and not listed (the lists are optional, 4.3.1): those
+    # are posted, unless some object is unaccounted for (it may be one of them).
+    unlisted = 0 if unaccounted else max(0, _count_of(status, "success_count") - len(successes))
+    summary.already_present += already
+    summary.posted += len(successes) - already + unlisted
+    for failure in status.get("failures") or []:
         source = sources.name(failure.get("id"), failure.get("version"))
         summary.failed.append({"source": source, **failure})
+    for obj in unaccounted:
+        summary.failed.append({
+            "source": sources.name(obj.get("id"), version_stamp(obj)),
+            "id": obj.get("id", ""),
+            "version": version_stamp(obj),
+            "message": f"not in the server's status {status.get('id', '')}, which counts "
+            f"{_answered(status)} of the envelope's {len(sent)} objects as stored or "
+            "refused: it may not be stored (publish it again to know)",
+        })  # fmt: skip
+
+
+def _answered(status: dict) -> int:
+    """How many objects a status counts as stored or refused."""
+    successes, failures = status.get("successes") or [], status.get("failures") or []
+    return max(len(successes), _count_of(status, "success_count")) + max(
+        len(failures), _count_of(status, "failure_count")
+    )
+
+
+def _count_of(status: dict, name: str) -> int:
+    value = status.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _unaccounted(status: dict, sent: list[dict]) -> list[dict]:
+    """The objects of an envelope that its status does not count as stored or refused
+    (a server that left them pending, its status "complete" or not, or lost them):
+    counted as posted, a partial delivery would be reported as complete.
+
+    The counts tell whether some are missing (the lists are optional, 4.3.1); the
+    lists which: the objects they leave out, more than are missing when they are
+    partial, so that none is taken for stored that may not be.
+    """
+    if _answered(status) >= len(sent):
+        return []
+    listed = Counter(
+        str(item.get("id")) for key in ("successes", "failures") for item in status.get(key) or []
+    )
+    left_out = []
+    for obj in sent:
+        if listed[str(obj.get("id"))] > 0:
+            listed[str(obj.get("id"))] -= 1
+        else:
+            left_out.append(obj)
+    return left_out
 
 
 @click.command()
@@ -360,8 +411,9 @@ def publish(ctx, node, paths, collection, dry_run, as_json, tlp, created_by, **o
     server's max_content_length and each status is followed to completion.
     --tlp and --created-by mark objects at publication (a version the server
     already holds unmarked then conflicts: it is another object under the same
-    id and modified).  Exit code: 0 all posted, 1 some objects failed, 2 usage
-    or connection error.
+    id and modified).  An object the server's status neither stores nor
+    refuses fails too: it may not be stored.  Exit code: 0 all posted or
+    already present, 1 some objects failed, 2 usage or connection error.
 
     \b
     Example:
@@ -424,7 +476,7 @@ def _publish(
             )
             for envelope in split_envelopes(valid, max_bytes, on_oversized=oversized):
                 status = client.post_serialized(collection_id, [text for _, text in envelope])
-                _record_status(status, summary, sources)
+                _record_status(status, [obj for obj, _ in envelope], summary, sources)
                 sources.forget(obj for obj, _ in envelope)
                 progress.advance(len(envelope))
         finally:
