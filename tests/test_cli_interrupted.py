@@ -4,8 +4,8 @@
 SIGKILL in the middle of a poll of a stock medallion 3.0.0, which gives every
 object of one POST the same date_added; a server that answers 503 in the middle
 of its pages), ``get`` and ``collections`` must not report the first pages of
-a collection as all of it, and ``publish`` must not report as failed what the
-server already holds.
+a collection as all of it, and ``publish`` must not report as posted what the
+server's status does not account for.
 
 The servers are real, on loopback ports: stock medallion 3.0.0
 (``tests.medallion_peer``) and ``PagingServer``, a TAXII 2.1 server of one
