@@ -49,7 +49,14 @@ from types import MappingProxyType
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from node.errors import ConfigError
-from node.tlp import TLP, TLP2_EXTENSION_ID, TLP_BY_MARKING_ID, parse_level, tlp_of
+from node.tlp import (
+    TLP,
+    TLP2_EXTENSION_ID,
+    TLP_BY_MARKING_ID,
+    declared_level,
+    parse_level,
+    tlp_of,
+)
 from node.tomlreader import first_unknown_key
 from node.validation import version_stamp
 
@@ -86,6 +93,7 @@ class Rule(StrEnum):
     REPORTS_TRIM = "reports.trim"
     REPORTS_WITHHOLD = "reports.withhold"
     REPORTS_EMPTY = "reports.empty"
+    REDACTED_AWAY = "redact.nothing-left"
     CREATOR_ONLY = "versions.creator-only"
 
 
@@ -449,6 +457,15 @@ def _type_of(ref: str) -> str:
     return ref.partition("--")[0]
 
 
+def _canonical(ref: Any) -> Any:
+    """A reference spelt as the store spells ids, in lower case: RFC 4122 (section 3)
+    reads a UUID's hex digits in either case, so ``identity--C7EE...`` names the object
+    ``identity--c7ee...`` (whose id validation keeps in lower case), and a reference
+    spelt in upper case must be judged as that object, or it would slip past reference
+    safety.  Anything but a string as it is."""
+    return ref.lower() if isinstance(ref, str) else ref
+
+
 def _is_tlp_definition(obj: Mapping[str, Any]) -> bool:
     object_id = obj.get("id")
     return (
@@ -481,15 +498,15 @@ def _link_refs(obj: Mapping[str, Any]) -> list[tuple[str, Any]]:
     for name in properties:
         value = obj.get(name)
         if isinstance(value, list):
-            found.extend((f"{name}[{index}]", ref) for index, ref in enumerate(value))
+            found.extend((f"{name}[{index}]", _canonical(ref)) for index, ref in enumerate(value))
         elif value is not None:
-            found.append((name, value))
+            found.append((name, _canonical(value)))
     for name, value in obj.items():
         if name in properties or name in _DEPENDENCY_PROPERTIES:
             continue
         if isinstance(value, str):
             if name.endswith("_ref") and _STIX_ID.match(value):
-                found.append((name, value))
+                found.append((name, value.lower()))
         elif isinstance(value, dict) or name.endswith(_REFERENCE_SUFFIXES):
             found.extend(_embedded_refs(name, name, value))
         elif isinstance(value, list):  # as _embedded_refs walks it, without a generator
@@ -512,11 +529,11 @@ def _embedded_refs(path: str, name: str, value: Any) -> Iterator[tuple[str, str]
     """(path, id) of the STIX ids in ``*_ref``/``*_refs`` properties within ``value``."""
     if name.endswith("_ref"):
         if isinstance(value, str) and _STIX_ID.match(value):
-            yield path, value
+            yield path, value.lower()
     elif name.endswith("_refs"):
         for index, ref in enumerate(value if isinstance(value, list) else ()):
             if isinstance(ref, str) and _STIX_ID.match(ref):
-                yield f"{path}[{index}]", ref
+                yield f"{path}[{index}]", ref.lower()
     elif isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str):
@@ -565,9 +582,9 @@ def _extension_definitions(obj: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     if not extensions or not isinstance(extensions, Mapping):
         return  # (most objects have none: no isinstance against the ABC for them)
     for key in extensions:
-        is_id = isinstance(key, str) and key.startswith("extension-definition--")
+        is_id = isinstance(key, str) and key.lower().startswith("extension-definition--")
         if is_id and key.lower() != TLP2_EXTENSION_ID:
-            yield f"extensions.{key}", key
+            yield f"extensions.{key}", key.lower()
 
 
 def extension_definition_ids(obj: Mapping[str, Any]) -> list[str]:
@@ -581,12 +598,12 @@ def _named_dependencies(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     an object names."""
     author = obj.get("created_by_ref")
     if author is not None:
-        yield "created_by_ref", author
+        yield "created_by_ref", _canonical(author)
     for index, ref in enumerate(obj.get("object_marking_refs") or ()):
-        yield f"object_marking_refs[{index}]", ref
+        yield f"object_marking_refs[{index}]", _canonical(ref)
     for index, granular in enumerate(obj.get("granular_markings") or ()):
         if isinstance(granular, Mapping) and "marking_ref" in granular:
-            yield f"granular_markings[{index}].marking_ref", granular["marking_ref"]
+            yield f"granular_markings[{index}].marking_ref", _canonical(granular["marking_ref"])
     yield from _extension_definitions(obj)
 
 
@@ -613,24 +630,57 @@ def _dependency_refs(obj: Mapping[str, Any], links: list[tuple[str, Any]]) -> It
     candidates.extend(ref for _path, ref in links)
     candidates.extend(ref for _path, ref in _extension_definitions(obj))
     for ref in candidates:
-        if isinstance(ref, str) and _type_of(ref) in DEPENDENCY_TYPES:
-            yield ref
+        if isinstance(ref, str) and _type_of(ref.lower()) in DEPENDENCY_TYPES:
+            yield ref.lower()
 
 
 def _without_selectors(markings: list[Any], removed: AbstractSet[str]) -> list[Any]:
-    """Granular markings minus selectors that pointed into removed properties."""
+    """Granular markings minus selectors that pointed into removed properties
+    (``removed``: dotted paths, as selectors spell them, STIX 2.1 section 7.2.3.1)."""
     kept = []
     for marking in markings:
         selectors = marking.get("selectors") if isinstance(marking, Mapping) else None
         if not isinstance(selectors, list):
             kept.append(marking)
             continue
-        remaining = [s for s in selectors if str(s).split(".", 1)[0] not in removed]
+        remaining = [s for s in selectors if not _within(str(s), removed)]
         if len(remaining) == len(selectors):
             kept.append(marking)
         elif remaining:
             kept.append({**marking, "selectors": remaining})
     return kept
+
+
+def _within(selector: str, paths: AbstractSet[str]) -> bool:
+    """Whether ``selector`` names one of ``paths`` or something inside one."""
+    return any(selector == path or selector.startswith((f"{path}.", f"{path}[")) for path in paths)
+
+
+def _redacted_translations(
+    obj: Mapping[str, Any], redact: AbstractSet[str]
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """A language-content's ``contents`` without the translations of ``redact``
+    properties (STIX 2.1 section 7.1: ``contents`` maps each language to the translated
+    properties of ``object_ref``), and the paths removed; (None, []) when none is there.
+
+    A translation of a redacted property is that property's content in another
+    language: it must not leave where the property does not."""
+    contents = obj.get("contents")
+    if obj.get("type") != "language-content" or not isinstance(contents, Mapping):
+        return None, []
+    removed: list[str] = []
+    kept: dict[str, Any] = {}
+    for language, translated in contents.items():
+        if isinstance(translated, Mapping) and not redact.isdisjoint(translated):
+            removed += [
+                f"contents.{language}.{name}" for name in sorted(redact & translated.keys())
+            ]
+            translated = {k: v for k, v in translated.items() if k not in redact}
+            if not translated:  # nothing left in it (STIX dictionaries are not empty)
+                removed.append(f"contents.{language}")
+                continue
+        kept[language] = translated
+    return (kept, removed) if removed else (None, [])
 
 
 # --------------------------------------------------------------------------- policy
@@ -645,10 +695,17 @@ class Policy:
     refused) in an earlier batch.  Without a resolver every such reference is unresolved.
     """
 
-    def __init__(self, rules: Rules, resolve: Resolver | None = None) -> None:
+    def __init__(
+        self, rules: Rules, resolve: Resolver | None = None, *, resolves_elsewhere: bool = False
+    ) -> None:
         self._rules = rules
         self._resolve = resolve
-        self._red_is_hard = rules.direction == "egress"
+        # ``resolve`` finds objects held where the decided objects are not (egress: the
+        # node's other collections): what policy withholds there withholds what names
+        # it, but a reference to them is otherwise one the recipient cannot resolve.
+        self.resolves_elsewhere = resolves_elsewhere
+        self.outgoing = rules.direction == "egress"
+        self._red_is_hard = self.outgoing
         self._checks = self._active_checks()
         self._links = PerObject(_link_refs)  # each object's links, walked once
 
@@ -761,6 +818,10 @@ class Policy:
     def _verdict(self, obj: Mapping[str, Any]) -> _Verdict | None:
         """The first rule withholding ``obj``, or None when every rule lets it pass."""
         level = None if _is_tlp_definition(obj) else tlp_of(obj)
+        if obj.get("type") == "marking-definition" and not _is_tlp_definition(obj):
+            claimed = declared_level(obj)  # one minted to mean a TLP level
+            if claimed is not None and (level is None or claimed > level):
+                level = claimed
         if level is TLP.RED and self._red_is_hard:
             return _Verdict(Rule.RED_NEVER_LEAVES, "TLP:RED never leaves this node")
         if not isinstance(obj.get("id"), str) or not isinstance(obj.get("type"), str):
@@ -858,6 +919,9 @@ class Policy:
 
     def _allowed(self, obj: dict[str, Any], rule: Rule, detail: str) -> Decision:
         sent, removed = self._redacted(obj)
+        if sent.get("type") == "language-content" and sent.get("contents") == {}:
+            detail = f"every translation is of a redacted property ({', '.join(removed)})"
+            return _withheld(obj, Rule.REDACTED_AWAY, detail)
         if removed:
             detail = f"{detail}; redacted {', '.join(removed)}"
         return Decision(obj["id"], _version(obj), True, rule, detail, sent)
@@ -869,20 +933,27 @@ class Policy:
         return self._allowed(obj, Rule.DEPENDENCY, detail)
 
     def _redacted(self, obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """``obj`` without the ``redact`` properties: a copy only when one is present."""
+        """``obj`` without the ``redact`` properties, nor their translations in a
+        language-content: a copy only when one is present."""
         redact = self._rules.redact
-        if not redact or redact.isdisjoint(obj):
+        if not redact:
+            return obj, []
+        contents, translations = _redacted_translations(obj, redact)
+        if redact.isdisjoint(obj) and contents is None:
             return obj, []
         removed = redact.intersection(obj)
         copy = {key: value for key, value in obj.items() if key not in removed}
+        if contents is not None:
+            copy["contents"] = contents
+        paths = removed | set(translations)
         granular = copy.get("granular_markings")
         if isinstance(granular, list):
-            granular = _without_selectors(granular, removed)
+            granular = _without_selectors(granular, paths)
             if granular:
                 copy["granular_markings"] = granular
             else:
                 del copy["granular_markings"]
-        return copy, sorted(removed)
+        return copy, sorted(paths)
 
 
 # --------------------------------------------------------------------------- batch run
@@ -1027,6 +1098,10 @@ class _Batch:
         protective rule withholds is withheld with it: sending it would name what policy
         keeps back, and the optional property cannot be dropped without changing the
         version the partner would hold.
+
+        On egress, a marking this node does not hold withholds too: what it restricts
+        is unknown (it may be a TLP level minted under an id of its own, or refused at
+        ingest), and treating the object as unmarked could send what it forbids.
         """
         for path, ref in _named_dependencies(obj):
             if ref == obj.get("id") or (isinstance(ref, str) and ref.lower() in TLP_BY_MARKING_ID):
@@ -1034,7 +1109,17 @@ class _Batch:
             problem = self._reference_problem(ref)
             if problem is not None and problem.rule is Rule.REF_WITHHELD:
                 return _Verdict(problem.rule, f"{path} {ref} {problem.detail}")
+            if self.policy.outgoing and "marking" in path and self._unknown(ref):
+                detail = f"{path} {ref} is a marking definition this node does not hold"
+                return _Verdict(Rule.REF_UNRESOLVED, detail)
         return None
+
+    def _unknown(self, ref: Any) -> bool:
+        """Whether ``ref`` names nothing in the batch, stored, or held by the recipient."""
+        if not isinstance(ref, str):
+            return True
+        ref = ref.lower()
+        return ref not in self.held and ref not in self.positions and not self._stored(ref).found
 
     def _is_linking(self, obj: Mapping[str, Any], links: list[tuple[str, Any]]) -> bool:
         """Whether ``obj`` is about other objects (its type, or ``links``: its ``_link_refs``)."""
@@ -1078,6 +1163,7 @@ class _Batch:
         """
         if not isinstance(ref, str):
             return _Verdict(Rule.REF_UNRESOLVED, "is not a STIX id")
+        ref = ref.lower()  # (see _canonical)
         if ref in self.held:
             return None
         is_dependency = _type_of(ref) in DEPENDENCY_TYPES
@@ -1090,14 +1176,19 @@ class _Batch:
                 Rule.REF_WITHHELD, f"is withheld ({_reason(reason.rule, reason.detail)})"
             )
         stored = self._stored(ref)
-        if not stored.found:
-            if is_dependency or self.policy.rules.unresolved_refs == "share":
-                return None
-            return _Verdict(Rule.REF_UNRESOLVED, "is neither in the batch nor stored")
         verdict = stored.verdict
-        if verdict is None or (is_dependency and verdict.rule not in PROTECTIVE_RULES):
+        # (a dependency withheld by a selective rule travels with what names it)
+        selective = is_dependency and verdict is not None and verdict.rule not in PROTECTIVE_RULES
+        if stored.found and verdict is not None and not selective:
+            detail = f"is withheld ({_reason(verdict.rule, verdict.detail)})"
+            return _Verdict(Rule.REF_WITHHELD, detail)
+        if stored.found and not self.policy.resolves_elsewhere:
             return None
-        return _Verdict(Rule.REF_WITHHELD, f"is withheld ({_reason(verdict.rule, verdict.detail)})")
+        # Not held, or held only in another collection (which does not travel with this
+        # one): the target stays unknown to the recipient.
+        if is_dependency or self.policy.rules.unresolved_refs == "share":
+            return None
+        return _Verdict(Rule.REF_UNRESOLVED, "is neither in the batch nor stored")
 
     def _stored(self, ref: str) -> _Stored:
         """The per-object verdict on the stored version of ``ref``, resolved once per batch."""

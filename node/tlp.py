@@ -132,6 +132,39 @@ def tlp_of(obj: Mapping[str, Any]) -> TLP | None:
     return strictest
 
 
+def declared_level(definition: Mapping[str, Any]) -> TLP | None:
+    """The TLP level a marking definition says it stands for, by its content: a
+    ``definition_type`` of "tlp" in any letter case with ``definition.tlp`` (STIX 2.1
+    section 7.2.1.3; OpenCTI mints its own, ``"TLP"``, ``"TLP:AMBER+STRICT"``), or the
+    TLP 2.0 extension's ``tlp_2_0`` property.  None for any other object.
+
+    TLP is recognised by marking id (``tlp_of``); a definition minted under another
+    id is content that claims a level, and sharing must not treat what it marks as
+    unmarked: the policy judges such a definition at the level it claims (an
+    unreadable level counts as RED), so that what names it is withheld with it.
+    """
+    if definition.get("type") != "marking-definition":
+        return None
+    claimed: list[Any] = []
+    kind, content = definition.get("definition_type"), definition.get("definition")
+    if isinstance(kind, str) and kind.lower() == "tlp" and isinstance(content, Mapping):
+        claimed.append(content.get("tlp"))
+    extensions = definition.get("extensions")
+    if isinstance(extensions, Mapping):
+        for key, extension in extensions.items():
+            if isinstance(key, str) and key.lower() == TLP2_EXTENSION_ID:
+                claimed.append(extension.get("tlp_2_0") if isinstance(extension, Mapping) else None)
+    levels = [_claimed_level(name) for name in claimed]
+    return max(levels) if levels else None
+
+
+def _claimed_level(name: Any) -> TLP:
+    if not isinstance(name, str):
+        return TLP.RED
+    key = name.strip().lower().removeprefix("tlp:").strip()
+    return _LEVEL_BY_NAME.get(key, TLP.RED)
+
+
 def _tlp2_definitions() -> list[dict[str, Any]]:
     """The five TLP 2.0 marking definitions shipped in the package's ``data/tlp.json``."""
     source = resources.files("node") / "data" / "tlp.json"

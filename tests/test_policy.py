@@ -579,6 +579,34 @@ class TestRedaction:
         assert obj == before
         stix2.parse(decision.obj, allow_custom=True)
 
+    def test_translations_of_redacted_properties_are_removed(self):
+        """A language-content's translation of a redacted property is that property in
+        another language (STIX 2.1 section 7.1): it goes with the property."""
+        target = indicator(x_internal_note="informant: J. Doe", description="public")
+        content = {
+            "type": "language-content", "spec_version": "2.1",
+            "id": "language-content--b10f92ea-ffab-40e8-a54f-7d6728f85f98",
+            "created": target["created"], "modified": target["modified"],
+            "object_ref": target["id"], "object_modified": target["modified"],
+            "contents": {"fr": {"x_internal_note": "informateur : J. Doe",
+                                "description": "public (fr)"},
+                         "de": {"x_internal_note": "Informant: J. Doe"}},
+            "granular_markings": [{"marking_ref": TLP2["green"],
+                                   "selectors": ["contents.fr.x_internal_note", "contents.de"]}],
+            "object_marking_refs": [TLP2["green"]],
+        }  # fmt: skip
+        before = copy.deepcopy(content)
+        decision = egress(redact=["x_internal_note"]).decide(content)
+        assert_allowed(decision)
+        assert decision.obj["contents"] == {"fr": {"description": "public (fr)"}}
+        assert "granular_markings" not in decision.obj
+        assert "contents.de.x_internal_note" in decision.detail
+        assert content == before
+        stix2.parse(decision.obj, allow_custom=True)
+        only_secret = {**content, "contents": {"fr": {"x_internal_note": "informateur"}}}
+        withheld = egress(redact=["x_internal_note"]).decide(only_secret)
+        assert_withheld(withheld, "redact.nothing-left")
+
     def test_withheld_objects_are_not_redacted(self):
         obj = indicator(tlp="amber", x_internal_note="n")
         assert egress(redact=["x_internal_note"]).decide(obj).obj is None
@@ -899,11 +927,48 @@ class TestDependencies:
         assert all(decision.allowed for decision in decisions)
 
     def test_dependencies_lists_what_the_batch_lacks(self):
-        policy = egress()
+        policy = egress({STATEMENT.id: as_dict(STATEMENT)}.get)  # stored, not in the batch
         shared = indicator(created_by_ref=US, object_marking_refs=[TLP2["green"], STATEMENT.id])
         secret = indicator(tlp="amber", created_by_ref=THEM)
         decisions = policy.apply([shared, secret])
         assert policy.dependencies(decisions) == {US, TLP2["green"], STATEMENT.id}
+
+    def test_a_marking_this_node_does_not_hold_withholds_on_egress_only(self):
+        """What an unknown marking restricts is unknown (a TLP level minted under an id
+        of its own, say): egress withholds what it marks; ingress stores it as received."""
+        marked = indicator(object_marking_refs=[TLP2["green"], STATEMENT.id])
+        assert_withheld(egress().apply([marked])[0], "ref.unresolved")
+        assert_allowed(egress({STATEMENT.id: as_dict(STATEMENT)}.get).apply([marked])[0])
+        assert_allowed(ingress().apply([marked])[0])
+
+    def test_a_definition_minted_to_mean_a_tlp_level_is_judged_at_that_level(self):
+        """OpenCTI mints TLP definitions of its own ("TLP", "TLP:AMBER+STRICT"); so may
+        anyone, with the TLP 2.0 extension: egress judges them at the level they claim,
+        and what they mark is withheld with them."""
+        minted = [
+            {"definition_type": "TLP", "definition": {"tlp": "TLP:AMBER+STRICT"}},
+            {"definition_type": "TLP", "definition": {"tlp": "red"}},
+            {"extensions": {TLP2_EXTENSION_ID.upper().replace("EXTENSION-DEFINITION",
+                                                              "extension-definition"):
+                            {"extension_type": "property-extension", "tlp_2_0": "amber"}}},
+            {"definition_type": "tlp", "definition": {"tlp": "no such level"}},
+        ]  # fmt: skip
+        for index, claim in enumerate(minted):
+            definition = {
+                "type": "marking-definition", "spec_version": "2.1",
+                "id": f"marking-definition--00000000-0000-4000-8000-00000000000{index}",
+                "created": "2026-01-01T00:00:00.000Z", "name": "TLP", **claim,
+            }  # fmt: skip
+            marked = indicator(tlp=None, object_marking_refs=[definition["id"]])
+            policy = egress(unmarked="share")
+            decisions = policy.apply([definition, marked])
+            assert not decisions[0].allowed and not decisions[1].allowed, claim
+        green = {"type": "marking-definition", "spec_version": "2.1",
+                 "id": "marking-definition--00000000-0000-4000-8000-0000000000aa",
+                 "created": "2026-01-01T00:00:00.000Z", "definition_type": "TLP",
+                 "definition": {"tlp": "TLP:GREEN"}}  # fmt: skip
+        marked = indicator(tlp=None, object_marking_refs=[green["id"]])
+        assert all(d.allowed for d in egress(unmarked="share").apply([green, marked]))
 
     def test_dependencies_skip_what_the_batch_carries(self):
         policy = egress()

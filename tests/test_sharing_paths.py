@@ -25,7 +25,7 @@ from node.errors import RemoteError
 from node.operations import sync as sync_operations
 from node.recall import EXTENSION_ID
 from node.sharing import Agreement, Agreements, ingress
-from node.store import audit, provenance, syncstate
+from node.store import audit, objects, provenance, syncstate
 from node.store.audit import Action, AuditQueue, AuditRecord, Direction
 from node.sync import pull as pull_module
 from node.sync import push as push_module
@@ -310,6 +310,65 @@ def test_an_id_spelt_in_upper_case_is_refused_not_a_second_object(make_node) -> 
         assert outcome[0] == "failures" and "hex digits in lower case" in outcome[2], status
     assert sorted(row["object_id"] for row in node.rows()) == sorted([ours["id"], secret["id"]])
     assert len(node.rows()) == 2  # no version added to ours either
+
+
+def _upper(obj: dict) -> str:
+    """``obj``'s id with its UUID in upper case: the same object (RFC 4122 section 3)."""
+    kind, _, uuid_text = obj["id"].partition("--")
+    return f"{kind}--{uuid_text.upper()}"
+
+
+def test_a_reference_spelt_in_upper_case_is_judged_as_the_object_it_names(make_node) -> None:
+    """An author, a marking, a link or a report's reference spelt in upper case names the
+    object we hold in lower case: when that object is withheld, what names it is withheld
+    (or trimmed) exactly as for the lower-case spelling, pushed and served alike."""
+    node = make_node(egress={"unresolved_refs": "share"})
+    informant = identity(RED)
+    secret = sdo("marking-definition", RED, definition_type="statement",
+                 definition={"statement": "Source: informant 7"})  # fmt: skip
+    secret.pop("modified")
+    target, shared = malware(RED), indicator(GREEN, 1)
+    authored = indicator(GREEN, 2, created_by_ref=_upper(informant))
+    marked = indicator(GREEN, 3)
+    marked["object_marking_refs"] = [GREEN, _upper(secret)]
+    linked = relationship(GREEN, shared, {"id": _upper(target)})
+    listing = report(GREEN, [shared, {"id": _upper(target)}])
+    node.add([informant, secret, target, shared, authored, marked, linked, listing])
+    for objs in (served(node), pushed(node)):
+        leaving = {obj["id"]: obj for obj in objs}
+        assert shared["id"] in leaving
+        for withheld in (informant, secret, target, authored, marked, linked):
+            assert withheld["id"] not in leaving
+        assert leaving[listing["id"]]["object_refs"] == [shared["id"]]
+
+
+@pytest.mark.parametrize("unresolved_refs", ["withhold", "share"])
+def test_what_another_collection_withholds_withholds_what_names_it(
+    make_node, unresolved_refs: str
+) -> None:
+    """An author or a link target the node holds only in another collection is still
+    ours: withheld there by policy (TLP:RED), it withholds what names it here; allowed,
+    it stays a reference the partner cannot resolve (``unresolved_refs``), and it never
+    travels with this collection's objects."""
+    node = make_node(egress={"unresolved_refs": unresolved_refs})
+    informant, unit, target, other = identity(RED), identity(GREEN), malware(RED), malware(GREEN)
+    with node.store.write() as connection:
+        stored = objects.add_objects(
+            connection, COLLECTIONS["beta"], [informant, unit, target, other]
+        )
+    assert not stored.failures
+    shared = indicator(GREEN, 1)
+    by_informant = indicator(GREEN, 2, created_by_ref=informant["id"])
+    by_unit = indicator(GREEN, 3, created_by_ref=unit["id"])
+    to_target = relationship(GREEN, shared, target)
+    to_other = relationship(GREEN, shared, other)
+    node.add([shared, by_informant, by_unit, to_target, to_other])
+    for objs in (served(node), pushed(node)):
+        leaving = ids(objs)
+        assert {shared["id"], by_unit["id"]} <= leaving
+        assert not leaving & {by_informant["id"], to_target["id"]}
+        assert (to_other["id"] in leaving) == (unresolved_refs == "share")
+        assert not leaving & {informant["id"], unit["id"], target["id"], other["id"]}
 
 
 def test_ids_deny_ignores_letter_case(make_node) -> None:

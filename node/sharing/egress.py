@@ -336,7 +336,10 @@ class _Run:
         self.agreement = agreement
         self.peer = agreement.peer.name
         self.position = position
-        self.policy = Policy(agreement.egress)
+        # Objects the references name that only other collections hold: judged, never
+        # sent (the mapping shares this collection); see ``_resolve_closure``.
+        self.elsewhere: dict[str, dict[str, Any]] = {}
+        self.policy = Policy(agreement.egress, self.elsewhere.get, resolves_elsewhere=True)
         # What each decoded object names, found once per call (rows, closure, dependencies).
         policy = self.policy  # not ``self``: a closure over the run would make a cycle
         self.references = PerObject(lambda obj: _references(obj, policy))
@@ -639,6 +642,18 @@ class _Run:
                         self.connection, self.agreement.collection_id, missing, self.peer
                     )
                 )
+                self._look_elsewhere(missing - self.held)
+
+    def _look_elsewhere(self, missing: set[str]) -> None:
+        """Find the ids this collection lacks in the node's other collections: an
+        object held there is still ours, and what policy withholds there (a TLP:RED
+        identity, say) must withhold what names it here too, not pass as unknown."""
+        found = provenance.newest_elsewhere(self.connection, self.agreement.collection_id,
+                                            missing)  # fmt: skip
+        for object_id, body in found.items():
+            obj = _decoded(body)
+            if isinstance(obj, dict):
+                self.elsewhere[object_id] = obj
 
     def _add_builtin_markings(self, missing: set[str]) -> None:
         """TLP marking definitions the store lacks, from the package (they always travel)."""
@@ -728,17 +743,17 @@ def _references(obj: Mapping[str, Any], policy: Policy) -> list[str]:
     relationships, sightings, containers, and any other ``*_ref``/``*_refs``
     property).  TLP definitions are left out: they
     are never withheld and always available (``node.tlp``)."""
-    refs: list[str] = []
+    refs: list[str] = []  # in lower case, as the store spells ids (policy._canonical)
     author = obj.get("created_by_ref")
     if isinstance(author, str):
-        refs.append(author)
+        refs.append(author.lower())
     for marking in obj.get("object_marking_refs") or ():
         if isinstance(marking, str) and marking.lower() not in TLP_BY_MARKING_ID:
-            refs.append(marking)
+            refs.append(marking.lower())
     for granular in obj.get("granular_markings") or ():
         marking = granular.get("marking_ref") if isinstance(granular, dict) else None
         if isinstance(marking, str) and marking.lower() not in TLP_BY_MARKING_ID:
-            refs.append(marking)
+            refs.append(marking.lower())
     refs.extend(extension_definition_ids(obj))
     refs.extend(policy.linked_ids(obj))
     return refs

@@ -170,6 +170,25 @@ def current_versions(
     return found
 
 
+def newest_elsewhere(
+    connection: Connection, collection_id: str, object_ids: Iterable[str]
+) -> dict[str, str]:
+    """The body of the newest version of each id that other collections than
+    ``collection_id`` hold (by the ``is_latest`` marker of each collection)."""
+    m = placeholder(connection)
+    found: dict[str, tuple[int, str]] = {}
+    for chunk in in_chunks(object_ids, _IN_CHUNK):
+        statement = (
+            f"SELECT o.object_id, o.version, o.body FROM objects o "
+            f"WHERE o.object_id IN ({', '.join([m] * len(chunk))}) "
+            f"AND o.collection_id <> {m} AND o.is_latest"
+        )
+        for object_id, version, body in fetch_all(connection, statement, (*chunk, collection_id)):
+            if object_id not in found or version > found[object_id][0]:
+                found[object_id] = (version, body)
+    return {object_id: body for object_id, (_, body) in found.items()}
+
+
 def held_only_by(
     connection: Connection, collection_id: str, object_ids: Iterable[str], peer: str
 ) -> set[str]:
