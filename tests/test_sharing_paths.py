@@ -406,6 +406,21 @@ def test_date_added_spacing_does_not_count_red_versions_posted_alongside(make_no
     assert order == [posted[i]["id"] for i in (5, 0, 3, 6, 4, 1, 2)]  # unmarked .. RED
 
 
+def test_an_older_version_goes_with_its_objects_newest_in_the_commit(make_node) -> None:
+    """An older GREEN version of an object whose newest version in the same envelope is
+    RED is withheld with it (the current version decides): it is dated with the RED
+    versions, not between the GREEN ones the partner receives."""
+    node = make_node()
+    changed = indicator(GREEN, 2)
+    posted = [indicator(GREEN, 1), changed, version(changed, at(5), object_marking_refs=[RED]),
+              indicator(GREEN, 3)]  # fmt: skip
+    node.post(posted)
+    shared = node.get("manifest/").json["objects"]
+    assert [entry["id"] for entry in shared] == [posted[0]["id"], posted[3]["id"]]
+    added = [to_micros(entry["date_added"]) for entry in shared]
+    assert added[1] - added[0] == 1
+
+
 def test_first_is_the_oldest_version_the_peer_may_see(make_node) -> None:
     """An older version that came from a third peer (not passed on) is not the peer's
     "first": the first it may see is, as versions/ shows it."""

@@ -338,11 +338,19 @@ def _dated(
     Values within a commit are a microsecond apart, so the gap between two versions a
     partner receives would count the versions between them that it may not see
     (TLP:RED ones, say, posted in the same envelope).  In this order, what a TLP
-    ceiling withholds comes after all it lets through, where no gap shows it.
+    ceiling withholds comes after all it lets through, where no gap shows it.  A version
+    ranks at least as its object's newest version in the commit: an older GREEN version
+    of an object whose newest is RED is withheld with it (its current version decides),
+    so it goes with the RED ones.
     """
     dates = _date_added_values(last_date_added, len(keys))
     if len(keys) > 1:
-        keys = sorted(keys, key=lambda key: _level_rank(candidates[key].obj))
+        ranks = {key: _level_rank(candidates[key].obj) for key in keys}
+        newest: dict[str, tuple[int, int]] = {}  # id -> (version, its rank)
+        for (object_id, version), rank in ranks.items():
+            if version >= newest.get(object_id, (version, rank))[0]:
+                newest[object_id] = (version, rank)
+        keys = sorted(keys, key=lambda key: max(ranks[key], newest[key[0]][1]))
     return dict(zip(keys, dates, strict=True))
 
 
