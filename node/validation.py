@@ -26,8 +26,10 @@ the offending value (truncated), because the server hands it to the client.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import reprlib
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -1238,6 +1240,68 @@ def object_problem(obj: object) -> str | None:
         if problem is not None:
             return problem
     return None
+
+
+# STIX 2.1 section 2.9: an SCO's deterministic id is the UUIDv5, in this namespace, of
+# the JSON (RFC 8785 canonical form) of its ID contributing properties.  The types
+# whose contributing property is one string or integer, where that form is plain JSON.
+SCO_ID_NAMESPACE: Final = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")
+_ONE_CONTRIBUTING_PROPERTY: Final = {
+    "ipv4-addr": "value", "ipv6-addr": "value", "mac-addr": "value", "domain-name": "value",
+    "url": "value", "email-addr": "value", "mutex": "name", "directory": "path",
+    "autonomous-system": "number",
+}  # fmt: skip
+
+
+def deterministic_id_problem(obj: Mapping[str, Any]) -> str | None:
+    """Why an SCO's UUIDv5 id is not the one its value gives (STIX 2.1 section 2.9),
+    or None (for other objects, and for SCOs with a UUIDv4 id, which STIX allows).
+
+    A deterministic id names a value: a partner that posts ``ipv4-addr--<v5 of
+    203.0.113.7>`` with another value would hold, under the id our own publication
+    of that address will have, content of its own choosing.  Only the types with one
+    contributing property are checked: their canonical form is plain JSON.
+    """
+    name = _ONE_CONTRIBUTING_PROPERTY.get(obj.get("type", ""))
+    object_id = obj.get("id")
+    if name is None or not isinstance(object_id, str) or name not in obj:
+        return None
+    given = object_id.partition("--")[2]
+    if len(given) != 36 or given[14] != "5":
+        return None
+    value = obj[name]
+    canonical = json.dumps({name: value}, ensure_ascii=False, separators=(",", ":"))
+    expected = f"{obj['type']}--{uuid.uuid5(SCO_ID_NAMESPACE, canonical)}"
+    if expected == object_id:
+        return None
+    return (
+        f"id {object_id} is a STIX 2.1 deterministic id (UUIDv5, section 2.9), but not the "
+        f"one of {name} {_show(value)}: that is {expected}"
+    )
+
+
+def is_cyber_observable(type_name: str) -> bool:
+    """Whether ``type_name`` is one of STIX 2.1's cyber-observable types (section 6)."""
+    return type_name in _SCO_TYPES
+
+
+def sco_version_problem(obj: Mapping[str, Any]) -> str | None:
+    """Why a cyber-observable carries a version it should not have, or None.
+
+    STIX 2.1 gives SCOs no ``created`` or ``modified`` (section 6.1: their common
+    properties): an SCO has one version.  The store keys versions by ``modified``, so
+    a partner's SCO with one (``"modified": "2099-..."``) would be a newer version of
+    the address our own publication will carry, served in its place.
+    """
+    if obj.get("type") not in _SCO_TYPES:
+        return None
+    present = [name for name in _VERSION_PROPERTIES if name in obj]
+    if not present:
+        return None
+    return (
+        f"a {obj['type']} has no {' or '.join(present)} (STIX 2.1 section 6.1: a "
+        "cyber-observable has one version, named by its id)"
+    )
 
 
 # STIX 2.1 section 3.6: the properties a version is told apart by, the first set one deciding.

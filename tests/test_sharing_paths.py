@@ -23,7 +23,7 @@ from node.client import ObjectPage, Throttled
 from node.config import load_config
 from node.errors import RemoteError
 from node.operations import sync as sync_operations
-from node.recall import EXTENSION_ID
+from node.recall import EXTENSION_ID, recall_version
 from node.sharing import Agreement, Agreements, ingress
 from node.store import audit, objects, provenance, syncstate
 from node.store.audit import Action, AuditQueue, AuditRecord, Direction
@@ -219,6 +219,41 @@ def _ipv4(value: str, marking: str) -> dict:
     return {"type": "ipv4-addr", "spec_version": "2.1", "value": value,
             "id": f"ipv4-addr--{uuid.uuid5(namespace, key)}",
             "object_marking_refs": [marking]}  # fmt: skip
+
+
+def test_a_partner_cannot_take_the_id_of_a_value_it_does_not_post(make_node) -> None:
+    """An SCO's UUIDv5 id names its value (STIX 2.1 section 2.9): a partner posting
+    another value under it, or a ``modified`` that would version it past ours, is
+    refused with the reason, and our own publication of the value is stored as ours."""
+    node = make_node()
+    ours = _ipv4("203.0.113.7", GREEN)
+    squatting = {**ours, "value": "192.0.2.66"}
+    shadowing = {**ours, "modified": "2099-01-01T00:00:00.000Z", "x_note": "benign"}
+    for posted, reason in ((squatting, "not the one of value '192.0.2.66'"),
+                           (shadowing, "has no modified")):  # fmt: skip
+        (outcome,) = _answers(node.post([posted], account=PEER))
+        assert outcome[0] == "failures" and reason in outcome[2], outcome
+    assert node.rows() == []
+    assert node.post([ours])["success_count"] == 1
+    stored = node.get(f"objects/{ours['id']}/", account="admin").json["objects"]
+    assert stored == [ours]
+
+
+def test_a_partners_recall_of_a_value_leaves_our_own_publication_of_it_shared(make_node) -> None:
+    """A partner that posted an address and then recalled it does not keep our own
+    publication of that address (same id: it names the value) from leaving."""
+    node = make_node()
+    address = _ipv4("203.0.113.8", GREEN)
+    node.post([address], account=PEER)
+    recalled = node.post([recall_version(address, "withdrawn", at(30))], account=PEER)
+    assert [s["message"] for s in recalled["successes"]] == ["recall purged"]
+    node.post([address])
+    listing = report(GREEN, [address])
+    node.add([listing])
+    for objs in (served(node), pushed(node)):
+        leaving = {obj["id"]: obj for obj in objs}
+        assert address["id"] in leaving
+        assert leaving[listing["id"]]["object_refs"] == [address["id"]]
 
 
 @pytest.mark.parametrize("foreign", [False, True], ids=["creator-only", "foreign-versions"])

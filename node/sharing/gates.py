@@ -46,7 +46,7 @@ from node.store import provenance, recalls, releases
 from node.store.audit import Direction
 from node.store.releases import ReleaseState
 from node.timestamps import to_micros
-from node.validation import version_stamp
+from node.validation import is_cyber_observable, version_stamp
 
 from .agreements import Agreement
 
@@ -67,6 +67,14 @@ _HOLDING_RULES = frozenset({AWAITING_RULE, REJECTED_RULE, ONWARD_RULE, RECALL_SE
 RECALL_REASON = "withdrawn by its origin"
 DELETED_REASON = "deleted by its origin"
 _RECALL_SENT = "recalled from this peer (a revoked object stays revoked: STIX 2.1 section 3.6)"
+
+
+def _own_observable(version: provenance.Version) -> bool:
+    """Whether ``version`` is a cyber-observable this node published itself: an SCO's id
+    names its value (STIX 2.1 section 2.9), so a peer's recall of the value it sent
+    does not withdraw our own publication of the same value (a partner that posted an
+    address first, then recalled it, would otherwise keep it from every peer)."""
+    return version.origin is None and is_cyber_observable(version.type)
 
 
 def _withheld(decision: Decision, rule: str, detail: str) -> Decision:
@@ -131,7 +139,7 @@ class EgressGates:
             i for i, v in enumerate(versions) if v.origin is not None or v.object_id in recalled
         ]:
             version, decision = versions[index], gated[index]
-            if version.object_id in recalled_here:
+            if version.object_id in recalled_here and not _own_observable(version):
                 gated[index] = _withheld(decision, RECALLED_RULE, "recalled here by its origin")
             elif version.object_id in recalled_from_peer:
                 gated[index] = _withheld(decision, RECALL_SENT_RULE, _RECALL_SENT)
@@ -212,9 +220,14 @@ class EgressGates:
             object_id: (RECALL_SENT_RULE, _RECALL_SENT)
             for object_id in self.recalled_from_peer(ids)
         }
+        recalled_here = self.recalled_here(ids)
+        if recalled_here:
+            ours = provenance.current_versions(self.connection, self.collection_id,
+                                               recalled_here, self.peer)  # fmt: skip
+            recalled_here -= {oid for oid, v in ours.items() if _own_observable(v)}
         held.update(
             (object_id, (RECALLED_RULE, "recalled here by its origin"))
-            for object_id in self.recalled_here(ids)
+            for object_id in recalled_here
         )
         check_releases = unreleased and self.rules.release == "approval"
         if not check_releases and self.rules.onward == "allow":

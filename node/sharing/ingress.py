@@ -45,7 +45,13 @@ from node.store.audit import Action, AuditRecord, Direction
 from node.store.objects import AddOutcome, allocate_date_added
 from node.timestamps import from_micros, to_micros
 from node.tlp import TLP_BY_MARKING_ID, tlp_marking_definitions
-from node.validation import object_problem, version_micros, version_stamp
+from node.validation import (
+    deterministic_id_problem,
+    object_problem,
+    sco_version_problem,
+    version_micros,
+    version_stamp,
+)
 
 from .agreements import Agreement
 from .egress import stored_version_visible, visible
@@ -92,6 +98,14 @@ class Admission:
     valid: set[int] = field(default_factory=set)
 
 
+def _observable_problem(item: dict[str, Any]) -> str | None:
+    """Why a partner's SCO would stand for another value or version than its own: a
+    deterministic id of another value, or a ``modified`` that versions it (an SCO id
+    names a value, so a partner can post first under the id our own publication of
+    that value will have)."""
+    return deterministic_id_problem(item) or sco_version_problem(item)
+
+
 def admit(
     connection: Connection, agreement: Agreement, items: Sequence[object], *, to_peer: bool
 ) -> Admission:
@@ -117,6 +131,8 @@ def admit(
             admission.accepted.append(item)  # policy and recalls judge valid STIX only
         elif is_recall(item):
             admission.recalls.append(item)
+        elif (problem := _observable_problem(item)) is not None:
+            admission.refused.append(_detail(item, problem))
         else:
             admission.valid.add(id(item))
             if stored is None or (to_peer and jsoncodec.loads(stored) != item):
