@@ -182,7 +182,8 @@ class Rules:
         Minimum ``confidence`` (0-100, default none); objects without one are "share"d
         (default) or "withhold"n.
     ``labels_require`` / ``labels_deny``
-        The object must carry at least one of / none of these labels.
+        The object must carry at least one of / none of these labels (in any letter
+        case: a label ``SECRET`` is denied by ``labels_deny = ["secret"]``).
     ``created_by_allow``
         Identity ids whose objects may be shared (e.g. only what we authored); objects
         without ``created_by_ref``, SCOs included, are then withheld.
@@ -267,8 +268,8 @@ class Rules:
             unmarked=reader.choice("unmarked", ("withhold", "share"), cautious),
             min_confidence=reader.confidence("min_confidence"),
             missing_confidence=reader.choice("missing_confidence", ("share", "withhold"), "share"),
-            labels_require=reader.names("labels_require", None, "a label"),
-            labels_deny=reader.names("labels_deny", None, "a label"),
+            labels_require=_folded(reader.names("labels_require", None, "a label")),
+            labels_deny=_folded(reader.names("labels_deny", None, "a label")),
             created_by_allow=_lowered(
                 reader.names("created_by_allow", _IDENTITY_ID, "an identity id")
             ),
@@ -451,6 +452,20 @@ def _reason(rule: str, detail: str) -> str:
     stay short instead of growing with the chain (and the audit records with them)."""
     reason = f"{rule}: {detail}"
     return reason if len(reason) <= _REASON_LENGTH else reason[: _REASON_LENGTH - 3] + "..."
+
+
+def _folded(labels: frozenset[str]) -> frozenset[str]:
+    return frozenset(label.casefold() for label in labels)
+
+
+def _labels(obj: Mapping[str, Any]) -> set[str]:
+    """The object's labels in one letter case: labels are an open vocabulary written
+    by people (``TLP-internal``, ``tlp-internal``), and a deny list must not miss one
+    for its spelling."""
+    labels = obj.get("labels")
+    if not isinstance(labels, list):
+        return set()
+    return {label.casefold() for label in labels if isinstance(label, str)}
 
 
 def _type_of(ref: str) -> str:
@@ -883,13 +898,13 @@ class Policy:
         return None
 
     def _check_labels_deny(self, obj: Mapping[str, Any], level: TLP | None) -> _Verdict | None:
-        denied = self._rules.labels_deny.intersection(obj.get("labels") or ())
+        denied = self._rules.labels_deny.intersection(_labels(obj))
         if denied:
             return _Verdict(Rule.LABELS_DENY, f"label {min(denied)!r} is in labels_deny")
         return None
 
     def _check_labels_require(self, obj: Mapping[str, Any], level: TLP | None) -> _Verdict | None:
-        if self._rules.labels_require.isdisjoint(obj.get("labels") or ()):
+        if self._rules.labels_require.isdisjoint(_labels(obj)):
             wanted = ", ".join(sorted(self._rules.labels_require))
             return _Verdict(Rule.LABELS_REQUIRE, f"carries none of labels_require ({wanted})")
         return None

@@ -484,6 +484,13 @@ class TestSelectionRules:
         assert_withheld(decision, "labels.deny")
         assert "'internal'" in decision.detail
 
+    def test_labels_compare_in_any_letter_case(self):
+        denying = egress(labels_deny=["Internal"])
+        assert_withheld(denying.decide(indicator(labels=["INTERNAL"])), "labels.deny")
+        assert_withheld(denying.decide(indicator(labels=["internal"])), "labels.deny")
+        requiring = egress(labels_require=["Partner-B"])
+        assert_allowed(requiring.decide(indicator(labels=["partner-b"])))
+
     def test_created_by_allow(self):
         policy = egress(created_by_allow=[US])
         assert_allowed(policy.decide(indicator(created_by_ref=US)))
