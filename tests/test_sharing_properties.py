@@ -103,7 +103,7 @@ def collections(draw) -> Case:
             extra["created_by_ref"] = draw(st.sampled_from(identities))["id"]
         if draw(st.integers(0, 3)) == 0:
             extra["x_note"] = "internal"
-        obj = _build(draw, kind, earlier, extra)
+        obj = _respelt(draw, _build(draw, kind, earlier, extra))
         if not obj.get("object_marking_refs"):
             obj.pop("object_marking_refs", None)
         versions = [obj]
@@ -135,6 +135,20 @@ def collections(draw) -> Case:
             key = (version["id"], version.get("modified") or version["created"])
             choices[key] = held if index < cut else "approve"
     return Case(objects, partner, origins, choices)
+
+
+_REFERENCES = ("created_by_ref", "source_ref", "target_ref", "sighting_of_ref")
+
+
+def _respelt(draw, obj: dict) -> dict:
+    """``obj`` with some of its references spelt in upper case (the same ids)."""
+    for name in _REFERENCES:
+        if name in obj and draw(st.integers(0, 3)) == 0:
+            obj[name] = _spelt(obj[name], draw(st.sampled_from(["upper", "mixed"])))
+    if "object_refs" in obj:
+        cases = st.sampled_from(["lower", "lower", "upper", "mixed"])
+        obj["object_refs"] = [_spelt(ref, draw(cases)) for ref in obj["object_refs"]]
+    return obj
 
 
 def _build(draw, kind: str, earlier: list[dict], extra: dict) -> dict:
@@ -359,6 +373,10 @@ def test_the_generator_reaches_every_kind_of_case() -> None:
             seen.add("author")
         if any(ch.isupper() for ref in _marking_refs(flat) for ch in ref.partition("--")[2]):
             seen.add("upper-case")
+        spelt = [obj.get(name, "") for obj in flat for name in _REFERENCES]
+        spelt += [ref for obj in flat for ref in obj.get("object_refs", [])]
+        if any(ch.isupper() for ref in spelt for ch in ref.partition("--")[2]):
+            seen.add("upper-case-reference")
         if THIRD_PEER in case.origins:
             seen.add("third-peer")
         seen.update(set(case.releases.values()))
@@ -366,6 +384,7 @@ def test_the_generator_reaches_every_kind_of_case() -> None:
     record()
     wanted = {"identity", "indicator", "malware", "relationship", "sighting", "report", "note",
               "granular", "versions", "partner", "author", "upper-case", "third-peer",
+              "upper-case-reference",
               *RELEASE_CHOICES}  # fmt: skip
     assert wanted <= seen, wanted - seen
 
