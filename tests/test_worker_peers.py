@@ -23,6 +23,7 @@ from node.sharing.records import ALREADY_HERE
 from node.store import audit, objects, provenance
 from node.sync.pull import PULL_PAGES_PER_ROUND
 from node.timestamps import from_micros, now_micros, to_micros
+from node.validation import SCO_ID_NAMESPACE
 from tests.nodes import COLLECTIONS, start_sync_worker
 from tests.pair import Pair, make_pair, run_cli
 from tests.test_client import _TricklingServer
@@ -628,7 +629,8 @@ def test_a_version_a_peer_posts_again_is_audited_as_already_present(tmp_path, st
     pair = push_pair(tmp_path, stopper)
     author = identity("Unit A", TLP2["green"])
     # An SCO without created/modified: node-b's status labels it by its date_added.
-    address_id = f"ipv4-addr--{uuid.uuid5(uuid.NAMESPACE_URL, 'posted-again')}"
+    value = json.dumps({"value": "192.0.2.9"}, separators=(",", ":"))  # STIX 2.1 section 2.9
+    address_id = f"ipv4-addr--{uuid.uuid5(SCO_ID_NAMESPACE, value)}"
     address = {"type": "ipv4-addr", "spec_version": "2.1", "id": address_id, "value": "192.0.2.9"}
     for _ in range(2):
         publish(pair.b.collection_url("alpha"), peer_auth("node-a", "node-b"), [author, address])
