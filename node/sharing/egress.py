@@ -522,7 +522,8 @@ class _Run:
             else:
                 linked.append(index)
         if linked:
-            rest = self._versions_decided([objs[index] for index in linked])
+            known = {v.object_id: v for v in (versions[i] for i in linked) if v.current}
+            rest = self._versions_decided([objs[index] for index in linked], known)
             for index, decision in zip(linked, rest, strict=True):
                 decided[index] = decision
         return [d for d in decided if d is not None]
@@ -541,12 +542,16 @@ class _Run:
         remembered = (bare, _NOTHING, light, replace(item, decision=light))
         self.cache.put(self.peer, self.agreement.collection_id, remembered)
 
-    def _versions_decided(self, objs: list[dict[str, Any]]) -> list[Decision]:
+    def _versions_decided(
+        self,
+        objs: list[dict[str, Any]],
+        known: Mapping[str, provenance.Version] | None = None,
+    ) -> list[Decision]:
         """Decisions on ``objs``, judged with the current versions of all they reach."""
         closure = self._closure(objs)
         deciding = {obj["id"] for obj in objs if isinstance(obj.get("id"), str)}
         held = self.gates.held_back_targets(
-            closure, unreleased=self.position.unreleased_targets_withheld
+            closure, unreleased=self.position.unreleased_targets_withheld, known=known
         )
         # The gates decide the versions being decided themselves (``_gated``, per
         # version); as link targets, those the gates hold count as withheld already, or

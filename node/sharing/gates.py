@@ -31,7 +31,7 @@ of stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -202,14 +202,19 @@ class EgressGates:
                                         detail, recall)  # fmt: skip
 
     def held_back_targets(
-        self, closure: Sequence[dict[str, Any]], *, unreleased: bool = True
+        self,
+        closure: Sequence[dict[str, Any]],
+        *,
+        unreleased: bool = True,
+        known: Mapping[str, provenance.Version] | None = None,
     ) -> dict[str, tuple[str, str]]:
         """Objects of ``closure`` (current versions) that the gates hold back (id -> rule,
         detail), so that a relationship or report never names what has not left: a version
         awaiting release, one rejected, another peer's object not passed on, or one its
         origin recalled (with ``unreleased`` False, versions awaiting release are not held
         back).  Identities and marking definitions follow the objects they serve and are
-        not held back here."""
+        not held back here.  ``known``: current versions the caller read already (by id),
+        not read again."""
         ids = {
             obj["id"] for obj in closure
             if isinstance(obj.get("id"), str) and obj.get("type") not in DEPENDENCY_TYPES
@@ -232,8 +237,12 @@ class EgressGates:
         check_releases = unreleased and self.rules.release == "approval"
         if not check_releases and self.rules.onward == "allow":
             return held
-        current = provenance.current_versions(self.connection, self.collection_id, ids,
-                                              self.peer)  # fmt: skip
+        current = dict(known or {})
+        unknown = ids - current.keys()
+        if unknown:
+            current.update(provenance.current_versions(self.connection, self.collection_id,
+                                                       unknown, self.peer))  # fmt: skip
+        current = {object_id: v for object_id, v in current.items() if object_id in ids}
         for object_id, version in current.items():
             if object_id in held:
                 continue
