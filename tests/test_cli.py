@@ -393,6 +393,7 @@ def test_publish_errors_are_one_line_with_exit_code_2(node, tmp_path):
     result = run("publish", "--url", down, "--user", "alice", "-c", "alpha", str(good),
                  password=ALICE_PASSWORD)  # fmt: skip
     assert_one_line_error(result, "is the server running")
+    assert result.stderr.count("is the server running") == 1, result.stderr  # one hint
 
     result = as_alice(node, "publish", "-c", "alpha", str(tmp_path / "missing.json"))
     assert_one_line_error(result, "missing.json", "no such file")

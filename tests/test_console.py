@@ -14,6 +14,7 @@ import io
 import json
 import re
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -634,6 +635,46 @@ def test_a_store_busy_with_another_processs_write_gets_a_503_page(
         again = client.post("/ui/sign-in", data={"user": "admin", "password": PASSWORD,
                                                  "csrf_token": _csrf(form)})  # fmt: skip
         assert again.status_code == 302  # the lock released, the same form signs in
+    finally:
+        holder.close()
+        application.extensions["taxii_node"].store.close()
+
+
+def test_a_taxii_post_while_the_store_is_busy_gets_a_503_with_retry_after(
+    node: NodeFiles, monkeypatch
+) -> None:
+    """A POST while another connection holds SQLite's write lock past the busy timeout
+    is told to try again (503, Retry-After, a TAXII error body), and nothing is stored."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    from node.store import engine
+
+    if not node.store_url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock (PostgreSQL locks rows)")
+    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    application = create_app(load_config(node.config_path))
+    holder = sqlite3.connect(make_url(node.store_url).database, isolation_level=None)
+    url = f"/api/collections/{COLLECTIONS['alpha']}/objects/"
+    taxii = "application/taxii+json;version=2.1"
+    headers = {**_basic("admin"), "Accept": taxii, "Content-Type": taxii}
+    posted = {"type": "indicator", "spec_version": "2.1", "id": f"indicator--{uuid.uuid4()}",
+              "created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z",
+              "pattern": "[ipv4-addr:value = '198.51.100.77']", "pattern_type": "stix",
+              "valid_from": "2026-01-01T00:00:00Z"}  # fmt: skip
+    body = json.dumps({"objects": [posted]})
+    try:
+        client = application.test_client()
+        holder.execute("BEGIN IMMEDIATE")  # another process's write, as SQLite sees it
+        busy = client.post(url, data=body, headers=headers)
+        holder.execute("ROLLBACK")
+        assert busy.status_code == 503, busy.get_data(as_text=True)
+        assert busy.headers["Retry-After"] == "5"
+        assert busy.content_type == taxii and "try again" in busy.json["description"]
+        assert client.get(f"{url}{posted['id']}/", headers=headers).status_code == 404
+        assert client.post(url, data=body, headers=headers).status_code == 202
+        assert client.get(f"{url}{posted['id']}/", headers=headers).status_code == 200
     finally:
         holder.close()
         application.extensions["taxii_node"].store.close()

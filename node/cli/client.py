@@ -174,6 +174,8 @@ def _remote_problem(exc: RemoteError, url: str | None = None) -> CommandError:
         hint = _HINTS.get(exc.status, "")
     # One line, even when the server answered with an HTML error page.
     message = " ".join(str(exc).split())
+    if exc.status is None and message.endswith(")"):
+        hint = ""  # the client's message has its own hint (a refused connection's)
     return CommandError(f"{message}{hint}")
 
 

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import RequestRedirect
 
 from node.mediatypes import TAXII_21
+from node.store.engine import is_store_busy
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,13 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
+        if is_store_busy(error):  # busy, not broken: the client may try again (TAXII 3.6.1)
+            log.warning("the store is busy: %s", error)
+            return error_response(
+                503, "Service Unavailable",
+                "the store is busy with another process's write; nothing was changed: "
+                "try again", {"Retry-After": "5"},
+            )  # fmt: skip
         log.exception("unhandled error")
         return error_response(
             500, "Internal Server Error", "the server failed to process the request; see its log"
