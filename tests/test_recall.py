@@ -291,6 +291,57 @@ def test_deleted_on_a_is_recalled_and_purged_on_b(triangle: Triangle) -> None:
     assert _read(triangle, "node-a", shared["id"]) == []
 
 
+def test_taxii_node_delete_deletes_and_recalls_as_the_api_does(triangle: Triangle) -> None:
+    """``taxii-node delete`` (the operation the API's DELETE and the console call): the
+    versions go, every peer that received one is sent a recall, the audit names who."""
+    shared = indicator(name="shared then deleted from the command line")
+    triangle.post("node-a", [shared])
+    triangle.rounds(1)
+    assert _read(triangle, "node-b", shared["id"])
+    with triangle.store("node-a").read() as connection:
+        received = recalls.peers_delivered(connection, ALPHA, shared["id"])
+    assert "node-b" in received
+    node_a = triangle["node-a"]
+    output = node_a.run_cli("delete", "-c", "alpha", shared["id"], "--yes")
+    assert output.strip() == (
+        f"deleted 1 version(s) of {shared['id']}; {len(received)} recall(s) queued for peers"
+    )
+    assert _read(triangle, "node-a", shared["id"]) == []
+    triangle.rounds(2)
+    assert _read(triangle, "node-b", shared["id"]) == []
+    with triangle.store("node-a").read() as connection:
+        deleted = [r for r in audit.entries(connection, limit=None)
+                   if r["object_id"] == shared["id"] and r["action"] == "deleted"]  # fmt: skip
+    assert [r["actor"].startswith("cli:") for r in deleted] == [True]
+
+
+def test_taxii_node_delete_refuses_what_it_cannot_find_and_bad_versions(
+    triangle: Triangle, capsys
+) -> None:
+    from click.testing import CliRunner
+
+    from node.cli import cli
+    from node.cli.common import run_guarded
+
+    node_a = triangle["node-a"]
+    kept = indicator(name="kept")
+    triangle.post("node-a", [kept])
+    base = ["--config", str(node_a.config_path), "delete", "-c", "alpha", "--yes"]
+    cases = [
+        ([kept["id"], "--version", "yesterday"], "'yesterday' is not all, first, last"),
+        (["indicator--00000000-0000-4000-8000-000000000000"], "no version of indicator--"),
+        ([kept["id"], "--version", "2020-01-01T00:00:00.000Z"], "no version of"),
+        ([kept["id"], "-c", "nosuch"], "no collection 'nosuch'"),
+    ]
+    for args, expected in cases:
+        code = run_guarded(cli, [*base, *args])
+        error = capsys.readouterr().err
+        assert code == 2 and error.startswith("error: ") and expected in error, error
+    refused = CliRunner().invoke(cli, base[:-1] + [kept["id"]], input="n\n")
+    assert refused.exit_code == 2 and "nothing deleted" in refused.output
+    assert _read(triangle, "node-a", kept["id"])
+
+
 def test_deleting_the_version_b_last_received_recalls_it_though_older_ones_remain(
     triangle: Triangle,
 ) -> None:

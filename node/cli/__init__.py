@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "audit": ("node.cli.audit", "audit_command", "the audit trail; audit verify"),
     "release": ("node.cli.release", "release", "the release queue: list, approve, reject"),
     "quarantine": ("node.cli.release", "quarantine", "held arrivals: list, accept, reject"),
+    "delete": ("node.cli.objects", "delete", "delete an object here and recall it from peers"),
     "publish": ("node.cli.client", "publish", "validate and publish STIX bundles to a collection"),
     "collections": ("node.cli.client", "collections_command", "collections, rights, counts"),
     "get": ("node.cli.client", "get", "fetch objects of a collection as one STIX bundle"),

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, g, request
 
 from node import jsoncodec
 from node.mediatypes import STIX_21, TAXII_21
+from node.operations.deletions import delete_versions
 from node.operations.publish import record_publication
 from node.sharing import (
     Agreement,
@@ -30,10 +31,9 @@ from node.sharing import (
     settle,
 )
 from node.sharing.egress import visible
-from node.sharing.gates import recall_deleted
-from node.store import audit, objects, statuses
+from node.store import objects, statuses
 from node.store.accounts import Rights
-from node.store.audit import Action, Direction
+from node.store.audit import Direction
 from node.store.catalog import Collection
 from node.store.objects import StoredObject
 from node.timestamps import from_micros, now_micros
@@ -525,25 +525,9 @@ def delete_object(collection_id: str, object_id: str) -> Response:
     state = node_state()
     with state.store.write() as connection:
         # TAXII 2.1 has no tombstones: peers that received a deleted version get a recall.
-        deleting = objects.matching_versions(connection, query)
-        if deleting:
-            recall_deleted(connection, state.agreements, collection_id, object_id, deleting)
-        deleted = objects.delete(connection, query)
-        if deleted:
-            audit.record(
-                connection,
-                [
-                    audit.AuditRecord(
-                        action=Action.DELETED,
-                        direction=Direction.LOCAL,
-                        object_id=object_id,
-                        collection_id=collection_id,
-                        detail=f"{deleted} version(s) deleted",
-                        actor=current_account().name,
-                    )
-                ],
-            )
-    if not deleted:
+        deletion = delete_versions(connection, state.agreements, query, object_id,
+                                   actor=current_account().name)  # fmt: skip
+    if not deletion.deleted:
         raise not_found(f"no object {object_id!r} matching the filters in {collection_id!r}")
     return Response(status=200, content_type=TAXII_21)
 
