@@ -337,7 +337,7 @@ def test_taxii_node_delete_refuses_what_it_cannot_find_and_bad_versions(
         code = run_guarded(cli, [*base, *args])
         error = capsys.readouterr().err
         assert code == 2 and error.startswith("error: ") and expected in error, error
-    refused = CliRunner().invoke(cli, base[:-1] + [kept["id"]], input="n\n")
+    refused = CliRunner().invoke(cli, [*base[:-1], kept["id"]], input="n\n")
     assert refused.exit_code == 2 and "nothing deleted" in refused.output
     assert _read(triangle, "node-a", kept["id"])
 
