@@ -640,6 +640,45 @@ def test_a_store_busy_with_another_processs_write_gets_a_503_page(
         application.extensions["taxii_node"].store.close()
 
 
+def test_deleting_from_the_object_page_needs_write_rights_and_a_confirmation(
+    app, store, analyst
+) -> None:
+    """The object page offers "Delete and recall" to accounts that may write the
+    collection (the operation the API's DELETE runs: versions gone, peers sent a
+    recall, audited as the console's account); a read-only account gets neither the
+    form nor the action, and an unticked confirmation deletes nothing."""
+    doomed = _sdo("indicator", f"indicator--{uuid.uuid4()}", name="Doomed",
+                  pattern="[domain-name:value = 'doomed.example']", pattern_type="stix",
+                  valid_from=T)  # fmt: skip
+    kept = _sdo("indicator", f"indicator--{uuid.uuid4()}", name="Read only",
+                pattern="[domain-name:value = 'kept.example']", pattern_type="stix",
+                valid_from=T)  # fmt: skip
+    with store.write() as connection:
+        objects.add_objects(connection, ALPHA, [doomed])
+        objects.add_objects(connection, GAMMA, [kept])
+    page = f"/ui/objects/{ALPHA}/{doomed['id']}"
+    shown = analyst.get(page)
+    assert "Delete and recall" in _text(shown)
+    token = _csrf(_text(shown))
+    unconfirmed = analyst.post(f"{page}/delete", data={"csrf_token": token})
+    assert unconfirmed.status_code == 302 and analyst.get(page).status_code == 200
+    deleted = analyst.post(f"{page}/delete", data={"csrf_token": token, "confirm": "yes"})
+    assert deleted.status_code == 302 and analyst.get(page).status_code == 404
+    with store.read() as connection:
+        records = [r for r in audit.entries(connection, limit=None)
+                   if r["object_id"] == doomed["id"] and r["action"] == "deleted"]  # fmt: skip
+    assert [r["actor"] for r in records] == ["console:analyst"]
+
+    reader = app.test_client()
+    assert sign_in(reader, "reader").status_code == 302
+    read_only = f"/ui/objects/{GAMMA}/{kept['id']}"
+    shown = reader.get(read_only)
+    assert shown.status_code == 200 and "Delete and recall" not in _text(shown)
+    refused = reader.post(f"{read_only}/delete",
+                          data={"csrf_token": _csrf(_text(shown)), "confirm": "yes"})  # fmt: skip
+    assert refused.status_code == 403 and reader.get(read_only).status_code == 200
+
+
 def test_a_taxii_post_while_the_store_is_busy_gets_a_503_with_retry_after(
     node: NodeFiles, monkeypatch
 ) -> None:

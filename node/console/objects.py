@@ -7,13 +7,15 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from flask import Response, abort, redirect, render_template, request, url_for
+from flask import Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import Connection
 
 from node.mediatypes import STIX_21
+from node.operations.deletions import delete_versions
 from node.sharing.verdicts import PeerVerdict, object_verdicts
 from node.store import quarantine, search
 from node.store.catalog import Collection
+from node.store.objects import ObjectQuery
 from node.store.quarantine import Held
 from node.store.search import Found, ObjectSearch, StoredVersion
 from node.taxii.state import current_account, node_state
@@ -250,6 +252,7 @@ def object_page(collection_id: str, object_id: str):
             collection_id, object_id, versions[0] if versions else None, held
         ),
         held=held,
+        may_delete=reviewer and bool(versions),
         raw=json.dumps(latest, indent=2, ensure_ascii=False, sort_keys=False),
         badges=tlp_badges(latest),
         safe_url=safe_url,
@@ -257,6 +260,31 @@ def object_page(collection_id: str, object_id: str):
         is_ref=_is_ref_property,
         tlp_name=_tlp_name,
     )
+
+
+@blueprint.route("/objects/<collection_id>/<path:object_id>/delete", methods=["POST"])
+def delete_object(collection_id: str, object_id: str):
+    """Delete every version of the object here and recall it from the peers that
+    received one (``node.operations.deletions``, as the API's DELETE): for accounts
+    that may write the collection, after they ticked the confirmation."""
+    _readable(collection_id)
+    account = current_account()
+    if not account.rights_on(collection_id).can_write:
+        abort(403, "Deleting needs write rights on the collection.")
+    if request.form.get("confirm") != "yes":
+        flash("Nothing deleted: tick the confirmation first.", "error")
+        return redirect(url_for("console.object_page", collection_id=collection_id,
+                                object_id=object_id))  # fmt: skip
+    state = node_state()
+    query = ObjectQuery(collection_id, limit=0, ids=(object_id,), versions=("all",))
+    with state.store.write() as connection:
+        deletion = delete_versions(connection, state.agreements, query, object_id,
+                                   actor=f"console:{account.name}")  # fmt: skip
+    if not deletion.deleted:
+        abort(404, "No such object in this collection.")
+    flash(f"Deleted {deletion.deleted} version(s) of {object_id}; {deletion.recalls} "
+          "recall(s) queued for the peers that received it.", "ok")  # fmt: skip
+    return redirect(url_for("console.objects_page", collection=collection_id))
 
 
 def _held_newer(
