@@ -25,6 +25,7 @@ from node.config import load_config
 from node.console.session import COOKIE_NAME
 from node.store import Store, accounts, audit, catalog, objects, search, syncstate
 from node.store.catalog import Collection
+from node.store.objects import ObjectQuery
 from node.tlp import TLP, TLP2_MARKING_IDS
 from tests.nodes import COLLECTIONS, NodeFiles, free_port
 
@@ -672,11 +673,16 @@ def test_deleting_from_the_object_page_needs_write_rights_and_a_confirmation(
     reader = app.test_client()
     assert sign_in(reader, "reader").status_code == 302
     read_only = f"/ui/objects/{GAMMA}/{kept['id']}"
-    shown = reader.get(read_only)
-    assert shown.status_code == 200 and "Delete and recall" not in _text(shown)
-    refused = reader.post(f"{read_only}/delete",
-                          data={"csrf_token": _csrf(_text(shown)), "confirm": "yes"})  # fmt: skip
-    assert refused.status_code == 403 and reader.get(read_only).status_code == 200
+    try:
+        shown = reader.get(read_only)
+        assert shown.status_code == 200 and "Delete and recall" not in _text(shown)
+        form = {"csrf_token": _csrf(_text(shown)), "confirm": "yes"}
+        refused = reader.post(f"{read_only}/delete", data=form)
+        assert refused.status_code == 403 and reader.get(read_only).status_code == 200
+    finally:  # (gamma stays empty for the other tests of this module)
+        with store.write() as connection:
+            objects.delete(connection, ObjectQuery(GAMMA, limit=0, ids=(kept["id"],),
+                                                   versions=("all",)))  # fmt: skip
 
 
 def test_a_taxii_post_while_the_store_is_busy_gets_a_503_with_retry_after(
