@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from node.client import RemoteError, split_envelopes
+from node.client import ObjectPage, RemoteError, TaxiiClient, split_envelopes
 from node.policy import DEPENDENCY_TYPES, Decision
 from node.sharing import EgressPage, Position, decision_records, egress
 from node.sharing.records import ALREADY_AT_PEER, already_present
@@ -223,7 +224,7 @@ class Pushing(MappingRounds):
             )
         )
         delivery = poster.deliver(envelopes)
-        delivery.failures = _as_sent(to_send, delivery.failures)
+        delivery.failures = as_sent(to_send, delivery.failures)
         delivery.failures.extend(oversized)
         delivery.failures, held = self._not_already_held(remote_id, to_send, delivery.failures)
         delivery.already_present |= held
@@ -232,34 +233,8 @@ class Pushing(MappingRounds):
     def _not_already_held(
         self, remote_id: str, sent: list[dict], failures: list[dict]
     ) -> tuple[list[dict], set[tuple[str, str]]]:
-        """The failures, less versions the peer turns out to hold exactly as we sent them
-        (returned apart: already present).
-
-        Some servers answer a re-posted (id, version) with a failure instead of success
-        (medallion 3.0.0: "Unable to process object"): a dependency sent again in a later
-        round, a batch sent again after a crash.  Those are delivered, not refused.
-        """
-        by_key = {(obj.get("id"), version_text(obj)): obj for obj in sent}
-        failed = [(f.get("id"), f.get("version")) for f in failures]
-        suspects = sorted({by_key[key]["id"] for key in failed if key in by_key})
-        held: set[tuple] = set()
-        for start in range(0, len(suspects), 50):
-            params = {
-                "match[id]": ",".join(suspects[start : start + 50]),
-                "match[version]": "all",
-                "limit": SUSPECTS_LIMIT,
-            }
-            try:
-                page = self._call(lambda params=params: self.client.page(remote_id, params))
-            except RemoteError:
-                return failures, set()  # cannot tell: keep every failure
-            for obj in page.objects:
-                if isinstance(obj, dict):
-                    key = (obj.get("id"), version_text(obj))
-                    if by_key.get(key) == obj:
-                        held.add(key)
-        kept = [f for f in failures if (f.get("id"), f.get("version")) not in held]
-        return kept, {(str(i), str(v)) for i, v in held}
+        """``not_already_held``, each read retried as the round's requests are."""
+        return not_already_held(self.client, remote_id, sent, failures, call=self._call)
 
     def redeliver(self, batch: list[dict]) -> RoundResult:
         """Push ``batch`` again now, under egress policy, without moving the cursor
@@ -320,7 +295,7 @@ def _exactly(obj: dict) -> Position:
     return Position(ids=(obj["id"],), versions=(key,))
 
 
-def _as_sent(sent: list[dict], failures: list[dict]) -> list[dict]:
+def as_sent(sent: list[dict], failures: list[dict]) -> list[dict]:
     """The peer's failures, each naming a version as we sent it.
 
     A peer may write the version of a refused object in another form (the same
@@ -349,3 +324,44 @@ def _as_sent(sent: list[dict], failures: list[dict]) -> list[dict]:
 def _failure(obj: dict, message: str) -> dict:
     return {"id": obj.get("id"), "version": version_stamp(obj),
             "message": message}  # fmt: skip
+
+
+def not_already_held(
+    client: TaxiiClient,
+    collection_id: str,
+    sent: list[dict],
+    failures: list[dict],
+    *,
+    call: Callable[[Callable[[], ObjectPage]], ObjectPage] | None = None,
+) -> tuple[list[dict], set[tuple[str, str]]]:
+    """The failures, less versions the server turns out to hold exactly as we sent them
+    (returned apart: already present); ``failures`` name versions as sent (``as_sent``).
+
+    Some servers answer a re-posted (id, version) with a failure instead of success
+    (medallion 3.0.0: "Unable to process object"): a dependency sent again in a later
+    round, a batch sent again after a crash, a bundle published twice.  Those are
+    delivered, not refused.  Each read of the server goes through ``call`` (the push
+    round's retries); when one fails nothing can be told and every failure is kept.
+    """
+    by_key = {(obj.get("id"), version_text(obj)): obj for obj in sent}
+    failed = [(f.get("id"), f.get("version")) for f in failures]
+    suspects = sorted({by_key[key]["id"] for key in failed if key in by_key})
+    held: set[tuple] = set()
+    for start in range(0, len(suspects), 50):
+        params = {
+            "match[id]": ",".join(suspects[start : start + 50]),
+            "match[version]": "all",
+            "limit": SUSPECTS_LIMIT,
+        }
+        try:
+            read = lambda params=params: client.page(collection_id, params)  # noqa: E731
+            page = call(read) if call is not None else read()
+        except RemoteError:
+            return failures, set()  # cannot tell: keep every failure
+        for obj in page.objects:
+            if isinstance(obj, dict):
+                key = (obj.get("id"), version_text(obj))
+                if by_key.get(key) == obj:
+                    held.add(key)
+    kept = [f for f in failures if (f.get("id"), f.get("version")) not in held]
+    return kept, {(str(i), str(v)) for i, v in held}
