@@ -5,7 +5,7 @@ SIGKILL in the middle of a poll of a stock medallion 3.0.0, which gives every
 object of one POST the same date_added; a server that answers 503 in the middle
 of its pages), ``get`` and ``collections`` must not report the first pages of
 a collection as all of it, and ``publish`` must not report as posted what the
-server's status does not account for.
+server's status does not account for, nor as failed what the server already holds.
 
 The servers are real, on loopback ports: stock medallion 3.0.0
 (``tests.medallion_peer``) and ``PagingServer``, a TAXII 2.1 server of one
@@ -34,6 +34,7 @@ from tests import medallion_peer
 from tests.medallion_peer import start_medallion
 from tests.nodes import cli_in_process, taxii_node_command
 
+ROOT = Path(__file__).resolve().parent.parent
 TAXII_21 = "application/taxii+json;version=2.1"
 COLLECTION = "5d0f3a5e-7b7c-4c1e-9f51-6a1c2b3d4e5f"
 USER = "watcher"
@@ -384,3 +385,31 @@ def test_publish_counts_successes_a_status_only_counts(tmp_path, paging_server):
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout) == {"posted": 3, "already_present": 0, "invalid": [],
                                          "failed": []}  # fmt: skip
+
+
+def test_publishing_a_bundle_again_to_medallion_is_already_present(tmp_path):
+    """medallion 3.0.0 answers "Unable to process object" for a version it holds: read
+    back and found identical, it is already present (exit 0); a different object under
+    the same id and version is still a failure (exit 1)."""
+    bundle = ROOT / "examples" / "bundle.json"
+    objects = json.loads(bundle.read_text())["objects"]
+    peer = start_medallion(tmp_path / "medallion", {"alpha": COLLECTION})
+    with peer:
+        publish = ("publish", "-c", COLLECTION, "--json")
+        first = run(peer.api_root, *publish, str(bundle), user=peer.user, password=peer.password)
+        assert first.returncode == 0, first.stdout + first.stderr
+        again = run(peer.api_root, *publish, str(bundle), user=peer.user, password=peer.password)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert json.loads(again.stdout) == {
+            "posted": 0, "already_present": len(objects), "invalid": [], "failed": []
+        }  # fmt: skip
+
+        changed = {**objects[-1], "description": "not the version medallion holds"}
+        path = tmp_path / "changed.json"
+        path.write_text(json.dumps({"type": "bundle", "id": f"bundle--{uuid.uuid4()}",
+                                    "objects": [changed]}))  # fmt: skip
+        refused = run(peer.api_root, *publish, str(path), user=peer.user, password=peer.password)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        summary = json.loads(refused.stdout)
+        assert summary["already_present"] == 0
+        assert [f["id"] for f in summary["failed"]] == [changed["id"]]

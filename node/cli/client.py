@@ -323,6 +323,22 @@ def _valid_objects(
             progress.advance(1)
 
 
+def _failures_not_held(
+    client: TaxiiClient, collection_id: str, sent: list[dict], status: dict
+) -> tuple[list[dict], int]:
+    """The status's failures less versions the server holds exactly as sent, and how
+    many those are (already present), checked by reading them back as the push worker
+    does (``node.sync.push.not_already_held``): medallion 3.0.0 answers a version it
+    holds with "Unable to process object", and a bundle published twice is no failure."""
+    failures = status.get("failures") or []
+    if not failures:
+        return failures, 0
+    from node.sync.push import as_sent, not_already_held  # the store: only then
+
+    kept, held = not_already_held(client, collection_id, sent, as_sent(sent, failures))
+    return kept, len(held)
+
+
 def _record_status(
     status: dict, sent: list[dict], summary: PublishSummary, sources: _Sources
 ) -> None:
@@ -413,9 +429,11 @@ def publish(ctx, node, paths, collection, dry_run, as_json, tlp, created_by, **o
     server's max_content_length and each status is followed to completion.
     --tlp and --created-by mark objects at publication (a version the server
     already holds unmarked then conflicts: it is another object under the same
-    id and modified).  An object the server's status neither stores nor
-    refuses fails too: it may not be stored.  Exit code: 0 all posted or
-    already present, 1 some objects failed, 2 usage or connection error.
+    id and modified).  A version the server refuses and, read back, turns
+    out to hold exactly as sent (medallion's answer to a bundle published
+    twice) is already present.  An object the server's status neither
+    stores nor refuses fails: it may not be stored.  Exit code: 0 all posted
+    or already present, 1 some objects failed, 2 usage or connection error.
 
     \b
     Example:
@@ -478,7 +496,10 @@ def _publish(
             )
             for envelope in split_envelopes(valid, max_bytes, on_oversized=oversized):
                 status = client.post_serialized(collection_id, [text for _, text in envelope])
-                _record_status(status, [obj for obj, _ in envelope], summary, sources)
+                sent = [obj for obj, _ in envelope]
+                failures, held = _failures_not_held(client, collection_id, sent, status)
+                _record_status({**status, "failures": failures}, sent, summary, sources)
+                summary.already_present += held
                 sources.forget(obj for obj, _ in envelope)
                 progress.advance(len(envelope))
         finally:
