@@ -221,6 +221,23 @@ def _ipv4(value: str, marking: str) -> dict:
             "object_marking_refs": [marking]}  # fmt: skip
 
 
+def test_two_contents_under_one_version_in_one_post_audit_the_first_as_received(
+    make_node,
+) -> None:
+    """The store keeps the first of two contents posted under one id and version and
+    refuses the second: the audit says so (one received, one dead letter), not two
+    dead letters for a version it stored."""
+    node = make_node()
+    first = indicator(GREEN, 5)
+    second = {**first, "name": "other content, same id and modified"}
+    node.post([first, second], account=PEER)
+    stored = node.get(f"objects/{first['id']}/", account="admin").json["objects"]
+    assert stored == [first]
+    actions = [r["action"] for r in node.audit_rows()
+               if r["object_id"] == first["id"] and r["action"] != "published"]  # fmt: skip
+    assert sorted(actions) == ["dead-letter", "received"], actions
+
+
 def test_a_partner_cannot_take_the_id_of_a_value_it_does_not_post(make_node) -> None:
     """An SCO's UUIDv5 id names its value (STIX 2.1 section 2.9): a partner posting
     another value under it, or a ``modified`` that would version it past ours, is

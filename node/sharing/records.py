@@ -38,13 +38,30 @@ def decision_records(
 ) -> list[AuditRecord]:
     """One audit record per decision: ``allowed_action`` (sent, received), withheld
     with its rule, or dead-letter when the receiving side refused the version (a
-    failure for its id and version)."""
-    refused = {(f.get("id"), f.get("version")): f.get("message") for f in failures}
+    failure for its id and version).
+
+    Failures are matched to decisions by (id, version), each failure once, to the
+    last decisions of that key: a page or envelope holding two contents under one
+    version has the first stored and the later one refused (the store's rule), so
+    the first is received and only the later one is a dead letter.
+    """
+    refused: dict[tuple[Any, Any], list[Any]] = {}
+    for failure in failures:
+        refused.setdefault((failure.get("id"), failure.get("version")), []).append(
+            failure.get("message")
+        )
+    occurrences = Counter((d.object_id, d.version or None) for d in decisions if d.allowed)
+    seen: Counter[tuple[Any, Any]] = Counter()
     records = []
     for d in decisions:
         key = (d.object_id, d.version or None)
-        if d.allowed and key in refused:
-            action, detail = Action.DEAD_LETTER, str(refused[key])
+        messages = refused.get(key) if d.allowed else None
+        if messages:
+            seen[key] += 1
+            stored_first = max(0, occurrences[key] - len(messages))
+        if messages and seen[key] > stored_first:
+            message = messages[min(seen[key] - stored_first, len(messages)) - 1]
+            action, detail = Action.DEAD_LETTER, str(message)
         else:
             action, detail = (allowed_action if d.allowed else Action.WITHHELD), d.detail
         records.append(
