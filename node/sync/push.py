@@ -317,7 +317,9 @@ def as_sent(sent: list[dict], failures: list[dict]) -> list[dict]:
             ours = [(text, at) for text, at in ours if text == given or (at and at == micros)]
         if not ours:
             log.warning("the peer refused something not sent: %.200s", failure)
-        named.extend({**failure, "version": text or None} for text, _at in ours)
+        # (one failure per version: an envelope of ``taxii-node publish`` may hold a
+        # version twice, one copy the server holds and another it refuses)
+        named.extend({**failure, "version": text or None} for text, _at in dict.fromkeys(ours))
     return named
 
 
