@@ -88,7 +88,7 @@ def retry_after(response: requests.Response) -> float | None:
     value = (response.headers.get("Retry-After") or "").strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # (RFC 9110 10.2.3: 1*DIGIT; not "²")
         seconds = float(value)
     else:
         try:

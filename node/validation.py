@@ -1239,7 +1239,20 @@ def object_problem(obj: object) -> str | None:
         problem = constraint(obj)
         if problem is not None:
             return problem
+    if type_name in _SCO_TYPES:
+        return _observable_problem(obj)
     return None
+
+
+def _observable_problem(obj: dict[str, Any]) -> str | None:
+    """An SCO's id names its value, and it has one version (STIX 2.1 sections 2.9 and
+    6.1): see ``deterministic_id_problem`` and ``sco_version_problem``.  A revoked
+    version (how this node records a recall, ``node.recall``) may carry ``modified``;
+    a partner's is judged stricter at ingress (``node.sharing.ingress``)."""
+    problem = deterministic_id_problem(obj)
+    if problem is None and obj.get("revoked") is not True:
+        problem = sco_version_problem(obj)
+    return problem
 
 
 # STIX 2.1 section 2.9: an SCO's deterministic id is the UUIDv5, in this namespace, of

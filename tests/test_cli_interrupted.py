@@ -413,3 +413,14 @@ def test_publishing_a_bundle_again_to_medallion_is_already_present(tmp_path):
         summary = json.loads(refused.stdout)
         assert summary["already_present"] == 0
         assert [f["id"] for f in summary["failed"]] == [changed["id"]]
+
+        # Both copies under one version in one envelope, in either order: the one
+        # medallion holds does not hide the refusal of the other (medallion refuses
+        # both: which copy a failure is about cannot be told, so both are reported).
+        for pair in ([objects[-1], changed], [changed, objects[-1]]):
+            path.write_text(json.dumps({"type": "bundle", "id": f"bundle--{uuid.uuid4()}",
+                                        "objects": pair}))  # fmt: skip
+            mixed = run(peer.api_root, *publish, str(path), user=peer.user,
+                        password=peer.password)  # fmt: skip
+            assert mixed.returncode == 1, mixed.stdout + mixed.stderr
+            assert {f["id"] for f in json.loads(mixed.stdout)["failed"]} == {changed["id"]}

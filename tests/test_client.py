@@ -517,9 +517,10 @@ def test_retry_after_is_read_as_seconds_or_an_http_date(answering, status, heade
     assert f"HTTP {status}" in str(raised.value) and "Retry-After" in str(raised.value)
 
 
-def test_a_retry_after_that_says_nothing_is_an_ordinary_transient_error(answering) -> None:
+@pytest.mark.parametrize("value", ["soon", "\u00b2", "1.5"])  # ("²" is a digit to str.isdigit)
+def test_a_retry_after_that_says_nothing_is_an_ordinary_transient_error(answering, value) -> None:
     body = json.dumps({"title": "Too Many Requests"}).encode()
-    server = answering(body, status=429, headers={"Retry-After": "soon"})
+    server = answering(body, status=429, headers={"Retry-After": value})
     with pytest.raises(RemoteError) as raised:
         TaxiiClient(server.api_root).api_root_information()
     assert not isinstance(raised.value, Throttled) and raised.value.transient

@@ -211,7 +211,7 @@ def _build_valid_objects() -> dict[str, dict[str, Any]]:
     }
     built["sco-without-spec-version"] = {
         "type": "url",
-        "id": f"url--{uuid.uuid5(uuid.NAMESPACE_URL, 'x')}",
+        "id": str(stix2.v21.URL(value="https://example.org/").id),  # STIX 2.1 section 2.9
         "value": "https://example.org/",
     }
     return built
@@ -404,6 +404,41 @@ def test_spec_version_optional_on_sco_and_custom(name: str) -> None:
     obj = valid(name)
     obj.pop("spec_version", None)
     assert object_problem(obj) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "properties"),
+    [
+        (stix2.v21.IPv4Address, {"value": "203.0.113.7"}),
+        (stix2.v21.IPv6Address, {"value": "2001:db8::1"}),
+        (stix2.v21.MACAddress, {"value": "00:00:5e:00:53:01"}),
+        (stix2.v21.DomainName, {"value": "exämple.org"}),
+        (stix2.v21.URL, {"value": 'https://a.example/"q"\\p'}),
+        (stix2.v21.EmailAddress, {"value": "ü@b.example"}),
+        (stix2.v21.Mutex, {"name": "m\u2028x"}),
+        (stix2.v21.Directory, {"path": "C:\\Windows"}),
+        (stix2.v21.AutonomousSystem, {"number": 64496}),
+    ],
+)
+def test_an_scos_deterministic_id_is_the_one_of_its_value(kind, properties) -> None:
+    """The id stix2 derives (STIX 2.1 section 2.9) is accepted; under it, another value
+    is refused (it would hold the id our publication of that value has)."""
+    made = json.loads(kind(**properties).serialize())
+    assert object_problem(made) is None
+    name, value = next(iter(properties.items()))
+    other = {**made, name: value + 1 if isinstance(value, int) else value + "x"}
+    assert "a STIX 2.1 deterministic id" in (problem_of(other) or "")
+    assert object_problem({**other, "id": f"{made['type']}--{uuid.uuid4()}"}) is None  # v4: ok
+
+
+def test_an_sco_has_one_version() -> None:
+    """SCOs have no created or modified (STIX 2.1 section 6.1); a revoked version, as
+    this node records a recall, may carry modified."""
+    address = json.loads(stix2.v21.IPv4Address(value="198.51.100.4").serialize())
+    moment = "2026-01-01T00:00:00.000Z"
+    assert "has no modified" in (problem_of({**address, "modified": moment}) or "")
+    assert "has no created" in (problem_of({**address, "created": moment}) or "")
+    assert object_problem({**address, "modified": moment, "revoked": True}) is None
 
 
 # --------------------------------------------------------------------------

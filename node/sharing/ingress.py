@@ -46,7 +46,6 @@ from node.store.objects import AddOutcome, allocate_date_added
 from node.timestamps import from_micros, to_micros
 from node.tlp import TLP_BY_MARKING_ID, tlp_marking_definitions
 from node.validation import (
-    deterministic_id_problem,
     object_problem,
     sco_version_problem,
     version_micros,
@@ -99,11 +98,11 @@ class Admission:
 
 
 def _observable_problem(item: dict[str, Any]) -> str | None:
-    """Why a partner's SCO would stand for another value or version than its own: a
-    deterministic id of another value, or a ``modified`` that versions it (an SCO id
-    names a value, so a partner can post first under the id our own publication of
-    that value will have)."""
-    return deterministic_id_problem(item) or sco_version_problem(item)
+    """Why a partner's SCO would stand for another version than its own: validation
+    lets a revoked SCO carry ``modified`` (this node's own record of a recall), but a
+    partner's revoked version that is no recall would shadow ours (an SCO id names a
+    value, so a partner can post first under the id our own publication will have)."""
+    return sco_version_problem(item)
 
 
 def admit(

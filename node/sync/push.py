@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from node.client import ObjectPage, RemoteError, TaxiiClient, split_envelopes
 from node.policy import DEPENDENCY_TYPES, Decision
@@ -345,9 +346,13 @@ def not_already_held(
     delivered, not refused.  Each read of the server goes through ``call`` (the push
     round's retries); when one fails nothing can be told and every failure is kept.
     """
-    by_key = {(obj.get("id"), version_text(obj)): obj for obj in sent}
+    # Every copy sent under a version (an envelope of ``taxii-node publish`` may hold
+    # two): a version is held as sent only when the server holds each copy's content.
+    by_key: dict[tuple[Any, str], list[dict]] = {}
+    for obj in sent:
+        by_key.setdefault((obj.get("id"), version_text(obj)), []).append(obj)
     failed = [(f.get("id"), f.get("version")) for f in failures]
-    suspects = sorted({by_key[key]["id"] for key in failed if key in by_key})
+    suspects = sorted({str(key[0]) for key in failed if key in by_key})
     held: set[tuple] = set()
     for start in range(0, len(suspects), 50):
         params = {
@@ -363,7 +368,8 @@ def not_already_held(
         for obj in page.objects:
             if isinstance(obj, dict):
                 key = (obj.get("id"), version_text(obj))
-                if by_key.get(key) == obj:
+                copies = by_key.get(key)
+                if copies and all(copy == obj for copy in copies):
                     held.add(key)
     kept = [f for f in failures if (f.get("id"), f.get("version")) not in held]
     return kept, {(str(i), str(v)) for i, v in held}
