@@ -27,7 +27,7 @@ from node.validation import version_stamp
 from .common import EXIT_FAILURES, CommandError, NodeContext, warn
 
 if TYPE_CHECKING:
-    from node.client import ObjectPage, TaxiiClient
+    from node.client import TaxiiClient
     from node.marking import Marking
 
 pass_node = click.make_pass_decorator(NodeContext)
@@ -579,25 +579,7 @@ def collections_command(node, as_json, **options):
 def _count(client: TaxiiClient, collection: dict) -> int:
     """Objects (latest versions) in a collection, by paging its manifest."""
     pages = client.pages(collection["id"], {"limit": _PAGE_LIMIT}, endpoint="manifest")
-    return sum(len(page.objects) for page in _to_the_end(pages))
-
-
-def _to_the_end(pages: Iterable[ObjectPage]) -> Iterator[ObjectPage]:
-    """``pages``, and an error after them if the last one says ``more`` (a server that
-    answers more: true without a ``next`` token ends ``TaxiiClient.pages`` there).
-
-    A count, a bundle or a watch position made of them would otherwise pass for the
-    whole collection when it is only its first pages.
-    """
-    last: ObjectPage | None = None
-    for last in pages:
-        yield last
-    if last is not None and last.more:
-        raise RemoteError(
-            "the server answered more: true without a next token: the rest of the "
-            "collection could not be fetched",
-            transient=False,
-        )
+    return sum(len(page.objects) for page in pages)
 
 
 # -- get and watch --------------------------------------------------------------
@@ -651,7 +633,8 @@ def get(node, collection, types, ids, added_after, version, output, **options):
     With -o the bundle is written to a temporary file renamed at the end (a
     failure leaves no half bundle), and the number of objects is printed.  A
     server whose pages cannot be followed to the end (more: true without a
-    next token) is an error, exit code 2, never a bundle of its first pages.
+    next token, nor a date header to page on by added_after) is an error, exit
+    code 2, never a bundle of its first pages.
 
     \b
     Example:
@@ -662,7 +645,7 @@ def get(node, collection, types, ids, added_after, version, output, **options):
     client = _client(node, ServerOptions.of(options))
     try:
         collection_id = _collection(client, collection)
-        pages = _to_the_end(client.pages(collection_id, params))
+        pages = client.pages(collection_id, params)
         if output is None:
             _write_bundle(sys.stdout, pages)
             return
@@ -764,7 +747,7 @@ def _poll(
     if position:
         params["added_after"] = position
     last_printed: str | None = None
-    for page in _to_the_end(client.pages(collection_id, params)):
+    for page in client.pages(collection_id, params):
         _print_objects(page.objects)
         if page.objects and page.date_added_last:
             last_printed = page.date_added_last
