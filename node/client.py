@@ -39,7 +39,7 @@ from requests.auth import HTTPBasicAuth
 from node import jsoncodec
 from node.errors import ConfigError, RemoteError
 from node.mediatypes import TAXII_21
-from node.timestamps import from_micros, is_timestamp, to_micros
+from node.timestamps import from_micros, is_timestamp, just_before, to_micros
 from node.watchdog import Watch, Watchdog
 
 if TYPE_CHECKING:
@@ -555,7 +555,7 @@ def _added_after_following(page: ObjectPage, where: str) -> str:
             "paged further, and what was read is not all",
             transient=False,
         )
-    return from_micros(to_micros(last) - 1)
+    return just_before(last)
 
 
 def date_header_said(page: ObjectPage) -> str:

@@ -602,10 +602,15 @@ def _extension_definitions(obj: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             yield f"extensions.{key}", key.lower()
 
 
-def extension_definition_ids(obj: Mapping[str, Any]) -> list[str]:
-    """The extension definitions ``obj`` uses (see ``_extension_definitions``): what
-    egress resolves, besides author, markings and links, before it decides ``obj``."""
-    return [ref for _path, ref in _extension_definitions(obj)]
+def named_ids(obj: Mapping[str, Any]) -> list[str]:
+    """The ids of the author, the non-TLP markings and the extension definitions ``obj``
+    names (``_named_dependencies``), in lower case: what egress resolves, besides the
+    links, before it decides ``obj``."""
+    return [
+        ref
+        for _path, ref in _named_dependencies(obj)
+        if isinstance(ref, str) and ref not in TLP_BY_MARKING_ID
+    ]
 
 
 def _named_dependencies(obj: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
@@ -775,7 +780,7 @@ class Policy:
         *,
         held_by_recipient: frozenset[str] = frozenset(),
         held_back: Mapping[str, tuple[str, str]] | None = None,
-        unreachable: Mapping[str, tuple[str, str]] | None = None,
+        gated: Mapping[str, tuple[str, str]] | None = None,
     ) -> tuple[list[Decision], list[Decision]]:
         """Decide ``versions`` of objects whose current versions are ``current`` (egress).
 
@@ -789,7 +794,7 @@ class Policy:
         ``held_back`` (id -> rule, detail) are withheld whatever the rules say: what
         sharing holds back besides policy (awaiting release, not passed on), so that
         links to them are withheld and containers trimmed as for any withheld target.
-        Objects in ``unreachable`` (id -> rule, detail) are being decided here and will
+        Objects in ``gated`` (id -> rule, detail) are being decided here and will
         not leave, for a gate's reason the caller applies to each of their versions
         itself: links to them are withheld and containers trimmed, their own decisions
         are the rules'.
@@ -799,7 +804,7 @@ class Policy:
         Returns (decisions on ``current``, decisions on ``versions``), each in input order.
         """
         batch = _Batch(self, list(current), held=held_by_recipient, held_back=held_back,
-                       unreachable=unreachable)  # fmt: skip
+                       gated=gated)  # fmt: skip
         batch.run(promote=False)
         by_id = {d.object_id: (obj, d) for obj, d in zip(batch.objs, batch.decisions, strict=True)}
         decided = []
@@ -990,7 +995,7 @@ class _Batch:
         objs: list[dict[str, Any]],
         held: frozenset[str] = frozenset(),
         held_back: Mapping[str, tuple[str, str]] | None = None,
-        unreachable: Mapping[str, tuple[str, str]] | None = None,
+        gated: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.policy = policy
         self.objs = objs
@@ -1009,12 +1014,12 @@ class _Batch:
             self.positions.setdefault(decision.object_id, []).append(position)
             if not decision.allowed:
                 self._record_withheld(decision)
-        if unreachable:
-            self._mark_unreachable(unreachable)
+        if gated:
+            self._count_gated_as_withheld(gated)
 
-    def _mark_unreachable(self, unreachable: Mapping[str, tuple[str, str]]) -> None:
+    def _count_gated_as_withheld(self, gated: Mapping[str, tuple[str, str]]) -> None:
         """Count these objects withheld as link targets, leaving their own decisions."""
-        for object_id, (rule, detail) in unreachable.items():
+        for object_id, (rule, detail) in gated.items():
             positions = self.positions.get(object_id)
             if positions and object_id not in self.withheld:
                 self.withheld[object_id] = _withheld(self.objs[positions[0]], rule, detail)

@@ -101,3 +101,10 @@ def _up_to_seconds(seconds: int) -> str:
 def now_micros() -> int:
     """The wall clock in microseconds since the epoch."""
     return time.time_ns() // 1_000
+
+
+def just_before(timestamp: str) -> str:
+    """The instant a microsecond before ``timestamp``: ``added_after`` that takes in
+    everything added at ``timestamp`` (TAXII 2.1 section 3.4.1 keeps what was added
+    strictly after)."""
+    return from_micros(to_micros(timestamp) - 1)

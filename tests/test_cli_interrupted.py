@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from node.sync.pull import just_before
+from node.timestamps import just_before
 from tests import medallion_peer
 from tests.medallion_peer import start_medallion
 from tests.nodes import cli_in_process, taxii_node_command

@@ -29,9 +29,8 @@ from node.store import audit, objects, provenance, syncstate
 from node.store.audit import Action, AuditQueue, AuditRecord, Direction
 from node.sync import pull as pull_module
 from node.sync import push as push_module
-from node.sync.pull import just_before
 from node.sync.worker import MappingSync, SyncWorker
-from node.timestamps import from_micros, to_micros
+from node.timestamps import from_micros, just_before, to_micros
 from tests.nodes import COLLECTIONS
 from tests.sharing_node import ALPHA, PEER, SharingNode
 from tests.sharing_objects import (

@@ -778,7 +778,7 @@ def _resume_point(last_printed: str | None, *, complete: bool) -> str | None:
     """
     if last_printed is None or complete:
         return last_printed
-    from node.sync.pull import just_before  # the store and policy: only watch needs them
+    from node.timestamps import just_before
 
     return just_before(last_printed)
 

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from node.store import Store
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
-# The largest number a store column of ids and counts holds (SQLite INTEGER,
-# PostgreSQL BIGINT); node.operations.holds.MAX_STORE_INTEGER says the same.
+# node.store.schema.MAX_STORE_INTEGER, the largest number a store column holds (not
+# imported: the client commands start without loading the store).
 MAX_STORE_INTEGER = 2**63 - 1
 
 

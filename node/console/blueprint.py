@@ -6,7 +6,7 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from node.store.engine import is_store_busy
+from node.store.engine import BUSY_RETRY_AFTER, is_store_busy
 from node.taxii.state import node_state, set_current_account, signed_in_account
 
 from .session import check_csrf, csrf_token, secure_headers, session_account
@@ -83,10 +83,6 @@ def _error_page(error: HTTPException):
         status=error.code or 500,
     )  # fmt: skip
     return secure_headers(response)
-
-
-# Seconds a browser (or a person) is asked to wait before trying a busy store again.
-BUSY_RETRY_AFTER = 5
 
 
 @blueprint.errorhandler(OperationalError)

@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 from node.errors import InvalidValue
 from node.store import audit, search
 from node.store.audit import Action, AuditFilter, AuditRecord, Direction, Verification
+from node.store.schema import MAX_STORE_INTEGER
 
 
 def record_change(
@@ -31,8 +32,7 @@ def record_change(
     )
 
 
-# The largest LIMIT both stores take (SQLite INTEGER, PostgreSQL BIGINT).
-_MAX_LIMIT = 2**63 - 1
+_MAX_LIMIT = MAX_STORE_INTEGER  # the largest LIMIT both stores take
 
 
 def entries(connection: Connection, wanted: AuditFilter) -> list[dict[str, Any]]:

@@ -19,10 +19,7 @@ from node.errors import InvalidValue, NotFound
 from node.store import catalog
 from node.store.audit import Action, AuditRecord, Direction
 from node.store.heldversions import Criteria, HeldRow
-
-# The largest number a store column of ids holds (SQLite INTEGER, PostgreSQL BIGINT):
-# no row has a larger one, and the drivers refuse to bind it (OverflowError).
-MAX_STORE_INTEGER = 2**63 - 1
+from node.store.schema import MAX_STORE_INTEGER
 
 
 @dataclass(frozen=True)

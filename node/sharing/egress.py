@@ -44,12 +44,12 @@ from node.policy import (
     PerObject,
     Policy,
     Rule,
-    extension_definition_ids,
+    named_ids,
 )
 from node.store import provenance
 from node.store.objects import ObjectQuery
 from node.timestamps import from_micros
-from node.tlp import TLP_BY_MARKING_ID, tlp_marking_definitions
+from node.tlp import tlp_marking_definitions
 
 from .agreements import Agreement
 from .gates import EgressGates
@@ -561,7 +561,7 @@ class _Run:
             objs,
             held_by_recipient=frozenset(self.held),
             held_back={k: v for k, v in held.items() if k not in deciding},
-            unreachable={k: v for k, v in held.items() if k in deciding},
+            gated={k: v for k, v in held.items() if k in deciding},
         )
         self.states.update((d.object_id, d) for d in currents)
         return decided
@@ -744,24 +744,12 @@ def _keeps_back(rule: str) -> bool:
 
 def _references(obj: Mapping[str, Any], policy: Policy) -> list[str]:
     """Ids ``obj`` names that egress must resolve: its author, non-TLP markings, the
-    extension definitions it uses and every link (``Policy.linked_ids``:
-    relationships, sightings, containers, and any other ``*_ref``/``*_refs``
-    property).  TLP definitions are left out: they
-    are never withheld and always available (``node.tlp``)."""
-    refs: list[str] = []  # in lower case, as the store spells ids (policy._canonical)
-    author = obj.get("created_by_ref")
-    if isinstance(author, str):
-        refs.append(author.lower())
-    for marking in obj.get("object_marking_refs") or ():
-        if isinstance(marking, str) and marking.lower() not in TLP_BY_MARKING_ID:
-            refs.append(marking.lower())
-    for granular in obj.get("granular_markings") or ():
-        marking = granular.get("marking_ref") if isinstance(granular, dict) else None
-        if isinstance(marking, str) and marking.lower() not in TLP_BY_MARKING_ID:
-            refs.append(marking.lower())
-    refs.extend(extension_definition_ids(obj))
-    refs.extend(policy.linked_ids(obj))
-    return refs
+    extension definitions it uses (``node.policy.named_ids``) and every link
+    (``Policy.linked_ids``: relationships, sightings, containers, and any other
+    ``*_ref``/``*_refs`` property), in lower case as the store spells ids.  TLP
+    definitions are left out: they are never withheld and always available
+    (``node.tlp``)."""
+    return [*named_ids(obj), *policy.linked_ids(obj)]
 
 
 def _body(decision: Decision, obj: dict[str, Any], stored: str) -> str:

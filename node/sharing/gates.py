@@ -226,23 +226,18 @@ class EgressGates:
             for object_id in self.recalled_from_peer(ids)
         }
         recalled_here = self.recalled_here(ids)
-        if recalled_here:
-            ours = provenance.current_versions(self.connection, self.collection_id,
-                                               recalled_here, self.peer)  # fmt: skip
-            recalled_here -= {oid for oid, v in ours.items() if _own_observable(v)}
+        check_releases = unreleased and self.rules.release == "approval"
+        gated = check_releases or self.rules.onward != "allow"
+        if not recalled_here and not gated:
+            return held
+        current = self._current_versions(ids if gated else recalled_here, known)
         held.update(
             (object_id, (RECALLED_RULE, "recalled here by its origin"))
             for object_id in recalled_here
+            if object_id not in current or not _own_observable(current[object_id])
         )
-        check_releases = unreleased and self.rules.release == "approval"
-        if not check_releases and self.rules.onward == "allow":
+        if not gated:
             return held
-        current = dict(known or {})
-        unknown = ids - current.keys()
-        if unknown:
-            current.update(provenance.current_versions(self.connection, self.collection_id,
-                                                       unknown, self.peer))  # fmt: skip
-        current = {object_id: v for object_id, v in current.items() if object_id in ids}
         for object_id, version in current.items():
             if object_id in held:
                 continue
@@ -258,6 +253,18 @@ class EgressGates:
                 elif state is not ReleaseState.APPROVED:
                     held[key[0]] = (AWAITING_RULE, "awaiting release")
         return held
+
+    def _current_versions(
+        self, ids: set[str], known: Mapping[str, provenance.Version] | None
+    ) -> dict[str, provenance.Version]:
+        """The current version of each of ``ids`` that has one, ``known`` ones not read
+        again."""
+        current = {oid: v for oid, v in (known or {}).items() if oid in ids}
+        unknown = ids - current.keys()
+        if unknown:
+            current.update(provenance.current_versions(self.connection, self.collection_id,
+                                                       unknown, self.peer))  # fmt: skip
+        return current
 
     def queued_recalls(
         self,

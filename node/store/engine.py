@@ -275,6 +275,10 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+# What to tell a client the store was busy for (seconds of Retry-After, RFC 9110 10.2.3).
+BUSY_RETRY_AFTER = 5
+
+
 def is_store_busy(error: BaseException) -> bool:
     """Whether ``error`` says another connection held the SQLite write lock past the
     busy timeout: the store is busy, not broken, and the request may be tried again

@@ -37,6 +37,9 @@ metadata = MetaData()
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# The largest number such a column holds (SQLite INTEGER, PostgreSQL BIGINT): no row
+# has a larger id, and the drivers refuse to bind one (OverflowError).
+MAX_STORE_INTEGER = 2**63 - 1
 
 schema_version = Table(
     "schema_version",

@@ -11,13 +11,19 @@ import time
 from dataclasses import dataclass
 
 from node import jsoncodec
-from node.client import ObjectPage, RemoteError, date_header_said
+from node.client import PAGES_LIMIT_MAX, ObjectPage, RemoteError, date_header_said
 from node.policy import DEPENDENCY_TYPES
 from node.sharing import admit, settle
 from node.sharing.records import undecided_dead_letters
 from node.store import audit, objects, syncstate
 from node.store.audit import Direction
-from node.timestamps import from_micros, is_timestamp, micros_or_none, now_micros, to_micros
+from node.timestamps import (
+    is_timestamp,
+    just_before,
+    micros_or_none,
+    now_micros,
+    to_micros,
+)
 
 from .rounds import (
     CursorMoved,
@@ -39,8 +45,8 @@ PULL_PAGES_PER_ROUND = 100
 PULL_SECONDS_PER_ROUND = 15.0
 # Paging by ``added_after`` alone (a peer that says ``more`` without a ``next``), a
 # page of versions all added at one instant is asked for again with twice the limit,
-# up to this many, to get past that instant.
-PULL_LIMIT_MAX = 10_000
+# up to this many, to get past that instant (the client's ``pages()`` does the same).
+PULL_LIMIT_MAX = PAGES_LIMIT_MAX
 # A page may hold this many versions beyond its limit, and identities, markings and
 # extension definitions travelling with its objects up to this many per object asked
 # for, before the peer is taken not to keep to limits.
@@ -373,13 +379,6 @@ def _usable(cursor: str | None) -> str | None:
     already is stored once) for one that is not a timestamp, which a peer's bad date
     header left before the client checked them."""
     return cursor if is_timestamp(cursor) else None
-
-
-def just_before(timestamp: str) -> str:
-    """The instant a microsecond before ``timestamp``: ``added_after`` that takes in
-    everything added at ``timestamp`` (TAXII 2.1 section 3.4.1 keeps what was added
-    strictly after)."""
-    return from_micros(to_micros(timestamp) - 1)
 
 
 def _commit_point(page: ObjectPage, cursor: str | None) -> str | None:

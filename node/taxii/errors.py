@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import RequestRedirect
 
 from node.mediatypes import TAXII_21
-from node.store.engine import is_store_busy
+from node.store.engine import BUSY_RETRY_AFTER, is_store_busy
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def register_error_handlers(app: Flask) -> None:
             return error_response(
                 503, "Service Unavailable",
                 "the store is busy with another process's write; nothing was changed: "
-                "try again", {"Retry-After": "5"},
+                "try again", {"Retry-After": str(BUSY_RETRY_AFTER)},
             )  # fmt: skip
         log.exception("unhandled error")
         return error_response(
