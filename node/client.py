@@ -380,8 +380,8 @@ class TaxiiClient:
 
     def max_content_length(self) -> int:
         """The API root's ``max_content_length`` (4.2), or the default when it is absent
-        or not a positive integer (logged: true is no size, though Python counts a
-        bool as an integer, and it was read as one byte)."""
+        or not a positive integer (logged: ``true`` is no size, though Python counts a
+        bool as an integer)."""
         value = self.api_root_information().get("max_content_length")
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
@@ -525,7 +525,7 @@ class TaxiiClient:
         delay = 0.2
         # Until the status says complete, whatever its pending_count: a pending status
         # with pending_count 0 and its objects in ``pendings`` has not said what became
-        # of them (4.3.1), and reading it as final recorded them as sent.
+        # of them (4.3.1).
         while status["status"] != "complete":
             if time.monotonic() > deadline:
                 raise RemoteError(

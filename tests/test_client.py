@@ -630,7 +630,8 @@ def test_pages_of_one_instant_beyond_the_limit_are_asked_with_a_larger_one(
 def test_taxii_node_get_writes_every_version_of_a_server_paging_without_next(
     date_paging, tmp_path
 ) -> None:
-    """``taxii-node get`` stopped at the first page, exit 0, a partial bundle."""
+    """``taxii-node get`` of a server paging by ``added_after`` alone writes every
+    version, through the real command line."""
     entries = [(f"indicator--{n}", _at(n)) for n in range(1, 11)]
     server = date_paging(entries, page_size=4)
     out = tmp_path / "bundle.json"

@@ -953,14 +953,16 @@ class TestDependencies:
         anyone, with the TLP 2.0 extension: egress judges them at the level they claim,
         and what they mark is withheld with them."""
         minted = [
-            {"definition_type": "TLP", "definition": {"tlp": "TLP:AMBER+STRICT"}},
-            {"definition_type": "TLP", "definition": {"tlp": "red"}},
-            {"extensions": {TLP2_EXTENSION_ID.upper().replace("EXTENSION-DEFINITION",
-                                                              "extension-definition"):
-                            {"extension_type": "property-extension", "tlp_2_0": "amber"}}},
-            {"definition_type": "tlp", "definition": {"tlp": "no such level"}},
+            ({"definition_type": "TLP", "definition": {"tlp": "TLP:AMBER+STRICT"}}, "tlp.max"),
+            ({"definition_type": "TLP", "definition": {"tlp": "red"}}, "tlp:red-never-leaves"),
+            ({"extensions": {TLP2_EXTENSION_ID.upper().replace("EXTENSION-DEFINITION",
+                                                               "extension-definition"):
+                             {"extension_type": "property-extension", "tlp_2_0": "amber"}}},
+             "tlp.max"),
+            ({"definition_type": "tlp", "definition": {"tlp": "no such level"}},
+             "tlp:red-never-leaves"),
         ]  # fmt: skip
-        for index, claim in enumerate(minted):
+        for index, (claim, rule) in enumerate(minted):
             definition = {
                 "type": "marking-definition", "spec_version": "2.1",
                 "id": f"marking-definition--00000000-0000-4000-8000-00000000000{index}",
@@ -969,7 +971,8 @@ class TestDependencies:
             marked = indicator(tlp=None, object_marking_refs=[definition["id"]])
             policy = egress(unmarked="share")
             decisions = policy.apply([definition, marked])
-            assert not decisions[0].allowed and not decisions[1].allowed, claim
+            assert_withheld(decisions[0], rule)
+            assert_withheld(decisions[1], "ref.withheld-target")
         green = {"type": "marking-definition", "spec_version": "2.1",
                  "id": "marking-definition--00000000-0000-4000-8000-0000000000aa",
                  "created": "2026-01-01T00:00:00.000Z", "definition_type": "TLP",

@@ -31,6 +31,7 @@ from node.sync import pull as pull_module
 from node.sync import push as push_module
 from node.sync.worker import MappingSync, SyncWorker
 from node.timestamps import from_micros, just_before, to_micros
+from node.validation import SCO_ID_NAMESPACE
 from tests.nodes import COLLECTIONS
 from tests.sharing_node import ALPHA, PEER, SharingNode
 from tests.sharing_objects import (
@@ -214,7 +215,7 @@ def _label(version: str | None) -> str | None:
 
 def _ipv4(value: str, marking: str) -> dict:
     key = json.dumps({"value": value}, separators=(",", ":"))
-    namespace = uuid.UUID("00abedb4-aa42-466c-9c01-fed23315a9b7")  # STIX 2.1 section 2.9
+    namespace = SCO_ID_NAMESPACE  # STIX 2.1 section 2.9
     return {"type": "ipv4-addr", "spec_version": "2.1", "value": value,
             "id": f"ipv4-addr--{uuid.uuid5(namespace, key)}",
             "object_marking_refs": [marking]}  # fmt: skip
@@ -901,9 +902,9 @@ def test_a_push_round_is_bounded_and_the_next_goes_on_from_its_cursor(
     PUSH_BATCHES_PER_ROUND batches (or PUSH_SECONDS_PER_ROUND: 0 here, one batch a
     round), every version once and in order."""
     if bound == "batches":
-        monkeypatch.setattr(push_module, "PUSH_BATCHES_PER_ROUND", 2, raising=False)
+        monkeypatch.setattr(push_module, "PUSH_BATCHES_PER_ROUND", 2)
     else:
-        monkeypatch.setattr(push_module, "PUSH_SECONDS_PER_ROUND", 0.0, raising=False)
+        monkeypatch.setattr(push_module, "PUSH_SECONDS_PER_ROUND", 0.0)
     per_round = 2 if bound == "batches" else 1
     node = SharingNode(tmp_path / "a", None)
     backlog = [indicator(GREEN, value) for value in range(5)]
@@ -929,7 +930,7 @@ def test_a_push_backlog_does_not_keep_the_worker_from_its_pull_lane(
 ) -> None:
     """The running worker pulls from a peer while a push backlog to it is being sent: the
     pull lane's first round comes after at most one bounded push round."""
-    monkeypatch.setattr(push_module, "PUSH_BATCHES_PER_ROUND", 2, raising=False)
+    monkeypatch.setattr(push_module, "PUSH_BATCHES_PER_ROUND", 2)
     monkeypatch.setenv("UNUSED", "a password never sent")
     node = SharingNode(tmp_path / "a", None)
     node.add([indicator(GREEN, value) for value in range(20)])

@@ -56,9 +56,7 @@ def delete(node: NodeContext, collection: str, versions: tuple[str, ...], yes: b
     ):
         raise CommandError("nothing deleted")
     with node.opened() as store, store.write() as connection:
-        found = collection_id(connection, collection)
-        if found is None:  # (never: --collection is required)
-            raise CommandError("--collection is required")
+        found = collection_id(connection, collection) or collection  # (NotFound if none)
         query = ObjectQuery(found, limit=0, ids=(object_id,), versions=chosen)
         agreements = Agreements(node.config(), store)
         deletion = delete_versions(connection, agreements, query, object_id, actor=cli_actor())

@@ -13,7 +13,7 @@ publishers and block them.
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -47,21 +47,21 @@ def decision_records(
     """
     refused: dict[tuple[Any, Any], list[Any]] = {}
     for failure in failures:
-        refused.setdefault((failure.get("id"), failure.get("version")), []).append(
-            failure.get("message")
-        )
-    occurrences = Counter((d.object_id, d.version or None) for d in decisions if d.allowed)
-    seen: Counter[tuple[Any, Any]] = Counter()
+        key = (failure.get("id"), failure.get("version"))
+        refused.setdefault(key, []).append(failure.get("message"))
+    # Per key, the first (allowed decisions - failures) were stored; the rest take the
+    # failures' messages in order.
+    allowed = Counter((d.object_id, d.version or None) for d in decisions if d.allowed)
+    stored_first = {key: max(0, allowed[key] - len(messages)) for key, messages in refused.items()}
+    pending = {key: deque(messages) for key, messages in refused.items()}
     records = []
     for d in decisions:
         key = (d.object_id, d.version or None)
-        messages = refused.get(key) if d.allowed else None
-        if messages:
-            seen[key] += 1
-            stored_first = max(0, occurrences[key] - len(messages))
-        if messages and seen[key] > stored_first:
-            message = messages[min(seen[key] - stored_first, len(messages)) - 1]
-            action, detail = Action.DEAD_LETTER, str(message)
+        if d.allowed and key in pending and stored_first[key] > 0:
+            stored_first[key] -= 1
+            action, detail = allowed_action, d.detail
+        elif d.allowed and pending.get(key):
+            action, detail = Action.DEAD_LETTER, str(pending[key].popleft())
         else:
             action, detail = (allowed_action if d.allowed else Action.WITHHELD), d.detail
         records.append(
