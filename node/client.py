@@ -39,7 +39,7 @@ from requests.auth import HTTPBasicAuth
 from node import jsoncodec
 from node.errors import ConfigError, RemoteError
 from node.mediatypes import TAXII_21
-from node.timestamps import from_micros, is_timestamp, just_before, to_micros
+from node.timestamps import from_micros, is_timestamp, just_before, micros_or_none, to_micros
 from node.watchdog import Watch, Watchdog
 
 if TYPE_CHECKING:
@@ -99,6 +99,59 @@ def retry_after(response: requests.Response) -> float | None:
             moment = moment.replace(tzinfo=datetime.UTC)
         seconds = (moment - datetime.datetime.now(datetime.UTC)).total_seconds()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def unaccounted_objects(sent: list[dict], status: dict) -> list[dict]:
+    """The objects of ``sent`` (one envelope) that ``status`` does not account for (TAXII 2.1
+    section 4.3.1): named neither by a success (stored, or held already) nor by a
+    failure.  ``pendings`` do not count: a complete status with pendings has not
+    said what became of them.
+
+    ``successes`` are optional in 4.3.1, and a status may give counts alone: it
+    then accounts for every object not named by a failure only when it is
+    complete and its counts add up to exactly what was sent, with every failure
+    it counts listed.  Entries name an object by id and, when they give one, a
+    version, in any precision (STIX 2.1 section 3.2); an entry without a version,
+    or an object without one (an SCO, which the receiver labels by its date_added),
+    is matched by id.
+    """
+    successes, failures = status.get("successes") or [], status.get("failures") or []
+    named = [entry for entry in (*successes, *failures) if isinstance(entry, dict)]
+    left_over = [obj for obj in sent if not _named(obj, named)]
+    if left_over and not successes and _counts_account_for(len(sent), status):
+        return []
+    return left_over
+
+
+def _named(obj: dict, entries: list[dict]) -> bool:
+    from node.validation import version_stamp  # (a status's check: not at start-up)
+
+    object_id, version = obj.get("id"), version_stamp(obj)
+    for entry in entries:
+        if entry.get("id") != object_id:
+            continue
+        given = entry.get("version")
+        if not given or not version or given == version:
+            return True
+        at = micros_or_none(str(given))
+        if at is not None and at == micros_or_none(version):
+            return True
+    return False
+
+
+def _counts_account_for(sent: int, status: dict) -> bool:
+    """Whether a complete status's counts alone say what became of all ``sent``."""
+    counts = [status.get(key) for key in ("total_count", "success_count", "failure_count")]
+    numbers = [n for n in counts if isinstance(n, int) and not isinstance(n, bool)]
+    if len(numbers) != len(counts):
+        return False
+    total, succeeded, failed = numbers
+    return (
+        status.get("status") == "complete"
+        and total == sent
+        and succeeded + failed == sent
+        and failed == len(status.get("failures") or [])
+    )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,19 +339,26 @@ def _failures_not_held(
 
 
 def _record_status(
-    status: dict, sent: list[dict], summary: PublishSummary, sources: _Sources
+    status: dict,
+    failures: list[dict],
+    sent: list[dict],
+    summary: PublishSummary,
+    sources: _Sources,
 ) -> None:
     """Count an envelope's status into the summary: what it stored, what it held
-    already, what it refused, and what it does not account for (``_unaccounted``)."""
+    already, what it refused (``failures``: the status's, less those found held as
+    sent), and what it does not account for (``node.client.unaccounted_objects``)."""
+    from node.client import unaccounted_objects  # (loaded by the POST already)
+
     successes = status.get("successes") or []
     already = sum(1 for s in successes if "already" in str(s.get("message", "")).lower())
-    unaccounted = _unaccounted(status, sent)
+    unaccounted = unaccounted_objects(sent, status)
     # Successes may be counted and not listed (the lists are optional, 4.3.1): those
     # are posted, unless some object is unaccounted for (it may be one of them).
     unlisted = 0 if unaccounted else max(0, _count_of(status, "success_count") - len(successes))
     summary.already_present += already
     summary.posted += len(successes) - already + unlisted
-    for failure in status.get("failures") or []:
+    for failure in failures:
         source = sources.name(failure.get("id"), failure.get("version"))
         summary.failed.append({"source": source, **failure})
     for obj in unaccounted:
@@ -360,46 +366,15 @@ def _record_status(
             "source": sources.name(obj.get("id"), version_stamp(obj)),
             "id": obj.get("id", ""),
             "version": version_stamp(obj),
-            "message": f"not in the server's status {status.get('id', '')}, which counts "
-            f"{_answered(status)} of the envelope's {len(sent)} objects as stored or "
-            "refused: it may not be stored (publish it again to know)",
+            "message": f"not in the server's status {status.get('id', '')} as stored or "
+            f"refused (of the envelope's {len(sent)} objects): it may not be stored "
+            "(publish it again to know)",
         })  # fmt: skip
-
-
-def _answered(status: dict) -> int:
-    """How many objects a status counts as stored or refused."""
-    successes, failures = status.get("successes") or [], status.get("failures") or []
-    return max(len(successes), _count_of(status, "success_count")) + max(
-        len(failures), _count_of(status, "failure_count")
-    )
 
 
 def _count_of(status: dict, name: str) -> int:
     value = status.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _unaccounted(status: dict, sent: list[dict]) -> list[dict]:
-    """The objects of an envelope that its status does not count as stored or refused
-    (a server that left them pending, its status "complete" or not, or lost them):
-    counted as posted, a partial delivery would be reported as complete.
-
-    The counts tell whether some are missing (the lists are optional, 4.3.1); the
-    lists which: the objects they leave out, more than are missing when they are
-    partial, so that none is taken for stored that may not be.
-    """
-    if _answered(status) >= len(sent):
-        return []
-    listed = Counter(
-        str(item.get("id")) for key in ("successes", "failures") for item in status.get(key) or []
-    )
-    left_out = []
-    for obj in sent:
-        if listed[str(obj.get("id"))] > 0:
-            listed[str(obj.get("id"))] -= 1
-        else:
-            left_out.append(obj)
-    return left_out
 
 
 @click.command()
@@ -498,7 +473,7 @@ def _publish(
                 status = client.post_serialized(collection_id, [text for _, text in envelope])
                 sent = [obj for obj, _ in envelope]
                 failures, held = _failures_not_held(client, collection_id, sent, status)
-                _record_status({**status, "failures": failures}, sent, summary, sources)
+                _record_status(status, failures, sent, summary, sources)
                 summary.already_present += held
                 sources.forget(obj for obj, _ in envelope)
                 progress.advance(len(envelope))

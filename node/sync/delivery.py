@@ -33,10 +33,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from node.client import Throttled
+from node.client import Throttled, unaccounted_objects
 from node.errors import RemoteError
 from node.sharing.records import already_present_keys
-from node.timestamps import micros_or_none
 from node.validation import version_stamp
 
 # Errors that concern the peer or our access, never the objects: retried in a later round.
@@ -187,54 +186,10 @@ class EnvelopePoster:
 
 
 def unaccounted(envelope: Envelope, status: dict) -> Envelope:
-    """The objects of ``envelope`` that ``status`` does not account for (TAXII 2.1
-    section 4.3.1): named neither by a success (stored, or held already) nor by a
-    failure.  ``pendings`` do not count: a complete status with pendings has not
-    said what became of them.
-
-    ``successes`` are optional in 4.3.1, and a status may give counts alone: it
-    then accounts for every object not named by a failure only when it is
-    complete and its counts add up to exactly what was sent, with every failure
-    it counts listed.  Entries name an object by id and, when they give one, a
-    version, in any precision (STIX 2.1 section 3.2); an entry without a version,
-    or an object without one (an SCO, which the receiver labels by its date_added),
-    is matched by id.
-    """
-    successes, failures = status.get("successes") or [], status.get("failures") or []
-    named = [entry for entry in (*successes, *failures) if isinstance(entry, dict)]
-    left_over = [(obj, text) for obj, text in envelope if not _named(obj, named)]
-    if left_over and not successes and _counts_account_for(len(envelope), status):
-        return []
-    return left_over
-
-
-def _named(obj: dict, entries: list[dict]) -> bool:
-    object_id, version = obj.get("id"), version_stamp(obj)
-    for entry in entries:
-        if entry.get("id") != object_id:
-            continue
-        given = entry.get("version")
-        if not given or not version or given == version:
-            return True
-        at = micros_or_none(str(given))
-        if at is not None and at == micros_or_none(version):
-            return True
-    return False
-
-
-def _counts_account_for(sent: int, status: dict) -> bool:
-    """Whether a complete status's counts alone say what became of all ``sent``."""
-    counts = [status.get(key) for key in ("total_count", "success_count", "failure_count")]
-    numbers = [n for n in counts if isinstance(n, int) and not isinstance(n, bool)]
-    if len(numbers) != len(counts):
-        return False
-    total, succeeded, failed = numbers
-    return (
-        status.get("status") == "complete"
-        and total == sent
-        and succeeded + failed == sent
-        and failed == len(status.get("failures") or [])
-    )
+    """The objects of ``envelope`` that ``status`` does not account for
+    (``node.client.unaccounted_objects``)."""
+    left_over = set(map(id, unaccounted_objects([obj for obj, _ in envelope], status)))
+    return [(obj, text) for obj, text in envelope if id(obj) in left_over]
 
 
 def _unaccounted_failure(obj: dict, posts: int) -> dict:
