@@ -724,8 +724,9 @@ class Policy:
         # node's other collections): what policy withholds there withholds what names
         # it, but a reference to them is otherwise one the recipient cannot resolve.
         self.resolves_elsewhere = resolves_elsewhere
+        # Egress: TLP:RED never leaves, whatever the rules say, and a marking this node
+        # does not hold withholds what it marks (``_Batch._author_verdict``).
         self.outgoing = rules.direction == "egress"
-        self._red_is_hard = self.outgoing
         self._checks = self._active_checks()
         self._links = PerObject(_link_refs)  # each object's links, walked once
 
@@ -842,7 +843,7 @@ class Policy:
             claimed = declared_level(obj)  # one minted to mean a TLP level
             if claimed is not None and (level is None or claimed > level):
                 level = claimed
-        if level is TLP.RED and self._red_is_hard:
+        if level is TLP.RED and self.outgoing:
             return _Verdict(Rule.RED_NEVER_LEAVES, "TLP:RED never leaves this node")
         if not isinstance(obj.get("id"), str) or not isinstance(obj.get("type"), str):
             return _Verdict(Rule.INVALID, "object has no string id and type")
