@@ -724,8 +724,7 @@ class Policy:
         # node's other collections): what policy withholds there withholds what names
         # it, but a reference to them is otherwise one the recipient cannot resolve.
         self.resolves_elsewhere = resolves_elsewhere
-        # Egress: TLP:RED never leaves, whatever the rules say, and a marking this node
-        # does not hold withholds what it marks (``_Batch._author_verdict``).
+        # Egress: TLP:RED never leaves, whatever the rules say.
         self.outgoing = rules.direction == "egress"
         self._checks = self._active_checks()
         self._links = PerObject(_link_refs)  # each object's links, walked once
@@ -1119,10 +1118,6 @@ class _Batch:
         protective rule withholds is withheld with it: sending it would name what policy
         keeps back, and the optional property cannot be dropped without changing the
         version the partner would hold.
-
-        On egress, a marking this node does not hold withholds too: what it restricts
-        is unknown (it may be a TLP level minted under an id of its own, or refused at
-        ingest), and treating the object as unmarked could send what it forbids.
         """
         for path, ref in _named_dependencies(obj):
             if ref == obj.get("id") or (isinstance(ref, str) and ref.lower() in TLP_BY_MARKING_ID):
@@ -1130,17 +1125,7 @@ class _Batch:
             problem = self._reference_problem(ref)
             if problem is not None and problem.rule is Rule.REF_WITHHELD:
                 return _Verdict(problem.rule, f"{path} {ref} {problem.detail}")
-            if self.policy.outgoing and "marking" in path and self._unknown(ref):
-                detail = f"{path} {ref} is a marking definition this node does not hold"
-                return _Verdict(Rule.REF_UNRESOLVED, detail)
         return None
-
-    def _unknown(self, ref: Any) -> bool:
-        """Whether ``ref`` names nothing in the batch, stored, or held by the recipient."""
-        if not isinstance(ref, str):
-            return True
-        ref = ref.lower()
-        return ref not in self.held and ref not in self.positions and not self._stored(ref).found
 
     def _is_linking(self, obj: Mapping[str, Any], links: list[tuple[str, Any]]) -> bool:
         """Whether ``obj`` is about other objects (its type, or ``links``: its ``_link_refs``)."""

@@ -23,6 +23,7 @@ upper case.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from enum import IntEnum
 from importlib import resources
@@ -135,8 +136,10 @@ def tlp_of(obj: Mapping[str, Any]) -> TLP | None:
 def declared_level(definition: Mapping[str, Any]) -> TLP | None:
     """The TLP level a marking definition says it stands for, by its content: a
     ``definition_type`` of "tlp" in any letter case with ``definition.tlp`` (STIX 2.1
-    section 7.2.1.3; OpenCTI mints its own, ``"TLP"``, ``"TLP:AMBER+STRICT"``), or the
-    TLP 2.0 extension's ``tlp_2_0`` property.  None for any other object.
+    section 7.2.1.3), the TLP 2.0 extension's ``tlp_2_0``, OpenCTI's
+    ``x_opencti_definition_type`` "TLP" with ``x_opencti_definition`` (its own
+    definitions are statements), or a statement or name that reads "TLP:<level>".
+    None for any other object.
 
     TLP is recognised by marking id (``tlp_of``); a definition minted under another
     id is content that claims a level, and sharing must not treat what it marks as
@@ -154,8 +157,19 @@ def declared_level(definition: Mapping[str, Any]) -> TLP | None:
         for key, extension in extensions.items():
             if isinstance(key, str) and key.lower() == TLP2_EXTENSION_ID:
                 claimed.append(extension.get("tlp_2_0") if isinstance(extension, Mapping) else None)
+    opencti = definition.get("x_opencti_definition_type")
+    if isinstance(opencti, str) and opencti.lower() == "tlp":
+        claimed.append(definition.get("x_opencti_definition"))
+    statement = content.get("statement") if isinstance(content, Mapping) else None
+    for text in (statement, definition.get("name")):
+        if isinstance(text, str) and _SPELT_LEVEL.fullmatch(text.strip()):
+            claimed.append(text)
     levels = [_claimed_level(name) for name in claimed]
     return max(levels) if levels else None
+
+
+# "TLP:AMBER+STRICT", "tlp: red", "TLP:WHITE": a level as people write it.
+_SPELT_LEVEL = re.compile(r"tlp:\s*(clear|white|green|amber|amber\+strict|red)", re.IGNORECASE)
 
 
 def _claimed_level(name: Any) -> TLP:

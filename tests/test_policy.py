@@ -940,13 +940,14 @@ class TestDependencies:
         decisions = policy.apply([shared, secret])
         assert policy.dependencies(decisions) == {US, TLP2["green"], STATEMENT.id}
 
-    def test_a_marking_this_node_does_not_hold_withholds_on_egress_only(self):
-        """What an unknown marking restricts is unknown (a TLP level minted under an id
-        of its own, say): egress withholds what it marks; ingress stores it as received."""
+    def test_a_marking_not_held_yet_does_not_withhold_for_good(self):
+        """A bundle may carry its marking definitions last (MITRE's do) and be posted in
+        several envelopes: what the first ones mark is judged without the definition,
+        and withholding it then would lose it for good (egress decides each version
+        once, behind the cursor)."""
         marked = indicator(object_marking_refs=[TLP2["green"], STATEMENT.id])
-        assert_withheld(egress().apply([marked])[0], "ref.unresolved")
+        assert_allowed(egress().apply([marked])[0])
         assert_allowed(egress({STATEMENT.id: as_dict(STATEMENT)}.get).apply([marked])[0])
-        assert_allowed(ingress().apply([marked])[0])
 
     def test_a_definition_minted_to_mean_a_tlp_level_is_judged_at_that_level(self):
         """OpenCTI mints TLP definitions of its own ("TLP", "TLP:AMBER+STRICT"); so may
@@ -960,6 +961,12 @@ class TestDependencies:
                              {"extension_type": "property-extension", "tlp_2_0": "amber"}}},
              "tlp.max"),
             ({"definition_type": "tlp", "definition": {"tlp": "no such level"}},
+             "tlp:red-never-leaves"),
+            # OpenCTI's own, as its connectors write them: a statement, and x_opencti_*
+            ({"definition_type": "statement", "definition": {"statement": "TLP:AMBER+STRICT"},
+              "x_opencti_definition_type": "TLP", "x_opencti_definition": "TLP:AMBER+STRICT"},
+             "tlp.max"),
+            ({"definition_type": "statement", "definition": {"statement": "tlp: red"}},
              "tlp:red-never-leaves"),
         ]  # fmt: skip
         for index, (claim, rule) in enumerate(minted):

@@ -394,6 +394,26 @@ def test_a_reference_spelt_in_upper_case_is_judged_as_the_object_it_names(make_n
         assert leaving[listing["id"]]["object_refs"] == [shared["id"]]
 
 
+def test_objects_posted_before_their_marking_definition_still_leave(make_node) -> None:
+    """MITRE's bundles carry their marking definition last, and a publish of 1,000 a
+    time posts what it marks first: judged before the definition is held, those
+    objects leave (each version is decided once, behind the push cursor), and the
+    definition travels with the next object that names it."""
+    node = make_node()
+    statement = sdo("marking-definition", None, definition_type="statement",
+                    definition={"statement": "Copyright Example Org"})  # fmt: skip
+    statement.pop("modified")
+    marked = indicator(GREEN, 1)
+    marked["object_marking_refs"] = [GREEN, statement["id"]]
+    node.add([marked])
+    assert marked["id"] in ids(pushed(node))
+    node.add([statement])
+    later = indicator(GREEN, 2)
+    later["object_marking_refs"] = [GREEN, statement["id"]]
+    node.add([later])
+    assert {statement["id"], later["id"]} <= ids(pushed(node))
+
+
 @pytest.mark.parametrize("unresolved_refs", ["withhold", "share"])
 def test_what_another_collection_withholds_withholds_what_names_it(
     make_node, unresolved_refs: str
