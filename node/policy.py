@@ -953,27 +953,31 @@ class Policy:
         return self._allowed(obj, Rule.DEPENDENCY, detail)
 
     def _redacted(self, obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        """``obj`` without the ``redact`` properties, nor their translations in a
-        language-content: a copy only when one is present."""
-        redact = self._rules.redact
-        if not redact:
-            return obj, []
-        contents, translations = _redacted_translations(obj, redact)
-        if redact.isdisjoint(obj) and contents is None:
-            return obj, []
-        removed = redact.intersection(obj)
-        copy = {key: value for key, value in obj.items() if key not in removed}
-        if contents is not None:
-            copy["contents"] = contents
-        paths = removed | set(translations)
-        granular = copy.get("granular_markings")
-        if isinstance(granular, list):
-            granular = _without_selectors(granular, paths)
-            if granular:
-                copy["granular_markings"] = granular
-            else:
-                del copy["granular_markings"]
-        return copy, sorted(paths)
+        return redacted(obj, self._rules.redact)
+
+
+def redacted(obj: dict[str, Any], redact: AbstractSet[str]) -> tuple[dict[str, Any], list[str]]:
+    """``obj`` without the ``redact`` properties, nor their translations in a
+    language-content (and the paths removed): a copy only when one is present.  What
+    egress sends, and what a recall repeats of what was sent (``node.store.recalls``)."""
+    if not redact:
+        return obj, []
+    contents, translations = _redacted_translations(obj, redact)
+    if redact.isdisjoint(obj) and contents is None:
+        return obj, []
+    removed = {key for key in obj if key in redact}
+    copy = {key: value for key, value in obj.items() if key not in removed}
+    if contents is not None:
+        copy["contents"] = contents
+    paths = removed | set(translations)
+    granular = copy.get("granular_markings")
+    if isinstance(granular, list):
+        granular = _without_selectors(granular, paths)
+        if granular:
+            copy["granular_markings"] = granular
+        else:
+            del copy["granular_markings"]
+    return copy, sorted(paths)
 
 
 # --------------------------------------------------------------------------- batch run

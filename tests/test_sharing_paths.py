@@ -394,6 +394,32 @@ def test_a_reference_spelt_in_upper_case_is_judged_as_the_object_it_names(make_n
         assert leaving[listing["id"]]["object_refs"] == [shared["id"]]
 
 
+def test_a_recall_repeats_no_more_than_the_peer_received(make_node) -> None:
+    """A recall (after a DELETE, or when the current version turns RED) repeats the
+    version the peer holds as it was sent: without the redacted properties and their
+    translations, a report's references in any letter case matched to what it holds."""
+    node = make_node(egress={"redact": ["x_secret"]})
+    shared = indicator(GREEN, 1, x_secret="informant: J. Doe")
+    translated = sdo("language-content", GREEN, object_ref=shared["id"],
+                     object_modified=shared["modified"],
+                     contents={"fr": {"x_secret": "informateur : J. Doe", "name": "IP"},
+                               "de": {"x_secret": "Informant: J. Doe"}})  # fmt: skip
+    listing = report(GREEN, [shared])
+    listing["object_refs"] = [_upper(shared)]
+    node.add([shared, translated, listing])
+    first = {obj["id"]: obj for obj in pushed(node)}
+    assert first[translated["id"]]["contents"] == {"fr": {"name": "IP"}}
+    deleted = node.client.delete(node.url(f"objects/{translated['id']}/"),
+                                 headers=node.headers("admin"))  # fmt: skip
+    assert deleted.status_code == 200
+    node.add([version(listing, at(5), object_marking_refs=[RED])])
+    recalls = {obj["id"]: obj for obj in pushed(node)}
+    assert recalls[translated["id"]]["revoked"] is True
+    assert "J. Doe" not in json.dumps(recalls[translated["id"]])
+    assert recalls[listing["id"]]["revoked"] is True
+    assert recalls[listing["id"]]["object_refs"] == [_upper(shared)]
+
+
 def test_objects_posted_before_their_marking_definition_still_leave(make_node) -> None:
     """MITRE's bundles carry their marking definition last, and a publish of 1,000 a
     time posts what it marks first: judged before the definition is held, those

@@ -297,9 +297,13 @@ def recall_for(
     received none (or it is no longer stored).
 
     The recall repeats only what the peer already holds: the egress ``redact``
-    properties are removed and a container's ``object_refs`` keep only objects
-    the peer received, as when it was sent.
+    properties (and their translations) are removed as egress removed them
+    (``node.policy.redacted``), and a container's ``object_refs`` keep only objects
+    the peer received, as when it was sent (a reference in any letter case names
+    the object of that id in lower case).
     """
+    from node.policy import redacted  # (the policy imports nothing of the store)
+
     held = last_delivered(connection, peer, collection_id, [object_id]).get(object_id)
     if held is None:
         return None
@@ -313,13 +317,14 @@ def recall_for(
     ).scalar()
     if body is None:
         return None
-    last = {k: v for k, v in jsoncodec.loads(body).items() if k not in redact}
+    last, _removed = redacted(jsoncodec.loads(body), redact)
+    last = dict(last)
     refs = last.get("object_refs")
     if last.get("type") in _CONTAINERS and isinstance(refs, list):
         known = last_delivered(
-            connection, peer, collection_id, [r for r in refs if isinstance(r, str)]
+            connection, peer, collection_id, [r.lower() for r in refs if isinstance(r, str)]
         )
-        last["object_refs"] = [ref for ref in refs if ref in known]
+        last["object_refs"] = [ref for ref in refs if isinstance(ref, str) and ref.lower() in known]
         if not last["object_refs"]:
             return None
     return recall_version(last, reason, modified)
