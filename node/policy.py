@@ -128,7 +128,8 @@ _LINK_PROPERTIES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 
 _STIX_TYPE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,248}[a-z0-9]$")
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_STIX_ID = re.compile(rf"^[a-z0-9][a-z0-9-]*[a-z0-9]--{_UUID}$")
+# (in any letter case: a reference is judged as the lower-case id it names, _canonical)
+_STIX_ID = re.compile(rf"^[a-z0-9][a-z0-9-]*[a-z0-9]--{_UUID}$", re.IGNORECASE)
 _IDENTITY_ID = re.compile(rf"^identity--{_UUID}$")
 _CUSTOM_PROPERTY = re.compile(r"^x_[A-Za-z0-9_]+$")
 

@@ -641,6 +641,14 @@ def test_a_store_busy_with_another_processs_write_gets_a_503_page(
         application.extensions["taxii_node"].store.close()
 
 
+def test_tlp_badges_read_marking_ids_in_any_letter_case() -> None:
+    from node.console.objects import tlp_badges
+
+    red = TLP2_MARKING_IDS[TLP.RED]
+    kind, _, uuid_text = red.partition("--")
+    assert tlp_badges({"object_marking_refs": [f"{kind}--{uuid_text.upper()}"]}) == ["RED"]
+
+
 def test_deleting_from_the_object_page_needs_write_rights_and_a_confirmation(
     app, store, analyst
 ) -> None:

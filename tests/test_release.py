@@ -219,9 +219,11 @@ def test_a_version_awaiting_release_leaves_the_peers_view_as_it_was(store: Store
     assert _view(store, ("first",), ids=(first["id"],)) == released
 
 
-def test_a_report_is_released_with_everything_it_references(store: Store) -> None:
+@pytest.mark.parametrize("spelt", [str.lower, str.upper], ids=["lower", "upper"])
+def test_a_report_is_released_with_everything_it_references(store: Store, spelt) -> None:
     inside, outside = indicator(name="inside"), indicator(name="outside")
-    container = report([inside["id"]])
+    kind, _, uuid_text = inside["id"].partition("--")
+    container = report([f"{kind}--{spelt(uuid_text)}"])  # (a reference, in either case)
     publish(store, [inside, outside, container], "alice")
     _offer(store, [inside, outside, container])
     with store.write() as connection:

@@ -469,6 +469,31 @@ def test_what_another_collection_withholds_withholds_what_names_it(
         assert not leaving & {informant["id"], unit["id"], target["id"], other["id"]}
 
 
+def test_references_spelt_all_in_upper_case_are_references_too(make_node) -> None:
+    """``MALWARE--<UUID>`` in a nested custom ``*_ref`` or an extension's ``*_refs``
+    names the malware as its lower-case spelling does: withheld, it withholds them."""
+    node = make_node(egress={"unresolved_refs": "share"})
+    target = malware(RED)
+    upper = target["id"].upper()
+    nested = indicator(GREEN, 1, x_context={"deep_ref": upper})
+    listed = indicator(GREEN, 2, x_related=[{"target_refs": [upper]}])
+    node.add([target, nested, listed])
+    for objs in (served(node), pushed(node)):
+        assert not ids(objs) & {target["id"], nested["id"], listed["id"]}
+
+
+def test_a_partners_own_version_may_spell_its_author_in_another_case(make_node) -> None:
+    """The creator-only rule compares authors as ids: the partner's next version of its
+    own object, its ``created_by_ref`` in upper case, is the same author's."""
+    node = make_node()
+    author = identity(GREEN)
+    first = indicator(GREEN, 3, created_by_ref=author["id"])
+    node.post([author, first], account=PEER)
+    respelt = version(first, at(9), created_by_ref=_upper(author))
+    (outcome,) = _answers(node.post([respelt], account=PEER))
+    assert outcome[0] == "successes", outcome
+
+
 def test_ids_deny_ignores_letter_case(make_node) -> None:
     denied = indicator(GREEN)
     node = make_node(egress={"ids_deny": [denied["id"].upper().replace("INDICATOR", "indicator")]})

@@ -218,7 +218,7 @@ def tlp_badges(obj: dict) -> list[str]:
     refs += [m.get("marking_ref") for m in granular if isinstance(m, dict)]
     labels = []
     for ref in refs:
-        level = TLP_BY_MARKING_ID.get(ref) if isinstance(ref, str) else None
+        level = TLP_BY_MARKING_ID.get(ref.lower()) if isinstance(ref, str) else None
         if level is not None and level.label not in labels:
             labels.append(level.label)
     return labels

@@ -332,11 +332,13 @@ def _with_report(connection: Connection, pending: list[Entry], report_id: str) -
 
 
 def _references(obj: dict) -> Iterable[str]:
+    """The ids ``obj``'s top-level ``*_ref``/``*_refs`` properties name, in lower case
+    (the store's spelling: a reference may write its UUID in upper case)."""
     for name, value in obj.items():
         if name.endswith("_ref") and isinstance(value, str):
-            yield value
+            yield value.lower()
         elif name.endswith("_refs") and isinstance(value, list):
-            yield from (ref for ref in value if isinstance(ref, str))
+            yield from (ref.lower() for ref in value if isinstance(ref, str))
 
 
 def _body(entry: Entry) -> dict:

@@ -274,7 +274,7 @@ def _creator_only(
         if decision.allowed and decision.obj is not None and makers is not None:
             author = decision.obj.get("created_by_ref")
             foreign = makers.origins != {peer} or makers.authors != {
-                author if isinstance(author, str) else None
+                author.lower() if isinstance(author, str) else None
             }
             if foreign:
                 decision = Decision(

@@ -243,7 +243,7 @@ def makers(versions: Iterable[Version]) -> dict[str, Makers]:
         origins.setdefault(version.object_id, set()).add(version.origin)
         author = jsoncodec.loads(version.body).get("created_by_ref")
         authors.setdefault(version.object_id, set()).add(
-            author if isinstance(author, str) else None
+            author.lower() if isinstance(author, str) else None  # (the id, in any case)
         )
     return {
         object_id: Makers(frozenset(found), frozenset(authors[object_id]))
