@@ -1257,8 +1257,10 @@ class DatedPeer(RecordingPeer):
     2.1 makes them optional), with the date headers or without."""
 
     def __init__(self, objects: list[dict], added: list[str], *, tokens: bool,
-                 headers: bool = True, too_large_above: int | None = None) -> None:  # fmt: skip
+                 headers: bool = True, too_large_above: int | None = None,
+                 page_cap: int | None = None) -> None:  # fmt: skip
         super().__init__()
+        self.page_cap = page_cap  # its max_page_size: never more a page, whatever is asked
         self.rows = sorted(zip(added, objects, strict=True), key=lambda row: row[0])
         self.tokens, self.headers = tokens, headers
         self.too_large_above = too_large_above  # a limit above which the answer is too large
@@ -1273,6 +1275,7 @@ class DatedPeer(RecordingPeer):
                               too_much=True)  # fmt: skip
         after = [row for row in self.rows if added_after is None or row[0] > added_after]
         start = int(next_token or 0)
+        limit = min(limit, self.page_cap or limit)
         page = after[start : start + limit]
         more = start + limit < len(after)
         token = str(start + limit) if more and self.tokens else None
@@ -1315,6 +1318,18 @@ def test_a_peer_adding_more_than_a_page_at_one_instant_is_paged_past_it(tmp_path
     _pull_rounds(node, peer, 1, batch=2)
     assert _stored_from_peer(node) == {obj["id"] for obj in theirs}
     assert max(limit for _, _, limit in peer.requests) == 8  # doubled until past at(1)
+    node.close()
+
+
+def test_a_peer_capping_its_pages_below_one_instant_is_reported_as_such(tmp_path: Path) -> None:
+    """Without next tokens, a peer that serves at most 2 versions a page and added 5 at
+    one instant cannot be paged past it: the round says so, with the numbers."""
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(6)]
+    peer = DatedPeer(theirs, [at(1)] * 5 + [at(2)], tokens=False, page_cap=2)
+    result = MappingSync(node.store, with_batch(node, 2), peer).pull()  # type: ignore[arg-type]
+    assert not result.ok
+    assert "serves at most 2 versions a page (asked for 4)" in str(result.error), result.error
     node.close()
 
 

@@ -194,10 +194,13 @@ class Pulling(MappingRounds):
             )
         if basis != position.added_after or position.next_token is not None:
             return _PullPosition(basis, None, batch)
-        if position.limit >= PULL_LIMIT_MAX:
+        served = len(page.objects)
+        if position.limit >= PULL_LIMIT_MAX or served < position.limit:
+            # (asked for more than it served: the peer caps its pages, max_page_size)
             raise RemoteError(
-                f"the peer pages without next tokens and added more than {PULL_LIMIT_MAX} "
-                f"versions at {page.date_added_last}: they cannot be paged past",
+                f"the peer pages without next tokens, serves at most {served} versions a "
+                f"page (asked for {position.limit}) and added more than that at "
+                f"{page.date_added_last}: they cannot be paged past",
                 transient=False,
             )
         return _PullPosition(basis, None, min(PULL_LIMIT_MAX, position.limit * 2))
