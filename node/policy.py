@@ -607,6 +607,8 @@ def named_ids(obj: Mapping[str, Any]) -> list[str]:
     """The ids of the author, the non-TLP markings and the extension definitions ``obj``
     names (``_named_dependencies``), in lower case: what egress resolves, besides the
     links, before it decides ``obj``."""
+    if not _has_dependency_refs(obj):  # (most objects: TLP markings alone)
+        return []
     return [
         ref
         for _path, ref in _named_dependencies(obj)
