@@ -116,7 +116,21 @@ def test_pages_follow_next_with_the_same_filters() -> None:
 # ---------------------------------------------------------------- a hostile server's answers
 
 
-class _AnsweringServer:
+class _LoopbackServer:
+    """A real HTTP server on a free loopback port, serving ``handler`` on a thread of
+    its own until :meth:`stop`; ``api_root`` is its URL."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.api_root = f"http://127.0.0.1:{self.server.server_address[1]}/api/"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _AnsweringServer(_LoopbackServer):
     """A real HTTP server on loopback whose every answer is ``body`` (JSON), sent in
     ``pieces`` parts ``pause`` seconds apart (a server trickling bytes)."""
 
@@ -149,13 +163,7 @@ class _AnsweringServer:
                     self.wfile.flush()
                     threading.Event().wait(pause)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.api_root = f"http://127.0.0.1:{self.server.server_address[1]}/api/"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 @pytest.fixture
@@ -526,7 +534,7 @@ def test_a_retry_after_that_says_nothing_is_an_ordinary_transient_error(answerin
     assert not isinstance(raised.value, Throttled) and raised.value.transient
 
 
-class _DatePagingServer:
+class _DatePagingServer(_LoopbackServer):
     """A real HTTP server on loopback paging by ``added_after`` alone (TAXII 2.1 3.4.3:
     ``more`` without ``next``), with date headers unless ``dates`` is False: objects
     ``(id, date_added)`` in date_added order, ``limit`` at a time (at most
@@ -572,13 +580,7 @@ class _DatePagingServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.api_root = f"http://127.0.0.1:{self.server.server_address[1]}/api/"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 @pytest.fixture
