@@ -1261,6 +1261,7 @@ class DatedPeer(RecordingPeer):
                  page_cap: int | None = None) -> None:  # fmt: skip
         super().__init__()
         self.page_cap = page_cap  # its max_page_size: never more a page, whatever is asked
+        self.unreadable: set[str] = set()  # ids of versions the client cannot read (too deep)
         self.rows = sorted(zip(added, objects, strict=True), key=lambda row: row[0])
         self.tokens, self.headers = tokens, headers
         self.too_large_above = too_large_above  # a limit above which the answer is too large
@@ -1280,7 +1281,9 @@ class DatedPeer(RecordingPeer):
         more = start + limit < len(after)
         token = str(start + limit) if more and self.tokens else None
         first, last = (page[0][0], page[-1][0]) if page and self.headers else (None, None)
-        return ObjectPage([obj for _, obj in page], more, token, last, first)
+        read = [obj for _, obj in page if obj["id"] not in self.unreadable]
+        unread = [obj["id"] for _, obj in page if obj["id"] in self.unreadable]
+        return ObjectPage(read, more, token, last, first, unreadable=unread)
 
 
 def _stored_from_peer(node: SharingNode) -> set[str]:
@@ -1330,6 +1333,20 @@ def test_a_peer_capping_its_pages_below_one_instant_is_reported_as_such(tmp_path
     result = MappingSync(node.store, with_batch(node, 2), peer).pull()  # type: ignore[arg-type]
     assert not result.ok
     assert "serves at most 2 versions a page (asked for 4)" in str(result.error), result.error
+    node.close()
+
+
+def test_an_unreadable_version_at_one_instant_is_no_page_cap(tmp_path: Path) -> None:
+    """A version too deeply nested to read was served all the same: a page of one
+    instant holding one is paged past (the limit doubled), not taken for a peer that
+    caps its pages."""
+    node = SharingNode(tmp_path / "a", None)
+    theirs = [indicator(GREEN, value) for value in range(6)]
+    peer = DatedPeer(theirs, [at(1)] * 5 + [at(2)], tokens=False)
+    peer.unreadable = {theirs[1]["id"]}
+    result = MappingSync(node.store, with_batch(node, 2), peer).pull()  # type: ignore[arg-type]
+    assert result.ok, result.error
+    assert _stored_from_peer(node) == {obj["id"] for obj in theirs} - {theirs[1]["id"]}
     node.close()
 
 

@@ -194,7 +194,7 @@ class Pulling(MappingRounds):
             )
         if basis != position.added_after or position.next_token is not None:
             return _PullPosition(basis, None, batch)
-        served = len(page.objects)
+        served = len(page.objects) + len(page.unreadable)  # (unreadable ones were served)
         if position.limit >= PULL_LIMIT_MAX or served < position.limit:
             # (asked for more than it served: the peer caps its pages, max_page_size)
             raise RemoteError(
