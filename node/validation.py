@@ -160,6 +160,7 @@ _TLP_IDS: Final = {
     "amber": "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
     "red": "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed",
 }
+_TLP_ID_SET: Final = frozenset(_TLP_IDS.values())
 _TLP_CREATED: Final = to_micros("2017-01-20T00:00:00.000Z")
 _OPINIONS: Final = ("strongly-disagree", "disagree", "neutral", "agree", "strongly-agree")
 _EXTENSION_TYPES: Final = (
@@ -616,12 +617,15 @@ def _marking_definition(obj: dict[str, Any]) -> str | None:
         return "'definition_type' and 'definition' must be given together"
     if kind == "statement" and not isinstance(definition.get("statement"), str):
         return f"a statement marking needs a string 'statement', got {_show(definition)}"
-    if kind == "tlp":
+    if kind == "tlp" and obj["id"] in _TLP_ID_SET:
         colour = definition.get("tlp")
         if not isinstance(colour, str) or _TLP_IDS.get(colour) != obj["id"]:
             return f"TLP marking {_show(colour)} must use its standard id, not {obj['id']!r}"
         if to_micros(obj["created"]) != _TLP_CREATED:
             return f"TLP marking {colour!r} must have the standard 'created' 2017-01-20T00:00:00Z"
+    # A "tlp" definition under an id of its own (STIX 2.1 7.2.1.4 says not to make one)
+    # is stored: refused, what it marks would be stored and judged as if unmarked; held,
+    # the policy judges it at the level it claims (node.tlp.declared_level).
     return None
 
 

@@ -494,6 +494,21 @@ def test_a_partners_own_version_may_spell_its_author_in_another_case(make_node) 
     assert outcome[0] == "successes", outcome
 
 
+def test_what_a_minted_tlp_red_definition_marks_never_leaves(make_node) -> None:
+    """A ``tlp`` definition under an id of its own (not STIX 2.1's), claiming RED, posted
+    with what it marks: the definition is held, and what it marks is withheld with it,
+    even beside a standard GREEN marking and with unmarked = "share"."""
+    node = make_node(egress={"unmarked": "share"})
+    minted = sdo("marking-definition", None, definition_type="tlp", definition={"tlp": "red"})
+    minted.pop("modified")
+    alone, beside = indicator(None, 1), indicator(GREEN, 2)
+    alone["object_marking_refs"] = [minted["id"]]
+    beside["object_marking_refs"] = [GREEN, minted["id"]]
+    node.post([minted, alone, beside])
+    for objs in (served(node), pushed(node)):
+        assert not ids(objs) & {minted["id"], alone["id"], beside["id"]}
+
+
 def test_ids_deny_ignores_letter_case(make_node) -> None:
     denied = indicator(GREEN)
     node = make_node(egress={"ids_deny": [denied["id"].upper().replace("INDICATOR", "indicator")]})

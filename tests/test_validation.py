@@ -706,7 +706,6 @@ CONDITIONAL = [
     (changed("marking-statement", drop=("definition",)), "must be given together"),
     (changed("marking-statement", definition={"tlp": "red"}), "statement marking needs"),
     (changed("marking-tlp-white", definition={"tlp": "red"}), "must use its standard id"),
-    (changed("marking-tlp-red", id=same_uuid("marking-statement", "marking-definition")), "TLP"),
     (changed("marking-tlp-red", created=T0), "standard 'created'"),
     (changed("file", drop=("name", "hashes")), "at least 'hashes' or 'name'"),
     (changed("artifact", drop=("payload_bin",)), "at least 'payload_bin' or 'url'"),
@@ -723,6 +722,14 @@ CONDITIONAL = [
     (changed("windows-registry-key", drop=("key", "modified_time", "values")), "own"),
     (changed("x509-certificate", drop=all_but_type_and_id("x509-certificate")), "own"),
 ]
+
+
+def test_a_tlp_definition_under_an_id_of_its_own_is_stored_to_be_judged() -> None:
+    """STIX 2.1 7.2.1.4 says not to mint TLP definitions, but refused, what one marks
+    would be stored and judged as if unmarked: held, egress judges it at the level it
+    claims (node.tlp.declared_level).  The standard ids keep their own content."""
+    minted = changed("marking-tlp-red", id=same_uuid("marking-statement", "marking-definition"))
+    assert object_problem(minted) is None
 
 
 @pytest.mark.parametrize(("obj", "fragment"), CONDITIONAL)
