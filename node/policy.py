@@ -653,8 +653,8 @@ def _dependency_refs(obj: Mapping[str, Any], links: list[tuple[str, Any]]) -> It
     candidates.extend(ref for _path, ref in links)
     candidates.extend(ref for _path, ref in _extension_definitions(obj))
     for ref in candidates:
-        if isinstance(ref, str) and _type_of(ref.lower()) in DEPENDENCY_TYPES:
-            yield ref.lower()
+        if isinstance(ref, str) and _type_of(ref := ref.lower()) in DEPENDENCY_TYPES:
+            yield ref
 
 
 def _without_selectors(markings: list[Any], removed: AbstractSet[str]) -> list[Any]:

@@ -97,14 +97,6 @@ class Admission:
     valid: set[int] = field(default_factory=set)
 
 
-def _observable_problem(item: dict[str, Any]) -> str | None:
-    """Why a partner's SCO would stand for another version than its own: validation
-    lets a revoked SCO carry ``modified`` (this node's own record of a recall), but a
-    partner's revoked version that is no recall would shadow ours (an SCO id names a
-    value, so a partner can post first under the id our own publication will have)."""
-    return sco_version_problem(item)
-
-
 def admit(
     connection: Connection, agreement: Agreement, items: Sequence[object], *, to_peer: bool
 ) -> Admission:
@@ -130,7 +122,10 @@ def admit(
             admission.accepted.append(item)  # policy and recalls judge valid STIX only
         elif is_recall(item):
             admission.recalls.append(item)
-        elif (problem := _observable_problem(item)) is not None:
+        elif (problem := sco_version_problem(item)) is not None:
+            # Validation lets a revoked SCO carry ``modified`` (this node's record of a
+            # recall); a partner's that is no recall would shadow ours (an SCO id names
+            # a value: a partner can post first under the id our publication will have).
             admission.refused.append(_detail(item, problem))
         else:
             admission.valid.add(id(item))
