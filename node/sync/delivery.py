@@ -128,8 +128,8 @@ class EnvelopePoster:
         if left_over:
             delivery.unaccounted.append(left_over)
         if self._known_good is None and len(left_over) < len(envelope):
-            accounted = [text for obj, text in envelope if all(obj is not o for o, _ in left_over)]
-            self._known_good = accounted[0]
+            unnamed = {id(obj) for obj, _ in left_over}
+            self._known_good = next(text for obj, text in envelope if id(obj) not in unnamed)
         return None
 
     def _post_unaccounted_again(
