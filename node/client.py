@@ -638,19 +638,23 @@ def _doubled_limit(query: dict, page: ObjectPage, where: str) -> int:
     return min(PAGES_LIMIT_MAX, limit * 2)
 
 
+def served_key(obj: object) -> tuple[str, str]:
+    """(id, version) of a served object or manifest record, what a page repeating an
+    earlier one holds again (of anything but a JSON object, its text)."""
+    if not isinstance(obj, dict):
+        return ("", repr(obj)[:200])
+    version = obj.get("modified") or obj.get("created") or obj.get("version") or ""
+    return (str(obj.get("id")), str(version))
+
+
 def _version_keys(objects: list) -> set[tuple[str, str]]:
     """(id, version) of a page's objects or manifest records."""
-    keys = set()
-    for obj in objects:
-        if isinstance(obj, dict):
-            version = obj.get("modified") or obj.get("created") or obj.get("version") or ""
-            keys.add((str(obj.get("id")), str(version)))
-    return keys
+    return {served_key(obj) for obj in objects if isinstance(obj, dict)}
 
 
 def _without(page: ObjectPage, served: set[tuple[str, str]]) -> ObjectPage:
     """``page`` less the versions of ``served`` (paging by date serves them again)."""
-    kept = [obj for obj in page.objects if not (_version_keys([obj]) & served)]
+    kept = [obj for obj in page.objects if served_key(obj) not in served]
     if len(kept) == len(page.objects):
         return page
     return dataclasses.replace(page, objects=kept)

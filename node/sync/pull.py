@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from node import jsoncodec
-from node.client import PAGES_LIMIT_MAX, ObjectPage, RemoteError, date_header_said
+from node.client import PAGES_LIMIT_MAX, ObjectPage, RemoteError, date_header_said, served_key
 from node.policy import DEPENDENCY_TYPES
 from node.sharing import admit, settle
 from node.sharing.records import undecided_dead_letters
@@ -31,7 +31,6 @@ from .rounds import (
     RoundResult,
     commit_progress,
     count_in_state,
-    version_text,
 )
 
 log = logging.getLogger(__name__)
@@ -297,7 +296,7 @@ class _RoundProgress:
         the same again (the same ``next``, or the same ``added_after``)."""
         self._asked.add(asked)
         self.pages += 1
-        keys = {_served_key(obj) for obj in page.objects}
+        keys = {served_key(obj) for obj in page.objects}
         keys |= {("unreadable", object_id) for object_id in page.unreadable}
         moved = cursor_moved or not keys <= self._seen
         self._seen |= keys
@@ -325,13 +324,6 @@ class _RoundProgress:
             "X-TAXII-Date-Added-Last (TAXII 2.1 section 3.4.3); the next round goes on "
             "from the last next token"
         )
-
-
-def _served_key(obj: object) -> tuple[str, str]:
-    """(id, version) of a served version (of anything else, its text)."""
-    if not isinstance(obj, dict):
-        return ("", repr(obj)[:200])
-    return (str(obj.get("id")), version_text(obj))
 
 
 @dataclass(frozen=True)
