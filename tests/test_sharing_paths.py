@@ -1024,15 +1024,20 @@ def test_a_push_backlog_does_not_keep_the_worker_from_its_pull_lane(
     (mapping,) = worker.mappings
     mapping.agreement = with_batch(node, 1)
     peer = _PullStops(worker.stop)
+    _run_until_stopped(worker, mapping, peer)
+    assert peer.posts_before_pull is not None and peer.posts_before_pull <= 2
+    worker.close()
+    node.close()
+
+
+def _run_until_stopped(worker: SyncWorker, mapping: MappingSync, peer: object) -> None:
+    """Run ``worker`` (``peer`` the client of its one mapping) until the peer stops it."""
     mapping.client = peer  # type: ignore[assignment]
     mapping._remote_id, mapping._max_content_length = "remote-alpha", 10_000_000
     runner = threading.Thread(target=worker.run_forever, daemon=True)
     runner.start()
     runner.join(timeout=120)
     assert not runner.is_alive()
-    assert peer.posts_before_pull is not None and peer.posts_before_pull <= 2
-    worker.close()
-    node.close()
 
 
 class _PullStops(PagingPeer):
@@ -1088,12 +1093,8 @@ def test_the_running_worker_asks_a_lane_again_only_after_the_peers_retry_after(
     quick = replace(node.agreement.mapping, interval=0.05)
     mapping.agreement = replace(node.agreement, mapping=quick)
     peer = _Throttling(worker.stop)
-    mapping.client = peer  # type: ignore[assignment]
-    mapping._remote_id, mapping._max_content_length = "remote-alpha", 10_000_000
-    runner = threading.Thread(target=worker.run_forever, daemon=True)
-    runner.start()
-    runner.join(timeout=120)
-    assert not runner.is_alive() and peer.push_rounds == 50
+    _run_until_stopped(worker, mapping, peer)
+    assert peer.push_rounds == 50
     assert peer.pulls == 1
     worker.close()
     node.close()
