@@ -156,6 +156,91 @@ def _counts_account_for(sent: int, status: dict) -> bool:
     )
 
 
+# The page size of the check whether refused versions are held by the server after
+# all: every version of 50 ids in one page (the check reads one page per 50 ids).
+SUSPECTS_LIMIT = 1000
+
+
+def _version_text(obj: dict) -> str:
+    from node.validation import version_stamp  # (a status's check: not at start-up)
+
+    return version_stamp(obj) or ""
+
+
+def as_sent(sent: list[dict], failures: list[dict]) -> list[dict]:
+    """The peer's failures, each naming a version as we sent it.
+
+    A peer may write the version of a refused object in another form (the same
+    instant without milliseconds: STIX 2.1 section 3.2 allows any precision) or
+    leave it out; its failure then names every version of that id we sent.  A
+    failure naming nothing we sent is the peer's noise: it is logged, and no dead
+    letter is made of it.
+    """
+    versions: dict[str, list[tuple[str, int | None]]] = {}
+    for obj in sent:
+        text = _version_text(obj)
+        versions.setdefault(str(obj.get("id")), []).append((text, micros_or_none(text)))
+    named: list[dict] = []
+    for failure in failures:
+        ours = versions.get(str(failure.get("id")), [])
+        given = failure.get("version")
+        if given:
+            micros = micros_or_none(str(given))
+            ours = [(text, at) for text, at in ours if text == given or (at and at == micros)]
+        if not ours:
+            log.warning("the server refused something not sent: %.200s", failure)
+        # (one failure per version: an envelope of ``taxii-node publish`` may hold a
+        # version twice, one copy the server holds and another it refuses)
+        named.extend({**failure, "version": text or None} for text, _at in dict.fromkeys(ours))
+    return named
+
+
+def not_already_held(
+    client: TaxiiClient,
+    collection_id: str,
+    sent: list[dict],
+    failures: list[dict],
+    *,
+    call: Callable[[Callable[[], ObjectPage]], ObjectPage] | None = None,
+) -> tuple[list[dict], set[tuple[str, str]]]:
+    """The failures, less versions the server turns out to hold exactly as we sent them
+    (returned apart: already present); ``failures`` name versions as sent (``as_sent``).
+
+    Some servers answer a re-posted (id, version) with a failure instead of success
+    (medallion 3.0.0: "Unable to process object"): a dependency sent again in a later
+    round, a batch sent again after a crash, a bundle published twice.  Those are
+    delivered, not refused.  Each read of the server goes through ``call`` (the push
+    round's retries); when one fails nothing can be told and every failure is kept.
+    """
+    # Every copy sent under a version (an envelope of ``taxii-node publish`` may hold
+    # two): a version is held as sent only when the server holds each copy's content.
+    by_key: dict[tuple[Any, str], list[dict]] = {}
+    for obj in sent:
+        by_key.setdefault((obj.get("id"), _version_text(obj)), []).append(obj)
+    failed = [(f.get("id"), f.get("version")) for f in failures]
+    suspects = sorted({str(key[0]) for key in failed if key in by_key})
+    held: set[tuple] = set()
+    for start in range(0, len(suspects), 50):
+        params = {
+            "match[id]": ",".join(suspects[start : start + 50]),
+            "match[version]": "all",
+            "limit": SUSPECTS_LIMIT,
+        }
+        try:
+            read = lambda params=params: client.page(collection_id, params)  # noqa: E731
+            page = call(read) if call is not None else read()
+        except RemoteError:
+            return failures, set()  # cannot tell: keep every failure
+        for obj in page.objects:
+            if isinstance(obj, dict):
+                key = (obj.get("id"), _version_text(obj))
+                copies = by_key.get(key)
+                if copies and all(copy == obj for copy in copies):
+                    held.add(key)
+    kept = [f for f in failures if (f.get("id"), f.get("version")) not in held]
+    return kept, {(str(i), str(v)) for i, v in held}
+
+
 @dataclass(frozen=True)
 class ObjectPage:
     objects: list[dict]

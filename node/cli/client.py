@@ -327,12 +327,12 @@ def _failures_not_held(
 ) -> tuple[list[dict], int]:
     """The status's failures less versions the server holds exactly as sent, and how
     many those are (already present), checked by reading them back as the push worker
-    does (``node.sync.push.not_already_held``): medallion 3.0.0 answers a version it
+    does (``node.client.not_already_held``): medallion 3.0.0 answers a version it
     holds with "Unable to process object", and a bundle published twice is no failure."""
     failures = status.get("failures") or []
     if not failures:
         return failures, 0
-    from node.sync.push import as_sent, not_already_held  # the store: only then
+    from node.client import as_sent, not_already_held
 
     kept, held = not_already_held(client, collection_id, sent, as_sent(sent, failures))
     return kept, len(held)

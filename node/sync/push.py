@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
-from node.client import ObjectPage, RemoteError, TaxiiClient, split_envelopes
+from node.client import (
+    RemoteError,
+    as_sent,
+    not_already_held,
+    split_envelopes,
+)
 from node.policy import DEPENDENCY_TYPES, Decision
 from node.sharing import EgressPage, Position, decision_records, egress
 from node.sharing.records import ALREADY_AT_PEER, already_present
 from node.store import audit, syncstate
 from node.store.audit import Action, AuditRecord, Direction
-from node.timestamps import micros_or_none, to_micros
+from node.timestamps import to_micros
 from node.validation import version_stamp
 
 from .delivery import Delivery, EnvelopePoster
@@ -36,10 +39,6 @@ from .rounds import (
 
 log = logging.getLogger(__name__)
 
-# The page size of the check whether refused versions are held by the peer after all:
-# every version of 50 ids in one page, whatever the peer's ``batch`` (the check reads
-# one page per 50 ids).
-SUSPECTS_LIMIT = 1000
 # A push round sends at most this many batches (100,000 versions at the default
 # ``batch``) or for this many seconds, then ends with its cursor committed, as a pull
 # round does (``PULL_PAGES_PER_ROUND``): a peer that acknowledges slowly, or a backlog
@@ -296,80 +295,6 @@ def _exactly(obj: dict) -> Position:
     return Position(ids=(obj["id"],), versions=(key,))
 
 
-def as_sent(sent: list[dict], failures: list[dict]) -> list[dict]:
-    """The peer's failures, each naming a version as we sent it.
-
-    A peer may write the version of a refused object in another form (the same
-    instant without milliseconds: STIX 2.1 section 3.2 allows any precision) or
-    leave it out; its failure then names every version of that id we sent.  A
-    failure naming nothing we sent is the peer's noise: it is logged, and no dead
-    letter is made of it.
-    """
-    versions: dict[str, list[tuple[str, int | None]]] = {}
-    for obj in sent:
-        text = version_text(obj)
-        versions.setdefault(str(obj.get("id")), []).append((text, micros_or_none(text)))
-    named: list[dict] = []
-    for failure in failures:
-        ours = versions.get(str(failure.get("id")), [])
-        given = failure.get("version")
-        if given:
-            micros = micros_or_none(str(given))
-            ours = [(text, at) for text, at in ours if text == given or (at and at == micros)]
-        if not ours:
-            log.warning("the peer refused something not sent: %.200s", failure)
-        # (one failure per version: an envelope of ``taxii-node publish`` may hold a
-        # version twice, one copy the server holds and another it refuses)
-        named.extend({**failure, "version": text or None} for text, _at in dict.fromkeys(ours))
-    return named
-
-
 def _failure(obj: dict, message: str) -> dict:
     return {"id": obj.get("id"), "version": version_stamp(obj),
             "message": message}  # fmt: skip
-
-
-def not_already_held(
-    client: TaxiiClient,
-    collection_id: str,
-    sent: list[dict],
-    failures: list[dict],
-    *,
-    call: Callable[[Callable[[], ObjectPage]], ObjectPage] | None = None,
-) -> tuple[list[dict], set[tuple[str, str]]]:
-    """The failures, less versions the server turns out to hold exactly as we sent them
-    (returned apart: already present); ``failures`` name versions as sent (``as_sent``).
-
-    Some servers answer a re-posted (id, version) with a failure instead of success
-    (medallion 3.0.0: "Unable to process object"): a dependency sent again in a later
-    round, a batch sent again after a crash, a bundle published twice.  Those are
-    delivered, not refused.  Each read of the server goes through ``call`` (the push
-    round's retries); when one fails nothing can be told and every failure is kept.
-    """
-    # Every copy sent under a version (an envelope of ``taxii-node publish`` may hold
-    # two): a version is held as sent only when the server holds each copy's content.
-    by_key: dict[tuple[Any, str], list[dict]] = {}
-    for obj in sent:
-        by_key.setdefault((obj.get("id"), version_text(obj)), []).append(obj)
-    failed = [(f.get("id"), f.get("version")) for f in failures]
-    suspects = sorted({str(key[0]) for key in failed if key in by_key})
-    held: set[tuple] = set()
-    for start in range(0, len(suspects), 50):
-        params = {
-            "match[id]": ",".join(suspects[start : start + 50]),
-            "match[version]": "all",
-            "limit": SUSPECTS_LIMIT,
-        }
-        try:
-            read = lambda params=params: client.page(collection_id, params)  # noqa: E731
-            page = call(read) if call is not None else read()
-        except RemoteError:
-            return failures, set()  # cannot tell: keep every failure
-        for obj in page.objects:
-            if isinstance(obj, dict):
-                key = (obj.get("id"), version_text(obj))
-                copies = by_key.get(key)
-                if copies and all(copy == obj for copy in copies):
-                    held.add(key)
-    kept = [f for f in failures if (f.get("id"), f.get("version")) not in held]
-    return kept, {(str(i), str(v)) for i, v in held}
