@@ -317,8 +317,7 @@ def recall_for(
     ).scalar()
     if body is None:
         return None
-    last, _removed = redacted(jsoncodec.loads(body), redact)
-    last = dict(last)
+    last, _removed = redacted(jsoncodec.loads(body), redact)  # (a fresh parse: ours to change)
     refs = last.get("object_refs")
     if last.get("type") in _CONTAINERS and isinstance(refs, list):
         known = last_delivered(
